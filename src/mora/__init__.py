@@ -1,0 +1,45 @@
+"""Mora: multi-agent generalist video generation on AutoGen and diffusers.
+
+Heavy libraries (torch, diffusers, transformers, autogen) load lazily, on first use of the
+attribute that needs them, so `import mora` and `mora --help` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+# public name -> module that defines it; imported on first attribute access (PEP 562)
+_LAZY = {
+    "Toolset": "mora.tools.toolset",
+    "Preset": "mora.config",
+    "PRESETS": "mora.config",
+    "get_preset": "mora.config",
+    "MoraError": "mora.errors",
+    "InputError": "mora.errors",
+    "run": "mora.workflows.runner",
+    "RunResult": "mora.workflows.runner",
+    "chat": "mora.workflows.chat",
+    "TASKS": "mora.workflows.routes",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mora.config import PRESETS, Preset, get_preset
+    from mora.errors import InputError, MoraError
+    from mora.tools.toolset import Toolset
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mora' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,201 @@
+"""Presets: which model each agent role uses, and how it is called. Data, never a code path.
+
+A preset maps each role (`text_to_image`, `image_to_image`, `image_to_video`, `extend`,
+`connect`) to a `ModelSpec`: a pipeline family (one file each in `mora/tools/`), a model id or
+local directory, and the call settings. Two presets that name the same family run the same code.
+
+Model ids that start with `tiny/` are built in code at toy size with random weights (see
+`mora.tools.tiny`), saved under `$MORA_HOME` and loaded back with `from_pretrained`.
+
+This module imports no torch, so the CLI can validate options before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from mora.errors import InputError
+
+ROLES = ("text_to_image", "image_to_image", "image_to_video", "extend", "connect")
+FAMILIES = ("sdxl", "pix2pix", "svd", "ltx")
+PROFILES = ("fast", "balanced", "low-vram")
+
+
+def mora_home() -> Path:
+    """The cache root: `$MORA_HOME`, default `~/.cache/mora`."""
+    return Path(os.environ.get("MORA_HOME") or Path.home() / ".cache" / "mora").expanduser()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One role's model: the pipeline family, where its weights are, and how to call it.
+
+    Args:
+        family: pipeline family, one of `FAMILIES`; picks the file in `mora/tools/` that runs it.
+        model: a Hugging Face Hub id, a local directory, or `tiny/<name>` (built in code).
+        settings: call settings for the family (steps, size, frames, guidance, ...).
+        refiner: SDXL only: the refiner's id or path (None: base only).
+    """
+
+    family: str
+    model: str
+    settings: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    refiner: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown pipeline family {self.family!r}; expected one of {FAMILIES}")
+        if not isinstance(self.settings, MappingProxyType):
+            object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
+
+    def model_ids(self) -> list[str]:
+        return [self.model] + ([self.refiner] if self.refiner else [])
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named table of role -> `ModelSpec`.
+
+    Example:
+        >>> get_preset("tiny").roles["image_to_video"].family
+        'svd'
+    """
+
+    name: str
+    description: str
+    roles: MappingProxyType
+
+    def __post_init__(self) -> None:
+        missing = [r for r in ROLES if r not in self.roles]
+        if missing:
+            raise ValueError(f"preset {self.name!r} lacks roles {missing}")
+        if not isinstance(self.roles, MappingProxyType):
+            object.__setattr__(self, "roles", MappingProxyType(dict(self.roles)))
+
+    def spec(self, role: str) -> ModelSpec:
+        return self.roles[role]
+
+    def models(self) -> dict[str, str]:
+        """role -> model id (the refiner listed as `text_to_image_refiner`), for manifests."""
+        out = {role: spec.model for role, spec in self.roles.items()}
+        if self.roles["text_to_image"].refiner:
+            out["text_to_image_refiner"] = self.roles["text_to_image"].refiner
+        return out
+
+    @property
+    def is_tiny(self) -> bool:
+        return all(m.startswith("tiny/") for s in self.roles.values() for m in s.model_ids())
+
+
+# --- the paper's settings (Mora, arXiv 2403.13248, and its released code) -----------------------
+
+_SDXL = dict(width=1024, height=576, steps=40, guidance_scale=5.0, high_noise_frac=0.8, size_multiple=8)
+_PIX2PIX = dict(steps=20, guidance_scale=7.5, image_guidance_scale=1.5, max_area=512 * 512, size_multiple=8)
+_SVD = dict(
+    width=1024, height=576, num_frames=25, segments=3, steps=25, fps=7, motion_bucket_id=180,
+    noise_aug_strength=0.1, min_guidance_scale=1.0, max_guidance_scale=3.0, decode_chunk_size=8,
+    size_multiple=8, max_frames=64,
+)
+# LTX-Video 0.9.5: frames are 8k+1 (temporal compression 8), sizes multiples of 32.
+_LTX = dict(
+    width=768, height=512, num_frames=49, segments=1, steps=40, fps=24, guidance_scale=3.0,
+    decode_timestep=0.05, image_cond_noise_scale=0.025, size_multiple=32, frame_multiple=8,
+    tail_frames=9, max_frames=257,
+)
+LTX_MODEL = "Lightricks/LTX-Video-0.9.5"
+
+# Toy sizes: seconds on a CPU. The tiny LTX VAE compresses time by 4, so its frames are 4k+1.
+_TINY_SIZE = dict(width=96, height=64)
+
+
+def _tiny(settings: dict, **changes: Any) -> dict:
+    return {**settings, **_TINY_SIZE, "steps": 2, **changes}
+
+
+def _preset(name: str, description: str, **roles: ModelSpec) -> Preset:
+    return Preset(name=name, description=description, roles=MappingProxyType(roles))
+
+
+PRESETS: MappingProxyType = MappingProxyType(
+    {
+        "mora": _preset(
+            "mora",
+            "The paper's models: SDXL base+refiner, InstructPix2Pix, SVD-XT (3 chained segments), "
+            "LTX-Video for connecting videos (SEINE, the paper's choice, is not in diffusers).",
+            text_to_image=ModelSpec(
+                "sdxl", "stabilityai/stable-diffusion-xl-base-1.0", _SDXL,
+                refiner="stabilityai/stable-diffusion-xl-refiner-1.0",
+            ),
+            image_to_image=ModelSpec("pix2pix", "timbrooks/instruct-pix2pix", _PIX2PIX),
+            image_to_video=ModelSpec("svd", "stabilityai/stable-video-diffusion-img2vid-xt", _SVD),
+            extend=ModelSpec("svd", "stabilityai/stable-video-diffusion-img2vid-xt", _SVD),
+            connect=ModelSpec("ltx", LTX_MODEL, _LTX),
+        ),
+        "ltx": _preset(
+            "ltx",
+            "LTX-Video for text-conditioned image-to-video, extension conditioned on the video's tail, "
+            "and connection; SDXL and InstructPix2Pix for images.",
+            text_to_image=ModelSpec(
+                "sdxl", "stabilityai/stable-diffusion-xl-base-1.0", _SDXL,
+                refiner="stabilityai/stable-diffusion-xl-refiner-1.0",
+            ),
+            image_to_image=ModelSpec("pix2pix", "timbrooks/instruct-pix2pix", _PIX2PIX),
+            image_to_video=ModelSpec("ltx", LTX_MODEL, _LTX),
+            extend=ModelSpec("ltx", LTX_MODEL, _LTX),
+            connect=ModelSpec("ltx", LTX_MODEL, _LTX),
+        ),
+        "tiny": _preset(
+            "tiny",
+            "Every family of preset `mora` at toy size with random weights: seconds on a CPU, output "
+            "is noise. For tests, CI and offline smoke runs.",
+            text_to_image=ModelSpec(
+                "sdxl", "tiny/sdxl-base", _tiny(_SDXL), refiner="tiny/sdxl-refiner",
+            ),
+            image_to_image=ModelSpec("pix2pix", "tiny/pix2pix", _tiny(_PIX2PIX, max_area=96 * 64)),
+            image_to_video=ModelSpec("svd", "tiny/svd", _tiny(_SVD, num_frames=4, segments=2, decode_chunk_size=4)),
+            extend=ModelSpec("svd", "tiny/svd", _tiny(_SVD, num_frames=4, segments=1, decode_chunk_size=4)),
+            connect=ModelSpec("ltx", "tiny/ltx", _tiny(_LTX, num_frames=9, frame_multiple=4, tail_frames=5)),
+        ),
+        "tiny-ltx": _preset(
+            "tiny-ltx",
+            "Preset `ltx` at toy size with random weights (LTX for image-to-video, extend and connect). "
+            "Output is noise: for tests and offline checks of the LTX code path.",
+            text_to_image=ModelSpec("sdxl", "tiny/sdxl-base", _tiny(_SDXL)),
+            image_to_image=ModelSpec("pix2pix", "tiny/pix2pix", _tiny(_PIX2PIX, max_area=96 * 64)),
+            image_to_video=ModelSpec("ltx", "tiny/ltx", _tiny(_LTX, num_frames=9, frame_multiple=4, tail_frames=5)),
+            extend=ModelSpec("ltx", "tiny/ltx", _tiny(_LTX, num_frames=9, frame_multiple=4, tail_frames=5)),
+            connect=ModelSpec("ltx", "tiny/ltx", _tiny(_LTX, num_frames=9, frame_multiple=4, tail_frames=5)),
+        ),
+    }
+)
+DEFAULT_PRESET = "mora"
+
+
+def get_preset(preset: str | Preset) -> Preset:
+    """Look up a preset by name (a `Preset` passes through).
+
+    Raises:
+        InputError: the name is not a known preset.
+    """
+    if isinstance(preset, Preset):
+        return preset
+    try:
+        return PRESETS[preset]
+    except (KeyError, TypeError):
+        raise InputError(
+            f"--preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
+        ) from None
+
+
+def with_settings(spec: ModelSpec, **changes: Any) -> ModelSpec:
+    """A copy of `spec` with some call settings replaced (None values are ignored)."""
+    merged = {**spec.settings, **{k: v for k, v in changes.items() if v is not None}}
+    return dataclasses.replace(spec, settings=MappingProxyType(merged))

@@ -1,0 +1,50 @@
+"""Typed errors. `InputError` is the user's to fix (CLI exit 2); everything else is ours (exit 1)."""
+
+from __future__ import annotations
+
+
+class MoraError(Exception):
+    """Base class of every error Mora raises on purpose."""
+
+    #: Exit code the `mora` command uses for this error.
+    exit_code: int = 1
+
+
+class InputError(MoraError, ValueError):
+    """Bad input: a path, a value or an option the user can fix.
+
+    The message names the argument, the value and the fix, on one line.
+
+    Example:
+        >>> raise InputError("--num-frames: got 0; pass a positive integer such as 25")
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))  # one line, always
+
+
+def bad_input(argument: str, value: object, problem: str, fix: str) -> InputError:
+    """Build an `InputError` with the standard shape: `ARGUMENT: VALUE PROBLEM; FIX`.
+
+    Example:
+        >>> raise bad_input("image", "cat.txt", "is not an image", "pass a PNG, JPEG, WebP or GIF file")
+    """
+    return InputError(f"{argument}: {value!r} {problem}; {fix}")
+
+
+class ModelUnavailableError(MoraError):
+    """A model's weights are neither local nor downloadable. Fixable by the user, so exit 2."""
+
+    exit_code = 2
+
+
+class LLMError(MoraError):
+    """The LLM endpoint failed or answered with something we cannot use."""
+
+
+class ReviewAborted(MoraError):
+    """The human reviewer aborted the job: a clean stop, nothing is written at `out`."""
+
+    exit_code = 1

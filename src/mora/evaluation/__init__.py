@@ -1,0 +1,37 @@
+"""The score card: VBench-style video metrics computed with numpy and OpenCV, no model weights.
+
+See `docs/metrics.md` for each metric's definition and how it differs from VBench's. Imports are
+lazy (PEP 562) so that `import mora.evaluation` does not load OpenCV until a metric is used.
+
+Example:
+    >>> from mora.evaluation import score_card_for_file, format_table
+    >>> print(format_table(score_card_for_file("fox.mp4")))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "score_video": "mora.evaluation.metrics",
+    "score_card_for_file": "mora.evaluation.metrics",
+    "format_table": "mora.evaluation.metrics",
+    "METRIC_INFO": "mora.evaluation.metrics",
+    "optional_metrics": "mora.evaluation.optional",
+}
+
+__all__ = list(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mora.evaluation.metrics import METRIC_INFO, format_table, score_card_for_file, score_video
+    from mora.evaluation.optional import optional_metrics
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mora.evaluation' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,103 @@
+"""LTX-Video (LTXConditionPipeline): image-to-video with text, extension conditioned on a video's
+tail, and first-last-frame transitions for connecting two videos.
+
+The paper connects videos with SEINE, which is not in diffusers; LTX conditioned on A's last frame
+at index 0 and B's first frame at the last index plays that role.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from PIL import Image
+
+from mora.config import ModelSpec
+from mora.tools.runtime import Runtime, from_pretrained, generator
+from mora.tools.sizing import cover_resize, to_uint8
+
+logger = logging.getLogger(__name__)
+
+GPU_DTYPE = "bfloat16"  # LTX-Video is trained and published in bf16
+DEFAULT_PROMPT = "smooth natural motion, consistent scene, steady camera"
+NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
+
+
+def load(spec: ModelSpec, rt: Runtime):
+    from diffusers import LTXConditionPipeline
+
+    pipe = rt.pipeline(
+        "ltx", spec.model, lambda dtype: from_pretrained(LTXConditionPipeline, spec.model, torch_dtype=dtype), GPU_DTYPE
+    )
+    if rt.profile == "low-vram":
+        pipe.vae.enable_tiling()
+    return pipe
+
+
+def _call(spec: ModelSpec, rt: Runtime, conditions, *, prompt, width, height, num_frames, steps, fps, seed) -> np.ndarray:
+    pipe = load(spec, rt)
+    out = pipe(
+        conditions=conditions, prompt=prompt or DEFAULT_PROMPT, negative_prompt=NEGATIVE_PROMPT, width=width,
+        height=height, num_frames=num_frames, frame_rate=fps, num_inference_steps=steps,
+        guidance_scale=spec.get("guidance_scale", 3.0), decode_timestep=spec.get("decode_timestep", 0.05),
+        image_cond_noise_scale=spec.get("image_cond_noise_scale", 0.025), generator=generator(seed),
+        output_type="np",
+    ).frames[0]
+    return to_uint8(out)
+
+
+def generate(
+    spec: ModelSpec, rt: Runtime, *, image: Image.Image, prompt: str | None, width: int, height: int, num_frames: int,
+    segments: int, steps: int, fps: int, seed: int,
+) -> np.ndarray:
+    """Image-to-video conditioned on `image` at frame 0 and the prompt; segments chain on last frames."""
+    from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+
+    frames: list[np.ndarray] = []
+    current = cover_resize(image, width, height)
+    for index in range(segments):
+        clip = _call(
+            spec, rt, [LTXVideoCondition(image=current, frame_index=0)], prompt=prompt, width=width, height=height,
+            num_frames=num_frames, steps=steps, fps=fps, seed=seed + index,
+        )
+        frames.extend(clip if index == 0 else clip[1:])
+        current = Image.fromarray(clip[-1])
+    return np.stack(frames)
+
+
+def continue_video(
+    spec: ModelSpec, rt: Runtime, *, frames: np.ndarray, prompt: str | None, width: int, height: int,
+    num_frames: int, steps: int, fps: int, seed: int,
+) -> np.ndarray:
+    """New frames following `frames`, conditioned on its last `tail_frames` frames (k*m+1 of them)."""
+    from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+
+    m = spec.get("frame_multiple", 8)
+    tail = min(spec.get("tail_frames", m + 1), len(frames))
+    tail = (tail - 1) // m * m + 1  # LTX encodes video conditions of k*m+1 frames
+    total = tail + num_frames
+    total = -(-(total - 1) // m) * m + 1  # round the whole clip up to k*m+1
+    video = [cover_resize(Image.fromarray(f), width, height) for f in frames[-tail:]]
+    clip = _call(
+        spec, rt, [LTXVideoCondition(video=video, frame_index=0)], prompt=prompt, width=width, height=height,
+        num_frames=total, steps=steps, fps=fps, seed=seed,
+    )
+    return clip[tail:tail + num_frames]
+
+
+def transition(
+    spec: ModelSpec, rt: Runtime, *, first: Image.Image, last: Image.Image, prompt: str | None, width: int,
+    height: int, num_frames: int, steps: int, fps: int, seed: int,
+) -> np.ndarray:
+    """A clip from `first` (frame 0) to `last` (final frame); returns only the frames in between."""
+    from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+
+    conditions = [
+        LTXVideoCondition(image=cover_resize(first, width, height), frame_index=0),
+        LTXVideoCondition(image=cover_resize(last, width, height), frame_index=num_frames - 1),
+    ]
+    clip = _call(
+        spec, rt, conditions, prompt=prompt, width=width, height=height, num_frames=num_frames, steps=steps, fps=fps,
+        seed=seed,
+    )
+    return clip[1:-1]

@@ -1,0 +1,222 @@
+"""Device and dtype policy, model loading and the process-wide pipeline cache.
+
+Pipelines load lazily on first use, once per process, keyed by (family, model, device, dtype,
+profile). The caller chooses device and dtype; `auto` picks CUDA, then MPS, then CPU, and fp16/bf16
+on a GPU, fp32 on a CPU. A pipeline is either moved to its device (profiles `fast`, `balanced`)
+or offloaded (`low-vram`), never both.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mora.config import PROFILES
+from mora.errors import InputError, ModelUnavailableError
+
+logger = logging.getLogger(__name__)
+
+_CACHE: dict[tuple, Any] = {}
+_LOCK = threading.RLock()
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """`auto` -> `cuda`, else `mps`, else `cpu`; checks that an explicit device exists.
+
+    Example:
+        >>> resolve_device("cpu")
+        'cpu'
+    """
+    import torch
+
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device: {device!r} but no CUDA GPU is available; use --device cpu or auto")
+        if ":" in device:
+            index = device.split(":", 1)[1]
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise InputError(
+                    f"--device: {device!r} does not exist (this machine has {torch.cuda.device_count()} "
+                    "CUDA device(s)); use cuda or cuda:N with a valid N"
+                )
+        return device
+    if device == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise InputError("--device: 'mps' but MPS is not available; use --device cpu or auto")
+        return device
+    raise InputError(f"--device: {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+
+
+_DTYPES = {"float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float32": "float32", "fp32": "float32"}
+
+
+def resolve_dtype(dtype: str | Any = "auto", device: str = "cpu", gpu_default: str = "float16"):
+    """`auto` -> the family's GPU dtype on CUDA/MPS (fp16 or bf16), float32 on a CPU."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype or "auto").lower()
+    if name == "auto":
+        name = "float32" if device == "cpu" else gpu_default
+        if name == "bfloat16" and device == "mps":
+            name = "float16"
+    if name not in _DTYPES:
+        raise InputError(f"dtype: {dtype!r} is not supported; use auto, float16, bfloat16 or float32")
+    return getattr(torch, _DTYPES[name])
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise InputError(f"--profile: {profile!r} is not a profile; use one of {', '.join(PROFILES)}")
+    return profile
+
+
+def model_source(model: str) -> str:
+    """Turn a preset's model reference into something `from_pretrained` takes.
+
+    `tiny/<name>` is built on first use; an existing local directory is used as is; anything
+    else is a Hub id.
+    """
+    if model.startswith("tiny/"):
+        from mora.tools.tiny import ensure_tiny
+
+        return str(ensure_tiny(model))
+    return str(Path(model).expanduser()) if Path(model).expanduser().is_dir() else model
+
+
+def from_pretrained(cls: type, model: str, **kwargs: Any):
+    """`cls.from_pretrained(model, **kwargs)` that turns "weights not available" into one clear error.
+
+    Tries the local Hugging Face cache first (no network), then the Hub. If both fail, raises
+    `ModelUnavailableError` naming the model and the fixes instead of the hub client's traceback.
+    """
+    source = model_source(model)
+    if Path(source).is_dir():
+        return cls.from_pretrained(source, **kwargs)
+    try:
+        return cls.from_pretrained(source, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as local_error:
+        logger.debug("%s not in the local Hugging Face cache (%s); trying the Hub", model, local_error)
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except Exception as error:  # the hub client raises many types; all mean "not available"
+        if isinstance(error, (MemoryError, KeyboardInterrupt)):
+            raise
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise ModelUnavailableError(
+            f"model {model!r} is not available: no local copy and the Hugging Face Hub could not "
+            f"provide it ({type(error).__name__}: {reason}). Fixes: run with --preset tiny for an offline "
+            "smoke test; download the model where the Hub is reachable (huggingface-cli download "
+            f"{model}) and point HF_HOME at that cache; or give a local directory in place of the id"
+        ) from error
+
+
+def get_pipeline(key: tuple, loader: Callable[[], Any]) -> Any:
+    """Return the cached pipeline for `key`, calling `loader()` once on first use."""
+    with _LOCK:
+        pipe = _CACHE.get(key)
+        if pipe is None:
+            logger.info("loading %s %s on %s (%s, profile %s)", *key)
+            pipe = loader()
+            _CACHE[key] = pipe
+        return pipe
+
+
+def cached_keys() -> list[tuple]:
+    """Keys of the pipelines loaded in this process."""
+    with _LOCK:
+        return list(_CACHE)
+
+
+def release(family: str | None = None) -> int:
+    """Drop cached pipelines (all, or one family's) and free their memory; returns how many.
+
+    Use between agents on a small GPU: the next call loads what it needs again.
+    """
+    with _LOCK:
+        keys = [k for k in _CACHE if family is None or k[0] == family]
+        for k in keys:
+            del _CACHE[k]
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+    if keys:
+        logger.info("released %d pipeline(s)%s", len(keys), f" of family {family}" if family else "")
+    return len(keys)
+
+
+def place(pipe: Any, device: str, profile: str) -> Any:
+    """Put a pipeline on its device for a profile: resident (`fast`, `balanced`) or offloaded.
+
+    Never both `.to(device)` and offload on one pipeline (diffusers forbids mixing them).
+    """
+    if profile == "low-vram" and device.startswith("cuda"):
+        pipe.enable_model_cpu_offload(device=device)
+        logger.info("low-vram: model CPU offload onto %s", device)
+    else:
+        if profile == "low-vram":
+            logger.info("low-vram on %s: offload needs a CUDA device, keeping the model resident", device)
+        pipe.to(device)
+    if profile == "low-vram" and hasattr(pipe, "vae") and hasattr(pipe.vae, "enable_slicing"):
+        pipe.vae.enable_slicing()
+    return pipe
+
+
+def generator(seed: int):
+    """A CPU generator: the same seed gives the same noise on every device."""
+    import torch
+
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+class Runtime:
+    """Where and how pipelines run: device, dtype setting, profile, progress bars.
+
+    Args:
+        device: `auto`, `cpu`, `cuda`, `cuda:N` or `mps`.
+        dtype: `auto` (fp16/bf16 on GPU, fp32 on CPU), `float16`, `bfloat16` or `float32`.
+        profile: `fast`, `balanced` or `low-vram`.
+        progress: show the diffusion step bars.
+    """
+
+    def __init__(self, device: str = "auto", dtype: str = "auto", profile: str = "balanced", progress: bool = True):
+        self.device = resolve_device(device)
+        self.dtype_setting = dtype
+        self.profile = check_profile(profile)
+        self.progress = progress
+        resolve_dtype(dtype, self.device)  # validate now, not at first load
+
+    def dtype(self, gpu_default: str = "float16"):
+        return resolve_dtype(self.dtype_setting, self.device, gpu_default)
+
+    def pipeline(self, family: str, model: str, loader: Callable[[Any], Any], gpu_dtype: str = "float16") -> Any:
+        """The cached pipeline for (family, model, device, dtype, profile); `loader(dtype)` builds it."""
+        dtype = self.dtype(gpu_dtype)
+        key = (family, model, self.device, str(dtype).removeprefix("torch."), self.profile)
+
+        def load():
+            return place(loader(dtype), self.device, self.profile)
+
+        pipe = get_pipeline(key, load)
+        pipe.set_progress_bar_config(disable=not self.progress, leave=False)
+        return pipe

@@ -1,0 +1,267 @@
+"""The `tiny` models: every pipeline family at toy size with random weights, built in code.
+
+Nothing here downloads: tokenizers come from an in-code vocabulary. Each model is built once,
+saved with `save_pretrained` under `$MORA_HOME/tiny-v<N>/<name>` and then loaded back with
+`from_pretrained` by the family's loader, so the tests exercise the real loading path.
+Output of these models is noise; they exist for tests, CI and offline smoke runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import string
+import tempfile
+from pathlib import Path
+
+from mora.config import mora_home
+
+logger = logging.getLogger(__name__)
+
+# Bump when a builder changes so stale caches are rebuilt rather than loaded.
+TINY_VERSION = 2
+_CHARS = string.ascii_lowercase + string.digits + ",.'-!?:;()"
+
+
+def tiny_dir(name: str) -> Path:
+    """Where tiny model `name` lives (built on first use)."""
+    return mora_home() / f"tiny-v{TINY_VERSION}" / name
+
+
+def ensure_tiny(model_id: str) -> Path:
+    """Build `tiny/<name>` if it is not in the cache yet; return its directory."""
+    name = model_id.split("/", 1)[1]
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown tiny model {model_id!r}; known: {sorted(_BUILDERS)}")
+    target = tiny_dir(name)
+    if (target / "model_index.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a temp dir and rename, so a concurrent or interrupted build never leaves half a model.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        logger.info("building tiny model %s (random weights) in %s", model_id, target)
+        _BUILDERS[name]().save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race; its copy is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _clip_tokenizer():
+    """A character-level CLIP BPE tokenizer from an in-code vocabulary (no merges)."""
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in _CHARS:
+        vocab.setdefault(c, len(vocab))
+    for c in _CHARS:
+        vocab.setdefault(c + "</w>", len(vocab))
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(d) / "merges.txt").write_text("#version: 0.2\n")
+        return CLIPTokenizer(
+            str(Path(d) / "vocab.json"), str(Path(d) / "merges.txt"), pad_token="<|endoftext|>",
+            model_max_length=77,
+        )
+
+
+def _t5_tokenizer():
+    """A character-level word-piece-free tokenizer standing in for T5's SentencePiece model."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, " ": 3}
+    for c in _CHARS:
+        vocab.setdefault(c, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=128
+    )
+
+
+def _clip_text_config(**overrides):
+    from transformers import CLIPTextConfig
+
+    cfg = dict(
+        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=2 + 2 * len(_CHARS),
+        max_position_embeddings=77, projection_dim=32, hidden_act="gelu",
+    )
+    cfg.update(overrides)
+    return CLIPTextConfig(**cfg)
+
+
+def _vae_2d():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[16, 32], in_channels=3, out_channels=3, norm_num_groups=8,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4, sample_size=64,
+    )
+
+
+def _euler():
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+    )
+
+
+def _build_sdxl_base():
+    import torch
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1), norm_num_groups=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids + pooled text embedding
+        cross_attention_dim=64,  # both text encoders' hidden states, concatenated
+    )
+    return StableDiffusionXLPipeline(
+        vae=_vae_2d(), text_encoder=CLIPTextModel(_clip_text_config()), tokenizer=_clip_tokenizer(),
+        text_encoder_2=CLIPTextModelWithProjection(_clip_text_config()), tokenizer_2=_clip_tokenizer(),
+        unet=unet, scheduler=_euler(),
+    )
+
+
+def _build_sdxl_refiner():
+    """Like SDXL's refiner: second text encoder only, aesthetic-score time ids."""
+    import torch
+    from diffusers import StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1), norm_num_groups=8,
+        projection_class_embeddings_input_dim=5 * 8 + 32,  # 5 time ids (with aesthetic score) + pooled
+        cross_attention_dim=32,
+    )
+    return StableDiffusionXLImg2ImgPipeline(
+        vae=_vae_2d(), text_encoder=None, tokenizer=None,
+        text_encoder_2=CLIPTextModelWithProjection(_clip_text_config()), tokenizer_2=_clip_tokenizer(),
+        unet=unet, scheduler=_euler(), requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
+    )
+
+
+def _build_pix2pix():
+    import torch
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(2)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=8, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, norm_num_groups=8,
+        attention_head_dim=4,
+    )
+    return StableDiffusionInstructPix2PixPipeline(
+        vae=_vae_2d(), text_encoder=CLIPTextModel(_clip_text_config()), tokenizer=_clip_tokenizer(), unet=unet,
+        scheduler=EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def _build_svd():
+    import torch
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(3)
+    unet = UNetSpatioTemporalConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=8, out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        cross_attention_dim=32, num_attention_heads=4,
+        projection_class_embeddings_input_dim=3 * 32, addition_time_embed_dim=32,  # fps, motion, noise
+    )
+    # SVD-XT's scheduler settings, as in its published scheduler_config.json
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
+        num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
+        steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
+    )
+    vae = AutoencoderKLTemporalDecoder(
+        block_out_channels=[32, 64], in_channels=3, out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 2, latent_channels=4,
+    )
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4, image_size=224,
+            intermediate_size=37, patch_size=32,  # SVD resizes to 224 itself; 32px patches keep it cheap
+        )
+    )
+    return StableVideoDiffusionPipeline(
+        vae=vae, image_encoder=encoder, unet=unet, scheduler=scheduler,
+        feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
+    )
+
+
+def _build_ltx():
+    import torch
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXConditionPipeline,
+        LTXVideoTransformer3DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(4)
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
+        attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32,
+    )
+    # Spatial and temporal compression 4 (two scaling blocks): frames must be 4k+1.
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False, False, False, False, False), upsample_residual=(False, False, False, False),
+        upsample_factor=(1, 1, 1, 1), timestep_conditioning=False, patch_size=1, patch_size_t=1,
+        encoder_causal=True, decoder_causal=False,
+    )
+    text_encoder = T5EncoderModel(
+        T5Config(vocab_size=4 + len(_CHARS), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                 relative_attention_num_buckets=8, dropout_rate=0.0)
+    ).eval()
+    return LTXConditionPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+        tokenizer=_t5_tokenizer(), transformer=transformer,
+    )
+
+
+_BUILDERS = {
+    "sdxl-base": _build_sdxl_base,
+    "sdxl-refiner": _build_sdxl_refiner,
+    "pix2pix": _build_pix2pix,
+    "svd": _build_svd,
+    "ltx": _build_ltx,
+}
