@@ -28,12 +28,18 @@ _LAZY = {
     "TASKS": "mora.workflows.routes",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "__version__", "Toolset", "Preset", "PRESETS", "get_preset", "MoraError", "InputError", "run", "RunResult",
+    "chat", "TASKS",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from mora.config import PRESETS, Preset, get_preset
     from mora.errors import InputError, MoraError
     from mora.tools.toolset import Toolset
+    from mora.workflows.chat import chat
+    from mora.workflows.routes import TASKS
+    from mora.workflows.runner import RunResult, run
 
 
 def __getattr__(name: str) -> Any:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import os
 import re
 import secrets
+import struct
 import subprocess
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -56,6 +58,11 @@ _FATAL_FFMPEG = (
     "corrupt",
     "premature",
 )
+
+
+# PIL signals bad data with all of these (SyntaxError from some decoders, struct.error from broken
+# EXIF, IndexError from broken palettes, ...). None of them is a bug of ours for a file we only read.
+_PIL_BAD_DATA = (OSError, ValueError, SyntaxError, EOFError, KeyError, IndexError, TypeError, struct.error)
 
 
 @dataclass
@@ -142,7 +149,9 @@ def check_file(path: str | os.PathLike, *, argument: str, kinds: tuple[str, ...]
     if len(errors) == 1:
         raise errors[0]
     words = " or ".join(_KIND_WORDS[k] for k in kinds)
-    raise bad_input(argument, str(path), f"is not readable as {words} (truncated or another kind of file)", fix)
+    raise bad_input(
+        argument, str(path), f"is not readable as {words} (truncated or another kind of file)", fix
+    )
 
 
 def _fix_for(kinds: Iterable[str]) -> str:
@@ -165,7 +174,9 @@ def _check_path(path: str | os.PathLike, argument: str, fix: str) -> Path:
     if not p.is_file():
         raise bad_input(argument, shown, "is not a regular file", fix)
     if not os.access(p, os.R_OK):
-        raise bad_input(argument, shown, "is not readable (permission denied)", "check the file's permissions")
+        raise bad_input(
+            argument, shown, "is not readable (permission denied)", "check the file's permissions"
+        )
     if p.stat().st_size == 0:
         raise bad_input(argument, shown, "is empty (0 bytes)", fix)
     return p
@@ -216,9 +227,7 @@ def _open_image(p: Path, shown: str | os.PathLike, argument: str) -> Image.Image
         raise bad_input(
             argument, os.fspath(shown), "is not readable (permission denied)", "check the file's permissions"
         ) from err
-    except (OSError, ValueError, SyntaxError, EOFError, KeyError, IndexError, TypeError) as err:
-        # PIL signals bad data with all of these (SyntaxError from some decoders, IndexError from
-        # broken palettes, ...). None of them is a bug of ours for a file we merely read.
+    except _PIL_BAD_DATA as err:
         logger.debug("PIL could not read %s: %r", p, err)
         raise unreadable from err
 
@@ -342,7 +351,10 @@ def _create_temp(dest: Path, suffix: str) -> Path:
             continue
         except OSError as err:
             raise bad_input(
-                "out", os.fspath(dest), f"cannot be written ({err.strerror or err})", "choose a writable location"
+                "out",
+                os.fspath(dest),
+                f"cannot be written ({err.strerror or err})",
+                "choose a writable location",
             ) from err
         os.close(fd)
         return tmp
@@ -395,8 +407,10 @@ def _read_gif(p: Path, shown: str | os.PathLike, argument: str, decode: bool = T
                     frames.append(np.asarray(_to_rgb(frame)))
             size = img.size
     except Image.DecompressionBombError as err:
-        raise bad_input(argument, os.fspath(shown), f"is too large to decode safely ({err})", "pass a smaller GIF") from err
-    except (OSError, ValueError, SyntaxError, EOFError, KeyError, IndexError, TypeError) as err:
+        raise bad_input(
+            argument, os.fspath(shown), f"is too large to decode safely ({err})", "pass a smaller GIF"
+        ) from err
+    except _PIL_BAD_DATA as err:
         logger.debug("PIL could not read GIF %s: %r", p, err)
         raise _unreadable_video(argument, shown) from err
     if not durations:
@@ -405,11 +419,15 @@ def _read_gif(p: Path, shown: str | os.PathLike, argument: str, decode: bool = T
 
 
 def _unreadable_video(argument: str, shown: str | os.PathLike) -> InputError:
-    return bad_input(argument, os.fspath(shown), "is not a readable video (truncated or not a video file)", _VIDEO_FIX)
+    return bad_input(
+        argument, os.fspath(shown), "is not a readable video (truncated or not a video file)", _VIDEO_FIX
+    )
 
 
 def _no_frames(argument: str, shown: str | os.PathLike) -> InputError:
-    return bad_input(argument, os.fspath(shown), "has no video frames", "pass a video with at least one frame")
+    return bad_input(
+        argument, os.fspath(shown), "has no video frames", "pass a video with at least one frame"
+    )
 
 
 def _ffmpeg_scan(p: Path, shown: str | os.PathLike, argument: str) -> int:
@@ -421,22 +439,22 @@ def _ffmpeg_scan(p: Path, shown: str | os.PathLike, argument: str) -> int:
     """
     import imageio_ffmpeg
 
-    cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
-        "-hide_banner", "-nostdin", "-nostats",
-        "-loglevel", "level+info",  # tag lines with their level: "[error]", "[warning]", ...
-        "-progress", "pipe:1",
-        "-i", str(p),
-        "-map", "0:v:0", "-f", "null", "-",
-    ]  # fmt: skip
-    try:
-        proc = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, check=False)
-    except OSError as err:  # the ffmpeg binary itself is missing or broken: ours, not the user's
-        raise RuntimeError(f"could not run ffmpeg ({cmd[0]}): {err}") from err
+    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    # "file:" so a name like "concat:x.mp4" is read as a file, never as an ffmpeg protocol.
+    tail = ["-progress", "pipe:1", "-i", f"file:{p.resolve()}", "-map", "0:v:0", "-f", "null", "-"]
+    # "level+info" tags each log line with its level ("[error]"); ffmpeg < 4.4 lacks the flag.
+    proc = _run_ffmpeg([exe, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info", *tail])
+    tagged = not (proc.returncode != 0 and b"level+info" in proc.stderr)
+    if not tagged:
+        proc = _run_ffmpeg([exe, "-hide_banner", "-nostdin", "-nostats", *tail])
     log = proc.stderr.decode("utf-8", errors="replace")
     progress = proc.stdout.decode("utf-8", errors="replace")
-    errors = [line.strip() for line in log.splitlines() if re.search(r"\[(error|fatal|panic)\]", line)]
-    warnings = [line.strip() for line in log.splitlines() if "[warning]" in line]
+    lines = [line.strip() for line in log.splitlines()]
+    if tagged:
+        errors = [line for line in lines if re.search(r"\[(error|fatal|panic)\]", line)]
+        warnings = [line for line in lines if "[warning]" in line]
+    else:  # untagged: component lines ("[h264 @ 0x...] ...") are the candidates
+        errors, warnings = [line for line in lines if line.startswith("[") and "[out#" not in line], []
     fatal = [line for line in errors if any(m in line.lower() for m in _FATAL_FFMPEG)]
     if fatal:
         logger.debug("ffmpeg on %s: %s", p, " | ".join(fatal[:5]))
@@ -449,7 +467,10 @@ def _ffmpeg_scan(p: Path, shown: str | os.PathLike, argument: str) -> int:
     demuxer = re.search(r"Input #0, ([^ ]+), from", log)  # the container ffmpeg detected
     if demuxer and (demuxer.group(1).endswith("_pipe") or demuxer.group(1) == "image2"):
         raise bad_input(
-            argument, os.fspath(shown), "is a still image, not a video", f"{_VIDEO_FIX} (or pass the image as an image)"
+            argument,
+            os.fspath(shown),
+            "is a still image, not a video",
+            f"{_VIDEO_FIX} (or pass the image as an image)",
         )
     if errors:
         logger.warning("ffmpeg reported errors decoding %s: %s", p, " | ".join(errors[:3]))
@@ -460,6 +481,13 @@ def _ffmpeg_scan(p: Path, shown: str | os.PathLike, argument: str) -> int:
     if num_frames == 0:
         raise _no_frames(argument, shown)
     return num_frames
+
+
+def _run_ffmpeg(cmd: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, check=False)
+    except OSError as err:  # the ffmpeg binary itself is missing or broken: ours, not the user's
+        raise RuntimeError(f"could not run ffmpeg ({cmd[0]}): {err}") from err
 
 
 def _open_reader(p: Path, shown: str | os.PathLike, argument: str):
@@ -603,8 +631,10 @@ def write_video(frames: Any, path: str | os.PathLike, *, fps: float) -> Path:
         >>> write_video(np.zeros((8, 64, 64, 3), np.uint8), "outputs/black.mp4", fps=8)  # doctest: +SKIP
         PosixPath('outputs/black.mp4')
     """
-    if isinstance(fps, bool) or not _sane_fps(fps):
-        raise bad_input("fps", fps, "is not a usable frame rate", f"pass a number greater than 0 and at most {MAX_FPS:g}")
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not _sane_fps(fps):
+        raise bad_input(
+            "fps", fps, "is not a usable frame rate", f"pass a number greater than 0 and at most {MAX_FPS:g}"
+        )
     if isinstance(frames, np.ndarray) and frames.ndim == 4 and frames.shape[0] == 0:
         raise InputError("frames: got 0 frames; pass at least one frame")
     import imageio.v2 as iio

@@ -21,7 +21,7 @@ _LAZY = {
     "optional_metrics": "mora.evaluation.optional",
 }
 
-__all__ = list(_LAZY)
+__all__ = ["METRIC_INFO", "format_table", "optional_metrics", "score_card_for_file", "score_video"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from mora.evaluation.metrics import METRIC_INFO, format_table, score_card_for_file, score_video

@@ -1,0 +1,1 @@
+"""Task routes (data), the job state, `mora.run()` and the conversational entry `mora.chat()`."""
