@@ -106,7 +106,7 @@ def check_frames(frames: Any, *, min_frames: int = 1) -> np.ndarray:
         raise _frames_error(f"frames of {frames.shape[2]}x{frames.shape[1]}", "smaller than 8x8 pixels")
     if frames.shape[0] < min_frames:
         raise _frames_error(f"{frames.shape[0]} frame(s)", f"but this metric needs at least {min_frames}")
-    return frames
+    return np.ascontiguousarray(frames)  # OpenCV rejects negative strides (e.g. frames[..., ::-1])
 
 
 @dataclass
