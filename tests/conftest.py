@@ -35,3 +35,17 @@ def gradient_frames(num_frames: int, width: int, height: int, shift: int = 3) ->
         b = np.full_like(x, (60 + 20 * t) % 256)
         frames.append(np.stack([r, g, b], axis=-1).astype(np.uint8))
     return np.stack(frames)
+
+
+@pytest.fixture
+def fake_openai():
+    """A scripted OpenAI-compatible server on 127.0.0.1 (see tests/fake_openai.py).
+
+    Yields the `FakeOpenAI`: `.config_list` for `llm_config=`, `.push_text`, `.push_tool_call`,
+    `.push_error`, and `.requests` (every request body). An empty queue answers with a plain text
+    default (`fake.default = None` makes it a 500 instead).
+    """
+    from fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        yield fake

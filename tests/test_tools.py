@@ -116,14 +116,14 @@ def test_text_to_image_default_size_and_call_record(tools):
     assert call["seconds"] >= 0
 
 
-def test_text_to_image_explicit_size(tools):
-    path = tools.text_to_image(prompt="a lighthouse at dusk", seed=3, width=64, height=64, steps=1)
-    with Image.open(path) as img:
-        assert img.size == (64, 64)
-    assert tools.calls[-1]["settings"]["steps"] == 1
-    path = tools.text_to_image(prompt="a lighthouse at dusk", seed=3, width=64, height=96, steps=1)
+def test_text_to_image_explicit_size_and_random_seed(tools):
+    path = tools.text_to_image(prompt="a lighthouse at dusk", width=64, height=96, steps=1)
     with Image.open(path) as img:
         assert img.size == (64, 96)
+    call = tools.calls[-1]
+    assert call["settings"]["steps"] == 1
+    assert (call["settings"]["width"], call["settings"]["height"]) == (64, 96)
+    assert isinstance(call["seed"], int) and 0 <= call["seed"] < 2**32  # drawn, and recorded to repeat it
 
 
 def test_text_to_image_seed_is_reproducible(tools):
@@ -142,12 +142,6 @@ def test_text_to_image_without_refiner_on_tiny_ltx(ltx_tools):
     assert Image.open(path).size == (96, 64)
     assert ltx_tools.calls[-1]["model"] == ["tiny/sdxl-base"]
     assert ltx_tools.calls[-1]["settings"]["high_noise_frac"] is None
-
-
-def test_random_seed_is_recorded(tools):
-    tools.text_to_image(prompt="a cat", steps=1)
-    seed = tools.calls[-1]["seed"]
-    assert isinstance(seed, int) and 0 <= seed < 2**32
 
 
 # --- edit_image ---------------------------------------------------------------------------------------
@@ -214,6 +208,37 @@ def test_edit_image_any_mode_and_odd_size(tools, tmp_path, name, save, mode, siz
     call = tools.calls[-1]
     assert call["tool"] == "edit_image" and call["model"] == ["tiny/pix2pix"]
     assert (call["settings"]["width"], call["settings"]["height"]) == (w, h)
+
+
+def test_tiny_preset_round_trips_through_from_pretrained(tools, landscape_png, monkeypatch):
+    # First SVD test of the module, so that on its own the release below costs nothing.
+    from diffusers import StableVideoDiffusionPipeline
+
+    runtime.release("svd")
+    assert not any(key[0] == "svd" for key in runtime.cached_keys())
+    loaded = []
+    real = StableVideoDiffusionPipeline.from_pretrained
+
+    def spy(cls, source, *args, **kwargs):
+        pipe = real(source, *args, **kwargs)
+        loaded.append((str(source), pipe))
+        return pipe
+
+    monkeypatch.setattr(StableVideoDiffusionPipeline, "from_pretrained", classmethod(spy))
+
+    tools.image_to_video(image_path=str(landscape_png), num_frames=2, segments=1, seed=0)
+
+    model_dir = tiny_dir("svd")
+    assert [source for source, _ in loaded] == [str(model_dir)]
+    assert isinstance(loaded[0][1], StableVideoDiffusionPipeline)
+    assert tuple(loaded[0][1].unet.config.block_out_channels) == (32, 64)  # the tiny one, from disk
+    assert (model_dir / "model_index.json").is_file()
+    assert list(model_dir.rglob("*.safetensors")), "weights were not saved"
+    assert ("svd", "tiny/svd", "cpu", "float32", "balanced") in runtime.cached_keys()
+
+    # the next call reuses the cached pipeline
+    tools.image_to_video(image_path=str(landscape_png), num_frames=2, segments=1, seed=1)
+    assert len(loaded) == 1
 
 
 # --- image_to_video -----------------------------------------------------------------------------------
@@ -373,38 +398,6 @@ def test_connect_videos_keeps_both_videos(tools, clip_a, clip_b, caplog, num_fra
 # --- the real loading path -------------------------------------------------------------------------
 
 
-def test_tiny_preset_round_trips_through_from_pretrained(tools, landscape_png, monkeypatch):
-    from diffusers import StableVideoDiffusionPipeline
-
-    runtime.release("svd")
-    assert not any(key[0] == "svd" for key in runtime.cached_keys())
-    loaded_from = []
-    real = StableVideoDiffusionPipeline.from_pretrained
-
-    def spy(cls, source, *args, **kwargs):
-        loaded_from.append(str(source))
-        return real(source, *args, **kwargs)
-
-    monkeypatch.setattr(StableVideoDiffusionPipeline, "from_pretrained", classmethod(spy))
-
-    tools.image_to_video(image_path=str(landscape_png), num_frames=3, segments=1, seed=0)
-
-    model_dir = tiny_dir("svd")
-    assert loaded_from == [str(model_dir)]
-    assert (model_dir / "model_index.json").is_file()
-    assert list(model_dir.rglob("*.safetensors")), "weights were not saved"
-    assert ("svd", "tiny/svd", "cpu", "float32", "balanced") in runtime.cached_keys()
-
-    # a second call reuses the cached pipeline
-    tools.image_to_video(image_path=str(landscape_png), num_frames=3, segments=1, seed=1)
-    assert len(loaded_from) == 1
-
-    monkeypatch.undo()
-    pipe = StableVideoDiffusionPipeline.from_pretrained(str(model_dir))
-    assert isinstance(pipe, StableVideoDiffusionPipeline)
-    assert pipe.unet.config.block_out_channels == [32, 64] or tuple(pipe.unet.config.block_out_channels) == (32, 64)
-
-
 @pytest.mark.parametrize(
     "name, pipeline",
     [
@@ -427,21 +420,27 @@ def test_every_tiny_model_is_saved_as_a_pipeline(name, pipeline):
     assert list(model_dir.rglob("*.safetensors"))
 
 
-def test_local_directory_works_as_a_model_id(tiny_tools_factory, tmp_path, landscape_png):
+def test_local_directory_works_as_a_model_id(tiny_tools_factory, tmp_path, landscape_png, monkeypatch):
     from diffusers import StableVideoDiffusionPipeline
 
     from mora.config import Preset, with_settings
 
     model_dir = str(tiny_dir("svd"))
-    pipe = runtime.from_pretrained(StableVideoDiffusionPipeline, model_dir)
-    assert isinstance(pipe, StableVideoDiffusionPipeline)
+    loaded = []
+    real = StableVideoDiffusionPipeline.from_pretrained
 
+    def spy(cls, source, *args, **kwargs):
+        loaded.append(str(source))
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(StableVideoDiffusionPipeline, "from_pretrained", classmethod(spy))
     tiny = get_preset("tiny")
     spec = dataclasses.replace(with_settings(tiny.spec("image_to_video"), num_frames=3), model=model_dir)
     local = Preset("local", "tiny SVD from a directory", {**tiny.roles, "image_to_video": spec})
     tools = tiny_tools_factory(tmp_path / "out", preset=local)
     video = media.read_video(tools.image_to_video(image_path=str(landscape_png), segments=1, seed=0))
     assert video.num_frames == 3
+    assert loaded == [model_dir]
     assert tools.calls[-1]["model"] == [model_dir]
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from typing import Any
 
 from mora import __version__
@@ -76,8 +77,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=_positive_int(), metavar="N", help="denoising steps of every model")
     g.add_argument("--fps", type=_positive_int(), metavar="N", help="frame rate of generated videos")
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    g.add_argument("--profile", default="balanced", choices=("fast", "balanced", "low-vram"),
-                   help="fast: resident; balanced (default); low-vram: CPU offload, small decode chunks")
+    g.add_argument("--profile", default="balanced", choices=("fast", "balanced", "low-vram", "auto"),
+                   help="fast: resident, compiled; balanced (default): resident; low-vram: CPU offload, small "
+                   "decode chunks; auto: by free GPU memory")
     g.add_argument("--llm-config", metavar="PATH", help="OAI_CONFIG_LIST file (default: $OAI_CONFIG_LIST or "
                    "./OAI_CONFIG_LIST if present; without one, prompts are enhanced deterministically)")
     g.add_argument("--review", action="store_true", help="approve, regenerate, edit or abort the first frame")
@@ -121,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Conversational prompting: needs an LLM config (OAI_CONFIG_LIST).")
     chat.add_argument("message", nargs="?", help="first message (asked for when omitted)")
     _common(chat)
+    ui = sub.add_parser("ui", help="Serve the web page (Gradio): one tab per task.",
+                        description="Serve Mora's web page. Needs the ui extra: pip install -e \".[ui]\".")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=_positive_int(), default=7860, help="port (default 7860)")
+    ui.add_argument("--preset", default="mora", help="models for every job (default mora)")
+    ui.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    ui.add_argument("--profile", default="balanced", choices=("fast", "balanced", "low-vram", "auto"))
+    ui.add_argument("--llm-config", metavar="PATH", help="OAI_CONFIG_LIST file for the agents")
+    ui.add_argument("--out-dir", default="outputs/ui", help="where jobs and their uploads go (default outputs/ui)")
+    _output_flags(ui)
     ev = sub.add_parser("eval", help="Score a video: temporal flickering, dynamic degree, smoothness, ...",
                         description="Print the score card of a video (seam scores too for a Mora output).")
     ev.add_argument("video", help="video to score")
@@ -284,6 +296,27 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_ui(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise InputError("ui: gradio is not installed; install the ui extra: pip install -e \".[ui]\"")
+    from mora.agents.llm import load_llm_config
+    from mora.config import get_preset
+    from mora.tools.runtime import check_profile, resolve_device
+
+    get_preset(args.preset)
+    resolve_device(args.device)
+    check_profile(args.profile)
+    load_llm_config(args.llm_config)
+    _quiet_libraries()
+    from mora.ui import launch
+
+    launch(host=args.host, port=args.port, preset=args.preset, device=args.device, profile=args.profile,
+           llm_config=args.llm_config, output_root=args.out_dir)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mora` command; returns the exit code."""
     parser = build_parser()
@@ -298,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_eval(args)
         if args.command == "chat":
             return _run_chat(args)
+        if args.command == "ui":
+            return _run_ui(args)
         return _run_task(args)
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
@@ -306,15 +341,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted; finished artifacts were kept, nothing was written at --out", file=sys.stderr)
         return 130
     except MoraError as e:
-        if debug:
-            raise
+        if debug:  # the traceback too, but the same exit code (2 stays "bad input")
+            traceback.print_exc()
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        # The reader of stdout went away (`mora eval x.mp4 | head -1`): nothing to report to, and
+        # the interpreter's final flush must not print its own BrokenPipeError either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if debug:
-            raise
-        print(f"{PROG}: error: unexpected failure: {type(e).__name__}: {e} (run with --debug for the traceback)",
-              file=sys.stderr)
+            traceback.print_exc()
+        hint = "" if debug else " (run with --debug for the traceback)"
+        print(f"{PROG}: error: unexpected failure: {type(e).__name__}: {e}{hint}", file=sys.stderr)
         return 1
 
 

@@ -97,12 +97,13 @@ class Preset:
 
 # --- the paper's settings (Mora, arXiv 2403.13248, and its released code) -----------------------
 
-_SDXL = dict(width=1024, height=576, steps=40, guidance_scale=5.0, high_noise_frac=0.8, size_multiple=8)
+_SDXL = dict(width=1024, height=576, steps=40, guidance_scale=5.0, high_noise_frac=0.8, size_multiple=8,
+             fp16_variant="fp16")
 _PIX2PIX = dict(steps=20, guidance_scale=7.5, image_guidance_scale=1.5, max_area=512 * 512, size_multiple=8)
 _SVD = dict(
     width=1024, height=576, num_frames=25, segments=3, steps=25, fps=7, motion_bucket_id=180,
     noise_aug_strength=0.1, min_guidance_scale=1.0, max_guidance_scale=3.0, decode_chunk_size=8,
-    size_multiple=8, max_frames=64,
+    size_multiple=8, max_frames=64, fp16_variant="fp16",
 )
 # LTX-Video 0.9.5: frames are 8k+1 (temporal compression 8), sizes multiples of 32.
 _LTX = dict(
@@ -117,7 +118,7 @@ _TINY_SIZE = dict(width=96, height=64)
 
 
 def _tiny(settings: dict, **changes: Any) -> dict:
-    return {**settings, **_TINY_SIZE, "steps": 2, **changes}
+    return {**settings, **_TINY_SIZE, "steps": 2, "fp16_variant": None, **changes}
 
 
 def _preset(name: str, description: str, **roles: ModelSpec) -> Preset:

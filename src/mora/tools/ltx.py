@@ -26,12 +26,9 @@ NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorte
 def load(spec: ModelSpec, rt: Runtime):
     from diffusers import LTXConditionPipeline
 
-    pipe = rt.pipeline(
+    return rt.pipeline(
         "ltx", spec.model, lambda dtype: from_pretrained(LTXConditionPipeline, spec.model, torch_dtype=dtype), GPU_DTYPE
     )
-    if rt.profile == "low-vram":
-        pipe.vae.enable_tiling()
-    return pipe
 
 
 def _call(spec: ModelSpec, rt: Runtime, conditions, *, prompt, width, height, num_frames, steps, fps, seed) -> np.ndarray:

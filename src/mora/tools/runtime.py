@@ -81,8 +81,8 @@ def resolve_dtype(dtype: str | Any = "auto", device: str = "cpu", gpu_default: s
 
 
 def check_profile(profile: str) -> str:
-    if profile not in PROFILES:
-        raise InputError(f"--profile: {profile!r} is not a profile; use one of {', '.join(PROFILES)}")
+    if profile not in (*PROFILES, "auto", "paper"):
+        raise InputError(f"--profile: {profile!r} is not a profile; use one of {', '.join(PROFILES)} or auto")
     return profile
 
 
@@ -99,12 +99,26 @@ def model_source(model: str) -> str:
     return str(Path(model).expanduser()) if Path(model).expanduser().is_dir() else model
 
 
+# model id -> builder(cls, **from_pretrained_kwargs) returning a pipeline built in memory.
+_IN_MEMORY: dict[str, Callable[..., Any]] = {}
+
+
+def register_model(model: str, build: Callable[..., Any]) -> None:
+    """Serve `model` from `build(cls, **kwargs)` instead of loading weights (benchmarks with random weights).
+
+    The pipeline then goes through the same cache, placement and profiles as a loaded one.
+    """
+    _IN_MEMORY[model] = build
+
+
 def from_pretrained(cls: type, model: str, **kwargs: Any):
     """`cls.from_pretrained(model, **kwargs)` that turns "weights not available" into one clear error.
 
     Tries the local Hugging Face cache first (no network), then the Hub. If both fail, raises
     `ModelUnavailableError` naming the model and the fixes instead of the hub client's traceback.
     """
+    if model in _IN_MEMORY:
+        return _IN_MEMORY[model](cls, **kwargs)
     source = model_source(model)
     if Path(source).is_dir():
         return cls.from_pretrained(source, **kwargs)
@@ -166,20 +180,18 @@ def release(family: str | None = None) -> int:
 
 
 def place(pipe: Any, device: str, profile: str) -> Any:
-    """Put a pipeline on its device for a profile: resident (`fast`, `balanced`) or offloaded.
+    """Put a pipeline on its device for a profile (see `mora.tools.profiles`)."""
+    from mora.tools.profiles import apply
 
-    Never both `.to(device)` and offload on one pipeline (diffusers forbids mixing them).
-    """
-    if profile == "low-vram" and device.startswith("cuda"):
-        pipe.enable_model_cpu_offload(device=device)
-        logger.info("low-vram: model CPU offload onto %s", device)
-    else:
-        if profile == "low-vram":
-            logger.info("low-vram on %s: offload needs a CUDA device, keeping the model resident", device)
-        pipe.to(device)
-    if profile == "low-vram" and hasattr(pipe, "vae") and hasattr(pipe.vae, "enable_slicing"):
-        pipe.vae.enable_slicing()
+    apply(pipe, device, profile)
     return pipe
+
+
+def variant(spec: Any, dtype: Any) -> str | None:
+    """The weights variant to download: the repo's fp16 files when running in fp16 (half the download)."""
+    import torch
+
+    return spec.get("fp16_variant") if dtype == torch.float16 else None
 
 
 def generator(seed: int):
@@ -203,6 +215,10 @@ class Runtime:
         self.device = resolve_device(device)
         self.dtype_setting = dtype
         self.profile = check_profile(profile)
+        if self.profile == "auto":
+            from mora.tools.profiles import auto_profile
+
+            self.profile = auto_profile(self.device)
         self.progress = progress
         resolve_dtype(dtype, self.device)  # validate now, not at first load
 

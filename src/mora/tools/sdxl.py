@@ -11,7 +11,7 @@ import logging
 from PIL import Image
 
 from mora.config import ModelSpec
-from mora.tools.runtime import Runtime, from_pretrained, generator
+from mora.tools.runtime import Runtime, from_pretrained, generator, variant
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,9 @@ def load(spec: ModelSpec, rt: Runtime):
     from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
     base = rt.pipeline(
-        "sdxl", spec.model, lambda dtype: from_pretrained(StableDiffusionXLPipeline, spec.model, torch_dtype=dtype),
+        "sdxl", spec.model,
+        lambda dtype: from_pretrained(StableDiffusionXLPipeline, spec.model, torch_dtype=dtype,
+                                      variant=variant(spec, dtype)),
         GPU_DTYPE,
     )
     if not spec.refiner:
@@ -32,7 +34,7 @@ def load(spec: ModelSpec, rt: Runtime):
     def load_refiner(dtype):
         return from_pretrained(
             StableDiffusionXLImg2ImgPipeline, spec.refiner, torch_dtype=dtype,
-            text_encoder_2=base.text_encoder_2, vae=base.vae,
+            text_encoder_2=base.text_encoder_2, vae=base.vae, variant=variant(spec, dtype),
         )
 
     return base, rt.pipeline("sdxl-refiner", f"{spec.refiner}+{spec.model}", load_refiner, GPU_DTYPE)

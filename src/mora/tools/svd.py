@@ -12,20 +12,22 @@ import numpy as np
 from PIL import Image
 
 from mora.config import ModelSpec
-from mora.tools.runtime import Runtime, from_pretrained, generator
+from mora.tools.profiles import decode_chunk
+from mora.tools.runtime import Runtime, from_pretrained, generator, variant
 from mora.tools.sizing import cover_resize, to_uint8
 
 logger = logging.getLogger(__name__)
 
 GPU_DTYPE = "float16"
-_CHUNK = {"fast": None, "balanced": None, "low-vram": 2}  # None: the preset's decode_chunk_size
 
 
 def load(spec: ModelSpec, rt: Runtime):
     from diffusers import StableVideoDiffusionPipeline
 
     return rt.pipeline(
-        "svd", spec.model, lambda dtype: from_pretrained(StableVideoDiffusionPipeline, spec.model, torch_dtype=dtype),
+        "svd", spec.model,
+        lambda dtype: from_pretrained(StableVideoDiffusionPipeline, spec.model, torch_dtype=dtype,
+                                      variant=variant(spec, dtype)),
         GPU_DTYPE,
     )
 
@@ -39,7 +41,7 @@ def generate(
         logger.info("SVD takes no text: the prompt is unused by image_to_video (it shaped the first frame)")
     pipe = load(spec, rt)
     gen = generator(seed)
-    chunk = _CHUNK[rt.profile] or spec.get("decode_chunk_size", 8)
+    chunk = decode_chunk(rt.profile, rt.device, spec.get("decode_chunk_size", 8), num_frames, width, height)
     frames: list[np.ndarray] = []
     current = cover_resize(image, width, height)
     for index in range(segments):

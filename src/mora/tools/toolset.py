@@ -107,6 +107,7 @@ class Toolset:
         self.output_dir = Path(output_dir)
         self.input_guard = input_guard
         self.calls: list[dict] = []  # one record per tool call: args, seed, model, settings, output, seconds
+        self.oom_retries: list[dict] = []  # out-of-memory retries in low-vram (recorded in manifests)
 
     @property
     def device(self) -> str:
@@ -159,11 +160,28 @@ class Toolset:
     def _steps(self, spec: ModelSpec, steps: Any) -> int:
         return check_int(steps, "steps", low=1, high=MAX_STEPS) or spec.get("steps")
 
+    def _generate(self, call: Callable[[], Any]) -> Any:
+        """Run a model call; on GPU out-of-memory in `fast`/`balanced`, retry once in `low-vram`."""
+        import torch
+
+        try:
+            return call()
+        except torch.OutOfMemoryError:
+            if self.runtime.profile == "low-vram":
+                raise
+            previous = self.runtime.profile
+            logger.warning("out of GPU memory in profile %s; releasing models and retrying once in low-vram",
+                           previous)
+            release()
+            self.runtime.profile = "low-vram"
+            self.oom_retries.append({"tool_call": len(self.calls) + 1, "from": previous, "to": "low-vram"})
+            return call()
+
     def _record(self, tool: str, spec: ModelSpec, args: dict, output: Path, started: float, **extra: Any) -> str:
         seconds = time.perf_counter() - started
         self.calls.append(
             dict(tool=tool, args=args, output=str(output), model=spec.model_ids(), family=spec.family,
-                 seconds=round(seconds, 3), **extra)
+                 seconds=round(seconds, 3), profile=self.runtime.profile, **extra)
         )
         logger.info("%s wrote %s in %.2fs", tool, output, seconds)
         return str(output)
@@ -191,9 +209,9 @@ class Toolset:
         negative_prompt = check_text(negative_prompt, "negative_prompt", required=False) if negative_prompt else ""
         w, h = self._size(spec, width, height, None)
         steps, seed = self._steps(spec, steps), check_seed(seed)
-        image = sdxl.text_to_image(
+        image = self._generate(lambda: sdxl.text_to_image(
             spec, self.runtime, prompt=prompt, negative_prompt=negative_prompt, width=w, height=h, steps=steps, seed=seed
-        )
+        ))
         out = media.write_image(image, self._out("text_to_image", ".png"))
         return self._record(
             "text_to_image", spec, dict(prompt=prompt, negative_prompt=negative_prompt), out, started,
@@ -221,7 +239,9 @@ class Toolset:
         image = media.read_image(self._input(image_path, "image_path"), argument="image_path")
         instruction = check_text(instruction, "instruction")
         steps, seed = self._steps(spec, steps), check_seed(seed)
-        edited = pix2pix.edit_image(spec, self.runtime, image=image, instruction=instruction, steps=steps, seed=seed)
+        edited = self._generate(lambda: pix2pix.edit_image(
+            spec, self.runtime, image=image, instruction=instruction, steps=steps, seed=seed
+        ))
         out = media.write_image(edited, self._out("edit_image", ".png"))
         return self._record(
             "edit_image", spec, dict(image_path=str(image_path), instruction=instruction), out, started, seed=seed,
@@ -259,10 +279,10 @@ class Toolset:
         segments = check_int(segments, "segments", low=1, high=16) or spec.get("segments", 1)
         w, h = self._size(spec, width, height, image.size)
         steps, seed = self._steps(spec, steps), check_seed(seed)
-        frames = _VIDEO_FAMILIES[spec.family].generate(
+        frames = self._generate(lambda: _VIDEO_FAMILIES[spec.family].generate(
             spec, self.runtime, image=image, prompt=prompt, width=w, height=h, num_frames=n, segments=segments,
             steps=steps, fps=fps, seed=seed,
-        )
+        ))
         out = media.write_video(frames, self._out("image_to_video", ".mp4"), fps=fps)
         boundaries = [n + i * (n - 1) for i in range(segments - 1)]
         return self._record(
@@ -297,10 +317,10 @@ class Toolset:
         steps, seed = self._steps(spec, steps), check_seed(seed)
         w, h = self._size(spec, None, None, (video.width, video.height))
         fps = max(1, round(video.fps))
-        new = _VIDEO_FAMILIES[spec.family].continue_video(
+        new = self._generate(lambda: _VIDEO_FAMILIES[spec.family].continue_video(
             spec, self.runtime, frames=video.frames, prompt=prompt, width=w, height=h, num_frames=n, steps=steps,
             fps=fps, seed=seed,
-        )
+        ))
         frames = np.concatenate([video.frames, resize_frames(new, video.width, video.height)])
         out = media.write_video(frames, self._out("extend_video", ".mp4"), fps=video.fps)
         return self._record(
@@ -348,10 +368,10 @@ class Toolset:
         w, h = self._size(spec, None, None, (a.width, a.height))
         from PIL import Image
 
-        middle = ltx.transition(
+        middle = self._generate(lambda: ltx.transition(
             spec, self.runtime, first=Image.fromarray(a.frames[-1]), last=Image.fromarray(b_frames[0]), prompt=prompt,
             width=w, height=h, num_frames=n, steps=steps, fps=max(1, round(a.fps)), seed=seed,
-        )
+        ))
         middle = resize_frames(middle, a.width, a.height)
         frames = np.concatenate([a.frames, middle, b_frames])
         out = media.write_video(frames, self._out("connect_videos", ".mp4"), fps=a.fps)

@@ -1,0 +1,836 @@
+#!/usr/bin/env python
+"""Side by side: Mora's jobs under the paper code's runtime choices and under each execution profile.
+
+    python benchmarks/run.py --scale tiny --device cpu      # toy models: seconds, for CI (not a performance claim)
+    python benchmarks/run.py --scale full --device cuda     # full-size architectures, random weights, one GPU
+    python benchmarks/run.py --scale full --dry-run         # build full-size on the meta device, check sizes
+
+`full` builds every model from the public config.json values in
+../shared/data/fullsize_architectures.json with random weights (they take as long as real weights),
+in memory on the target device, and serves them through `mora.tools.runtime.register_model`, so
+the jobs run the real code path: a `mora.Toolset` on a preset with the paper's settings (preset
+`mora`), the pipeline cache, placement and profiles. `tiny` runs preset `tiny`.
+
+Profiles timed, one at a time (`runtime.release()` in between, so only one profile's models are
+resident): `paper` (the paper code's choices: fp16, SDXL and InstructPix2Pix resident, SVD with
+model CPU offload, decode chunks of 12), `balanced`, `fast`, `low-vram`. Per profile and task:
+model build/load time, one warm-up run (includes torch.compile where `fast` compiles), one timed
+run. Per component of the timed run (text encoders, denoisers, VAE encode/decode, image encoder):
+seconds, calls, peak GPU memory, and achieved TFLOP/s, from FLOPs counted once with
+`torch.utils.flop_counter.FlopCounterMode` in a separate pass (profile balanced, uncompiled).
+
+The last line of stdout is `speedup X.XX`: paper seconds / fast seconds of the text-to-video job.
+Progress goes to stderr; tables to stdout; `--json PATH` writes everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import importlib.util
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("mora") is None:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO / "src"))
+
+TASKS = ("text-to-video", "image-to-video", "extend", "connect")
+PROFILES = ("paper", "balanced", "fast", "low-vram")
+PROMPT = "a red fox running through fresh snow at sunrise, cinematic, detailed fur"
+INSTRUCTION = "make it a snowy evening"
+GB = 1e9  # the goals are in GB
+
+# Goals from the issue (figures to report against, not tests): one H100, --scale full.
+GOAL_FAST_S = 32.0
+GOAL_SPEEDUP = 4.0
+GOAL_SVD_STEP_S = 0.33
+GOAL_LOW_VRAM_GB = 24.0
+GOAL_LOW_VRAM_SLOWDOWN = 1.5
+
+FULL = "bench-full"  # model ids served from memory by register_model
+FULL_IDS = {
+    "sdxl-base": f"{FULL}/sdxl-base-1.0", "sdxl-refiner": f"{FULL}/sdxl-refiner-1.0",
+    "pix2pix": f"{FULL}/instruct-pix2pix", "svd": f"{FULL}/svd-img2vid-xt", "ltx": f"{FULL}/ltx-video",
+}
+
+# Not in fullsize_architectures.json, written here from public sources (timing depends only on shapes):
+# Google's T5 v1.1 XXL encoder (LTX-Video's text encoder), from google/t5-v1_1-xxl config.json.
+T5_V1_1_XXL = dict(
+    vocab_size=32128, d_model=4096, d_ff=10240, num_layers=24, num_heads=64, d_kv=64,
+    feed_forward_proj="gated-gelu", relative_attention_num_buckets=32, relative_attention_max_distance=128,
+    layer_norm_epsilon=1e-6, dropout_rate=0.1, tie_word_embeddings=False,
+)
+# SD 1.5's VAE (InstructPix2Pix's), from its vae/config.json: SDXL's VAE architecture at 512 px, scale 0.18215.
+SD15_VAE_CHANGES = dict(sample_size=512, scaling_factor=0.18215)
+# LTX-Video's VAE: diffusers' AutoencoderKLLTXVideo class defaults (LTX-Video 0.9's VAE: 128 latent
+# channels, 32x spatial and 8x temporal compression). Scheduler: LTX-Video's scheduler_config.json.
+LTX_SCHEDULER = dict(
+    base_image_seq_len=1024, base_shift=0.95, max_image_seq_len=4096, max_shift=2.05, num_train_timesteps=1000,
+    shift=1.0, shift_terminal=0.1, use_dynamic_shifting=True,
+)
+# SVD-XT's scheduler_config.json (as in mora.tools.tiny).
+SVD_SCHEDULER = dict(
+    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
+    num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002, steps_offset=1,
+    timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
+)
+
+# Dry-run checks: (pipeline, component, JSON key or None, note)
+CHECKS = (
+    ("sdxl-base", "unet", "sdxl_base_unet", ""),
+    ("sdxl-base", "vae", "sdxl_vae", ""),
+    ("sdxl-base", "text_encoder", "sdxl_text_encoder_clip_l", ""),
+    ("sdxl-base", "text_encoder_2", "sdxl_text_encoder_2_bigg", ""),
+    ("sdxl-refiner", "unet", "sdxl_refiner_unet", "text_encoder_2 and vae shared with the base"),
+    ("pix2pix", "unet", "instruct_pix2pix_unet", ""),
+    ("pix2pix", "vae", "sdxl_vae", "SD 1.5 VAE: same architecture as sdxl_vae"),
+    ("pix2pix", "text_encoder", "sdxl_text_encoder_clip_l", "SD 1.5 text encoder: CLIP ViT-L/14, as sdxl's"),
+    ("svd", "unet", "svd_xt_unet", ""),
+    ("svd", "vae", "svd_vae_temporal_decoder", ""),
+    ("svd", "image_encoder", "svd_image_encoder_vit_h14", ""),
+    ("ltx", "transformer", "ltx_video_2b_transformer", ""),
+    ("ltx", "vae", None, "not in JSON: diffusers AutoencoderKLLTXVideo defaults"),
+    ("ltx", "text_encoder", None, "not in JSON: T5 v1.1 XXL public config"),
+)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- arguments ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/run.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--scale", choices=("tiny", "full"), default="tiny",
+                        help="tiny: preset tiny (toy models); full: full-size architectures, random weights")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--tasks", default="text-to-video",
+                        help=f"comma-separated, from {','.join(TASKS)} (text-to-video always runs first: "
+                             "it makes the other tasks' inputs and the speedup line)")
+    parser.add_argument("--profiles", default=",".join(PROFILES),
+                        help="comma-separated, from paper,balanced,fast,low-vram (paper and fast required)")
+    parser.add_argument("--steps", type=int, help="override every model's denoising steps (quick checks only)")
+    parser.add_argument("--dtype", default="auto", help="auto (fp16/bf16 on GPU as each family's, fp32 on CPU)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-flops", action="store_true", help="skip the FLOP-counting pass (no TFLOP/s)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --scale full: build every model on the meta device, check parameter counts, exit")
+    parser.add_argument("--arch", type=Path, help="fullsize_architectures.json (default: ../shared/data/ or "
+                                                  "$MORA_FULLSIZE_ARCH)")
+    parser.add_argument("--json", type=Path, help="also write all results to this JSON file")
+    parser.add_argument("--keep", type=Path, help="keep generated images and videos in this directory")
+    args = parser.parse_args(argv)
+
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    bad = [t for t in args.tasks if t not in TASKS]
+    if bad:
+        parser.error(f"--tasks: {bad[0]!r} is not a task; choose from {', '.join(TASKS)}")
+    args.tasks = ["text-to-video"] + [t for t in TASKS[1:] if t in args.tasks]
+    args.profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
+    bad = [p for p in args.profiles if p not in PROFILES]
+    if bad:
+        parser.error(f"--profiles: {bad[0]!r} is not a profile; choose from {', '.join(PROFILES)}")
+    if "paper" not in args.profiles or "fast" not in args.profiles:
+        parser.error("--profiles: must include paper and fast (the speedup line compares them)")
+    args.profiles = [p for p in PROFILES if p in args.profiles]
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps: {args.steps} is not a positive number of steps")
+    if args.dry_run:
+        if args.scale != "full":
+            parser.error("--dry-run: only with --scale full (it checks the full-size models without a GPU)")
+        return args
+    device = args.device.strip().lower()
+    if device != "cpu" and not device.startswith("cuda"):
+        parser.error(f"--device: {args.device!r} is not cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error(
+                f"--device {args.device}: no CUDA GPU is available on this machine (torch {torch.__version__}, "
+                "torch.cuda.is_available() is False). Run it on a machine with an NVIDIA GPU, use --device cpu, "
+                "or check the full-size models without a GPU: --scale full --dry-run"
+            )
+    if args.scale == "full":
+        args.arch_data = load_arch(args.arch, parser)
+    args.device = device
+    return args
+
+
+def arch_candidates(given: Path | None) -> list[Path]:
+    if given:
+        return [given]
+    env = os.environ.get("MORA_FULLSIZE_ARCH")
+    rel = Path("shared") / "data" / "fullsize_architectures.json"
+    return [Path(env)] if env else [REPO.parent / rel, REPO / rel]
+
+
+def load_arch(given: Path | None, parser: argparse.ArgumentParser | None = None) -> dict:
+    for path in arch_candidates(given):
+        if path.is_file():
+            return json.loads(path.read_text())
+    message = (f"--arch: fullsize_architectures.json not found (looked in "
+               f"{', '.join(map(str, arch_candidates(given)))}); pass --arch PATH")
+    if parser:
+        parser.error(message)
+    raise SystemExit(message)
+
+
+# --- the presets ---------------------------------------------------------------------------------
+
+
+def with_steps(preset, steps: int | None):
+    """`preset` with every role's steps replaced (None: unchanged)."""
+    from mora.config import Preset, with_settings
+
+    if steps is None:
+        return preset
+    roles = {role: with_settings(spec, steps=steps) for role, spec in preset.roles.items()}
+    return Preset(name=preset.name, description=preset.description, roles=MappingProxyType(roles))
+
+
+def full_preset(steps: int | None = None):
+    """Preset `mora`'s settings (the paper's) on the in-memory full-size models."""
+    from mora.config import PRESETS, Preset
+
+    mora = PRESETS["mora"]
+    ids = {"text_to_image": FULL_IDS["sdxl-base"], "image_to_image": FULL_IDS["pix2pix"],
+           "image_to_video": FULL_IDS["svd"], "extend": FULL_IDS["svd"], "connect": FULL_IDS["ltx"]}
+    roles = {}
+    for role, spec in mora.roles.items():
+        refiner = FULL_IDS["sdxl-refiner"] if spec.refiner else None
+        roles[role] = dataclasses.replace(spec, model=ids[role], refiner=refiner)
+    preset = Preset(name=FULL, description="preset mora's settings on full-size models with random weights",
+                    roles=MappingProxyType(roles))
+    return with_steps(preset, steps)
+
+
+@contextlib.contextmanager
+def building(device: str, dtype):
+    """Create modules directly on `device` in `dtype` (as transformers' from_pretrained does with dtypes)."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _ready(module, dtype):
+    if any(p.dtype != dtype for p in module.parameters()):  # built in dtype already; this is a safety net
+        module = module.to(dtype=dtype)
+    return module.eval()  # from_pretrained returns eval-mode models
+
+
+def full_builders(arch: dict, device: str) -> dict[str, Callable[..., Any]]:
+    """model id -> `build(cls, **from_pretrained_kwargs)` for `register_model`, from the JSON configs."""
+    from mora.tools.tiny import _clip_tokenizer, _euler, _t5_tokenizer
+
+    def cfg(key: str, **changes) -> dict:
+        return {**arch[key]["config"], **changes}
+
+    def sdxl_base(cls, *, torch_dtype, **_):
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+        with building(device, torch_dtype):
+            unet = UNet2DConditionModel(**cfg("sdxl_base_unet"))
+            vae = AutoencoderKL(**cfg("sdxl_vae"))
+            text_encoder = CLIPTextModel(CLIPTextConfig(**cfg("sdxl_text_encoder_clip_l")))
+            text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**cfg("sdxl_text_encoder_2_bigg")))
+        return cls(
+            vae=_ready(vae, torch_dtype), text_encoder=_ready(text_encoder, torch_dtype), tokenizer=_clip_tokenizer(),
+            text_encoder_2=_ready(text_encoder_2, torch_dtype), tokenizer_2=_clip_tokenizer(),
+            unet=_ready(unet, torch_dtype), scheduler=_euler(),
+        )
+
+    def sdxl_refiner(cls, *, torch_dtype, text_encoder_2, vae, **_):
+        # mora.tools.sdxl passes the base's second text encoder and VAE, as the paper's code shares them
+        from diffusers import UNet2DConditionModel
+
+        with building(device, torch_dtype):
+            unet = UNet2DConditionModel(**cfg("sdxl_refiner_unet"))
+        return cls(
+            vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=text_encoder_2, tokenizer_2=_clip_tokenizer(),
+            unet=_ready(unet, torch_dtype), scheduler=_euler(), requires_aesthetics_score=True,
+            force_zeros_for_empty_prompt=False,
+        )
+
+    def pix2pix(cls, *, torch_dtype, **_):
+        from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        with building(device, torch_dtype):
+            unet = UNet2DConditionModel(**cfg("instruct_pix2pix_unet"))
+            vae = AutoencoderKL(**cfg("sdxl_vae", **SD15_VAE_CHANGES))
+            text_encoder = CLIPTextModel(CLIPTextConfig(**cfg("sdxl_text_encoder_clip_l")))
+        return cls(
+            vae=_ready(vae, torch_dtype), text_encoder=_ready(text_encoder, torch_dtype), tokenizer=_clip_tokenizer(),
+            unet=_ready(unet, torch_dtype),
+            scheduler=EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+
+    def svd(cls, *, torch_dtype, **_):
+        from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+        from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        with building(device, torch_dtype):
+            unet = UNetSpatioTemporalConditionModel(**cfg("svd_xt_unet"))
+            vae = AutoencoderKLTemporalDecoder(**cfg("svd_vae_temporal_decoder"))
+            encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg("svd_image_encoder_vit_h14")))
+        return cls(
+            vae=_ready(vae, torch_dtype), image_encoder=_ready(encoder, torch_dtype), unet=_ready(unet, torch_dtype),
+            scheduler=EulerDiscreteScheduler(**SVD_SCHEDULER),
+            feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
+        )
+
+    def ltx(cls, *, torch_dtype, **_):
+        from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
+        from transformers import T5Config, T5EncoderModel
+
+        with building(device, torch_dtype):
+            transformer = LTXVideoTransformer3DModel(**cfg("ltx_video_2b_transformer"))
+            vae = AutoencoderKLLTXVideo()
+            text_encoder = T5EncoderModel(T5Config(**T5_V1_1_XXL))
+        return cls(
+            scheduler=FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER), vae=_ready(vae, torch_dtype),
+            text_encoder=_ready(text_encoder, torch_dtype), tokenizer=_t5_tokenizer(),
+            transformer=_ready(transformer, torch_dtype),
+        )
+
+    return {FULL_IDS["sdxl-base"]: sdxl_base, FULL_IDS["sdxl-refiner"]: sdxl_refiner,
+            FULL_IDS["pix2pix"]: pix2pix, FULL_IDS["svd"]: svd, FULL_IDS["ltx"]: ltx}
+
+
+def register_full(arch: dict, device: str) -> None:
+    from mora.tools.runtime import register_model
+
+    for model_id, build in full_builders(arch, device).items():
+        register_model(model_id, build)
+
+
+# --- dry run: full-size models on the meta device --------------------------------------------------
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    import torch
+    from diffusers import (
+        LTXConditionPipeline,
+        StableDiffusionInstructPix2PixPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLPipeline,
+        StableVideoDiffusionPipeline,
+    )
+
+    arch = load_arch(args.arch)
+    builders = full_builders(arch, "meta")
+    started = time.perf_counter()
+    fp16, bf16 = torch.float16, torch.bfloat16
+    base = builders[FULL_IDS["sdxl-base"]](StableDiffusionXLPipeline, torch_dtype=fp16, variant="fp16")
+    pipes = {
+        "sdxl-base": base,
+        "sdxl-refiner": builders[FULL_IDS["sdxl-refiner"]](
+            StableDiffusionXLImg2ImgPipeline, torch_dtype=fp16, text_encoder_2=base.text_encoder_2, vae=base.vae),
+        "pix2pix": builders[FULL_IDS["pix2pix"]](StableDiffusionInstructPix2PixPipeline, torch_dtype=fp16,
+                                                 safety_checker=None, requires_safety_checker=False),
+        "svd": builders[FULL_IDS["svd"]](StableVideoDiffusionPipeline, torch_dtype=fp16, variant="fp16"),
+        "ltx": builders[FULL_IDS["ltx"]](LTXConditionPipeline, torch_dtype=bf16),
+    }
+    seconds = time.perf_counter() - started
+
+    print(f"Mora benchmark dry run: full-size models built on the meta device in {seconds:.1f} s "
+          "(no weights allocated)")
+    print(f"torch {torch.__version__}, diffusers {_version('diffusers')}, transformers {_version('transformers')}")
+    print(f"architectures: {next(p for p in arch_candidates(args.arch) if p.is_file())}")
+    print()
+    rows, mismatches = [], 0
+    for label, attr, key, note in CHECKS:
+        module = getattr(pipes[label], attr)
+        params = sum(p.numel() for p in module.parameters())
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in module.parameters()})
+        devices = sorted({p.device.type for p in module.parameters()})
+        entry = arch.get(key) if key else None
+        if entry is None:
+            expected, verified, check = "-", "-", "no JSON entry"
+        else:
+            expected, verified = f"{entry['params']:,}", "yes" if entry.get("verified") else "no"
+            if params == entry["params"]:
+                check = "ok" if entry.get("verified") else "= JSON (entry unverified)"
+            elif entry.get("verified"):
+                check, mismatches = "MISMATCH", mismatches + 1
+            else:
+                check = f"differs {100 * (params - entry['params']) / entry['params']:+.2f}% (entry unverified)"
+        rows.append([f"{label}.{attr}", type(module).__name__, f"{params:,}", expected, verified, check,
+                     "/".join(dtypes) + " on " + "/".join(devices), note])
+    print(table(["component", "class", "params (built)", "params (JSON)", "verified", "check", "dtype", "note"],
+                rows))
+    print()
+    totals = []
+    for label, pipe in pipes.items():
+        seen, n = set(), 0
+        for name, module in pipe.components.items():
+            if isinstance(module, torch.nn.Module) and id(module) not in seen:
+                seen.add(id(module))
+                n += sum(p.numel() for p in module.parameters())
+        totals.append([label, type(pipe).__name__, f"{n:,}", f"{2 * n / GB:.1f}"])
+    print(table(["pipeline", "class", "params (incl. shared)", "GB at 2 bytes/param"], totals))
+    print()
+    unused = sorted(set(k for k in arch if not k.startswith("_")) - {c[2] for c in CHECKS if c[2]})
+    if unused:
+        print(f"not built (no preset role uses them): {', '.join(unused)} (connect uses LTX-Video)")
+    mora = full_preset(args.steps)
+    print("job settings (preset mora, the paper's): " + describe_t2v(mora))
+    print("full run: python benchmarks/run.py --scale full --device cuda")
+    verified = sum(1 for c in CHECKS if c[2] and arch.get(c[2], {}).get("verified"))
+    print(f"dry run: {verified - mismatches}/{verified} verified parameter counts match"
+          + ("" if not mismatches else f"; {mismatches} MISMATCH"))
+    return 1 if mismatches else 0
+
+
+# --- timing ----------------------------------------------------------------------------------------
+
+HOOKED = ("text_encoder", "text_encoder_2", "image_encoder", "unet", "transformer")
+
+
+class ComponentTimer:
+    """Seconds, calls, peak GPU memory and (in a counting pass) FLOPs per pipeline component.
+
+    Forward pre/post hooks on the top-level modules; `vae.encode`/`vae.decode` are wrapped, since
+    pipelines call them directly rather than through forward. A module shared by two pipelines
+    (SDXL's refiner uses the base's text_encoder_2 and VAE) is timed once, under the family name.
+    """
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        self.names: dict[tuple, str] = {}
+        self.counter = None  # a FlopCounterMode during the counting pass
+        self.reset()
+
+    def reset(self) -> None:
+        self.seconds: dict[tuple, float] = defaultdict(float)
+        self.calls: dict[tuple, int] = defaultdict(int)
+        self.peak: dict[tuple, int] = defaultdict(int)
+        self.flops: dict[tuple, int] = defaultdict(int)
+        self.job_peak = 0
+        self._open: dict[tuple, tuple[float, int]] = {}
+
+    def attach(self, label: str, pipe: Any) -> None:
+        import torch
+
+        for attr in HOOKED:
+            module = getattr(pipe, attr, None)
+            if isinstance(module, torch.nn.Module) and self._register(("module", id(module)), label, attr):
+                key = ("module", id(module))
+                module.register_forward_pre_hook(self._hook(self._start, key))
+                module.register_forward_hook(self._hook(self._stop, key))
+        vae = getattr(pipe, "vae", None)
+        if vae is not None:
+            for method in ("encode", "decode"):
+                key = (f"vae.{method}", id(vae))
+                if self._register(key, label, f"vae.{method}"):
+                    setattr(vae, method, self._wrap(getattr(vae, method), key))
+
+    def _register(self, key: tuple, label: str, attr: str) -> bool:
+        if key in self.names:  # shared with an earlier pipeline: name it after the family
+            if not self.names[key].startswith(f"{label}."):
+                self.names[key] = f"{label.split('-')[0]}.{attr}"
+            return False
+        self.names[key] = f"{label}.{attr}"
+        return True
+
+    def _hook(self, fn: Callable, key: tuple) -> Callable:
+        import torch
+
+        # Never traced by torch.compile (fast compiles whole denoisers): it runs eagerly around them.
+        return torch.compiler.disable(lambda *args: fn(key))
+
+    def _wrap(self, method: Callable, key: tuple) -> Callable:
+        @functools.wraps(method)
+        def timed(*args, **kwargs):
+            self._start(key)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self._stop(key)
+
+        return timed
+
+    def _start(self, key: tuple) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            self.job_peak = max(self.job_peak, torch.cuda.max_memory_allocated())
+            torch.cuda.reset_peak_memory_stats()
+        flops = self.counter.get_total_flops() if self.counter is not None else 0
+        self._open[key] = (time.perf_counter(), flops)
+
+    def _stop(self, key: tuple) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            self.peak[key] = max(self.peak[key], torch.cuda.max_memory_allocated())
+        started, flops = self._open.pop(key)
+        self.seconds[key] += time.perf_counter() - started
+        self.calls[key] += 1
+        if self.counter is not None:
+            self.flops[key] += self.counter.get_total_flops() - flops
+
+    def snapshot(self) -> dict[str, dict]:
+        out = {}
+        for key, seconds in self.seconds.items():
+            out[self.names[key]] = dict(seconds=seconds, calls=self.calls[key],
+                                        peak_bytes=self.peak[key] if self.cuda else None, flops=self.flops[key])
+        return out
+
+
+def task_pipelines(tools: Any, task: str) -> list[tuple[str, Any]]:
+    """Load (or fetch from the cache) the pipelines `task` uses: [(label, pipeline)]."""
+    from mora.tools import ltx, pix2pix, sdxl, svd
+
+    families = {"svd": svd, "ltx": ltx, "pix2pix": pix2pix}
+    preset, rt = tools.preset, tools.runtime
+    out: list[tuple[str, Any]] = []
+
+    def video(role: str) -> None:
+        spec = preset.spec(role)
+        out.append((spec.family, families[spec.family].load(spec, rt)))
+
+    if task == "text-to-video":
+        base, refiner = sdxl.load(preset.spec("text_to_image"), rt)
+        out += [("sdxl-base", base)] + ([("sdxl-refiner", refiner)] if refiner is not None else [])
+        video("image_to_video")
+    elif task == "image-to-video":
+        out.append(("pix2pix", pix2pix.load(preset.spec("image_to_image"), rt)))
+        video("image_to_video")
+    elif task == "extend":
+        video("extend")
+    elif task == "connect":
+        video("connect")
+    return out
+
+
+def run_task(tools: Any, task: str, made: dict, seed: int) -> None:
+    """One job through the Toolset, as the agents call it (route: ARCHITECTURE.md)."""
+    if task == "text-to-video":
+        made["frame"] = tools.text_to_image(prompt=PROMPT, seed=seed)
+        made["video"] = tools.image_to_video(image_path=made["frame"], prompt=PROMPT, seed=seed)
+    elif task == "image-to-video":
+        edited = tools.edit_image(image_path=made["frame"], instruction=INSTRUCTION, seed=seed)
+        tools.image_to_video(image_path=edited, prompt=PROMPT, seed=seed)
+    elif task == "extend":
+        tools.extend_video(video_path=made["video"], seed=seed)
+    elif task == "connect":  # the video to its own start: a loop transition
+        tools.connect_videos(first_video=made["video"], second_video=made["video"], seed=seed)
+
+
+def timed_job(tools: Any, task: str, made: dict, seed: int, timer: ComponentTimer) -> dict:
+    import torch
+
+    timer.reset()
+    cuda = timer.cuda
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    first_call = len(tools.calls)
+    started = time.perf_counter()
+    run_task(tools, task, made, seed)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    peak = max(timer.job_peak, torch.cuda.max_memory_allocated()) if cuda else None
+    return dict(seconds=seconds, peak_bytes=peak, components=timer.snapshot(),
+                tool_calls=[dict(tool=c["tool"], seconds=c["seconds"]) for c in tools.calls[first_call:]])
+
+
+def count_flops(tools: Any, timer: ComponentTimer, tasks: list[str], made: dict, seed: int) -> dict[str, dict]:
+    """FLOPs per component of each task, counted once (uncompiled, balanced) with FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_sdpa(query, key, value, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(query, key, value)
+
+    # On a CPU, SDPA dispatches to a kernel torch's table does not list; count it as SDPA.
+    extra = {}
+    cpu_op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_op is not None:
+        extra[cpu_op] = cpu_sdpa
+    out = {}
+    for task in tasks:
+        with FlopCounterMode(display=False, custom_mapping=extra) as counter:
+            timer.counter = counter
+            try:
+                job = timed_job(tools, task, made, seed, timer)
+            finally:
+                timer.counter = None
+        out[task] = {name: c["flops"] for name, c in job["components"].items()}
+        out[task]["(total)"] = counter.get_total_flops()
+        log(f"[flops] {task}: {counter.get_total_flops() / 1e12:.3f} TFLOP counted in {job['seconds']:.1f} s")
+    return out
+
+
+def bench_profile(args, preset, profile: str, workdir: Path, flop_pass: bool) -> dict:
+    """Load, warm up and time every task in one profile; optionally count FLOPs with its models."""
+    import torch
+    from mora import Toolset
+    from mora.tools.profiles import decode_chunk
+
+    cuda = args.device.startswith("cuda")
+    tools = Toolset(preset=preset, device=args.device, dtype=args.dtype, profile=profile,
+                    output_dir=workdir / profile, progress=False)
+    timer = ComponentTimer(cuda)
+    made: dict = {}
+    result = dict(profile=profile, applied={}, tasks={}, oom_retries=[])
+    for task in args.tasks:
+        started = time.perf_counter()
+        if cuda:
+            torch.cuda.synchronize()
+        for label, pipe in task_pipelines(tools, task):
+            if label not in result["applied"]:
+                timer.attach(label, pipe)
+                result["applied"][label] = list(getattr(pipe, "_mora_profile", []))
+        if cuda:
+            torch.cuda.synchronize()
+        load_s = time.perf_counter() - started
+        log(f"[{profile}] {task}: models ready in {load_s:.1f} s")
+        warm = timed_job(tools, task, made, args.seed, timer)
+        log(f"[{profile}] {task}: warm-up {warm['seconds']:.2f} s")
+        timed = timed_job(tools, task, made, args.seed, timer)
+        log(f"[{profile}] {task}: timed {timed['seconds']:.2f} s")
+        result["tasks"][task] = dict(load_s=load_s, warmup_s=warm["seconds"], **timed)
+    video = preset.spec("image_to_video")
+    w, h = video.get("width"), video.get("height")
+    result["svd_decode_chunk"] = decode_chunk(profile, args.device, video.get("decode_chunk_size", 8),
+                                              video.get("num_frames"), w, h)
+    result["oom_retries"] = list(tools.oom_retries)
+    result["final_profile"] = tools.runtime.profile
+    if flop_pass:
+        result["flops"] = count_flops(tools, timer, args.tasks, made, args.seed)
+    return result
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        parts = [c.ljust(widths[i]) if i == 0 or not _numeric(c) else c.rjust(widths[i]) for i, c in enumerate(row)]
+        lines.append("  ".join(parts).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _numeric(cell: str) -> bool:
+    return cell.replace(".", "", 1).replace(",", "").replace("x", "").replace("-", "", 1).strip().isdigit() \
+        or cell == "n/a"
+
+
+def _gb(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / GB:.2f}"
+
+
+def _version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def describe_t2v(preset) -> str:
+    t2i, i2v = preset.spec("text_to_image"), preset.spec("image_to_video")
+    refiner = f"base+refiner (refiner from {t2i.get('high_noise_frac')})" if t2i.refiner else "base"
+    return (f"SDXL {refiner}, {t2i.get('steps')} steps at {t2i.get('width')}x{t2i.get('height')}; then "
+            f"{i2v.get('segments')} chained {i2v.family.upper()} calls of {i2v.get('num_frames')} frames, "
+            f"{i2v.get('steps')} steps, motion bucket {i2v.get('motion_bucket_id')}, noise aug "
+            f"{i2v.get('noise_aug_strength')}, {i2v.get('width')}x{i2v.get('height')}")
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(torch.device(device))
+        return f"{props.name} ({props.total_memory / GB:.0f} GB)"
+    return f"CPU ({platform.processor() or platform.machine()}), {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def report(args, preset, results: dict[str, dict], flops: dict[str, dict] | None) -> float:
+    import torch
+
+    scale_note = "" if args.scale == "full" else " (toy models with random weights: NOT performance figures)"
+    print(f"Mora benchmark, scale {args.scale}{scale_note}")
+    print(f"date {datetime.now().strftime('%Y-%m-%d %H:%M')}; device {args.device}: {device_name(args.device)}")
+    print(f"torch {torch.__version__}, diffusers {_version('diffusers')}, transformers {_version('transformers')}, "
+          f"mora {_version('mora')}; dtype {args.dtype}; seed {args.seed}")
+    print(f"tasks: {', '.join(args.tasks)}; profiles: {', '.join(args.profiles)}")
+    print(f"text-to-video job: {describe_t2v(preset)}")
+    print()
+
+    print("== what each profile applied ==")
+    rows = []
+    for profile, res in results.items():
+        for label, applied in res["applied"].items():
+            rows.append([profile, label, ", ".join(applied) or "defaults"])
+        rows.append([profile, "svd decode chunk", str(res["svd_decode_chunk"])])
+        if res["oom_retries"]:
+            rows.append([profile, "OUT OF MEMORY", f"fell back: {res['oom_retries']} (final {res['final_profile']})"])
+    print(table(["profile", "pipeline", "applied"], rows))
+    print()
+
+    paper = {task: results["paper"]["tasks"][task]["seconds"] for task in args.tasks}
+    print("== jobs (warm-up and compile reported separately, never hidden) ==")
+    rows = []
+    for task in args.tasks:
+        for profile, res in results.items():
+            t = res["tasks"][task]
+            rows.append([task, profile, f"{t['load_s']:.2f}", f"{t['warmup_s']:.2f}",
+                         f"{max(0.0, t['warmup_s'] - t['seconds']):.2f}", f"{t['seconds']:.3f}", _gb(t["peak_bytes"]),
+                         f"{paper[task] / t['seconds']:.2f}x"])
+    print(table(["task", "profile", "build/load s", "warm-up s (incl. compile)", "warm-up - timed s", "timed s",
+                 "peak GPU GB", "vs paper"], rows))
+    print()
+
+    for task in args.tasks:
+        task_flops = (flops or {}).get(task, {})
+        for profile, res in results.items():
+            t = res["tasks"][task]
+            print(f"== {task}, profile {profile}: components of the timed run ==")
+            rows, accounted = [], 0.0
+            for name, c in sorted(t["components"].items()):
+                accounted += c["seconds"]
+                f = task_flops.get(name)
+                rows.append([name, c["calls"], f"{c['seconds']:.3f}", f"{c['seconds'] / c['calls']:.4f}",
+                             _gb(c["peak_bytes"]), "n/a" if f is None else f"{f / 1e9:,.1f}",
+                             "n/a" if not f else f"{f / c['seconds'] / 1e12:.3f}"])
+            rows.append(["other (schedulers, image/video I/O, Python)", "-", f"{t['seconds'] - accounted:.3f}", "-",
+                         "-", "-", "-"])
+            rows.append(["total", "-", f"{t['seconds']:.3f}", "-", _gb(t["peak_bytes"]),
+                         "n/a" if "(total)" not in task_flops else f"{task_flops['(total)'] / 1e9:,.1f}",
+                         "n/a" if not task_flops.get("(total)") else
+                         f"{task_flops['(total)'] / t['seconds'] / 1e12:.3f}"])
+            print(table(["component", "calls", "seconds", "s/call", "peak GPU GB", "GFLOP", "TFLOP/s"], rows))
+            print()
+        names = sorted({n for res in results.values() for n in res["tasks"][task]["components"]})
+        print(f"== {task}: seconds per component, side by side ==")
+        rows = []
+        for name in names + ["total"]:
+            row = [name]
+            for res in results.values():
+                t = res["tasks"][task]
+                row.append(f"{t['seconds']:.3f}" if name == "total" else
+                           f"{t['components'].get(name, {}).get('seconds', 0.0):.3f}")
+            rows.append(row)
+        print(table(["component", *[f"{p} s" for p in results]], rows))
+        print()
+
+    fast_s = results["fast"]["tasks"]["text-to-video"]["seconds"]
+    speedup = paper["text-to-video"] / fast_s
+    full_gpu = args.scale == "full" and args.device.startswith("cuda")
+    video = preset.spec("image_to_video")
+    step_label = (f"{video.family} denoiser step (CFG batch 2 x {video.get('num_frames')} frames, "
+                  f"{video.get('width')}x{video.get('height')})")
+    print("== goals (one H100, --scale full; figures, not tests) ==")
+    rows = []
+
+    def verdict(ok: bool) -> str:
+        return ("met" if ok else "missed") if full_gpu else "n/a (not --scale full on a GPU)"
+
+    rows.append(["text-to-video in fast", f"<= {GOAL_FAST_S:.0f} s", f"{fast_s:.2f} s", verdict(fast_s <= GOAL_FAST_S)])
+    rows.append(["fast vs paper (text-to-video)", f">= {GOAL_SPEEDUP:.0f}x", f"{speedup:.2f}x",
+                 verdict(speedup >= GOAL_SPEEDUP)])
+    denoiser = f"{video.family}.{'unet' if video.family == 'svd' else 'transformer'}"
+    for profile, res in results.items():
+        c = res["tasks"]["text-to-video"]["components"].get(denoiser)
+        if c:
+            step = c["seconds"] / c["calls"]
+            rows.append([f"{step_label}, {profile}", f"<= {GOAL_SVD_STEP_S} s", f"{step:.4f} s",
+                         verdict(step <= GOAL_SVD_STEP_S) if profile == "fast" else "-"])
+    if "low-vram" in results:
+        low = results["low-vram"]["tasks"]["text-to-video"]
+        rows.append(["low-vram peak GPU memory", f"<= {GOAL_LOW_VRAM_GB:.0f} GB", _gb(low["peak_bytes"]) + " GB",
+                     verdict(low["peak_bytes"] is not None and low["peak_bytes"] <= GOAL_LOW_VRAM_GB * GB)])
+        slow = low["seconds"] / fast_s
+        rows.append(["low-vram time vs fast", f"<= {GOAL_LOW_VRAM_SLOWDOWN}x", f"{slow:.2f}x",
+                     verdict(slow <= GOAL_LOW_VRAM_SLOWDOWN)])
+    print(table(["goal", "target", "measured", "verdict"], rows))
+    print()
+    return speedup
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.dry_run:
+        return dry_run(args)
+    import torch
+
+    from mora.config import PRESETS
+    from mora.tools import runtime
+
+    if args.scale == "full":
+        register_full(args.arch_data, args.device)
+        preset = full_preset(args.steps)
+    else:
+        preset = with_steps(PRESETS["tiny"], args.steps)
+    results: dict[str, dict] = {}
+    flops = None
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            workdir = args.keep
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mora-bench-")))
+        for profile in args.profiles:
+            runtime.release()  # one profile's models resident at a time
+            torch._dynamo.reset()
+            flop_pass = profile == "balanced" and not args.no_flops
+            results[profile] = bench_profile(args, preset, profile, workdir, flop_pass)
+            flops = results[profile].get("flops", flops)
+        runtime.release()
+        if flops is None and not args.no_flops:  # balanced was not timed: count with a balanced load anyway
+            torch._dynamo.reset()
+            flops = bench_profile(args, preset, "balanced", workdir, True)["flops"]
+            runtime.release()
+    speedup = report(args, preset, results, flops)
+    if args.json:
+        payload = dict(scale=args.scale, device=args.device, device_name=device_name(args.device),
+                       tasks=args.tasks, profiles=results, flops=flops, speedup=speedup,
+                       date=datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,
+                       diffusers=_version("diffusers"), settings=describe_t2v(preset))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=1, default=str))
+    print(f"speedup {speedup:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""Write the demo notebooks (stored without outputs, so diffs stay clean).
+
+Edit the cells here, then run `python notebooks/make_notebooks.py`; tests/test_notebooks.py
+executes the notebooks on the tiny preset.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+# Shared by notebooks 01 and 02: a few frames of a video side by side, with PIL only.
+FRAME_STRIP = '''
+def frame_strip(video_path, count=6, height=96, gap=4):
+    """`count` evenly spaced frames of a video, side by side in one PIL image `height` pixels tall."""
+    video = media.read_video(video_path)
+    picks = sorted({round(i * (video.num_frames - 1) / max(1, count - 1)) for i in range(count)})
+    width = max(1, round(video.width * height / video.height))
+    # Toy videos are enlarged without blurring; real ones are shrunk smoothly.
+    resample = Image.Resampling.NEAREST if video.height < height else Image.Resampling.LANCZOS
+    strip = Image.new("RGB", (len(picks) * (width + gap) - gap, height), "white")
+    for k, index in enumerate(picks):
+        frame = Image.fromarray(video.frames[index]).resize((width, height), resample)
+        strip.paste(frame, (k * (width + gap), 0))
+    return strip
+'''
+
+
+def md(text: str):
+    return new_markdown_cell(textwrap.dedent(text).strip())
+
+
+def code(text: str):
+    return new_code_cell(textwrap.dedent(text).strip())
+
+
+def notebook(cells: list) -> nbformat.NotebookNode:
+    nb = new_notebook(cells=cells)
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
+        "language_info": {"name": "python"},
+    }
+    for i, cell in enumerate(nb.cells, start=1):
+        cell.id = f"cell-{i:02d}"  # stable ids: regenerating gives the same file
+    return nb
+
+
+QUICKSTART = [
+    md("""
+    # Mora quickstart: six video tasks, one call each
+
+    **Mora** ([Yuan et al., arXiv 2403.13248](https://arxiv.org/abs/2403.13248)) is a multi-agent framework
+    for generalist video generation. Five specialist agents, each wrapping an open diffusion model,
+    pass their work along a fixed route in an AutoGen group chat:
+
+    | agent | what it does | default model (preset `mora`) |
+    |---|---|---|
+    | `prompt_agent` | rewrites your text into a detailed visual prompt | an LLM if configured, else a deterministic enhancer |
+    | `text_to_image_agent` | paints the first frame | SDXL base + refiner |
+    | `image_to_image_agent` | edits an image by instruction | InstructPix2Pix |
+    | `image_to_video_agent` | animates a frame; extends a video from its last frame | Stable Video Diffusion XT |
+    | `video_connection_agent` | generates a transition between two videos | LTX-Video (first/last frame) |
+
+    `mora.run(task, ...)` runs one of six tasks — `text-to-video`, `image-to-video`, `extend`, `edit`,
+    `connect`, `simulate` — and writes the video plus a JSON manifest (route, enhanced prompt,
+    artifacts, models, settings, timings) beside it. This notebook runs all six, feeding the
+    outputs of earlier cells into later ones.
+    """),
+    md("""
+    ## Presets: `tiny` here, `mora` for real videos
+
+    `PRESET = "tiny"` builds every model family at toy size with **random weights** (cached under
+    `$MORA_HOME`, default `~/.cache/mora`). It runs in seconds on a CPU and needs no download, but
+    **the frames are noise**: it shows the plumbing, not the pictures.
+
+    For real results set `PRESET = "mora"` (the paper's models, downloaded from the Hugging Face Hub
+    on first use) and run on a GPU; `"ltx"` uses LTX-Video for the video steps. `DEVICE = "auto"`
+    picks CUDA, then MPS, then the CPU.
+    """),
+    code("""
+    import time
+    from pathlib import Path
+
+    from IPython.display import display
+    from PIL import Image
+
+    import mora
+    from mora import media
+
+    PRESET = "tiny"  # "mora" on a GPU for real videos; "tiny" = random weights, noise frames
+    DEVICE = "auto"
+    SEED = 0
+    PROGRESS = PRESET != "tiny"  # diffusion step bars; not worth showing for two toy steps
+    OUT = Path("outputs/notebooks/quickstart")  # relative to the notebook's working directory
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    RUN = dict(preset=PRESET, device=DEVICE, seed=SEED, progress=PROGRESS)
+    started = time.perf_counter()
+    print(f"mora {mora.__version__}; preset {PRESET!r}: {mora.get_preset(PRESET).description}")
+    """),
+    code(FRAME_STRIP + '''
+
+def report(result):
+    """Print what a run did (route, enhanced prompt, video) and show a strip of its frames."""
+    m = result.manifest
+    v = m["video"]
+    print(f"task:            {m['task']}")
+    print(f"route:           {' -> '.join(m['route'])}")
+    print(f"enhanced prompt: {m['enhanced_prompt'] or '(none: no prompt agent on this route)'}")
+    print(f"video:           {result.video_path} ({v['num_frames']} frames, {v['width']}x{v['height']}, "
+          f"{v['fps']:g} fps; {m['timings']['total_s']:.1f} s)")
+    display(frame_strip(result.video_path))
+'''),
+    md("""
+    ## 1. Text to video
+
+    `prompt_agent` → `text_to_image_agent` (the first frame) → `image_to_video_agent` (animates it).
+    The first frame is kept among the run's artifacts, in `<out stem>_artifacts/`.
+    """),
+    code("""
+    t2v = mora.run("text-to-video", prompt="a red fox running through fresh snow at dawn",
+                   out=OUT / "text_to_video.mp4", **RUN)
+    report(t2v)
+    first_frame = next(path for path in t2v.manifest["artifacts"] if path.endswith(".png"))
+    print("first frame:", first_frame)
+    """),
+    md("""
+    ## 2. Image to video
+
+    Starts from an image: here the first frame painted above. `image_to_image_agent` adapts it to
+    the new prompt, then `image_to_video_agent` animates it.
+    """),
+    code("""
+    i2v = mora.run("image-to-video", image=first_frame, prompt="the fox leaps over a fallen log",
+                   out=OUT / "image_to_video.mp4", **RUN)
+    report(i2v)
+    """),
+    md("""
+    ## 3. Extend a video
+
+    `image_to_video_agent` continues the video from its last frame; the output is the input video
+    followed by its continuation (the prompt is optional).
+    """),
+    code("""
+    extended = mora.run("extend", video=t2v.video_path, prompt="the fox keeps running toward the pine forest",
+                        out=OUT / "extend.mp4", **RUN)
+    report(extended)
+    frames_in = media.read_video(t2v.video_path).num_frames
+    print(f"{frames_in} frames in, {extended.manifest['video']['num_frames']} out")
+    """),
+    md("""
+    ## 4. Edit a video
+
+    The video's first frame is edited by instruction (`image_to_image_agent`) and animated again.
+    """),
+    code("""
+    edited = mora.run("edit", video=t2v.video_path, instruction="turn it into a night scene under moonlight",
+                      out=OUT / "edit.mp4", **RUN)
+    report(edited)
+    """),
+    md("""
+    ## 5. Connect two videos
+
+    `video_connection_agent` generates a transition from the last frame of the first video to the first
+    frame of the second: the output is video A + transition + video B. Here: the fox by day, then by night.
+    """),
+    code("""
+    connected = mora.run("connect", video_a=t2v.video_path, video_b=edited.video_path,
+                         prompt="day turns into night", out=OUT / "connect.mp4", **RUN)
+    report(connected)
+    """),
+    md("""
+    ## 6. Simulate a digital world
+
+    Like text-to-video, with a digital-world (game engine) style cue added by the prompt agent.
+    """),
+    code("""
+    simulated = mora.run("simulate", prompt="a fox exploring a blocky village", out=OUT / "simulate.mp4", **RUN)
+    report(simulated)
+    """),
+    md("""
+    ## What was written
+
+    Each run wrote `<name>.mp4`, its manifest `<name>.json` and an `<name>_artifacts/` folder.
+    The same runs from a shell: `mora text-to-video "a red fox ..." --preset tiny --out fox.mp4`, and so on.
+    """),
+    code("""
+    results = {"text-to-video": t2v, "image-to-video": i2v, "extend": extended, "edit": edited,
+               "connect": connected, "simulate": simulated}
+    for task, result in results.items():
+        v = result.manifest["video"]
+        print(f"{task:15} {v['num_frames']:3d} frames  {result.video_path}  + {result.manifest_path.name}")
+    videos = sorted(OUT.glob("*.mp4"))
+    print(f"{len(videos)} videos in {OUT}; all six tasks took {time.perf_counter() - started:.1f} s")
+    """),
+]
+
+SCRIPTED_CHAT = [
+    md("""
+    # Inside a run: the agents' group chat, built by hand
+
+    `mora.run` validates the inputs, builds a `Job` (the route and the files of this run), a `Toolset`
+    (the model tools) and a `Team` (five AutoGen agents, a user proxy that executes their tool calls,
+    and a `GroupChatManager`), runs the chat, then writes the video and its manifest. This notebook
+    builds those three objects itself, runs one route, and reads the group chat message by message.
+
+    Without an LLM (as here) the prompt agent uses a deterministic prompt enhancer and the tool
+    agents emit scripted tool calls; with one (see `03_conversational.ipynb`) those come from the LLM
+    and are validated. Speaker order is never left to an LLM: it walks the task's route, which is data.
+
+    `PRESET = "tiny"` uses random-weight toy models (noise frames, seconds on a CPU); set
+    `PRESET = "mora"` on a GPU for real videos.
+    """),
+    md("""
+    ## The route table
+
+    `mora.workflows.routes.route_for(task, inputs)` gives the steps of each task; optional inputs can
+    add or swap a step. `review` is the optional human-in-the-loop gate on the first frame (a no-op
+    unless a `review=` callback is given).
+    """),
+    code("""
+    from mora.workflows.routes import REVIEW, TASKS, route_for
+
+    EXAMPLES = [  # (task, inputs); the file names only matter for which optional inputs are present
+        ("text-to-video", {"prompt": "a paper boat"}),
+        ("image-to-video", {"image": "frame.png", "prompt": "a paper boat"}),
+        ("extend", {"video": "a.mp4"}),
+        ("extend", {"video": "a.mp4", "prompt": "it keeps going"}),
+        ("edit", {"video": "a.mp4", "instruction": "make it night"}),
+        ("connect", {"video_a": "a.mp4", "video_b": "b.mp4"}),
+        ("simulate", {"prompt": "a blocky village"}),
+        ("simulate", {"prompt": "a blocky village", "image": "frame.png"}),
+    ]
+    assert {task for task, _ in EXAMPLES} == set(TASKS)
+
+
+    def step_label(step):
+        return "(review gate)" if step.agent == REVIEW else step.agent + (f"[{step.tool}]" if step.tool else "")
+
+
+    for task, inputs in EXAMPLES:
+        label = f"{task} ({', '.join(inputs)})"
+        print(f"{label:42} {' -> '.join(step_label(s) for s in route_for(task, inputs))}")
+    """),
+    md("""
+    ## Build the job, the tools and the team
+
+    The same steps as `mora.run` (see `mora/workflows/runner.py`): validate, then build. The job's
+    `guard` makes the tools accept input paths only from this job's inputs and artifacts.
+    """),
+    code("""
+    import json
+    import textwrap
+    from pathlib import Path
+
+    from IPython.display import display
+    from PIL import Image
+
+    from mora import media
+    from mora.agents.team import Team
+    from mora.config import get_preset
+    from mora.tools.toolset import Toolset
+    from mora.workflows.job import Job
+    from mora.workflows.routes import AGENT_TOOLS
+    from mora.workflows.runner import validate_inputs, validate_options
+
+    PRESET = "tiny"  # "mora" on a GPU for real videos
+    TASK = "text-to-video"
+    OUT = Path("outputs/notebooks/scripted_chat")
+
+    preset = get_preset(PRESET)
+    inputs = validate_inputs(TASK, {"prompt": "a paper boat drifting down a rainy street"})
+    options = validate_options(TASK, preset, {})  # width, height, steps, ... all None: the preset's defaults
+    job = Job(task=TASK, inputs=inputs, options=options, seed=0, steps=list(route_for(TASK, inputs)),
+              artifacts_dir=OUT / "artifacts")
+    tools = Toolset(preset=preset, device="auto", output_dir=job.artifacts_dir, progress=False,
+                    input_guard=job.guard)
+    team = Team(job, tools, config_list=None,  # no LLM: deterministic prompt, scripted tool calls
+                on_step=lambda agent, what: print(f"  {agent}: {what}"))
+
+    print("device:", tools.device)
+    for name, agent in team.agents.items():
+        print(f"{name:24} tools {list(AGENT_TOOLS[name]) or '-'}; {agent.description}")
+    """),
+    md("""
+    ## Run the route
+
+    `team.run()` starts the chat from the user proxy; the manager asks the speaker-selection function
+    who speaks next, which follows `job.steps`.
+    """),
+    code("""
+    team.run()
+    print("agents that acted:", " -> ".join(job.acted))
+    """),
+    md("""
+    ## The group chat, message by message
+
+    `team.groupchat.messages` holds every message: the task message of the user proxy, the prompt
+    agent's enhanced prompt, each tool agent's tool call (name and JSON arguments), and the user
+    proxy's tool response (the path of the file the tool wrote).
+    """),
+    code("""
+    def show_message(index, message):
+        print(f"[{index}] {message.get('name', '?')} (role: {message['role']})")
+        for call in message.get("tool_calls") or []:
+            arguments = json.loads(call["function"]["arguments"])
+            print(f"    tool call {call['id']}: {call['function']['name']}(")
+            for key, value in arguments.items():
+                print(f"        {key}={value!r},")
+            print("    )")
+        for response in message.get("tool_responses") or []:
+            print(f"    tool response to {response['tool_call_id']}: {response['content']}")
+        content = message.get("content")
+        if content not in (None, "", "None") and not message.get("tool_responses"):
+            print(textwrap.indent(textwrap.fill(str(content), 100, replace_whitespace=False), "    "))
+
+
+    for index, message in enumerate(team.groupchat.messages):
+        show_message(index, message)
+    print("speakers:", " -> ".join(m.get("name", "?") for m in team.groupchat.messages))
+    """),
+    md("""
+    ## What the tools made
+
+    `tools.calls` records every tool call (arguments, model, seconds, output). `mora.run` would now copy
+    the last video to `--out` and write the manifest; here we just look at it.
+    """),
+    code(FRAME_STRIP + '''
+
+for call in tools.calls:
+    print(f"{call['tool']:15} {call['seconds']:6.2f} s  {call['model'][0]:20} -> {call['output']}")
+print("enhanced prompt:", job.enhanced_prompt)
+print("final video:", job.videos[-1])
+display(frame_strip(job.videos[-1]))
+'''),
+]
+
+CONVERSATIONAL = [
+    md("""
+    # Conversational prompting: `mora.chat`
+
+    In a chat, a **director** LLM talks with you, picks the task and its inputs, and starts it with a
+    `start_task` tool call. Mora validates that call like any LLM output (a known task, only that
+    task's inputs, only file paths you typed yourself), then runs the task's route; with an LLM
+    configured, the prompt agent and the tool agents use it too (falling back to scripted calls,
+    counted in `manifest["llm"]["fallbacks"]`, when an answer is unusable).
+
+    ## Setup: an `OAI_CONFIG_LIST` file
+
+    Chat needs an OpenAI-compatible chat model. Copy `OAI_CONFIG_LIST.example` from the repository root
+    to a file named `OAI_CONFIG_LIST`, keep the entry you want (entries are tried in order), and either
+    put it in this notebook's working directory or point `$OAI_CONFIG_LIST` at it before starting
+    Jupyter. For example:
+
+    OpenAI:
+    ```json
+    [{"model": "gpt-4o-mini", "api_key": "sk-..."}]
+    ```
+    Ollama, locally (`ollama pull llama3.1` first; use a model with tool calling):
+    ```json
+    [{"model": "llama3.1", "base_url": "http://localhost:11434/v1", "api_key": "ollama"}]
+    ```
+    The key is only sent to that endpoint; manifests record the model name, never a key.
+
+    Without a configuration the next cell says so and the later cells skip themselves, so this
+    notebook always runs to the end. `PRESET = "tiny"` makes noise frames in seconds; set
+    `PRESET = "mora"` on a GPU for real videos.
+    """),
+    code("""
+    from pathlib import Path
+
+    import mora
+    from mora.agents.llm import describe, load_llm_config
+
+    PRESET = "tiny"  # "mora" on a GPU for real videos
+    OUT = Path("outputs/notebooks/conversational")
+
+    try:
+        config_list = load_llm_config()  # $OAI_CONFIG_LIST (a path or JSON), then ./OAI_CONFIG_LIST
+    except mora.InputError as error:
+        print(f"The LLM configuration is unusable: {error}")
+        config_list = None
+
+    if config_list:
+        where = config_list[0].get("base_url", "the OpenAI API")
+        print(f"LLM configured: model {describe(config_list)['model']!r} at {where}")
+    else:
+        print("No LLM configured: mora.chat needs one. Create an OAI_CONFIG_LIST file (see "
+              "OAI_CONFIG_LIST.example and the setup above), then restart the kernel and run this "
+              "notebook again. The cells below are skipped.")
+    """),
+    md("""
+    ## One message, one video
+
+    `mora.chat(message, ...)` returns a `ChatResult`: the task it started, the validated inputs, and
+    the `RunResult` of `mora.run` (options such as `preset`, `seed` and `out` are passed through). If
+    the director asks a question instead, the chat ends with it in `reply`, unless you pass
+    `ask=`, a function that answers it (`ask=input` makes the chat interactive).
+    """),
+    code("""
+    if config_list:
+        chat_result = mora.chat(
+            "Make a short video of a red fox running through fresh snow at dawn.",
+            llm_config=config_list, preset=PRESET, seed=0, device="auto", out=OUT / "chat.mp4", progress=False,
+        )
+        for message in chat_result.messages:
+            print(f"{message['role']:>9}: {message['content']}")
+        if chat_result.task:
+            manifest = chat_result.result.manifest
+            print(f"task:            {chat_result.task}")
+            print(f"inputs:          {chat_result.inputs}")
+            print(f"route:           {' -> '.join(manifest['route'])}")
+            print(f"enhanced prompt: {manifest['enhanced_prompt']}")
+            llm = manifest["llm"]
+            print(f"llm:             model {llm['model']!r}, {llm['fallbacks']} fallback(s) to scripted calls")
+            print(f"video:           {chat_result.result.video_path} ({manifest['video']['num_frames']} frames)")
+        else:
+            print("The director answered without starting a task:", chat_result.reply)
+    else:
+        print("Skipped: no LLM configured.")
+    """),
+    md("""
+    ## A look at the video
+
+    The first, middle and last frames, side by side (noise on the tiny preset).
+    """),
+    code("""
+    if config_list and chat_result.task:
+        from IPython.display import display
+        from PIL import Image
+
+        from mora import media
+
+        video = media.read_video(chat_result.result.video_path)
+        picks = [0, video.num_frames // 2, video.num_frames - 1]
+        strip = Image.new("RGB", (video.width * len(picks), video.height))
+        for k, index in enumerate(picks):
+            strip.paste(Image.fromarray(video.frames[index]), (k * video.width, 0))
+        display(strip.resize((strip.width * 2, strip.height * 2)) if video.height < 128 else strip)
+    else:
+        print("Skipped: no video was made.")
+    """),
+]
+
+NOTEBOOKS = {
+    "01_quickstart.ipynb": QUICKSTART,
+    "02_scripted_group_chat.ipynb": SCRIPTED_CHAT,
+    "03_conversational.ipynb": CONVERSATIONAL,
+}
+
+
+def main() -> None:
+    for name, cells in NOTEBOOKS.items():
+        nb = notebook(cells)
+        nbformat.validate(nb)
+        nbformat.write(nb, HERE / name)
+        print(f"wrote {HERE / name} ({len(nb.cells)} cells)")
+
+
+if __name__ == "__main__":
+    main()
