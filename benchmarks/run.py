@@ -128,8 +128,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profiles", default=",".join(PROFILES),
                         help="comma-separated, from paper,balanced,fast,low-vram (paper and fast required)")
     parser.add_argument("--steps", type=int, help="override every model's denoising steps (quick checks only)")
+    parser.add_argument("--size", help="override every model's working size, WxH (quick checks only)")
     parser.add_argument("--dtype", default="auto", help="auto (fp16/bf16 on GPU as each family's, fp32 on CPU)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's); 1 is steadier on a "
+                                                    "busy shared CPU")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP-counting pass (no TFLOP/s)")
     parser.add_argument("--dry-run", action="store_true",
                         help="with --scale full: build every model on the meta device, check parameter counts, exit")
@@ -151,8 +154,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if "paper" not in args.profiles or "fast" not in args.profiles:
         parser.error("--profiles: must include paper and fast (the speedup line compares them)")
     args.profiles = [p for p in PROFILES if p in args.profiles]
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads: {args.threads} is not a positive number of threads")
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps: {args.steps} is not a positive number of steps")
+    if args.size is not None:
+        try:
+            width, height = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            parser.error(f"--size: {args.size!r} is not WxH, e.g. 64x48")
+        if width < 8 or height < 8 or width % 8 or height % 8:
+            parser.error(f"--size: {args.size!r}: both sides must be multiples of 8 (the models' size multiple)")
+        args.size = (width, height)
     if args.dry_run:
         if args.scale != "full":
             parser.error("--dry-run: only with --scale full (it checks the full-size models without a GPU)")
@@ -197,17 +210,21 @@ def load_arch(given: Path | None, parser: argparse.ArgumentParser | None = None)
 # --- the presets ---------------------------------------------------------------------------------
 
 
-def with_steps(preset, steps: int | None):
-    """`preset` with every role's steps replaced (None: unchanged)."""
+def with_overrides(preset, steps: int | None = None, size: tuple[int, int] | None = None):
+    """`preset` with every role's steps and working size replaced (None: unchanged)."""
     from mora.config import Preset, with_settings
 
-    if steps is None:
+    if steps is None and size is None:
         return preset
-    roles = {role: with_settings(spec, steps=steps) for role, spec in preset.roles.items()}
+    w, h = size or (None, None)
+    roles = {}
+    for role, spec in preset.roles.items():
+        area = dict(max_area=w * h) if size and spec.get("max_area") else {}
+        roles[role] = with_settings(spec, steps=steps, width=w, height=h, **area)
     return Preset(name=preset.name, description=preset.description, roles=MappingProxyType(roles))
 
 
-def full_preset(steps: int | None = None):
+def full_preset(steps: int | None = None, size: tuple[int, int] | None = None):
     """Preset `mora`'s settings (the paper's) on the in-memory full-size models."""
     from mora.config import PRESETS, Preset
 
@@ -220,7 +237,7 @@ def full_preset(steps: int | None = None):
         roles[role] = dataclasses.replace(spec, model=ids[role], refiner=refiner)
     preset = Preset(name=FULL, description="preset mora's settings on full-size models with random weights",
                     roles=MappingProxyType(roles))
-    return with_steps(preset, steps)
+    return with_overrides(preset, steps, size)
 
 
 @contextlib.contextmanager
@@ -293,7 +310,11 @@ def full_builders(arch: dict, device: str) -> dict[str, Callable[..., Any]]:
         )
 
     def svd(cls, *, torch_dtype, **_):
-        from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+        from diffusers import (
+            AutoencoderKLTemporalDecoder,
+            EulerDiscreteScheduler,
+            UNetSpatioTemporalConditionModel,
+        )
         from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
         with building(device, torch_dtype):
@@ -307,7 +328,11 @@ def full_builders(arch: dict, device: str) -> dict[str, Callable[..., Any]]:
         )
 
     def ltx(cls, *, torch_dtype, **_):
-        from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
+        from diffusers import (
+            AutoencoderKLLTXVideo,
+            FlowMatchEulerDiscreteScheduler,
+            LTXVideoTransformer3DModel,
+        )
         from transformers import T5Config, T5EncoderModel
 
         with building(device, torch_dtype):
@@ -390,7 +415,7 @@ def dry_run(args: argparse.Namespace) -> int:
     totals = []
     for label, pipe in pipes.items():
         seen, n = set(), 0
-        for name, module in pipe.components.items():
+        for module in pipe.components.values():
             if isinstance(module, torch.nn.Module) and id(module) not in seen:
                 seen.add(id(module))
                 n += sum(p.numel() for p in module.parameters())
@@ -400,7 +425,7 @@ def dry_run(args: argparse.Namespace) -> int:
     unused = sorted(set(k for k in arch if not k.startswith("_")) - {c[2] for c in CHECKS if c[2]})
     if unused:
         print(f"not built (no preset role uses them): {', '.join(unused)} (connect uses LTX-Video)")
-    mora = full_preset(args.steps)
+    mora = full_preset(args.steps, args.size)
     print("job settings (preset mora, the paper's): " + describe_t2v(mora))
     print("full run: python benchmarks/run.py --scale full --device cuda")
     verified = sum(1 for c in CHECKS if c[2] and arch.get(c[2], {}).get("verified"))
@@ -596,6 +621,7 @@ def count_flops(tools: Any, timer: ComponentTimer, tasks: list[str], made: dict,
 def bench_profile(args, preset, profile: str, workdir: Path, flop_pass: bool) -> dict:
     """Load, warm up and time every task in one profile; optionally count FLOPs with its models."""
     import torch
+
     from mora import Toolset
     from mora.tools.profiles import decode_chunk
 
@@ -796,11 +822,14 @@ def main(argv: list[str] | None = None) -> int:
     from mora.config import PRESETS
     from mora.tools import runtime
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
     if args.scale == "full":
         register_full(args.arch_data, args.device)
-        preset = full_preset(args.steps)
+        preset = full_preset(args.steps, args.size)
     else:
-        preset = with_steps(PRESETS["tiny"], args.steps)
+        preset = with_overrides(PRESETS["tiny"], args.steps, args.size)
     results: dict[str, dict] = {}
     flops = None
     with contextlib.ExitStack() as stack:

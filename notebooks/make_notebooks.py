@@ -317,7 +317,8 @@ SCRIPTED_CHAT = [
             print(f"    tool response to {response['tool_call_id']}: {response['content']}")
         content = message.get("content")
         if content not in (None, "", "None") and not message.get("tool_responses"):
-            print(textwrap.indent(textwrap.fill(str(content), 100, replace_whitespace=False), "    "))
+            for line in str(content).splitlines():
+                print(textwrap.fill(line, 100, initial_indent="    ", subsequent_indent="    "))
 
 
     for index, message in enumerate(team.groupchat.messages):

@@ -311,6 +311,22 @@ def test_llm_answers_are_used(fake_openai, tmp_path, monkeypatch, caplog, capfd)
     captured = capfd.readouterr()
     assert API_KEY not in captured.out + captured.err
     assert caplog.records  # DEBUG logging was on and captured something
+    # stdout stays clean (`mora ... --json` prints the manifest there): no AutoGen cost warnings
+    assert "is not found. The cost will be 0" not in captured.out
+
+
+def test_api_key_echoed_by_the_endpoint_is_scrubbed(fake_openai, inputs, tmp_path, caplog):
+    """Some OpenAI-compatible servers answer a 401 with the key they got; it must not reach the
+    manifest's fault list or the logs."""
+    caplog.set_level(logging.DEBUG)
+    fake_openai.default = None
+    fake_openai.push_error(401, f"Incorrect API key provided: {API_KEY}", times=LLM_ATTEMPTS)  # 401: no retry
+    result = run("extend", tmp_path / "x.mp4", video=inputs["video"], llm_config=fake_openai.config_list)
+    faults = result.manifest["llm"]["faults"]
+    assert len(faults) == LLM_ATTEMPTS and all("AuthenticationError" in f and "***" in f for f in faults)
+    assert API_KEY not in result.manifest_path.read_text()
+    assert API_KEY not in caplog.text
+    assert fake_openai.pending == 0
 
 
 def test_llm_untrusted_arguments_fall_back(fake_openai, tmp_path, monkeypatch):
@@ -559,6 +575,26 @@ def test_chat_rejects_paths_the_user_never_typed(fake_openai, monkeypatch):
     assert "was not given by the user" in json.dumps(fake_openai.requests[-1]["messages"])
 
 
+def test_chat_rejects_a_piece_of_a_typed_path(fake_openai, inputs, monkeypatch):
+    """The user typed the full path; `clip_a.mp4` (which exists in the cwd) is not what they typed."""
+    monkeypatch.chdir(Path(inputs["video"]).parent)
+    fake_openai.default = None
+    for _ in range(3):
+        fake_openai.push_tool_call("start_task", {"task": "extend", "video": Path(inputs["video"]).name})
+    with pytest.raises(LLMError, match="was not given by the user"):
+        mora.chat(f"please extend {inputs['video']}", llm_config=fake_openai.config_list, preset="tiny", device="cpu")
+
+
+def test_chat_endpoint_error_never_shows_the_key(fake_openai, caplog):
+    caplog.set_level(logging.DEBUG)
+    fake_openai.default = None
+    fake_openai.push_error(401, f"Incorrect API key provided: {API_KEY}")
+    with pytest.raises(LLMError, match="AuthenticationError") as error:
+        mora.chat("make a video of a fox", llm_config=fake_openai.config_list)
+    assert API_KEY not in str(error.value) and "***" in str(error.value)
+    assert API_KEY not in caplog.text
+
+
 def test_chat_retry_then_valid_start_task(fake_openai, inputs, tmp_path):
     fake_openai.push_tool_call("start_task", {"task": "extend", "video": "/etc/passwd"})
     fake_openai.push_tool_call("start_task", {"task": "extend", "video": inputs["video"]})
@@ -663,3 +699,17 @@ def test_llm_config_missing_file_names_the_option(tmp_path):
 def test_llm_config_entry_without_model_in_a_list():
     with pytest.raises(InputError, match="entry 1 .* no \"model\""):
         load_llm_config([ENTRY, {"api_key": "sk-x"}])
+
+
+def test_review_regenerate_after_edit_redoes_the_edit(tmp_path, monkeypatch):
+    teams = record_teams(monkeypatch)
+    review = reviewer(("edit", "make it snowy"), "regenerate", "approve")
+    result = run("text-to-video", tmp_path / "x.mp4", prompt=FOX, review=review)
+    m = result.manifest
+    assert m["route"] == speakers(teams[0]) == [P, T2I, I2I, I2I, I2V]
+    frame, edit1, edit2, video = m["tool_calls"]
+    # the reviewed (edited) frame is made again from the same source, same instruction, next seed
+    assert edit2["args"] == edit1["args"] == {"image_path": frame["output"], "instruction": "make it snowy"}
+    assert (edit1["seed"], edit2["seed"]) == (0, 1)
+    assert review.seen == [frame["output"], edit1["output"], edit2["output"]]
+    assert video["args"]["image_path"] == edit2["output"]

@@ -107,7 +107,9 @@ def test_quickstart_runs_all_six_tasks(run_notebook, tmp_path):
         assert f"task:            {task}\n" in text
     assert "route:           prompt_agent -> text_to_image_agent -> image_to_video_agent" in text
     assert "route:           video_connection_agent" in text
-    assert "enhanced prompt: a red fox running through fresh snow at dawn" in text
+    enhanced = [line for line in text.splitlines() if line.startswith("enhanced prompt: ")]
+    assert len(enhanced) == 6 and "red fox" in enhanced[0]
+    assert enhanced[4] == "enhanced prompt: (none: no prompt agent on this route)"  # connect
     assert "6 videos in outputs/notebooks/quickstart" in text
     assert images_of(nb) == 6  # one frame strip per task
 

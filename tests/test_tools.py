@@ -8,6 +8,7 @@ Every input is made here (PIL, numpy and `media.write_video`); nothing reaches t
 from __future__ import annotations
 
 import dataclasses
+import logging
 import socket
 from pathlib import Path
 
@@ -210,6 +211,9 @@ def test_edit_image_any_mode_and_odd_size(tools, tmp_path, name, save, mode, siz
     assert (call["settings"]["width"], call["settings"]["height"]) == (w, h)
 
 
+# --- the real loading path (more below) -----------------------------------------------------------
+
+
 def test_tiny_preset_round_trips_through_from_pretrained(tools, landscape_png, monkeypatch):
     # First SVD test of the module, so that on its own the release below costs nothing.
     from diffusers import StableVideoDiffusionPipeline
@@ -284,7 +288,24 @@ def test_image_to_video_ltx_family(ltx_tools, landscape_png):
     video = media.read_video(path)
     assert video.num_frames == 9
     assert (video.width, video.height) == (96, 64)
+    assert video.fps == pytest.approx(get_preset("tiny-ltx").spec("image_to_video").get("fps"))
     assert ltx_tools.calls[-1]["family"] == "ltx" and ltx_tools.calls[-1]["model"] == ["tiny/ltx"]
+
+    chained = media.read_video(ltx_tools.image_to_video(image_path=str(landscape_png), num_frames=5, segments=2,
+                                                        fps=6, seed=0))
+    assert chained.num_frames == 5 + (5 - 1) == 9
+    assert chained.fps == pytest.approx(6)
+    assert ltx_tools.calls[-1]["video"]["boundaries"] == [5]
+
+
+def test_image_to_video_seed_is_reproducible(ltx_tools, landscape_png):
+    def frames(seed):
+        path = ltx_tools.image_to_video(image_path=str(landscape_png), num_frames=5, seed=seed)
+        return media.read_video(path).frames
+
+    first, again, other = frames(11), frames(11), frames(12)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
 
 
 def test_image_to_video_ltx_needs_4k_plus_1_frames(ltx_tools, landscape_png):
@@ -365,7 +386,8 @@ def test_extend_odd_sized_gif(tools, tmp_path):
     # H.264 yuv420p needs even sides: the writer pads one edge-replicated row/column, no rescale
     assert (out.width, out.height) == (76, 46)
     assert mad(out.frames[:5, :45, :75], original.frames) < PIXEL_TOL
-    assert (tools.calls[-1]["video"]["width"], tools.calls[-1]["video"]["height"]) == (75, 45)
+    # the record describes the file as written (what manifests report), padding included
+    assert (tools.calls[-1]["video"]["width"], tools.calls[-1]["video"]["height"]) == (76, 46)
 
 
 # --- connect_videos -----------------------------------------------------------------------------------
@@ -373,6 +395,7 @@ def test_extend_odd_sized_gif(tools, tmp_path):
 
 @pytest.mark.parametrize("num_frames, transition", [(None, 9), (5, 5)])
 def test_connect_videos_keeps_both_videos(tools, clip_a, clip_b, caplog, num_frames, transition):
+    caplog.set_level(logging.WARNING, logger="mora")
     a, b = media.read_video(clip_a), media.read_video(clip_b)
     assert (a.width, a.height, a.num_frames) == (96, 64, 5) and (b.width, b.height, b.num_frames) == (128, 96, 4)
 
@@ -477,6 +500,50 @@ def test_missing_real_model_offline_is_a_clear_error(tmp_path, monkeypatch):
     assert "local directory" in message
     assert info.value.exit_code == 2
     assert attempts == []
+
+
+# --- sizes derived from the input and the output folder are checked before any model work ------------
+
+
+@pytest.mark.parametrize(
+    "image_size, size_kwargs, area",
+    [((113, 75), dict(height=4096), None), ((600, 4), dict(), (1024, 576))],
+    ids=["one-side-given", "panorama-at-paper-area"],
+)
+def test_derived_video_side_is_bounded(tiny_tools_factory, tmp_path, monkeypatch, image_size, size_kwargs, area):
+    from mora.config import Preset, with_settings
+    from mora.tools import svd
+
+    def must_not_run(spec, rt, *, width, height, **kwargs):
+        raise AssertionError(f"the model was asked for {width}x{height} frames")
+
+    monkeypatch.setattr(svd, "generate", must_not_run)
+    preset = get_preset("tiny")
+    if area:
+        spec = with_settings(preset.spec("image_to_video"), width=area[0], height=area[1])
+        preset = Preset("big-area", "tiny SVD at the paper's area", {**preset.roles, "image_to_video": spec})
+    src = tmp_path / "in.png"
+    gradient_image(*image_size).save(src)
+    tools = tiny_tools_factory(tmp_path / "out", preset=preset)
+
+    with pytest.raises(InputError) as info:
+        tools.image_to_video(image_path=str(src), num_frames=2, segments=1, seed=0, **size_kwargs)
+    assert "4096" in str(info.value)
+    assert written(tools.output_dir) == []
+
+
+def test_output_dir_that_is_a_file_is_an_input_error(tiny_tools_factory, tmp_path, monkeypatch):
+    from mora.tools import sdxl
+
+    ran = []
+    monkeypatch.setattr(sdxl, "text_to_image", lambda *a, **k: ran.append(1) or Image.new("RGB", (96, 64)))
+    not_a_dir = tmp_path / "outputs"
+    not_a_dir.write_text("a file, not a directory\n")
+    with pytest.raises(InputError) as info:
+        tools = tiny_tools_factory(not_a_dir)
+        tools.text_to_image(prompt="a cat", seed=0)
+    assert "outputs" in str(info.value)
+    assert ran == []  # refused before any model work
 
 
 # --- bad input ----------------------------------------------------------------------------------------

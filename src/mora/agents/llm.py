@@ -100,3 +100,28 @@ def describe(config_list: list[dict] | None) -> dict:
 def redact(entry: dict) -> dict:
     """A copy of an entry safe to log."""
     return {k: ("***" if k in _SECRET_KEYS else v) for k, v in entry.items()}
+
+
+def _secrets(config_list: list[dict] | None) -> set[str]:
+    found = set()
+    for entry in config_list or []:
+        for key in _SECRET_KEYS:
+            value = entry.get(key)
+            values = value.values() if isinstance(value, dict) else [value]
+            found.update(v for v in values if isinstance(v, str) and len(v) >= 4)
+    return found
+
+
+def scrub(text: str, config_list: list[dict] | None) -> str:
+    """`text` with every key and header value of the config replaced by `***`.
+
+    Error messages from an endpoint can echo the key (some OpenAI-compatible servers answer a
+    401 with "invalid key sk-..."); they go into logs and the manifest only through this.
+
+    Example:
+        >>> scrub("bad key sk-abc123", [{"model": "m", "api_key": "sk-abc123"}])
+        'bad key ***'
+    """
+    for secret in sorted(_secrets(config_list), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

@@ -27,6 +27,7 @@ import autogen
 from autogen.io import IOStream
 
 from mora.agents import prompts
+from mora.agents.llm import scrub
 from mora.agents.toolcalls import ToolCallFault, extract_call, validate_args
 from mora.errors import InputError, ReviewAborted
 from mora.tools.toolset import Toolset, check_text
@@ -55,10 +56,15 @@ class LoggingIOStream:
 
 
 def autogen_llm_config(config_list: list[dict] | None) -> dict | bool:
-    """AutoGen's llm_config for a config list (False: no LLM). No disk cache: answers differ per job."""
+    """AutoGen's llm_config for a config list (False: no LLM). No disk cache: answers differ per job.
+
+    Entries without a `price` get `[0, 0]`: AutoGen warns on stdout, through its own handler, for
+    every answer of a model missing from its price table (any local model), which would corrupt
+    `mora ... --json`; Mora does not report costs.
+    """
     if not config_list:
         return False
-    return {"config_list": config_list, "cache_seed": None}
+    return {"config_list": [{"price": [0.0, 0.0], **entry} for entry in config_list], "cache_seed": None}
 
 
 class Team:
@@ -182,9 +188,12 @@ class Team:
         if action == "abort":
             raise ReviewAborted("review: aborted by the reviewer; nothing was written at the output path")
         if action == "regenerate":
+            # Remake the reviewed frame with the next seed, from the same source: only the reviewed
+            # image is dropped, so after an edit the edit is redone (same instruction) on its input.
             job.image_seed_offset += 1
-            job.pending_instruction = None
-            del job.images[job.frame_images_from:]
+            if frame_step.tool != "edit_image":
+                job.pending_instruction = None
+            job.images.pop()
             job.insert_next(frame_step, Step(REVIEW))
         else:  # edit
             job.pending_instruction = instruction
@@ -215,8 +224,6 @@ class Team:
     def _tool_reply(self, recipient, messages=None, sender=None, config=None) -> tuple[bool, dict]:
         job = self.job
         tool = job.active.tool
-        if tool in ("text_to_image", "edit_image") and job.frame_images_from is None:
-            job.frame_images_from = len(job.images)
         args, call_id, origin = job.scripted_call(tool), f"call_{job.turns}", "scripted"
         if self.llm_config:
             hint = {"role": "user", "content": self._llm_hint(tool)}
@@ -229,8 +236,8 @@ class Team:
                     origin = "llm"
                     break
                 except Exception as e:
-                    self._fault(recipient.name, attempt, e)
-                    hint = {"role": "user", "content": f"That answer was unusable: {_reason(e)}. " + self._llm_hint(tool)}
+                    reason = self._fault(recipient.name, attempt, e)
+                    hint = {"role": "user", "content": f"That answer was unusable: {reason}. " + self._llm_hint(tool)}
             if origin != "llm":
                 self._fallback(recipient.name)
         job.call_origin = origin
@@ -256,9 +263,12 @@ class Team:
             raise ToolCallFault("the LLM gave no answer")
         return answer
 
-    def _fault(self, agent: str, attempt: int, error: BaseException) -> None:
-        self.job.llm_faults.append(f"{agent} try {attempt}: {_reason(error)}")
-        logger.debug("%s: LLM answer %d/%d unusable: %s", agent, attempt, LLM_ATTEMPTS, _reason(error))
+    def _fault(self, agent: str, attempt: int, error: BaseException) -> str:
+        """Record an unusable answer; returns the reason, safe to log and to show the LLM."""
+        reason = scrub(_reason(error), self.config_list)  # an endpoint's error text may echo the key
+        self.job.llm_faults.append(f"{agent} try {attempt}: {reason}")
+        logger.debug("%s: LLM answer %d/%d unusable: %s", agent, attempt, LLM_ATTEMPTS, reason)
+        return reason
 
     def _fallback(self, agent: str) -> None:
         self.job.fallbacks += 1

@@ -2,16 +2,21 @@
 
 - `fast`: every model resident in fp16/bf16, SDPA attention (diffusers' default on torch 2),
   `torch.compile` of the denoiser (regional, on its repeated blocks, where diffusers supports it),
-  channels_last, fused QKV projections where available, VAE decode chunks sized to free memory.
+  channels_last (2D convolutions), fused QKV projections where available.
 - `balanced`: resident, nothing compiled.
-- `low-vram`: model CPU offload (each model on the GPU only while it runs), VAE slicing/tiling,
-  small decode chunks.
+- `low-vram`: model CPU offload (each model on the GPU only while it runs), VAE slicing.
 - `auto`: picks one of the above by free GPU memory.
 - `paper` (benchmarks only, not offered by the CLI): the original Mora code's runtime choices:
   fp16, SDXL and InstructPix2Pix resident, SVD with model CPU offload, decode chunks of 12.
 
 Each profile applies only what the device supports and logs what it applied; the list is kept
 on the pipeline (`pipe._mora_profile`) for manifests and benchmarks.
+
+`fast`, `balanced` and `low-vram` give the same pixels for the same seed (up to float summation
+order): they change where and how models run, never what they compute. So SVD's decode chunk size
+(its temporal decoder mixes the frames within a chunk) stays the preset's, and VAE tiling (tiles
+are blended where an image exceeds the VAE's tile size) is not used; `auto` then cannot make the
+video depend on free GPU memory.
 """
 
 from __future__ import annotations
@@ -58,13 +63,13 @@ def apply(pipe: Any, device: str, profile: str) -> list[str]:
         pipe.to(device)
     vae = getattr(pipe, "vae", None)
     if profile == "low-vram" and vae is not None and "paper choices" not in applied:
-        for method in ("enable_slicing", "enable_tiling"):
-            if hasattr(vae, method):
-                try:
-                    getattr(vae, method)()
-                    applied.append(f"VAE {method.removeprefix('enable_')}")
-                except (NotImplementedError, ValueError):  # some VAEs lack one of them
-                    pass
+        # Slicing (one image per decode call) is exact; tiling would change pixels, see the module doc.
+        if hasattr(vae, "enable_slicing"):
+            try:
+                vae.enable_slicing()
+                applied.append("VAE slicing")
+            except (NotImplementedError, ValueError):  # some VAEs lack it
+                pass
     if profile == "fast":
         applied += _fast(pipe, cuda)
     logger.info("profile %s on %s: %s", profile, device, ", ".join(applied) or "defaults")
@@ -113,16 +118,13 @@ def _channels_last(module: Any) -> int:
 
 
 def decode_chunk(profile: str, device: str, default: int, num_frames: int, width: int, height: int) -> int:
-    """Frames per VAE decode call: small in low-vram, the preset's in balanced, what fits in fast."""
+    """Frames per VAE decode call: the paper code's 12 in `paper`, else the preset's `default`.
+
+    Not a profile choice: SVD's temporal decoder mixes the frames within a chunk, so the chunk size
+    changes the video (a smaller chunk in low-vram, or one sized to free memory in fast, made the
+    output differ between profiles and with free memory). `device`, `width` and `height` are kept
+    for callers; at the presets' sizes a chunk of 8 frames fits with model CPU offload.
+    """
     if profile == "paper":
         return min(12, num_frames)
-    if profile == "low-vram":
-        return min(2, num_frames)
-    if profile != "fast" or not device.startswith("cuda"):
-        return min(default, num_frames)
-    import torch
-
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    # Rough peak of the temporal decoder per frame: about six full-resolution 128-channel fp16 maps.
-    per_frame = width * height * 128 * 2 * 6
-    return max(1, min(num_frames, int(free * 0.5 // per_frame)))
+    return min(default, num_frames)

@@ -21,7 +21,7 @@ from mora.config import mora_home
 logger = logging.getLogger(__name__)
 
 # Bump when a builder changes so stale caches are rebuilt rather than loaded.
-TINY_VERSION = 2
+TINY_VERSION = 3
 _CHARS = string.ascii_lowercase + string.digits + ",.'-!?:;()"
 
 
@@ -101,11 +101,12 @@ def _clip_text_config(**overrides):
 
 
 def _vae_2d():
+    """Four blocks like the real VAEs: 8x spatial compression keeps the denoisers' maps tiny."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        block_out_channels=[16, 32], in_channels=3, out_channels=3, norm_num_groups=8,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+        block_out_channels=[8, 8, 16, 16], in_channels=3, out_channels=3, norm_num_groups=8, layers_per_block=1,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
         latent_channels=4, sample_size=64,
     )
 
@@ -211,9 +212,10 @@ def _build_svd():
         num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
         steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
     )
+    # 8x spatial compression like SVD's VAE; this class fixes GroupNorm at 32 groups, hence 32 channels.
     vae = AutoencoderKLTemporalDecoder(
-        block_out_channels=[32, 64], in_channels=3, out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 2, latent_channels=4,
+        block_out_channels=[32, 32, 32, 32], in_channels=3, out_channels=3, layers_per_block=1,
+        down_block_types=["DownEncoderBlock2D"] * 4, latent_channels=4,
     )
     encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(

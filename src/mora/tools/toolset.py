@@ -105,6 +105,8 @@ class Toolset:
         self.preset = get_preset(preset)
         self.runtime = Runtime(device=device, dtype=dtype, profile=profile, progress=progress)
         self.output_dir = Path(output_dir)
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise InputError(f"output_dir: {str(output_dir)!r} is a file; pass a directory (it is created if missing)")
         self.input_guard = input_guard
         self.calls: list[dict] = []  # one record per tool call: args, seed, model, settings, output, seconds
         self.oom_retries: list[dict] = []  # out-of-memory retries in low-vram (recorded in manifests)
@@ -142,17 +144,23 @@ class Toolset:
         area = spec.get("width") * spec.get("height")
         if like is None:
             return width or spec.get("width"), height or spec.get("height")
-        w, h = fit_size(*like, area, m)
         if width:  # one side given: keep the aspect ratio of `like`
-            return width, max(m, round(width * like[1] / like[0] / m) * m)
-        if height:
-            return max(m, round(height * like[0] / like[1] / m) * m), height
+            w, h = width, max(m, round(width * like[1] / like[0] / m) * m)
+        elif height:
+            w, h = max(m, round(height * like[0] / like[1] / m) * m), height
+        else:
+            w, h = fit_size(*like, area, m)
+        if max(w, h) > MAX_SIDE:  # an extreme aspect ratio would ask the model for a huge frame
+            raise InputError(
+                f"width/height: the input's {like[0]}x{like[1]} aspect ratio gives a {w}x{h} frame, over {MAX_SIDE} "
+                "pixels a side; crop the input or pass both width and height"
+            )
         return w, h
 
     def _frames(self, spec: ModelSpec, num_frames: Any, argument: str = "num_frames", *, any_count: bool = False) -> int:
         m = spec.get("frame_multiple")
         n = check_int(
-            num_frames, argument, low=2, high=spec.get("max_frames", 256),
+            num_frames, argument, low=1 if any_count else 2, high=spec.get("max_frames", 256),
             multiple=None if any_count else m, remainder=1 if m else 0,
         )
         return n if n is not None else spec.get("num_frames")
@@ -326,7 +334,7 @@ class Toolset:
         return self._record(
             "extend_video", spec, dict(video_path=str(video_path), prompt=prompt), out, started, seed=seed,
             settings=self._video_settings(spec, w, h, n, steps, fps),
-            video=dict(num_frames=len(frames), fps=video.fps, width=video.width, height=video.height,
+            video=dict(num_frames=len(frames), fps=video.fps, width=_even(video.width), height=_even(video.height),
                        boundaries=[video.num_frames]),
         )
 
@@ -378,7 +386,7 @@ class Toolset:
         return self._record(
             "connect_videos", spec, dict(first_video=str(first_video), second_video=str(second_video), prompt=prompt),
             out, started, seed=seed, settings=self._video_settings(spec, w, h, n, steps, a.fps),
-            video=dict(num_frames=len(frames), fps=a.fps, width=a.width, height=a.height,
+            video=dict(num_frames=len(frames), fps=a.fps, width=_even(a.width), height=_even(a.height),
                        boundaries=[a.num_frames, a.num_frames + len(middle)]),
         )
 
@@ -393,6 +401,11 @@ class Toolset:
     def tools(self) -> dict[str, Callable[..., str]]:
         """name -> bound tool method, for registering with agents."""
         return {name: getattr(self, name) for name in TOOL_NAMES}
+
+
+def _even(side: int) -> int:
+    """The side as written: H.264 yuv420p needs even sides, so media.write_video pads odd ones."""
+    return side + side % 2
 
 
 TOOL_NAMES = ("text_to_image", "edit_image", "image_to_video", "extend_video", "connect_videos")

@@ -4,6 +4,7 @@ through a `start_task` tool call, validated like any LLM output; then the task's
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,9 +39,18 @@ def validate_start_task(args: dict, user_text: str) -> tuple[str, dict]:
     required, optional = TASK_INPUTS[task]
     inputs = {k: v for k, v in args.items() if k != "task" and v not in (None, "")}
     for key in _PATH_KEYS:
-        if key in inputs and str(inputs[key]) not in user_text:
+        if key in inputs and not _typed(str(inputs[key]), user_text):
             raise InputError(f"{key}: {inputs[key]!r} was not given by the user; use only paths the user typed")
     return task, validate_inputs(task, inputs)
+
+
+def _typed(path: str, text: str) -> bool:
+    """Whether `path` appears in `text` as a whole path, not as a piece of a longer one (the user
+    typing `/videos/clip.mp4` does not make `clip.mp4` or `/videos` acceptable)."""
+    if not path.strip():
+        return False
+    pattern = rf"(?<![^\s'\"`(<\[=]){re.escape(path)}(?=$|[\s'\"`)>\],;:!?]|\.(?:$|\s))"
+    return re.search(pattern, text) is not None
 
 
 def chat(
@@ -67,7 +77,7 @@ def chat(
     Example:
         >>> mora.chat("a fox running in snow, as a video", llm_config="OAI_CONFIG_LIST", preset="tiny")
     """
-    from mora.agents.llm import load_llm_config
+    from mora.agents.llm import load_llm_config, scrub
 
     config_list = load_llm_config(llm_config)
     if not config_list:
@@ -85,7 +95,8 @@ def chat(
         try:
             answer = ask_director(director, messages)
         except Exception as e:  # HTTP errors, timeouts
-            raise LLMError(f"chat: the LLM endpoint failed ({type(e).__name__}: {str(e)[:200]})") from e
+            reason = scrub(f"{type(e).__name__}: {str(e)[:200]}", config_list)  # the text may echo the key
+            raise LLMError(f"chat: the LLM endpoint failed ({reason})") from None
         calls = answer.get("tool_calls") if isinstance(answer, dict) else None
         if calls:
             import json

@@ -68,7 +68,6 @@ class Job:
     image_seed_offset: int = 0
     pending_instruction: str | None = None
     turns: int = 0
-    frame_images_from: int | None = None  # index in `images` where the reviewed first frame starts
     call_origin: str = "scripted"  # where the pending tool call came from: "scripted" or "llm"
     _allowed: set = field(default_factory=set)
 

@@ -59,7 +59,11 @@ def output_paths(out: str | Path | None, task: str) -> tuple[Path, Path, Path]:
         raise InputError(f"--out: {str(out)!r} does not end in .mp4; pass a path like outputs/{task}.mp4")
     if path.is_dir():
         raise InputError(f"--out: {str(out)!r} is a directory; pass a file path ending in .mp4")
-    return path, path.with_suffix(".json"), path.with_name(f"{path.stem}_artifacts")
+    artifacts = path.with_name(f"{path.stem}_artifacts")
+    if artifacts.exists() and not artifacts.is_dir():
+        raise InputError(f"--out: {str(artifacts)!r} (the artifacts folder of {str(out)!r}) is a file; move it or "
+                         "choose another --out")
+    return path, path.with_suffix(".json"), artifacts
 
 
 def validate_inputs(task: str, inputs: dict) -> dict:

@@ -1,0 +1,169 @@
+"""mora.config: presets are data. The paper's settings, the same families (so the same code) in the
+tiny presets as in the real ones, and no torch at import time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from mora.config import (
+    DEFAULT_PRESET,
+    FAMILIES,
+    PRESETS,
+    ROLES,
+    ModelSpec,
+    Preset,
+    get_preset,
+    mora_home,
+    with_settings,
+)
+from mora.errors import InputError
+
+TINY_OF = {"tiny": "mora", "tiny-ltx": "ltx"}
+
+
+def test_roles_are_the_five_agents_tools():
+    assert ROLES == ("text_to_image", "image_to_image", "image_to_video", "extend", "connect")
+
+
+@pytest.mark.parametrize("name", ["mora", "ltx", "tiny", "tiny-ltx"])
+def test_preset_has_all_five_roles(name):
+    preset = get_preset(name)
+    assert preset.name == name
+    assert set(preset.roles) == set(ROLES)
+    for role in ROLES:
+        spec = preset.spec(role)
+        assert isinstance(spec, ModelSpec)
+        assert spec.family in FAMILIES
+        assert spec.model
+        assert isinstance(spec.settings, MappingProxyType)
+    assert preset.description
+
+
+@pytest.mark.parametrize("tiny, real", sorted(TINY_OF.items()))
+def test_tiny_presets_use_the_same_families_as_the_real_ones(tiny, real):
+    small, big = get_preset(tiny), get_preset(real)
+    assert {r: s.family for r, s in small.roles.items()} == {r: s.family for r, s in big.roles.items()}
+    for role in ROLES:
+        # every field the family code reads for the real model is there for the tiny one too
+        assert set(big.spec(role).settings) <= set(small.spec(role).settings), role
+    assert small.is_tiny and not big.is_tiny
+    assert all(m.startswith("tiny/") for s in small.roles.values() for m in s.model_ids())
+    assert not any(m.startswith("tiny/") for s in big.roles.values() for m in s.model_ids())
+
+
+def test_tiny_presets_are_toy_sized():
+    for name in TINY_OF:
+        for role in ROLES:
+            spec = get_preset(name).spec(role)
+            assert spec.get("steps") <= 2
+            if spec.get("width"):
+                assert spec.get("width") * spec.get("height") <= 96 * 64
+    assert get_preset("tiny").spec("text_to_image").refiner == "tiny/sdxl-refiner"
+
+
+def test_mora_preset_has_the_papers_settings():
+    mora = get_preset("mora")
+
+    t2i = mora.spec("text_to_image")
+    assert t2i.family == "sdxl"
+    assert t2i.model == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert t2i.refiner == "stabilityai/stable-diffusion-xl-refiner-1.0"
+    assert (t2i.get("width"), t2i.get("height")) == (1024, 576)
+    assert t2i.get("steps") == 40
+    assert t2i.get("high_noise_frac") == 0.8
+
+    i2i = mora.spec("image_to_image")
+    assert (i2i.family, i2i.model) == ("pix2pix", "timbrooks/instruct-pix2pix")
+
+    for role in ("image_to_video", "extend"):
+        svd = mora.spec(role)
+        assert svd.family == "svd"
+        assert svd.model == "stabilityai/stable-video-diffusion-img2vid-xt"
+        assert svd.get("num_frames") == 25
+        assert svd.get("segments") == 3
+        assert svd.get("motion_bucket_id") == 180
+        assert svd.get("noise_aug_strength") == 0.1
+        assert svd.get("fps") == 7
+        assert (svd.get("width"), svd.get("height")) == (1024, 576)
+
+    connect = mora.spec("connect")
+    assert connect.family == "ltx"  # first-last-frame conditioning; SEINE is not in diffusers
+    assert DEFAULT_PRESET == "mora"
+
+
+def test_ltx_frame_counts_fit_the_vae():
+    for name in ("ltx", "tiny-ltx"):
+        for role in ("image_to_video", "extend", "connect"):
+            spec = get_preset(name).spec(role)
+            assert spec.family == "ltx"
+            m = spec.get("frame_multiple")
+            assert spec.get("num_frames") % m == 1
+            assert spec.get("tail_frames") % m == 1
+            assert spec.get("width") % spec.get("size_multiple") == 0
+            assert spec.get("height") % spec.get("size_multiple") == 0
+    assert get_preset("ltx").spec("connect").get("frame_multiple") == 8
+    assert get_preset("tiny-ltx").spec("connect").get("frame_multiple") == 4
+
+
+def test_models_lists_every_role_and_the_refiner():
+    models = get_preset("mora").models()
+    assert set(models) == {*ROLES, "text_to_image_refiner"}
+    assert models["text_to_image_refiner"] == "stabilityai/stable-diffusion-xl-refiner-1.0"
+    assert "text_to_image_refiner" not in get_preset("tiny-ltx").models()
+
+
+@pytest.mark.parametrize("name", ["x", "", "TINY", None, 3])
+def test_unknown_preset_is_an_input_error(name):
+    with pytest.raises(InputError) as info:
+        get_preset(name)
+    message = str(info.value)
+    assert "preset" in message and repr(name) in message
+    for known in PRESETS:
+        assert known in message
+
+
+def test_get_preset_passes_a_preset_through():
+    preset = get_preset("tiny")
+    assert get_preset(preset) is preset
+
+
+def test_specs_and_presets_are_immutable_and_checked():
+    spec = get_preset("mora").spec("image_to_video")
+    with pytest.raises(TypeError):
+        spec.settings["num_frames"] = 1
+    with pytest.raises(AttributeError):
+        spec.model = "other"
+    with pytest.raises(TypeError):
+        PRESETS["mine"] = get_preset("tiny")
+    with pytest.raises(ValueError, match="family"):
+        ModelSpec("nope", "some/model")
+    with pytest.raises(ValueError, match="lacks roles"):
+        Preset("half", "only one role", MappingProxyType({"text_to_image": spec}))
+    assert isinstance(ModelSpec("svd", "m", {"steps": 3}).settings, MappingProxyType)
+
+
+def test_with_settings_copies_and_ignores_none():
+    spec = get_preset("mora").spec("image_to_video")
+    changed = with_settings(spec, num_frames=14, fps=None)
+    assert changed.get("num_frames") == 14
+    assert changed.get("fps") == spec.get("fps") == 7
+    assert spec.get("num_frames") == 25  # the preset itself is untouched
+    assert (changed.family, changed.model) == (spec.family, spec.model)
+
+
+def test_mora_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("MORA_HOME", str(tmp_path / "cache"))
+    assert mora_home() == tmp_path / "cache"
+    monkeypatch.delenv("MORA_HOME")
+    assert mora_home() == Path.home() / ".cache" / "mora"
+
+
+def test_config_imports_no_torch():
+    code = "import mora.config, sys; assert 'torch' not in sys.modules, 'mora.config imported torch'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
