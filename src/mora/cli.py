@@ -221,6 +221,7 @@ def _run_task(args: argparse.Namespace) -> int:
     validate_inputs(args.command, inputs)
     validate_options(args.command, get_preset(args.preset), options)
     output_paths(args.out, args.command)
+    _check_runtime(args)
     _quiet_libraries()
     result = mora.run(
         args.command, **{k: v for k, v in inputs.items() if v is not None}, **options,
@@ -228,6 +229,17 @@ def _run_task(args: argparse.Namespace) -> int:
     )
     _report(args, result.manifest)
     return 0
+
+
+def _check_runtime(args: argparse.Namespace) -> None:
+    """LLM config and device checks, before the slow library imports."""
+    from mora.agents.llm import load_llm_config
+
+    load_llm_config(args.llm_config)
+    if args.device not in ("auto", "cpu"):  # needs torch, but not diffusers or transformers
+        from mora.tools.runtime import resolve_device
+
+        resolve_device(args.device)
 
 
 def _report(args: argparse.Namespace, manifest: dict) -> None:

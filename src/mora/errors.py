@@ -22,7 +22,7 @@ class InputError(MoraError, ValueError):
     exit_code = 2
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))  # one line, always
+        super().__init__(" ".join(str(message).strip().splitlines()))  # one line, always
 
 
 def bad_input(argument: str, value: object, problem: str, fix: str) -> InputError:
