@@ -21,7 +21,7 @@ from mora.config import mora_home
 logger = logging.getLogger(__name__)
 
 # Bump when a builder changes so stale caches are rebuilt rather than loaded.
-TINY_VERSION = 3
+TINY_VERSION = 4
 _CHARS = string.ascii_lowercase + string.digits + ",.'-!?:;()"
 
 
@@ -120,21 +120,28 @@ def _euler():
     )
 
 
-def _build_sdxl_base():
+def _sdxl_unet(*, seed: int, time_ids: int, cross_attention_dim: int):
+    """A toy SDXL UNet: `time_ids` added time ids (6 base, 5 refiner) plus a 32-wide pooled embedding."""
     import torch
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
         use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 1), norm_num_groups=8,
-        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids + pooled text embedding
-        cross_attention_dim=64,  # both text encoders' hidden states, concatenated
+        projection_class_embeddings_input_dim=time_ids * 8 + 32, cross_attention_dim=cross_attention_dim,
     )
+
+
+def _build_sdxl_base():
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    # cross attention sees both text encoders' hidden states, concatenated (32 + 32)
+    unet = _sdxl_unet(seed=0, time_ids=6, cross_attention_dim=64)
     return StableDiffusionXLPipeline(
         vae=_vae_2d(), text_encoder=CLIPTextModel(_clip_text_config()), tokenizer=_clip_tokenizer(),
         text_encoder_2=CLIPTextModelWithProjection(_clip_text_config()), tokenizer_2=_clip_tokenizer(),
@@ -144,24 +151,14 @@ def _build_sdxl_base():
 
 def _build_sdxl_refiner():
     """Like SDXL's refiner: second text encoder only, aesthetic-score time ids."""
-    import torch
-    from diffusers import StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLImg2ImgPipeline
     from transformers import CLIPTextModelWithProjection
 
-    torch.manual_seed(1)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1), norm_num_groups=8,
-        projection_class_embeddings_input_dim=5 * 8 + 32,  # 5 time ids (with aesthetic score) + pooled
-        cross_attention_dim=32,
-    )
     return StableDiffusionXLImg2ImgPipeline(
         vae=_vae_2d(), text_encoder=None, tokenizer=None,
         text_encoder_2=CLIPTextModelWithProjection(_clip_text_config()), tokenizer_2=_clip_tokenizer(),
-        unet=unet, scheduler=_euler(), requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
+        unet=_sdxl_unet(seed=1, time_ids=5, cross_attention_dim=32), scheduler=_euler(),
+        requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
     )
 
 
