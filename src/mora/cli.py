@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(arg.rstrip("?"), nargs="?" if optional else None, help=help_text)
         if name == "simulate":
             p.add_argument("--image", help="start from this image instead of generating one")
+        if name in ("text-to-video", "simulate"):
+            p.add_argument("--best-of", type=_positive_int(), default=1, metavar="N",
+                           help="make N candidates (seeds seed..seed+N-1); critic_agent keeps the best by the "
+                           "score card (and a vision LLM judge when a config entry is tagged \"vision\")")
         _common(p)
     chat = sub.add_parser("chat", help="Describe the video in a conversation; an LLM director picks the task.",
                           description="Conversational prompting: needs an LLM config (OAI_CONFIG_LIST).")
@@ -213,14 +217,15 @@ def _run_task(args: argparse.Namespace) -> int:
     progress = _Progress(args.quiet)
     options = dict(preset=args.preset, seed=args.seed, out=args.out, num_frames=args.num_frames, width=args.width,
                    height=args.height, steps=args.steps, fps=args.fps, device=args.device, profile=args.profile,
-                   llm_config=args.llm_config)
+                   llm_config=args.llm_config, best_of=getattr(args, "best_of", 1))
     # Check everything before the heavy imports: a typo costs no model load.
     from mora.config import get_preset
-    from mora.workflows.runner import output_paths, validate_inputs, validate_options
+    from mora.workflows.runner import check_best_of, output_paths, validate_inputs, validate_options
 
     validate_inputs(args.command, inputs)
     validate_options(args.command, get_preset(args.preset), options)
     output_paths(args.out, args.command)
+    check_best_of(args.command, options["best_of"])
     _check_runtime(args)
     _quiet_libraries()
     result = mora.run(

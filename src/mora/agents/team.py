@@ -32,7 +32,15 @@ from mora.agents.toolcalls import ToolCallFault, extract_call, validate_args
 from mora.errors import InputError, ReviewAborted
 from mora.tools.toolset import Toolset, check_text
 from mora.workflows.job import Job
-from mora.workflows.routes import AGENT_NAMES, AGENT_TOOLS, IMAGE_TO_IMAGE_AGENT, PROMPT_AGENT, REVIEW, Step
+from mora.workflows.routes import (
+    AGENT_NAMES,
+    AGENT_TOOLS,
+    CRITIC_AGENT,
+    IMAGE_TO_IMAGE_AGENT,
+    PROMPT_AGENT,
+    REVIEW,
+    Step,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +97,7 @@ class Team:
     ):
         self.job, self.tools, self.config_list = job, tools, config_list
         self.review, self.on_step = review, on_step
+        self._calls_at_step = 0  # len(tools.calls) when the current tool step started
         self.llm_config = autogen_llm_config(config_list)
         self.user_proxy = autogen.ConversableAgent(
             USER_PROXY, system_message=prompts.USER_PROXY, human_input_mode="NEVER", llm_config=False,
@@ -113,6 +122,13 @@ class Team:
                     )
                 else:
                     self.user_proxy.register_for_execution(name=tool)(function)
+        if job.best_of > 1:  # critic_agent joins only when there are candidates to judge
+            from mora.agents.critic import make_critic
+
+            critic = make_critic(config_list)
+            critic.register_reply(trigger=[autogen.Agent, None], reply_func=self._critic_reply, position=0)
+            self.agents[CRITIC_AGENT] = critic
+        self._frames_started = 0
         self.groupchat = autogen.GroupChat(
             agents=[self.user_proxy, *self.agents.values()], messages=[], max_round=100,
             speaker_selection_method=self._select, allow_repeat_speaker=True, admin_name="(none)",
@@ -156,6 +172,11 @@ class Team:
         if active is not None and active.tool:
             if message.get("tool_calls") and last_speaker is not self.user_proxy:
                 return self.user_proxy  # the executor runs the requested call
+            if len(self.tools.calls) == self._calls_at_step:
+                # AutoGen answers a call it could not make (e.g. arguments not matching the signature)
+                # with an error text instead of raising: stop here, not at a later step missing its input.
+                raise RuntimeError(f"{active.agent}: the {active.tool} call was not executed: "
+                                   f"{str(message.get('content'))[:300]}")
             job.active = None
         elif active is not None:  # the prompt agent answered
             job.active = None
@@ -164,6 +185,9 @@ class Team:
                 self._review_gate()
                 continue
             job.active = step
+            if job.best_of > 1 and step.tool in ("text_to_image", "edit_image") and not job.pending_instruction:
+                job.candidate, self._frames_started = self._frames_started, self._frames_started + 1
+            self._calls_at_step = len(self.tools.calls)
             job.acted.append(step.agent)
             if self.on_step:
                 self.on_step(step.agent, _describe(step))
@@ -201,6 +225,44 @@ class Team:
 
     # --- replies ---------------------------------------------------------------------------------
 
+    def _critic_reply(self, recipient, messages=None, sender=None, config=None) -> tuple[bool, str]:
+        """Score every candidate, ask the vision judge if one is configured, keep the best."""
+        from mora import media
+        from mora.agents.critic import judge, vision_config
+        from mora.evaluation import score_video
+        from mora.evaluation.critic import choose, quality, rank_by_scores
+
+        job = self.job
+        cards = []
+        for candidate in job.candidates:
+            video = media.read_video(candidate["video"], argument="video")
+            card = score_video(video.frames, fps=video.fps)
+            candidate.update(scores=card, quality=quality(card))
+            cards.append(card)
+        by_scores = rank_by_scores(cards)
+        by_judge, judge_error = None, None
+        if vision_config(self.config_list):
+            try:
+                by_judge = judge(recipient, [c["image"] for c in job.candidates], job.prompt)
+            except Exception as e:  # any judge fault: the score card decides
+                judge_error = _reason(e)
+                self._fault(recipient.name, 1, e)
+                self._fallback(recipient.name)
+        reviewer_pick = None
+        if by_judge is not None and by_judge[0] != by_scores[0] and self.review is not None:
+            pick = job.candidates[by_judge[0]]
+            action, _ = normalize_decision(self.review(pick["image"], {
+                "task": job.task, "prompt": job.prompt, "critic": "the vision judge prefers this first frame; "
+                "approve to keep it, anything else keeps the score card's choice"}))
+            reviewer_pick = by_judge[0] if action == "approve" else by_scores[0]
+        best, reason = choose(by_scores, by_judge, reviewer_pick)
+        job.critic = {"winner": best, "reason": reason, "score_ranking": by_scores, "judge_ranking": by_judge,
+                      **({"judge_error": judge_error} if judge_error else {})}
+        job.videos.append(job.candidates[best]["video"])
+        logger.info("critic_agent: candidate %d of %d wins (%s)", best, len(cards), reason)
+        return True, json.dumps({"winner": best, "reason": reason,
+                                 "quality": [c["quality"] for c in job.candidates]})
+
     def _prompt_reply(self, recipient, messages=None, sender=None, config=None) -> tuple[bool, str]:
         job = self.job
         text = None
@@ -231,8 +293,9 @@ class Team:
                 try:
                     answer = self._ask_llm(recipient, [*messages, hint], sender)
                     call_id, raw = extract_call(answer, tool)
-                    # The job's seed and the user's pinned options always win over the LLM's values.
-                    args = {**validate_args(tool, raw, job), **_always_scripted(args), **job.pinned(tool)}
+                    # The job's seed and the user's pinned options always win over the LLM's values; the
+                    # scripted call fills what the LLM left out (e.g. simulate's negative prompt).
+                    args = {**args, **validate_args(tool, raw, job), **_always_scripted(args), **job.pinned(tool)}
                     origin = "llm"
                     break
                 except Exception as e:
@@ -325,6 +388,8 @@ def _reason(error: BaseException) -> str:
 
 
 def _describe(step: Step) -> str:
+    if step.agent == CRITIC_AGENT:
+        return "scoring the candidates and keeping the best"
     return {
         None: "writing the detailed prompt",
         "text_to_image": "painting the first frame",

@@ -68,6 +68,10 @@ class Job:
     image_seed_offset: int = 0
     pending_instruction: str | None = None
     turns: int = 0
+    best_of: int = 1  # candidates for the critic (text-to-video, simulate)
+    candidate: int = 0  # index of the candidate being made (0 when best_of is 1)
+    candidates: list[dict] = field(default_factory=list)
+    critic: dict | None = None
     call_origin: str = "scripted"  # where the pending tool call came from: "scripted" or "llm"
     _allowed: set = field(default_factory=set)
 
@@ -100,12 +104,14 @@ class Job:
 
     def scripted_call(self, tool: str) -> dict:
         """The arguments of `tool` for the current step, from the job's state."""
-        seed = self.seed
+        seed = self.seed + self.candidate  # candidate k of best_of uses seed + k
         if tool == "text_to_image":
             args = dict(prompt=self.prompt, seed=seed + self.image_seed_offset,
                         negative_prompt=SIMULATE_NEGATIVE if self.task == "simulate" else "")
         elif tool == "edit_image":
-            args = dict(image_path=self.images[-1], instruction=self.edit_instruction(), seed=seed + self.image_seed_offset)
+            # The route's own edit starts from the job's source image; a reviewer's edit, from the latest frame.
+            source = self.images[-1] if self.pending_instruction else self.images[0]
+            args = dict(image_path=source, instruction=self.edit_instruction(), seed=seed + self.image_seed_offset)
         elif tool == "image_to_video":
             args = dict(image_path=self.images[-1], prompt=self.prompt, seed=seed)
         elif tool == "extend_video":
@@ -138,6 +144,9 @@ class Job:
     def record_output(self, tool: str, path: str) -> None:
         (self.videos if path.endswith(".mp4") else self.images).append(path)
         self.allow(path)
+        if self.best_of > 1 and tool == "image_to_video":
+            self.candidates.append({"index": self.candidate, "seed": self.seed + self.candidate,
+                                    "image": self.images[-1], "video": path})
 
     def time(self, label: str, seconds: float) -> None:
         self.timings[label] = round(self.timings.get(label, 0.0) + seconds, 3)

@@ -108,6 +108,16 @@ def validate_options(task: str, preset, options: dict) -> dict:
     return opts
 
 
+def check_best_of(task: str, best_of: Any) -> int:
+    """`--best-of`: 1..MAX_BEST_OF, and more than 1 only where a critic can choose (text-to-video, simulate)."""
+    from mora.workflows.routes import BEST_OF_TASKS, MAX_BEST_OF
+
+    n = check_int(best_of, "--best-of", low=1, high=MAX_BEST_OF) or 1
+    if n > 1 and task not in BEST_OF_TASKS:
+        raise InputError(f"--best-of: {n} is only for {' and '.join(BEST_OF_TASKS)}, not {task}; drop --best-of")
+    return n
+
+
 def _versions() -> dict:
     out = {}
     for name in ("mora", "torch", "diffusers", "transformers", "autogen"):
@@ -143,6 +153,7 @@ def run(
     on_step: Callable[[str, str], None] | None = None,
     progress: bool = True,
     metrics: bool = True,
+    best_of: int = 1,
 ) -> RunResult:
     """Run one of the six tasks through Mora's agents and write the video and its manifest.
 
@@ -161,6 +172,9 @@ def run(
         on_step: called with (agent_name, what_it_does) as each agent starts.
         progress: show diffusion step bars.
         metrics: compute the score card into `manifest.metrics`.
+        best_of: text-to-video and simulate: make N candidates (seeds seed..seed+N-1) and let
+            critic_agent keep the best by the score card (and a vision LLM judge when an LLM config
+            entry is tagged "vision"); every candidate and its scores go into the manifest.
 
     Returns:
         RunResult with `.video_path` and `.manifest`.
@@ -186,6 +200,7 @@ def run(
         logger.warning("--fps is ignored by %s: the output keeps the input video's frame rate", task)
         options["fps"] = None
     job_seed = check_int(seed, "--seed", low=0, high=MAX_SEED)
+    best_of = check_best_of(task, best_of)
     out_path, manifest_path, artifacts_dir = output_paths(out, task)
 
     from mora.agents.llm import describe, load_llm_config
@@ -196,8 +211,8 @@ def run(
     job_seed = check_seed(job_seed)
     from mora.workflows.job import Job
 
-    job = Job(task=task, inputs=inputs, options=options, seed=job_seed, steps=list(route_for(task, inputs)),
-              artifacts_dir=artifacts_dir)
+    job = Job(task=task, inputs=inputs, options=options, seed=job_seed, best_of=best_of,
+              steps=list(route_for(task, inputs, best_of)), artifacts_dir=artifacts_dir)
     tools = Toolset(preset=preset_obj, device=device, dtype=dtype, profile=profile, output_dir=artifacts_dir,
                     progress=progress, input_guard=job.guard)
     for key in ("image", "video", "video_a", "video_b"):
@@ -233,7 +248,9 @@ def run(
         "settings": {c["tool"]: c.get("settings") for c in tools.calls},
         "tool_calls": [{k: c[k] for k in ("tool", "args", "seed", "output", "seconds", "model")} for c in tools.calls],
         "timings": timings, "llm": {**describe(config_list), "fallbacks": job.fallbacks, "faults": job.llm_faults},
-        "review": job.review, "metrics": card, "device": tools.device, "profile": profile,
+        "review": job.review, "metrics": card, "oom_retries": tools.oom_retries,
+        **({"candidates": job.candidates, "critic": job.critic} if best_of > 1 else {}),
+        "device": tools.device, "profile": tools.runtime.profile,
         "versions": _versions(),
     }
     if preset_obj.is_tiny:
