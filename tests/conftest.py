@@ -11,6 +11,9 @@ import pytest
 # Tiny models are built once per test session into a private cache, never into the user's.
 os.environ.setdefault("MORA_HOME", tempfile.mkdtemp(prefix="mora-test-home-"))
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test may reach the network
+# The toy models run thousands of tiny ops: one torch thread is as fast on an idle machine and many
+# times faster on a busy one (a second thread spin-waits at every op). Subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.pop("OAI_CONFIG_LIST", None)
 
 

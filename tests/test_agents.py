@@ -85,6 +85,13 @@ def first_frame_pixels(path: str) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+@pytest.fixture(autouse=True)
+def _private_cwd(tmp_path, monkeypatch):
+    """A developer's ./OAI_CONFIG_LIST must not turn a no-LLM test into a call to a real endpoint."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OAI_CONFIG_LIST", raising=False)
+
+
 # --- inputs, made once per module ------------------------------------------------------------------------
 
 
@@ -348,6 +355,7 @@ def test_llm_untrusted_arguments_fall_back(fake_openai, tmp_path, monkeypatch):
     teams = record_teams(monkeypatch)
     fake_openai.default = None  # no more answers than scripted
     fake_openai.push_text("a fox in snow")
+    fake_openai.push_tool_call("text_to_image", {"negative_prompt": "blurry"})  # no prompt: cannot run
     fake_openai.push_tool_call("text_to_image", {"prompt": "a fox in snow", "width": 100})
     for bad in ("/etc/passwd", "../../secret.png", str(tmp_path / "secret.png")):
         fake_openai.push_tool_call("image_to_video", {"image_path": bad, "prompt": "run"})
@@ -356,6 +364,7 @@ def test_llm_untrusted_arguments_fall_back(fake_openai, tmp_path, monkeypatch):
 
     assert m["llm"]["fallbacks"] == 2
     faults = m["llm"]["faults"]
+    assert "missing required argument 'prompt'" in faults[0]
     assert any("width" in f and "100" in f for f in faults)
     assert sum("not an input or artifact of this job" in f for f in faults) == LLM_ATTEMPTS
     assert not any("passwd" in p or "secret" in p for p in read)
@@ -364,7 +373,38 @@ def test_llm_untrusted_arguments_fall_back(fake_openai, tmp_path, monkeypatch):
     assert i2v["args"]["image_path"] == t2i["output"]
     assert m["route"] == speakers(teams[0]) == [P, T2I, I2V]
     assert media.read_video(result.video_path).num_frames == m["video"]["num_frames"]
-    assert len(fake_openai.requests) == 2 + LLM_ATTEMPTS and fake_openai.pending == 0
+    assert len(fake_openai.requests) == 3 + LLM_ATTEMPTS and fake_openai.pending == 0
+
+
+def test_llm_call_is_completed_by_the_scripted_one(fake_openai, tmp_path):
+    """What the LLM leaves out comes from the scripted call: simulate keeps its negative prompt;
+    "" for an optional text means "none"."""
+    fake_openai.default = None
+    fake_openai.push_text("a voxel village by a river, blocky cubes")
+    fake_openai.push_tool_call("text_to_image", {"prompt": "a voxel village", "negative_prompt": ""})
+    frame = tmp_path / "x_artifacts" / "text_to_image-001.png"
+    fake_openai.push_tool_call("image_to_video", {"image_path": str(frame), "prompt": ""})
+    result = run("simulate", tmp_path / "x.mp4", prompt="a village by a river", llm_config=fake_openai.config_list)
+    m = result.manifest
+    assert m["llm"]["fallbacks"] == 0 and m["llm"]["faults"] == []
+    t2i, i2v = m["tool_calls"]
+    assert t2i["args"] == {"prompt": "a voxel village", "negative_prompt": SIMULATE_NEGATIVE}
+    assert i2v["args"] == {"image_path": str(frame), "prompt": "a voxel village by a river, blocky cubes"}
+
+
+def test_a_tool_call_autogen_could_not_execute_stops_the_run(inputs, tmp_path, monkeypatch):
+    """AutoGen answers a call it cannot make with an error text; the route stops there, clearly."""
+    original = Team.__init__
+
+    def without_extend(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.user_proxy._function_map.pop("extend_video")
+
+    monkeypatch.setattr(Team, "__init__", without_extend)
+    out = tmp_path / "x.mp4"
+    with pytest.raises(RuntimeError, match="extend_video call was not executed: .*not found"):
+        run("extend", out, video=inputs["video"])
+    assert not out.exists() and not out.with_suffix(".json").exists()
 
 
 # Cheap runs (extend: one tool step) for each kind of unusable answer; each answer is repeated
@@ -630,9 +670,18 @@ def test_chat_endpoint_down_is_an_llm_error(fake_openai):
 
 
 def test_fake_server_default_answer(fake_openai):
-    """The documented default for an empty queue: a plain text answer."""
+    """The documented default for an empty queue: a plain text answer (a 500 with `default = None`)."""
     chat = mora.chat("make a video", llm_config=fake_openai.config_list)
     assert chat.reply == DEFAULT_ANSWER
+    fake_openai.default = None
+    with pytest.raises(LLMError, match="fake queue is empty"):
+        mora.chat("make a video", llm_config=fake_openai.config_list)
+
+
+def test_fake_server_without_v1_prefix(fake_openai):
+    fake_openai.push_text("Which season?")
+    config = [{**fake_openai.config_list[0], "base_url": fake_openai.base_url.removesuffix("/v1")}]
+    assert mora.chat("make a video", llm_config=config).reply == "Which season?"
 
 
 # --- LLM config loading ------------------------------------------------------------------------------

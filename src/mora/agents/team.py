@@ -157,7 +157,8 @@ class Team:
         for key, value in job.inputs.items():
             if value is not None:
                 lines.append(f"{key}: {value}")
-        lines.append("Route: " + " -> ".join(s.agent for s in job.steps))
+        gates = self.review is not None  # the review gate acts only with a reviewer
+        lines.append("Route: " + " -> ".join(s.agent for s in job.steps if gates or s.agent != REVIEW))
         return "\n".join(lines)
 
     # --- speaker selection: the route, as data --------------------------------------------------

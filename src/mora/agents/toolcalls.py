@@ -7,6 +7,7 @@ never an argument: the tools choose them.
 
 from __future__ import annotations
 
+import inspect
 import json
 import typing
 from typing import Any
@@ -29,6 +30,12 @@ def _param_types(tool: str) -> dict[str, type]:
     hints = typing.get_type_hints(getattr(Toolset, tool), include_extras=False)
     hints.pop("return", None)
     return hints
+
+
+def _required(tool: str) -> list[str]:
+    """Parameters of `tool` without a default: a call that leaves one out cannot run."""
+    parameters = inspect.signature(getattr(Toolset, tool)).parameters.values()
+    return [p.name for p in parameters if p.name != "self" and p.default is inspect.Parameter.empty]
 
 
 def extract_call(reply: Any, tool: str) -> tuple[str, dict]:
@@ -55,7 +62,7 @@ def extract_call(reply: Any, tool: str) -> tuple[str, dict]:
 
 def validate_args(tool: str, args: dict, job: Job) -> dict:
     """Types, ranges and paths of an LLM's arguments for `tool`; raises ToolCallFault."""
-    types = _param_types(tool)
+    types, required = _param_types(tool), _required(tool)
     unknown = sorted(set(args) - set(types))
     if unknown:
         raise ToolCallFault(f"unknown argument(s) {unknown} for `{tool}`; allowed: {sorted(types)}")
@@ -72,11 +79,13 @@ def validate_args(tool: str, args: dict, job: Job) -> dict:
             elif int in typing.get_args(types[key]) or types[key] is int:
                 low, high = _INT_RANGES.get(key, (0, None))
                 clean[key] = check_int(value, key, low=low, high=high)
+            elif value == "" and key not in required:
+                continue  # models often send "" for "none"; the tool's default applies
             else:
-                clean[key] = check_text(value, key, required=False) if key != "negative_prompt" else str(value)
+                clean[key] = check_text(value, key)
     except InputError as e:
         raise ToolCallFault(str(e)) from None
-    for key in PATH_ARGS.get(tool, ()):
+    for key in required:
         if key not in clean:
             raise ToolCallFault(f"missing required argument {key!r}")
     return clean
