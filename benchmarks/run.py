@@ -76,11 +76,9 @@ T5_V1_1_XXL = dict(
 # SD 1.5's VAE (InstructPix2Pix's), from its vae/config.json: SDXL's VAE architecture at 512 px, scale 0.18215.
 SD15_VAE_CHANGES = dict(sample_size=512, scaling_factor=0.18215)
 # LTX-Video's VAE: diffusers' AutoencoderKLLTXVideo class defaults (LTX-Video 0.9's VAE: 128 latent
-# channels, 32x spatial and 8x temporal compression). Scheduler: LTX-Video's scheduler_config.json.
-LTX_SCHEDULER = dict(
-    base_image_seq_len=1024, base_shift=0.95, max_image_seq_len=4096, max_shift=2.05, num_train_timesteps=1000,
-    shift=1.0, shift_terminal=0.1, use_dynamic_shifting=True,
-)
+# channels, 32x spatial and 8x temporal compression). Its scheduler: FlowMatchEulerDiscreteScheduler's
+# defaults, as in mora.tools.tiny (LTXConditionPipeline passes explicit timesteps; the time per step
+# does not depend on the schedule).
 # SVD-XT's scheduler_config.json (as in mora.tools.tiny).
 SVD_SCHEDULER = dict(
     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
@@ -182,6 +180,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 "torch.cuda.is_available() is False). Run it on a machine with an NVIDIA GPU, use --device cpu, "
                 "or check the full-size models without a GPU: --scale full --dry-run"
             )
+        from mora.errors import InputError
+        from mora.tools.runtime import resolve_device
+
+        try:
+            resolve_device(device)  # cuda:N with a valid N
+        except InputError as error:
+            parser.error(str(error))
+    elif args.scale == "full":
+        log("note: full-size models on a CPU take hours and tens of GB of memory; --steps and --size make it a "
+            "functional check")
     if args.scale == "full":
         args.arch_data = load_arch(args.arch, parser)
     args.device = device
@@ -340,7 +348,7 @@ def full_builders(arch: dict, device: str) -> dict[str, Callable[..., Any]]:
             vae = AutoencoderKLLTXVideo()
             text_encoder = T5EncoderModel(T5Config(**T5_V1_1_XXL))
         return cls(
-            scheduler=FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER), vae=_ready(vae, torch_dtype),
+            scheduler=FlowMatchEulerDiscreteScheduler(), vae=_ready(vae, torch_dtype),
             text_encoder=_ready(text_encoder, torch_dtype), tokenizer=_t5_tokenizer(),
             transformer=_ready(transformer, torch_dtype),
         )
@@ -411,6 +419,9 @@ def dry_run(args: argparse.Namespace) -> int:
                      "/".join(dtypes) + " on " + "/".join(devices), note])
     print(table(["component", "class", "params (built)", "params (JSON)", "verified", "check", "dtype", "note"],
                 rows))
+    if any("cpu" in row[6] for row in rows):
+        print("(cpu: the one-element time_mixer.mix_factor parameters, made with torch.Tensor([...]), which "
+              "ignores the device context; placement moves them with their model)")
     print()
     totals = []
     for label, pipe in pipes.items():
@@ -649,9 +660,9 @@ def bench_profile(args, preset, profile: str, workdir: Path, flop_pass: bool) ->
         log(f"[{profile}] {task}: timed {timed['seconds']:.2f} s")
         result["tasks"][task] = dict(load_s=load_s, warmup_s=warm["seconds"], **timed)
     video = preset.spec("image_to_video")
-    w, h = video.get("width"), video.get("height")
-    result["svd_decode_chunk"] = decode_chunk(profile, args.device, video.get("decode_chunk_size", 8),
-                                              video.get("num_frames"), w, h)
+    if video.family == "svd":  # the frames per VAE decode call, as svd.generate computes them
+        result["svd_decode_chunk"] = decode_chunk(profile, args.device, video.get("decode_chunk_size", 8),
+                                                  video.get("num_frames"), video.get("width"), video.get("height"))
     result["oom_retries"] = list(tools.oom_retries)
     result["final_profile"] = tools.runtime.profile
     if flop_pass:
@@ -727,7 +738,8 @@ def report(args, preset, results: dict[str, dict], flops: dict[str, dict] | None
     for profile, res in results.items():
         for label, applied in res["applied"].items():
             rows.append([profile, label, ", ".join(applied) or "defaults"])
-        rows.append([profile, "svd decode chunk", str(res["svd_decode_chunk"])])
+        if "svd_decode_chunk" in res:
+            rows.append([profile, "svd decode chunk (frames)", str(res["svd_decode_chunk"])])
         if res["oom_retries"]:
             rows.append([profile, "OUT OF MEMORY", f"fell back: {res['oom_retries']} (final {res['final_profile']})"])
     print(table(["profile", "pipeline", "applied"], rows))

@@ -101,13 +101,22 @@ def test_profiles_give_the_same_pixels(tiny_tools_factory, media_inputs, tmp_pat
             assert diff <= SAME_OUTPUT_TOL, f"{kind} in {profile} differs from balanced by {diff:.3f} (mean, 0-255)"
 
 
-def test_decode_chunk_is_the_presets_in_every_profile_but_paper():
+def test_decode_chunk_is_the_presets_in_every_profile_but_paper(monkeypatch):
     # SVD's temporal decoder mixes the frames of a chunk: the chunk belongs to the output, not the profile.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (70 * profiles.GIB, 80 * profiles.GIB))
     for profile in SAME_OUTPUT_PROFILES:
         for device in ("cpu", "cuda"):
             assert profiles.decode_chunk(profile, device, 8, 25, 1024, 576) == 8
             assert profiles.decode_chunk(profile, device, 8, 4, 96, 64) == 4
     assert profiles.decode_chunk("paper", "cuda", 8, 25, 1024, 576) == 12  # the paper code's
+
+
+def test_low_vram_decodes_smaller_chunks_only_when_memory_is_short(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 * profiles.GIB, 8 * profiles.GIB))
+    chunk = profiles.decode_chunk("low-vram", "cuda", 8, 25, 1024, 576)
+    assert 1 <= chunk < 8
+    assert "differ slightly" in caplog.text
+    assert profiles.decode_chunk("balanced", "cuda", 8, 25, 1024, 576) == 8  # other profiles never shrink it
 
 
 # --- (2) what each profile records -------------------------------------------------------------------
@@ -152,23 +161,49 @@ def test_balanced_and_paper_record_their_choices(tmp_path):
     assert video._mora_profile == ["paper choices", "resident on cpu (offload needs CUDA)"]
 
 
-def test_fast_gpu_preparation_handles_3d_convolutions():
-    """fast's CUDA branch on SVD and LTX, whose UNet/VAEs have Conv3d: channels_last goes on the 2D
-    convolutions only (a whole-module channels_last raises "required rank 4"), and compile is set up
-    (lazily: nothing compiles here). Fresh pipelines, outside the cache."""
-    from diffusers import LTXConditionPipeline, StableVideoDiffusionPipeline
+def _run_small(pipe, seed: int = 5) -> np.ndarray:
+    """One short call of a tiny pipeline at 64x64, as numpy in [0, 1]."""
+    gen = torch.Generator("cpu").manual_seed(seed)
+    name = type(pipe).__name__
+    if name == "StableVideoDiffusionPipeline":
+        image = Image.fromarray(gradient_frames(1, 64, 64)[0])
+        return pipe(image, width=64, height=64, num_frames=4, num_inference_steps=2, decode_chunk_size=4,
+                    generator=gen, output_type="np").frames[0]
+    if name == "LTXConditionPipeline":
+        return pipe(prompt="a fox in snow", width=64, height=64, num_frames=9, num_inference_steps=2,
+                    generator=gen, output_type="np").frames[0]
+    return pipe(prompt="a fox in snow", width=64, height=64, num_inference_steps=2, generator=gen,
+                output_type="np").images[0]
 
-    pipe = runtime.from_pretrained(StableVideoDiffusionPipeline, "tiny/svd")
-    applied = profiles._fast(pipe, cuda=True)
-    assert "unet channels_last" in applied and "vae channels_last" in applied
-    assert "torch.compile" in applied  # no repeated blocks declared: whole-model compile
-    convs = [m for m in pipe.unet.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
 
-    pipe = runtime.from_pretrained(LTXConditionPipeline, "tiny/ltx")
-    applied = profiles._fast(pipe, cuda=True)
-    assert "regional torch.compile" in applied
-    assert "vae channels_last" not in applied  # LTX's VAE is all Conv3d: nothing to convert
+@pytest.mark.parametrize("family", ["sdxl-base", "svd", "ltx"])
+def test_fast_gpu_branch_prepares_compiles_and_keeps_the_output(family, monkeypatch, one_thread):
+    """fast's CUDA branch on the CPU: channels_last on 2D convolutions only (SVD's UNet and VAE and
+    LTX's VAE have Conv3d, on which a whole-module channels_last raises "required rank 4"), fused
+    QKV, and torch.compile (regional with fullgraph where diffusers declares repeated blocks). The
+    compiler backend is swapped for `eager` so dynamo traces the real graphs without a C++ build;
+    the result must match the plain pipeline's. Fresh pipelines, outside the cache."""
+    from diffusers import LTXConditionPipeline, StableDiffusionXLPipeline, StableVideoDiffusionPipeline
+
+    cls = {"sdxl-base": StableDiffusionXLPipeline, "svd": StableVideoDiffusionPipeline,
+           "ltx": LTXConditionPipeline}[family]
+    compile_ = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compile_(self, *a, **{**k, "backend": "eager"}))
+    reference = _run_small(runtime.from_pretrained(cls, f"tiny/{family}"))
+    pipe = runtime.from_pretrained(cls, f"tiny/{family}")
+    try:
+        applied = profiles._fast(pipe, cuda=True)
+        expected = {"sdxl-base": ["fused QKV", "unet channels_last", "vae channels_last", "regional torch.compile"],
+                    "svd": ["fused QKV", "unet channels_last", "vae channels_last", "torch.compile"],
+                    "ltx": ["fused QKV", "regional torch.compile"]}[family]  # LTX's VAE is all Conv3d
+        assert applied == expected
+        convs = [m for m in pipe.vae.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+        fast = _run_small(pipe)
+    finally:
+        torch._dynamo.reset()
+    assert fast.shape == reference.shape
+    assert float(np.abs(fast - reference).mean()) * 255 <= SAME_OUTPUT_TOL
 
 
 # --- (3) out-of-memory retry ---------------------------------------------------------------------------

@@ -78,8 +78,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fps", type=_positive_int(), metavar="N", help="frame rate of generated videos")
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     g.add_argument("--profile", default="balanced", choices=("fast", "balanced", "low-vram", "auto"),
-                   help="fast: resident, compiled; balanced (default): resident; low-vram: CPU offload, small "
-                   "decode chunks; auto: by free GPU memory")
+                   help="fast: resident, compiled; balanced (default): resident; low-vram: CPU offload; auto: "
+                   "by free GPU memory")
     g.add_argument("--llm-config", metavar="PATH", help="OAI_CONFIG_LIST file (default: $OAI_CONFIG_LIST or "
                    "./OAI_CONFIG_LIST if present; without one, prompts are enhanced deterministically)")
     g.add_argument("--review", action="store_true", help="approve, regenerate, edit or abort the first frame")

@@ -4,7 +4,8 @@
   `torch.compile` of the denoiser (regional, on its repeated blocks, where diffusers supports it),
   channels_last (2D convolutions), fused QKV projections where available.
 - `balanced`: resident, nothing compiled.
-- `low-vram`: model CPU offload (each model on the GPU only while it runs), VAE slicing.
+- `low-vram`: model CPU offload (each model on the GPU only while it runs), VAE slicing, and
+  smaller SVD decode chunks when free GPU memory cannot hold the preset's.
 - `auto`: picks one of the above by free GPU memory.
 - `paper` (benchmarks only, not offered by the CLI): the original Mora code's runtime choices:
   fp16, SDXL and InstructPix2Pix resident, SVD with model CPU offload, decode chunks of 12.
@@ -14,9 +15,9 @@ on the pipeline (`pipe._mora_profile`) for manifests and benchmarks.
 
 `fast`, `balanced` and `low-vram` give the same pixels for the same seed (up to float summation
 order): they change where and how models run, never what they compute. So SVD's decode chunk size
-(its temporal decoder mixes the frames within a chunk) stays the preset's, and VAE tiling (tiles
-are blended where an image exceeds the VAE's tile size) is not used; `auto` then cannot make the
-video depend on free GPU memory.
+(its temporal decoder mixes the frames within a chunk) stays the preset's unless memory forces
+`low-vram` below it (logged), `fast` does not raise it, and VAE tiling (tiles are blended where
+an image exceeds the VAE's tile size) is not used.
 """
 
 from __future__ import annotations
@@ -118,13 +119,24 @@ def _channels_last(module: Any) -> int:
 
 
 def decode_chunk(profile: str, device: str, default: int, num_frames: int, width: int, height: int) -> int:
-    """Frames per VAE decode call: the paper code's 12 in `paper`, else the preset's `default`.
+    """Frames per SVD decode call: the preset's `default`, the paper code's 12 in `paper`.
 
-    Not a profile choice: SVD's temporal decoder mixes the frames within a chunk, so the chunk size
-    changes the video (a smaller chunk in low-vram, or one sized to free memory in fast, made the
-    output differ between profiles and with free memory). `device`, `width` and `height` are kept
-    for callers; at the presets' sizes a chunk of 8 frames fits with model CPU offload.
+    The chunk size is part of the output (SVD's temporal decoder mixes the frames within a chunk),
+    so profiles keep the preset's. Only `low-vram` on a GPU whose free memory cannot hold that chunk
+    decodes in smaller ones, and says so: then the video differs slightly from other profiles'.
     """
     if profile == "paper":
         return min(12, num_frames)
-    return min(default, num_frames)
+    chunk = min(default, num_frames)
+    if profile != "low-vram" or not device.startswith("cuda"):
+        return chunk
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    # Rough peak of the temporal decoder per frame in fp16: about six full-resolution 128-channel maps.
+    fits = max(1, int(free * 0.5 // (width * height * 128 * 2 * 6)))
+    if fits < chunk:
+        logger.warning("low-vram: %.1f GiB free fits SVD decode chunks of %d frames, not the preset's %d; the "
+                       "video will differ slightly from other profiles'", free / GIB, fits, chunk)
+        return fits
+    return chunk
