@@ -14,9 +14,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _LAZY = {
-    "score_video": "mora.evaluation.metrics",
-    "score_card_for_file": "mora.evaluation.metrics",
-    "format_table": "mora.evaluation.metrics",
+    "score_video": "mora.evaluation.scorecard",
+    "score_card_for_file": "mora.evaluation.scorecard",
+    "format_table": "mora.evaluation.scorecard",
     "METRIC_INFO": "mora.evaluation.metrics",
     "optional_metrics": "mora.evaluation.optional",
 }
@@ -24,8 +24,9 @@ _LAZY = {
 __all__ = ["METRIC_INFO", "format_table", "optional_metrics", "score_card_for_file", "score_video"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mora.evaluation.metrics import METRIC_INFO, format_table, score_card_for_file, score_video
+    from mora.evaluation.metrics import METRIC_INFO
     from mora.evaluation.optional import optional_metrics
+    from mora.evaluation.scorecard import format_table, score_card_for_file, score_video
 
 
 def __getattr__(name: str) -> Any:
