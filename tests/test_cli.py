@@ -423,10 +423,11 @@ def test_review_regenerate_then_approve(tmp_path):
 def test_ctrl_c_exits_130_and_writes_nothing_at_out(tmp_path):
     video, manifest_path, artifacts = _job_files(tmp_path, "out/slow.mp4")
     stdout, stderr = open(tmp_path / "stdout.txt", "w+"), open(tmp_path / "stderr.txt", "w+")
-    # Many frames make the video step slow, so the interrupt lands while it runs.
+    # Many frames and steps make the video step slow (tens of seconds even for the toy models), so
+    # the interrupt lands while it runs rather than racing the end of the job.
     proc = subprocess.Popen(
         [*_mora_cmd(), "text-to-video", "a red fox running through snow", "--preset", "tiny", "--seed", "0",
-         "--num-frames", "32", "--out", "out/slow.mp4", "--quiet"],
+         "--num-frames", "32", "--steps", "150", "--out", "out/slow.mp4", "--quiet"],
         cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
     )
     try:
