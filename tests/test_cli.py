@@ -454,3 +454,29 @@ def test_ctrl_c_exits_130_and_writes_nothing_at_out(tmp_path):
     for folder in (video.parent, artifacts):  # and no half-written temp files are left behind
         assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], list(folder.iterdir())
 
+
+
+def test_ctrl_c_turned_into_another_error_by_a_library_still_exits_130(monkeypatch, capsys):
+    """safetensors/diffusers can turn the KeyboardInterrupt raised in native code into an OSError."""
+    import os
+    import signal
+
+    from mora import cli
+
+    def interrupted_while_loading(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            raise OSError("Unable to load weights from checkpoint file") from None
+        raise AssertionError("SIGINT was not delivered")
+
+    previous = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(cli, "_run_task", interrupted_while_loading)
+    monkeypatch.setattr(cli._Interrupts, "seen", False)
+    try:
+        code = cli.main(["text-to-video", "a fox", "--preset", "tiny", "--quiet"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["mora: interrupted; finished artifacts were kept, nothing was written at --out"]

@@ -11,7 +11,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -334,10 +336,29 @@ def _run_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Interrupts:
+    """Remembers Ctrl-C. Libraries sometimes turn the KeyboardInterrupt raised inside their native
+    code into another error (e.g. an OSError while loading weights); the exit code stays 130."""
+
+    seen = False
+
+    @classmethod
+    def handler(cls, signum: int, frame: Any) -> None:
+        cls.seen = True
+        signal.default_int_handler(signum, frame)
+
+
+def _interrupted() -> int:
+    print(f"{PROG}: interrupted; finished artifacts were kept, nothing was written at --out", file=sys.stderr)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mora` command; returns the exit code."""
     parser = build_parser()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _Interrupts.handler)
     try:
         args = parser.parse_args(argv)
         if not args.command:
@@ -355,9 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished artifacts were kept, nothing was written at --out", file=sys.stderr)
-        return 130
+        return _interrupted()
     except MoraError as e:
+        if _Interrupts.seen:
+            return _interrupted()
         if debug:  # the traceback too, but the same exit code (2 stays "bad input")
             traceback.print_exc()
         print(f"{PROG}: error: {e}", file=sys.stderr)
@@ -368,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if _Interrupts.seen:
+            return _interrupted()
         if debug:
             traceback.print_exc()
         hint = "" if debug else " (run with --debug for the traceback)"
