@@ -275,49 +275,49 @@ def full_builders(arch: dict, device: str) -> dict[str, Callable[..., Any]]:
     def cfg(key: str, **changes) -> dict:
         return {**arch[key]["config"], **changes}
 
-    def sdxl_base(cls, *, torch_dtype, **_):
+    def sdxl_base(cls, *, dtype, **_):
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-        with building(device, torch_dtype):
+        with building(device, dtype):
             unet = UNet2DConditionModel(**cfg("sdxl_base_unet"))
             vae = AutoencoderKL(**cfg("sdxl_vae"))
             text_encoder = CLIPTextModel(CLIPTextConfig(**cfg("sdxl_text_encoder_clip_l")))
             text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**cfg("sdxl_text_encoder_2_bigg")))
         return cls(
-            vae=_ready(vae, torch_dtype), text_encoder=_ready(text_encoder, torch_dtype), tokenizer=_clip_tokenizer(),
-            text_encoder_2=_ready(text_encoder_2, torch_dtype), tokenizer_2=_clip_tokenizer(),
-            unet=_ready(unet, torch_dtype), scheduler=_euler(),
+            vae=_ready(vae, dtype), text_encoder=_ready(text_encoder, dtype), tokenizer=_clip_tokenizer(),
+            text_encoder_2=_ready(text_encoder_2, dtype), tokenizer_2=_clip_tokenizer(),
+            unet=_ready(unet, dtype), scheduler=_euler(),
         )
 
-    def sdxl_refiner(cls, *, torch_dtype, text_encoder_2, vae, **_):
+    def sdxl_refiner(cls, *, dtype, text_encoder_2, vae, **_):
         # mora.tools.sdxl passes the base's second text encoder and VAE, as the paper's code shares them
         from diffusers import UNet2DConditionModel
 
-        with building(device, torch_dtype):
+        with building(device, dtype):
             unet = UNet2DConditionModel(**cfg("sdxl_refiner_unet"))
         return cls(
             vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=text_encoder_2, tokenizer_2=_clip_tokenizer(),
-            unet=_ready(unet, torch_dtype), scheduler=_euler(), requires_aesthetics_score=True,
+            unet=_ready(unet, dtype), scheduler=_euler(), requires_aesthetics_score=True,
             force_zeros_for_empty_prompt=False,
         )
 
-    def pix2pix(cls, *, torch_dtype, **_):
+    def pix2pix(cls, *, dtype, **_):
         from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel
 
-        with building(device, torch_dtype):
+        with building(device, dtype):
             unet = UNet2DConditionModel(**cfg("instruct_pix2pix_unet"))
             vae = AutoencoderKL(**cfg("sdxl_vae", **SD15_VAE_CHANGES))
             text_encoder = CLIPTextModel(CLIPTextConfig(**cfg("sdxl_text_encoder_clip_l")))
         return cls(
-            vae=_ready(vae, torch_dtype), text_encoder=_ready(text_encoder, torch_dtype), tokenizer=_clip_tokenizer(),
-            unet=_ready(unet, torch_dtype),
+            vae=_ready(vae, dtype), text_encoder=_ready(text_encoder, dtype), tokenizer=_clip_tokenizer(),
+            unet=_ready(unet, dtype),
             scheduler=EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )
 
-    def svd(cls, *, torch_dtype, **_):
+    def svd(cls, *, dtype, **_):
         from diffusers import (
             AutoencoderKLTemporalDecoder,
             EulerDiscreteScheduler,
@@ -325,17 +325,17 @@ def full_builders(arch: dict, device: str) -> dict[str, Callable[..., Any]]:
         )
         from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-        with building(device, torch_dtype):
+        with building(device, dtype):
             unet = UNetSpatioTemporalConditionModel(**cfg("svd_xt_unet"))
             vae = AutoencoderKLTemporalDecoder(**cfg("svd_vae_temporal_decoder"))
             encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg("svd_image_encoder_vit_h14")))
         return cls(
-            vae=_ready(vae, torch_dtype), image_encoder=_ready(encoder, torch_dtype), unet=_ready(unet, torch_dtype),
+            vae=_ready(vae, dtype), image_encoder=_ready(encoder, dtype), unet=_ready(unet, dtype),
             scheduler=EulerDiscreteScheduler(**SVD_SCHEDULER),
             feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
         )
 
-    def ltx(cls, *, torch_dtype, **_):
+    def ltx(cls, *, dtype, **_):
         from diffusers import (
             AutoencoderKLLTXVideo,
             FlowMatchEulerDiscreteScheduler,
@@ -343,14 +343,14 @@ def full_builders(arch: dict, device: str) -> dict[str, Callable[..., Any]]:
         )
         from transformers import T5Config, T5EncoderModel
 
-        with building(device, torch_dtype):
+        with building(device, dtype):
             transformer = LTXVideoTransformer3DModel(**cfg("ltx_video_2b_transformer"))
             vae = AutoencoderKLLTXVideo()
             text_encoder = T5EncoderModel(T5Config(**T5_V1_1_XXL))
         return cls(
-            scheduler=FlowMatchEulerDiscreteScheduler(), vae=_ready(vae, torch_dtype),
-            text_encoder=_ready(text_encoder, torch_dtype), tokenizer=_t5_tokenizer(),
-            transformer=_ready(transformer, torch_dtype),
+            scheduler=FlowMatchEulerDiscreteScheduler(), vae=_ready(vae, dtype),
+            text_encoder=_ready(text_encoder, dtype), tokenizer=_t5_tokenizer(),
+            transformer=_ready(transformer, dtype),
         )
 
     return {FULL_IDS["sdxl-base"]: sdxl_base, FULL_IDS["sdxl-refiner"]: sdxl_refiner,
@@ -381,15 +381,15 @@ def dry_run(args: argparse.Namespace) -> int:
     builders = full_builders(arch, "meta")
     started = time.perf_counter()
     fp16, bf16 = torch.float16, torch.bfloat16
-    base = builders[FULL_IDS["sdxl-base"]](StableDiffusionXLPipeline, torch_dtype=fp16, variant="fp16")
+    base = builders[FULL_IDS["sdxl-base"]](StableDiffusionXLPipeline, dtype=fp16, variant="fp16")
     pipes = {
         "sdxl-base": base,
         "sdxl-refiner": builders[FULL_IDS["sdxl-refiner"]](
-            StableDiffusionXLImg2ImgPipeline, torch_dtype=fp16, text_encoder_2=base.text_encoder_2, vae=base.vae),
-        "pix2pix": builders[FULL_IDS["pix2pix"]](StableDiffusionInstructPix2PixPipeline, torch_dtype=fp16,
+            StableDiffusionXLImg2ImgPipeline, dtype=fp16, text_encoder_2=base.text_encoder_2, vae=base.vae),
+        "pix2pix": builders[FULL_IDS["pix2pix"]](StableDiffusionInstructPix2PixPipeline, dtype=fp16,
                                                  safety_checker=None, requires_safety_checker=False),
-        "svd": builders[FULL_IDS["svd"]](StableVideoDiffusionPipeline, torch_dtype=fp16, variant="fp16"),
-        "ltx": builders[FULL_IDS["ltx"]](LTXConditionPipeline, torch_dtype=bf16),
+        "svd": builders[FULL_IDS["svd"]](StableVideoDiffusionPipeline, dtype=fp16, variant="fp16"),
+        "ltx": builders[FULL_IDS["ltx"]](LTXConditionPipeline, dtype=bf16),
     }
     seconds = time.perf_counter() - started
 

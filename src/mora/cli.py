@@ -254,7 +254,7 @@ def _report(args: argparse.Namespace, manifest: dict) -> None:
         print(json.dumps(manifest, indent=2, default=str))
         return
     video = manifest["video"]
-    print(f"{video['path']}  ({video['num_frames']} frames, {video['width']}x{video['height']}, {video['fps']} fps)")
+    print(f"{video['path']}  ({video['num_frames']} frames, {video['width']}x{video['height']}, {video['fps']:g} fps)")
     if not args.quiet:
         print(f"route: {' -> '.join(manifest['route'])}", file=sys.stderr)
         if manifest.get("note"):

@@ -27,7 +27,7 @@ def load(spec: ModelSpec, rt: Runtime):
     from diffusers import LTXConditionPipeline
 
     return rt.pipeline(
-        "ltx", spec.model, lambda dtype: from_pretrained(LTXConditionPipeline, spec.model, torch_dtype=dtype), GPU_DTYPE
+        "ltx", spec.model, lambda dtype: from_pretrained(LTXConditionPipeline, spec.model, dtype=dtype), GPU_DTYPE
     )
 
 

@@ -23,7 +23,7 @@ def load(spec: ModelSpec, rt: Runtime):
     return rt.pipeline(
         "pix2pix", spec.model,
         lambda dtype: from_pretrained(
-            StableDiffusionInstructPix2PixPipeline, spec.model, torch_dtype=dtype, safety_checker=None,
+            StableDiffusionInstructPix2PixPipeline, spec.model, dtype=dtype, safety_checker=None,
             requires_safety_checker=False,
         ),
         GPU_DTYPE,

@@ -24,7 +24,7 @@ def load(spec: ModelSpec, rt: Runtime):
 
     base = rt.pipeline(
         "sdxl", spec.model,
-        lambda dtype: from_pretrained(StableDiffusionXLPipeline, spec.model, torch_dtype=dtype,
+        lambda dtype: from_pretrained(StableDiffusionXLPipeline, spec.model, dtype=dtype,
                                       variant=variant(spec, dtype)),
         GPU_DTYPE,
     )
@@ -33,7 +33,7 @@ def load(spec: ModelSpec, rt: Runtime):
 
     def load_refiner(dtype):
         return from_pretrained(
-            StableDiffusionXLImg2ImgPipeline, spec.refiner, torch_dtype=dtype,
+            StableDiffusionXLImg2ImgPipeline, spec.refiner, dtype=dtype,
             text_encoder_2=base.text_encoder_2, vae=base.vae, variant=variant(spec, dtype),
         )
 

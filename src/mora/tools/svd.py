@@ -26,7 +26,7 @@ def load(spec: ModelSpec, rt: Runtime):
 
     return rt.pipeline(
         "svd", spec.model,
-        lambda dtype: from_pretrained(StableVideoDiffusionPipeline, spec.model, torch_dtype=dtype,
+        lambda dtype: from_pretrained(StableVideoDiffusionPipeline, spec.model, dtype=dtype,
                                       variant=variant(spec, dtype)),
         GPU_DTYPE,
     )
