@@ -23,14 +23,14 @@ from mora.config import (
 )
 from mora.errors import InputError
 
-TINY_OF = {"tiny": "mora", "tiny-ltx": "ltx"}
+TINY_OF = {"tiny": "mora", "tiny-ltx": "ltx", "tiny-wan": "mora-wan"}
 
 
 def test_roles_are_the_five_agents_tools():
     assert ROLES == ("text_to_image", "image_to_image", "image_to_video", "extend", "connect")
 
 
-@pytest.mark.parametrize("name", ["mora", "ltx", "tiny", "tiny-ltx"])
+@pytest.mark.parametrize("name", ["mora", "ltx", "mora-wan", "tiny", "tiny-ltx", "tiny-wan"])
 def test_preset_has_all_five_roles(name):
     preset = get_preset(name)
     assert preset.name == name

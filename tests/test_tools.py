@@ -418,6 +418,19 @@ def test_connect_videos_keeps_both_videos(tools, clip_a, clip_b, caplog, num_fra
     assert call["video"]["boundaries"] == [a.num_frames, a.num_frames + transition - 2]
 
 
+def test_connect_videos_with_wan_first_last_frame(tiny_tools_factory, tmp_path, clip_a, clip_b):
+    """The second first-last-frame backend (Wan 2.1 FLF2V) keeps both videos around its transition."""
+    tools = tiny_tools_factory(tmp_path / "wan", preset="tiny-wan")
+    a, b = media.read_video(clip_a), media.read_video(clip_b)
+    out = media.read_video(tools.connect_videos(first_video=str(clip_a), second_video=str(clip_b), seed=0))
+    assert out.num_frames == a.num_frames + (9 - 2) + b.num_frames
+    assert mad(out.frames[: a.num_frames], a.frames) < PIXEL_TOL
+    assert mad(out.frames[-b.num_frames:], resize_frames(b.frames, a.width, a.height)) < PIXEL_TOL
+    assert tools.calls[-1]["family"] == "wan"
+    with pytest.raises(InputError, match="4k\\+1"):
+        tools.connect_videos(first_video=str(clip_a), second_video=str(clip_b), num_frames=8, seed=0)
+
+
 # --- the real loading path -------------------------------------------------------------------------
 
 
@@ -429,6 +442,7 @@ def test_connect_videos_keeps_both_videos(tools, clip_a, clip_b, caplog, num_fra
         ("pix2pix", "StableDiffusionInstructPix2PixPipeline"),
         ("svd", "StableVideoDiffusionPipeline"),
         ("ltx", "LTXConditionPipeline"),
+        ("wan", "WanImageToVideoPipeline"),
     ],
 )
 def test_every_tiny_model_is_saved_as_a_pipeline(name, pipeline):

@@ -67,8 +67,8 @@ def _seed(text: str) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("common options")
-    g.add_argument("--preset", default="mora", help="models to use: mora (the paper's; default), ltx, tiny (toy random "
-                   "models, offline, seconds on a CPU) or tiny-ltx")
+    g.add_argument("--preset", default="mora", help="models to use: mora (the paper's; default), ltx, mora-wan, or "
+                   "tiny, tiny-ltx, tiny-wan (toy random models: offline, seconds on a CPU, noise output)")
     g.add_argument("--out", metavar="PATH.mp4", help="output video (default outputs/<task>-<timestamp>.mp4); the "
                    "manifest goes to <stem>.json and intermediate files to <stem>_artifacts/")
     g.add_argument("--seed", type=_seed, help="random seed (default: random, recorded in the manifest)")

@@ -22,7 +22,7 @@ from typing import Any
 from mora.errors import InputError
 
 ROLES = ("text_to_image", "image_to_image", "image_to_video", "extend", "connect")
-FAMILIES = ("sdxl", "pix2pix", "svd", "ltx")
+FAMILIES = ("sdxl", "pix2pix", "svd", "ltx", "wan")
 PROFILES = ("fast", "balanced", "low-vram")
 
 
@@ -112,6 +112,10 @@ _LTX = dict(
     tail_frames=9, max_frames=257,
 )
 LTX_MODEL = "Lightricks/LTX-Video-0.9.5"
+# Wan 2.1 first-last-frame-to-video, 720p: frames are 4k+1, sizes multiples of 16 (VAE 8 x patch 2).
+_WAN = dict(width=1280, height=720, num_frames=81, steps=50, fps=16, guidance_scale=5.5, size_multiple=16,
+            frame_multiple=4, max_frames=129)
+WAN_FLF2V_MODEL = "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers"
 
 # Toy sizes: seconds on a CPU. The tiny LTX VAE compresses time by 4, so its frames are 4k+1.
 _TINY_SIZE = dict(width=96, height=64)
@@ -153,6 +157,18 @@ PRESETS: MappingProxyType = MappingProxyType(
             extend=ModelSpec("ltx", LTX_MODEL, _LTX),
             connect=ModelSpec("ltx", LTX_MODEL, _LTX),
         ),
+        "mora-wan": _preset(
+            "mora-wan",
+            "Preset `mora` with Wan 2.1 FLF2V (14B, 720p) in place of LTX-Video for connecting videos.",
+            text_to_image=ModelSpec(
+                "sdxl", "stabilityai/stable-diffusion-xl-base-1.0", _SDXL,
+                refiner="stabilityai/stable-diffusion-xl-refiner-1.0",
+            ),
+            image_to_image=ModelSpec("pix2pix", "timbrooks/instruct-pix2pix", _PIX2PIX),
+            image_to_video=ModelSpec("svd", "stabilityai/stable-video-diffusion-img2vid-xt", _SVD),
+            extend=ModelSpec("svd", "stabilityai/stable-video-diffusion-img2vid-xt", _SVD),
+            connect=ModelSpec("wan", WAN_FLF2V_MODEL, _WAN),
+        ),
         "tiny": _preset(
             "tiny",
             "Every family of preset `mora` at toy size with random weights: seconds on a CPU, output "
@@ -174,6 +190,15 @@ PRESETS: MappingProxyType = MappingProxyType(
             image_to_video=ModelSpec("ltx", "tiny/ltx", _tiny(_LTX, num_frames=9, frame_multiple=4, tail_frames=5)),
             extend=ModelSpec("ltx", "tiny/ltx", _tiny(_LTX, num_frames=9, frame_multiple=4, tail_frames=5)),
             connect=ModelSpec("ltx", "tiny/ltx", _tiny(_LTX, num_frames=9, frame_multiple=4, tail_frames=5)),
+        ),
+        "tiny-wan": _preset(
+            "tiny-wan",
+            "Preset `mora-wan` at toy size with random weights (Wan FLF2V connects videos). Output is noise.",
+            text_to_image=ModelSpec("sdxl", "tiny/sdxl-base", _tiny(_SDXL), refiner="tiny/sdxl-refiner"),
+            image_to_image=ModelSpec("pix2pix", "tiny/pix2pix", _tiny(_PIX2PIX, max_area=96 * 64)),
+            image_to_video=ModelSpec("svd", "tiny/svd", _tiny(_SVD, num_frames=4, segments=2, decode_chunk_size=4)),
+            extend=ModelSpec("svd", "tiny/svd", _tiny(_SVD, num_frames=4, segments=1, decode_chunk_size=4)),
+            connect=ModelSpec("wan", "tiny/wan", _tiny(_WAN, num_frames=9)),
         ),
     }
 )

@@ -21,7 +21,7 @@ from mora.config import mora_home
 logger = logging.getLogger(__name__)
 
 # Bump when a builder changes so stale caches are rebuilt rather than loaded.
-TINY_VERSION = 4
+TINY_VERSION = 6
 _CHARS = string.ascii_lowercase + string.digits + ",.'-!?:;()"
 
 
@@ -261,10 +261,50 @@ def _build_ltx():
     )
 
 
+def _build_wan():
+    """Wan 2.1 first-last-frame-to-video at toy size (8x spatial, 4x temporal compression: 4k+1 frames)."""
+    import torch
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanImageToVideoPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        UMT5Config,
+        UMT5EncoderModel,
+    )
+
+    torch.manual_seed(5)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    image_tokens = (32 // 8) ** 2 + 1  # CLIP patches plus the class token, per conditioning image
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32, image_dim=16, pos_embed_seq_len=2 * image_tokens,  # first and last frame
+    )
+    text_encoder = UMT5EncoderModel(  # Wan's text encoder is UMT5
+        UMT5Config(vocab_size=4 + len(_CHARS), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                   relative_attention_num_buckets=8, dropout_rate=0.0)
+    ).eval()
+    encoder = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, projection_dim=16, num_hidden_layers=2,
+                                               num_attention_heads=2, image_size=32, intermediate_size=16,
+                                               patch_size=8))
+    return WanImageToVideoPipeline(
+        tokenizer=_t5_tokenizer(), text_encoder=text_encoder, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        transformer=transformer, image_encoder=encoder, image_processor=CLIPImageProcessor(crop_size=32, size=32),
+    )
+
+
 _BUILDERS = {
     "sdxl-base": _build_sdxl_base,
     "sdxl-refiner": _build_sdxl_refiner,
     "pix2pix": _build_pix2pix,
     "svd": _build_svd,
     "ltx": _build_ltx,
+    "wan": _build_wan,
 }

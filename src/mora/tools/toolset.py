@@ -18,13 +18,14 @@ import numpy as np
 from mora import media
 from mora.config import ModelSpec, Preset, get_preset
 from mora.errors import InputError
-from mora.tools import ltx, pix2pix, sdxl, svd
+from mora.tools import ltx, pix2pix, sdxl, svd, wan
 from mora.tools.runtime import Runtime, release
 from mora.tools.sizing import fit_size, resize_frames
 
 logger = logging.getLogger(__name__)
 
 _VIDEO_FAMILIES = {"svd": svd, "ltx": ltx}
+_TRANSITION_FAMILIES = {"ltx": ltx, "wan": wan}  # first-last-frame models
 MAX_SEED = 2**32 - 1
 MAX_SIDE = 4096
 MAX_STEPS = 500
@@ -357,10 +358,10 @@ class Toolset:
         """
         started = time.perf_counter()
         spec = self.preset.spec("connect")
-        if spec.family != "ltx":
+        if spec.family not in _TRANSITION_FAMILIES:
             raise InputError(
                 f"--preset: {self.preset.name!r} connects videos with {spec.family!r}, which cannot condition on a "
-                "last frame; use a preset whose connect role is LTX (mora, ltx, tiny)"
+                "last frame; use a preset whose connect role is LTX or Wan FLF2V (mora, ltx, mora-wan, tiny)"
             )
         a = media.read_video(self._input(first_video, "first_video"), argument="first_video")
         b = media.read_video(self._input(second_video, "second_video"), argument="second_video")
@@ -376,7 +377,7 @@ class Toolset:
         w, h = self._size(spec, None, None, (a.width, a.height))
         from PIL import Image
 
-        middle = self._generate(lambda: ltx.transition(
+        middle = self._generate(lambda: _TRANSITION_FAMILIES[spec.family].transition(
             spec, self.runtime, first=Image.fromarray(a.frames[-1]), last=Image.fromarray(b_frames[0]), prompt=prompt,
             width=w, height=h, num_frames=n, steps=steps, fps=max(1, round(a.fps)), seed=seed,
         ))
