@@ -6,7 +6,7 @@
     python benchmarks/run.py --scale full --dry-run         # build full-size on the meta device, check sizes
 
 `full` builds every model from the public config.json values in
-../shared/data/fullsize_architectures.json with random weights (they take as long as real weights),
+../shared/data/fullsize_architectures.json (a copy ships in benchmarks/) with random weights (they take as long as real weights),
 in memory on the target device, and serves them through `mora.tools.runtime.register_model`, so
 the jobs run the real code path: a `mora.Toolset` on a preset with the paper's settings (preset
 `mora`), the pipeline cache, placement and profiles. `tiny` runs preset `tiny`.
@@ -201,7 +201,8 @@ def arch_candidates(given: Path | None) -> list[Path]:
         return [given]
     env = os.environ.get("MORA_FULLSIZE_ARCH")
     rel = Path("shared") / "data" / "fullsize_architectures.json"
-    return [Path(env)] if env else [REPO.parent / rel, REPO / rel]
+    # The shared design data beside the checkout first; the copy in benchmarks/ for everyone else.
+    return [Path(env)] if env else [REPO.parent / rel, REPO / rel, Path(__file__).with_name(rel.name)]
 
 
 def load_arch(given: Path | None, parser: argparse.ArgumentParser | None = None) -> dict:
