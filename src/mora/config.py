@@ -129,76 +129,64 @@ def _preset(name: str, description: str, **roles: ModelSpec) -> Preset:
     return Preset(name=name, description=description, roles=MappingProxyType(roles))
 
 
+_SVD_MODEL = "stabilityai/stable-video-diffusion-img2vid-xt"
+_SVD_SPEC = ModelSpec("svd", _SVD_MODEL, _SVD)
+_LTX_SPEC = ModelSpec("ltx", LTX_MODEL, _LTX)
+# The paper's roles; the other real presets swap some of them.
+_MORA_ROLES = dict(
+    text_to_image=ModelSpec("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", _SDXL,
+                            refiner="stabilityai/stable-diffusion-xl-refiner-1.0"),
+    image_to_image=ModelSpec("pix2pix", "timbrooks/instruct-pix2pix", _PIX2PIX),
+    image_to_video=_SVD_SPEC,
+    extend=_SVD_SPEC,
+    connect=_LTX_SPEC,
+)
+_TINY_LTX = ModelSpec("ltx", "tiny/ltx", _tiny(_LTX, num_frames=9, frame_multiple=4, tail_frames=5))
+# The same families at toy size: 2 steps, 96x64, a few frames.
+_TINY_ROLES = dict(
+    text_to_image=ModelSpec("sdxl", "tiny/sdxl-base", _tiny(_SDXL), refiner="tiny/sdxl-refiner"),
+    image_to_image=ModelSpec("pix2pix", "tiny/pix2pix", _tiny(_PIX2PIX, max_area=96 * 64)),
+    image_to_video=ModelSpec("svd", "tiny/svd", _tiny(_SVD, num_frames=4, segments=2, decode_chunk_size=4)),
+    extend=ModelSpec("svd", "tiny/svd", _tiny(_SVD, num_frames=4, segments=1, decode_chunk_size=4)),
+    connect=_TINY_LTX,
+)
+
 PRESETS: MappingProxyType = MappingProxyType(
     {
         "mora": _preset(
             "mora",
             "The paper's models: SDXL base+refiner, InstructPix2Pix, SVD-XT (3 chained segments), "
             "LTX-Video for connecting videos (SEINE, the paper's choice, is not in diffusers).",
-            text_to_image=ModelSpec(
-                "sdxl", "stabilityai/stable-diffusion-xl-base-1.0", _SDXL,
-                refiner="stabilityai/stable-diffusion-xl-refiner-1.0",
-            ),
-            image_to_image=ModelSpec("pix2pix", "timbrooks/instruct-pix2pix", _PIX2PIX),
-            image_to_video=ModelSpec("svd", "stabilityai/stable-video-diffusion-img2vid-xt", _SVD),
-            extend=ModelSpec("svd", "stabilityai/stable-video-diffusion-img2vid-xt", _SVD),
-            connect=ModelSpec("ltx", LTX_MODEL, _LTX),
+            **_MORA_ROLES,
         ),
         "ltx": _preset(
             "ltx",
             "LTX-Video for text-conditioned image-to-video, extension conditioned on the video's tail, "
             "and connection; SDXL and InstructPix2Pix for images.",
-            text_to_image=ModelSpec(
-                "sdxl", "stabilityai/stable-diffusion-xl-base-1.0", _SDXL,
-                refiner="stabilityai/stable-diffusion-xl-refiner-1.0",
-            ),
-            image_to_image=ModelSpec("pix2pix", "timbrooks/instruct-pix2pix", _PIX2PIX),
-            image_to_video=ModelSpec("ltx", LTX_MODEL, _LTX),
-            extend=ModelSpec("ltx", LTX_MODEL, _LTX),
-            connect=ModelSpec("ltx", LTX_MODEL, _LTX),
+            **{**_MORA_ROLES, "image_to_video": _LTX_SPEC, "extend": _LTX_SPEC},
         ),
         "mora-wan": _preset(
             "mora-wan",
             "Preset `mora` with Wan 2.1 FLF2V (14B, 720p) in place of LTX-Video for connecting videos.",
-            text_to_image=ModelSpec(
-                "sdxl", "stabilityai/stable-diffusion-xl-base-1.0", _SDXL,
-                refiner="stabilityai/stable-diffusion-xl-refiner-1.0",
-            ),
-            image_to_image=ModelSpec("pix2pix", "timbrooks/instruct-pix2pix", _PIX2PIX),
-            image_to_video=ModelSpec("svd", "stabilityai/stable-video-diffusion-img2vid-xt", _SVD),
-            extend=ModelSpec("svd", "stabilityai/stable-video-diffusion-img2vid-xt", _SVD),
-            connect=ModelSpec("wan", WAN_FLF2V_MODEL, _WAN),
+            **{**_MORA_ROLES, "connect": ModelSpec("wan", WAN_FLF2V_MODEL, _WAN)},
         ),
         "tiny": _preset(
             "tiny",
             "Every family of preset `mora` at toy size with random weights: seconds on a CPU, output "
             "is noise. For tests, CI and offline smoke runs.",
-            text_to_image=ModelSpec(
-                "sdxl", "tiny/sdxl-base", _tiny(_SDXL), refiner="tiny/sdxl-refiner",
-            ),
-            image_to_image=ModelSpec("pix2pix", "tiny/pix2pix", _tiny(_PIX2PIX, max_area=96 * 64)),
-            image_to_video=ModelSpec("svd", "tiny/svd", _tiny(_SVD, num_frames=4, segments=2, decode_chunk_size=4)),
-            extend=ModelSpec("svd", "tiny/svd", _tiny(_SVD, num_frames=4, segments=1, decode_chunk_size=4)),
-            connect=ModelSpec("ltx", "tiny/ltx", _tiny(_LTX, num_frames=9, frame_multiple=4, tail_frames=5)),
+            **_TINY_ROLES,
         ),
         "tiny-ltx": _preset(
             "tiny-ltx",
-            "Preset `ltx` at toy size with random weights (LTX for image-to-video, extend and connect). "
-            "Output is noise: for tests and offline checks of the LTX code path.",
-            text_to_image=ModelSpec("sdxl", "tiny/sdxl-base", _tiny(_SDXL)),
-            image_to_image=ModelSpec("pix2pix", "tiny/pix2pix", _tiny(_PIX2PIX, max_area=96 * 64)),
-            image_to_video=ModelSpec("ltx", "tiny/ltx", _tiny(_LTX, num_frames=9, frame_multiple=4, tail_frames=5)),
-            extend=ModelSpec("ltx", "tiny/ltx", _tiny(_LTX, num_frames=9, frame_multiple=4, tail_frames=5)),
-            connect=ModelSpec("ltx", "tiny/ltx", _tiny(_LTX, num_frames=9, frame_multiple=4, tail_frames=5)),
+            "Preset `ltx` at toy size with random weights (LTX for image-to-video, extend and connect; SDXL "
+            "base without refiner, to cover that path too). Output is noise.",
+            **{**_TINY_ROLES, "text_to_image": ModelSpec("sdxl", "tiny/sdxl-base", _tiny(_SDXL)),
+               "image_to_video": _TINY_LTX, "extend": _TINY_LTX},
         ),
         "tiny-wan": _preset(
             "tiny-wan",
             "Preset `mora-wan` at toy size with random weights (Wan FLF2V connects videos). Output is noise.",
-            text_to_image=ModelSpec("sdxl", "tiny/sdxl-base", _tiny(_SDXL), refiner="tiny/sdxl-refiner"),
-            image_to_image=ModelSpec("pix2pix", "tiny/pix2pix", _tiny(_PIX2PIX, max_area=96 * 64)),
-            image_to_video=ModelSpec("svd", "tiny/svd", _tiny(_SVD, num_frames=4, segments=2, decode_chunk_size=4)),
-            extend=ModelSpec("svd", "tiny/svd", _tiny(_SVD, num_frames=4, segments=1, decode_chunk_size=4)),
-            connect=ModelSpec("wan", "tiny/wan", _tiny(_WAN, num_frames=9)),
+            **{**_TINY_ROLES, "connect": ModelSpec("wan", "tiny/wan", _tiny(_WAN, num_frames=9))},
         ),
     }
 )

@@ -31,7 +31,7 @@ def _clip_similarity(frames: np.ndarray, prompt: str, model_dir: Path, max_frame
     import torch
     from transformers import CLIPModel, CLIPProcessor
 
-    model = CLIPModel.from_pretrained(model_dir, local_files_only=True).to(device).eval()
+    model = CLIPModel.from_pretrained(model_dir, local_files_only=True).to(device).train(False)
     processor = CLIPProcessor.from_pretrained(model_dir, local_files_only=True)
     picks = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
     inputs = processor(

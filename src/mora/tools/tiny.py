@@ -254,7 +254,7 @@ def _build_ltx():
     text_encoder = T5EncoderModel(
         T5Config(vocab_size=4 + len(_CHARS), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
                  relative_attention_num_buckets=8, dropout_rate=0.0)
-    ).eval()
+    ).train(False)  # inference mode: no dropout
     return LTXConditionPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
         tokenizer=_t5_tokenizer(), transformer=transformer,
@@ -290,7 +290,7 @@ def _build_wan():
     text_encoder = UMT5EncoderModel(  # Wan's text encoder is UMT5
         UMT5Config(vocab_size=4 + len(_CHARS), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
                    relative_attention_num_buckets=8, dropout_rate=0.0)
-    ).eval()
+    ).train(False)  # inference mode: no dropout
     encoder = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, projection_dim=16, num_hidden_layers=2,
                                                num_attention_heads=2, image_size=32, intermediate_size=16,
                                                patch_size=8))
