@@ -97,11 +97,6 @@ def describe(config_list: list[dict] | None) -> dict:
     return {"used": True, "model": config_list[0]["model"]}
 
 
-def redact(entry: dict) -> dict:
-    """A copy of an entry safe to log."""
-    return {k: ("***" if k in _SECRET_KEYS else v) for k, v in entry.items()}
-
-
 def _secrets(config_list: list[dict] | None) -> set[str]:
     found = set()
     for entry in config_list or []:

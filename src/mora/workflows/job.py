@@ -8,10 +8,8 @@ records what the manifest reports.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from mora.agents.enhance import SIMULATE_NEGATIVE, edit_instruction, enhance_prompt
 from mora.errors import InputError
@@ -150,17 +148,3 @@ class Job:
 
     def time(self, label: str, seconds: float) -> None:
         self.timings[label] = round(self.timings.get(label, 0.0) + seconds, 3)
-
-
-class StepTimer:
-    """Context manager adding the elapsed time of a block to `job.timings[label]`."""
-
-    def __init__(self, job: Job, label: str):
-        self.job, self.label = job, label
-
-    def __enter__(self) -> StepTimer:
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.job.time(self.label, time.perf_counter() - self.start)

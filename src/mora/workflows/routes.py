@@ -86,8 +86,3 @@ def route_for(task: str, inputs: dict, best_of: int = 1) -> tuple[Step, ...]:
     if task == "simulate":
         return (_PROMPT, _I2I if inputs.get("image") else _T2I, _REVIEW, _I2V)
     raise KeyError(task)
-
-
-def route_agents(task: str, inputs: dict) -> list[str]:
-    """The agent names of a route without review gates: what `manifest.route` shows when no review edits."""
-    return [s.agent for s in route_for(task, inputs) if s.agent != REVIEW]
