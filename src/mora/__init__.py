@@ -26,11 +26,13 @@ _LAZY = {
     "RunResult": "mora.workflows.runner",
     "chat": "mora.workflows.chat",
     "TASKS": "mora.workflows.routes",
+    "batch": "mora.workflows.batch", "BatchResult": "mora.workflows.batch",
 }
 
 __all__ = [
     "__version__", "Toolset", "Preset", "PRESETS", "get_preset", "MoraError", "InputError", "run", "RunResult",
     "chat", "TASKS",
+    "batch", "BatchResult",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
