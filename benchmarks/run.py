@@ -112,7 +112,8 @@ def log(message: str) -> None:
 # --- arguments ----------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: every flag, its default and its help (checked by `parse_args`)."""
     parser = argparse.ArgumentParser(
         prog="benchmarks/run.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -138,45 +139,73 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                   "$MORA_FULLSIZE_ARCH)")
     parser.add_argument("--json", type=Path, help="also write all results to this JSON file")
     parser.add_argument("--keep", type=Path, help="keep generated images and videos in this directory")
-    args = parser.parse_args(argv)
+    return parser
 
-    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    bad = [t for t in args.tasks if t not in TASKS]
-    if bad:
-        parser.error(f"--tasks: {bad[0]!r} is not a task; choose from {', '.join(TASKS)}")
-    args.tasks = ["text-to-video"] + [t for t in TASKS[1:] if t in args.tasks]
-    args.profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
-    bad = [p for p in args.profiles if p not in PROFILES]
-    if bad:
-        parser.error(f"--profiles: {bad[0]!r} is not a profile; choose from {', '.join(PROFILES)}")
-    if "paper" not in args.profiles or "fast" not in args.profiles:
-        parser.error("--profiles: must include paper and fast (the speedup line compares them)")
-    args.profiles = [p for p in PROFILES if p in args.profiles]
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The checked arguments: task and profile lists in run order, `size` as (W, H), `device` normalised,
+    and `arch_data` (the architectures JSON) for a full-scale run. Errors exit through `parser.error`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.tasks = _task_list(parser, args.tasks)
+    args.profiles = _profile_list(parser, args.profiles)
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads: {args.threads} is not a positive number of threads")
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps: {args.steps} is not a positive number of steps")
     if args.size is not None:
-        try:
-            width, height = (int(v) for v in args.size.lower().split("x"))
-        except ValueError:
-            parser.error(f"--size: {args.size!r} is not WxH, e.g. 64x48")
-        if width < 8 or height < 8 or width % 8 or height % 8:
-            parser.error(f"--size: {args.size!r}: both sides must be multiples of 8 (the models' size multiple)")
-        args.size = (width, height)
+        args.size = _parse_size(parser, args.size)
     if args.dry_run:
         if args.scale != "full":
             parser.error("--dry-run: only with --scale full (it checks the full-size models without a GPU)")
         return args
-    device = args.device.strip().lower()
+    device = _check_device(parser, args.device, args.scale)
+    if args.scale == "full":
+        args.arch_data = load_arch(args.arch, parser)
+    args.device = device
+    return args
+
+
+def _task_list(parser: argparse.ArgumentParser, value: str) -> list[str]:
+    tasks = [t.strip() for t in value.split(",") if t.strip()]
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        parser.error(f"--tasks: {bad[0]!r} is not a task; choose from {', '.join(TASKS)}")
+    # text-to-video always, first: its frame and video are the other tasks' inputs
+    return ["text-to-video"] + [t for t in TASKS[1:] if t in tasks]
+
+
+def _profile_list(parser: argparse.ArgumentParser, value: str) -> list[str]:
+    profiles = [p.strip() for p in value.split(",") if p.strip()]
+    bad = [p for p in profiles if p not in PROFILES]
+    if bad:
+        parser.error(f"--profiles: {bad[0]!r} is not a profile; choose from {', '.join(PROFILES)}")
+    if "paper" not in profiles or "fast" not in profiles:
+        parser.error("--profiles: must include paper and fast (the speedup line compares them)")
+    return [p for p in PROFILES if p in profiles]
+
+
+def _parse_size(parser: argparse.ArgumentParser, value: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        parser.error(f"--size: {value!r} is not WxH, e.g. 64x48")
+    if width < 8 or height < 8 or width % 8 or height % 8:
+        parser.error(f"--size: {value!r}: both sides must be multiples of 8 (the models' size multiple)")
+    return width, height
+
+
+def _check_device(parser: argparse.ArgumentParser, given: str, scale: str) -> str:
+    """`given` lower-cased, once it names a usable device; a note on stderr for full-size models on a CPU."""
+    device = given.strip().lower()
     if device != "cpu" and not device.startswith("cuda"):
-        parser.error(f"--device: {args.device!r} is not cpu, cuda or cuda:N")
+        parser.error(f"--device: {given!r} is not cpu, cuda or cuda:N")
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             parser.error(
-                f"--device {args.device}: no CUDA GPU is available on this machine (torch {torch.__version__}, "
+                f"--device {given}: no CUDA GPU is available on this machine (torch {torch.__version__}, "
                 "torch.cuda.is_available() is False). Run it on a machine with an NVIDIA GPU, use --device cpu, "
                 "or check the full-size models without a GPU: --scale full --dry-run"
             )
@@ -187,13 +216,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             resolve_device(device)  # cuda:N with a valid N
         except InputError as error:
             parser.error(str(error))
-    elif args.scale == "full":
+    elif scale == "full":
         log("note: full-size models on a CPU take hours and tens of GB of memory; --steps and --size make it a "
             "functional check")
-    if args.scale == "full":
-        args.arch_data = load_arch(args.arch, parser)
-    args.device = device
-    return args
+    return device
 
 
 def arch_candidates(given: Path | None) -> list[Path]:
@@ -228,8 +254,9 @@ def with_overrides(preset, steps: int | None = None, size: tuple[int, int] | Non
     w, h = size or (None, None)
     roles = {}
     for role, spec in preset.roles.items():
-        area = dict(max_area=w * h) if size and spec.get("max_area") else {}
-        roles[role] = with_settings(spec, steps=steps, width=w, height=h, **area)
+        fields = {f.name for f in dataclasses.fields(spec.settings)}
+        wanted = dict(steps=steps, width=w, height=h, max_area=w * h if size else None)
+        roles[role] = with_settings(spec, **{k: v for k, v in wanted.items() if k in fields})
     return Preset(name=preset.name, description=preset.description, roles=MappingProxyType(roles))
 
 
@@ -269,93 +296,113 @@ def _ready(module, dtype):
     return module.eval()  # from_pretrained returns eval-mode models
 
 
+def _cfg(arch: dict, key: str, **changes) -> dict:
+    """The config.json values of `arch[key]`, with `changes` applied."""
+    return {**arch[key]["config"], **changes}
+
+
+# The builders below take `(arch, device)` first (bound by `full_builders`), then what `register_model`
+# passes: the pipeline class and from_pretrained's keyword arguments (unused ones ignored).
+
+
+def _build_sdxl_base(arch: dict, device: str, cls, *, dtype, **_):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from mora.tools.tiny import _clip_tokenizer, _euler
+
+    with building(device, dtype):
+        unet = UNet2DConditionModel(**_cfg(arch, "sdxl_base_unet"))
+        vae = AutoencoderKL(**_cfg(arch, "sdxl_vae"))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**_cfg(arch, "sdxl_text_encoder_clip_l")))
+        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**_cfg(arch, "sdxl_text_encoder_2_bigg")))
+    return cls(
+        vae=_ready(vae, dtype), text_encoder=_ready(text_encoder, dtype), tokenizer=_clip_tokenizer(),
+        text_encoder_2=_ready(text_encoder_2, dtype), tokenizer_2=_clip_tokenizer(),
+        unet=_ready(unet, dtype), scheduler=_euler(),
+    )
+
+
+def _build_sdxl_refiner(arch: dict, device: str, cls, *, dtype, text_encoder_2, vae, **_):
+    # mora.tools.sdxl passes the base's second text encoder and VAE, as the paper's code shares them
+    from diffusers import UNet2DConditionModel
+
+    from mora.tools.tiny import _clip_tokenizer, _euler
+
+    with building(device, dtype):
+        unet = UNet2DConditionModel(**_cfg(arch, "sdxl_refiner_unet"))
+    return cls(
+        vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=text_encoder_2, tokenizer_2=_clip_tokenizer(),
+        unet=_ready(unet, dtype), scheduler=_euler(), requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+    )
+
+
+def _build_pix2pix(arch: dict, device: str, cls, *, dtype, **_):
+    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from mora.tools.tiny import _clip_tokenizer
+
+    with building(device, dtype):
+        unet = UNet2DConditionModel(**_cfg(arch, "instruct_pix2pix_unet"))
+        vae = AutoencoderKL(**_cfg(arch, "sdxl_vae", **SD15_VAE_CHANGES))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**_cfg(arch, "sdxl_text_encoder_clip_l")))
+    return cls(
+        vae=_ready(vae, dtype), text_encoder=_ready(text_encoder, dtype), tokenizer=_clip_tokenizer(),
+        unet=_ready(unet, dtype),
+        scheduler=EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def _build_svd(arch: dict, device: str, cls, *, dtype, **_):
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    with building(device, dtype):
+        unet = UNetSpatioTemporalConditionModel(**_cfg(arch, "svd_xt_unet"))
+        vae = AutoencoderKLTemporalDecoder(**_cfg(arch, "svd_vae_temporal_decoder"))
+        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**_cfg(arch, "svd_image_encoder_vit_h14")))
+    return cls(
+        vae=_ready(vae, dtype), image_encoder=_ready(encoder, dtype), unet=_ready(unet, dtype),
+        scheduler=EulerDiscreteScheduler(**SVD_SCHEDULER),
+        feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
+    )
+
+
+def _build_ltx(arch: dict, device: str, cls, *, dtype, **_):
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXVideoTransformer3DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    from mora.tools.tiny import _t5_tokenizer
+
+    with building(device, dtype):
+        transformer = LTXVideoTransformer3DModel(**_cfg(arch, "ltx_video_2b_transformer"))
+        vae = AutoencoderKLLTXVideo()
+        text_encoder = T5EncoderModel(T5Config(**T5_V1_1_XXL))
+    return cls(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_ready(vae, dtype),
+        text_encoder=_ready(text_encoder, dtype), tokenizer=_t5_tokenizer(),
+        transformer=_ready(transformer, dtype),
+    )
+
+
+FULL_BUILDERS = {"sdxl-base": _build_sdxl_base, "sdxl-refiner": _build_sdxl_refiner, "pix2pix": _build_pix2pix,
+                 "svd": _build_svd, "ltx": _build_ltx}
+
+
 def full_builders(arch: dict, device: str) -> dict[str, Callable[..., Any]]:
     """model id -> `build(cls, **from_pretrained_kwargs)` for `register_model`, from the JSON configs."""
-    from mora.tools.tiny import _clip_tokenizer, _euler, _t5_tokenizer
-
-    def cfg(key: str, **changes) -> dict:
-        return {**arch[key]["config"], **changes}
-
-    def sdxl_base(cls, *, dtype, **_):
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-        with building(device, dtype):
-            unet = UNet2DConditionModel(**cfg("sdxl_base_unet"))
-            vae = AutoencoderKL(**cfg("sdxl_vae"))
-            text_encoder = CLIPTextModel(CLIPTextConfig(**cfg("sdxl_text_encoder_clip_l")))
-            text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**cfg("sdxl_text_encoder_2_bigg")))
-        return cls(
-            vae=_ready(vae, dtype), text_encoder=_ready(text_encoder, dtype), tokenizer=_clip_tokenizer(),
-            text_encoder_2=_ready(text_encoder_2, dtype), tokenizer_2=_clip_tokenizer(),
-            unet=_ready(unet, dtype), scheduler=_euler(),
-        )
-
-    def sdxl_refiner(cls, *, dtype, text_encoder_2, vae, **_):
-        # mora.tools.sdxl passes the base's second text encoder and VAE, as the paper's code shares them
-        from diffusers import UNet2DConditionModel
-
-        with building(device, dtype):
-            unet = UNet2DConditionModel(**cfg("sdxl_refiner_unet"))
-        return cls(
-            vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=text_encoder_2, tokenizer_2=_clip_tokenizer(),
-            unet=_ready(unet, dtype), scheduler=_euler(), requires_aesthetics_score=True,
-            force_zeros_for_empty_prompt=False,
-        )
-
-    def pix2pix(cls, *, dtype, **_):
-        from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
-        from transformers import CLIPTextConfig, CLIPTextModel
-
-        with building(device, dtype):
-            unet = UNet2DConditionModel(**cfg("instruct_pix2pix_unet"))
-            vae = AutoencoderKL(**cfg("sdxl_vae", **SD15_VAE_CHANGES))
-            text_encoder = CLIPTextModel(CLIPTextConfig(**cfg("sdxl_text_encoder_clip_l")))
-        return cls(
-            vae=_ready(vae, dtype), text_encoder=_ready(text_encoder, dtype), tokenizer=_clip_tokenizer(),
-            unet=_ready(unet, dtype),
-            scheduler=EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        )
-
-    def svd(cls, *, dtype, **_):
-        from diffusers import (
-            AutoencoderKLTemporalDecoder,
-            EulerDiscreteScheduler,
-            UNetSpatioTemporalConditionModel,
-        )
-        from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-        with building(device, dtype):
-            unet = UNetSpatioTemporalConditionModel(**cfg("svd_xt_unet"))
-            vae = AutoencoderKLTemporalDecoder(**cfg("svd_vae_temporal_decoder"))
-            encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg("svd_image_encoder_vit_h14")))
-        return cls(
-            vae=_ready(vae, dtype), image_encoder=_ready(encoder, dtype), unet=_ready(unet, dtype),
-            scheduler=EulerDiscreteScheduler(**SVD_SCHEDULER),
-            feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
-        )
-
-    def ltx(cls, *, dtype, **_):
-        from diffusers import (
-            AutoencoderKLLTXVideo,
-            FlowMatchEulerDiscreteScheduler,
-            LTXVideoTransformer3DModel,
-        )
-        from transformers import T5Config, T5EncoderModel
-
-        with building(device, dtype):
-            transformer = LTXVideoTransformer3DModel(**cfg("ltx_video_2b_transformer"))
-            vae = AutoencoderKLLTXVideo()
-            text_encoder = T5EncoderModel(T5Config(**T5_V1_1_XXL))
-        return cls(
-            scheduler=FlowMatchEulerDiscreteScheduler(), vae=_ready(vae, dtype),
-            text_encoder=_ready(text_encoder, dtype), tokenizer=_t5_tokenizer(),
-            transformer=_ready(transformer, dtype),
-        )
-
-    return {FULL_IDS["sdxl-base"]: sdxl_base, FULL_IDS["sdxl-refiner"]: sdxl_refiner,
-            FULL_IDS["pix2pix"]: pix2pix, FULL_IDS["svd"]: svd, FULL_IDS["ltx"]: ltx}
+    return {FULL_IDS[name]: functools.partial(build, arch, device) for name, build in FULL_BUILDERS.items()}
 
 
 def register_full(arch: dict, device: str) -> None:
@@ -368,7 +415,9 @@ def register_full(arch: dict, device: str) -> None:
 # --- dry run: full-size models on the meta device --------------------------------------------------
 
 
-def dry_run(args: argparse.Namespace) -> int:
+def meta_pipelines(arch: dict) -> tuple[dict[str, Any], float]:
+    """label -> every full-size pipeline, built on the meta device in its family's dtype (no weights),
+    and the seconds the building took (imports not included)."""
     import torch
     from diffusers import (
         LTXConditionPipeline,
@@ -378,7 +427,6 @@ def dry_run(args: argparse.Namespace) -> int:
         StableVideoDiffusionPipeline,
     )
 
-    arch = load_arch(args.arch)
     builders = full_builders(arch, "meta")
     started = time.perf_counter()
     fp16, bf16 = torch.float16, torch.bfloat16
@@ -392,38 +440,44 @@ def dry_run(args: argparse.Namespace) -> int:
         "svd": builders[FULL_IDS["svd"]](StableVideoDiffusionPipeline, dtype=fp16, variant="fp16"),
         "ltx": builders[FULL_IDS["ltx"]](LTXConditionPipeline, dtype=bf16),
     }
-    seconds = time.perf_counter() - started
+    return pipes, time.perf_counter() - started
 
-    print(f"Mora benchmark dry run: full-size models built on the meta device in {seconds:.1f} s "
-          "(no weights allocated)")
-    print(f"torch {torch.__version__}, diffusers {_version('diffusers')}, transformers {_version('transformers')}")
-    print(f"architectures: {next(p for p in arch_candidates(args.arch) if p.is_file())}")
-    print()
+
+def _param_check(params: int, entry: dict | None) -> tuple[str, str, str, bool]:
+    """(params in the JSON, verified, check, is a mismatch) for a component built with `params` parameters.
+
+    Only a verified JSON entry can mismatch; an unverified one is reported with its difference.
+    """
+    if entry is None:
+        return "-", "-", "no JSON entry", False
+    expected, verified = f"{entry['params']:,}", "yes" if entry.get("verified") else "no"
+    if params == entry["params"]:
+        return expected, verified, "ok" if entry.get("verified") else "= JSON (entry unverified)", False
+    if entry.get("verified"):
+        return expected, verified, "MISMATCH", True
+    change = 100 * (params - entry["params"]) / entry["params"]
+    return expected, verified, f"differs {change:+.2f}% (entry unverified)", False
+
+
+def _check_rows(pipes: dict[str, Any], arch: dict) -> tuple[list[list[str]], int]:
+    """One row per entry of `CHECKS` (built against JSON parameter counts), and the number of mismatches."""
     rows, mismatches = [], 0
     for label, attr, key, note in CHECKS:
         module = getattr(pipes[label], attr)
         params = sum(p.numel() for p in module.parameters())
         dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in module.parameters()})
         devices = sorted({p.device.type for p in module.parameters()})
-        entry = arch.get(key) if key else None
-        if entry is None:
-            expected, verified, check = "-", "-", "no JSON entry"
-        else:
-            expected, verified = f"{entry['params']:,}", "yes" if entry.get("verified") else "no"
-            if params == entry["params"]:
-                check = "ok" if entry.get("verified") else "= JSON (entry unverified)"
-            elif entry.get("verified"):
-                check, mismatches = "MISMATCH", mismatches + 1
-            else:
-                check = f"differs {100 * (params - entry['params']) / entry['params']:+.2f}% (entry unverified)"
+        expected, verified, check, mismatch = _param_check(params, arch.get(key) if key else None)
+        mismatches += int(mismatch)
         rows.append([f"{label}.{attr}", type(module).__name__, f"{params:,}", expected, verified, check,
                      "/".join(dtypes) + " on " + "/".join(devices), note])
-    print(table(["component", "class", "params (built)", "params (JSON)", "verified", "check", "dtype", "note"],
-                rows))
-    if any("cpu" in row[6] for row in rows):
-        print("(cpu: the one-element time_mixer.mix_factor parameters, made with torch.Tensor([...]), which "
-              "ignores the device context; placement moves them with their model)")
-    print()
+    return rows, mismatches
+
+
+def _pipeline_totals(pipes: dict[str, Any]) -> list[list[str]]:
+    """One row per pipeline: its parameters, a module shared between its components counted once."""
+    import torch
+
     totals = []
     for label, pipe in pipes.items():
         seen, n = set(), 0
@@ -432,7 +486,32 @@ def dry_run(args: argparse.Namespace) -> int:
                 seen.add(id(module))
                 n += sum(p.numel() for p in module.parameters())
         totals.append([label, type(pipe).__name__, f"{n:,}", f"{2 * n / GB:.1f}"])
-    print(table(["pipeline", "class", "params (incl. shared)", "GB at 2 bytes/param"], totals))
+    return totals
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    """Build every full-size model on the meta device and check its parameter count against the JSON.
+
+    Returns the exit status: 1 if a verified count does not match, else 0.
+    """
+    import torch
+
+    arch = load_arch(args.arch)
+    pipes, seconds = meta_pipelines(arch)
+
+    print(f"Mora benchmark dry run: full-size models built on the meta device in {seconds:.1f} s "
+          "(no weights allocated)")
+    print(f"torch {torch.__version__}, diffusers {_version('diffusers')}, transformers {_version('transformers')}")
+    print(f"architectures: {next(p for p in arch_candidates(args.arch) if p.is_file())}")
+    print()
+    rows, mismatches = _check_rows(pipes, arch)
+    print(table(["component", "class", "params (built)", "params (JSON)", "verified", "check", "dtype", "note"],
+                rows))
+    if any("cpu" in row[6] for row in rows):
+        print("(cpu: the one-element time_mixer.mix_factor parameters, made with torch.Tensor([...]), which "
+              "ignores the device context; placement moves them with their model)")
+    print()
+    print(table(["pipeline", "class", "params (incl. shared)", "GB at 2 bytes/param"], _pipeline_totals(pipes)))
     print()
     unused = sorted(set(k for k in arch if not k.startswith("_")) - {c[2] for c in CHECKS if c[2]})
     if unused:
@@ -722,7 +801,8 @@ def device_name(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}), {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
-def report(args, preset, results: dict[str, dict], flops: dict[str, dict] | None) -> float:
+def _print_header(args: argparse.Namespace, preset) -> None:
+    """What ran, where, with which versions and job settings (the figures mean nothing without it)."""
     import torch
 
     scale_note = "" if args.scale == "full" else " (toy models with random weights: NOT performance figures)"
@@ -734,7 +814,9 @@ def report(args, preset, results: dict[str, dict], flops: dict[str, dict] | None
     print(f"text-to-video job: {describe_t2v(preset)}")
     print()
 
-    print("== what each profile applied ==")
+
+def _applied_rows(results: dict[str, dict]) -> list[list[str]]:
+    """Per profile and pipeline: what the profile applied, SVD's decode chunk, and any out-of-memory fallback."""
     rows = []
     for profile, res in results.items():
         for label, applied in res["applied"].items():
@@ -743,85 +825,123 @@ def report(args, preset, results: dict[str, dict], flops: dict[str, dict] | None
             rows.append([profile, "svd decode chunk (frames)", str(res["svd_decode_chunk"])])
         if res["oom_retries"]:
             rows.append([profile, "OUT OF MEMORY", f"fell back: {res['oom_retries']} (final {res['final_profile']})"])
-    print(table(["profile", "pipeline", "applied"], rows))
-    print()
+    return rows
 
-    paper = {task: results["paper"]["tasks"][task]["seconds"] for task in args.tasks}
-    print("== jobs (warm-up and compile reported separately, never hidden) ==")
+
+def _job_rows(tasks: list[str], results: dict[str, dict], paper: dict[str, float]) -> list[list[str]]:
+    """Per task and profile: load, warm-up and timed seconds, peak memory, and the speed relative to paper."""
     rows = []
-    for task in args.tasks:
+    for task in tasks:
         for profile, res in results.items():
             t = res["tasks"][task]
             rows.append([task, profile, f"{t['load_s']:.2f}", f"{t['warmup_s']:.2f}",
                          f"{max(0.0, t['warmup_s'] - t['seconds']):.2f}", f"{t['seconds']:.3f}", _gb(t["peak_bytes"]),
                          f"{paper[task] / t['seconds']:.2f}x"])
-    print(table(["task", "profile", "build/load s", "warm-up s (incl. compile)", "warm-up - timed s", "timed s",
-                 "peak GPU GB", "vs paper"], rows))
+    return rows
+
+
+def _component_rows(t: dict, task_flops: dict[str, int]) -> list[list[Any]]:
+    """The components of one timed run `t`, then what they leave unaccounted for, then the total."""
+    rows, accounted = [], 0.0
+    for name, c in sorted(t["components"].items()):
+        accounted += c["seconds"]
+        f = task_flops.get(name)
+        rows.append([name, c["calls"], f"{c['seconds']:.3f}", f"{c['seconds'] / c['calls']:.4f}",
+                     _gb(c["peak_bytes"]), "n/a" if f is None else f"{f / 1e9:,.1f}",
+                     "n/a" if not f else f"{f / c['seconds'] / 1e12:.3f}"])
+    rows.append(["other (schedulers, image/video I/O, Python)", "-", f"{t['seconds'] - accounted:.3f}", "-",
+                 "-", "-", "-"])
+    rows.append(["total", "-", f"{t['seconds']:.3f}", "-", _gb(t["peak_bytes"]),
+                 "n/a" if "(total)" not in task_flops else f"{task_flops['(total)'] / 1e9:,.1f}",
+                 "n/a" if not task_flops.get("(total)") else
+                 f"{task_flops['(total)'] / t['seconds'] / 1e12:.3f}"])
+    return rows
+
+
+def _side_by_side_rows(task: str, results: dict[str, dict]) -> list[list[str]]:
+    """Seconds per component of `task`'s timed run, one column per profile (0.000: not used there)."""
+    names = sorted({n for res in results.values() for n in res["tasks"][task]["components"]})
+    rows = []
+    for name in names + ["total"]:
+        row = [name]
+        for res in results.values():
+            t = res["tasks"][task]
+            row.append(f"{t['seconds']:.3f}" if name == "total" else
+                       f"{t['components'].get(name, {}).get('seconds', 0.0):.3f}")
+        rows.append(row)
+    return rows
+
+
+def _print_components(task: str, results: dict[str, dict], task_flops: dict[str, int]) -> None:
+    for profile, res in results.items():
+        print(f"== {task}, profile {profile}: components of the timed run ==")
+        print(table(["component", "calls", "seconds", "s/call", "peak GPU GB", "GFLOP", "TFLOP/s"],
+                    _component_rows(res["tasks"][task], task_flops)))
+        print()
+    print(f"== {task}: seconds per component, side by side ==")
+    print(table(["component", *[f"{p} s" for p in results]], _side_by_side_rows(task, results)))
     print()
 
-    for task in args.tasks:
-        task_flops = (flops or {}).get(task, {})
-        for profile, res in results.items():
-            t = res["tasks"][task]
-            print(f"== {task}, profile {profile}: components of the timed run ==")
-            rows, accounted = [], 0.0
-            for name, c in sorted(t["components"].items()):
-                accounted += c["seconds"]
-                f = task_flops.get(name)
-                rows.append([name, c["calls"], f"{c['seconds']:.3f}", f"{c['seconds'] / c['calls']:.4f}",
-                             _gb(c["peak_bytes"]), "n/a" if f is None else f"{f / 1e9:,.1f}",
-                             "n/a" if not f else f"{f / c['seconds'] / 1e12:.3f}"])
-            rows.append(["other (schedulers, image/video I/O, Python)", "-", f"{t['seconds'] - accounted:.3f}", "-",
-                         "-", "-", "-"])
-            rows.append(["total", "-", f"{t['seconds']:.3f}", "-", _gb(t["peak_bytes"]),
-                         "n/a" if "(total)" not in task_flops else f"{task_flops['(total)'] / 1e9:,.1f}",
-                         "n/a" if not task_flops.get("(total)") else
-                         f"{task_flops['(total)'] / t['seconds'] / 1e12:.3f}"])
-            print(table(["component", "calls", "seconds", "s/call", "peak GPU GB", "GFLOP", "TFLOP/s"], rows))
-            print()
-        names = sorted({n for res in results.values() for n in res["tasks"][task]["components"]})
-        print(f"== {task}: seconds per component, side by side ==")
-        rows = []
-        for name in names + ["total"]:
-            row = [name]
-            for res in results.values():
-                t = res["tasks"][task]
-                row.append(f"{t['seconds']:.3f}" if name == "total" else
-                           f"{t['components'].get(name, {}).get('seconds', 0.0):.3f}")
-            rows.append(row)
-        print(table(["component", *[f"{p} s" for p in results]], rows))
-        print()
 
-    fast_s = results["fast"]["tasks"]["text-to-video"]["seconds"]
-    speedup = paper["text-to-video"] / fast_s
+def _verdict(ok: bool, full_gpu: bool) -> str:
+    # The goals are for full-size models on a GPU; anything else says nothing about them.
+    return ("met" if ok else "missed") if full_gpu else "n/a (not --scale full on a GPU)"
+
+
+def _goal_rows(args: argparse.Namespace, preset, results: dict[str, dict], fast_s: float,
+               speedup: float) -> list[list[str]]:
+    """The issue's goals (GOAL_*): target, measured, and whether it was met."""
     full_gpu = args.scale == "full" and args.device.startswith("cuda")
     video = preset.spec("image_to_video")
     step_label = (f"{video.family} denoiser step (CFG batch 2 x {video.get('num_frames')} frames, "
                   f"{video.get('width')}x{video.get('height')})")
-    print("== goals (one H100, --scale full; figures, not tests) ==")
-    rows = []
-
-    def verdict(ok: bool) -> str:
-        return ("met" if ok else "missed") if full_gpu else "n/a (not --scale full on a GPU)"
-
-    rows.append(["text-to-video in fast", f"<= {GOAL_FAST_S:.0f} s", f"{fast_s:.2f} s", verdict(fast_s <= GOAL_FAST_S)])
-    rows.append(["fast vs paper (text-to-video)", f">= {GOAL_SPEEDUP:.0f}x", f"{speedup:.2f}x",
-                 verdict(speedup >= GOAL_SPEEDUP)])
+    rows = [
+        ["text-to-video in fast", f"<= {GOAL_FAST_S:.0f} s", f"{fast_s:.2f} s",
+         _verdict(fast_s <= GOAL_FAST_S, full_gpu)],
+        ["fast vs paper (text-to-video)", f">= {GOAL_SPEEDUP:.0f}x", f"{speedup:.2f}x",
+         _verdict(speedup >= GOAL_SPEEDUP, full_gpu)],
+    ]
     denoiser = f"{video.family}.{'unet' if video.family == 'svd' else 'transformer'}"
     for profile, res in results.items():
         c = res["tasks"]["text-to-video"]["components"].get(denoiser)
         if c:
             step = c["seconds"] / c["calls"]
             rows.append([f"{step_label}, {profile}", f"<= {GOAL_SVD_STEP_S} s", f"{step:.4f} s",
-                         verdict(step <= GOAL_SVD_STEP_S) if profile == "fast" else "-"])
+                         _verdict(step <= GOAL_SVD_STEP_S, full_gpu) if profile == "fast" else "-"])
     if "low-vram" in results:
         low = results["low-vram"]["tasks"]["text-to-video"]
         rows.append(["low-vram peak GPU memory", f"<= {GOAL_LOW_VRAM_GB:.0f} GB", _gb(low["peak_bytes"]) + " GB",
-                     verdict(low["peak_bytes"] is not None and low["peak_bytes"] <= GOAL_LOW_VRAM_GB * GB)])
+                     _verdict(low["peak_bytes"] is not None and low["peak_bytes"] <= GOAL_LOW_VRAM_GB * GB, full_gpu)])
         slow = low["seconds"] / fast_s
         rows.append(["low-vram time vs fast", f"<= {GOAL_LOW_VRAM_SLOWDOWN}x", f"{slow:.2f}x",
-                     verdict(slow <= GOAL_LOW_VRAM_SLOWDOWN)])
-    print(table(["goal", "target", "measured", "verdict"], rows))
+                     _verdict(slow <= GOAL_LOW_VRAM_SLOWDOWN, full_gpu)])
+    return rows
+
+
+def report(args, preset, results: dict[str, dict], flops: dict[str, dict] | None) -> float:
+    """Print every table to stdout: settings, what each profile applied, the jobs, their components, the goals.
+
+    Returns the speedup: paper seconds / fast seconds of the text-to-video job.
+    """
+    _print_header(args, preset)
+
+    print("== what each profile applied ==")
+    print(table(["profile", "pipeline", "applied"], _applied_rows(results)))
+    print()
+
+    paper = {task: results["paper"]["tasks"][task]["seconds"] for task in args.tasks}
+    print("== jobs (warm-up and compile reported separately, never hidden) ==")
+    print(table(["task", "profile", "build/load s", "warm-up s (incl. compile)", "warm-up - timed s", "timed s",
+                 "peak GPU GB", "vs paper"], _job_rows(args.tasks, results, paper)))
+    print()
+
+    for task in args.tasks:
+        _print_components(task, results, (flops or {}).get(task, {}))
+
+    fast_s = results["fast"]["tasks"]["text-to-video"]["seconds"]
+    speedup = paper["text-to-video"] / fast_s
+    print("== goals (one H100, --scale full; figures, not tests) ==")
+    print(table(["goal", "target", "measured", "verdict"], _goal_rows(args, preset, results, fast_s, speedup)))
     print()
     return speedup
 

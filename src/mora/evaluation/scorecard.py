@@ -39,6 +39,32 @@ def _r(x: float) -> float:
     return round(float(x), 4)
 
 
+def _pixel_metrics(clip: Clip, dyn: dict[str, Any]) -> dict[str, Any]:
+    """The metrics every card has, rounded, in `METRIC_INFO`'s order; `dyn` is `_dynamic_stats(clip, fps)`."""
+    return {
+        "temporal_flickering": _r(temporal_flickering(clip)),
+        "dynamic_degree": dyn["dynamic"],
+        "flow_magnitude": _r(dyn["flow_magnitude"]),
+        # It predicts each middle frame from its neighbours: a 2-frame video has no middle frame.
+        "motion_smoothness": _r(motion_smoothness(clip)) if clip.num_frames >= 3 else None,
+        "subject_consistency": _r(subject_consistency(clip)),
+        "background_consistency": _r(background_consistency(clip)),
+        "imaging_quality": _r(imaging_quality(clip)),
+        "tmean": _r(tmean(clip)),
+        "cuts": cuts(clip),
+    }
+
+
+def _seam_entry(clip: Clip, bounds: list[int]) -> dict[str, Any]:
+    """The card's `seam_continuity`: the score at each checked boundary and their mean, rounded."""
+    seam = seam_continuity(clip, bounds)
+    return {
+        "boundaries": seam["boundaries"],
+        "scores": [_r(s) for s in seam["scores"]],
+        "mean": _r(seam["mean"]),
+    }
+
+
 def score_video(
     frames: np.ndarray,
     *,
@@ -70,24 +96,9 @@ def score_video(
     clip = Clip.of(frames, min_frames=2)
     bounds = None if boundaries is None else _check_boundaries(boundaries, clip.num_frames)
     dyn = _dynamic_stats(clip, fps)
-    card: dict[str, Any] = {
-        "temporal_flickering": _r(temporal_flickering(clip)),
-        "dynamic_degree": dyn["dynamic"],
-        "flow_magnitude": _r(dyn["flow_magnitude"]),
-        "motion_smoothness": _r(motion_smoothness(clip)) if clip.num_frames >= 3 else None,
-        "subject_consistency": _r(subject_consistency(clip)),
-        "background_consistency": _r(background_consistency(clip)),
-        "imaging_quality": _r(imaging_quality(clip)),
-        "tmean": _r(tmean(clip)),
-        "cuts": cuts(clip),
-    }
+    card = _pixel_metrics(clip, dyn)
     if bounds is not None:
-        seam = seam_continuity(clip, bounds)
-        card["seam_continuity"] = {
-            "boundaries": seam["boundaries"],
-            "scores": [_r(s) for s in seam["scores"]],
-            "mean": _r(seam["mean"]),
-        }
+        card["seam_continuity"] = _seam_entry(clip, bounds)
     if optional:
         from mora.evaluation.optional import optional_metrics
 
