@@ -26,12 +26,14 @@ _LAZY = {
     "RunResult": "mora.workflows.runner",
     "chat": "mora.workflows.chat",
     "TASKS": "mora.workflows.routes",
+    "train": "mora.training.trainer", "TrainResult": "mora.training.trainer",
     "batch": "mora.workflows.batch", "BatchResult": "mora.workflows.batch",
 }
 
 __all__ = [
     "__version__", "Toolset", "Preset", "PRESETS", "get_preset", "MoraError", "InputError", "run", "RunResult",
     "chat", "TASKS",
+    "train", "TrainResult",
     "batch", "BatchResult",
 ]
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mora.config import PRESETS, Preset, get_preset
     from mora.errors import InputError, MoraError
     from mora.tools.toolset import Toolset
+    from mora.training.trainer import TrainResult, train
     from mora.workflows.chat import chat
     from mora.workflows.routes import TASKS
     from mora.workflows.runner import RunResult, run

@@ -1,0 +1,186 @@
+"""Training data: a folder of videos with `metadata.jsonl` (the Hugging Face videofolder layout).
+
+Each line of `DIR/metadata.jsonl` is `{"file_name": "clip.mp4", "text": "..."}`. Every line is
+checked before training starts (all of them, so one run reports every problem): bad JSON, a
+missing or undecodable file, an empty text, a duplicate file, a clip shorter than the training
+clip. The data order is a pure function of (seed, step): a seeded permutation per epoch, so a
+resumed run sees exactly the clips the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from mora import media
+from mora.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+METADATA = "metadata.jsonl"
+SHOWN_ERRORS = 10  # bad lines listed in the error message (the log has them all)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One checked line of `metadata.jsonl`.
+
+    Args:
+        path: the video file.
+        text: its caption (the prompt the image agent learns it from).
+        line: the line number in `metadata.jsonl` (1-based).
+        num_frames: decodable frames.
+        fps: frame rate from the file's metadata (SVD's fps micro-conditioning).
+    """
+
+    path: Path
+    text: str
+    line: int
+    num_frames: int
+    fps: float
+
+
+def check_dataset(data: str | os.PathLike, train_frames: int) -> list[Clip]:
+    """Read and check every line of `data/metadata.jsonl`; return the clips in file order.
+
+    Args:
+        data: the data folder.
+        train_frames: frames per training clip; shorter videos are errors.
+
+    Raises:
+        InputError: no folder or no metadata file, no lines, or bad lines (the first ten listed, with the fix).
+
+    Example:
+        >>> clips = check_dataset("data/clips", train_frames=14)  # doctest: +SKIP
+        >>> clips[0].text
+        'a red fox running through snow'
+    """
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise InputError(f"--data: {os.fspath(data)!r} is not a folder; pass a folder of videos with {METADATA}")
+    meta = root / METADATA
+    if not meta.is_file():
+        raise InputError(f"--data: {os.fspath(data)!r} has no {METADATA}; write one line per clip: "
+                         '{"file_name": "clip.mp4", "text": "what happens in the clip"}')
+    entries, problems = _parse_lines(root, meta)
+    probed = _probe_all([path for _, path, _ in entries])
+    clips = []
+    for (line, path, text), result in zip(entries, probed, strict=True):
+        if isinstance(result, str):
+            problems.append((line, result))
+        elif result[0] < train_frames:
+            problems.append((line, f"{path.name!r} has {result[0]} frames, fewer than --train-frames {train_frames}"))
+        else:
+            clips.append(Clip(path=path, text=text, line=line, num_frames=result[0], fps=result[1]))
+    if problems:
+        raise _bad_lines(meta, sorted(problems), train_frames)
+    if not clips:
+        raise InputError(f"--data: {os.fspath(meta)!r} lists no clips; add one line per video")
+    logger.info("data: %d clips checked in %s", len(clips), meta)
+    return clips
+
+
+def _parse_lines(root: Path, meta: Path) -> tuple[list[tuple[int, Path, str]], list[tuple[int, str]]]:
+    entries: list[tuple[int, Path, str]] = []
+    problems: list[tuple[int, str]] = []
+    seen: dict[Path, int] = {}
+    try:
+        lines = meta.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"--data: {os.fspath(meta)!r} cannot be read ({err}); write it as UTF-8 JSON lines") from err
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError:
+            problems.append((number, "is not JSON"))
+            continue
+        name = row.get("file_name") if isinstance(row, dict) else None
+        text = row.get("text") if isinstance(row, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            problems.append((number, "has no file_name"))
+            continue
+        path = (root / name).resolve()
+        if not path.is_relative_to(root.resolve()):
+            problems.append((number, f"{name!r} is outside the data folder"))
+            continue
+        if not isinstance(text, str) or not text.strip():
+            problems.append((number, f"{name!r} has an empty text"))
+            continue
+        if path in seen:
+            problems.append((number, f"{name!r} duplicates line {seen[path]}"))
+            continue
+        seen[path] = number
+        entries.append((number, path, " ".join(text.split())))
+    return entries, problems
+
+
+def _probe_all(paths: list[Path]) -> list[tuple[int, float] | str]:
+    """(frames, fps) per file or the problem as text; ffmpeg runs in threads (it is a subprocess)."""
+
+    def probe(path: Path) -> tuple[int, float] | str:
+        if not path.is_file():
+            return f"{path.name!r} is missing"
+        try:
+            _, _, fps, frames = media.probe_video(path, argument="file_name")
+        except InputError:
+            return f"{path.name!r} cannot be decoded as a video"
+        return frames, fps
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        return list(pool.map(probe, paths))
+
+
+def _bad_lines(meta: Path, problems: list[tuple[int, str]], train_frames: int) -> InputError:
+    for line, problem in problems:
+        logger.error("%s line %d: %s", meta, line, problem)
+    shown = "; ".join(f"line {line}: {problem}" for line, problem in problems[:SHOWN_ERRORS])
+    more = f" (and {len(problems) - SHOWN_ERRORS} more)" if len(problems) > SHOWN_ERRORS else ""
+    return InputError(
+        f"--data: {len(problems)} bad line(s) in {os.fspath(meta)!r}: {shown}{more}; fix or remove them: "
+        f'each line needs {{"file_name": ..., "text": ...}} naming a decodable video of at least '
+        f"{train_frames} frames in the folder, once, with a non-empty text"
+    )
+
+
+def batch_indices(step: int, batch_size: int, num_clips: int, seed: int) -> list[int]:
+    """Clip indices of training step `step` (0-based): epoch-wise seeded permutations, stateless.
+
+    Example:
+        >>> batch_indices(0, 2, 3, seed=0) == batch_indices(0, 2, 3, seed=0)
+        True
+    """
+    out = []
+    for k in range(step * batch_size, (step + 1) * batch_size):
+        epoch, position = divmod(k, num_clips)
+        order = np.random.default_rng([seed, epoch]).permutation(num_clips)
+        out.append(int(order[position]))
+    return out
+
+
+def load_clip(clip: Clip, *, frames: int, size: tuple[int, int], seed: int, step: int) -> np.ndarray:
+    """`frames` consecutive frames of `clip`, cover-resized to `size`: (T, H, W, 3) uint8.
+
+    The window's start is drawn from (seed, step, line), so a resumed run reads the same frames.
+    """
+    video = media.read_video(clip.path, argument="file_name")
+    available = video.num_frames
+    if available < frames:  # the file changed since the check
+        raise InputError(f"--data: {clip.path.name!r} now has {available} frames, fewer than {frames}; "
+                         "restore the file or remove its line")
+    start = int(np.random.default_rng([seed, step, clip.line]).integers(0, available - frames + 1))
+    window = video.frames[start:start + frames]
+    width, height = size
+    if window.shape[2] == width and window.shape[1] == height:
+        return window
+    # Cover + centre-crop: no distortion, no borders (as the tools fit images to a model's size).
+    return np.stack([np.asarray(ImageOps.fit(Image.fromarray(f), (width, height), Image.Resampling.LANCZOS))
+                     for f in window])

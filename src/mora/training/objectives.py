@@ -1,0 +1,117 @@
+"""Each agent's own training objective, as its model was trained.
+
+- SDXL and InstructPix2Pix: DDPM noise prediction. Timesteps uniform over the training schedule
+  (the pipeline scheduler's betas, as `DDPMScheduler.from_config`), target = noise for
+  `prediction_type` "epsilon" or the velocity for "v_prediction"; MSE. As in diffusers' SDXL and
+  InstructPix2Pix training scripts.
+- SVD: EDM preconditioning with the v-objective, as the public SVD fine-tuning scripts do (e.g.
+  pixeli99/SVD_Xtend, after Karras et al. 2022): sigma ~ LogNormal(0.7, 1.6); input
+  x / sqrt(sigma^2 + 1); timestep input 0.25 * log(sigma); denoised = c_skip * x + c_out * F(x) with
+  c_skip = 1 / (sigma^2 + 1), c_out = -sigma / sqrt(sigma^2 + 1); loss weighted by
+  (1 + sigma^2) / sigma^2 (EDM's lambda(sigma) for sigma_data = 1). The conditioning frame is
+  noise-augmented with sigma_c ~ LogNormal(-3, 0.5), which is also its `noise_aug_strength` id.
+
+Every random draw takes an explicit CPU `torch.Generator`, so a step is a pure function of its
+seed on any device.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+# SVD's EDM training distributions (P_mean, P_std) and its conditioning-noise augmentation.
+SVD_SIGMA_LOGNORMAL = (0.7, 1.6)
+SVD_COND_SIGMA_LOGNORMAL = (-3.0, 0.5)
+
+
+def randn(shape: tuple[int, ...], gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU from `gen`, moved to `like`'s device and dtype."""
+    return torch.randn(shape, generator=gen).to(device=like.device, dtype=like.dtype)
+
+
+def rand_log_normal(n: int, loc: float, scale: float, gen: torch.Generator) -> torch.Tensor:
+    """n draws of exp(N(loc, scale^2)) (CPU, float32)."""
+    return (torch.randn(n, generator=gen) * scale + loc).exp()
+
+
+@functools.lru_cache(maxsize=8)
+def _alphas_cumprod(config_items: tuple) -> torch.Tensor:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(dict(config_items)).alphas_cumprod.float()
+
+
+def alphas_cumprod(scheduler: Any) -> torch.Tensor:
+    """The training schedule's cumulative alphas, from the pipeline scheduler's config (as DDPM)."""
+    items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in scheduler.config.items()
+                         if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
+                                  "trained_betas", "prediction_type", "rescale_betas_zero_snr")))
+    return _alphas_cumprod(items)
+
+
+def _coefficients(alphas: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    a = alphas.to(like.device)[t.to(like.device)].view(-1, *([1] * (like.ndim - 1)))
+    return a.sqrt(), (1 - a).sqrt()
+
+
+def add_noise(latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """q(x_t | x_0): sqrt(a_t) x_0 + sqrt(1 - a_t) noise."""
+    sa, s1a = _coefficients(alphas, t, latents)
+    return sa * latents + s1a * noise
+
+
+def ddpm_target(latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas: torch.Tensor,
+                prediction_type: str) -> torch.Tensor:
+    """What the denoiser learns to predict: the noise, or the velocity sqrt(a) noise - sqrt(1-a) x_0."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        sa, s1a = _coefficients(alphas, t, latents)
+        return sa * noise - s1a * latents
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+
+
+def x0_estimate(noisy: torch.Tensor, pred: torch.Tensor, t: torch.Tensor, alphas: torch.Tensor,
+                prediction_type: str) -> torch.Tensor:
+    """The one-step estimate of the clean latents from x_t and the denoiser's prediction (differentiable)."""
+    sa, s1a = _coefficients(alphas, t, noisy)
+    if prediction_type == "epsilon":
+        return (noisy - s1a * pred) / sa
+    if prediction_type == "v_prediction":
+        return sa * noisy - s1a * pred
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(pred.float(), target.float())
+
+
+def svd_edm_loss(unet: Any, latents: torch.Tensor, cond_latents: torch.Tensor, encoder_states: torch.Tensor,
+                 added_time_ids: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """SVD's EDM v-objective for clip latents (B, T, C, h, w) given the conditioning frame's latents (B, C, h, w).
+
+    Args:
+        unet: the `UNetSpatioTemporalConditionModel`.
+        latents: the target clip's latents, scaled by the VAE's scaling factor.
+        cond_latents: the noise-augmented conditioning frame's VAE latents (mode, unscaled, as the pipeline).
+        encoder_states: cross-attention input (B, 1 + K, D): image embedding then z.
+        added_time_ids: (B, 3): fps - 1, motion bucket, conditioning noise.
+        gen: the step's generator.
+    """
+    b = latents.shape[0]
+    sigma = rand_log_normal(b, *SVD_SIGMA_LOGNORMAL, gen).to(latents.device)
+    s = sigma.view(b, 1, 1, 1, 1).to(latents.dtype)
+    noisy = latents + randn(tuple(latents.shape), gen, latents) * s
+    model_input = torch.cat([noisy / (s**2 + 1).sqrt(),
+                             cond_latents.unsqueeze(1).expand(-1, latents.shape[1], -1, -1, -1).to(latents.dtype)],
+                            dim=2)
+    pred = unet(model_input, (0.25 * sigma.log()).to(latents.dtype), encoder_hidden_states=encoder_states,
+                added_time_ids=added_time_ids, return_dict=False)[0]
+    s = s.float()
+    denoised = pred.float() * (-s / (s**2 + 1).sqrt()) + noisy.float() / (s**2 + 1)
+    weight = (1 + s**2) / s**2
+    return (weight * (denoised - latents.float()) ** 2).mean()

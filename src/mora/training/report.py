@@ -1,0 +1,145 @@
+"""What a run reports: `metrics.jsonl` (a line per step), `loss.png`, the run's log file and versions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from mora.media import atomic_path
+
+logger = logging.getLogger(__name__)
+
+METRICS = "metrics.jsonl"
+LOSS_PLOT = "loss.png"
+LOG_FILE = "train.log"
+
+
+class MetricsLog:
+    """`metrics.jsonl`: one JSON object per optimizer step, appended and flushed as the step ends.
+
+    Args:
+        path: the file.
+
+    Example:
+        >>> log = MetricsLog(Path("run/metrics.jsonl"))  # doctest: +SKIP
+        >>> log.append({"step": 1, "loss": 0.9})          # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        records = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a crash mid-write: the step is redone anyway
+                break
+        return records
+
+    def keep_until(self, step: int) -> list[dict[str, Any]]:
+        """Drop lines after `step` (a resumed run redoes them), atomically; return what is kept."""
+        kept = [r for r in self.read() if r.get("step", 0) <= step]
+        with atomic_path(self.path, suffix=".jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        return kept
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+
+def plot_losses(records: list[dict[str, Any]], path: Path) -> Path | None:
+    """`loss.png`: loss (total and per agent) and modulation factors over steps. None if nothing to plot.
+
+    Uses matplotlib's Agg canvas directly (no pyplot), so the caller's backend is left alone.
+    """
+    if not records:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    steps = [r["step"] for r in records]
+    fig = Figure(figsize=(9, 6.5), dpi=100)
+    FigureCanvasAgg(fig)
+    loss_ax, mod_ax = fig.subplots(2, 1, sharex=True)
+    loss_ax.plot(steps, [r["loss"] for r in records], label="total", color="black", linewidth=1.2)
+    for agent in records[-1].get("loss_per_agent", {}):
+        loss_ax.plot(steps, [r["loss_per_agent"].get(agent, math.nan) for r in records], label=agent, linewidth=0.9)
+    loss_ax.set_ylabel("loss")
+    loss_ax.set_yscale("log" if min(r["loss"] for r in records) > 0 else "linear")
+    loss_ax.legend(fontsize=8)
+    for agent in records[-1].get("modulation", {}):
+        mod_ax.plot(steps, [r["modulation"].get(agent, math.nan) for r in records], label=agent)
+    mod_ax.set_ylabel("modulation factor ||z_i||")
+    mod_ax.set_xlabel("step")
+    mod_ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def open_log(path: Path) -> tuple[logging.Handler, list[tuple[logging.Logger, int]]]:
+    """Send Mora's log records (training's at INFO) to `path` until `close_log`; returns what to undo."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logging.getLogger("mora").addHandler(handler)
+    changed = []
+    training = logging.getLogger("mora.training")
+    if training.getEffectiveLevel() > logging.INFO:
+        changed.append((training, training.level))
+        training.setLevel(logging.INFO)
+    return handler, changed
+
+
+def close_log(handler: logging.Handler, changed: list[tuple[logging.Logger, int]]) -> None:
+    logging.getLogger("mora").removeHandler(handler)
+    handler.close()
+    for log, level in changed:
+        log.setLevel(level)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Mora and the libraries a run depends on (for train.json)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import mora
+
+    out = {"mora": mora.__version__}
+    for name in ("torch", "diffusers", "transformers", "peft", "safetensors"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def peak_memory_gb(device: str) -> float | None:
+    """Peak memory of the run: the GPU's allocator peak on CUDA, else the process's max RSS (Linux, GB)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
+    except (ImportError, OSError):  # pragma: no cover - not on Linux
+        return None
+
+
+def relative(path: Path, root: Path) -> str:
+    """`path` relative to `root` when inside it (manifests stay valid when a run folder moves)."""
+    try:
+        return os.fspath(path.relative_to(root))
+    except ValueError:
+        return os.fspath(path)

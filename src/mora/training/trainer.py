@@ -1,0 +1,426 @@
+"""The training loop: `mora.train(...)` and the `Trainer` behind it.
+
+One step: the batch of step s (a seeded permutation per epoch), every random draw from a
+generator seeded by (seed, s), the coupled loss, backward, gradient clipping, AdamW (or 8-bit AdamW
+on CUDA) with the learning rate of step s (a pure function of s). A resumed run therefore
+continues exactly where the interrupted one stopped: same data order, same draws, same schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mora.errors import InputError
+from mora.training import checkpoints as ckpt
+from mora.training.adapter import ADAPTER_JSON, Adapter, write_adapter, write_folder_atomically
+from mora.training.config import AGENTS, MOD_TOKEN, TrainConfig
+from mora.training.coupled import Batch, compute_losses
+from mora.training.data import batch_indices, check_dataset, load_clip
+from mora.training.lora import lora_state, set_lora_state
+from mora.training.models import AgentModel, build_agent
+from mora.training.modulation import INIT_METHODS, modulation_factor
+from mora.training.report import (
+    LOG_FILE,
+    LOSS_PLOT,
+    METRICS,
+    MetricsLog,
+    close_log,
+    open_log,
+    peak_memory_gb,
+    plot_losses,
+    relative,
+    versions,
+)
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "train.json"
+ADAPTER_DIR = "adapter"
+
+
+@dataclass
+class TrainResult:
+    """What `mora.train` returns.
+
+    Args:
+        adapter_dir: `RUN_DIR/adapter`, for `--adapter` and `load_adapter`.
+        metrics_path: `RUN_DIR/metrics.jsonl`.
+        final_loss: mean total loss of the last (up to) 10 steps.
+        run_dir: RUN_DIR.
+        steps: optimizer steps done in total.
+        modulation: modulation factor ||z_i|| per agent at the end.
+        manifest: the content of `RUN_DIR/train.json`.
+    """
+
+    adapter_dir: Path
+    metrics_path: Path
+    final_loss: float
+    run_dir: Path | None = None
+    steps: int = 0
+    modulation: dict[str, float] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def train(data: str | Path, out: str | Path, *, progress: bool = True,
+          callback: Callable[[dict[str, Any]], None] | None = None, **options: Any) -> TrainResult:
+    """Fine-tune the agents jointly (LoRA theta_i + modulation z_i) on a folder of captioned clips.
+
+    Args:
+        data: folder of videos plus `metadata.jsonl` (`{"file_name": ..., "text": ...}` per line).
+        out: the run folder; must be new (or hold this run, with `resume=True`).
+        progress: show a progress bar (step, loss, ETA) on stderr.
+        callback: called with each step's metrics (a dict, as written to metrics.jsonl).
+        **options: any `TrainConfig` field: preset, agents, steps, batch_size, lr, mod_lr, rank,
+            mod_tokens, coupling, lambda_image, train_size, train_frames, checkpoint_every, resume,
+            seed, device, optimizer, ...
+
+    Returns:
+        `TrainResult(adapter_dir, metrics_path, final_loss, ...)`.
+
+    Raises:
+        InputError: a bad option, bad data (every bad line checked first) or RUN_DIR conflict; nothing
+            but `train.log` is written under `out` then.
+        KeyboardInterrupt: re-raised after Ctrl-C; the newest checkpoint is intact (`resume=True`).
+
+    Example:
+        >>> result = mora.train(data="clips", out="runs/fox", preset="tiny", steps=20,
+        ...                     train_size=(64, 64), train_frames=4)  # doctest: +SKIP
+        >>> result.adapter_dir
+        PosixPath('runs/fox/adapter')
+    """
+    return Trainer(TrainConfig(data=data, out=out, **options), progress=progress, callback=callback).run()
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """The learning-rate multiplier of step `step` (0-based): warmup, then constant or cosine to 10%."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        span = max(1, cfg.steps - cfg.warmup_steps - 1)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+    return 1.0
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator every random draw of step `step` comes from."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
+
+
+class Trainer:
+    """Runs one training; `train()` is `Trainer(config).run()`.
+
+    Kept as an object so tests, notebooks and benchmarks can reach the models: `prepare()` loads
+    them, `eval_loss()` measures the objective without training, `adapter()` is the in-memory
+    adapter, `pipelines()` the trained pipelines.
+
+    Args:
+        config: the run's options (validated here).
+        progress: show the progress bar.
+        callback: called with each step's metrics.
+
+    Example:
+        >>> trainer = Trainer(TrainConfig(data="clips", out="runs/a", preset="tiny", steps=5))  # doctest: +SKIP
+        >>> result = trainer.run()                                                               # doctest: +SKIP
+    """
+
+    def __init__(self, config: TrainConfig, *, progress: bool = True,
+                 callback: Callable[[dict[str, Any]], None] | None = None):
+        self.cfg = config.validate()
+        self.progress = progress
+        self.callback = callback
+        self.models: dict[str, AgentModel] = {}
+        self.step = 0
+        self.resumed_from: Path | None = None
+        self._log: tuple | None = None
+        self._started = time.time()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.out)
+
+    # --- setup ----------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Check RUN_DIR and the data, load the models, build the optimizer, restore a checkpoint.
+
+        Nothing is written before the options and RUN_DIR pass their checks; after that only
+        `train.log` until the data passed too.
+        """
+        if self.models:
+            return
+        from mora.tools.runtime import resolve_device
+
+        resume_from = ckpt.check_run_dir(self.cfg)
+        self.device = resolve_device(self.cfg.device)
+        self._check_optimizer()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open_log(self.run_dir / LOG_FILE)
+        try:
+            logger.info("training %s on preset %s (%s)", ", ".join(self.cfg.agents), self.cfg.preset_name,
+                        json.dumps(self.cfg.to_json()))
+            self.clips = check_dataset(self.cfg.data, self.cfg.train_frames)
+            self.dtype = self._frozen_dtype()
+            preset = self.cfg.preset_obj()
+            self.models = {agent: build_agent(preset, agent, self.device, self.dtype, rank=self.cfg.rank,
+                                              mod_tokens=self.cfg.mod_tokens,
+                                              gradient_checkpointing=self.cfg.gradient_checkpointing,
+                                              seed=self.cfg.seed)
+                           for agent in self.cfg.agents}
+            self.optimizer = self._make_optimizer()
+            if resume_from is not None:
+                self._restore(resume_from)
+        except BaseException as error:
+            if isinstance(error, InputError):
+                logger.error("%s", error)
+            self.close()
+            raise
+
+    def _check_optimizer(self) -> None:
+        if self.cfg.optimizer != "adamw8bit":
+            return
+        if not self.device.startswith("cuda"):
+            raise InputError(f"--optimizer: adamw8bit needs a CUDA GPU (device is {self.device!r}); use adamw")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise InputError("--optimizer: adamw8bit needs bitsandbytes; pip install 'mora[train-cuda]' or use "
+                             "adamw") from None
+
+    def _frozen_dtype(self) -> torch.dtype:
+        name = str(self.cfg.dtype).lower()
+        if name == "auto":
+            return torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        return torch.bfloat16 if name in ("bfloat16", "bf16") else torch.float32
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        # Two groups: theta_i with weight decay, z_i without (decay would shrink ||z_i|| for no reason).
+        groups = [
+            {"params": [p for m in self.models.values() for p in m.lora_params], "lr": self.cfg.lr,
+             "weight_decay": self.cfg.weight_decay, "name": "lora"},
+            {"params": [m.z for m in self.models.values()], "lr": self.cfg.mod_lr, "weight_decay": 0.0,
+             "name": "modulation"},
+        ]
+        if self.cfg.optimizer == "adamw8bit":
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit(groups)
+        return torch.optim.AdamW(groups)
+
+    def _restore(self, path: Path) -> None:
+        step, lora, modulation, optimizer_state = ckpt.load_checkpoint(path, self.cfg)
+        for agent, m in self.models.items():
+            set_lora_state(m.pipe.unet, lora[agent])
+            with torch.no_grad():
+                m.z.copy_(modulation[agent].to(m.z.device))
+        self.optimizer.load_state_dict(optimizer_state)
+        self.step = step
+        self.resumed_from = path
+        logger.info("resuming from %s at step %d", path, step)
+
+    # --- one step ---------------------------------------------------------------------------------
+
+    def batch(self, step: int) -> Batch:
+        """The clips of training step `step` (0-based)."""
+        cfg = self.cfg
+        picked = [self.clips[i] for i in batch_indices(step, cfg.batch_size, len(self.clips), cfg.seed)]
+        frames = [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed, step=step) for c in picked]
+        return Batch.from_frames(frames, [c.text for c in picked], [c.fps for c in picked], self.device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.startswith("cuda") and self.dtype != torch.float32:
+            return torch.autocast("cuda", dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        """Run optimizer step `step` (0-based); return its metrics line."""
+        start = time.perf_counter()
+        factor = lr_factor(step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = (self.cfg.lr if group["name"] == "lora" else self.cfg.mod_lr) * factor
+        source = 0 if self.cfg.overfit_batch else step  # the overfit check replays step 1's batch and draws
+        batch = self.batch(source)
+        with self._autocast():
+            losses = compute_losses(self.models, batch, step_generator(self.cfg.seed, source), self.cfg)
+        losses.total.backward()
+        if self.cfg.max_grad_norm > 0:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step = step + 1
+        loss = float(losses.total.detach())
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss} at step {step + 1}; lower --lr or --mod-lr")
+        return {
+            "step": step + 1, "loss": loss,
+            "loss_per_agent": {a: float(v.detach()) for a, v in losses.per_agent.items()},
+            "modulation": {a: modulation_factor(m.z) for a, m in self.models.items()},
+            "lr": self.cfg.lr * factor, "mod_lr": self.cfg.mod_lr * factor,
+            "seconds": round(time.perf_counter() - start, 4),
+        }
+
+    @torch.no_grad()
+    def eval_loss(self, at_steps: Iterable[int] = (0,)) -> float:
+        """Mean total objective over the batches and random draws of training steps `at_steps`, not training.
+
+        No conditioning dropout, no update. With the same `at_steps`, two calls differ only by what
+        training changed, which makes it the measure for "the loss went down".
+        """
+        self.prepare()
+        values = []
+        for step in at_steps:
+            with self._autocast():
+                losses = compute_losses(self.models, self.batch(step), step_generator(self.cfg.seed, step),
+                                        self.cfg, train=False)
+            values.append(float(losses.total))
+        return sum(values) / len(values)
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Train to `steps`, writing metrics, checkpoints, the adapter, loss.png and train.json."""
+        self.prepare()
+        bar = None
+        try:
+            metrics = MetricsLog(self.run_dir / METRICS)
+            records = metrics.keep_until(self.step) if self.resumed_from else []
+            if not self.resumed_from:
+                metrics.path.write_text("", encoding="utf-8")
+            self._write_manifest("running", records)
+            bar = self._progress_bar()
+            for step in range(self.step, self.cfg.steps):
+                record = self.train_step(step)
+                metrics.append(record)
+                records.append(record)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if self.callback is not None:
+                    self.callback(record)
+                if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+                    self.save_checkpoint()
+                    plot_losses(records, self.run_dir / LOSS_PLOT)
+            return self._finish(records)
+        except Exception:
+            with contextlib.suppress(Exception):  # the record of the failure is best effort
+                self._write_manifest("failed", MetricsLog(self.run_dir / METRICS).read())
+            raise
+        except KeyboardInterrupt:
+            newest = ckpt.checkpoints(self.run_dir)
+            where = f"newest checkpoint: {newest[-1][1]}" if newest else "no checkpoint yet"
+            logger.warning("interrupted at step %d; %s; continue with --resume", self.step, where)
+            with contextlib.suppress(Exception):  # the record of the interruption is best effort
+                self._write_manifest("interrupted", MetricsLog(self.run_dir / METRICS).read())
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            self.close()
+
+    def _progress_bar(self):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+
+    def close(self) -> None:
+        """Stop writing train.log (the models stay loaded)."""
+        if self._log is not None:
+            close_log(*self._log)
+            self._log = None
+
+    # --- outputs ------------------------------------------------------------------------------------
+
+    def _info(self) -> dict[str, Any]:
+        """adapter.json content other than the files and modulation (which `write_adapter` adds)."""
+        import mora
+
+        cfg = self.cfg
+        return {
+            "base": {"preset": cfg.preset_name, "models": {
+                a: {"role": AGENTS[a].role, "family": m.family, "model": m.model} for a, m in self.models.items()}},
+            "agents": list(self.models), "rank": cfg.rank, "lora_alpha": cfg.rank, "mod_token": MOD_TOKEN,
+            "mod_tokens": cfg.mod_tokens, "modulation_init": {a: INIT_METHODS[m.family] for a, m in self.models.items()},
+            "coupling": cfg.coupled, "lambda_image": cfg.lambda_image, "train_size": list(cfg.train_size),
+            "train_frames": cfg.train_frames, "steps": self.step, "seed": cfg.seed, "mora_version": mora.__version__,
+        }
+
+    def _weights(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        lora = {a: lora_state(m.pipe.unet) for a, m in self.models.items()}
+        modulation = {a: m.z.detach().float().cpu().clone() for a, m in self.models.items()}
+        return lora, modulation
+
+    def save_checkpoint(self) -> Path:
+        lora, modulation = self._weights()
+        return ckpt.save_checkpoint(self.run_dir, self.step, lora=lora, modulation=modulation,
+                                    optimizer_state=self.optimizer.state_dict(), info=self._info(), config=self.cfg,
+                                    keep=self.cfg.keep_checkpoints)
+
+    def adapter(self) -> Adapter:
+        """The current theta_i and z_i as an in-memory `Adapter` (apply it to fresh pipelines, or save it)."""
+        lora, modulation = self._weights()
+        meta = {"format_version": 1, **self._info()}
+        return Adapter(path=None, meta=meta, modulation_tensors=modulation, lora_states=lora)
+
+    def pipelines(self) -> dict[str, Any]:
+        """agent -> its training pipeline (LoRA layers in place; append z via `mora.training.inference`)."""
+        return {agent: m.pipe for agent, m in self.models.items()}
+
+    def save_adapter(self) -> Path:
+        """Write `RUN_DIR/adapter/` atomically."""
+        lora, modulation = self._weights()
+        target = self.run_dir / ADAPTER_DIR
+        write_folder_atomically(target, lambda tmp: write_adapter(tmp, lora=lora, modulation=modulation,
+                                                                  info=self._info()))
+        return target
+
+    def _finish(self, records: list[dict[str, Any]]) -> TrainResult:
+        adapter_dir = self.save_adapter()
+        plot_losses(records, self.run_dir / LOSS_PLOT)
+        tail = [r["loss"] for r in records[-10:]]
+        final = sum(tail) / len(tail) if tail else math.nan
+        manifest = self._write_manifest("complete", records, final_loss=final)
+        logger.info("done: %d steps, final loss %.4f, adapter %s", self.step, final, adapter_dir)
+        return TrainResult(adapter_dir=adapter_dir, metrics_path=self.run_dir / METRICS, final_loss=final,
+                           run_dir=self.run_dir, steps=self.step, modulation=manifest["modulation"], manifest=manifest)
+
+    def _write_manifest(self, status: str, records: list[dict[str, Any]], final_loss: float | None = None) -> dict:
+        from mora.media import write_json
+        from mora.training.adapter import load_adapter
+
+        run = self.run_dir
+        adapter = None
+        if status == "complete":
+            adapter = load_adapter(run / ADAPTER_DIR).manifest_entry()
+            adapter["path"] = relative(run / ADAPTER_DIR, run)
+        seconds = [r["seconds"] for r in records]
+        manifest = {
+            "status": status, "task": "train", "preset": self.cfg.preset_name, "agents": list(self.cfg.agents),
+            "models": {a: m.model for a, m in self.models.items()}, "coupled": self.cfg.coupled,
+            "config": self.cfg.to_json(),
+            "data": {"dir": str(self.cfg.data), "clips": len(self.clips)},
+            "steps_done": self.step, "final_loss": final_loss,
+            "modulation": {a: modulation_factor(m.z) for a, m in self.models.items()},
+            "modulation_initial": {a: modulation_factor(m.z_init) for a, m in self.models.items()},
+            "adapter": adapter, "files": {"metrics": METRICS, "loss_plot": LOSS_PLOT, "log": LOG_FILE,
+                                          "adapter_json": f"{ADAPTER_DIR}/{ADAPTER_JSON}"},
+            "resumed_from": relative(self.resumed_from, run) if self.resumed_from else None,
+            "device": self.device, "dtype": str(self.dtype).removeprefix("torch."),
+            "timings": {"total_s": round(time.time() - self._started, 2),
+                        "s_per_step": round(sum(seconds) / len(seconds), 4) if seconds else None},
+            "peak_memory_gb": peak_memory_gb(self.device), "versions": versions(),
+        }
+        write_json(manifest, run / MANIFEST)
+        return manifest
