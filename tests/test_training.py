@@ -227,6 +227,28 @@ def test_call_kwargs_append_z_to_both_guidance_branches(trained):
     assert "_encode_image" not in vars(svd)  # unwrapped after the block
 
 
+def test_image_to_image_agent_adapter_round_trip(data, tmp_path):
+    from mora.config import get_preset
+    from mora.training import load_adapter, pix2pix_call_kwargs
+    from mora.training.models import load_pipeline
+
+    trainer = make_trainer(data, tmp_path / "run", agents=(A3,), steps=2, lr=1e-2, mod_lr=1e-1)
+    result = trainer.run()
+    assert result.manifest["coupled"] is False and set(result.modulation) == {A3}
+    image = Image.fromarray(gradient_frames(1, 64, 64)[0])
+
+    def edit(pipe, adapter):
+        return np.asarray(pipe(**pix2pix_call_kwargs(pipe, adapter, "make it snowy"), image=image, num_inference_steps=2,
+                               generator=torch.Generator().manual_seed(0), output_type="np").images[0])
+
+    in_memory = edit(trainer.models[A3].pipe, trainer.adapter())
+    pipe = load_pipeline(get_preset("tiny"), A3, "cpu", torch.float32)
+    base = edit(pipe, None)
+    adapter = load_adapter(result.adapter_dir, "tiny")
+    np.testing.assert_array_equal(edit(adapter.apply(pipe, A3), adapter), in_memory)
+    assert np.abs(in_memory - base).max() > 1e-3
+
+
 # --- resume ---------------------------------------------------------------------------------------------
 
 

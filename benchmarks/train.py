@@ -1,0 +1,242 @@
+#!/usr/bin/env python
+"""Training step cost, side by side: the coupled objective vs --no-coupling (mora.training).
+
+    python benchmarks/train.py --scale tiny --device cpu              # toy models: the script works (CI)
+    python benchmarks/train.py --scale full --device cuda             # SDXL base + SVD-XT, random weights
+    python benchmarks/train.py --scale full --dry-run                 # no GPU: meta-device shapes and sizes
+
+`full` builds SDXL base 1.0 (UNet, VAE, both text encoders) and SVD-XT (UNet, VAE, CLIP ViT-H image
+encoder) from the public configs in fullsize_architectures.json with random weights, directly on
+the device, through the helpers of benchmarks/run.py (`register_full`, served by
+`mora.tools.runtime.register_model`), so training loads them through its real loading path. Settings
+are the training defaults: LoRA rank 16 on the UNets' attention, 1 modulation token, 512x288,
+14 frames, batch 1, bf16 frozen weights, fp32 LoRA and z, gradient checkpointing, AdamW.
+`tiny` runs preset `tiny` at 64x64, 4 frames: the numbers say the script works, nothing about speed.
+
+Per configuration (coupling on, then off; models released in between): model load seconds, one
+warm-up step, then `--steps` timed optimizer steps (data loading included, as in a run); mean and
+median seconds per step; peak memory (the CUDA allocator's peak on a GPU; on a CPU the process's
+max RSS, which only grows, so the second column includes the first's).
+
+Goal (issue 12; one H100, full size): <= 1.0 s per step and <= 40 GB peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("mora") is None:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO / "src"))
+
+GOAL_S_PER_STEP = 1.0
+GOAL_PEAK_GB = 40.0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def bench_run_module():
+    """benchmarks/run.py as a module (its full-size builders and table printer), without copying them."""
+    spec = importlib.util.spec_from_file_location("mora_bench_run", Path(__file__).with_name("run.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="benchmarks/train.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", choices=("tiny", "full"), default="tiny")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (default 5)")
+    parser.add_argument("--size", help="training size WxH (default: 64x64 tiny, 512x288 full)")
+    parser.add_argument("--frames", type=int, help="frames per clip (default: 4 tiny, 14 full)")
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--optimizer", default="adamw", choices=("adamw", "adamw8bit"))
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--arch", type=Path, help="fullsize_architectures.json (default as benchmarks/run.py)")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --scale full: build the models on the meta device, attach LoRA, check the "
+                             "modulation widths and estimate static memory (no GPU, no step)")
+    args = parser.parse_args(argv)
+    if args.dry_run and args.scale != "full":
+        parser.error("--dry-run: only with --scale full")
+    if args.steps < 1:
+        parser.error(f"--steps: {args.steps} is not a positive number of steps")
+    from mora.errors import InputError
+    from mora.training.config import parse_size
+
+    try:
+        args.size = parse_size(args.size or ("64x64" if args.scale == "tiny" else "512x288"))
+    except InputError as error:
+        parser.error(str(error).replace("--train-size", "--size"))
+    args.frames = args.frames or (4 if args.scale == "tiny" else 14)
+    device = args.device.strip().lower()
+    if device != "cpu" and not device.startswith("cuda"):
+        parser.error(f"--device: {args.device!r} is not cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error(f"--device {args.device}: no CUDA GPU is available on this machine; use --device cpu")
+    elif args.scale == "full" and not args.dry_run:
+        log("note: full-size training steps on a CPU take minutes each and tens of GB of memory")
+    args.device = device
+    return args
+
+
+def write_clip(folder: Path, size: tuple[int, int], frames: int) -> Path:
+    """A captioned synthetic clip (a moving gradient) of `frames` + 2 frames at `size`."""
+    import numpy as np
+
+    from mora import media
+
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    video = np.stack([np.stack([(x * 255 // max(1, width - 1) + 5 * t) % 256, y * 255 // max(1, height - 1),
+                                np.full_like(x, (40 + 20 * t) % 256)], axis=-1).astype(np.uint8)
+                      for t in range(frames + 2)])
+    media.write_video(video, folder / "clip.mp4", fps=8)
+    (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "clip.mp4", "text": "a red fox in snow"}) + "\n")
+    return folder
+
+
+def bench_config(args: argparse.Namespace, preset: Any, data: Path, workdir: Path, coupling: bool) -> dict:
+    """Load the models, one warm-up step, `--steps` timed steps; seconds per step and peak memory."""
+    import torch
+
+    from mora.training import TrainConfig, Trainer
+    from mora.training.report import peak_memory_gb
+
+    cuda = args.device.startswith("cuda")
+    cfg = TrainConfig(data=data, out=workdir / f"coupling-{'on' if coupling else 'off'}", preset=preset,
+                      steps=args.steps + 1, rank=args.rank, coupling=coupling, train_size=args.size,
+                      train_frames=args.frames, device=args.device, optimizer=args.optimizer)
+    trainer = Trainer(cfg, progress=False)
+    started = time.perf_counter()
+    trainer.prepare()
+    load_s = time.perf_counter() - started
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    seconds, losses = [], []
+    for step in range(args.steps + 1):
+        started = time.perf_counter()
+        record = trainer.train_step(step)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - started)
+        losses.append(record["loss"])
+        log(f"[coupling {'on' if coupling else 'off'}] step {step + 1}: {seconds[-1]:.3f} s, loss {record['loss']:.4f}")
+    trainer.close()
+    timed = seconds[1:]  # the first step pays one-time costs (kernel selection, allocator growth)
+    result = dict(coupling=coupling, load_s=load_s, warmup_s=seconds[0], mean_s=statistics.mean(timed),
+                  median_s=statistics.median(timed), peak_gb=peak_memory_gb(args.device), losses=losses,
+                  trainable=sum(p.numel() for m in trainer.models.values() for p in m.lora_params + [m.z]))
+    del trainer
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return result
+
+
+def dry_run(args: argparse.Namespace, bench: Any) -> int:
+    """Full-size models on the meta device: trainable parameters, z widths and a static memory estimate."""
+    import torch
+
+    from mora.training.lora import add_lora
+    from mora.training.models import load_pipeline
+
+    bench.register_full(bench.load_arch(args.arch), "meta")
+    preset = bench.full_preset()
+    rows, frozen_total, trainable_total = [], 0, 0
+    for agent in ("text_to_image_agent", "image_to_video_agent"):
+        pipe = load_pipeline(preset, agent, "meta", torch.bfloat16)
+        frozen = sum(p.numel() for m in pipe.components.values() if isinstance(m, torch.nn.Module)
+                     for p in m.parameters())
+        width = pipe.unet.config.cross_attention_dim
+        if agent == "text_to_image_agent":  # z_2 is prompt_embeds-wide: both text encoders, concatenated
+            source = pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size
+        else:  # z_4 is image_embeds-wide: the CLIP projection
+            source = pipe.image_encoder.config.projection_dim
+        lora = sum(p.numel() for p in add_lora(pipe.unet, args.rank))
+        trainable = lora + width  # one modulation token
+        frozen_total, trainable_total = frozen_total + frozen, trainable_total + trainable
+        rows.append([agent, type(pipe.unet).__name__, f"{frozen:,}", f"{lora:,}", f"{width}",
+                     "ok" if source == width else f"MISMATCH ({source})"])
+    print("Mora training dry run: full-size models on the meta device (no weights allocated)")
+    print(bench.table(["agent", "denoiser", "frozen params", f"LoRA params (rank {args.rank})", "z width",
+                       "encoder width = z width"], rows))
+    static = frozen_total * 2 + trainable_total * 16  # bf16 frozen; fp32 param, grad, Adam m and v
+    print(f"static memory: {frozen_total * 2 / 1e9:.1f} GB frozen bf16 weights + {trainable_total * 16 / 1e9:.2f} GB "
+          f"trainable state (fp32 parameters, gradients, AdamW moments) = {static / 1e9:.1f} GB before activations "
+          f"(goal: <= {GOAL_PEAK_GB:.0f} GB peak with activations; measure with --device cuda)")
+    return 0
+
+
+def report(args: argparse.Namespace, results: list[dict], bench: Any) -> None:
+    import torch
+
+    device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor() or "cpu"
+    print(f"Mora training benchmark: --scale {args.scale} on {args.device} ({device}), torch {torch.__version__}")
+    models = "SDXL base + SVD-XT, random weights" if args.scale == "full" else "preset tiny: toy SDXL + SVD"
+    print(f"agents text_to_image_agent + image_to_video_agent ({models}); LoRA rank {args.rank}, "
+          f"1 mod token, {args.size[0]}x{args.size[1]}, {args.frames} frames, batch 1, optimizer {args.optimizer}, "
+          f"{args.steps} timed steps after 1 warm-up")
+    memory = "peak GPU GB" if args.device.startswith("cuda") else "peak RSS GB (process)"
+    rows = [["on" if r["coupling"] else "off", f"{r['load_s']:.1f}", f"{r['warmup_s']:.3f}", f"{r['mean_s']:.3f}",
+             f"{r['median_s']:.3f}", "n/a" if r["peak_gb"] is None else f"{r['peak_gb']:.2f}",
+             f"{r['trainable'] / 1e6:.2f}M"] for r in results]
+    print(bench.table(["coupling", "load s", "warm-up s", "s/step (mean)", "s/step (median)", memory, "trainable"],
+                      rows))
+    on, off = results
+    print(f"coupling costs {on['mean_s'] / off['mean_s']:.2f}x the time of --no-coupling per step")
+    if args.scale == "full" and args.device.startswith("cuda"):
+        for r in results:
+            ok = r["mean_s"] <= GOAL_S_PER_STEP and (r["peak_gb"] or 0) <= GOAL_PEAK_GB
+            print(f"goal (H100, <= {GOAL_S_PER_STEP} s/step, <= {GOAL_PEAK_GB:.0f} GB), coupling "
+                  f"{'on' if r['coupling'] else 'off'}: {r['mean_s']:.3f} s, {r['peak_gb']:.1f} GB -> "
+                  f"{'met' if ok else 'NOT met'}")
+    elif args.scale == "tiny":
+        print("tiny models: these figures show the script works; they say nothing about full-size speed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bench = bench_run_module()
+    if args.dry_run:
+        return dry_run(args, bench)
+    preset = "tiny"
+    if args.scale == "full":
+        bench.register_full(bench.load_arch(args.arch), args.device)
+        preset = bench.full_preset()
+    with tempfile.TemporaryDirectory(prefix="mora-train-bench-") as tmp:
+        workdir = Path(tmp)
+        data = write_clip(workdir / "data", args.size, args.frames)
+        results = [bench_config(args, preset, data, workdir, coupling) for coupling in (True, False)]
+    report(args, results, bench)
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
+                                        indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
