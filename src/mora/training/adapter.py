@@ -227,6 +227,8 @@ def _parse_meta(raw: bytes, meta_path: Path) -> dict[str, Any]:
     required = ("base", "agents", "rank", "mod_tokens", "files")
     missing = [k for k in required if k not in meta]
     unknown = [a for a in meta.get("agents", []) if a not in AGENTS]
+    models = meta.get("base", {}).get("models", {}) if isinstance(meta.get("base"), dict) else {}
+    missing += [f"base of {a}" for a in meta.get("agents", []) if not {"role", "family", "model"} <= set(models.get(a, {}))]
     if missing or unknown or not isinstance(meta.get("files"), dict):
         raise InputError(f"--adapter: {str(meta_path)!r} is incomplete or damaged (missing {missing or 'nothing'}, "
                          f"unknown agents {unknown or 'none'}); copy the adapter folder again or retrain")

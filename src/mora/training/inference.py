@@ -11,7 +11,7 @@ branch: conditioning dropped, z_i kept):
 - InstructPix2Pix: `pipe(**pix2pix_call_kwargs(pipe, adapter, prompt), image=..., ...)`.
 - SVD: `with svd_modulation(pipe, adapter): pipe(image, ...)` appends z_4 to the image embedding for
   the duration of the call (it wraps the pipeline's `_encode_image`; not for two threads at once on
-  one pipeline).
+  one pipeline, and not nested).
 
 Without the agent in the adapter (or with `adapter=None`) these return the plain call, so a tool can
 always go through them.
@@ -96,11 +96,15 @@ def svd_modulation(pipe: Any, adapter: Adapter | None, agent: str = A4) -> Itera
     def encode_image(*args: Any, **kwargs: Any) -> torch.Tensor:
         return append_modulation(original(*args, **kwargs), z)
 
+    previous = vars(pipe).get("_encode_image")  # not None only inside another such block (don't nest them)
     pipe._encode_image = encode_image  # an instance attribute shadows the method for this block only
     try:
         yield pipe
     finally:
-        del pipe._encode_image
+        if previous is None:
+            del pipe._encode_image
+        else:
+            pipe._encode_image = previous
 
 
 def preview_video(pipes: dict[str, Any], adapter: Adapter | None, *, prompt: str, seed: int, width: int, height: int,
