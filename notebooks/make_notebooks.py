@@ -1,18 +1,80 @@
-"""Write the demo notebooks (stored without outputs, so diffs stay clean).
+"""Write the demo notebooks and execute them on the tiny preset, so a reader sees their outputs.
 
-Edit the cells here, then run `python notebooks/make_notebooks.py`; tests/test_notebooks.py
-executes the notebooks on the tiny preset.
+Edit the cells here, then run `python notebooks/make_notebooks.py`: each notebook is generated,
+executed top to bottom with nbclient (under a minute each on a CPU) and written with its outputs,
+frame strips included (as JPEG). `--no-execute` writes them without outputs, for quick edits;
+run it again without the flag before committing (tests/test_notebooks.py checks that the stored
+notebooks are executed, current and free of library noise, and executes them again).
+
+Execution is hermetic: a temporary working directory, a private MORA_HOME (the tiny models are
+built there) and MORA_OUTPUTS, HF_HUB_OFFLINE=1, OMP_NUM_THREADS=1, no OAI_CONFIG_LIST, and a
+`python3` kernel of this interpreter.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+import tempfile
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
+CELL_TIMEOUT_S = 600
+TEMP_PREFIX = "mora-notebooks-"  # the execution folders; no stored output may name one
+# Library chatter that must not reach a notebook's outputs (tests/test_notebooks.py checks it too).
+NOISE = (
+    "TqdmWarning",
+    "IProgress",
+    "Loading pipeline components",
+    "Loading weights",
+    "torchvision",
+    "Token indices sequence length",
+    "truncated because CLIP",
+)
+
+# The output root, the same in every notebook: never the kernel's working directory.
+OUTPUT_ROOT = '''
+# Every output goes under one root: $MORA_OUTPUTS, else ~/mora-outputs (not the working directory).
+OUT = Path(os.environ.get("MORA_OUTPUTS", Path.home() / "mora-outputs")).expanduser() / "notebooks" / "{name}"
+SHOWN_OUT = ("$MORA_OUTPUTS" if "MORA_OUTPUTS" in os.environ else "~/mora-outputs") + "/notebooks/{name}"
+
+
+def rel(path):
+    """`path` relative to OUT when it is inside it: how this notebook prints paths."""
+    path = Path(path)
+    return path.relative_to(OUT) if path.is_relative_to(OUT) else path
+'''
+
+
+# diffusers and transformers import tqdm.auto, which warns once when ipywidgets is missing (as in a
+# kernel with only `.[dev]` installed); the text bars it falls back to work. Mora's library does
+# not hide this notice yet: until it does, each notebook does.
+NO_IPROGRESS_NOTICE = """
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notice without ipywidgets
+"""
+
+
+def output_root(name: str) -> str:
+    return textwrap.dedent(OUTPUT_ROOT).strip().format(name=name)
+
+
+OUTPUTS_MD = """
+## Where the outputs go
+
+Every file this notebook writes goes under `OUT`, defined in the next cell as
+`$MORA_OUTPUTS/notebooks/{name}`, or `~/mora-outputs/notebooks/{name}` when `MORA_OUTPUTS` is
+not set, whatever folder Jupyter was started from. Paths are printed relative to `OUT`.
+"""
+
+
+def outputs_md(name: str):
+    return md(textwrap.dedent(OUTPUTS_MD).format(name=name))
 
 # Shared by notebooks 01 and 02: a few frames of a video side by side, with PIL only.
 FRAME_STRIP = '''
@@ -35,8 +97,14 @@ def md(text: str):
     return new_markdown_cell(textwrap.dedent(text).strip())
 
 
-def code(text: str):
-    return new_code_cell(textwrap.dedent(text).strip())
+def code(*parts: str):
+    """A code cell of `parts`, each dedented on its own: one blank line apart, two after a definition."""
+    source = ""
+    for part in (textwrap.dedent(part).strip() for part in parts):
+        if source:
+            source += "\n\n\n" if source.splitlines()[-1].startswith((" ", "\t")) else "\n\n"
+        source += part
+    return new_code_cell(source)
 
 
 def notebook(cells: list) -> nbformat.NotebookNode:
@@ -53,6 +121,10 @@ def notebook(cells: list) -> nbformat.NotebookNode:
 QUICKSTART = [
     md("""
     # Mora quickstart: six video tasks, one call each
+
+    **Open the notebooks**: from the repository root, `pip install -e ".[notebooks]"` (Mora plus
+    JupyterLab), then `jupyter lab notebooks/`. The stored copies show the outputs of a run on the
+    `tiny` preset.
 
     **Mora** ([Yuan et al., arXiv 2403.13248](https://arxiv.org/abs/2403.13248)) is a multi-agent framework
     for generalist video generation. Five specialist agents, each wrapping an open diffusion model,
@@ -82,8 +154,11 @@ QUICKSTART = [
     on first use) and run on a GPU; `"ltx"` uses LTX-Video for the video steps. `DEVICE = "auto"`
     picks CUDA, then MPS, then the CPU.
     """),
+    outputs_md("quickstart"),
     code("""
+    import os
     import time
+    import warnings
     from pathlib import Path
 
     from IPython.display import display
@@ -96,12 +171,14 @@ QUICKSTART = [
     DEVICE = "auto"
     SEED = 0
     PROGRESS = PRESET != "tiny"  # diffusion step bars; not worth showing for two toy steps
-    OUT = Path("outputs/notebooks/quickstart")  # relative to the notebook's working directory
+    """, NO_IPROGRESS_NOTICE, output_root("quickstart"), """
     OUT.mkdir(parents=True, exist_ok=True)
 
-    RUN = dict(preset=PRESET, device=DEVICE, seed=SEED, progress=PROGRESS)
+    # overwrite=True: running the notebook again replaces its own earlier videos
+    RUN = dict(preset=PRESET, device=DEVICE, seed=SEED, progress=PROGRESS, overwrite=True)
     started = time.perf_counter()
     print(f"mora {mora.__version__}; preset {PRESET!r}: {mora.get_preset(PRESET).description}")
+    print(f"outputs: {SHOWN_OUT}")
     """),
     code(FRAME_STRIP + '''
 
@@ -112,7 +189,7 @@ def report(result):
     print(f"task:            {m['task']}")
     print(f"route:           {' -> '.join(m['route'])}")
     print(f"enhanced prompt: {m['enhanced_prompt'] or '(none: no prompt agent on this route)'}")
-    print(f"video:           {result.video_path} ({v['num_frames']} frames, {v['width']}x{v['height']}, "
+    print(f"video:           {rel(result.video_path)} ({v['num_frames']} frames, {v['width']}x{v['height']}, "
           f"{v['fps']:g} fps; {m['timings']['total_s']:.1f} s)")
     display(frame_strip(result.video_path))
 '''),
@@ -127,7 +204,7 @@ def report(result):
                    out=OUT / "text_to_video.mp4", **RUN)
     report(t2v)
     first_frame = next(path for path in t2v.manifest["artifacts"] if path.endswith(".png"))
-    print("first frame:", first_frame)
+    print("first frame:", rel(first_frame))
     """),
     md("""
     ## 2. Image to video
@@ -194,9 +271,9 @@ def report(result):
                "connect": connected, "simulate": simulated}
     for task, result in results.items():
         v = result.manifest["video"]
-        print(f"{task:15} {v['num_frames']:3d} frames  {result.video_path}  + {result.manifest_path.name}")
+        print(f"{task:15} {v['num_frames']:3d} frames  {rel(result.video_path)}  + {rel(result.manifest_path)}")
     videos = sorted(OUT.glob("*.mp4"))
-    print(f"{len(videos)} videos in {OUT}; all six tasks took {time.perf_counter() - started:.1f} s")
+    print(f"{len(videos)} videos in {SHOWN_OUT}; all six tasks took {time.perf_counter() - started:.1f} s")
     """),
 ]
 
@@ -216,15 +293,25 @@ SCRIPTED_CHAT = [
     `PRESET = "tiny"` uses random-weight toy models (noise frames, seconds on a CPU); set
     `PRESET = "mora"` on a GPU for real videos.
     """),
+    outputs_md("scripted_chat"),
+    code("""
+    import os
+    import warnings
+    from pathlib import Path
+    """, NO_IPROGRESS_NOTICE, output_root("scripted_chat"), """
+    print(f"outputs: {SHOWN_OUT}")
+    """),
     md("""
     ## The route table
 
-    `mora.workflows.routes.route_for(task, inputs)` gives the steps of each task; optional inputs can
-    add or swap a step. `review` is the optional human-in-the-loop gate on the first frame (a no-op
-    unless a `review=` callback is given).
+    `mora.workflows.tasks.TASK_TABLE` is the one table of tasks (inputs, help, route); the command's
+    subcommands, the web page's tabs and the chat director's schema are generated from it.
+    `route_for(task, inputs)` gives the steps of each task; optional inputs can add or swap a step.
+    `review` is the optional human-in-the-loop gate on the route's image (a no-op unless a
+    `review=` callback is given).
     """),
     code("""
-    from mora.workflows.routes import REVIEW, TASKS, route_for
+    from mora.workflows.tasks import REVIEW, TASKS, route_for
 
     EXAMPLES = [  # (task, inputs); the file names only matter for which optional inputs are present
         ("text-to-video", {"prompt": "a paper boat"}),
@@ -250,35 +337,33 @@ SCRIPTED_CHAT = [
     md("""
     ## Build the job, the tools and the team
 
-    The same steps as `mora.run` (see `mora/workflows/runner.py`): validate, then build. The job's
-    `guard` makes the tools accept input paths only from this job's inputs and artifacts.
+    The same steps as `mora.run` (see `workflows/runner.py`): `prepare` checks everything, then the
+    route state machine (`Job`), the tools and the AutoGen team are built. The job's `guard` makes
+    the tools accept input paths only from this job's inputs and artifacts.
     """),
     code("""
     import json
     import textwrap
-    from pathlib import Path
 
     from IPython.display import display
     from PIL import Image
 
     from mora import media
+    from mora.agents.roles import AGENT_TOOLS
     from mora.agents.team import Team
-    from mora.config import get_preset
     from mora.tools.toolset import Toolset
     from mora.workflows.job import Job
-    from mora.workflows.routes import AGENT_TOOLS
-    from mora.workflows.runner import validate_inputs, validate_options
+    from mora.workflows.options import RunOptions
+    from mora.workflows.runner import prepare
 
     PRESET = "tiny"  # "mora" on a GPU for real videos
     TASK = "text-to-video"
-    OUT = Path("outputs/notebooks/scripted_chat")
 
-    preset = get_preset(PRESET)
-    inputs = validate_inputs(TASK, {"prompt": "a paper boat drifting down a rainy street"})
-    options = validate_options(TASK, preset, {})  # width, height, steps, ... all None: the preset's defaults
-    job = Job(task=TASK, inputs=inputs, options=options, seed=0, steps=list(route_for(TASK, inputs)),
-              artifacts_dir=OUT / "artifacts")
-    tools = Toolset(preset=preset, device="auto", output_dir=job.artifacts_dir, progress=False,
+    spec = prepare(TASK, {"prompt": "a paper boat drifting down a rainy street"},
+                   RunOptions(preset=PRESET, seed=0, out=OUT / "boat.mp4", overwrite=True))
+    job = Job(task=TASK, inputs=spec.inputs, options=spec.pinned, seed=spec.seed,
+              steps=list(route_for(TASK, spec.inputs)), artifacts_dir=spec.artifacts_dir)
+    tools = Toolset(preset=spec.preset, device="auto", output_dir=job.artifacts_dir, progress=False,
                     input_guard=job.guard)
     team = Team(job, tools, config_list=None,  # no LLM: deterministic prompt, scripted tool calls
                 on_step=lambda agent, what: print(f"  {agent}: {what}"))
@@ -305,19 +390,23 @@ SCRIPTED_CHAT = [
     proxy's tool response (the path of the file the tool wrote).
     """),
     code("""
+    def short(text):  # the chat's paths are absolute: print them relative to OUT
+        return str(text).replace(f"{OUT}{os.sep}", "")
+
+
     def show_message(index, message):
         print(f"[{index}] {message.get('name', '?')} (role: {message['role']})")
         for call in message.get("tool_calls") or []:
             arguments = json.loads(call["function"]["arguments"])
             print(f"    tool call {call['id']}: {call['function']['name']}(")
             for key, value in arguments.items():
-                print(f"        {key}={value!r},")
+                print(f"        {key}={short(value) if isinstance(value, str) else value!r},")
             print("    )")
         for response in message.get("tool_responses") or []:
-            print(f"    tool response to {response['tool_call_id']}: {response['content']}")
+            print(f"    tool response to {response['tool_call_id']}: {short(response['content'])}")
         content = message.get("content")
         if content not in (None, "", "None") and not message.get("tool_responses"):
-            for line in str(content).splitlines():
+            for line in short(content).splitlines():
                 print(textwrap.fill(line, 100, initial_indent="    ", subsequent_indent="    "))
 
 
@@ -334,9 +423,9 @@ SCRIPTED_CHAT = [
     code(FRAME_STRIP + '''
 
 for call in tools.calls:
-    print(f"{call['tool']:15} {call['seconds']:6.2f} s  {call['model'][0]:20} -> {call['output']}")
+    print(f"{call['tool']:15} {call['seconds']:6.2f} s  {call['model'][0]:20} -> {rel(call['output'])}")
 print("enhanced prompt:", job.enhanced_prompt)
-print("final video:", job.videos[-1])
+print("final video:", rel(job.videos[-1]))
 display(frame_strip(job.videos[-1]))
 '''),
 ]
@@ -368,18 +457,21 @@ CONVERSATIONAL = [
     ```
     The key is only sent to that endpoint; manifests record the model name, never a key.
 
-    Without a configuration the next cell says so and the later cells skip themselves, so this
-    notebook always runs to the end. `PRESET = "tiny"` makes noise frames in seconds; set
-    `PRESET = "mora"` on a GPU for real videos.
+    Without a configuration the next cell says so and the later cells skip themselves (writing
+    nothing), so this notebook always runs to the end. `PRESET = "tiny"` makes noise frames in
+    seconds; set `PRESET = "mora"` on a GPU for real videos.
     """),
+    outputs_md("conversational"),
     code("""
+    import os
+    import warnings
     from pathlib import Path
 
     import mora
     from mora.agents.llm import describe, load_llm_config
 
     PRESET = "tiny"  # "mora" on a GPU for real videos
-    OUT = Path("outputs/notebooks/conversational")
+    """, NO_IPROGRESS_NOTICE, output_root("conversational"), """
 
     try:
         config_list = load_llm_config()  # $OAI_CONFIG_LIST (a path or JSON), then ./OAI_CONFIG_LIST
@@ -408,6 +500,7 @@ CONVERSATIONAL = [
         chat_result = mora.chat(
             "Make a short video of a red fox running through fresh snow at dawn.",
             llm_config=config_list, preset=PRESET, seed=0, device="auto", out=OUT / "chat.mp4", progress=False,
+            overwrite=True,  # running the notebook again replaces its earlier video
         )
         for message in chat_result.messages:
             print(f"{message['role']:>9}: {message['content']}")
@@ -419,7 +512,7 @@ CONVERSATIONAL = [
             print(f"enhanced prompt: {manifest['enhanced_prompt']}")
             llm = manifest["llm"]
             print(f"llm:             model {llm['model']!r}, {llm['fallbacks']} fallback(s) to scripted calls")
-            print(f"video:           {chat_result.result.video_path} ({manifest['video']['num_frames']} frames)")
+            print(f"video:           {rel(chat_result.result.video_path)} ({manifest['video']['num_frames']} frames)")
         else:
             print("The director answered without starting a task:", chat_result.reply)
     else:
@@ -455,13 +548,112 @@ NOTEBOOKS = {
 }
 
 
-def main() -> None:
-    for name, cells in NOTEBOOKS.items():
-        nb = notebook(cells)
-        nbformat.validate(nb)
-        nbformat.write(nb, HERE / name)
-        print(f"wrote {HERE / name} ({len(nb.cells)} cells)")
+def output_text(nb) -> str:
+    """Everything a notebook's code cells printed, displayed or raised, in order."""
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if output.output_type == "stream":
+                parts.append(output.text)
+            elif output.output_type in ("display_data", "execute_result"):
+                parts.append(output.get("data", {}).get("text/plain", ""))
+            elif output.output_type == "error":
+                parts.append("\n".join([f"{output.ename}: {output.evalue}", *output.traceback]))
+    return "\n".join(parts)
+
+
+def problems(nb) -> list[str]:
+    """What must not be in a stored notebook's outputs: errors, library noise, temporary paths."""
+    found = [f"error output: {o.ename}: {o.evalue}" for c in nb.cells if c.cell_type == "code"
+             for o in c.outputs if o.output_type == "error"]
+    text = output_text(nb)
+    found += [f"library noise {phrase!r}: {line.strip()}" for phrase in NOISE
+              for line in text.splitlines() if phrase in line]
+    found += [f"a temporary path: {line.strip()}" for line in text.splitlines() if TEMP_PREFIX in line]
+    return found
+
+
+@contextmanager
+def hermetic_environment(root: Path):
+    """Set the kernels' environment (they inherit this process's) for the duration, then restore it."""
+    from ipykernel.kernelspec import install
+
+    # A `python3` kernelspec that starts this interpreter, searched before any other kernel folder.
+    prefix = root / "jupyter-prefix"
+    install(prefix=str(prefix), kernel_name="python3", display_name="Python 3 (ipykernel)")
+    changes = {
+        "JUPYTER_PATH": str(prefix / "share" / "jupyter"),
+        "MORA_HOME": str(root / "mora-home"),  # the tiny models are built here, never in the user's cache
+        "MORA_OUTPUTS": str(root / "outputs"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "OAI_CONFIG_LIST": None,  # no LLM: the notebooks take their documented no-LLM paths
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # the debugger's frozen-modules notice on the kernel's stderr
+    }
+    saved = {key: os.environ.get(key) for key in changes}
+    try:
+        for key, value in changes.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def execute(nb: nbformat.NotebookNode, workdir: Path) -> None:
+    """Run `nb` top to bottom in a kernel whose working directory is `workdir`, filling in its outputs."""
+    from nbclient import NotebookClient
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S, allow_errors=False,
+                            record_timing=False, resources={"metadata": {"path": str(workdir)}})
+    metadata = dict(nb.metadata)
+    client.execute()  # raises CellExecutionError, with the failing cell's traceback
+    nb.metadata = nbformat.from_dict(metadata)  # not the kernel's Python version: regenerating elsewhere gives no diff
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "image/jpeg" in data:
+                # IPython shows a PIL image as PNG and JPEG; one is enough, and a noise frame strip
+                # is 90 kB as PNG, 17 kB as JPEG
+                data.pop("image/png", None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-execute", action="store_true",
+                        help="write the notebooks without outputs (quick edits; run without it before committing)")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"only these notebooks (default: all of {', '.join(NOTEBOOKS)})")
+    args = parser.parse_args(argv)
+    names = args.names or list(NOTEBOOKS)
+    unknown = [name for name in names if name not in NOTEBOOKS]
+    if unknown:
+        parser.error(f"{unknown[0]!r} is not one of {', '.join(NOTEBOOKS)}")
+    with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as temp:
+        root = Path(temp)
+        with hermetic_environment(root):
+            for name in names:
+                nb = notebook(NOTEBOOKS[name])
+                nbformat.validate(nb)
+                if not args.no_execute:
+                    print(f"executing {name} ...", flush=True)
+                    execute(nb, root / "work" / Path(name).stem)
+                    found = problems(nb)
+                    if found:
+                        print(f"{name}: not written, its outputs have problems:", *found, sep="\n  ", file=sys.stderr)
+                        return 1
+                nbformat.write(nb, HERE / name)
+                state = "without outputs" if args.no_execute else "executed"
+                print(f"wrote notebooks/{name} ({len(nb.cells)} cells, {state})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
