@@ -16,14 +16,10 @@ from pathlib import Path
 
 import autogen
 
-from mora.agents.team import autogen_llm_config
+from mora.agents.llm import autogen_llm_config
+from mora.agents.roles import CRITIC, CRITIC_AGENT_NAME
 
 logger = logging.getLogger(__name__)
-
-CRITIC_SYSTEM_MESSAGE = """You are critic_agent, the quality judge of Mora. You receive N candidate first frames of
-a video and the prompt they were made for. Rank them by how well they match the prompt, their visual quality and how
-good a starting frame they make for animation. Answer with JSON only: {"ranking": [best index, ..., worst index]}
-using the 0-based candidate indices, each exactly once. Never add prose, never invent candidates."""
 
 
 def vision_config(config_list: list[dict] | None) -> list[dict] | None:
@@ -36,7 +32,7 @@ def make_critic(config_list: list[dict] | None) -> autogen.ConversableAgent:
     """critic_agent: a vision LLM judge when a vision entry exists, else a score-card-only critic."""
     vision = vision_config(config_list)
     return autogen.ConversableAgent(
-        "critic_agent", system_message=CRITIC_SYSTEM_MESSAGE, llm_config=autogen_llm_config(vision),
+        CRITIC_AGENT_NAME, system_message=CRITIC, llm_config=autogen_llm_config(vision),
         human_input_mode="NEVER", code_execution_config=False,
         description="Scores candidate videos and keeps the best (score card, optional vision judge).",
     )
@@ -72,3 +68,33 @@ def judge(critic: autogen.ConversableAgent, image_paths: list[str], prompt: str 
     if not ok:
         raise ValueError("the vision judge gave no answer")
     return parse_ranking(answer, len(image_paths))
+
+
+def rank_candidates(
+    critic: autogen.ConversableAgent, candidates: list[dict], prompt: str | None, config_list: list[dict] | None,
+) -> tuple[list[int], list[int] | None, str | None]:
+    """Score every candidate video (adds `scores` and `quality` to each) and ask the vision judge.
+
+    Returns (ranking by the score card, ranking by the judge or None, the judge's error or None).
+    A judge that fails (HTTP error, unusable answer) abstains: its error, scrubbed of API keys,
+    is returned for the manifest and the score card decides.
+    """
+    from mora import media
+    from mora.agents.llm import llm_errors, scrub
+    from mora.evaluation import score_video
+    from mora.evaluation.critic import quality, rank_by_scores
+
+    cards = []
+    for candidate in candidates:
+        video = media.read_video(candidate["video"], argument="video")
+        card = score_video(video.frames, fps=video.fps)
+        candidate.update(scores=card, quality=quality(card))
+        cards.append(card)
+    by_judge, judge_error = None, None
+    if vision_config(config_list):
+        try:
+            by_judge = judge(critic, [c["image"] for c in candidates], prompt)
+        except (ValueError, *llm_errors()) as e:
+            judge_error = scrub(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}", config_list)
+            logger.warning("critic_agent: the vision judge abstains (%s); the score card decides", judge_error)
+    return rank_by_scores(cards), by_judge, judge_error

@@ -1,35 +1,36 @@
-"""The director agent of `mora chat`: talks with the user and starts a task with a `start_task` call."""
+"""The director agent of `mora chat`: talks with the user and starts a task with a `start_task` call.
+
+The task list and the `start_task` schema come from the caller (`mora.workflows.chat` builds both
+from the task table), so this module knows no task by name.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Any
 
 import autogen
 
-from mora.agents import prompts
-from mora.agents.team import autogen_llm_config
+from mora.agents import roles
+from mora.agents.llm import autogen_llm_config
 
 logger = logging.getLogger(__name__)
 
 
-def start_task(
-    task: Annotated[str, "One of: text-to-video, image-to-video, extend, edit, connect, simulate"],
-    prompt: Annotated[str | None, "What the video shows (text-to-video, image-to-video, simulate; optional for extend, connect)"] = None,
-    image: Annotated[str | None, "Image path the user gave (image-to-video; optional for simulate)"] = None,
-    video: Annotated[str | None, "Video path the user gave (extend, edit)"] = None,
-    instruction: Annotated[str | None, "Edit instruction (edit)"] = None,
-    video_a: Annotated[str | None, "First video path (connect)"] = None,
-    video_b: Annotated[str | None, "Second video path (connect)"] = None,
-) -> str:
-    """Start one Mora task with the user's inputs."""
-    return task  # never executed: the chat loop validates the call and runs the task itself
+def make_director(config_list: list[dict], task_list: str, start_task: Callable[..., str]) -> autogen.ConversableAgent:
+    """A ConversableAgent whose LLM sees the typed `start_task` schema.
 
+    Args:
+        config_list: the LLM entries.
+        task_list: the tasks and their inputs, for the system message (`text-to-video (prompt), ...`).
+        start_task: a function whose typed signature is the schema the LLM fills in (never executed).
 
-def make_director(config_list: list[dict]) -> autogen.ConversableAgent:
-    """A ConversableAgent whose LLM sees the typed `start_task` schema."""
+    Example:
+        >>> director = make_director(config_list, director_task_list(), start_task_function())
+    """
     director = autogen.ConversableAgent(
-        "director", system_message=prompts.DIRECTOR, llm_config=autogen_llm_config(config_list),
+        "director", system_message=roles.DIRECTOR.format(tasks=task_list), llm_config=autogen_llm_config(config_list),
         human_input_mode="NEVER", code_execution_config=False,
     )
     director.register_for_llm(name="start_task", description="Start one Mora video task.")(start_task)

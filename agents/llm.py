@@ -7,6 +7,7 @@ OpenAI-compatible endpoint works through `base_url` (OpenAI, Azure OpenAI, Ollam
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -21,6 +22,18 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60
 DEFAULT_MAX_RETRIES = 1
 _SECRET_KEYS = ("api_key", "azure_ad_token", "default_headers", "extra_headers")
+
+
+@functools.cache
+def llm_errors() -> tuple[type[BaseException], ...]:
+    """What a failing endpoint raises through AutoGen's OpenAI client: HTTP, timeout, API errors.
+
+    Imported on first use: openai takes a second to import and `mora --help` must stay fast.
+    """
+    import httpx
+    import openai
+
+    return (openai.OpenAIError, httpx.HTTPError, TimeoutError, ConnectionError)
 
 
 def _parse(text: str, where: str) -> list[dict]:
@@ -88,6 +101,22 @@ def load_llm_config(llm_config: str | os.PathLike | list | None = None) -> list[
     if local.is_file():
         return _parse(local.read_text(encoding="utf-8"), "./OAI_CONFIG_LIST")
     return None
+
+
+def autogen_llm_config(config_list: list[dict] | None) -> dict | bool:
+    """AutoGen's llm_config for a config list (False: no LLM). No disk cache: answers differ per job.
+
+    Entries without a `price` get `[0, 0]`: AutoGen warns on stdout, through its own handler, for
+    every answer of a model missing from its price table (any local model), which would corrupt
+    `mora ... --json`; Mora does not report costs.
+
+    Example:
+        >>> autogen_llm_config([{"model": "llama3.1"}])["cache_seed"] is None
+        True
+    """
+    if not config_list:
+        return False
+    return {"config_list": [{"price": [0.0, 0.0], **entry} for entry in config_list], "cache_seed": None}
 
 
 def describe(config_list: list[dict] | None) -> dict:

@@ -21,33 +21,55 @@ import logging
 import time
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import autogen
 from autogen.io import IOStream
 
-from mora.agents import prompts
-from mora.agents.llm import scrub
+from mora.agents import roles
+from mora.agents.llm import autogen_llm_config, llm_errors, scrub
 from mora.agents.toolcalls import ToolCallFault, extract_call, validate_args
-from mora.errors import InputError, ReviewAborted
-from mora.tools.toolset import Toolset, check_text
-from mora.workflows.job import Job
-from mora.workflows.routes import (
-    AGENT_NAMES,
-    AGENT_TOOLS,
-    CRITIC_AGENT,
-    IMAGE_TO_IMAGE_AGENT,
-    PROMPT_AGENT,
-    REVIEW,
-    Step,
-)
+from mora.errors import InputError
+from mora.limits import check_text, llm_bounds
+from mora.tools.toolset import Toolset
 
 logger = logging.getLogger(__name__)
 
 USER_PROXY = "user_proxy"
 LLM_ATTEMPTS = 3  # one try and two retries per step, then the scripted fallback
-MAX_REVIEW_ROUNDS = 10
 MAX_PROMPT_WORDS = 200
+
+
+class Route(Protocol):
+    """What the team needs of a job's route state machine (`mora.workflows.job.Job` implements it)."""
+
+    task: str
+    inputs: dict
+    steps: list
+    active: Any  # the acting step: `.agent`, `.tool`
+    turns: int
+    error: BaseException | None
+    images: list[str]
+    videos: list[str]
+    candidates: list[dict]
+    enhanced_prompt: str | None
+    prompt: str | None
+    gated: bool
+    best_of: int
+    fallbacks: int
+    llm_faults: list[str]
+    call_origin: str
+
+    def advance(self) -> Any: ...
+    def remaining(self) -> list[str]: ...
+    def scripted_call(self, tool: str) -> dict: ...
+    def pinned(self, tool: str) -> dict: ...
+    def guard(self, path: str, argument: str) -> Any: ...
+    def edit_instruction(self) -> str: ...
+    def default_enhancement(self) -> str: ...
+    def record_output(self, tool: str, path: str) -> None: ...
+    def choose_candidate(self, by_scores: list[int], by_judge: list[int] | None, judge_error: str | None) -> int: ...
+    def time(self, label: str, seconds: float) -> None: ...
 
 
 class LoggingIOStream:
@@ -63,26 +85,14 @@ class LoggingIOStream:
         raise RuntimeError("Mora's agents never ask for console input (human_input_mode='NEVER')")
 
 
-def autogen_llm_config(config_list: list[dict] | None) -> dict | bool:
-    """AutoGen's llm_config for a config list (False: no LLM). No disk cache: answers differ per job.
-
-    Entries without a `price` get `[0, 0]`: AutoGen warns on stdout, through its own handler, for
-    every answer of a model missing from its price table (any local model), which would corrupt
-    `mora ... --json`; Mora does not report costs.
-    """
-    if not config_list:
-        return False
-    return {"config_list": [{"price": [0.0, 0.0], **entry} for entry in config_list], "cache_seed": None}
-
-
 class Team:
-    """Mora's agents for one job.
+    """Mora's agents for one job: the AutoGen adapter of the job's route.
 
     Args:
-        job: the job's state (route, inputs, artifacts).
+        job: the job's route state machine (`mora.workflows.job.Job`): who acts next, scripted
+            calls, the input guard, review gates and the critic's choice all live there.
         tools: the Toolset whose methods the agents call.
         config_list: OpenAI-compatible model entries, or None for no LLM.
-        review: optional callback `(image_path, info) -> decision` at review gates.
         on_step: optional callback `(agent_name, what_it_does)` when an agent starts its step.
 
     Example:
@@ -92,43 +102,24 @@ class Team:
     """
 
     def __init__(
-        self, job: Job, tools: Toolset, config_list: list[dict] | None = None,
-        review: Callable[..., Any] | None = None, on_step: Callable[[str, str], None] | None = None,
+        self, job: Route, tools: Toolset, config_list: list[dict] | None = None,
+        on_step: Callable[[str, str], None] | None = None,
     ):
-        self.job, self.tools, self.config_list = job, tools, config_list
-        self.review, self.on_step = review, on_step
+        self.job, self.tools, self.config_list, self.on_step = job, tools, config_list, on_step
         self._calls_at_step = 0  # len(tools.calls) when the current tool step started
         self.llm_config = autogen_llm_config(config_list)
         self.user_proxy = autogen.ConversableAgent(
-            USER_PROXY, system_message=prompts.USER_PROXY, human_input_mode="NEVER", llm_config=False,
+            USER_PROXY, system_message=roles.USER_PROXY, human_input_mode="NEVER", llm_config=False,
             code_execution_config=False, default_auto_reply="",
             description="Executes the tool calls of the other agents.",
         )
-        self.agents: dict[str, autogen.ConversableAgent] = {}
-        for name in AGENT_NAMES:
-            agent = autogen.ConversableAgent(
-                name, system_message=prompts.SYSTEM_MESSAGES[name], description=prompts.DESCRIPTIONS[name],
-                llm_config=self.llm_config, human_input_mode="NEVER", code_execution_config=False,
-            )
-            reply = self._prompt_reply if name == PROMPT_AGENT else self._tool_reply
-            agent.register_reply(trigger=[autogen.Agent, None], reply_func=reply, position=0)
-            self.agents[name] = agent
-            for tool in AGENT_TOOLS[name]:
-                function = self._executable(tool)
-                if self.llm_config:  # the LLM sees the typed schema; the proxy executes
-                    description = inspect.getdoc(getattr(Toolset, tool)).split("\n\n")[0]
-                    autogen.register_function(
-                        function, caller=agent, executor=self.user_proxy, name=tool, description=description
-                    )
-                else:
-                    self.user_proxy.register_for_execution(name=tool)(function)
+        self.agents: dict[str, autogen.ConversableAgent] = {name: self._role_agent(name) for name in roles.AGENT_NAMES}
         if job.best_of > 1:  # critic_agent joins only when there are candidates to judge
             from mora.agents.critic import make_critic
 
             critic = make_critic(config_list)
             critic.register_reply(trigger=[autogen.Agent, None], reply_func=self._critic_reply, position=0)
-            self.agents[CRITIC_AGENT] = critic
-        self._frames_started = 0
+            self.agents[roles.CRITIC_AGENT_NAME] = critic
         self.groupchat = autogen.GroupChat(
             agents=[self.user_proxy, *self.agents.values()], messages=[], max_round=100,
             speaker_selection_method=self._select, allow_repeat_speaker=True, admin_name="(none)",
@@ -139,6 +130,24 @@ class Team:
             is_termination_msg=lambda m: False,
         )
 
+    def _role_agent(self, name: str) -> autogen.ConversableAgent:
+        """One role agent with its system message, its reply function and its tools registered."""
+        agent = autogen.ConversableAgent(
+            name, system_message=roles.SYSTEM_MESSAGES[name], description=roles.DESCRIPTIONS[name],
+            llm_config=self.llm_config, human_input_mode="NEVER", code_execution_config=False,
+        )
+        reply = self._prompt_reply if name == roles.PROMPT_AGENT_NAME else self._tool_reply
+        agent.register_reply(trigger=[autogen.Agent, None], reply_func=reply, position=0)
+        for tool in roles.AGENT_TOOLS[name]:
+            function = self._executable(tool)
+            if self.llm_config:  # the LLM sees the typed schema; the proxy executes
+                description = inspect.getdoc(getattr(Toolset, tool)).split("\n\n")[0]
+                autogen.register_function(function, caller=agent, executor=self.user_proxy, name=tool,
+                                          description=description)
+            else:
+                self.user_proxy.register_for_execution(name=tool)(function)
+        return agent
+
     # --- running -------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -147,21 +156,19 @@ class Team:
             self.user_proxy.initiate_chat(self.manager, message=self._task_message(), silent=True)
         if self.job.error is not None:  # a failure in the last step, after the final selection
             raise self.job.error
-        missing = [s.agent for s in self.job.steps[self.job.position:]]
+        missing = self.job.remaining()
         if missing or self.job.active is not None:
             raise RuntimeError(f"the group chat ended before the route finished (left: {missing})")
 
     def _task_message(self) -> str:
         job = self.job
         lines = [f"Task: {job.task}."]
-        for key, value in job.inputs.items():
-            if value is not None:
-                lines.append(f"{key}: {value}")
-        gates = self.review is not None  # the review gate acts only with a reviewer
-        lines.append("Route: " + " -> ".join(s.agent for s in job.steps if gates or s.agent != REVIEW))
+        lines += [f"{key}: {value}" for key, value in job.inputs.items() if value is not None]
+        agents = [s.agent for s in job.steps if s.agent in self.agents or job.gated]  # gates act only with a reviewer
+        lines.append("Route: " + " -> ".join(agents))
         return "\n".join(lines)
 
-    # --- speaker selection: the route, as data --------------------------------------------------
+    # --- speaker selection: the route state machine decides ----------------------------------------
 
     def _select(self, last_speaker: autogen.Agent, groupchat: autogen.GroupChat) -> autogen.Agent | None:
         job = self.job
@@ -178,90 +185,29 @@ class Team:
                 # with an error text instead of raising: stop here, not at a later step missing its input.
                 raise RuntimeError(f"{active.agent}: the {active.tool} call was not executed: "
                                    f"{str(message.get('content'))[:300]}")
-            job.active = None
-        elif active is not None:  # the prompt agent answered
-            job.active = None
-        while (step := job.next_step()) is not None:
-            if step.agent == REVIEW:
-                self._review_gate()
-                continue
-            job.active = step
-            if job.best_of > 1 and step.tool in ("text_to_image", "edit_image") and not job.pending_instruction:
-                job.candidate, self._frames_started = self._frames_started, self._frames_started + 1
-            self._calls_at_step = len(self.tools.calls)
-            job.acted.append(step.agent)
-            if self.on_step:
-                self.on_step(step.agent, _describe(step))
-            logger.info("%s: %s", step.agent, _describe(step))
-            return self.agents[step.agent]
-        return None  # route done: the manager ends the chat
-
-    def _review_gate(self) -> None:
-        job = self.job
-        if self.review is None:
-            return
-        frame_step = next(s for s in reversed(job.steps[:job.position]) if s.tool in ("text_to_image", "edit_image"))
-        if len(job.review) >= MAX_REVIEW_ROUNDS:
-            raise InputError(f"review: more than {MAX_REVIEW_ROUNDS} rounds without approval; approve or abort")
-        image = job.images[-1]
-        action, instruction = normalize_decision(self.review(image, {"task": job.task, "prompt": job.prompt,
-                                                                      "round": len(job.review) + 1}))
-        job.review.append({"image": image, "decision": action, **({"instruction": instruction} if instruction else {})})
-        logger.info("review of %s: %s%s", image, action, f" ({instruction})" if instruction else "")
-        if action == "approve":
-            return
-        if action == "abort":
-            raise ReviewAborted("review: aborted by the reviewer; nothing was written at the output path")
-        if action == "regenerate":
-            # Remake the reviewed frame with the next seed, from the same source: only the reviewed
-            # image is dropped, so after an edit the edit is redone (same instruction) on its input.
-            job.image_seed_offset += 1
-            if frame_step.tool != "edit_image":
-                job.pending_instruction = None
-            job.images.pop()
-            job.insert_next(frame_step, Step(REVIEW))
-        else:  # edit
-            job.pending_instruction = instruction
-            job.insert_next(Step(IMAGE_TO_IMAGE_AGENT, "edit_image"), Step(REVIEW))
+        step = job.advance()
+        if step is None:
+            return None  # route done: the manager ends the chat
+        self._calls_at_step = len(self.tools.calls)
+        if self.on_step:
+            self.on_step(step.agent, _describe(step))
+        logger.info("%s: %s", step.agent, _describe(step))
+        return self.agents[step.agent]
 
     # --- replies ---------------------------------------------------------------------------------
 
     def _critic_reply(self, recipient, messages=None, sender=None, config=None) -> tuple[bool, str]:
-        """Score every candidate, ask the vision judge if one is configured, keep the best."""
-        from mora import media
-        from mora.agents.critic import judge, vision_config
-        from mora.evaluation import score_video
-        from mora.evaluation.critic import choose, quality, rank_by_scores
+        """Score every candidate, ask the vision judge if one is configured; the route keeps the best."""
+        from mora.agents.critic import rank_candidates
 
         job = self.job
-        cards = []
-        for candidate in job.candidates:
-            video = media.read_video(candidate["video"], argument="video")
-            card = score_video(video.frames, fps=video.fps)
-            candidate.update(scores=card, quality=quality(card))
-            cards.append(card)
-        by_scores = rank_by_scores(cards)
-        by_judge, judge_error = None, None
-        if vision_config(self.config_list):
-            try:
-                by_judge = judge(recipient, [c["image"] for c in job.candidates], job.prompt)
-            except Exception as e:  # any judge fault: the score card decides
-                judge_error = _reason(e)
-                self._fault(recipient.name, 1, e)
-                self._fallback(recipient.name)
-        reviewer_pick = None
-        if by_judge is not None and by_judge[0] != by_scores[0] and self.review is not None:
-            pick = job.candidates[by_judge[0]]
-            action, _ = normalize_decision(self.review(pick["image"], {
-                "task": job.task, "prompt": job.prompt, "critic": "the vision judge prefers this first frame; "
-                "approve to keep it, anything else keeps the score card's choice"}))
-            reviewer_pick = by_judge[0] if action == "approve" else by_scores[0]
-        best, reason = choose(by_scores, by_judge, reviewer_pick)
-        job.critic = {"winner": best, "reason": reason, "score_ranking": by_scores, "judge_ranking": by_judge,
-                      **({"judge_error": judge_error} if judge_error else {})}
-        job.videos.append(job.candidates[best]["video"])
-        logger.info("critic_agent: candidate %d of %d wins (%s)", best, len(cards), reason)
-        return True, json.dumps({"winner": best, "reason": reason,
+        by_scores, by_judge, judge_error = rank_candidates(recipient, job.candidates, job.prompt, self.config_list)
+        if judge_error:
+            job.llm_faults.append(f"{recipient.name}: {judge_error}")
+            job.fallbacks += 1
+        best = job.choose_candidate(by_scores, by_judge, judge_error)
+        logger.info("critic_agent: candidate %d of %d wins (%s)", best, len(job.candidates), job.critic["reason"])
+        return True, json.dumps({"winner": best, "reason": job.critic["reason"],
                                  "quality": [c["quality"] for c in job.candidates]})
 
     def _prompt_reply(self, recipient, messages=None, sender=None, config=None) -> tuple[bool, str]:
@@ -276,7 +222,7 @@ class Team:
                     if len(text.split()) > MAX_PROMPT_WORDS:
                         raise InputError(f"answer has {len(text.split())} words; at most {MAX_PROMPT_WORDS}")
                     break
-                except Exception as e:  # any LLM fault: HTTP, timeout, empty or unusable answer
+                except (InputError, ToolCallFault, *llm_errors()) as e:  # HTTP, timeout, empty or unusable answer
                     self._fault(recipient.name, attempt, e)
                     text = None
             if text is None:
@@ -289,27 +235,33 @@ class Team:
         tool = job.active.tool
         args, call_id, origin = job.scripted_call(tool), f"call_{job.turns}", "scripted"
         if self.llm_config:
-            hint = {"role": "user", "content": self._llm_hint(tool)}
-            for attempt in range(1, LLM_ATTEMPTS + 1):
-                try:
-                    answer = self._ask_llm(recipient, [*messages, hint], sender)
-                    call_id, raw = extract_call(answer, tool)
-                    # The job's seed and the user's pinned options always win over the LLM's values; the
-                    # scripted call fills what the LLM left out (e.g. simulate's negative prompt).
-                    args = {**args, **validate_args(tool, raw, job), **_always_scripted(args), **job.pinned(tool)}
-                    origin = "llm"
-                    break
-                except Exception as e:
-                    reason = self._fault(recipient.name, attempt, e)
-                    hint = {"role": "user", "content": f"That answer was unusable: {reason}. " + self._llm_hint(tool)}
-            if origin != "llm":
-                self._fallback(recipient.name)
+            args, call_id, origin = self._llm_call(recipient, messages, sender, tool, args, call_id)
         job.call_origin = origin
         return True, {
             "role": "assistant", "content": None,
             "tool_calls": [{"id": call_id, "type": "function",
                             "function": {"name": tool, "arguments": json.dumps(args)}}],
         }
+
+    def _llm_call(self, agent, messages, sender, tool: str, scripted: dict, call_id: str) -> tuple[dict, str, str]:
+        """The LLM's call of `tool`, validated, retried; the scripted call when no answer is usable."""
+        job = self.job
+        hint = {"role": "user", "content": self._llm_hint(tool)}
+        bounds = llm_bounds(self.tools.preset, tool)
+        for attempt in range(1, LLM_ATTEMPTS + 1):
+            try:
+                answer = self._ask_llm(agent, [*messages, hint], sender)
+                call_id, raw = extract_call(answer, tool)
+                # The job's seed and the user's pinned options always win over the LLM's values; the
+                # scripted call fills what the LLM left out (e.g. simulate's negative prompt).
+                args = {**scripted, **validate_args(tool, raw, job.guard, bounds), **_always_scripted(scripted),
+                        **job.pinned(tool)}
+                return args, call_id, "llm"
+            except (ToolCallFault, *llm_errors()) as e:
+                reason = self._fault(agent.name, attempt, e)
+                hint = {"role": "user", "content": f"That answer was unusable: {reason}. " + self._llm_hint(tool)}
+        self._fallback(agent.name)
+        return scripted, call_id, "scripted"
 
     def _llm_hint(self, tool: str) -> str:
         files = ", ".join(repr(p) for p in [*self.job.images, *self.job.videos]) or "none"
@@ -354,7 +306,7 @@ class Team:
                 try:
                     path = method(**kwargs)
                 except InputError as e:
-                    if getattr(job, "call_origin", "scripted") != "llm":
+                    if job.call_origin != "llm":
                         raise
                     # The LLM's values passed our checks but not the model's (e.g. a size multiple).
                     self._fault(job.active.agent, LLM_ATTEMPTS, e)
@@ -388,8 +340,8 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:200]}" if not isinstance(error, ToolCallFault) else text[:200]
 
 
-def _describe(step: Step) -> str:
-    if step.agent == CRITIC_AGENT:
+def _describe(step: Any) -> str:
+    if step.agent == roles.CRITIC_AGENT_NAME:
         return "scoring the candidates and keeping the best"
     return {
         None: "writing the detailed prompt",
@@ -399,22 +351,3 @@ def _describe(step: Step) -> str:
         "extend_video": "extending the video",
         "connect_videos": "generating the transition between the videos",
     }[step.tool]
-
-
-def normalize_decision(decision: Any) -> tuple[str, str | None]:
-    """A review answer as (action, instruction). Accepts 'approve', 'regenerate', 'abort',
-    ('edit', 'instruction'), {'action': ..., 'instruction': ...} or an object with those attributes."""
-    if isinstance(decision, str):
-        action, instruction = decision, None
-    elif isinstance(decision, (tuple, list)) and decision:
-        action, instruction = decision[0], (decision[1] if len(decision) > 1 else None)
-    elif isinstance(decision, dict):
-        action, instruction = decision.get("action"), decision.get("instruction")
-    else:
-        action, instruction = getattr(decision, "action", None), getattr(decision, "instruction", None)
-    action = str(action or "").strip().lower()
-    if action not in ("approve", "regenerate", "edit", "abort"):
-        raise InputError(f"review: {decision!r} is not a decision; answer approve, regenerate, ('edit', text) or abort")
-    if action == "edit":
-        instruction = check_text(instruction, "review edit instruction")
-    return action, instruction

@@ -10,16 +10,13 @@ from __future__ import annotations
 import inspect
 import json
 import typing
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mora.errors import InputError
-from mora.tools.toolset import MAX_SEED, MAX_SIDE, MAX_STEPS, Toolset, check_int, check_text
-from mora.workflows.job import PATH_ARGS, Job
-
-_INT_RANGES = {
-    "seed": (0, MAX_SEED), "num_frames": (2, 1000), "fps": (1, 120), "segments": (1, 16),
-    "width": (8, MAX_SIDE), "height": (8, MAX_SIDE), "steps": (1, MAX_STEPS),
-}
+from mora.limits import check_int, check_text
+from mora.tools.toolset import PATH_ARGS, Toolset
 
 
 class ToolCallFault(Exception):
@@ -60,8 +57,18 @@ def extract_call(reply: Any, tool: str) -> tuple[str, dict]:
     return call.get("id") or "call", args
 
 
-def validate_args(tool: str, args: dict, job: Job) -> dict:
-    """Types, ranges and paths of an LLM's arguments for `tool`; raises ToolCallFault."""
+def validate_args(tool: str, args: dict, guard: Callable[[str, str], Path], bounds: dict[str, tuple[int, int]]) -> dict:
+    """Types, ranges and paths of an LLM's arguments for `tool`; raises ToolCallFault.
+
+    Args:
+        tool: the step's tool.
+        args: the LLM's arguments (already a dict).
+        guard: `(path, argument) -> Path`, raising InputError for a path outside the job.
+        bounds: (low, high) per integer argument (`mora.limits.llm_bounds` of the job's preset).
+
+    Example:
+        >>> validate_args("extend_video", {"video_path": "a.mp4", "seed": 3}, job.guard, llm_bounds(preset, "extend_video"))
+    """
     types, required = _param_types(tool), _required(tool)
     unknown = sorted(set(args) - set(types))
     if unknown:
@@ -74,10 +81,10 @@ def validate_args(tool: str, args: dict, job: Job) -> dict:
             if key in PATH_ARGS.get(tool, ()):
                 if not isinstance(value, str):
                     raise ToolCallFault(f"{key} must be a path string")
-                job.guard(value, key)
+                guard(value, key)
                 clean[key] = value
             elif int in typing.get_args(types[key]) or types[key] is int:
-                low, high = _INT_RANGES.get(key, (0, None))
+                low, high = bounds.get(key, (0, None))
                 clean[key] = check_int(value, key, low=low, high=high)
             elif value == "" and key not in required:
                 continue  # models often send "" for "none"; the tool's default applies

@@ -741,8 +741,8 @@ def bench_profile(args, preset, profile: str, workdir: Path, flop_pass: bool) ->
         result["tasks"][task] = dict(load_s=load_s, warmup_s=warm["seconds"], **timed)
     video = preset.spec("image_to_video")
     if video.family == "svd":  # the frames per VAE decode call, as svd.generate computes them
-        result["svd_decode_chunk"] = decode_chunk(profile, args.device, video.get("decode_chunk_size", 8),
-                                                  video.get("num_frames"), video.get("width"), video.get("height"))
+        result["svd_decode_chunk"] = decode_chunk(profile, args.device, video.settings.decode_chunk_size,
+                                                  video.settings.num_frames, video.settings.width, video.settings.height)
     result["oom_retries"] = list(tools.oom_retries)
     result["final_profile"] = tools.runtime.profile
     if flop_pass:
@@ -785,11 +785,11 @@ def _version(name: str) -> str:
 
 def describe_t2v(preset) -> str:
     t2i, i2v = preset.spec("text_to_image"), preset.spec("image_to_video")
-    refiner = f"base+refiner (refiner from {t2i.get('high_noise_frac')})" if t2i.refiner else "base"
-    return (f"SDXL {refiner}, {t2i.get('steps')} steps at {t2i.get('width')}x{t2i.get('height')}; then "
-            f"{i2v.get('segments')} chained {i2v.family.upper()} calls of {i2v.get('num_frames')} frames, "
-            f"{i2v.get('steps')} steps, motion bucket {i2v.get('motion_bucket_id')}, noise aug "
-            f"{i2v.get('noise_aug_strength')}, {i2v.get('width')}x{i2v.get('height')}")
+    refiner = f"base+refiner (refiner from {t2i.settings.high_noise_frac})" if t2i.refiner else "base"
+    return (f"SDXL {refiner}, {t2i.settings.steps} steps at {t2i.settings.width}x{t2i.settings.height}; then "
+            f"{i2v.settings.segments} chained {i2v.family.upper()} calls of {i2v.settings.num_frames} frames, "
+            f"{i2v.settings.steps} steps, motion bucket {i2v.settings.motion_bucket_id}, noise aug "
+            f"{i2v.settings.noise_aug_strength}, {i2v.settings.width}x{i2v.settings.height}")
 
 
 def device_name(device: str) -> str:
@@ -893,8 +893,8 @@ def _goal_rows(args: argparse.Namespace, preset, results: dict[str, dict], fast_
     """The issue's goals (GOAL_*): target, measured, and whether it was met."""
     full_gpu = args.scale == "full" and args.device.startswith("cuda")
     video = preset.spec("image_to_video")
-    step_label = (f"{video.family} denoiser step (CFG batch 2 x {video.get('num_frames')} frames, "
-                  f"{video.get('width')}x{video.get('height')})")
+    step_label = (f"{video.family} denoiser step (CFG batch 2 x {video.settings.num_frames} frames, "
+                  f"{video.settings.width}x{video.settings.height})")
     rows = [
         ["text-to-video in fast", f"<= {GOAL_FAST_S:.0f} s", f"{fast_s:.2f} s",
          _verdict(fast_s <= GOAL_FAST_S, full_gpu)],

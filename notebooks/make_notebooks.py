@@ -52,14 +52,6 @@ def rel(path):
 '''
 
 
-# diffusers and transformers import tqdm.auto, which warns once when ipywidgets is missing (as in a
-# kernel with only `.[dev]` installed); the text bars it falls back to work. Mora's library does
-# not hide this notice yet: until it does, each notebook does.
-NO_IPROGRESS_NOTICE = """
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notice without ipywidgets
-"""
-
-
 def output_root(name: str) -> str:
     return textwrap.dedent(OUTPUT_ROOT).strip().format(name=name)
 
@@ -158,7 +150,6 @@ QUICKSTART = [
     code("""
     import os
     import time
-    import warnings
     from pathlib import Path
 
     from IPython.display import display
@@ -171,7 +162,7 @@ QUICKSTART = [
     DEVICE = "auto"
     SEED = 0
     PROGRESS = PRESET != "tiny"  # diffusion step bars; not worth showing for two toy steps
-    """, NO_IPROGRESS_NOTICE, output_root("quickstart"), """
+    """, output_root("quickstart"), """
     OUT.mkdir(parents=True, exist_ok=True)
 
     # overwrite=True: running the notebook again replaces its own earlier videos
@@ -296,9 +287,8 @@ SCRIPTED_CHAT = [
     outputs_md("scripted_chat"),
     code("""
     import os
-    import warnings
     from pathlib import Path
-    """, NO_IPROGRESS_NOTICE, output_root("scripted_chat"), """
+    """, output_root("scripted_chat"), """
     print(f"outputs: {SHOWN_OUT}")
     """),
     md("""
@@ -464,14 +454,13 @@ CONVERSATIONAL = [
     outputs_md("conversational"),
     code("""
     import os
-    import warnings
     from pathlib import Path
 
     import mora
     from mora.agents.llm import describe, load_llm_config
 
     PRESET = "tiny"  # "mora" on a GPU for real videos
-    """, NO_IPROGRESS_NOTICE, output_root("conversational"), """
+    """, output_root("conversational"), """
 
     try:
         config_list = load_llm_config()  # $OAI_CONFIG_LIST (a path or JSON), then ./OAI_CONFIG_LIST

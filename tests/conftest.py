@@ -1,8 +1,17 @@
-"""Shared fixtures. Every test runs offline on the tiny preset, on the CPU."""
+"""Shared fixtures. Every test runs offline on the tiny preset, on the CPU.
+
+Tiers (markers, registered in pyproject.toml): unmarked tests are the fast in-process tier;
+`slow` (subprocesses, Ray, many model calls), `browser` (a real Chromium), `notebooks` (executes
+the notebooks) and `gpu` (needs CUDA; skipped elsewhere). `pytest` runs every tier this machine
+can; `pytest -m "not slow and not browser and not notebooks and not gpu"` runs the fast tier only.
+Every test runs under a network ban: a connection to anything but this machine fails the test.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import tempfile
 
 import numpy as np
@@ -52,3 +61,75 @@ def fake_openai():
 
     with FakeOpenAI() as fake:
         yield fake
+
+
+class NetworkBanned(AssertionError):
+    """A test tried to reach the network (only this machine's addresses are allowed)."""
+
+
+def _local(address) -> bool:
+    if isinstance(address, (str, bytes)) and not isinstance(address, tuple):
+        return True  # a Unix socket path
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: would need DNS, so the network
+
+
+@pytest.fixture(autouse=True)
+def _network_ban(monkeypatch):
+    """Every test: connecting to anything but loopback raises NetworkBanned (the fake LLM server is local)."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _local(address):
+            raise NetworkBanned(f"test tried to reach {address!r}; tests run offline")
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _local(address):
+            raise NetworkBanned(f"test tried to reach {address!r}; tests run offline")
+        return real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo(socket.getaddrinfo))
+    yield
+
+
+def _guarded_getaddrinfo(real):
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in (None, "localhost", b"localhost") and not _is_ip_literal(host):
+            raise NetworkBanned(f"test tried to resolve {host!r}; tests run offline")
+        return real(host, *args, **kwargs)
+
+    return getaddrinfo
+
+
+def _is_ip_literal(host) -> bool:
+    try:
+        ipaddress.ip_address(host.decode() if isinstance(host, bytes) else host)
+        return True
+    except ValueError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """The gpu tier runs only where CUDA is available."""
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        cuda = False
+    if cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (gpu tier)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -369,7 +369,7 @@ def test_llm_untrusted_arguments_fall_back(fake_openai, tmp_path, monkeypatch):
     assert sum("not an input or artifact of this job" in f for f in faults) == LLM_ATTEMPTS
     assert not any("passwd" in p or "secret" in p for p in read)
     t2i, i2v = m["tool_calls"]
-    assert m["settings"]["text_to_image"]["width"] == 96  # the scripted call, at the preset's size
+    assert next(s for s in m["settings"] if s["tool"] == "text_to_image")["width"] == 96  # the scripted call, at the preset's size
     assert i2v["args"]["image_path"] == t2i["output"]
     assert m["route"] == speakers(teams[0]) == [P, T2I, I2V]
     assert media.read_video(result.video_path).num_frames == m["video"]["num_frames"]

@@ -270,3 +270,30 @@ def test_ray_dead_actor_job_is_retried_once(ray_session, tmp_path, monkeypatch):
     assert rows["c"].status == "ok"
     assert result.exit_code == 1  # the batch finished; one job failed
     assert json.loads(result.path.read_text())["counts"]["failed"] == 1
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_mora_batch_command_runs_reports_and_exits(tmp_path, inputs):
+    from test_cli import mora as mora_cli
+
+    good = _write_jobs(tmp_path / "good.jsonl", [
+        {"task": "text-to-video", "prompt": "a fox", "seed": 1, "out": "fox.mp4"},
+        {"task": "extend", "video": str(tmp_path / "missing.mp4"), "seed": 2},  # fails alone, when it starts
+    ])
+    proc = mora_cli("batch", str(good), "--preset", "tiny", "--out-dir", "runs", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr  # some failed
+    rows = {r["id"]: r for r in json.loads((tmp_path / "runs" / "batch.json").read_text())["jobs"]}
+    assert rows["1"]["status"] == "ok" and (tmp_path / "runs" / "fox.mp4").is_file()
+    assert rows["2"]["status"] == "failed" and "does not exist" in rows["2"]["error"]
+    assert "text-to-video" in proc.stderr and "failed" in proc.stderr  # the summary table
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"task": "text-to-video", "prompt": "a fox"}\n{"task": "nope"}\nnot json\n')
+    proc = mora_cli("batch", str(bad), "--preset", "tiny", "--out-dir", "bad-runs", cwd=tmp_path)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("mora: error: ")]
+    assert len(errors) == 2 and ":2:" in errors[0] and ":3:" in errors[1], proc.stderr  # every bad line, by number
+    assert not (tmp_path / "bad-runs").exists()

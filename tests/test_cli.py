@@ -178,7 +178,10 @@ def test_text_to_video_json_manifest(fox_run):
     written = media.read_video(video)
     assert (written.num_frames, written.width, written.height) == (
         manifest["video"]["num_frames"], manifest["video"]["width"], manifest["video"]["height"])
-    assert sorted(p.suffix for p in artifacts.iterdir()) == [".mp4", ".png"]
+    names = sorted(p.name for p in artifacts.iterdir())
+    # the first frame, the video and its two chained segments (tiny SVD makes 2), each on disk
+    assert names == ["image_to_video-002-segment1.mp4", "image_to_video-002-segment2.mp4", "image_to_video-002.mp4",
+                     "text_to_image-001.png"], names
     for path in manifest["artifacts"]:
         assert (cwd / path).is_file(), path
     assert "api_key" not in proc.stdout
@@ -197,7 +200,7 @@ def test_progress_lines_and_default_out(tmp_path):
     # default --out: outputs/<task>-<timestamp>.mp4 in the working directory
     videos = sorted((tmp_path / "outputs").glob("*.mp4"))
     assert len(videos) == 1, list((tmp_path / "outputs").iterdir())
-    assert re.fullmatch(r"text-to-video-\d{8}-\d{6}\.mp4", videos[0].name), videos[0].name
+    assert re.fullmatch(r"text-to-video-\d{8}-\d{6}-\d{6}\.mp4", videos[0].name), videos[0].name
     assert videos[0].with_suffix(".json").is_file()
     assert videos[0].with_name(f"{videos[0].stem}_artifacts").is_dir()
     # stdout: the path line, nothing else

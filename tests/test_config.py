@@ -3,6 +3,7 @@ tiny presets as in the real ones, and no torch at import time."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from mora.config import (
     DEFAULT_PRESET,
     FAMILIES,
+    FAMILY_SETTINGS,
     PRESETS,
     ROLES,
     ModelSpec,
@@ -40,7 +42,7 @@ def test_preset_has_all_five_roles(name):
         assert isinstance(spec, ModelSpec)
         assert spec.family in FAMILIES
         assert spec.model
-        assert isinstance(spec.settings, MappingProxyType)
+        assert isinstance(spec.settings, FAMILY_SETTINGS[spec.family])
     assert preset.description
 
 
@@ -49,8 +51,8 @@ def test_tiny_presets_use_the_same_families_as_the_real_ones(tiny, real):
     small, big = get_preset(tiny), get_preset(real)
     assert {r: s.family for r, s in small.roles.items()} == {r: s.family for r, s in big.roles.items()}
     for role in ROLES:
-        # every field the family code reads for the real model is there for the tiny one too
-        assert set(big.spec(role).settings) <= set(small.spec(role).settings), role
+        # the same family, so the same typed settings class: the tiny preset changes values only
+        assert type(big.spec(role).settings) is type(small.spec(role).settings), role
     assert small.is_tiny and not big.is_tiny
     assert all(m.startswith("tiny/") for s in small.roles.values() for m in s.model_ids())
     assert not any(m.startswith("tiny/") for s in big.roles.values() for m in s.model_ids())
@@ -60,9 +62,9 @@ def test_tiny_presets_are_toy_sized():
     for name in TINY_OF:
         for role in ROLES:
             spec = get_preset(name).spec(role)
-            assert spec.get("steps") <= 2
-            if spec.get("width"):
-                assert spec.get("width") * spec.get("height") <= 96 * 64
+            assert spec.settings.steps <= 2
+            if getattr(spec.settings, "width", None):
+                assert spec.settings.width * spec.settings.height <= 96 * 64
     assert get_preset("tiny").spec("text_to_image").refiner == "tiny/sdxl-refiner"
 
 
@@ -73,9 +75,9 @@ def test_mora_preset_has_the_papers_settings():
     assert t2i.family == "sdxl"
     assert t2i.model == "stabilityai/stable-diffusion-xl-base-1.0"
     assert t2i.refiner == "stabilityai/stable-diffusion-xl-refiner-1.0"
-    assert (t2i.get("width"), t2i.get("height")) == (1024, 576)
-    assert t2i.get("steps") == 40
-    assert t2i.get("high_noise_frac") == 0.8
+    assert (t2i.settings.width, t2i.settings.height) == (1024, 576)
+    assert t2i.settings.steps == 40
+    assert t2i.settings.high_noise_frac == 0.8
 
     i2i = mora.spec("image_to_image")
     assert (i2i.family, i2i.model) == ("pix2pix", "timbrooks/instruct-pix2pix")
@@ -84,12 +86,12 @@ def test_mora_preset_has_the_papers_settings():
         svd = mora.spec(role)
         assert svd.family == "svd"
         assert svd.model == "stabilityai/stable-video-diffusion-img2vid-xt"
-        assert svd.get("num_frames") == 25
-        assert svd.get("segments") == 3
-        assert svd.get("motion_bucket_id") == 180
-        assert svd.get("noise_aug_strength") == 0.1
-        assert svd.get("fps") == 7
-        assert (svd.get("width"), svd.get("height")) == (1024, 576)
+        assert svd.settings.num_frames == 25
+        assert svd.settings.segments == 3
+        assert svd.settings.motion_bucket_id == 180
+        assert svd.settings.noise_aug_strength == 0.1
+        assert svd.settings.fps == 7
+        assert (svd.settings.width, svd.settings.height) == (1024, 576)
 
     connect = mora.spec("connect")
     assert connect.family == "ltx"  # first-last-frame conditioning; SEINE is not in diffusers
@@ -101,13 +103,13 @@ def test_ltx_frame_counts_fit_the_vae():
         for role in ("image_to_video", "extend", "connect"):
             spec = get_preset(name).spec(role)
             assert spec.family == "ltx"
-            m = spec.get("frame_multiple")
-            assert spec.get("num_frames") % m == 1
-            assert spec.get("tail_frames") % m == 1
-            assert spec.get("width") % spec.get("size_multiple") == 0
-            assert spec.get("height") % spec.get("size_multiple") == 0
-    assert get_preset("ltx").spec("connect").get("frame_multiple") == 8
-    assert get_preset("tiny-ltx").spec("connect").get("frame_multiple") == 4
+            m = spec.settings.frame_multiple
+            assert spec.settings.num_frames % m == 1
+            assert spec.settings.tail_frames % m == 1
+            assert spec.settings.width % spec.settings.size_multiple == 0
+            assert spec.settings.height % spec.settings.size_multiple == 0
+    assert get_preset("ltx").spec("connect").settings.frame_multiple == 8
+    assert get_preset("tiny-ltx").spec("connect").settings.frame_multiple == 4
 
 
 def test_models_lists_every_role_and_the_refiner():
@@ -134,8 +136,8 @@ def test_get_preset_passes_a_preset_through():
 
 def test_specs_and_presets_are_immutable_and_checked():
     spec = get_preset("mora").spec("image_to_video")
-    with pytest.raises(TypeError):
-        spec.settings["num_frames"] = 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.settings.num_frames = 1
     with pytest.raises(AttributeError):
         spec.model = "other"
     with pytest.raises(TypeError):
@@ -144,15 +146,17 @@ def test_specs_and_presets_are_immutable_and_checked():
         ModelSpec("nope", "some/model")
     with pytest.raises(ValueError, match="lacks roles"):
         Preset("half", "only one role", MappingProxyType({"text_to_image": spec}))
-    assert isinstance(ModelSpec("svd", "m", {"steps": 3}).settings, MappingProxyType)
+    assert ModelSpec("svd", "m", {"steps": 3}).settings.steps == 3  # a dict becomes the family's dataclass
+    with pytest.raises(ValueError, match="unknown svd setting"):
+        ModelSpec("svd", "m", {"motion_bucket": 3})  # a typo is an error, never ignored
 
 
 def test_with_settings_copies_and_ignores_none():
     spec = get_preset("mora").spec("image_to_video")
     changed = with_settings(spec, num_frames=14, fps=None)
-    assert changed.get("num_frames") == 14
-    assert changed.get("fps") == spec.get("fps") == 7
-    assert spec.get("num_frames") == 25  # the preset itself is untouched
+    assert changed.settings.num_frames == 14
+    assert changed.settings.fps == spec.settings.fps == 7
+    assert spec.settings.num_frames == 25  # the preset itself is untouched
     assert (changed.family, changed.model) == (spec.family, spec.model)
 
 

@@ -232,9 +232,33 @@ def test_oom_in_balanced_retries_once_in_low_vram(tiny_tools_factory, tmp_path, 
     assert len(tools.oom_retries) == 1
     assert {k: tools.oom_retries[0][k] for k in ("tool_call", "from", "to")} == {
         "tool_call": 1, "from": "balanced", "to": "low-vram"}
-    assert tools.runtime.profile == "low-vram"
-    assert tools.calls[-1]["profile"] == "low-vram"
+    assert tools.oom_retries[0]["applies_to"] == "this step only"
+    assert tools.runtime.profile == "balanced"  # the next step runs in the job's profile again
+    assert tools.calls[-1]["profile"] == "low-vram"  # the manifest says the failing step ran in low-vram
     assert all(key[4] == "low-vram" for key in runtime.cached_keys())  # balanced's pipelines were released
+
+
+def test_oom_retry_releases_the_failed_pipeline_before_retrying(tiny_tools_factory, tmp_path, monkeypatch):
+    """The retry runs outside the except block: the failed call's frames (and pipelines) are gone by then."""
+    import gc
+    import weakref
+
+    real, real_load = sdxl.text_to_image, sdxl.load
+    refs, alive_at_retry = [], []
+
+    def flaky(spec, rt, **kwargs):
+        if not refs:
+            pipe, _ = real_load(spec, rt)  # the pipeline is loaded and held by this frame when the OOM hits
+            refs.append(weakref.ref(pipe))
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated after loading)")
+        gc.collect()
+        alive_at_retry.append(refs[0]() is not None)
+        return real(spec, rt, **kwargs)
+
+    monkeypatch.setattr(sdxl, "text_to_image", flaky)
+    tools = tiny_tools_factory(tmp_path, profile="balanced")
+    assert Path(tools.text_to_image(prompt="a lighthouse at dusk", seed=1, steps=1)).is_file()
+    assert alive_at_retry == [False]
 
 
 def test_oom_in_low_vram_propagates(tiny_tools_factory, tmp_path, monkeypatch):
@@ -318,10 +342,10 @@ def test_benchmark_full_preset_keeps_the_papers_settings():
     bench = _bench_module()
     preset, paper = bench.full_preset(), get_preset("mora")
     for role in paper.roles:
-        assert dict(preset.spec(role).settings) == dict(paper.spec(role).settings)
+        assert preset.spec(role).settings == paper.spec(role).settings
         assert preset.spec(role).family == paper.spec(role).family
     assert preset.spec("text_to_image").refiner
     t2i, i2v = preset.spec("text_to_image"), preset.spec("image_to_video")
-    assert (t2i.get("steps"), t2i.get("width"), t2i.get("height"), t2i.get("high_noise_frac")) == (40, 1024, 576, 0.8)
-    assert (i2v.get("num_frames"), i2v.get("segments"), i2v.get("steps"), i2v.get("motion_bucket_id"),
-            i2v.get("noise_aug_strength")) == (25, 3, 25, 180, 0.1)
+    assert (t2i.settings.steps, t2i.settings.width, t2i.settings.height, t2i.settings.high_noise_frac) == (40, 1024, 576, 0.8)
+    assert (i2v.settings.num_frames, i2v.settings.segments, i2v.settings.steps, i2v.settings.motion_bucket_id,
+            i2v.settings.noise_aug_strength) == (25, 3, 25, 180, 0.1)

@@ -102,7 +102,7 @@ def test_text_to_image_default_size_and_call_record(tools):
     assert path.parent.resolve() == tools.output_dir.resolve()
     with Image.open(path) as img:
         assert img.format == "PNG"
-        assert img.size == (spec.get("width"), spec.get("height")) == (96, 64)
+        assert img.size == (spec.settings.width, spec.settings.height) == (96, 64)
 
     call = tools.calls[-1]
     assert call["tool"] == "text_to_image"
@@ -112,7 +112,7 @@ def test_text_to_image_default_size_and_call_record(tools):
     assert call["model"] == ["tiny/sdxl-base", "tiny/sdxl-refiner"]
     assert call["args"]["prompt"] == "a red fox running through snow"
     assert call["settings"]["width"] == 96 and call["settings"]["height"] == 64
-    assert call["settings"]["steps"] == spec.get("steps") == 2
+    assert call["settings"]["steps"] == spec.settings.steps == 2
     assert call["settings"]["high_noise_frac"] == 0.8
     assert call["seconds"] >= 0
 
@@ -265,7 +265,7 @@ def test_image_to_video_chains_segments(tools, landscape_png):
 def test_image_to_video_one_segment_uses_preset_fps(tools, landscape_png):
     video = media.read_video(tools.image_to_video(image_path=str(landscape_png), num_frames=4, segments=1, seed=0))
     assert video.num_frames == 4
-    assert video.fps == pytest.approx(get_preset("tiny").spec("image_to_video").get("fps"))
+    assert video.fps == pytest.approx(get_preset("tiny").spec("image_to_video").settings.fps)
 
 
 def test_image_to_video_portrait_input_gives_portrait_video(tools, portrait_png):
@@ -288,7 +288,7 @@ def test_image_to_video_ltx_family(ltx_tools, landscape_png):
     video = media.read_video(path)
     assert video.num_frames == 9
     assert (video.width, video.height) == (96, 64)
-    assert video.fps == pytest.approx(get_preset("tiny-ltx").spec("image_to_video").get("fps"))
+    assert video.fps == pytest.approx(get_preset("tiny-ltx").spec("image_to_video").settings.fps)
     assert ltx_tools.calls[-1]["family"] == "ltx" and ltx_tools.calls[-1]["model"] == ["tiny/ltx"]
 
     chained = media.read_video(ltx_tools.image_to_video(image_path=str(landscape_png), num_frames=5, segments=2,
@@ -550,12 +550,11 @@ def test_output_dir_that_is_a_file_is_an_input_error(tiny_tools_factory, tmp_pat
     from mora.tools import sdxl
 
     ran = []
-    monkeypatch.setattr(sdxl, "text_to_image", lambda *a, **k: ran.append(1) or Image.new("RGB", (96, 64)))
+    monkeypatch.setattr(sdxl, "text_to_image", lambda *a, **k: ran.append(1) or (Image.new("RGB", (96, 64)), {}))
     not_a_dir = tmp_path / "outputs"
     not_a_dir.write_text("a file, not a directory\n")
     with pytest.raises(InputError) as info:
-        tools = tiny_tools_factory(not_a_dir)
-        tools.text_to_image(prompt="a cat", seed=0)
+        tiny_tools_factory(not_a_dir)
     assert "outputs" in str(info.value)
     assert ran == []  # refused before any model work
 

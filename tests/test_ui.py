@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.browser
+
 gr = pytest.importorskip("gradio", reason="the ui extra (gradio) is part of the dev install")
 
 CHROMIUM = "/usr/bin/chromium"

@@ -13,10 +13,19 @@ import numpy as np
 from PIL import Image
 
 from mora.config import ModelSpec
+from mora.tools.quiet import DropMessages
 from mora.tools.runtime import Runtime, from_pretrained, generator
 from mora.tools.sizing import cover_resize, to_uint8
 
 logger = logging.getLogger(__name__)
+
+# LTXConditionPipeline computes its own timesteps and passes them to the scheduler without sigmas;
+# diffusers 0.42 warns about that on every call. It is the pipeline's reference behaviour, not
+# something Mora passes or a user can change.
+logging.getLogger("diffusers.schedulers.scheduling_flow_match_euler_discrete").addFilter(
+    DropMessages("`timesteps` were passed without `sigmas`")
+)
+MAX_TEXT_TOKENS = 512  # T5 reads this many; the pipeline's default window is 128
 
 GPU_DTYPE = "bfloat16"  # LTX-Video is trained and published in bf16
 DEFAULT_PROMPT = "smooth natural motion, consistent scene, steady camera"
@@ -33,11 +42,17 @@ def load(spec: ModelSpec, rt: Runtime):
 
 def _call(spec: ModelSpec, rt: Runtime, conditions, *, prompt, width, height, num_frames, steps, fps, seed) -> np.ndarray:
     pipe = load(spec, rt)
+    prompt = prompt or DEFAULT_PROMPT
+    # The window grows to fit the prompt (T5 has relative positions): nothing is cut off unnoticed.
+    tokens = len(pipe.tokenizer(prompt, verbose=False).input_ids)
+    window = min(max(128, tokens), MAX_TEXT_TOKENS)
+    if tokens > window:
+        logger.warning("LTX: the prompt has %d T5 tokens; the last %d are cut", tokens, tokens - window)
     out = pipe(
-        conditions=conditions, prompt=prompt or DEFAULT_PROMPT, negative_prompt=NEGATIVE_PROMPT, width=width,
+        conditions=conditions, prompt=prompt, negative_prompt=NEGATIVE_PROMPT, max_sequence_length=window, width=width,
         height=height, num_frames=num_frames, frame_rate=fps, num_inference_steps=steps,
-        guidance_scale=spec.get("guidance_scale", 3.0), decode_timestep=spec.get("decode_timestep", 0.05),
-        image_cond_noise_scale=spec.get("image_cond_noise_scale", 0.025), generator=generator(seed),
+        guidance_scale=spec.settings.guidance_scale, decode_timestep=spec.settings.decode_timestep,
+        image_cond_noise_scale=spec.settings.image_cond_noise_scale, generator=generator(seed),
         output_type="np",
     ).frames[0]
     return to_uint8(out)
@@ -69,8 +84,8 @@ def continue_video(
     """New frames following `frames`, conditioned on its last `tail_frames` frames (k*m+1 of them)."""
     from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 
-    m = spec.get("frame_multiple", 8)
-    tail = min(spec.get("tail_frames", m + 1), len(frames))
+    m = spec.settings.frame_multiple
+    tail = min(spec.settings.tail_frames, len(frames))
     tail = (tail - 1) // m * m + 1  # LTX encodes video conditions of k*m+1 frames
     total = tail + num_frames
     total = -(-(total - 1) // m) * m + 1  # round the whole clip up to k*m+1

@@ -7,12 +7,14 @@ import logging
 from PIL import Image
 
 from mora.config import ModelSpec
+from mora.tools import clip_text
 from mora.tools.runtime import Runtime, from_pretrained, generator
 from mora.tools.sizing import fit_size
 
 logger = logging.getLogger(__name__)
 
 GPU_DTYPE = "float16"
+AGENT = "image_to_image_agent"  # the agent whose trained adapter applies here
 
 
 def load(spec: ModelSpec, rt: Runtime):
@@ -26,22 +28,28 @@ def load(spec: ModelSpec, rt: Runtime):
             StableDiffusionInstructPix2PixPipeline, spec.model, dtype=dtype, safety_checker=None,
             requires_safety_checker=False,
         ),
-        GPU_DTYPE,
+        GPU_DTYPE, agent=AGENT,
     )
 
 
 def model_size(spec: ModelSpec, width: int, height: int) -> tuple[int, int]:
     """The image's aspect ratio at the model's working area, in the model's size multiple."""
-    return fit_size(width, height, spec.get("max_area", 512 * 512), spec.get("size_multiple", 8))
+    return fit_size(width, height, spec.settings.max_area, spec.settings.size_multiple)
 
 
-def edit_image(spec: ModelSpec, rt: Runtime, *, image: Image.Image, instruction: str, steps: int, seed: int) -> Image.Image:
+def edit_image(spec: ModelSpec, rt: Runtime, *, image: Image.Image, instruction: str, steps: int,
+               seed: int) -> tuple[Image.Image, dict]:
+    """(the edited image, how the instruction was encoded: tokens, windows, truncation)."""
     w, h = model_size(spec, *image.size)
     if (w, h) != image.size:
         logger.info("edit_image: resizing %dx%d to %dx%d for the model", *image.size, w, h)
         image = image.resize((w, h), Image.Resampling.LANCZOS)
     pipe = load(spec, rt)
-    return pipe(
-        prompt=instruction, image=image, num_inference_steps=steps, guidance_scale=spec.get("guidance_scale", 7.5),
-        image_guidance_scale=spec.get("image_guidance_scale", 1.5), generator=generator(seed),
+    embeds, tokens = clip_text.single_encoder_embeds(pipe, instruction)
+    if rt.modulated(AGENT):  # z_3 on both text branches, as in training
+        embeds = {key: rt.adapter.append(AGENT, value) for key, value in embeds.items()}
+    edited = pipe(
+        image=image, num_inference_steps=steps, guidance_scale=spec.settings.guidance_scale,
+        image_guidance_scale=spec.settings.image_guidance_scale, generator=generator(seed), **embeds,
     ).images[0]
+    return edited, tokens.as_dict()

@@ -17,6 +17,7 @@ from typing import Any
 
 from mora.config import PROFILES
 from mora.errors import InputError, ModelUnavailableError
+from mora.tools.quiet import no_library_bars
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,25 @@ def register_model(model: str, build: Callable[..., Any]) -> None:
     _IN_MEMORY[model] = build
 
 
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """What "these weights are not to be had" looks like: hub errors, offline mode, missing files.
+
+    Anything else (a TypeError in a pipeline class, a bug of ours) is not caught: it is a bug, not
+    "download the model".
+    """
+    import httpx
+    from huggingface_hub import errors
+
+    return (OSError, errors.HfHubHTTPError, errors.OfflineModeIsEnabled, errors.HFValidationError, httpx.HTTPError)
+
+
+def download_fix(models: list[str]) -> str:
+    """The fixes for missing weights, as one clause (the `hf` command ships with huggingface_hub >= 1.0)."""
+    return ("run with --preset tiny for an offline smoke test; download them where the Hub is reachable ("
+            + "; ".join(f"hf download {m}" for m in models)
+            + ") and point HF_HOME at that cache; or give a local directory in place of each id")
+
+
 def from_pretrained(cls: type, model: str, **kwargs: Any):
     """`cls.from_pretrained(model, **kwargs)` that turns "weights not available" into one clear error.
 
@@ -122,22 +142,49 @@ def from_pretrained(cls: type, model: str, **kwargs: Any):
     source = model_source(model)
     if Path(source).is_dir():
         return cls.from_pretrained(source, **kwargs)
+    hub_errors = _hub_errors()
     try:
         return cls.from_pretrained(source, local_files_only=True, **kwargs)
-    except (OSError, ValueError) as local_error:
+    except hub_errors as local_error:
         logger.debug("%s not in the local Hugging Face cache (%s); trying the Hub", model, local_error)
     try:
         return cls.from_pretrained(source, **kwargs)
-    except Exception as error:  # the hub client raises many types; all mean "not available"
-        if isinstance(error, (MemoryError, KeyboardInterrupt)):
-            raise
-        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    except hub_errors as error:
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise ModelUnavailableError(
-            f"model {model!r} is not available: no local copy and the Hugging Face Hub could not "
-            f"provide it ({type(error).__name__}: {reason}). Fixes: run with --preset tiny for an offline "
-            "smoke test; download the model where the Hub is reachable (huggingface-cli download "
-            f"{model}) and point HF_HOME at that cache; or give a local directory in place of the id"
+            f"model {model!r} is not available: no local copy and the Hugging Face Hub could not provide it "
+            f"({type(error).__name__}: {reason}); {download_fix([model])}"
         ) from error
+
+
+def model_available(model: str) -> bool:
+    """Whether `model` can load without surprises: tiny, in memory, a local directory, in the Hugging
+    Face cache, or on a Hub this machine reaches (a 5 s metadata request; never in offline mode)."""
+    if model.startswith("tiny/") or model in _IN_MEMORY or Path(model).expanduser().is_dir():
+        return True
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "model_index.json")
+    if isinstance(cached, str) and Path(cached).is_file():
+        return True
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        model_info(model, timeout=5)
+        return True
+    except _hub_errors() as error:
+        logger.debug("%s: the Hub does not provide it here (%s)", model, error)
+        return False
+
+
+def check_models(models: list[str], preset_name: str) -> None:
+    """Every model a route needs is available, checked before its first step; one line if not."""
+    missing = [m for m in dict.fromkeys(models) if not model_available(m)]
+    if missing:
+        raise ModelUnavailableError(
+            f"--preset: {preset_name} needs {len(missing)} model(s) that are neither on this machine nor reachable "
+            f"on the Hugging Face Hub: {', '.join(missing)}; {download_fix(missing)}"
+        )
 
 
 def get_pipeline(key: tuple, loader: Callable[[], Any]) -> Any:
@@ -191,7 +238,7 @@ def variant(spec: Any, dtype: Any) -> str | None:
     """The weights variant to download: the repo's fp16 files when running in fp16 (half the download)."""
     import torch
 
-    return spec.get("fp16_variant") if dtype == torch.float16 else None
+    return spec.settings.fp16_variant if dtype == torch.float16 else None
 
 
 def generator(seed: int):
@@ -209,9 +256,14 @@ class Runtime:
         dtype: `auto` (fp16/bf16 on GPU, fp32 on CPU), `float16`, `bfloat16` or `float32`.
         profile: `fast`, `balanced` or `low-vram`.
         progress: show the diffusion step bars.
+        adapter: a trained adapter (`mora.training.load_adapter`): its LoRA goes into the pipelines of
+            the agents it trained and their conditioning gets its modulation tokens. Duck-typed
+            (`has`, `apply`, `append`, `sha256`): the tools never import the training package.
     """
 
-    def __init__(self, device: str = "auto", dtype: str = "auto", profile: str = "balanced", progress: bool = True):
+    def __init__(self, device: str = "auto", dtype: str = "auto", profile: str = "balanced", progress: bool = True,
+                 adapter: Any = None):
+        self.adapter = adapter  # a trained adapter (mora.training.Adapter) or None
         self.device = resolve_device(device)
         self.dtype_setting = dtype
         self.profile = check_profile(profile)
@@ -225,13 +277,28 @@ class Runtime:
     def dtype(self, gpu_default: str = "float16"):
         return resolve_dtype(self.dtype_setting, self.device, gpu_default)
 
-    def pipeline(self, family: str, model: str, loader: Callable[[Any], Any], gpu_dtype: str = "float16") -> Any:
-        """The cached pipeline for (family, model, device, dtype, profile); `loader(dtype)` builds it."""
+    def modulated(self, agent: str | None) -> bool:
+        """Whether the adapter trained `agent` (its pipeline carries LoRA, its conditioning z)."""
+        return agent is not None and self.adapter is not None and self.adapter.has(agent)
+
+    def pipeline(self, family: str, model: str, loader: Callable[[Any], Any], gpu_dtype: str = "float16",
+                 agent: str | None = None) -> Any:
+        """The cached pipeline for (family, model, device, dtype, profile); `loader(dtype)` builds it.
+
+        With an adapter that trained `agent`, the pipeline gets the adapter's LoRA and is cached
+        under a key naming the adapter, so the plain pipeline and the adapted one never mix.
+        """
         dtype = self.dtype(gpu_dtype)
-        key = (family, model, self.device, str(dtype).removeprefix("torch."), self.profile)
+        adapted = self.modulated(agent)
+        name = f"{model}+adapter:{self.adapter.sha256[:16]}" if adapted else model
+        key = (family, name, self.device, str(dtype).removeprefix("torch."), self.profile)
 
         def load():
-            return place(loader(dtype), self.device, self.profile)
+            with no_library_bars():
+                pipe = loader(dtype)
+                if adapted:
+                    self.adapter.apply(pipe, agent)
+                return place(pipe, self.device, self.profile)
 
         pipe = get_pipeline(key, load)
         pipe.set_progress_bar_config(disable=not self.progress, leave=False)

@@ -11,11 +11,13 @@ import logging
 from PIL import Image
 
 from mora.config import ModelSpec
+from mora.tools import clip_text
 from mora.tools.runtime import Runtime, from_pretrained, generator, variant
 
 logger = logging.getLogger(__name__)
 
-GPU_DTYPE = "float16"  # SDXL's VAE upcasts itself where fp16 would overflow (force_upcast)
+GPU_DTYPE = "float16"
+AGENT = "text_to_image_agent"  # the agent whose trained adapter (LoRA + modulation) applies to the base  # SDXL's VAE upcasts itself where fp16 would overflow (force_upcast)
 
 
 def load(spec: ModelSpec, rt: Runtime):
@@ -26,7 +28,7 @@ def load(spec: ModelSpec, rt: Runtime):
         "sdxl", spec.model,
         lambda dtype: from_pretrained(StableDiffusionXLPipeline, spec.model, dtype=dtype,
                                       variant=variant(spec, dtype)),
-        GPU_DTYPE,
+        GPU_DTYPE, agent=AGENT,
     )
     if not spec.refiner:
         return base, None
@@ -43,14 +45,17 @@ def load(spec: ModelSpec, rt: Runtime):
 def text_to_image(
     spec: ModelSpec, rt: Runtime, *, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
     seed: int,
-) -> Image.Image:
+) -> tuple[Image.Image, dict]:
+    """(the first frame, how the prompt was encoded: tokens, windows, truncation)."""
     base, refiner = load(spec, rt)
-    common = dict(
-        prompt=prompt, negative_prompt=negative_prompt or None, num_inference_steps=steps,
-        guidance_scale=spec.get("guidance_scale", 5.0), generator=generator(seed),
-    )
+    embeds, tokens = clip_text.sdxl_embeds(base, prompt, negative_prompt)
+    if rt.modulated(AGENT):  # z_2 on the token axis of both guidance branches, as in training
+        for key in ("prompt_embeds", "negative_prompt_embeds"):
+            embeds[key] = rt.adapter.append(AGENT, embeds[key])
+    common = dict(num_inference_steps=steps, guidance_scale=spec.settings.guidance_scale, generator=generator(seed))
     if refiner is None:
-        return base(width=width, height=height, **common).images[0]
-    split = spec.get("high_noise_frac", 0.8)
-    latents = base(width=width, height=height, denoising_end=split, output_type="latent", **common).images
-    return refiner(image=latents, denoising_start=split, **common).images[0]
+        return base(width=width, height=height, **embeds, **common).images[0], tokens.as_dict()
+    split = spec.settings.high_noise_frac
+    latents = base(width=width, height=height, denoising_end=split, output_type="latent", **embeds, **common).images
+    refiner_embeds, _ = clip_text.sdxl_embeds(refiner, prompt, negative_prompt)
+    return refiner(image=latents, denoising_start=split, **refiner_embeds, **common).images[0], tokens.as_dict()

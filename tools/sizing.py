@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def round_to(value: float, multiple: int) -> int:
@@ -29,11 +29,7 @@ def cover_resize(image: Image.Image, width: int, height: int) -> Image.Image:
     """Scale to cover (width, height), then centre-crop: no distortion, no borders."""
     if image.size == (width, height):
         return image
-    scale = max(width / image.width, height / image.height)
-    w, h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
-    image = image.resize((w, h), Image.Resampling.LANCZOS)
-    left, top = (w - width) // 2, (h - height) // 2
-    return image.crop((left, top, left + width, top + height))
+    return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
 
 
 def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:

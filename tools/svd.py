@@ -6,6 +6,7 @@ regenerated copy is dropped so no frame is duplicated at a join (as in the paper
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -19,6 +20,7 @@ from mora.tools.sizing import cover_resize, to_uint8
 logger = logging.getLogger(__name__)
 
 GPU_DTYPE = "float16"
+AGENT = "image_to_video_agent"  # the agent whose trained adapter applies here
 
 
 def load(spec: ModelSpec, rt: Runtime):
@@ -28,8 +30,26 @@ def load(spec: ModelSpec, rt: Runtime):
         "svd", spec.model,
         lambda dtype: from_pretrained(StableVideoDiffusionPipeline, spec.model, dtype=dtype,
                                       variant=variant(spec, dtype)),
-        GPU_DTYPE,
+        GPU_DTYPE, agent=AGENT,
     )
+
+
+@contextlib.contextmanager
+def _modulated(pipe, rt: Runtime):
+    """With an adapter: z_4 appended to SVD's CLIP image embedding (both guidance branches) for this call.
+
+    SVD takes no prompt embeddings; its conditioning is `_encode_image`'s output, so the method is
+    shadowed on the instance for the duration of the call (the pipeline is this job's; calls are serial).
+    """
+    if not rt.modulated(AGENT):
+        yield
+        return
+    original = pipe._encode_image
+    pipe._encode_image = lambda *args, **kwargs: rt.adapter.append(AGENT, original(*args, **kwargs))
+    try:
+        yield
+    finally:
+        del pipe._encode_image
 
 
 def generate(
@@ -39,18 +59,19 @@ def generate(
     """`segments` chained clips of `num_frames` from `image`: (T, H, W, 3) uint8, T = n + (s-1)(n-1)."""
     if prompt:
         logger.info("SVD takes no text: the prompt is unused by image_to_video (it shaped the first frame)")
-    pipe = load(spec, rt)
+    pipe, s = load(spec, rt), spec.settings
     gen = generator(seed)
-    chunk = decode_chunk(rt.profile, rt.device, spec.get("decode_chunk_size", 8), num_frames, width, height)
+    chunk = decode_chunk(rt.profile, rt.device, spec.settings.decode_chunk_size, num_frames, width, height)
     frames: list[np.ndarray] = []
     current = cover_resize(image, width, height)
     for index in range(segments):
-        out = pipe(
-            current, width=width, height=height, num_frames=num_frames, num_inference_steps=steps, fps=fps,
-            motion_bucket_id=spec.get("motion_bucket_id", 127), noise_aug_strength=spec.get("noise_aug_strength", 0.02),
-            min_guidance_scale=spec.get("min_guidance_scale", 1.0), max_guidance_scale=spec.get("max_guidance_scale", 3.0),
-            decode_chunk_size=chunk, generator=gen, output_type="np",
-        ).frames[0]
+        with _modulated(pipe, rt):
+            out = pipe(
+                current, width=width, height=height, num_frames=num_frames, num_inference_steps=steps, fps=fps,
+                motion_bucket_id=s.motion_bucket_id, noise_aug_strength=s.noise_aug_strength,
+                min_guidance_scale=s.min_guidance_scale, max_guidance_scale=s.max_guidance_scale,
+                decode_chunk_size=chunk, generator=gen, output_type="np",
+            ).frames[0]
         clip = to_uint8(out)
         frames.extend(clip if index == 0 else clip[1:])
         current = Image.fromarray(clip[-1])

@@ -21,7 +21,7 @@ from mora.config import mora_home
 logger = logging.getLogger(__name__)
 
 # Bump when a builder changes so stale caches are rebuilt rather than loaded.
-TINY_VERSION = 6
+TINY_VERSION = 7
 _CHARS = string.ascii_lowercase + string.digits + ",.'-!?:;()"
 
 
@@ -43,7 +43,10 @@ def ensure_tiny(model_id: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
         logger.info("building tiny model %s (random weights) in %s", model_id, target)
-        _BUILDERS[name]().save_pretrained(tmp)
+        from mora.tools.quiet import no_library_bars
+
+        with no_library_bars():  # transformers shows a "Writing model shards" bar per component
+            _BUILDERS[name]().save_pretrained(tmp)
         try:
             os.replace(tmp, target)
         except OSError:  # another process won the race; its copy is as good as ours
@@ -84,7 +87,7 @@ def _t5_tokenizer():
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=128
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
     )
 
 

@@ -6,8 +6,8 @@ Output paths are always chosen here, never by the caller: an LLM can name inputs
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +18,7 @@ import numpy as np
 from mora import media
 from mora.config import ModelSpec, Preset, get_preset
 from mora.errors import InputError
+from mora.limits import MAX_FPS, MAX_SEGMENTS, MAX_SIDE, MAX_STEPS, check_int, check_seed, check_text
 from mora.tools import ltx, pix2pix, sdxl, svd, wan
 from mora.tools.runtime import Runtime, release
 from mora.tools.sizing import fit_size, resize_frames
@@ -26,57 +27,16 @@ logger = logging.getLogger(__name__)
 
 _VIDEO_FAMILIES = {"svd": svd, "ltx": ltx}
 _TRANSITION_FAMILIES = {"ltx": ltx, "wan": wan}  # first-last-frame models
-MAX_SEED = 2**32 - 1
-MAX_SIDE = 4096
-MAX_STEPS = 500
-MAX_PROMPT_CHARS = 2000
-
-
-# --- argument checks: shared by the Python API, the CLI and the LLM tool-call validator ---------
-
-
-def check_text(value: Any, argument: str, *, required: bool = True) -> str | None:
-    """A non-empty string of reasonable length (None allowed when not required)."""
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{argument}: {value!r} is empty or not text; pass a non-empty description")
-    if len(value) > MAX_PROMPT_CHARS:
-        raise InputError(f"{argument}: text of {len(value)} characters is too long; keep it under {MAX_PROMPT_CHARS}")
-    return value.strip()
-
-
-def check_int(value: Any, argument: str, *, low: int = 1, high: int | None = None, multiple: int | None = None,
-              remainder: int = 0, hint: str = "") -> int | None:
-    """An integer in [low, high]; optionally `value % multiple == remainder`. None passes through."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise InputError(f"{argument}: {value!r} is not an integer; pass a whole number{hint}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        span = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise InputError(f"{argument}: {value} is out of range; pass a number {span}{hint}")
-    if multiple and value % multiple != remainder:
-        below = (value - remainder) // multiple * multiple + remainder
-        options = [v for v in (below, below + multiple) if v >= max(low, remainder or multiple)]
-        kind = f"a multiple of {multiple}" if not remainder else f"{multiple}k+{remainder}"
-        raise InputError(
-            f"{argument}: {value} is not {kind} as this model needs; use {' or '.join(map(str, options))}"
-        )
-    return value
-
-
-def check_seed(seed: Any) -> int:
-    """The given seed, or a fresh random one (logged, so the run can be repeated)."""
-    if seed is None:
-        seed = secrets.randbelow(2**31)
-        logger.info("seed not given; using %d", seed)
-        return seed
-    return check_int(seed, "seed", low=0, high=MAX_SEED)
+TOOL_NAMES = ("text_to_image", "edit_image", "image_to_video", "extend_video", "connect_videos")
+# tool -> its arguments that name input files (checked by the input guard; outputs are never arguments)
+PATH_ARGS = {
+    "edit_image": ("image_path",),
+    "image_to_video": ("image_path",),
+    "extend_video": ("video_path",),
+    "connect_videos": ("first_video", "second_video"),
+}
+# settings that describe the model, not a call: left out of the manifest's per-call settings
+_STRUCTURAL = ("size_multiple", "frame_multiple", "max_frames", "fp16_variant", "tail_frames", "max_area")
 
 
 class Toolset:
@@ -91,6 +51,8 @@ class Toolset:
         progress: show diffusion step bars.
         input_guard: optional `(path, argument) -> Path` check applied to every input path
             (the agent layer uses it to accept only the current job's inputs and artifacts).
+        adapter: a trained adapter (`mora train` output: its folder, or a loaded
+            `mora.training.Adapter`): its LoRA and modulation tokens apply to the agents it trained.
 
     Example:
         >>> tools = Toolset(preset="tiny", device="cpu", output_dir="outputs")
@@ -101,16 +63,19 @@ class Toolset:
     def __init__(
         self, preset: str | Preset = "mora", device: str = "auto", dtype: str = "auto", profile: str = "balanced",
         output_dir: str | Path = "outputs", progress: bool = True,
-        input_guard: Callable[[str, str], Path] | None = None,
+        input_guard: Callable[[str, str], Path] | None = None, adapter: Any = None,
     ):
         self.preset = get_preset(preset)
-        self.runtime = Runtime(device=device, dtype=dtype, profile=profile, progress=progress)
+        self.runtime = Runtime(device=device, dtype=dtype, profile=profile, progress=progress,
+                               adapter=_load_adapter(adapter, self.preset))
         self.output_dir = Path(output_dir)
         if self.output_dir.exists() and not self.output_dir.is_dir():
             raise InputError(f"output_dir: {str(output_dir)!r} is a file; pass a directory (it is created if missing)")
         self.input_guard = input_guard
         self.calls: list[dict] = []  # one record per tool call: args, seed, model, settings, output, seconds
         self.oom_retries: list[dict] = []  # out-of-memory retries in low-vram (recorded in manifests)
+        self._videos: dict[str, media.Video] = {}  # decoded input videos, by resolved path
+        self._step_profile: str | None = None  # the profile the current step ran in (low-vram after an OOM)
 
     @property
     def device(self) -> str:
@@ -136,15 +101,24 @@ class Toolset:
             return self.input_guard(str(path), argument)
         return Path(path)
 
+    def _video(self, path: Any, argument: str) -> media.Video:
+        """An input video, decoded once per Toolset (a job's tools read each input once)."""
+        resolved = self._input(path, argument)
+        key = str(Path(resolved).resolve())
+        if key not in self._videos:
+            self._videos[key] = media.read_video(resolved, argument=argument)
+        return self._videos[key]
+
     def _size(self, spec: ModelSpec, width: Any, height: Any, like: tuple[int, int] | None) -> tuple[int, int]:
-        m = spec.get("size_multiple", 8)
+        s = spec.settings
+        m = s.size_multiple
         width = check_int(width, "width", low=m, high=MAX_SIDE, multiple=m)
         height = check_int(height, "height", low=m, high=MAX_SIDE, multiple=m)
         if width and height:
             return width, height
-        area = spec.get("width") * spec.get("height")
+        area = s.width * s.height
         if like is None:
-            return width or spec.get("width"), height or spec.get("height")
+            return width or s.width, height or s.height
         if width:  # one side given: keep the aspect ratio of `like`
             w, h = width, max(m, round(width * like[1] / like[0] / m) * m)
         elif height:
@@ -159,38 +133,50 @@ class Toolset:
         return w, h
 
     def _frames(self, spec: ModelSpec, num_frames: Any, argument: str = "num_frames", *, any_count: bool = False) -> int:
-        m = spec.get("frame_multiple")
+        m = spec.settings.frame_multiple
         n = check_int(
-            num_frames, argument, low=1 if any_count else 2, high=spec.get("max_frames", 256),
+            num_frames, argument, low=1 if any_count else 2, high=spec.settings.max_frames,
             multiple=None if any_count else m, remainder=1 if m else 0,
         )
-        return n if n is not None else spec.get("num_frames")
+        return n if n is not None else spec.settings.num_frames
 
     def _steps(self, spec: ModelSpec, steps: Any) -> int:
-        return check_int(steps, "steps", low=1, high=MAX_STEPS) or spec.get("steps")
+        return check_int(steps, "steps", low=1, high=MAX_STEPS) or spec.settings.steps
 
     def _generate(self, call: Callable[[], Any]) -> Any:
-        """Run a model call; on GPU out-of-memory in `fast`/`balanced`, retry once in `low-vram`."""
+        """Run a model call; on GPU out-of-memory in `fast`/`balanced`, retry this step once in `low-vram`.
+
+        The retry happens after the `except` block: inside it, the traceback still references the
+        failed call's frames and so its pipelines, and releasing the cache would free nothing.
+        The fallback applies to the failing step only; later steps run in the job's profile again.
+        """
         import torch
 
+        self._step_profile = self.runtime.profile
         try:
             return call()
-        except torch.OutOfMemoryError:
+        except torch.OutOfMemoryError as error:
             if self.runtime.profile == "low-vram":
                 raise
-            previous = self.runtime.profile
-            logger.warning("out of GPU memory in profile %s; releasing models and retrying once in low-vram",
-                           previous)
-            release()
-            self.runtime.profile = "low-vram"
-            self.oom_retries.append({"tool_call": len(self.calls) + 1, "from": previous, "to": "low-vram"})
-            return call()
+            reason = str(error).splitlines()[0][:200] if str(error) else "CUDA out of memory"
+        previous = self.runtime.profile
+        logger.warning("out of GPU memory in profile %s (%s); releasing models and retrying this step in low-vram",
+                       previous, reason)
+        release()
+        self.runtime.profile = self._step_profile = "low-vram"
+        try:
+            result = call()
+        finally:
+            self.runtime.profile = previous
+        self.oom_retries.append({"tool_call": len(self.calls) + 1, "from": previous, "to": "low-vram",
+                                 "applies_to": "this step only", "error": reason})
+        return result
 
     def _record(self, tool: str, spec: ModelSpec, args: dict, output: Path, started: float, **extra: Any) -> str:
         seconds = time.perf_counter() - started
         self.calls.append(
             dict(tool=tool, args=args, output=str(output), model=spec.model_ids(), family=spec.family,
-                 seconds=round(seconds, 3), profile=self.runtime.profile, **extra)
+                 seconds=round(seconds, 3), profile=self._step_profile or self.runtime.profile, **extra)
         )
         logger.info("%s wrote %s in %.2fs", tool, output, seconds)
         return str(output)
@@ -218,14 +204,15 @@ class Toolset:
         negative_prompt = check_text(negative_prompt, "negative_prompt", required=False) if negative_prompt else ""
         w, h = self._size(spec, width, height, None)
         steps, seed = self._steps(spec, steps), check_seed(seed)
-        image = self._generate(lambda: sdxl.text_to_image(
+        image, tokens = self._generate(lambda: sdxl.text_to_image(
             spec, self.runtime, prompt=prompt, negative_prompt=negative_prompt, width=w, height=h, steps=steps, seed=seed
         ))
         out = media.write_image(image, self._out("text_to_image", ".png"))
         return self._record(
             "text_to_image", spec, dict(prompt=prompt, negative_prompt=negative_prompt), out, started,
-            seed=seed, settings=dict(width=w, height=h, steps=steps, guidance_scale=spec.get("guidance_scale"),
-                                     high_noise_frac=spec.get("high_noise_frac") if spec.refiner else None),
+            seed=seed, settings=_call_settings(spec, width=w, height=h, steps=steps,
+                                               high_noise_frac=spec.settings.high_noise_frac if spec.refiner else None),
+            prompt_tokens=tokens,
         )
 
     def edit_image(
@@ -248,15 +235,14 @@ class Toolset:
         image = media.read_image(self._input(image_path, "image_path"), argument="image_path")
         instruction = check_text(instruction, "instruction")
         steps, seed = self._steps(spec, steps), check_seed(seed)
-        edited = self._generate(lambda: pix2pix.edit_image(
+        edited, tokens = self._generate(lambda: pix2pix.edit_image(
             spec, self.runtime, image=image, instruction=instruction, steps=steps, seed=seed
         ))
         out = media.write_image(edited, self._out("edit_image", ".png"))
         return self._record(
             "edit_image", spec, dict(image_path=str(image_path), instruction=instruction), out, started, seed=seed,
-            settings=dict(width=edited.width, height=edited.height, steps=steps,
-                          guidance_scale=spec.get("guidance_scale"),
-                          image_guidance_scale=spec.get("image_guidance_scale")),
+            settings=_call_settings(spec, width=edited.width, height=edited.height, steps=steps),
+            prompt_tokens=tokens,
         )
 
     def image_to_video(
@@ -284,8 +270,8 @@ class Toolset:
         image = media.read_image(self._input(image_path, "image_path"), argument="image_path")
         prompt = check_text(prompt, "prompt", required=False)
         n = self._frames(spec, num_frames)
-        fps = check_int(fps, "fps", low=1, high=120) or spec.get("fps")
-        segments = check_int(segments, "segments", low=1, high=16) or spec.get("segments", 1)
+        fps = check_int(fps, "fps", low=1, high=MAX_FPS) or spec.settings.fps
+        segments = check_int(segments, "segments", low=1, high=MAX_SEGMENTS) or spec.settings.segments
         w, h = self._size(spec, width, height, image.size)
         steps, seed = self._steps(spec, steps), check_seed(seed)
         frames = self._generate(lambda: _VIDEO_FAMILIES[spec.family].generate(
@@ -296,9 +282,23 @@ class Toolset:
         boundaries = [n + i * (n - 1) for i in range(segments - 1)]
         return self._record(
             "image_to_video", spec, dict(image_path=str(image_path), prompt=prompt), out, started, seed=seed,
-            settings=self._video_settings(spec, w, h, n, steps, fps, segments=segments),
+            settings=_call_settings(spec, width=w, height=h, num_frames=n, steps=steps, fps=fps, segments=segments),
             video=dict(num_frames=len(frames), fps=fps, width=w, height=h, boundaries=boundaries),
+            segment_files=self._write_segments(frames, boundaries, out, fps),
         )
+
+    @staticmethod
+    def _write_segments(frames: np.ndarray, boundaries: list[int], out: Path, fps: float) -> list[str]:
+        """Each chained segment as its own file beside the video, for inspecting a seam.
+
+        Segment k starts at the frame it was generated from (the previous segment's last frame),
+        as the model saw it; the joined video keeps that frame once.
+        """
+        if not boundaries:
+            return []
+        starts, ends = [0, *(b - 1 for b in boundaries)], [*boundaries, len(frames)]
+        return [str(media.write_video(frames[a:b], out.with_name(f"{out.stem}-segment{k + 1}.mp4"), fps=fps))
+                for k, (a, b) in enumerate(zip(starts, ends, strict=True))]
 
     def extend_video(
         self,
@@ -317,12 +317,12 @@ class Toolset:
         """
         started = time.perf_counter()
         spec = self.preset.spec("extend")
-        video = media.read_video(self._input(video_path, "video_path"), argument="video_path")
+        video = self._video(video_path, "video_path")
         prompt = check_text(prompt, "prompt", required=False)
         # num_frames counts new frames; the family rounds its own clip to what the model needs
         n = self._frames(spec, num_frames, any_count=True)
         if num_frames is None and spec.family == "svd":
-            n = spec.get("num_frames") - 1
+            n = spec.settings.num_frames - 1
         steps, seed = self._steps(spec, steps), check_seed(seed)
         w, h = self._size(spec, None, None, (video.width, video.height))
         fps = max(1, round(video.fps))
@@ -334,7 +334,7 @@ class Toolset:
         out = media.write_video(frames, self._out("extend_video", ".mp4"), fps=video.fps)
         return self._record(
             "extend_video", spec, dict(video_path=str(video_path), prompt=prompt), out, started, seed=seed,
-            settings=self._video_settings(spec, w, h, n, steps, fps),
+            settings=_call_settings(spec, width=w, height=h, num_frames=n, steps=steps, fps=fps),
             video=dict(num_frames=len(frames), fps=video.fps, width=_even(video.width), height=_even(video.height),
                        boundaries=[video.num_frames]),
         )
@@ -363,12 +363,12 @@ class Toolset:
                 f"--preset: {self.preset.name!r} connects videos with {spec.family!r}, which cannot condition on a "
                 "last frame; use a preset whose connect role is LTX or Wan FLF2V (mora, ltx, mora-wan, tiny)"
             )
-        a = media.read_video(self._input(first_video, "first_video"), argument="first_video")
-        b = media.read_video(self._input(second_video, "second_video"), argument="second_video")
+        a = self._video(first_video, "first_video")
+        b = self._video(second_video, "second_video")
         prompt = check_text(prompt, "prompt", required=False)
         n = self._frames(spec, num_frames)
         if n < 3:
-            raise InputError(f"num_frames: {n} leaves no transition frames; pass at least {spec.get('frame_multiple', 8) + 1}")
+            raise InputError(f"num_frames: {n} leaves no transition frames; pass at least {(spec.settings.frame_multiple or 1) + 1}")
         steps, seed = self._steps(spec, steps), check_seed(seed)
         if abs(a.fps - b.fps) > 0.01:
             logger.warning("connect_videos: second video is %.3g fps, first %.3g fps; playing both at %.3g",
@@ -386,17 +386,10 @@ class Toolset:
         out = media.write_video(frames, self._out("connect_videos", ".mp4"), fps=a.fps)
         return self._record(
             "connect_videos", spec, dict(first_video=str(first_video), second_video=str(second_video), prompt=prompt),
-            out, started, seed=seed, settings=self._video_settings(spec, w, h, n, steps, a.fps),
+            out, started, seed=seed, settings=_call_settings(spec, width=w, height=h, num_frames=n, steps=steps, fps=a.fps),
             video=dict(num_frames=len(frames), fps=a.fps, width=_even(a.width), height=_even(a.height),
                        boundaries=[a.num_frames, a.num_frames + len(middle)]),
         )
-
-    @staticmethod
-    def _video_settings(spec: ModelSpec, w: int, h: int, n: int, steps: int, fps: float, **extra: Any) -> dict:
-        keys = ("motion_bucket_id", "noise_aug_strength", "min_guidance_scale", "max_guidance_scale",
-                "guidance_scale", "decode_timestep", "image_cond_noise_scale")
-        return dict(width=w, height=h, num_frames=n, steps=steps, fps=fps, **extra,
-                    **{k: spec.get(k) for k in keys if spec.get(k) is not None})
 
     @property
     def tools(self) -> dict[str, Callable[..., str]]:
@@ -404,9 +397,24 @@ class Toolset:
         return {name: getattr(self, name) for name in TOOL_NAMES}
 
 
+def _load_adapter(adapter: Any, preset: Preset) -> Any:
+    """A folder path is loaded (and checked against the preset's models); a loaded adapter passes."""
+    if adapter is None or not isinstance(adapter, (str, Path)):
+        return adapter
+    from mora.training.adapter import (
+        load_adapter,  # the adapter format sits below the tools (no tools import)
+    )
+
+    return load_adapter(adapter, preset)
+
+
+def _call_settings(spec: ModelSpec, **used: Any) -> dict:
+    """What a call ran with, for the manifest: the family's settings with this call's values over them."""
+    settings = {k: v for k, v in dataclasses.asdict(spec.settings).items() if k not in _STRUCTURAL}
+    return {**settings, **used}
+
+
 def _even(side: int) -> int:
     """The side as written: H.264 yuv420p needs even sides, so media.write_video pads odd ones."""
     return side + side % 2
 
-
-TOOL_NAMES = ("text_to_image", "edit_image", "image_to_video", "extend_video", "connect_videos")

@@ -205,12 +205,12 @@ def validate_job(task: Any, inputs: dict, options: dict) -> tuple[dict, dict]:
 
 
 def _check_inputs(task: Any, inputs: dict) -> dict:
-    from mora.workflows import runner
-    from mora.workflows.routes import TASK_INPUTS
+    from mora.limits import check_text
+    from mora.workflows.tasks import TASK_TABLE, TASKS
 
-    if not isinstance(task, str) or task not in TASK_INPUTS:
-        raise InputError(f"task: {task!r} is not a task; choose one of {', '.join(TASK_INPUTS)}")
-    required, optional = TASK_INPUTS[task]
+    if not isinstance(task, str) or task not in TASK_TABLE:
+        raise InputError(f"task: {task!r} is not a task; choose one of {', '.join(TASKS)}")
+    required, optional = TASK_TABLE[task].required, TASK_TABLE[task].optional
     given = {k: v for k, v in inputs.items() if v is not None}
     for key, value in given.items():
         if key not in required + optional:
@@ -221,7 +221,7 @@ def _check_inputs(task: Any, inputs: dict) -> dict:
     clean = {}
     for key, value in given.items():
         if key not in FILE_INPUTS:
-            clean[key] = runner.check_text(value, key)
+            clean[key] = check_text(value, key)
         elif isinstance(value, str) and value.strip():
             clean[key] = value  # opened when the job starts: a missing file fails that job alone
         else:
@@ -231,21 +231,22 @@ def _check_inputs(task: Any, inputs: dict) -> dict:
 
 def _check_options(task: str, options: dict) -> dict:
     from mora.config import get_preset
+    from mora.limits import MAX_SEED, check_best_of, check_int, check_options
     from mora.tools.runtime import check_profile
     from mora.workflows import runner
+    from mora.workflows.tasks import CRITIC_TASKS
 
     opts = {k: v for k, v in options.items() if v is not None}
     for key in ("preset", "device", "dtype", "profile", "out"):
         if key in opts and not isinstance(opts[key], str):
             raise InputError(f"{key}: {opts[key]!r} is not text; pass a string")
     preset = get_preset(opts.get("preset", "mora"))
-    sizes = runner.validate_options(task, preset, {k: opts.get(k) for k in ("num_frames", "width", "height",
-                                                                              "steps", "fps")})
+    sizes = check_options(task, preset, {k: opts.get(k) for k in ("num_frames", "width", "height", "steps", "fps")})
     opts.update({k: v for k, v in sizes.items() if v is not None})
     if "seed" in opts:
-        opts["seed"] = runner.check_int(opts["seed"], "seed", low=0, high=runner.MAX_SEED)
+        opts["seed"] = check_int(opts["seed"], "seed", low=0, high=MAX_SEED)
     if "best_of" in opts:
-        opts["best_of"] = runner.check_best_of(task, opts["best_of"])
+        opts["best_of"] = check_best_of(task, opts["best_of"], CRITIC_TASKS)
     if "device" in opts and not _DEVICE_PATTERN.fullmatch(opts["device"]):
         raise InputError(f"device: {opts['device']!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
     if "profile" in opts:
@@ -257,7 +258,7 @@ def _check_options(task: str, options: dict) -> dict:
 
         load_llm_config(opts["llm_config"])
     if "out" in opts:
-        runner.output_paths(opts["out"], task)
+        runner.output_paths(opts["out"], task, overwrite=True)  # the batch owns its outputs
     return opts
 
 
@@ -493,11 +494,11 @@ def run_job(job: BatchJob, worker: str = "local") -> dict:
         >>> run_job(load_jobs([{"task": "text-to-video", "prompt": "a fox", "preset": "tiny"}], out_dir="o")[0])
         {'status': 'ok', 'error': None, 'seconds': 8.2, 'worker': 'local', 'video': '/abs/o/1.mp4'}
     """
-    import mora
+    from mora.workflows.runner import run
 
     started = time.perf_counter()
     try:
-        result = mora.run(job.task, **job.inputs, **job.options, progress=False)
+        result = run(job.task, **job.inputs, **job.options, progress=False, overwrite=True)
         status, error, video = "ok", None, str(result.video_path)
     except MoraError as e:  # the user's to fix (a missing input) or a clean stop: the message says it
         status, error, video = "failed", str(e), None
@@ -722,6 +723,29 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
+def _skip_finished(jobs: list[BatchJob], ledger: _Ledger) -> list[BatchJob]:
+    """`--resume`: mark jobs whose manifest matches as skipped; return the others."""
+    todo = []
+    for job in jobs:
+        video = finished_video(job)
+        if video:
+            ledger.finish(job.id, status="skipped", video=video, note="finished in an earlier run (manifest matches)")
+        else:
+            todo.append(job)
+    return todo
+
+
+def _check_workers(ray: Any, workers: Any) -> bool:
+    """Whether the batch runs on Ray; `--workers` only makes sense there."""
+    use_ray = ray not in (None, False)
+    if workers is not None and not use_ray:
+        raise InputError(f"--workers: {workers!r} needs --ray; without Ray, jobs run one after another in this "
+                         "process (add --ray, or drop --workers)")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InputError(f"--workers: {workers!r} is not a positive whole number; pass e.g. --workers 2")
+    return use_ray
+
+
 def batch(
     jobs: str | os.PathLike | Iterable[dict],
     *,
@@ -765,12 +789,7 @@ def batch(
         >>> [(r.id, r.status) for r in result.jobs]
         [('1', 'ok'), ('2', 'ok')]
     """
-    use_ray = ray not in (None, False)
-    if workers is not None and not use_ray:
-        raise InputError(f"--workers: {workers!r} needs --ray; without Ray, jobs run one after another in this "
-                         "process (add --ray, or drop --workers)")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise InputError(f"--workers: {workers!r} is not a positive whole number; pass e.g. --workers 2")
+    use_ray = _check_workers(ray, workers)
     out = Path(out_dir).expanduser().absolute()
     checked = load_jobs(jobs, out_dir=out, defaults=defaults, ray=use_ray)
     if use_ray:
@@ -780,13 +799,7 @@ def batch(
     out.mkdir(parents=True, exist_ok=True)
     source = str(Path(jobs).absolute()) if isinstance(jobs, (str, os.PathLike)) else None
     ledger = _Ledger(checked, out, "ray" if use_ray else "local", source, progress, on_job)
-    todo = []
-    for job in checked:
-        video = finished_video(job) if resume else None
-        if video:
-            ledger.finish(job.id, status="skipped", video=video, note="finished in an earlier run (manifest matches)")
-        else:
-            todo.append(job)
+    todo = _skip_finished(checked, ledger) if resume else list(checked)
     ledger.save()
     try:
         if use_ray and todo:

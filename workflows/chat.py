@@ -1,20 +1,26 @@
 """`mora.chat()`: conversational prompting. A director LLM talks with the user and starts a task
-through a `start_task` tool call, validated like any LLM output; then the task's route runs."""
+through a `start_task` tool call, validated like any LLM output; then the task's route runs.
+
+The director's task list and the `start_task` schema are generated from the task table.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from mora.errors import InputError, LLMError
-from mora.workflows.routes import TASK_INPUTS, TASKS
+from mora.workflows.tasks import INPUT_NAMES, TASK_TABLE, TASKS, director_task_list, input_help
 
 logger = logging.getLogger(__name__)
 
-_PATH_KEYS = ("image", "video", "video_a", "video_b")
+_PATH_KEYS = tuple(n for n in INPUT_NAMES if any(i.name == n and i.kind != "text"
+                                                 for t in TASK_TABLE.values() for i in t.inputs))
 ATTEMPTS = 3
 
 
@@ -29,6 +35,22 @@ class ChatResult:
     messages: list[dict] = field(default_factory=list)
 
 
+def start_task_function() -> Callable[..., str]:
+    """`start_task(task, prompt=None, image=None, ...)` with the typed signature AutoGen turns into the schema."""
+
+    def start_task(**kwargs: Any) -> str:
+        return kwargs["task"]  # never executed: the chat loop validates the call and runs the task itself
+
+    params = [inspect.Parameter("task", inspect.Parameter.KEYWORD_ONLY,
+                                annotation=Annotated[str, f"One of: {', '.join(TASKS)}"])]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                 annotation=Annotated[str | None, input_help(name)]) for name in INPUT_NAMES]
+    start_task.__signature__ = inspect.Signature(params, return_annotation=str)
+    start_task.__annotations__ = {p.name: p.annotation for p in params} | {"return": str}
+    start_task.__doc__ = "Start one Mora task with the user's inputs."
+    return start_task
+
+
 def validate_start_task(args: dict, user_text: str) -> tuple[str, dict]:
     """Check a `start_task` call: a known task, its inputs only, and paths the user actually typed."""
     from mora.workflows.runner import validate_inputs
@@ -36,7 +58,6 @@ def validate_start_task(args: dict, user_text: str) -> tuple[str, dict]:
     task = args.get("task")
     if task not in TASKS:
         raise InputError(f"task: {task!r} is not a task; choose one of {', '.join(TASKS)}")
-    required, optional = TASK_INPUTS[task]
     inputs = {k: v for k, v in args.items() if k != "task" and v not in (None, "")}
     for key in _PATH_KEYS:
         if key in inputs and not _typed(str(inputs[key]), user_text):
@@ -53,14 +74,22 @@ def _typed(path: str, text: str) -> bool:
     return re.search(pattern, text) is not None
 
 
-def chat(
-    message: str,
-    *,
-    llm_config: Any = None,
-    ask: Callable[[str], str | None] | None = None,
-    max_turns: int = 8,
-    **run_options: Any,
-) -> ChatResult:
+def _parse_call(call: dict, user_text: str) -> tuple[str, dict]:
+    """The task and inputs of the director's tool call; InputError when it is unusable."""
+    name = (call.get("function") or {}).get("name")
+    if name != "start_task":
+        raise InputError(f"tool: {name!r} is unknown; call start_task")
+    try:
+        args = json.loads(call["function"].get("arguments") or "{}")
+    except json.JSONDecodeError as e:
+        raise InputError(f"start_task: arguments are not valid JSON ({e.msg})") from None
+    if not isinstance(args, dict):
+        raise InputError("start_task: arguments must be a JSON object")
+    return validate_start_task(args, user_text)
+
+
+def chat(message: str, *, llm_config: Any = None, ask: Callable[[str], str | None] | None = None, max_turns: int = 8,
+         **run_options: Any) -> ChatResult:
     """Talk with the director LLM until it starts a task, then run it.
 
     Args:
@@ -77,7 +106,8 @@ def chat(
     Example:
         >>> mora.chat("a fox running in snow, as a video", llm_config="OAI_CONFIG_LIST", preset="tiny")
     """
-    from mora.agents.llm import load_llm_config, scrub
+    from mora.agents.director import ask_director, make_director
+    from mora.agents.llm import llm_errors, load_llm_config, scrub
 
     config_list = load_llm_config(llm_config)
     if not config_list:
@@ -85,31 +115,19 @@ def chat(
             "--llm-config: chat needs an LLM and none is configured; pass --llm-config PATH or set OAI_CONFIG_LIST "
             "(see OAI_CONFIG_LIST.example), or run a task directly, e.g. mora text-to-video \"a fox\""
         )
-    from mora.agents.director import ask_director, make_director
-
-    director = make_director(config_list)
-    messages = [{"role": "user", "content": message}]
-    user_text = message
-    faults = 0
+    director = make_director(config_list, director_task_list(), start_task_function())
+    messages, user_text, faults = [{"role": "user", "content": message}], message, 0
     for _ in range(max_turns):
         try:
             answer = ask_director(director, messages)
-        except Exception as e:  # HTTP errors, timeouts
+        except llm_errors() as e:
             reason = scrub(f"{type(e).__name__}: {str(e)[:200]}", config_list)  # the text may echo the key
             raise LLMError(f"chat: the LLM endpoint failed ({reason})") from None
         calls = answer.get("tool_calls") if isinstance(answer, dict) else None
         if calls:
-            import json
-
-            call = calls[0]
             try:
-                if call.get("function", {}).get("name") != "start_task":
-                    raise InputError(f"tool: {call.get('function', {}).get('name')!r} is unknown; call start_task")
-                args = json.loads(call["function"].get("arguments") or "{}")
-                if not isinstance(args, dict):
-                    raise InputError("start_task: arguments must be a JSON object")
-                task, inputs = validate_start_task(args, user_text)
-            except (InputError, json.JSONDecodeError) as e:
+                task, inputs = _parse_call(calls[0], user_text)
+            except InputError as e:
                 faults += 1
                 logger.warning("director's start_task call unusable (%s)", e)
                 if faults >= ATTEMPTS:
@@ -119,10 +137,9 @@ def chat(
             from mora.workflows.runner import run
 
             logger.info("director starts %s with %s", task, inputs)
-            result = run(task, llm_config=config_list, **inputs, **run_options)
-            return ChatResult(task=task, inputs=inputs, result=result, messages=messages)
-        text = answer.get("content") if isinstance(answer, dict) else answer
-        text = (text or "").strip()
+            return ChatResult(task=task, inputs=inputs, messages=messages,
+                              result=run(task, llm_config=config_list, **inputs, **run_options))
+        text = ((answer.get("content") if isinstance(answer, dict) else answer) or "").strip()
         messages.append({"role": "assistant", "content": text})
         reply = ask(text) if ask else None
         if not reply:

@@ -1,22 +1,35 @@
-"""The state of one job as its route runs: inputs, pinned options, artifacts, the acting agents.
+"""The route state machine: one job's route, walked step by step, with its state and transitions.
 
-The job decides the scripted tool call of each step (used without an LLM, and as the fallback
-when the LLM's call is unusable), guards input paths (only this job's inputs and artifacts), and
-records what the manifest reports.
+`Job` holds everything a route needs and decides: the cursor over the steps, the review gate
+(approve, regenerate, edit, abort), best-of candidates and the critic's choice, the scripted tool
+call of each step (used without an LLM, and as the fallback when the LLM's call is unusable), the
+input-path guard (only this job's inputs and artifacts) and what the manifest reports.
+
+Transitions, each one method:
+- `advance()`: the active step is done; run review gates; return the next acting step (or None).
+- `record_output(tool, path)`: a tool call wrote `path`.
+- `review_gate()`: ask the reviewer about the latest image; may insert steps (regenerate, edit).
+- `choose_candidate(...)`: settle the critic's rankings (the reviewer breaks a disagreement).
+The AutoGen adapter (`mora.agents.team.Team`) only asks `advance()` who speaks next.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mora.agents.enhance import SIMULATE_NEGATIVE, edit_instruction, enhance_prompt
-from mora.errors import InputError
-from mora.workflows.routes import Step
+from mora.errors import InputError, ReviewAborted
+from mora.evaluation.critic import choose
+from mora.limits import check_text
+from mora.workflows.tasks import EDIT_IMAGE, GATE, REVIEW, Step
 
 logger = logging.getLogger(__name__)
 
+MAX_REVIEW_ROUNDS = 10
 # option -> the tools that take it
 _OPTION_TOOLS = {
     "width": ("text_to_image", "image_to_video"),
@@ -25,12 +38,7 @@ _OPTION_TOOLS = {
     "num_frames": ("image_to_video", "extend_video", "connect_videos"),
     "fps": ("image_to_video",),
 }
-PATH_ARGS = {
-    "edit_image": ("image_path",),
-    "image_to_video": ("image_path",),
-    "extend_video": ("video_path",),
-    "connect_videos": ("first_video", "second_video"),
-}
+_FRAME_TOOLS = ("text_to_image", "edit_image")
 
 
 @dataclass
@@ -41,9 +49,16 @@ class Job:
         task: the task name.
         inputs: the user's inputs as given (`prompt`, `image`, `video`, `instruction`, `video_a`, `video_b`).
         options: options the user pinned (`width`, `height`, `steps`, `num_frames`, `fps`); None = model default.
-        seed: the job's seed; regenerating the first frame uses seed + 1, + 2, ...
+        seed: the job's seed; regenerating a reviewed image uses seed + 1, + 2, ...
         steps: the route; the review gate may insert steps.
         artifacts_dir: where tools write; input paths are accepted only from here and `inputs`.
+        best_of: candidates for the critic (text-to-video, simulate).
+        reviewer: `(image_path, info) -> decision` at review gates and critic disagreements (None: no review).
+
+    Example:
+        >>> job = Job("extend", {"video": "a.mp4"}, {}, 0, list(route_for("extend", {"video": "a.mp4"})), Path("a"))
+        >>> job.advance().tool
+        'extend_video'
     """
 
     task: str
@@ -52,6 +67,8 @@ class Job:
     seed: int
     steps: list[Step]
     artifacts_dir: Path
+    best_of: int = 1
+    reviewer: Callable[[str, dict], Any] | None = None
     enhanced_prompt: str | None = None
     images: list[str] = field(default_factory=list)
     videos: list[str] = field(default_factory=list)
@@ -66,12 +83,14 @@ class Job:
     image_seed_offset: int = 0
     pending_instruction: str | None = None
     turns: int = 0
-    best_of: int = 1  # candidates for the critic (text-to-video, simulate)
     candidate: int = 0  # index of the candidate being made (0 when best_of is 1)
     candidates: list[dict] = field(default_factory=list)
     critic: dict | None = None
     call_origin: str = "scripted"  # where the pending tool call came from: "scripted" or "llm"
+    _frames_started: int = 0
     _allowed: set = field(default_factory=set)
+
+    # --- inputs and paths -------------------------------------------------------------------------
 
     def allow(self, path: str | Path) -> None:
         """Accept `path` as an input of later tool calls (an input file or an artifact)."""
@@ -95,10 +114,17 @@ class Job:
     def prompt(self) -> str | None:
         return self.enhanced_prompt or self.inputs.get("prompt")
 
+    @property
+    def gated(self) -> bool:
+        """Whether review gates act (only with a reviewer)."""
+        return self.reviewer is not None
+
     def default_enhancement(self) -> str:
         """The prompt agent's deterministic answer."""
         text = self.inputs.get("prompt") or self.inputs.get("instruction") or ""
         return enhance_prompt(text, task=self.task)
+
+    # --- the scripted call of each step -----------------------------------------------------------
 
     def scripted_call(self, tool: str) -> dict:
         """The arguments of `tool` for the current step, from the job's state."""
@@ -128,23 +154,105 @@ class Job:
             return self.inputs["instruction"]
         return edit_instruction(self.inputs.get("prompt", ""), task=self.task)
 
-    def next_step(self) -> Step | None:
-        if self.position >= len(self.steps):
-            return None
-        step = self.steps[self.position]
-        self.position += 1
-        return step
+    # --- transitions ------------------------------------------------------------------------------
 
-    def insert_next(self, *steps: Step) -> None:
-        """Run `steps` next (the review gate uses this for regenerate and edit)."""
-        self.steps[self.position:self.position] = list(steps)
+    def advance(self) -> Step | None:
+        """Finish the active step, pass any review gates, and start the next acting step (None: done)."""
+        self.active = None
+        while self.position < len(self.steps):
+            step = self.steps[self.position]
+            self.position += 1
+            if step.agent == REVIEW:
+                self.review_gate()
+                continue
+            if self.best_of > 1 and step.tool in _FRAME_TOOLS and not self.pending_instruction:
+                self.candidate, self._frames_started = self._frames_started, self._frames_started + 1
+            self.active = step
+            self.acted.append(step.agent)
+            return step
+        return None
+
+    def remaining(self) -> list[str]:
+        """Agents of the steps not started yet."""
+        return [s.agent for s in self.steps[self.position:]]
 
     def record_output(self, tool: str, path: str) -> None:
+        """A tool call of the active step wrote `path`: later steps may read it."""
         (self.videos if path.endswith(".mp4") else self.images).append(path)
         self.allow(path)
         if self.best_of > 1 and tool == "image_to_video":
             self.candidates.append({"index": self.candidate, "seed": self.seed + self.candidate,
                                     "image": self.images[-1], "video": path})
 
+    def review_gate(self) -> None:
+        """Ask the reviewer about the latest image; regenerate and edit insert the steps that redo it."""
+        if self.reviewer is None:
+            return
+        frame_step = next(s for s in reversed(self.steps[:self.position]) if s.tool in _FRAME_TOOLS)
+        if len(self.review) >= MAX_REVIEW_ROUNDS:
+            raise InputError(f"review: more than {MAX_REVIEW_ROUNDS} rounds without approval; approve or abort")
+        image = self.images[-1]
+        action, instruction = normalize_decision(self.reviewer(image, {"task": self.task, "prompt": self.prompt,
+                                                                        "round": len(self.review) + 1}))
+        self.review.append({"image": image, "decision": action, **({"instruction": instruction} if instruction else {})})
+        logger.info("review of %s: %s%s", image, action, f" ({instruction})" if instruction else "")
+        if action == "approve":
+            return
+        if action == "abort":
+            raise ReviewAborted("review: aborted by the reviewer; nothing was written at the output path")
+        if action == "regenerate":
+            # Remake the reviewed image with the next seed, from the same source: only the reviewed
+            # image is dropped, so after an edit the edit is redone (same instruction) on its input.
+            self.image_seed_offset += 1
+            if frame_step.tool != "edit_image":
+                self.pending_instruction = None
+            self.images.pop()
+            self._insert_next(frame_step, GATE)
+        else:  # edit
+            self.pending_instruction = instruction
+            self._insert_next(EDIT_IMAGE, GATE)
+
+    def choose_candidate(self, by_scores: list[int], by_judge: list[int] | None, judge_error: str | None) -> int:
+        """Keep one candidate: the rankings agree, or the reviewer settles it, or the score card decides."""
+        reviewer_pick = None
+        if by_judge is not None and by_judge[0] != by_scores[0] and self.reviewer is not None:
+            pick = self.candidates[by_judge[0]]
+            action, _ = normalize_decision(self.reviewer(pick["image"], {
+                "task": self.task, "prompt": self.prompt, "critic": "the vision judge prefers this first frame; "
+                "approve to keep it, anything else keeps the score card's choice"}))
+            reviewer_pick = by_judge[0] if action == "approve" else by_scores[0]
+        best, reason = choose(by_scores, by_judge, reviewer_pick)
+        self.critic = {"winner": best, "reason": reason, "score_ranking": by_scores, "judge_ranking": by_judge,
+                       **({"judge_error": judge_error} if judge_error else {})}
+        self.videos.append(self.candidates[best]["video"])
+        return best
+
+    def _insert_next(self, *steps: Step) -> None:
+        self.steps[self.position:self.position] = list(steps)
+
     def time(self, label: str, seconds: float) -> None:
         self.timings[label] = round(self.timings.get(label, 0.0) + seconds, 3)
+
+
+def normalize_decision(decision: Any) -> tuple[str, str | None]:
+    """A review answer as (action, instruction). Accepts 'approve', 'regenerate', 'abort',
+    ('edit', 'instruction'), {'action': ..., 'instruction': ...} or an object with those attributes.
+
+    Example:
+        >>> normalize_decision(("edit", "make it snowy"))
+        ('edit', 'make it snowy')
+    """
+    if isinstance(decision, str):
+        action, instruction = decision, None
+    elif isinstance(decision, (tuple, list)) and decision:
+        action, instruction = decision[0], (decision[1] if len(decision) > 1 else None)
+    elif isinstance(decision, dict):
+        action, instruction = decision.get("action"), decision.get("instruction")
+    else:
+        action, instruction = getattr(decision, "action", None), getattr(decision, "instruction", None)
+    action = str(action or "").strip().lower()
+    if action not in ("approve", "regenerate", "edit", "abort"):
+        raise InputError(f"review: {decision!r} is not a decision; answer approve, regenerate, ('edit', text) or abort")
+    if action == "edit":
+        instruction = check_text(instruction, "review edit instruction")
+    return action, instruction

@@ -21,14 +21,6 @@ from mora import __version__
 from mora.errors import InputError, MoraError
 
 PROG = "mora"
-TASK_HELP = {
-    "text-to-video": "Make a video from a text prompt (prompt -> first frame -> video).",
-    "image-to-video": "Animate an image, adapted to a text prompt first.",
-    "extend": "Continue a video (the input's frames, then new ones).",
-    "edit": "Edit a video by instruction (edits the first frame, then re-animates it).",
-    "connect": "Join two videos with a generated transition.",
-    "simulate": "Make a 'digital world' (video game style) video from a prompt, optionally from an image.",
-}
 
 
 class UsageError(Exception):
@@ -65,7 +57,7 @@ def _seed(text: str) -> int:
     return value
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, review: bool = True) -> None:
     g = p.add_argument_group("common options")
     g.add_argument("--preset", default="mora", help="models to use: mora (the paper's; default), ltx, mora-wan, or "
                    "tiny, tiny-ltx, tiny-wan (toy random models: offline, seconds on a CPU, noise output)")
@@ -84,7 +76,13 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "by free GPU memory")
     g.add_argument("--llm-config", metavar="PATH", help="OAI_CONFIG_LIST file (default: $OAI_CONFIG_LIST or "
                    "./OAI_CONFIG_LIST if present; without one, prompts are enhanced deterministically)")
-    g.add_argument("--review", action="store_true", help="approve, regenerate, edit or abort the first frame")
+    if review:
+        g.add_argument("--review", action="store_true", help="approve, regenerate, edit or abort the route's image "
+                       "(the first frame, or the edited image) before it is animated")
+    g.add_argument("--overwrite", action="store_true", help="replace the earlier job at --out (its video, manifest "
+                   "and artifacts)")
+    g.add_argument("--adapter", metavar="DIR", help="a trained adapter (mora train's RUN_DIR/adapter): LoRA and "
+                   "modulation tokens for the agents it trained")
     _output_flags(p)
 
 
@@ -104,27 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mora {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    specs = {
-        "text-to-video": [("prompt", "what the video shows")],
-        "image-to-video": [("image", "first frame (PNG, JPEG, WebP, GIF)"), ("prompt", "what should happen")],
-        "extend": [("video", "video to continue (MP4, WebM, MOV, GIF)"), ("prompt?", "what happens next")],
-        "edit": [("video", "video to edit"), ("instruction", "edit, e.g. 'make it winter'")],
-        "connect": [("video_a", "video that plays first"), ("video_b", "video that plays last"),
-                    ("prompt?", "what the transition shows")],
-        "simulate": [("prompt", "the world to simulate")],
-    }
-    for name, positionals in specs.items():
-        p = sub.add_parser(name, help=TASK_HELP[name], description=TASK_HELP[name])
-        for arg, help_text in positionals:
-            optional = arg.endswith("?")
-            p.add_argument(arg.rstrip("?"), nargs="?" if optional else None, help=help_text)
-        if name == "simulate":
-            p.add_argument("--image", help="start from this image instead of generating one")
-        if name in ("text-to-video", "simulate"):
+    from mora.workflows.tasks import TASK_TABLE  # data only: no torch
+
+    for task in TASK_TABLE.values():
+        p = sub.add_parser(task.name, help=task.help, description=task.help)
+        for item in task.inputs:
+            if item.option:
+                p.add_argument(f"--{item.name}", help=item.help)
+            else:
+                p.add_argument(item.name, nargs=None if item.required else "?", help=item.help)
+        if task.critic:
             p.add_argument("--best-of", type=_positive_int(), default=1, metavar="N",
                            help="make N candidates (seeds seed..seed+N-1); critic_agent keeps the best by the "
                            "score card (and a vision LLM judge when a config entry is tagged \"vision\")")
-        _common(p)
+        _common(p, review=task.review or task.critic)
     chat = sub.add_parser("chat", help="Describe the video in a conversation; an LLM director picks the task.",
                           description="Conversational prompting: needs an LLM config (OAI_CONFIG_LIST).")
     chat.add_argument("message", nargs="?", help="first message (asked for when omitted)")
@@ -138,13 +129,80 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--profile", default="balanced", choices=("fast", "balanced", "low-vram", "auto"))
     ui.add_argument("--llm-config", metavar="PATH", help="OAI_CONFIG_LIST file for the agents")
     ui.add_argument("--out-dir", default="outputs/ui", help="where jobs and their uploads go (default outputs/ui)")
+    ui.add_argument("--adapter", metavar="DIR", help="a trained adapter (mora train) for every job of the page")
     _output_flags(ui)
+    _add_batch_parser(sub)
+    _add_train_parser(sub)
     ev = sub.add_parser("eval", help="Score a video: temporal flickering, dynamic degree, smoothness, ...",
                         description="Print the score card of a video (seam scores too for a Mora output).")
     ev.add_argument("video", help="video to score")
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+def _add_batch_parser(sub: Any) -> None:
+    p = sub.add_parser("batch", help="Run many jobs from a JSON Lines file, models kept warm (Ray for many GPUs).",
+                       description="Run every job of JOBS.jsonl (one mora.run per line: {\"task\": ..., \"prompt\": "
+                       "..., \"seed\": 1, \"out\": \"fox.mp4\"}). The options below are defaults for every job.")
+    p.add_argument("jobs", metavar="JOBS.jsonl", help="one job per line; the whole file is checked before any runs")
+    p.add_argument("--out-dir", default="outputs/batch", help="relative outputs and batch.json go here "
+                   "(default outputs/batch)")
+    p.add_argument("--workers", type=_positive_int(), metavar="N", help="with --ray: N CPU actors (default: one "
+                   "actor per GPU)")
+    p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="spread the jobs over a Ray cluster (ADDRESS, e.g. auto or HOST:6379; none: a local "
+                   "instance). Needs the ray extra: pip install -e \".[ray]\"")
+    p.add_argument("--resume", action="store_true", help="skip jobs whose manifest exists and matches")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed job")
+    g = p.add_argument_group("defaults for every job")
+    g.add_argument("--preset", help="models (default mora)")
+    g.add_argument("--seed", type=_seed)
+    for flag in ("--num-frames", "--width", "--height", "--steps", "--fps"):
+        g.add_argument(flag, type=_positive_int(), metavar="N")
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    g.add_argument("--profile", choices=("fast", "balanced", "low-vram", "auto"))
+    g.add_argument("--llm-config", metavar="PATH")
+    _output_flags(p)
+
+
+def _number(kind: type):
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; pass e.g. 1e-4") from None
+
+    return parse
+
+
+def _add_train_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="Fine-tune the agents together (the paper's training): LoRA + modulation.",
+                       description="Self-modulated multi-agent fine-tuning on a folder of captioned clips "
+                       "(videos + metadata.jsonl with {\"file_name\", \"text\"} per line). Writes RUN_DIR/adapter "
+                       "for --adapter, metrics.jsonl, loss.png, train.json and checkpoints.")
+    p.add_argument("--data", required=True, metavar="DIR", help="videos plus metadata.jsonl (every line is checked "
+                   "before training starts)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder (new, or this run with --resume)")
+    p.add_argument("--preset", default="mora", help="base models (default mora; tiny for an offline check)")
+    p.add_argument("--agents", metavar="A,B", help="agents to train (default text_to_image_agent,"
+                   "image_to_video_agent; image_to_image_agent too is possible)")
+    p.add_argument("--steps", type=_positive_int(), metavar="N")
+    p.add_argument("--batch-size", type=_positive_int(), metavar="B")
+    p.add_argument("--lr", type=_number(float), metavar="X", help="LoRA learning rate")
+    p.add_argument("--mod-lr", type=_number(float), metavar="X", help="modulation embedding learning rate")
+    p.add_argument("--rank", type=_positive_int(), metavar="R", help="LoRA rank (default 16)")
+    p.add_argument("--mod-tokens", type=_positive_int(), metavar="K", help="modulation tokens per agent (default 1)")
+    p.add_argument("--no-coupling", action="store_true", help="train each agent on its own loss only")
+    p.add_argument("--lambda-image", type=_number(float), metavar="X", help="weight of the image agent's own loss")
+    p.add_argument("--train-size", metavar="WxH", help="training frame size (default 512x288)")
+    p.add_argument("--train-frames", type=_positive_int(), metavar="N", help="frames per training clip (default 14)")
+    p.add_argument("--checkpoint-every", type=_positive_int(), metavar="N")
+    p.add_argument("--optimizer", choices=("adamw", "adamw8bit"), help="adamw8bit: bitsandbytes, CUDA only")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of RUN_DIR")
+    p.add_argument("--seed", type=_seed)
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    _output_flags(p)
 
 
 # --- running ---------------------------------------------------------------------------------------
@@ -155,27 +213,10 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("mora").setLevel(level)
     # Silence what a user cannot act on: library deprecation chatter, load bars, tokenizer notes.
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|diffusers|transformers)\.")
     if not args.debug:
         for name in ("httpx", "autogen", "openai"):
             logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def _quiet_libraries() -> None:
-    """Called once torch-side libraries are imported anyway (a command is running)."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()  # the model-loading bars, not the denoising bars
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 class _Progress:
@@ -213,40 +254,22 @@ def _terminal_review(image_path: str, info: dict) -> Any:
 
 
 def _run_task(args: argparse.Namespace) -> int:
-    import mora
+    from mora.workflows.options import RunOptions
+    from mora.workflows.runner import run
+    from mora.workflows.tasks import INPUT_NAMES
 
-    inputs = {k: getattr(args, k, None) for k in ("prompt", "image", "video", "instruction", "video_a", "video_b")}
-    progress = _Progress(args.quiet)
-    options = dict(preset=args.preset, seed=args.seed, out=args.out, num_frames=args.num_frames, width=args.width,
-                   height=args.height, steps=args.steps, fps=args.fps, device=args.device, profile=args.profile,
-                   llm_config=args.llm_config, best_of=getattr(args, "best_of", 1))
-    # Check everything before the heavy imports: a typo costs no model load.
-    from mora.config import get_preset
-    from mora.workflows.runner import check_best_of, output_paths, validate_inputs, validate_options
-
-    validate_inputs(args.command, inputs)
-    validate_options(args.command, get_preset(args.preset), options)
-    output_paths(args.out, args.command)
-    check_best_of(args.command, options["best_of"])
-    _check_runtime(args)
-    _quiet_libraries()
-    result = mora.run(
-        args.command, **{k: v for k, v in inputs.items() if v is not None}, **options,
-        review=_terminal_review if args.review else None, on_step=progress, progress=not args.quiet,
+    inputs = {k: getattr(args, k, None) for k in INPUT_NAMES}
+    options = RunOptions(
+        preset=args.preset, seed=args.seed, out=args.out, num_frames=args.num_frames, width=args.width,
+        height=args.height, steps=args.steps, fps=args.fps, device=args.device, profile=args.profile,
+        llm_config=args.llm_config, best_of=getattr(args, "best_of", 1), overwrite=args.overwrite,
+        adapter=args.adapter,
+        review=_terminal_review if getattr(args, "review", False) else None, on_step=_Progress(args.quiet),
+        progress=not args.quiet,
     )
+    result = run(args.command, **{k: v for k, v in inputs.items() if v is not None}, **vars(options))
     _report(args, result.manifest)
     return 0
-
-
-def _check_runtime(args: argparse.Namespace) -> None:
-    """LLM config and device checks, before the slow library imports."""
-    from mora.agents.llm import load_llm_config
-
-    load_llm_config(args.llm_config)
-    if args.device not in ("auto", "cpu"):  # needs torch, but not diffusers or transformers
-        from mora.tools.runtime import resolve_device
-
-        resolve_device(args.device)
 
 
 def _report(args: argparse.Namespace, manifest: dict) -> None:
@@ -282,12 +305,11 @@ def _run_chat(args: argparse.Namespace) -> int:
         print(f"director: {question}\nyou: ", end="", file=sys.stderr, flush=True)
         return sys.stdin.readline().strip() or None
 
-    _quiet_libraries()
     outcome = mora.chat(
         message, llm_config=args.llm_config, ask=ask, preset=args.preset, seed=args.seed, out=args.out,
         num_frames=args.num_frames, width=args.width, height=args.height, steps=args.steps, fps=args.fps,
         device=args.device, profile=args.profile, review=_terminal_review if args.review else None,
-        on_step=_Progress(args.quiet), progress=not args.quiet,
+        on_step=_Progress(args.quiet), progress=not args.quiet, overwrite=args.overwrite, adapter=args.adapter,
     )
     if outcome.result is None:
         print(f"director: {outcome.reply}", file=sys.stderr)
@@ -315,6 +337,50 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_batch(args: argparse.Namespace) -> int:
+    from mora.workflows.batch import BatchInterrupted, JobsFileError, format_summary
+    from mora.workflows.batch import batch as run_batch
+
+    defaults = {k: getattr(args, k) for k in ("preset", "seed", "num_frames", "width", "height", "steps", "fps",
+                                              "device", "profile", "llm_config") if getattr(args, k) is not None}
+    try:
+        result = run_batch(args.jobs, out_dir=args.out_dir, workers=args.workers, ray=args.ray, resume=args.resume,
+                           fail_fast=args.fail_fast, progress=not args.quiet, **defaults)
+    except JobsFileError as bad:  # every bad line, one `mora: error:` line each
+        for problem in bad.problems:
+            print(f"{PROG}: error: {problem}", file=sys.stderr)
+        return 2
+    except BatchInterrupted as stop:
+        print(format_summary(stop.result), file=sys.stderr)
+        return _interrupted()
+    if args.json:
+        print(json.dumps({"jobs": [vars(r) for r in result.jobs], "path": str(result.path)}, indent=2, default=str))
+    if not args.quiet:
+        print(format_summary(result), file=sys.stderr)
+    return result.exit_code
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from mora.training.config import parse_size
+    from mora.training.trainer import train
+
+    options = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "mod_lr", "rank", "mod_tokens",
+                                             "lambda_image", "train_frames", "checkpoint_every", "optimizer", "seed")
+               if getattr(args, k) is not None}
+    if args.agents:
+        options["agents"] = tuple(a.strip() for a in args.agents.split(",") if a.strip())
+    if args.train_size:
+        options["train_size"] = parse_size(args.train_size)
+    result = train(args.data, args.out, progress=not args.quiet, preset=args.preset, device=args.device,
+                   coupling=not args.no_coupling, resume=args.resume, **options)
+    if args.json:
+        print(json.dumps(result.manifest, indent=2, default=str))
+    else:
+        factors = ", ".join(f"{agent} {value:.3f}" for agent, value in result.modulation.items())
+        print(f"{result.adapter_dir}  ({result.steps} steps, final loss {result.final_loss:.4f}; modulation {factors})")
+    return 0
+
+
 def _run_ui(args: argparse.Namespace) -> int:
     import importlib.util
 
@@ -328,11 +394,10 @@ def _run_ui(args: argparse.Namespace) -> int:
     resolve_device(args.device)
     check_profile(args.profile)
     load_llm_config(args.llm_config)
-    _quiet_libraries()
     from mora.ui import launch
 
     launch(host=args.host, port=args.port, preset=args.preset, device=args.device, profile=args.profile,
-           llm_config=args.llm_config, output_root=args.out_dir)
+           llm_config=args.llm_config, output_root=args.out_dir, adapter=args.adapter)
     return 0
 
 
@@ -371,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_chat(args)
         if args.command == "ui":
             return _run_ui(args)
+        if args.command == "batch":
+            return _run_batch(args)
+        if args.command == "train":
+            return _run_train(args)
         return _run_task(args)
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -31,30 +31,135 @@ def mora_home() -> Path:
     return Path(os.environ.get("MORA_HOME") or Path.home() / ".cache" / "mora").expanduser()
 
 
+# --- typed call settings, one dataclass per pipeline family (the presets below fill them) ----------
+
+
+@dataclass(frozen=True)
+class SDXLSettings:
+    """Stable Diffusion XL text-to-image (base, then the refiner on its latents)."""
+
+    width: int = 1024  # first-frame width; the paper uses 1024x576, SVD's native size
+    height: int = 576
+    steps: int = 40  # denoising steps, shared by base and refiner
+    guidance_scale: float = 5.0  # classifier-free guidance
+    high_noise_frac: float = 0.8  # the base denoises this fraction, the refiner the rest (paper: 0.8)
+    size_multiple: int = 8  # the VAE downsamples by 8
+    fp16_variant: str | None = "fp16"  # weights variant fetched when running in fp16 (half the download)
+
+
+@dataclass(frozen=True)
+class Pix2PixSettings:
+    """InstructPix2Pix image editing."""
+
+    steps: int = 20
+    guidance_scale: float = 7.5  # text guidance
+    image_guidance_scale: float = 1.5  # how closely the edit keeps the input image
+    max_area: int = 512 * 512  # working area in pixels: the image is resized to it, aspect kept
+    size_multiple: int = 8
+    fp16_variant: str | None = None  # the repo publishes no fp16 variant
+
+
+@dataclass(frozen=True)
+class SVDSettings:
+    """Stable Video Diffusion image-to-video (no text), chained segments."""
+
+    width: int = 1024
+    height: int = 576
+    num_frames: int = 25  # frames per segment (SVD-XT is trained on 25)
+    segments: int = 3  # segments chained from each previous last frame (the paper: 3)
+    steps: int = 25
+    fps: int = 7  # the fps micro-conditioning and the output frame rate
+    motion_bucket_id: int = 180  # amount of motion (the paper's 180; SVD's own default is 127)
+    noise_aug_strength: float = 0.1  # noise added to the conditioning frame (the paper: 0.1)
+    min_guidance_scale: float = 1.0  # guidance ramps linearly over the frames from min to max
+    max_guidance_scale: float = 3.0
+    decode_chunk_size: int = 8  # frames per VAE decode call; part of the output (temporal decoder)
+    size_multiple: int = 8
+    frame_multiple: int | None = None  # any frame count works
+    max_frames: int = 64
+    fp16_variant: str | None = "fp16"
+
+
+@dataclass(frozen=True)
+class LTXSettings:
+    """LTX-Video 0.9.5 (LTXConditionPipeline): text + image/video conditions, first-last-frame."""
+
+    width: int = 768
+    height: int = 512
+    num_frames: int = 49  # frames are 8k+1 (temporal compression 8)
+    segments: int = 1
+    steps: int = 40
+    fps: int = 24
+    guidance_scale: float = 3.0
+    decode_timestep: float = 0.05  # the 0.9.5 VAE decodes at a small timestep
+    image_cond_noise_scale: float = 0.025  # noise on the conditioning frames
+    size_multiple: int = 32
+    frame_multiple: int = 8
+    tail_frames: int = 9  # extend: frames of the input's tail the continuation is conditioned on (8k+1)
+    max_frames: int = 257
+    fp16_variant: str | None = None
+
+
+@dataclass(frozen=True)
+class WanSettings:
+    """Wan 2.1 first-last-frame-to-video (720p)."""
+
+    width: int = 1280
+    height: int = 720
+    num_frames: int = 81  # frames are 4k+1
+    segments: int = 1
+    steps: int = 50
+    fps: int = 16
+    guidance_scale: float = 5.5
+    size_multiple: int = 16  # VAE 8 x patch 2
+    frame_multiple: int = 4
+    max_frames: int = 129
+    fp16_variant: str | None = None
+
+
+FAMILY_SETTINGS: dict[str, type] = {
+    "sdxl": SDXLSettings, "pix2pix": Pix2PixSettings, "svd": SVDSettings, "ltx": LTXSettings, "wan": WanSettings,
+}
+
+
+def family_settings(family: str, values: dict | Any = None) -> Any:
+    """The family's settings dataclass from a dict (unknown keys are an error, never ignored).
+
+    Example:
+        >>> family_settings("svd", {"segments": 1}).motion_bucket_id
+        180
+    """
+    cls = FAMILY_SETTINGS[family]
+    if isinstance(values, cls):
+        return values
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {family} setting(s) {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One role's model: the pipeline family, where its weights are, and how to call it.
 
     Args:
-        family: pipeline family, one of `FAMILIES`; picks the file in `mora/tools/` that runs it.
+        family: pipeline family, one of `FAMILIES`; picks the file in `tools/` that runs it.
         model: a Hugging Face Hub id, a local directory, or `tiny/<name>` (built in code).
-        settings: call settings for the family (steps, size, frames, guidance, ...).
+        settings: the family's settings dataclass (a dict is converted; unknown keys raise).
         refiner: SDXL only: the refiner's id or path (None: base only).
     """
 
     family: str
     model: str
-    settings: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    settings: Any = None
     refiner: str | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"unknown pipeline family {self.family!r}; expected one of {FAMILIES}")
-        if not isinstance(self.settings, MappingProxyType):
-            object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.settings.get(key, default)
+        object.__setattr__(self, "settings", family_settings(self.family, self.settings))
 
     def model_ids(self) -> list[str]:
         return [self.model] + ([self.refiner] if self.refiner else [])
@@ -97,32 +202,18 @@ class Preset:
 
 # --- the paper's settings (Mora, arXiv 2403.13248, and its released code) -----------------------
 
-_SDXL = dict(width=1024, height=576, steps=40, guidance_scale=5.0, high_noise_frac=0.8, size_multiple=8,
-             fp16_variant="fp16")
-_PIX2PIX = dict(steps=20, guidance_scale=7.5, image_guidance_scale=1.5, max_area=512 * 512, size_multiple=8)
-_SVD = dict(
-    width=1024, height=576, num_frames=25, segments=3, steps=25, fps=7, motion_bucket_id=180,
-    noise_aug_strength=0.1, min_guidance_scale=1.0, max_guidance_scale=3.0, decode_chunk_size=8,
-    size_multiple=8, max_frames=64, fp16_variant="fp16",
-)
-# LTX-Video 0.9.5: frames are 8k+1 (temporal compression 8), sizes multiples of 32.
-_LTX = dict(
-    width=768, height=512, num_frames=49, segments=1, steps=40, fps=24, guidance_scale=3.0,
-    decode_timestep=0.05, image_cond_noise_scale=0.025, size_multiple=32, frame_multiple=8,
-    tail_frames=9, max_frames=257,
-)
+_SDXL = SDXLSettings()
+_PIX2PIX = Pix2PixSettings()
+_SVD = SVDSettings()
+_LTX = LTXSettings()
 LTX_MODEL = "Lightricks/LTX-Video-0.9.5"
-# Wan 2.1 first-last-frame-to-video, 720p: frames are 4k+1, sizes multiples of 16 (VAE 8 x patch 2).
-_WAN = dict(width=1280, height=720, num_frames=81, steps=50, fps=16, guidance_scale=5.5, size_multiple=16,
-            frame_multiple=4, max_frames=129)
+_WAN = WanSettings()
 WAN_FLF2V_MODEL = "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers"
 
 # Toy sizes: seconds on a CPU. The tiny LTX VAE compresses time by 4, so its frames are 4k+1.
-_TINY_SIZE = dict(width=96, height=64)
-
-
-def _tiny(settings: dict, **changes: Any) -> dict:
-    return {**settings, **_TINY_SIZE, "steps": 2, "fp16_variant": None, **changes}
+def _tiny(settings: Any, **changes: Any) -> Any:
+    size = dict(width=96, height=64) if hasattr(settings, "width") else {}
+    return dataclasses.replace(settings, **{**size, "steps": 2, "fp16_variant": None, **changes})
 
 
 def _preset(name: str, description: str, **roles: ModelSpec) -> Preset:
@@ -210,6 +301,11 @@ def get_preset(preset: str | Preset) -> Preset:
 
 
 def with_settings(spec: ModelSpec, **changes: Any) -> ModelSpec:
-    """A copy of `spec` with some call settings replaced (None values are ignored)."""
-    merged = {**spec.settings, **{k: v for k, v in changes.items() if v is not None}}
-    return dataclasses.replace(spec, settings=MappingProxyType(merged))
+    """A copy of `spec` with some call settings replaced (None values are ignored).
+
+    Example:
+        >>> with_settings(get_preset("mora").spec("image_to_video"), fps=12).settings.fps
+        12
+    """
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, **changes))

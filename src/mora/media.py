@@ -519,7 +519,7 @@ def probe_video(path: str | os.PathLike, *, argument: str = "video") -> tuple[in
     if _is_gif(p):
         _, (w, h), fps, n = _read_gif(p, path, argument, decode=False)
         return int(w), int(h), fps, n
-    num_frames = _ffmpeg_scan(p, path, argument)
+    num_frames = _scan(p, path, argument)
     reader = _open_reader(p, path, argument)
     try:
         meta = reader.get_meta_data()
@@ -532,6 +532,46 @@ def probe_video(path: str | os.PathLike, *, argument: str = "video") -> tuple[in
     except (KeyError, TypeError, ValueError) as err:
         raise _unreadable_video(argument, path) from err
     return w, h, _video_fps(meta, p), num_frames
+
+
+def read_frame(path: str | os.PathLike, index: int = 0, *, argument: str = "video") -> Image.Image:
+    """Decode one frame of a video (the first by default) as an RGB PIL image, not the whole video.
+
+    Example:
+        >>> read_frame("clip.mp4").size  # doctest: +SKIP
+        (1024, 576)
+    """
+    p = _check_path(path, argument, _VIDEO_FIX)
+    if _is_gif(p):
+        with Image.open(p) as img:
+            img.seek(index)
+            return _to_rgb(img.copy())
+    count = _scan(p, path, argument)
+    if not 0 <= index < count:
+        raise bad_input(argument, os.fspath(path), f"has {count} frames, no frame {index}", "pass a longer video")
+    reader = _open_reader(p, path, argument)
+    try:
+        frame = reader.get_data(index)
+    except (OSError, RuntimeError, ValueError, IndexError, KeyError) as err:
+        raise _unreadable_video(argument, path) from err
+    finally:
+        reader.close()
+    return Image.fromarray(np.asarray(frame, dtype=np.uint8)[..., :3])
+
+
+# (resolved path, size, mtime) -> frame count: the damage scan decodes a whole file, so a job that
+# probes an input before a model loads and reads it later scans it once.
+_SCANNED: dict[tuple, int] = {}
+
+
+def _scan(p: Path, shown: str | os.PathLike, argument: str) -> int:
+    stat = p.stat()
+    key = (str(p.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SCANNED:
+        if len(_SCANNED) > 256:
+            _SCANNED.clear()
+        _SCANNED[key] = _ffmpeg_scan(p, shown, argument)
+    return _SCANNED[key]
 
 
 def read_video(path: str | os.PathLike, *, argument: str = "video") -> Video:
@@ -557,7 +597,7 @@ def read_video(path: str | os.PathLike, *, argument: str = "video") -> Video:
     if _is_gif(p):
         frames, _, fps, _ = _read_gif(p, path, argument)
         return Video(np.stack(frames), fps)
-    expected = _ffmpeg_scan(p, path, argument)
+    expected = _scan(p, path, argument)
     reader = _open_reader(p, path, argument)
     try:
         meta = reader.get_meta_data()

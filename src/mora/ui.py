@@ -20,6 +20,7 @@ from typing import Any
 import gradio as gr
 
 from mora.errors import MoraError
+from mora.workflows.tasks import TASK_TABLE
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class App:
     """The Gradio app and its settings.
 
     Args:
-        preset, device, profile, llm_config: passed to every `mora.run`.
+        preset, device, profile, llm_config, adapter: passed to every `mora.run`.
         output_root: jobs go to `<output_root>/<job id>/`; uploads are copied there.
 
     Example:
@@ -56,8 +57,9 @@ class App:
     """
 
     def __init__(self, preset: str = "mora", device: str = "auto", profile: str = "balanced",
-                 llm_config: Any = None, output_root: str | Path = "outputs/ui"):
+                 llm_config: Any = None, output_root: str | Path = "outputs/ui", adapter: Any = None):
         self.preset, self.device, self.profile, self.llm_config = preset, device, profile, llm_config
+        self.adapter = adapter  # a trained adapter folder, used by every job of the page
         self.output_root = Path(output_root).resolve()
 
     # --- one job ---------------------------------------------------------------------------------
@@ -106,6 +108,7 @@ class App:
                 result = mora.run(
                     task, **inputs, **{k: v for k, v in options.items() if v not in (None, "", 0)},
                     preset=self.preset, device=self.device, profile=self.profile, llm_config=self.llm_config,
+                    adapter=self.adapter,
                     out=job_dir / f"{task}.mp4", review=review if review_on else None, on_step=on_step,
                     progress=False,
                 )
@@ -158,16 +161,10 @@ class App:
             gr.Markdown(
                 "# Mora\nMulti-agent video generation (arXiv 2403.13248). "
                 f"Preset **{self.preset}**" + (" (random toy models: output is noise)" if "tiny" in self.preset else "")
+                + (f", adapter `{self.adapter}`" if self.adapter else "")
             )
-            self._task_tab("Text to video", "text-to-video", [("prompt", "Prompt", "text")], review=True)
-            self._task_tab("Image to video", "image-to-video", [("image", "Image", "image"), ("prompt", "Prompt", "text")])
-            self._task_tab("Extend", "extend", [("video", "Video", "video"), ("prompt", "Prompt (optional)", "text")])
-            self._task_tab("Edit", "edit", [("video", "Video", "video"), ("instruction", "Instruction", "text")])
-            self._task_tab("Connect", "connect", [("video_a", "First video", "video"),
-                                                  ("video_b", "Second video", "video"),
-                                                  ("prompt", "Transition prompt (optional)", "text")])
-            self._task_tab("Simulate", "simulate", [("prompt", "Prompt", "text"), ("image", "Image (optional)", "image")],
-                           review=True)
+            for task in TASK_TABLE.values():  # one tab per task, from the task table
+                self._task_tab(task)
             with gr.Tab("Evaluate"):
                 video = gr.File(label="Video", file_types=["video"])
                 button = gr.Button("Score", variant="primary")
@@ -177,71 +174,77 @@ class App:
         demo.queue(default_concurrency_limit=1)
         return demo
 
-    def _task_tab(self, title: str, task: str, fields: list[tuple[str, str, str]], review: bool = False) -> None:
-        with gr.Tab(title):
-            components = []
-            for _key, label, kind in fields:
-                if kind == "text":
-                    components.append(gr.Textbox(label=label, lines=2))
-                elif kind == "image":
-                    components.append(gr.Image(label=label, type="filepath", sources=["upload"]))
-                else:
-                    components.append(gr.File(label=label, file_types=["video", ".gif"]))
+    def _task_tab(self, task: Any) -> None:
+        with gr.Tab(task.name.replace("-", " ").capitalize()):
+            gr.Markdown(task.help)
+            components = [_input_component(item) for item in task.inputs]
             with gr.Accordion("Options", open=False):
-                seed = gr.Number(label="Seed (empty: random)", precision=0, value=None)
-                num_frames = gr.Number(label="Frames (empty: preset default)", precision=0, value=None)
-                steps = gr.Number(label="Steps (empty: preset default)", precision=0, value=None)
-            review_box = gr.Checkbox(label="Review the first frame", value=False, visible=review)
+                options = [gr.Number(label="Seed (empty: random)", precision=0, value=None),
+                           gr.Number(label="Frames (empty: preset default)", precision=0, value=None),
+                           gr.Number(label="Steps (empty: preset default)", precision=0, value=None)]
+            review_box = gr.Checkbox(label="Review the first frame", value=False, visible=task.review)
             button = gr.Button("Generate", variant="primary")
             log = gr.Markdown(label="Progress")
             with gr.Column(visible=False) as review_row:
                 frame = gr.Image(label="First frame", type="filepath", interactive=False)
-                with gr.Row():
-                    approve = gr.Button("Approve", variant="primary")
-                    regenerate = gr.Button("Regenerate")
-                    abort = gr.Button("Abort", variant="stop")
-                instruction = gr.Textbox(label="Edit instruction")
-                edit = gr.Button("Edit")
-            video = gr.Video(label="Result")
-            enhanced = gr.Textbox(label="Enhanced prompt", interactive=False)
-            route = gr.Textbox(label="Route", interactive=False)
-            manifest = gr.File(label="Manifest")
-            keys = [key for key, _, _ in fields]
+                self._review_buttons()
+            outputs = [log, review_row, frame, gr.Video(label="Result"),
+                       gr.Textbox(label="Enhanced prompt", interactive=False),
+                       gr.Textbox(label="Route", interactive=False), gr.File(label="Manifest")]
+            keys = [item.name for item in task.inputs]
 
             def start(*values: Any):
                 *inputs, seed_v, frames_v, steps_v, review_v, request = values
-                options = dict(seed=_int(seed_v), num_frames=_int(frames_v), steps=_int(steps_v))
-                yield from self.run_job(task, dict(zip(keys, inputs, strict=True)), options, bool(review_v), request)
+                picked = dict(seed=_int(seed_v), num_frames=_int(frames_v), steps=_int(steps_v))
+                yield from self.run_job(task.name, dict(zip(keys, inputs, strict=True)), picked, bool(review_v),
+                                        request)
 
             # Gradio passes inputs positionally and injects the request where a positional parameter
             # is annotated gr.Request: spell that signature out for this tab's number of inputs.
             start.__signature__ = inspect.Signature(
-                [inspect.Parameter(f"input_{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(fields) + 4)]
+                [inspect.Parameter(f"input_{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(keys) + 4)]
                 + [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)]
             )
             start.__annotations__ = {"request": gr.Request}
+            button.click(start, [*components, *options, review_box], outputs, concurrency_id=_JOB_SLOT)
 
-            button.click(start, [*components, seed, num_frames, steps, review_box],
-                         [log, review_row, frame, video, enhanced, route, manifest], concurrency_id=_JOB_SLOT)
-            def approve_fn(request: gr.Request) -> None:
-                self.decide("approve", request)
+    def _review_buttons(self) -> None:
+        """Approve / Regenerate / Abort / Edit: decisions for the job waiting at its review gate."""
+        with gr.Row():
+            approve = gr.Button("Approve", variant="primary")
+            regenerate = gr.Button("Regenerate")
+            abort = gr.Button("Abort", variant="stop")
+        instruction = gr.Textbox(label="Edit instruction")
+        edit = gr.Button("Edit")
 
-            def regenerate_fn(request: gr.Request) -> None:
-                self.decide("regenerate", request)
+        def edit_fn(text: str, request: gr.Request) -> None:
+            if not (text or "").strip():
+                raise gr.Error("Edit instruction: empty; type what to change, e.g. 'make it snowy'")
+            self.decide(("edit", text), request)
 
-            def abort_fn(request: gr.Request) -> None:
-                self.decide("abort", request)
+        # Review clicks must get through while the job holds the queue slot.
+        for button, decision in ((approve, "approve"), (regenerate, "regenerate"), (abort, "abort")):
+            button.click(_decider(self, decision), None, None, queue=False)
+        edit.click(edit_fn, [instruction], None, queue=False)
 
-            def edit_fn(text: str, request: gr.Request) -> None:
-                if not (text or "").strip():
-                    raise gr.Error("Edit instruction: empty; type what to change, e.g. 'make it snowy'")
-                self.decide(("edit", text), request)
 
-            # Review clicks must get through while the job holds the queue slot.
-            approve.click(approve_fn, None, None, queue=False)
-            regenerate.click(regenerate_fn, None, None, queue=False)
-            abort.click(abort_fn, None, None, queue=False)
-            edit.click(edit_fn, [instruction], None, queue=False)
+def _decider(app: App, decision: str):
+    """A click handler that sends `decision`; Gradio injects the request by the annotation."""
+
+    def decide(request: gr.Request) -> None:
+        app.decide(decision, request)
+
+    return decide
+
+
+def _input_component(item: Any) -> Any:
+    """The page's field for one task input (its label from the name; the help under it)."""
+    label = item.name.replace("_", " ").capitalize() + ("" if item.required else " (optional)")
+    if item.kind == "text":
+        return gr.Textbox(label=label, placeholder=item.help, lines=2)
+    if item.kind == "image":
+        return gr.Image(label=label, type="filepath", sources=["upload"])
+    return gr.File(label=label, file_types=["video", ".gif"])
 
 
 def _int(value: Any) -> int | None:

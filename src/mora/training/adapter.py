@@ -37,7 +37,7 @@ from mora.training.lora import (
     save_lora_file,
     set_lora_state,
 )
-from mora.training.modulation import modulation_factor
+from mora.training.modulation import append_modulation, modulation_factor
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,13 @@ class Adapter:
         if agent not in self.modulation_tensors:
             raise InputError(f"--adapter: it has no {agent}; it was trained for {', '.join(self.agents)}")
         return self.modulation_tensors[agent]
+
+    def append(self, agent: str, embeds: torch.Tensor) -> torch.Tensor:
+        """`embeds` (B, L, D) with z of `agent` appended on the token axis: (B, L + K, D).
+
+        The tools call this (duck-typed: `mora.tools` never imports the training package).
+        """
+        return append_modulation(embeds, self.modulation(agent))
 
     def agent_for_role(self, role: str) -> str | None:
         """The adapter's agent that runs a preset role (`extend` is the video agent's), or None."""

@@ -61,7 +61,7 @@ def load_pipeline(preset: Preset, agent: str, device: str, dtype: torch.dtype) -
     Example:
         >>> pipe = load_pipeline(get_preset("tiny"), "image_to_video_agent", "cpu", torch.float32)  # doctest: +SKIP
     """
-    from mora.tools.runtime import from_pretrained, variant
+    from mora.tools.runtime import from_pretrained, no_library_bars, variant
 
     spec = preset.spec(AGENTS[agent].role)
     cls = pipeline_class(spec.family)
@@ -70,7 +70,8 @@ def load_pipeline(preset: Preset, agent: str, device: str, dtype: torch.dtype) -
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     elif dtype != torch.float32:
         kwargs["variant"] = variant(spec, torch.float16)
-    pipe = from_pretrained(cls, spec.model, **kwargs)
+    with no_library_bars():
+        pipe = from_pretrained(cls, spec.model, **kwargs)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     for name in ("unet", "vae", "text_encoder", "text_encoder_2", "image_encoder"):

@@ -87,7 +87,7 @@ def plot_losses(records: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
-def open_log(path: Path) -> tuple[logging.Handler, list[tuple[logging.Logger, int]]]:
+def open_log(path: Path) -> tuple[logging.Handler, list]:
     """Send Mora's log records (training's at INFO) to `path` until `close_log`; returns what to undo."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -96,26 +96,43 @@ def open_log(path: Path) -> tuple[logging.Handler, list[tuple[logging.Logger, in
     changed = []
     training = logging.getLogger("mora.training")
     if training.getEffectiveLevel() > logging.INFO:
+        # The file gets training's INFO records; the console keeps the level the caller chose.
+        quiet = _Below(training.getEffectiveLevel())
+        for other in logging.getLogger().handlers:
+            other.addFilter(quiet)
+            changed.append((other, quiet))
         changed.append((training, training.level))
         training.setLevel(logging.INFO)
     return handler, changed
 
 
-def close_log(handler: logging.Handler, changed: list[tuple[logging.Logger, int]]) -> None:
+class _Below(logging.Filter):
+    """Drops mora.training records under `level` (those only the run log should get)."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("mora.training") and record.levelno < self.level)
+
+
+def close_log(handler: logging.Handler, changed: list) -> None:
     logging.getLogger("mora").removeHandler(handler)
     handler.close()
-    for log, level in changed:
-        log.setLevel(level)
+    for target, undo in changed:
+        if isinstance(target, logging.Handler):
+            target.removeFilter(undo)
+        else:
+            target.setLevel(undo)
 
 
 def versions() -> dict[str, str]:
     """Versions of Mora and the libraries a run depends on (for train.json)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    import mora
-
-    out = {"mora": mora.__version__}
-    for name in ("torch", "diffusers", "transformers", "peft", "safetensors"):
+    out = {}
+    for name in ("mora", "torch", "diffusers", "transformers", "peft", "safetensors"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

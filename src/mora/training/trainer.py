@@ -345,7 +345,7 @@ class Trainer:
 
     def _info(self) -> dict[str, Any]:
         """adapter.json content other than the files and modulation (which `write_adapter` adds)."""
-        import mora
+        from importlib.metadata import version
 
         cfg = self.cfg
         return {
@@ -354,7 +354,7 @@ class Trainer:
             "agents": list(self.models), "rank": cfg.rank, "lora_alpha": cfg.rank, "mod_token": MOD_TOKEN,
             "mod_tokens": cfg.mod_tokens, "modulation_init": {a: INIT_METHODS[m.family] for a, m in self.models.items()},
             "coupling": cfg.coupled, "lambda_image": cfg.lambda_image, "train_size": list(cfg.train_size),
-            "train_frames": cfg.train_frames, "steps": self.step, "seed": cfg.seed, "mora_version": mora.__version__,
+            "train_frames": cfg.train_frames, "steps": self.step, "seed": cfg.seed, "mora_version": version("mora"),
         }
 
     def _weights(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:

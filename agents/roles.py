@@ -1,9 +1,31 @@
-"""Role-playing system messages of Mora's agents (the paper's A1-A5), plus the executor and director.
+"""Mora's agents: who they are (names, the tools each may call) and their role-playing system messages.
 
-Each says what the agent receives, what it must produce, and what it must never do.
+The five role agents are the paper's A1-A5. Each system message says what the agent receives,
+what it must produce, and what it must never do. The executor (user proxy), the director of
+`mora chat` and critic_agent have theirs here too. Everything else in this package wires these
+roles into AutoGen (`team.py`), checks their answers (`toolcalls.py`) and finds the LLM (`llm.py`).
 """
 
 from __future__ import annotations
+
+PROMPT_AGENT_NAME = "prompt_agent"
+TEXT_TO_IMAGE_AGENT_NAME = "text_to_image_agent"
+IMAGE_TO_IMAGE_AGENT_NAME = "image_to_image_agent"
+IMAGE_TO_VIDEO_AGENT_NAME = "image_to_video_agent"
+VIDEO_CONNECTION_AGENT_NAME = "video_connection_agent"
+CRITIC_AGENT_NAME = "critic_agent"  # picks the best of N candidates (best_of > 1 only)
+AGENT_NAMES = (PROMPT_AGENT_NAME, TEXT_TO_IMAGE_AGENT_NAME, IMAGE_TO_IMAGE_AGENT_NAME, IMAGE_TO_VIDEO_AGENT_NAME,
+               VIDEO_CONNECTION_AGENT_NAME)
+
+# agent -> the tools it may call (the prompt agent and the critic answer in text)
+AGENT_TOOLS = {
+    PROMPT_AGENT_NAME: (),
+    TEXT_TO_IMAGE_AGENT_NAME: ("text_to_image",),
+    IMAGE_TO_IMAGE_AGENT_NAME: ("edit_image",),
+    IMAGE_TO_VIDEO_AGENT_NAME: ("image_to_video", "extend_video"),
+    VIDEO_CONNECTION_AGENT_NAME: ("connect_videos",),
+    CRITIC_AGENT_NAME: (),
+}
 
 PROMPT_AGENT = """You are prompt_agent, the prompt selection and generation specialist of Mora, a team that makes videos.
 You receive the user's request: a short description of a video, or an edit instruction, and the task name.
@@ -41,11 +63,15 @@ answer in prose."""
 USER_PROXY = """You are the user's proxy in Mora. You execute the tool calls the other agents request and report the
 resulting file paths. You never write or run code."""
 
+# {tasks} is filled from the task table (mora.workflows.tasks), the one list of tasks and their inputs.
 DIRECTOR = """You are Mora's director. Talk with the user to understand the video they want, then start exactly one
-task with the tool `start_task`. Tasks: text-to-video (needs prompt), image-to-video (image, prompt), extend (video,
-optional prompt), edit (video, instruction), connect (video_a, video_b, optional prompt), simulate (prompt, optional
-image). Only use file paths the user typed. If something required is missing, ask one short question instead of
-calling the tool. Never write code."""
+task with the tool `start_task`. Tasks: {tasks}. Only use file paths the user typed. If something required is
+missing, ask one short question instead of calling the tool. Never write code."""
+
+CRITIC = """You are critic_agent, the quality judge of Mora. You receive N candidate first frames of
+a video and the prompt they were made for. Rank them by how well they match the prompt, their visual quality and how
+good a starting frame they make for animation. Answer with JSON only: {"ranking": [best index, ..., worst index]}
+using the 0-based candidate indices, each exactly once. Never add prose, never invent candidates."""
 
 SYSTEM_MESSAGES = {
     "prompt_agent": PROMPT_AGENT,

@@ -1,0 +1,142 @@
+"""Limits and checks of every number and text a job takes: sizes, steps, frames, fps, segments, seeds.
+
+One module, used three ways: the tools check their arguments with `check_int` / `check_text`;
+`mora.run` checks a job's options once against its preset (`check_options`); and an LLM's tool
+arguments are bounded by the preset (`llm_bounds`: at most twice the preset's steps, frames,
+segments and size), so one tool call cannot multiply the cost of a job. The command line keeps
+only argparse types. No torch here: the CLI validates before any heavy import.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import secrets
+from typing import Any
+
+from mora.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+MAX_SEED = 2**32 - 1
+MAX_SIDE = 4096  # pixels a side: past this every family runs out of memory or position embeddings
+MAX_STEPS = 500
+MAX_FPS = 120
+MAX_SEGMENTS = 16
+MAX_PROMPT_CHARS = 2000
+MAX_BEST_OF = 8
+LLM_FACTOR = 2  # an LLM may ask for at most this multiple of the preset's steps, frames, segments and size
+
+
+def check_text(value: Any, argument: str, *, required: bool = True) -> str | None:
+    """A non-empty string of reasonable length, stripped (None allowed when not required).
+
+    Example:
+        >>> check_text("  a fox ", "prompt")
+        'a fox'
+    """
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{argument}: {value!r} is empty or not text; pass a non-empty description")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise InputError(f"{argument}: text of {len(value)} characters is too long; keep it under {MAX_PROMPT_CHARS}")
+    return value.strip()
+
+
+def check_int(value: Any, argument: str, *, low: int = 1, high: int | None = None, multiple: int | None = None,
+              remainder: int = 0, hint: str = "") -> int | None:
+    """An integer in [low, high]; optionally `value % multiple == remainder`. None passes through.
+
+    Example:
+        >>> check_int(25, "--num-frames", low=2, high=64)
+        25
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise InputError(f"{argument}: {value!r} is not an integer; pass a whole number{hint}")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        span = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise InputError(f"{argument}: {value} is out of range; pass a number {span}{hint}")
+    if multiple and value % multiple != remainder:
+        below = (value - remainder) // multiple * multiple + remainder
+        options = [v for v in (below, below + multiple) if v >= max(low, remainder or multiple)]
+        kind = f"a multiple of {multiple}" if not remainder else f"{multiple}k+{remainder}"
+        raise InputError(f"{argument}: {value} is not {kind} as this model needs; use {' or '.join(map(str, options))}")
+    return value
+
+
+def check_seed(seed: Any, argument: str = "seed") -> int:
+    """The given seed, or a fresh random one (logged, so the run can be repeated)."""
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+        logger.info("seed not given; using %d", seed)
+        return seed
+    return check_int(seed, argument, low=0, high=MAX_SEED)
+
+
+# which preset role's model makes the task's video (the others animate with image_to_video)
+_VIDEO_ROLE = {"extend": "extend", "connect": "connect"}
+
+
+def check_options(task: str, preset: Any, options: dict) -> dict:
+    """A job's numeric options checked against its preset's models (size multiples, frame rules).
+
+    Args:
+        task: the task name (it picks the video model whose frame rules apply).
+        preset: a `mora.config.Preset`.
+        options: `width`, `height`, `steps`, `fps`, `num_frames` (None = the preset's value).
+
+    Example:
+        >>> check_options("text-to-video", get_preset("tiny"), {"width": 96})["width"]
+        96
+    """
+    video = preset.spec(_VIDEO_ROLE.get(task, "image_to_video")).settings
+    multiple = max(video.size_multiple, preset.spec("text_to_image").settings.size_multiple)
+    opts = dict(options)
+    for side in ("width", "height"):
+        opts[side] = check_int(options.get(side), f"--{side}", low=multiple, high=MAX_SIDE, multiple=multiple,
+                               hint=f" (a multiple of {multiple} for preset {preset.name})")
+    opts["steps"] = check_int(options.get("steps"), "--steps", low=1, high=MAX_STEPS)
+    opts["fps"] = check_int(options.get("fps"), "--fps", low=1, high=MAX_FPS)
+    m = video.frame_multiple if task != "extend" else None
+    opts["num_frames"] = check_int(options.get("num_frames"), "--num-frames", low=2, high=video.max_frames,
+                                   multiple=m, remainder=1 if m else 0)
+    return opts
+
+
+def check_best_of(task: str, best_of: Any, tasks_with_critic: tuple[str, ...]) -> int:
+    """`--best-of`: 1..MAX_BEST_OF, and more than 1 only where a critic can choose."""
+    n = check_int(best_of, "--best-of", low=1, high=MAX_BEST_OF) or 1
+    if n > 1 and task not in tasks_with_critic:
+        raise InputError(f"--best-of: {n} is only for {' and '.join(tasks_with_critic)}, not {task}; drop --best-of")
+    return n
+
+
+# tool -> the preset role whose settings bound its arguments
+TOOL_ROLES = {"text_to_image": "text_to_image", "edit_image": "image_to_image", "image_to_video": "image_to_video",
+              "extend_video": "extend", "connect_videos": "connect"}
+
+
+def llm_bounds(preset: Any, tool: str) -> dict[str, tuple[int, int]]:
+    """(low, high) of each integer argument an LLM may give `tool`: at most LLM_FACTOR times the preset's.
+
+    Example:
+        >>> llm_bounds(get_preset("mora"), "image_to_video")["steps"]
+        (1, 50)
+    """
+    s = preset.spec(TOOL_ROLES[tool]).settings
+    width, height = getattr(s, "width", None), getattr(s, "height", None)
+    side = LLM_FACTOR * max(width or 0, height or 0, int((getattr(s, "max_area", 0) or 0) ** 0.5))
+    bounds = {"seed": (0, MAX_SEED), "steps": (1, LLM_FACTOR * s.steps), "width": (8, min(side, MAX_SIDE)),
+              "height": (8, min(side, MAX_SIDE))}
+    if hasattr(s, "num_frames"):
+        bounds["num_frames"] = (2, min(LLM_FACTOR * s.num_frames, s.max_frames))
+        bounds["fps"] = (1, MAX_FPS)
+        bounds["segments"] = (1, min(LLM_FACTOR * getattr(s, "segments", 1), MAX_SEGMENTS))
+    return bounds

@@ -1,0 +1,57 @@
+"""The manifest of a job (`<out stem>.json`), built in one place (ARCHITECTURE.md, "Manifest")."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+
+def versions() -> dict:
+    """Installed versions of Mora and the libraries that shape its output."""
+    out = {}
+    for name in ("mora", "torch", "diffusers", "transformers", "autogen"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def build_manifest(job_spec: Any, job: Any, tools: Any, *, info: dict, card: dict | None, chat_s: float) -> dict:
+    """Everything a user needs to understand and repeat a job; never an API key.
+
+    Args:
+        job_spec: the `Prepared` job (task, inputs, preset, seed, out, config).
+        job: the route state machine after the route ran (route, prompt, review, candidates).
+        tools: the Toolset (its per-call records: arguments, settings, seconds, outputs).
+        info: the final video's `num_frames`, `fps`, `width`, `height`.
+        card: the score card, or None.
+        chat_s: seconds in the group chat.
+    """
+    from mora.agents.llm import describe
+
+    calls = tools.calls
+    tool_s = sum(v for k, v in job.timings.items() if k.startswith("tool:"))
+    per_turn = max(0.0, chat_s - tool_s - job.timings.get("llm", 0.0)) / max(1, job.turns)
+    timings = {**job.timings, "per_step": [{"tool": c["tool"], "seconds": c["seconds"]} for c in calls],
+               "chat_s": round(chat_s, 3), "orchestration_per_turn_s": round(per_turn, 4)}
+    manifest = {
+        "task": job_spec.task, "preset": job_spec.preset.name, "seed": job_spec.seed, "inputs": job_spec.inputs,
+        "prompt": job_spec.inputs.get("prompt") or job_spec.inputs.get("instruction"),
+        "enhanced_prompt": job.enhanced_prompt, "route": job.acted,
+        "artifacts": [path for c in calls for path in (c["output"], *c.get("segment_files", ()))],
+        "video": {"path": str(job_spec.out), **info}, "models": job_spec.preset.models(),
+        "settings": [{"tool": c["tool"], **(c.get("settings") or {})} for c in calls],
+        "tool_calls": [{k: c[k] for k in ("tool", "args", "seed", "output", "seconds", "model", "profile",
+                                            "prompt_tokens") if k in c} for c in calls],
+        "timings": timings,
+        "llm": {**describe(job_spec.config_list), "fallbacks": job.fallbacks, "faults": job.llm_faults},
+        "review": job.review, "metrics": card, "oom_retries": tools.oom_retries,
+        **({"candidates": job.candidates, "critic": job.critic} if job_spec.best_of > 1 else {}),
+        "device": tools.device, "profile": tools.runtime.profile, "versions": versions(),
+    }
+    if job_spec.adapter is not None:
+        manifest["adapter"] = job_spec.adapter.manifest_entry()  # path, sha256, agents, modulation factors
+    if job_spec.preset.is_tiny:
+        manifest["note"] = "tiny preset: random weights, the video is noise (for tests and offline checks)"
+    return manifest
