@@ -215,3 +215,23 @@ def test_a_plain_tiny_run_prints_only_progress_and_the_result(tmp_path):
     allowed = re.compile(r"^(\[\d+\] [a-z_]+_agent: .+|route: .+|note: tiny preset.+|\s*\d+%\|.*)$")
     noise = [line for line in lines if not allowed.match(line)]
     assert noise == [], noise
+
+
+# --- an LLM's numbers are bounded by the preset, not by global maxima --------------------------------
+
+
+def test_llm_tool_arguments_are_bounded_by_twice_the_preset():
+    from mora.agents.toolcalls import ToolCallFault, validate_args
+    from mora.config import get_preset
+    from mora.limits import llm_bounds
+
+    mora_preset = get_preset("mora")
+    bounds = llm_bounds(mora_preset, "image_to_video")
+    assert bounds["steps"] == (1, 50) and bounds["num_frames"] == (2, 50) and bounds["segments"] == (1, 6)
+    assert bounds["width"] == (8, 2048)
+    ok = validate_args("image_to_video", {"image_path": "f.png", "steps": 50}, lambda p, a: p, bounds)
+    assert ok["steps"] == 50
+    for key, value in (("steps", 51), ("segments", 16), ("num_frames", 60), ("width", 4096)):
+        with pytest.raises(ToolCallFault, match=key):
+            validate_args("image_to_video", {"image_path": "f.png", key: value}, lambda p, a: p, bounds)
+    assert llm_bounds(get_preset("tiny"), "text_to_image")["steps"] == (1, 4)  # tiny: 2 steps, so at most 4
