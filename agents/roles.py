@@ -88,3 +88,14 @@ DESCRIPTIONS = {
     "image_to_video_agent": "Animates an image or extends a video (image_to_video, extend_video).",
     "video_connection_agent": "Joins two videos with a generated transition (connect_videos).",
 }
+
+# mora story: turns a story into a storyboard (not one of the five role agents; see agents/storyboard.py)
+STORYBOARD_AGENT_NAME = "storyboard_agent"
+STORYBOARD_AGENT = """You are storyboard_agent, the storyboard artist of Mora. You receive a short story, the number
+of shots N and the seconds per shot. Answer with JSON only, no prose and no code fences:
+{"title": str, "style": str (one style sheet for the whole film: medium, palette, lighting),
+ "characters": [{"name": str, "description": str (fixed visual description: age, clothes, colours)}],
+ "shots": [{"prompt": str (a complete visual text-to-image prompt that repeats the characters' descriptions and the
+ style), "seconds": number, "camera": str, "transition": "connect" or "cut"}]} with exactly N shots, in story order.
+`transition` is how a shot leads into the next: connect (a generated transition) or cut. Never invent file paths."""
+DESCRIPTIONS[STORYBOARD_AGENT_NAME] = "Turns a story into a storyboard of shots (mora story)."

@@ -28,6 +28,7 @@ _LAZY = {
     "TASKS": "mora.workflows.routes",
     "train": "mora.training.trainer", "TrainResult": "mora.training.trainer",
     "batch": "mora.workflows.batch", "BatchResult": "mora.workflows.batch",
+    "story": "mora.workflows.story",
 }
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "chat", "TASKS",
     "train", "TrainResult",
     "batch", "BatchResult",
+    "story",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mora.workflows.chat import chat
     from mora.workflows.routes import TASKS
     from mora.workflows.runner import RunResult, run
+    from mora.workflows.story import story
 
 
 def __getattr__(name: str) -> Any:

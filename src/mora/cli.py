@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _output_flags(ui)
     _add_batch_parser(sub)
     _add_train_parser(sub)
+    _add_story_parser(sub)
     ev = sub.add_parser("eval", help="Score a video: temporal flickering, dynamic degree, smoothness, ...",
                         description="Print the score card of a video (seam scores too for a Mora output).")
     ev.add_argument("video", help="video to score")
@@ -164,6 +165,41 @@ def _add_batch_parser(sub: Any) -> None:
     g.add_argument("--profile", choices=("fast", "balanced", "low-vram", "auto"))
     g.add_argument("--llm-config", metavar="PATH")
     _output_flags(p)
+
+
+def _add_story_parser(sub: Any) -> None:
+    p = sub.add_parser("story", help="Make a multi-shot film from a story: storyboard_agent, then each shot.",
+                       description="storyboard_agent writes a storyboard (<out stem>_storyboard.json), then each shot "
+                       "runs through the agents and the shots are joined by transitions into one film.")
+    p.add_argument("story", nargs="?", help="the story (optional with --storyboard)")
+    p.add_argument("--shots", type=int, default=3, metavar="N", help="number of shots, 1..64 (default 3)")
+    p.add_argument("--shot-seconds", type=float, metavar="S", help="seconds per shot (default: the preset's video "
+                   "length; within the preset's range)")
+    p.add_argument("--storyboard", metavar="FILE.json", help="run this (edited) storyboard instead of writing one")
+    p.add_argument("--storyboard-only", action="store_true", help="write the storyboard and stop")
+    p.add_argument("--transition", choices=("connect", "cut"), help="every boundary: a generated transition "
+                   "(connect) or a hard cut (default: the storyboard's)")
+    p.add_argument("--continuity", choices=("keyframe", "prompt"), default="keyframe", help="keyframe (default): "
+                   "each shot starts from an edit of the previous shot's last frame; prompt: style sheet and "
+                   "characters in every prompt, related seeds")
+    p.add_argument("--resume", action="store_true", help="reuse the finished shots of an earlier run at --out")
+    _common(p, review=False)
+
+
+def _run_story(args: argparse.Namespace) -> int:
+    from mora.workflows.story import story
+
+    result = story(args.story, shots=args.shots, shot_seconds=args.shot_seconds, storyboard=args.storyboard,
+                   storyboard_only=args.storyboard_only, transition=args.transition, continuity=args.continuity,
+                   resume=args.resume, preset=args.preset, seed=args.seed, out=args.out, num_frames=args.num_frames,
+                   width=args.width, height=args.height, steps=args.steps, fps=args.fps, device=args.device,
+                   profile=args.profile, llm_config=args.llm_config, overwrite=args.overwrite, adapter=args.adapter,
+                   on_step=_Progress(args.quiet), progress=not args.quiet)
+    if args.storyboard_only:
+        print(json.dumps(result.manifest, indent=2) if args.json else str(result.manifest_path))
+        return 0
+    _report(args, result.manifest)
+    return 0
 
 
 def _number(kind: type):
@@ -438,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_ui(args)
         if args.command == "batch":
             return _run_batch(args)
+        if args.command == "story":
+            return _run_story(args)
         if args.command == "train":
             return _run_train(args)
         return _run_task(args)

@@ -712,3 +712,24 @@ def write_video(frames: Any, path: str | os.PathLike, *, fps: float) -> Path:
             raise InputError("frames: got 0 frames; pass at least one frame")
     logger.debug("wrote %d frames at %g fps to %s", count, fps, path)
     return Path(path)
+
+
+def iter_frames(path: str | os.PathLike, *, argument: str = "video") -> Iterator[np.ndarray]:
+    """Decode a video's frames one at a time as (H, W, 3) uint8 (memory: one frame, not the video).
+
+    With `write_video`, which takes an iterable, this streams many files into one video
+    (`mora story` joins its shots this way).
+
+    Example:
+        >>> sum(1 for _ in iter_frames("outputs/fox.mp4"))  # doctest: +SKIP
+        22
+    """
+    p = _check_path(path, argument, _fix_for(("video",)))
+    reader = _open_reader(p, path, argument)
+    try:
+        for frame in reader:
+            yield np.asarray(frame, dtype=np.uint8)[..., :3]
+    except (OSError, RuntimeError, ValueError, IndexError, KeyError) as err:
+        raise _unreadable_video(argument, path) from err
+    finally:
+        reader.close()
