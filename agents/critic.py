@@ -98,3 +98,95 @@ def rank_candidates(
             judge_error = scrub(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}", config_list)
             logger.warning("critic_agent: the vision judge abstains (%s); the score card decides", judge_error)
     return rank_by_scores(cards), by_judge, judge_error
+
+
+# --- the data-free loop's filter: every vision LLM votes for one candidate (or none) --------------
+
+VOTE_RETRIES = 2  # an answer that is not a valid choice is asked again this many times, then abstains
+VOTE_INSTRUCTION = (
+    "You are a strict judge of generated training videos. Each candidate below is shown as a contact "
+    "sheet of frames in time order, left to right. Pick the one candidate that best matches the prompt "
+    "with a coherent subject and smooth, plausible motion, or none if no candidate is usable. Answer "
+    'with JSON only: {"choice": N} with N a candidate number, or {"choice": "none"}.'
+)
+
+
+def vision_judges(config_list: list[dict] | None) -> list[tuple[str, dict]]:
+    """(judge name, config entry) for every entry tagged "vision"; names are the model names, made unique."""
+    judges: list[tuple[str, dict]] = []
+    for entry in vision_config(config_list) or []:
+        name, n = f"llm:{entry['model']}", 2
+        while any(name == j for j, _ in judges):
+            name, n = f"llm:{entry['model']}#{n}", n + 1
+        judges.append((name, entry))
+    return judges
+
+
+def parse_choice(answer: object, count: int) -> int | str:
+    """A validated vote: a candidate number in 1..count or "none"; ValueError for anything else.
+
+    Example:
+        >>> parse_choice('{"choice": 2}', 3), parse_choice('sure: {"choice": "none"}', 3)
+        (2, 'none')
+    """
+    text = answer.get("content") if isinstance(answer, dict) else answer
+    if not isinstance(text, str):
+        raise ValueError("no text answer")
+    match = re.search(r"\{.*?\}", text, re.S)
+    if not match:
+        raise ValueError("no JSON object in the answer")
+    try:
+        data = json.loads(match.group(0))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"the JSON object is malformed ({e.msg})") from None
+    choice = data.get("choice") if isinstance(data, dict) else None
+    if isinstance(choice, str) and choice.strip().lower() == "none":
+        return "none"
+    if isinstance(choice, int) and not isinstance(choice, bool) and 1 <= choice <= count:
+        return choice
+    raise ValueError(f"choice {choice!r} is neither a candidate number 1..{count} nor \"none\"")
+
+
+def _vote_request(sheets: list[str], prompt: str | None) -> list[dict]:
+    content: list[dict] = [{"type": "text", "text": f"{VOTE_INSTRUCTION}\nPrompt: {prompt or '(none)'}. "
+                                                    f"{len(sheets)} candidates:"}]
+    for i, path in enumerate(sheets, start=1):
+        content += [{"type": "text", "text": f"Candidate {i}:"},
+                    {"type": "image_url", "image_url": {"url": _data_uri(path)}}]
+    return [{"role": "user", "content": content}]
+
+
+def vote(entry: dict, sheets: list[str], prompt: str | None, config_list: list[dict] | None = None,
+         retries: int = VOTE_RETRIES) -> tuple[int | str | None, str | None]:
+    """One vision LLM's vote on candidates shown as contact sheets (several frames each).
+
+    Returns (choice, error): choice is a candidate number (1-based), "none", or None when the judge
+    abstains (an HTTP error, or no valid choice after `retries` corrections); error is why, scrubbed
+    of every key in `config_list` (and `entry`), for the record. Never raises for the judge's faults.
+    """
+    from mora.agents.llm import llm_errors, scrub
+
+    secrets = [entry, *(config_list or [])]
+    agent = autogen.ConversableAgent("vision_judge", system_message=CRITIC, llm_config=autogen_llm_config([entry]),
+                                     human_input_mode="NEVER", code_execution_config=False)
+    messages = _vote_request(sheets, prompt)
+    error = None
+    for _attempt in range(retries + 1):
+        ok, answer = False, None
+        try:
+            ok, answer = agent.generate_oai_reply(messages=messages)
+            if not ok:
+                raise ValueError("the judge gave no answer")
+            return parse_choice(answer, len(sheets)), None
+        except ValueError as e:
+            error = f"invalid answer: {e}"
+            text = answer.get("content") if isinstance(answer, dict) else answer
+            messages = [*messages, {"role": "assistant", "content": str(text)[:2000]},
+                        {"role": "user", "content": 'Answer with JSON only: {"choice": N} (a candidate number) '
+                                                    'or {"choice": "none"}.'}]
+        except llm_errors() as e:
+            error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            break
+    error = scrub(error or "no answer", secrets)
+    logger.warning("vision judge %s abstains: %s", entry.get("model"), error)
+    return None, error

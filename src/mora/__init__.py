@@ -26,7 +26,7 @@ _LAZY = {
     "RunResult": "mora.workflows.runner",
     "chat": "mora.workflows.chat",
     "TASKS": "mora.workflows.routes",
-    "train": "mora.training.trainer", "TrainResult": "mora.training.trainer",
+    "train": "mora.training.loop", "TrainResult": "mora.training.trainer",
     "batch": "mora.workflows.batch", "BatchResult": "mora.workflows.batch",
     "story": "mora.workflows.story",
 }
@@ -43,7 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from mora.config import PRESETS, Preset, get_preset
     from mora.errors import InputError, MoraError
     from mora.tools.toolset import Toolset
-    from mora.training.trainer import TrainResult, train
+    from mora.training.loop import train
+    from mora.training.trainer import TrainResult
     from mora.workflows.chat import chat
     from mora.workflows.routes import TASKS
     from mora.workflows.runner import RunResult, run

@@ -217,8 +217,11 @@ def _add_train_parser(sub: Any) -> None:
                        description="Self-modulated multi-agent fine-tuning on a folder of captioned clips "
                        "(videos + metadata.jsonl with {\"file_name\", \"text\"} per line). Writes RUN_DIR/adapter "
                        "for --adapter, metrics.jsonl, loss.png, train.json and checkpoints.")
-    p.add_argument("--data", required=True, metavar="DIR", help="videos plus metadata.jsonl (every line is checked "
-                   "before training starts)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="DIR", help="videos plus metadata.jsonl (every line is checked "
+                        "before training starts)")
+    source.add_argument("--prompts", metavar="FILE", help="data-free training: one prompt per line; the agents "
+                        "make candidates, judges filter them, the agents fine-tune on what survives, repeat")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder (new, or this run with --resume)")
     p.add_argument("--preset", default="mora", help="base models (default mora; tiny for an offline check)")
     p.add_argument("--agents", metavar="A,B", help="agents to train (default text_to_image_agent,"
@@ -238,6 +241,14 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of RUN_DIR")
     p.add_argument("--seed", type=_seed)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    loop = p.add_argument_group("data-free loop (--prompts; --steps is per iteration)")
+    loop.add_argument("--iterations", type=int, default=3, metavar="K", help="rounds (default 3)")
+    loop.add_argument("--candidates", type=int, default=4, metavar="N", help="videos per prompt (default 4, >= 2)")
+    loop.add_argument("--human", choices=("ask", "never"), help="who settles a judges' disagreement: ask (on "
+                      "the terminal; default when stdin is one) or never (the prompt is dropped)")
+    loop.add_argument("--quality-floor", type=_number(float), default=0.0, metavar="X",
+                      help="candidates under this score-card quality (0..1) are never kept (default 0)")
+    loop.add_argument("--llm-config", metavar="PATH", help="OAI_CONFIG_LIST; entries tagged \"vision\" are judges")
     _output_flags(p)
 
 
@@ -396,6 +407,54 @@ def _run_batch(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _ask_human(candidates: list[dict], votes: dict) -> int | None:
+    """--human ask: show each candidate's contact sheet and the votes on stderr; read a number or none."""
+    print("\nThe judges disagree on: " + candidates[0]["enhanced_prompt"], file=sys.stderr)
+    for c in candidates:
+        print(f"  {c['number']}: {c['sheet']}  (score card quality {c['quality']:.3f})", file=sys.stderr)
+    print("  votes: " + ", ".join(f"{judge} -> {choice}" for judge, choice in votes.items()), file=sys.stderr)
+    while True:
+        print(f"Keep which candidate? 1-{len(candidates)} or none: ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            raise KeyboardInterrupt  # stdin closed: stop here; --resume asks again
+        answer = line.strip().lower()
+        if answer == "none":
+            return None
+        if answer.isdigit() and 1 <= int(answer) <= len(candidates):
+            return int(answer)
+
+
+def _print_iterations(rows: list[dict]) -> None:
+    head = f"{'iter':>4} {'prompts':>7} {'made':>5} {'kept':>5} {'quality':>8} {'disagree':>8} {'human':>6} " \
+           f"{'mean score':>10} {'loss':>9} {'seconds':>8}"
+    print(head, file=sys.stderr)
+    for r in rows:
+        score = "-" if r["mean_kept_score"] is None else f"{r['mean_kept_score']:.4f}"
+        loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
+        print(f"{r['iteration']:>4} {r['prompts']:>7} {r['candidates']:>5} {r['kept']:>5} {r['dropped']['quality']:>8} "
+              f"{r['dropped']['disagreement']:>8} {r['human_decisions']:>6} {score:>10} {loss:>9} "
+              f"{r['seconds']:>8.1f}", file=sys.stderr)
+
+
+def _run_data_free(args: argparse.Namespace, options: dict) -> int:
+    from mora.training.loop import train_data_free
+
+    human = args.human or ("ask" if sys.stdin.isatty() else "never")
+    result = train_data_free(args.prompts, args.out, human=_ask_human if human == "ask" else None,
+                             progress=not args.quiet, iterations=args.iterations, candidates=args.candidates,
+                             quality_floor=args.quality_floor, llm_config=args.llm_config, resume=args.resume,
+                             preset=args.preset, device=args.device, coupling=not args.no_coupling, **options)
+    if args.json:
+        print(json.dumps(result.manifest, indent=2, default=str))
+    else:
+        _print_iterations(result.iterations)
+        if result.manifest.get("single_judge"):
+            print(result.manifest["summary"], file=sys.stderr)
+        print(result.adapter_dir or f"{result.run_dir} (nothing was kept: no adapter)")
+    return 0
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from mora.training.config import parse_size
     from mora.training.trainer import train
@@ -407,6 +466,8 @@ def _run_train(args: argparse.Namespace) -> int:
         options["agents"] = tuple(a.strip() for a in args.agents.split(",") if a.strip())
     if args.train_size:
         options["train_size"] = parse_size(args.train_size)
+    if args.prompts is not None:
+        return _run_data_free(args, options)
     result = train(args.data, args.out, progress=not args.quiet, preset=args.preset, device=args.device,
                    coupling=not args.no_coupling, resume=args.resume, **options)
     if args.json:

@@ -19,6 +19,8 @@ Training (`mora train`):
     TrainConfig(data, out, ...).validate()  validates without torch (for the CLI, before loading)
     parse_size("512x288") -> (512, 288)     for --train-size
     TrainResult(adapter_dir, metrics_path, final_loss, run_dir, steps, modulation, manifest)
+    train(prompts=FILE or [...], out=RUN_DIR, human=callable or None, iterations=3, candidates=4, steps=50,
+          quality_floor=0.0, llm_config=None, ...) -> LoopResult   the data-free loop (mora.training.loop)
 
 Inference (`--adapter DIR` for every task, `mora.run(adapter=...)`, `Toolset(adapter=...)`):
     adapter = load_adapter(DIR, preset)          verifies files, sha256 and base models (InputError)
@@ -45,7 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> module; imported on first use (PEP 562), so `import mora.training` stays light
 _LAZY = {
-    "train": "mora.training.trainer",
+    "train": "mora.training.loop",
+    "train_data_free": "mora.training.loop",
+    "LoopResult": "mora.training.loop",
     "Trainer": "mora.training.trainer",
     "TrainResult": "mora.training.trainer",
     "TrainConfig": "mora.training.config",
@@ -61,7 +65,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "AGENTS", "Adapter", "TrainConfig", "TrainResult", "Trainer", "check_dataset", "load_adapter", "parse_size",
+    "AGENTS", "Adapter", "LoopResult", "train_data_free", "TrainConfig", "TrainResult", "Trainer", "check_dataset", "load_adapter", "parse_size",
     "pix2pix_call_kwargs", "preview_video", "sdxl_call_kwargs", "svd_modulation", "train",
 ]
 
@@ -70,7 +74,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from mora.training.config import AGENTS, TrainConfig, parse_size
     from mora.training.data import check_dataset
     from mora.training.inference import pix2pix_call_kwargs, preview_video, sdxl_call_kwargs, svd_modulation
-    from mora.training.trainer import Trainer, TrainResult, train
+    from mora.training.loop import LoopResult, train, train_data_free
+    from mora.training.trainer import Trainer, TrainResult
 
 
 def __getattr__(name: str) -> Any:

@@ -56,8 +56,10 @@ class MetricsLog:
             f.flush()
 
 
-def plot_losses(records: list[dict[str, Any]], path: Path) -> Path | None:
+def plot_losses(records: list[dict[str, Any]], path: Path, boundaries: list[int] = ()) -> Path | None:
     """`loss.png`: loss (total and per agent) and modulation factors over steps. None if nothing to plot.
+
+    `boundaries`: steps after which a new data-free iteration starts, drawn as dashed lines.
 
     Uses matplotlib's Agg canvas directly (no pyplot), so the caller's backend is left alone.
     """
@@ -80,6 +82,9 @@ def plot_losses(records: list[dict[str, Any]], path: Path) -> Path | None:
         mod_ax.plot(steps, [r["modulation"].get(agent, math.nan) for r in records], label=agent)
     mod_ax.set_ylabel("modulation factor ||z_i||")
     mod_ax.set_xlabel("step")
+    for ax in (loss_ax, mod_ax):
+        for at in boundaries:
+            ax.axvline(at + 0.5, color="grey", linestyle="--", linewidth=0.8)
     mod_ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:

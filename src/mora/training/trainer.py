@@ -76,6 +76,8 @@ def train(data: str | Path, out: str | Path, *, progress: bool = True,
           callback: Callable[[dict[str, Any]], None] | None = None, **options: Any) -> TrainResult:
     """Fine-tune the agents jointly (LoRA theta_i + modulation z_i) on a folder of captioned clips.
 
+    (`mora.train` is `mora.training.loop.train`, which also takes `prompts=` for the data-free loop.)
+
     Args:
         data: folder of videos plus `metadata.jsonl` (`{"file_name": ..., "text": ...}` per line).
         out: the run folder; must be new (or hold this run, with `resume=True`).

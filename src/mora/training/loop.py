@@ -1,0 +1,539 @@
+"""The paper's data-free training: generate candidates, filter them by vote, fine-tune on what survives.
+
+For iteration k = 1..K (`mora train --prompts FILE`, `mora.train(prompts=...)`):
+
+1. each prompt goes through the normal text-to-video route (`mora.run`: the route's prompt_agent
+   enhances it, LLM when configured, deterministic otherwise), N times with recorded seeds, using
+   the adapter of iteration k - 1 (none at k = 1);
+2. judges vote per prompt: the score card (always; the best candidate by `quality`) and every LLM
+   entry tagged "vision" (`mora.agents.critic.vote`: one contact sheet of several frames per
+   candidate, a validated `{"choice": N | "none"}`, abstaining on failure). All agree -> kept
+   (`unanimous`); one judge only -> kept (`single_judge`); they disagree -> `human(candidates, votes)`
+   decides, or without one the prompt is dropped (`disagreement`); every candidate under the
+   quality floor -> dropped (`quality`);
+3. kept samples go to `RUN_DIR/data/iter-k/` (videos + metadata.jsonl, the `--data` format);
+4. the trainer fine-tunes `steps` steps on everything kept so far (`RUN_DIR/data/all/`, rebuilt from
+   the iter-* folders), starting from the previous adapter; its run is `RUN_DIR/train/iter-k/`.
+
+Every finished candidate (its manifest) and every decision (`decision.json`) is kept, so `resume`
+continues inside an iteration without regenerating or asking again. `RUN_DIR/train.json` has a
+row per iteration; `RUN_DIR/loss.png` marks the iteration boundaries; `RUN_DIR/adapter` is the
+newest adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mora import media
+from mora.errors import InputError
+from mora.training.adapter import write_folder_atomically
+
+logger = logging.getLogger(__name__)
+
+SCORE_JUDGE = "score_card"
+MANIFEST = "train.json"
+TASK = "train-data-free"
+SHEET_FRAMES = 4
+Human = Callable[[list[dict], dict], Any]
+
+
+@dataclass
+class LoopResult:
+    """What `mora.train(prompts=...)` returns.
+
+    Attributes:
+        adapter_dir: `RUN_DIR/adapter` (the newest adapter), or None if nothing was ever kept.
+        run_dir: RUN_DIR.
+        iterations: the rows of train.json, one per iteration.
+        manifest: the content of `RUN_DIR/train.json`.
+    """
+
+    adapter_dir: Path | None
+    run_dir: Path
+    iterations: list[dict]
+    manifest: dict = field(repr=False)
+
+
+@dataclass
+class LoopConfig:
+    """The loop's own options (the fine-tuning options go to `TrainConfig` unchanged)."""
+
+    prompts: list[str]
+    out: Path
+    iterations: int = 3
+    candidates: int = 4
+    steps: int = 50
+    quality_floor: float = 0.0
+    preset: str = "mora"
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    config_list: list[dict] | None = None
+    train_options: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"prompts": self.prompts, "iterations": self.iterations, "candidates": self.candidates,
+                "steps": self.steps, "quality_floor": self.quality_floor, "preset": self.preset, "seed": self.seed,
+                "train_options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.train_options.items()}}
+
+
+# --- checks (before anything is generated) -------------------------------------------------------
+
+
+def load_prompts(prompts: Any) -> list[str]:
+    """The usable prompts of a file (one per line; blank lines and `#` comments skipped) or a list."""
+    from mora.limits import check_text
+
+    if isinstance(prompts, (str, os.PathLike)):
+        path = Path(prompts).expanduser()
+        if not path.is_file():
+            raise InputError(f"--prompts: {os.fspath(prompts)!r} is not a file; pass a text file with one prompt "
+                             "per line")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"--prompts: {os.fspath(prompts)!r} cannot be read ({type(err).__name__}); write it "
+                             "as UTF-8 text, one prompt per line") from None
+        where = repr(os.fspath(prompts))
+    elif isinstance(prompts, (list, tuple)) and all(isinstance(p, str) for p in prompts):
+        lines, where = list(prompts), "the prompts list"
+    else:
+        raise InputError("prompts: pass a file path or a list of strings")
+    usable = [check_text(line, "--prompts") for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not usable:
+        raise InputError(f"--prompts: {where} has no usable prompt (only blank or # lines); write one prompt per "
+                         "line")
+    return usable
+
+
+def check_loop(prompts: Any, out: Any, *, iterations: int, candidates: int, steps: int, quality_floor: float,
+               resume: bool, llm_config: Any, preset: str, seed: int, device: str, options: dict) -> LoopConfig:
+    """Every check of a data-free run; returns its config. Raises InputError; writes nothing."""
+    from mora.agents.llm import load_llm_config
+    from mora.training.config import TrainConfig, _float, _int
+
+    if out is None:
+        raise InputError("--out: missing; pass the run folder (RUN_DIR)")
+    iterations = _int(iterations, "iterations", 1, 1000)
+    candidates = _int(candidates, "candidates", 2, 64)  # a filter needs a choice
+    steps = _int(steps, "steps", 1, 10**8)
+    floor = _float(quality_floor, "quality_floor", 0.0, 1.0)
+    bad = sorted(set(options) & {"data", "out", "resume"})
+    if bad:
+        raise InputError(f"{bad[0]}: not an option of the data-free loop")
+    cfg = LoopConfig(prompts=load_prompts(prompts), out=Path(out).expanduser(), iterations=iterations,
+                     candidates=candidates, steps=steps, quality_floor=floor, preset=preset, seed=seed,
+                     device=device, resume=bool(resume), config_list=load_llm_config(llm_config),
+                     train_options=dict(options))
+    TrainConfig(data=cfg.out / "data" / "all", out=cfg.out / "train" / "iter-1", steps=steps, preset=preset,
+                seed=seed, device=device, **options).validate()
+    _check_run_dir(cfg)
+    return cfg
+
+
+def _check_run_dir(cfg: LoopConfig) -> None:
+    out = cfg.out
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {str(out)!r} is a file; pass a folder for the run")
+    manifest = out / MANIFEST
+    if not cfg.resume:
+        if any((out / name).exists() for name in ("adapter", MANIFEST, "candidates", "checkpoints")):
+            raise InputError(f"--out: {str(out)!r} already holds a run (its adapter or train.json); pass --resume "
+                             "to continue it or choose a new folder")
+        return
+    try:
+        previous = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise InputError(f"--resume: {str(out)!r} has no data-free run to resume (no readable {MANIFEST}); drop "
+                         "--resume to start one") from None
+    if previous.get("task") != TASK:
+        raise InputError(f"--resume: {str(out)!r} holds a training run on --data, not a --prompts run")
+    if previous.get("config") != json.loads(json.dumps(cfg.to_json())):
+        raise InputError(f"--resume: the options differ from those of the run in {str(out)!r}; resume with the "
+                         "same prompts and options, or start a new folder")
+
+
+# --- one iteration ------------------------------------------------------------------------------
+
+
+def candidate_seed(base: int, k: int, prompt: int, candidate: int) -> int:
+    """The seed of candidate `candidate` of prompt `prompt` in iteration k: a pure function of all four."""
+    return int(np.random.SeedSequence([base, k, prompt, candidate]).generate_state(1)[0])
+
+
+def contact_sheet(video_path: Path, path: Path, frames: int = SHEET_FRAMES) -> Path:
+    """One image of `frames` frames of the video, evenly spaced in time, left to right."""
+    from PIL import Image
+
+    video = media.read_video(video_path, argument="video")
+    picks = np.linspace(0, len(video.frames) - 1, num=min(frames, len(video.frames))).round().astype(int)
+    tiles = [Image.fromarray(np.asarray(video.frames[i])) for i in picks]
+    sheet = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), tiles[0].height), "white")
+    x = 0
+    for tile in tiles:
+        sheet.paste(tile, (x, 0))
+        x += tile.width + 4
+    return media.write_image(sheet, path)
+
+
+class DataFreeLoop:
+    """Runs the loop of one `LoopConfig`; `mora.train(prompts=...)` is `DataFreeLoop(...).run()`."""
+
+    def __init__(self, cfg: LoopConfig, *, human: Human | None = None, progress: bool = True):
+        from mora.agents.critic import vision_judges
+
+        self.cfg, self.human, self.progress = cfg, human, progress
+        self.judges = vision_judges(cfg.config_list)
+        self.rows: list[dict] = []
+        self.status = "running"
+
+    @property
+    def out(self) -> Path:
+        return self.cfg.out
+
+    def iter_dir(self, kind: str, k: int) -> Path:
+        return self.out / kind / f"iter-{k}"
+
+    def candidates(self, k: int, i: int, prompt: str, adapter: Path | None) -> list[dict]:
+        """The N candidates of prompt i in iteration k, made now or reused from an earlier attempt."""
+        from mora.evaluation.critic import quality
+        from mora.workflows.runner import run
+
+        folder = self.iter_dir("candidates", k) / f"p{i:03d}"
+        made = []
+        for j in range(1, self.cfg.candidates + 1):
+            seed, video = candidate_seed(self.cfg.seed, k, i, j), folder / f"c{j}.mp4"
+            manifest = _reusable(video, seed, adapter)
+            if manifest is None:
+                manifest = run("text-to-video", prompt=prompt, preset=self.cfg.preset, seed=seed, out=video,
+                               adapter=str(adapter) if adapter else None, llm_config=self.cfg.config_list,
+                               device=self.cfg.device, overwrite=True, progress=False, metrics=True).manifest
+            else:
+                logger.info("iteration %d, prompt %d: candidate %d reused", k, i, j)
+            sheet = folder / f"c{j}_sheet.png"
+            if not sheet.is_file():
+                contact_sheet(video, sheet)
+            card = manifest.get("metrics") or {}
+            made.append({"number": j, "video": str(video), "sheet": str(sheet), "seed": seed,
+                         "enhanced_prompt": manifest.get("enhanced_prompt") or prompt, "scores": card,
+                         "quality": quality(card), "adapter": (manifest.get("adapter") or {}).get("path")})
+        return made
+
+    def decide(self, k: int, i: int, prompt: str, candidates: list[dict]) -> dict:
+        """Filter one prompt's candidates (or reuse the recorded decision); returns the decision."""
+        path = self.iter_dir("candidates", k) / f"p{i:03d}" / "decision.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        decision = self._vote(prompt, candidates)
+        if decision["dropped"] is None and decision["decided_by"] is None:  # the judges disagree
+            decision.update(self._ask_human(candidates, decision["votes"]))
+        media.write_json(decision, path)
+        logger.info("iteration %d, prompt %d: %s", k, i, _describe(decision))
+        return decision
+
+    def _vote(self, prompt: str, candidates: list[dict]) -> dict:
+        from mora.agents.critic import vote
+
+        decision = {"kept": None, "dropped": None, "decided_by": None, "votes": {}, "judge_errors": {}}
+        eligible = [c for c in candidates if c["quality"] >= self.cfg.quality_floor]
+        if not eligible:
+            decision["dropped"] = "quality"
+            return decision
+        best = max(eligible, key=lambda c: (c["quality"], -c["number"]))
+        votes: dict[str, Any] = {SCORE_JUDGE: best["number"]}
+        for name, entry in self.judges:
+            choice, error = vote(entry, [c["sheet"] for c in candidates], prompt, self.cfg.config_list)
+            votes[name] = "abstain" if choice is None else choice
+            if error:
+                decision["judge_errors"][name] = error
+        decision["votes"] = votes
+        cast = {v for v in votes.values() if v != "abstain"}
+        voters = sum(v != "abstain" for v in votes.values())
+        if voters == 1:
+            decision.update(kept=best["number"], decided_by="single_judge")
+        elif cast == {best["number"]}:
+            decision.update(kept=best["number"], decided_by="unanimous")
+        return decision
+
+    def _ask_human(self, candidates: list[dict], votes: dict) -> dict:
+        if self.human is None:
+            return {"dropped": "disagreement"}
+        answer = self.human([dict(c) for c in candidates], dict(votes))
+        if answer is None or (isinstance(answer, str) and answer.strip().lower() == "none"):
+            return {"dropped": "human", "decided_by": "human"}
+        try:
+            number = int(answer)
+        except (TypeError, ValueError):
+            number = 0
+        if isinstance(answer, bool) or not 1 <= number <= len(candidates):
+            raise InputError(f"human: {answer!r} is not a candidate number 1..{len(candidates)} or None")
+        return {"kept": number, "decided_by": "human"}
+
+    def iteration(self, k: int, adapter: Path | None) -> tuple[dict, Path | None]:
+        """Run iteration k with `adapter`; returns its train.json row and the new adapter."""
+        started = time.perf_counter()
+        kept, decisions = [], []
+        for i, prompt in enumerate(self.cfg.prompts, start=1):
+            candidates = self.candidates(k, i, prompt, adapter)
+            decision = self.decide(k, i, prompt, candidates)
+            decisions.append(decision)
+            if decision.get("kept"):
+                kept.append(_sample(i, prompt, candidates[decision["kept"] - 1], decision))
+        write_kept(self.iter_dir("data", k), kept)
+        result = self.fine_tune(k, adapter)
+        new_adapter = result.adapter_dir if result is not None else adapter
+        row = _row(k, self.cfg, decisions, kept, result, time.perf_counter() - started, new_adapter, self.out)
+        return row, new_adapter
+
+    def fine_tune(self, k: int, adapter: Path | None) -> Any:
+        """`steps` steps on everything kept so far, from `adapter`; None when nothing was kept yet."""
+        from mora.training.config import TrainConfig
+        from mora.training.trainer import Trainer
+
+        data = assemble_all(self.out / "data", k)
+        if data is None:
+            logger.warning("iteration %d: nothing kept so far; no fine-tuning, the adapter stays", k)
+            return None
+        run_dir = self.iter_dir("train", k)
+        from mora.training.checkpoints import checkpoints
+
+        resume = run_dir.is_dir() and bool(checkpoints(run_dir))
+        if run_dir.is_dir() and not resume:  # interrupted before its first checkpoint: start it again
+            shutil.rmtree(run_dir)
+        cfg = TrainConfig(data=data, out=run_dir, steps=self.cfg.steps, preset=self.cfg.preset, seed=self.cfg.seed,
+                          device=self.cfg.device, resume=resume, **self.cfg.train_options)
+        trainer = Trainer(cfg, progress=self.progress)
+        trainer.prepare()
+        if trainer.resumed_from is None and adapter is not None:
+            load_weights(trainer, adapter)
+        return trainer.run()
+
+    def run(self) -> LoopResult:
+        """All iterations (finished ones of a resumed run are skipped); writes train.json after each."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.cfg.resume:
+            previous = json.loads((self.out / MANIFEST).read_text(encoding="utf-8"))
+            self.rows = [r for r in previous.get("iterations", []) if r.get("status") == "complete"]
+        adapter = self.out / self.rows[-1]["adapter"] if self.rows and self.rows[-1].get("adapter") else None
+        self.write_manifest()
+        try:
+            for k in range(len(self.rows) + 1, self.cfg.iterations + 1):
+                logger.info("data-free iteration %d of %d (adapter: %s)", k, self.cfg.iterations, adapter)
+                row, adapter = self.iteration(k, adapter)
+                self.rows.append(row)
+                self.write_manifest()
+            self.status = "complete"
+            final = None
+            if adapter is not None:
+                final = self.out / "adapter"
+                write_folder_atomically(final, lambda tmp: shutil.copytree(adapter, tmp, dirs_exist_ok=True))
+            plot_iterations(self.out, self.rows)
+            manifest = self.write_manifest(final)
+            return LoopResult(adapter_dir=final, run_dir=self.out, iterations=self.rows, manifest=manifest)
+        except BaseException as error:
+            self.status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            try:
+                self.write_manifest()
+            except Exception:  # the record of the failure is best effort
+                logger.debug("could not record the %s run", self.status)
+            raise
+
+    def write_manifest(self, adapter: Path | None = None) -> dict:
+        from mora.training.adapter import load_adapter
+
+        single = not self.judges
+        manifest = {
+            "task": TASK, "status": self.status, "config": self.cfg.to_json(),
+            "judges": [SCORE_JUDGE, *(name for name, _ in self.judges)], "single_judge": single,
+            "summary": ("only the score card judged (no LLM entry tagged \"vision\" in the LLM config): every "
+                        "decision is single_judge") if single else
+                       f"{len(self.judges) + 1} judges voted; disagreements went to the human",
+            "iterations": self.rows, "adapter": None, "loss_plot": "loss.png",
+        }
+        if adapter is not None:
+            entry = load_adapter(adapter).manifest_entry()
+            manifest["adapter"] = {**entry, "path": "adapter"}
+        media.write_json(manifest, self.out / MANIFEST)
+        return manifest
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _reusable(video: Path, seed: int, adapter: Path | None) -> dict | None:
+    """The manifest of a finished candidate made with this seed and adapter, or None."""
+    manifest_path = video.with_suffix(".json")
+    if not (video.is_file() and manifest_path.is_file()):
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    made_with = (manifest.get("adapter") or {}).get("path")
+    same_adapter = (made_with is None and adapter is None) or (
+        made_with is not None and adapter is not None and Path(made_with).resolve() == Path(adapter).resolve())
+    return manifest if manifest.get("seed") == seed and same_adapter else None
+
+
+def _sample(i: int, prompt: str, candidate: dict, decision: dict) -> dict:
+    from mora.evaluation.critic import quality
+
+    return {"file_name": f"p{i:03d}.mp4", "text": candidate["enhanced_prompt"], "prompt": prompt,
+            "seed": candidate["seed"], "candidate": candidate["number"], "votes": decision["votes"],
+            "decided_by": decision["decided_by"], "quality": quality(candidate["scores"]),
+            "scores": candidate["scores"], "_video": candidate["video"]}
+
+
+def write_kept(folder: Path, kept: list[dict]) -> Path:
+    """`folder/`: the kept videos and their metadata.jsonl (the `--data` format), written atomically."""
+
+    def fill(tmp: Path) -> None:
+        lines = []
+        for sample in kept:
+            shutil.copyfile(sample["_video"], tmp / sample["file_name"])
+            lines.append(json.dumps({k: v for k, v in sample.items() if not k.startswith("_")}, default=str))
+        (tmp / "metadata.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+    return write_folder_atomically(folder, fill) or folder
+
+
+def assemble_all(data_root: Path, k: int) -> Path | None:
+    """`data_root/all/`: every sample of `iter-1` .. `iter-k` (hard links, else copies); None if none."""
+    rows = []
+    for j in range(1, k + 1):
+        meta = data_root / f"iter-{j}" / "metadata.jsonl"
+        if meta.is_file():
+            rows += [(j, json.loads(line)) for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not rows:
+        return None
+
+    def fill(tmp: Path) -> None:
+        lines = []
+        for j, row in rows:
+            (tmp / f"iter-{j}").mkdir(exist_ok=True)
+            source, name = data_root / f"iter-{j}" / row["file_name"], f"iter-{j}/{row['file_name']}"
+            try:
+                os.link(source, tmp / name)
+            except OSError:
+                shutil.copyfile(source, tmp / name)
+            lines.append(json.dumps({**row, "file_name": name}))
+        (tmp / "metadata.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+    write_folder_atomically(data_root / "all", fill)
+    return data_root / "all"
+
+
+def load_weights(trainer: Any, adapter_dir: Path) -> None:
+    """Start `trainer` from a saved adapter: its theta_i and z_i for every agent both have."""
+    import torch
+
+    from mora.training.adapter import load_adapter
+    from mora.training.lora import read_lora_file, set_lora_state
+
+    adapter = load_adapter(adapter_dir, trainer.cfg.preset_name)
+    for agent, model in trainer.models.items():
+        if not adapter.has(agent):
+            continue
+        state, _ = read_lora_file(Path(adapter.path) / f"{agent}.safetensors")
+        set_lora_state(model.pipe.unet, state)
+        with torch.no_grad():
+            model.z.copy_(adapter.modulation(agent).to(model.z.device, model.z.dtype))
+
+
+def _describe(decision: dict) -> str:
+    if decision.get("dropped"):
+        return f"dropped ({decision['dropped']}); votes {decision['votes']}"
+    return f"kept candidate {decision['kept']} ({decision['decided_by']}); votes {decision['votes']}"
+
+
+def _row(k: int, cfg: LoopConfig, decisions: list[dict], kept: list[dict], result: Any, seconds: float,
+         adapter: Path | None, out: Path) -> dict:
+    dropped = Counter(d["dropped"] for d in decisions if d.get("dropped"))
+    scores = [s["quality"] for s in kept]
+    return {
+        "iteration": k, "status": "complete", "prompts": len(cfg.prompts),
+        "candidates": len(cfg.prompts) * cfg.candidates, "kept": len(kept),
+        "dropped": {reason: dropped.get(reason, 0) for reason in ("quality", "disagreement", "human")},
+        "decided_by": dict(Counter(d["decided_by"] for d in decisions if d.get("kept"))),
+        "human_decisions": sum(d.get("decided_by") == "human" for d in decisions),
+        "judge_abstentions": sum(len(d.get("judge_errors") or {}) for d in decisions),
+        "mean_kept_score": round(sum(scores) / len(scores), 4) if scores else None,
+        "loss": None if result is None else round(float(result.final_loss), 6),
+        "steps": 0 if result is None else cfg.steps, "seconds": round(seconds, 2),
+        "adapter": str(Path(adapter).relative_to(out)) if adapter else None,
+    }
+
+
+def plot_iterations(out: Path, rows: list[dict]) -> Path | None:
+    """`out/loss.png`: the fine-tuning steps of every iteration end to end, boundaries marked."""
+    from mora.training.report import MetricsLog, plot_losses
+
+    records, boundaries, offset = [], [], 0
+    for row in rows:
+        path = out / "train" / f"iter-{row['iteration']}" / "metrics.jsonl"
+        if row.get("steps") and path.is_file():
+            steps = MetricsLog(path).read()
+            records += [{**r, "step": r["step"] + offset} for r in steps]
+            offset += len(steps)
+        boundaries.append(offset)
+    return plot_losses(records, out / "loss.png", boundaries=boundaries[:-1])
+
+
+def train_data_free(prompts: Any, out: Any, *, human: Human | None = None, progress: bool = True,
+                    iterations: int = 3, candidates: int = 4, steps: int = 50, quality_floor: float = 0.0,
+                    llm_config: Any = None, resume: bool = False, preset: str = "mora", seed: int = 0,
+                    device: str = "auto", **options: Any) -> LoopResult:
+    """The data-free loop (`mora.train(prompts=...)`); see the module docstring.
+
+    Args:
+        prompts: a text file (one prompt per line) or a list of prompts.
+        out: RUN_DIR (new, or this run with `resume=True`).
+        human: `human(candidates, votes)` settles a disagreement: a candidate number (1-based) or None
+            to drop the prompt. None: such prompts are dropped (`disagreement`).
+        iterations, candidates, steps: K, N (>= 2) and fine-tuning steps per iteration.
+        quality_floor: candidates under this score-card quality are never kept.
+        llm_config: the LLM config; entries tagged "vision" are the LLM judges.
+        **options: `TrainConfig` fields for the fine-tuning (rank, lr, train_size, ...).
+
+    Raises:
+        InputError: bad prompts or options, RUN_DIR holding another run; nothing is generated then.
+    """
+    cfg = check_loop(prompts, out, iterations=iterations, candidates=candidates, steps=steps,
+                     quality_floor=quality_floor, resume=resume, llm_config=llm_config, preset=preset, seed=seed,
+                     device=device, options=options)
+    return DataFreeLoop(cfg, human=human, progress=progress).run()
+
+
+def train(data: Any = None, out: Any = None, *, prompts: Any = None, human: Human | None = None,
+          progress: bool = True, callback: Callable[[dict[str, Any]], None] | None = None, **options: Any) -> Any:
+    """`mora.train`: fine-tuning on a folder of clips (`data=`) or the data-free loop (`prompts=`).
+
+    Exactly one of `data` and `prompts`. With `data`: `mora.training.trainer.train` (a `TrainResult`);
+    with `prompts`: `train_data_free` (a `LoopResult`; `human`, iterations, candidates, steps per
+    iteration, quality_floor, llm_config).
+
+    Example:
+        >>> mora.train(prompts=["a red fox running through snow"], out="runs/df", preset="tiny",
+        ...            iterations=1, candidates=2, steps=2)  # doctest: +SKIP
+    """
+    from mora.training import trainer
+
+    if (data is None) == (prompts is None):
+        raise InputError("train: pass exactly one of data (a folder of clips) and prompts (the data-free loop)")
+    if prompts is not None:
+        return train_data_free(prompts, out, human=human, progress=progress, **options)
+    if human is not None:
+        raise InputError("human: only the data-free loop (prompts=) asks a human; drop it with data=")
+    return trainer.train(data, out, progress=progress, callback=callback, **options)

@@ -1,0 +1,233 @@
+"""The data-free loop (issue 13): candidates, the multimodal-LLM + score-card vote, the human, fine-tuning.
+
+Judges are the fake OpenAI-compatible server (tests/fake_openai.py) answering image requests per
+model name; the decision tests drive `DataFreeLoop.decide` on hand-made candidates (no video), the
+end-to-end tests run the loop on the tiny preset (2 prompts, 2 candidates, 1 step per iteration).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mora.errors import InputError
+
+FAST = dict(preset="tiny", train_size=(64, 64), train_frames=4, rank=4, gradient_checkpointing=False, device="cpu",
+            progress=False)
+PROMPTS = ["a red fox running through snow", "a sailing boat on a calm lake"]
+
+
+def _has_images(body: dict) -> bool:
+    return any(isinstance(m.get("content"), list) and any(p.get("type") == "image_url" for p in m["content"])
+               for m in body.get("messages", []))
+
+
+def _judges(fake, answers: dict[str, object]) -> list[dict]:
+    """Vision entries on the fake server, one per model name; image requests get answers[model]
+    (a string, or a list popped one per request); everything else the server's script/default."""
+    original = fake._next
+    scripts = {m: list(a) if isinstance(a, list) else None for m, a in answers.items()}
+
+    def respond(body, headers):
+        spec = original(body, headers)
+        if not _has_images(body):
+            return spec
+        model = body.get("model")
+        answer = scripts[model].pop(0) if scripts[model] is not None else answers[model]
+        return answer if isinstance(answer, dict) else {"kind": "text", "content": answer}
+
+    fake._next = respond
+    return [{**fake.config_list[0], "model": m, "tags": ["vision"]} for m in answers]
+
+
+def _loop(tmp_path, config_list=None, human=None, **kw):
+    from mora.training.loop import DataFreeLoop, check_loop
+
+    cfg = check_loop(["a fox"], tmp_path / "run", iterations=1, candidates=2, steps=1, quality_floor=kw.pop(
+        "quality_floor", 0.0), resume=False, llm_config=config_list, preset="tiny", seed=0, device="cpu",
+        options={})
+    return DataFreeLoop(cfg, human=human, progress=False)
+
+
+def _candidates(tmp_path, qualities=(0.5, 0.7)) -> list[dict]:
+    out = []
+    for n, q in enumerate(qualities, start=1):
+        sheet = tmp_path / f"c{n}_sheet.png"
+        Image.fromarray(np.full((16, 64, 3), 40 * n, np.uint8)).save(sheet)
+        out.append({"number": n, "video": str(tmp_path / f"c{n}.mp4"), "sheet": str(sheet), "seed": n,
+                    "enhanced_prompt": "a fox, enhanced", "scores": {}, "quality": q})
+    return out
+
+
+# --- the vote and the decision (no video) ---------------------------------------------------------
+
+
+def test_parse_choice_validates():
+    from mora.agents.critic import parse_choice
+
+    assert parse_choice('{"choice": 2}', 2) == 2 and parse_choice('ok {"choice": "None"}', 2) == "none"
+    for bad in ('{"choice": 3}', '{"choice": 0}', '{"choice": true}', '{"choice": "2"}', "2", "{nope}", None):
+        with pytest.raises(ValueError):
+            parse_choice(bad, 2)
+
+
+def test_two_judges_that_agree_keep_the_candidate_unanimously(tmp_path, fake_openai):
+    config = _judges(fake_openai, {"judge-a": '{"choice": 2}', "judge-b": 'I pick {"choice": 2}'})
+    asked = []
+    loop = _loop(tmp_path, config, human=lambda c, v: asked.append(v))
+    decision = loop.decide(1, 1, "a fox", _candidates(tmp_path))
+    assert decision["kept"] == 2 and decision["decided_by"] == "unanimous" and not asked
+    assert decision["votes"] == {"score_card": 2, "llm:judge-a": 2, "llm:judge-b": 2}
+    requests = [r for r in fake_openai.requests if _has_images(r)]
+    assert len(requests) == 2  # one per judge; each saw one contact sheet (several frames) per candidate
+    images = [p for p in requests[0]["messages"][-1]["content"] if p["type"] == "image_url"]
+    assert len(images) == 2 and images[0]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+def test_a_disagreement_asks_the_human_once_and_keeps_the_choice(tmp_path, fake_openai):
+    config = _judges(fake_openai, {"judge-a": '{"choice": 1}', "judge-b": '{"choice": 2}'})
+    asked = []
+
+    def human(candidates, votes):
+        asked.append((len(candidates), votes))
+        return 1
+
+    loop = _loop(tmp_path, config, human=human)
+    decision = loop.decide(1, 1, "a fox", _candidates(tmp_path))
+    assert asked == [(2, {"score_card": 2, "llm:judge-a": 1, "llm:judge-b": 2})]
+    assert decision["kept"] == 1 and decision["decided_by"] == "human"
+    again = loop.decide(1, 1, "a fox", _candidates(tmp_path))  # recorded: never asked again (resume)
+    assert again == decision and len(asked) == 1
+
+
+def test_human_never_drops_a_disagreement(tmp_path, fake_openai):
+    config = _judges(fake_openai, {"judge-a": '{"choice": "none"}'})
+    decision = _loop(tmp_path, config, human=None).decide(1, 1, "a fox", _candidates(tmp_path))
+    assert decision["kept"] is None and decision["dropped"] == "disagreement"
+
+
+def test_no_vision_llm_is_a_single_judge_and_the_floor_drops(tmp_path):
+    loop = _loop(tmp_path)
+    decision = loop.decide(1, 1, "a fox", _candidates(tmp_path))
+    assert decision["kept"] == 2 and decision["decided_by"] == "single_judge"
+    floor = _loop(tmp_path / "f", quality_floor=0.8).decide(1, 1, "a fox", _candidates(tmp_path))
+    assert floor["dropped"] == "quality" and floor["kept"] is None
+
+
+def test_an_invalid_answer_is_retried_twice_then_the_judge_abstains(tmp_path, fake_openai):
+    config = _judges(fake_openai, {"judge-a": ["maybe the first", '{"choice": 9}', '{"choice": 1}'],
+                                   "judge-b": ["no", "still no", "never"]})
+    decision = _loop(tmp_path, config, human=lambda c, v: 2).decide(1, 1, "a fox", _candidates(tmp_path))
+    assert decision["votes"] == {"score_card": 2, "llm:judge-a": 1, "llm:judge-b": "abstain"}
+    assert "invalid answer" in decision["judge_errors"]["llm:judge-b"]
+    assert decision["decided_by"] == "human" and decision["kept"] == 2
+
+
+# --- bad input: exit 2 before anything is generated ---------------------------------------------------
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing", "is not a file"), ("blank", "no usable prompt"), ("candidates", "candidates"),
+    ("iterations", "iterations"), ("adapter", "already holds a run"), ("both", "exactly one"),
+])
+def test_bad_input_is_refused_before_anything_is_made(tmp_path, case, match):
+    import mora
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n   \n# a comment\n" if case == "blank" else "a fox\n")
+    out = tmp_path / "run"
+    kw = dict(prompts=str(tmp_path / "nope.txt") if case == "missing" else prompts, out=out, **FAST)
+    kw.update({"candidates": {"candidates": 1}, "iterations": {"iterations": 0},
+               "both": {"data": tmp_path}}.get(case, {}))
+    if case == "adapter":
+        (out / "adapter").mkdir(parents=True)
+    with pytest.raises(InputError, match=match):
+        mora.train(**kw)
+    assert not (out / "candidates").exists() and not (out / "train.json").exists()
+
+
+def test_cli_bad_prompts_is_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "p.txt").write_text("\n\n")
+    proc = subprocess.run([sys.executable, "-m", "mora.cli", "train", "--prompts", str(tmp_path / "p.txt"), "--out",
+                           str(tmp_path / "run"), "--preset", "tiny"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--prompts" in proc.stderr and not (tmp_path / "run").exists()
+
+
+# --- end to end on tiny -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_iterations_second_uses_the_first_adapter(tmp_path):
+    import mora
+    from mora.training import check_dataset
+
+    out = tmp_path / "run"
+    result = mora.train(prompts=PROMPTS, out=out, iterations=2, candidates=2, steps=1, **FAST)
+    rows = result.iterations
+    assert [r["iteration"] for r in rows] == [1, 2] and all(r["kept"] == 2 for r in rows)
+    assert rows[0]["decided_by"] == {"single_judge": 2} and result.manifest["single_judge"]
+    assert "only the score card" in result.manifest["summary"]
+    first = json.loads((out / "candidates/iter-1/p001/c1.json").read_text())
+    second = json.loads((out / "candidates/iter-2/p001/c1.json").read_text())
+    assert "adapter" not in first
+    assert Path(second["adapter"]["path"]).resolve() == (out / "train/iter-1/adapter").resolve()
+    clips = check_dataset(out / "data/iter-1", train_frames=4)  # the --data format
+    meta = [json.loads(line) for line in (out / "data/iter-1/metadata.jsonl").read_text().splitlines()]
+    assert len(clips) == 2 and meta[0]["prompt"] == PROMPTS[0] and meta[0]["text"].startswith(PROMPTS[0])
+    assert {"seed", "votes", "decided_by", "scores"} <= set(meta[0])
+    assert len(check_dataset(out / "data/all", train_frames=4)) == 4  # everything kept so far
+    assert (out / "loss.png").is_file() and (out / "adapter/adapter.json").is_file()
+    assert json.loads((out / "train.json").read_text())["status"] == "complete"
+
+
+def test_resume_inside_an_iteration_reuses_finished_candidates(tmp_path, monkeypatch):
+    import mora
+    from mora.workflows import runner
+
+    calls, real = [], runner.run
+
+    def interrupting(*args, **kwargs):
+        calls.append(kwargs["out"])
+        if len(calls) == 3:  # prompt 2, candidate 1
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run", interrupting)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        mora.train(prompts=PROMPTS, out=out, iterations=1, candidates=2, steps=1, **FAST)
+    assert json.loads((out / "train.json").read_text())["status"] == "interrupted"
+    assert not (out / "data").exists() and not (out / "candidates/iter-1/p002/c1.mp4").exists()
+    before = (out / "candidates/iter-1/p001/c1.mp4").stat().st_mtime_ns
+    calls.clear()
+    result = mora.train(prompts=PROMPTS, out=out, iterations=1, candidates=2, steps=1, resume=True, **FAST)
+    assert [Path(c).name for c in calls] == ["c1.mp4", "c2.mp4"]  # prompt 2 only
+    assert (out / "candidates/iter-1/p001/c1.mp4").stat().st_mtime_ns == before
+    assert result.iterations[0]["kept"] == 2
+
+
+def test_a_judge_that_echoes_the_key_on_401_leaves_no_key_in_run_dir(tmp_path, fake_openai, caplog):
+    from fake_openai import API_KEY
+
+    import mora
+
+    config = _judges(fake_openai, {"judge-a": {"kind": "error", "status": 401,
+                                               "message": f"Incorrect API key provided: {API_KEY}"}})
+    out = tmp_path / "run"
+    with caplog.at_level("DEBUG", logger="mora"):
+        result = mora.train(prompts=PROMPTS[:1], out=out, iterations=1, candidates=2, steps=1, llm_config=config,
+                            **FAST)
+    decision = json.loads((out / "candidates/iter-1/p001/decision.json").read_text())
+    assert decision["votes"]["llm:judge-a"] == "abstain" and "***" in decision["judge_errors"]["llm:judge-a"]
+    assert decision["decided_by"] == "single_judge" and result.iterations[0]["judge_abstentions"] == 1
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert API_KEY.encode() not in path.read_bytes(), path
+    assert API_KEY not in caplog.text
