@@ -530,10 +530,164 @@ CONVERSATIONAL = [
     """),
 ]
 
+FINE_TUNING = [
+    md("""
+    # Fine-tuning Mora's agents: self-modulated training and the data-free loop
+
+    The Mora paper trains its agents together instead of chaining frozen models. This notebook runs,
+    on the `tiny` preset (random weights, noise frames, seconds on a CPU):
+
+    1. **Self-modulated multi-agent fine-tuning** (`mora.train(data=...)`): LoRA weights theta_i on
+       the text-to-image and image-to-video agents plus a learnable *modulation embedding* z_i per
+       agent, trained on one coupled loss whose gradients flow from the video agent back into the
+       image agent. The modulation factor ||z_i|| is reported at every step.
+    2. The **adapter** it writes, used for a new video (`mora.run(..., adapter=...)`).
+    3. One iteration of **data-free training** (`mora.train(prompts=...)`): the agents make candidate
+       videos, judges (the score card and any vision LLM) vote, the agents fine-tune on what
+       survives.
+
+    The same runs from the command line: `mora train --data DIR --out RUN_DIR` and
+    `mora train --prompts FILE --out RUN_DIR`. Design and limits: `docs/training.md`.
+    """),
+    outputs_md("fine_tuning"),
+    code("""
+    import json
+    import os
+    import shutil
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from IPython.display import display
+    from PIL import Image
+
+    import mora
+    from mora import media
+
+    PRESET = "tiny"  # "mora" on a large GPU (and real clips) for a real adapter
+    DEVICE = "auto"
+    # Toy training sizes for the tiny preset; drop them on a GPU to use the defaults (512x288, 14 frames).
+    TRAIN = dict(preset=PRESET, device=DEVICE, train_size=(64, 64), train_frames=4, rank=4,
+                 gradient_checkpointing=False, progress=False)
+    """, output_root("fine_tuning"), """
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(f"mora {mora.__version__}; preset {PRESET!r}; outputs: {SHOWN_OUT}")
+    """),
+    md("""
+    ## Training data: clips with captions
+
+    A data folder holds videos and `metadata.jsonl`, one `{"file_name", "text"}` per line (the
+    Hugging Face videofolder layout). Here two synthetic 8-frame clips: colour gradients that drift.
+    """),
+    code("""
+    clips = OUT / "clips"
+    clips.mkdir(exist_ok=True)
+    captions = {"drift.mp4": "a warm gradient drifting to the right", "rise.mp4": "a cool gradient rising"}
+    for k, name in enumerate(captions):
+        y, x = np.mgrid[0:64, 0:96]
+        frames = np.stack([np.stack([(x * 2 + 6 * t * (k == 0)) % 256, (y * 3 + 6 * t * (k == 1)) % 256,
+                                     np.full_like(x, 90 + 80 * k)], axis=-1) for t in range(8)]).astype(np.uint8)
+        media.write_video(frames, clips / name, fps=8)
+    lines = [json.dumps({"file_name": name, "text": text}) for name, text in captions.items()]
+    (clips / "metadata.jsonl").write_text("\\n".join(lines) + "\\n")
+    print((clips / "metadata.jsonl").read_text())
+    """),
+    md("""
+    ## Train a few steps
+
+    `mora.train(data=..., out=RUN_DIR, ...)` checks every data line first, then trains and writes
+    `RUN_DIR/adapter/` (for `--adapter`), `metrics.jsonl` (one line per step), `loss.png`,
+    `train.json` and checkpoints (`resume=True` continues an interrupted run exactly).
+    """),
+    code("""
+    run_dir = OUT / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)  # running the notebook again starts a fresh run
+    result = mora.train(data=clips, out=run_dir, steps=8, lr=1e-2, mod_lr=1e-1, seed=0, **TRAIN)
+    print(f"adapter:     {rel(result.adapter_dir)}")
+    print(f"steps:       {result.steps}, final loss {result.final_loss:.4f}")
+    print("modulation:  " + ", ".join(f"{agent} ||z|| = {value:.3f}" for agent, value in result.modulation.items()))
+    """),
+    md("""
+    ## Loss and modulation factors
+
+    From `metrics.jsonl`: the total loss, each agent's loss, and the modulation factor ||z_i|| of
+    each agent, step by step (the same curves as `loss.png`).
+    """),
+    code("""
+    records = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
+    steps = [r["step"] for r in records]
+    fig, (loss_ax, mod_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    loss_ax.plot(steps, [r["loss"] for r in records], color="black", label="total")
+    for agent in records[0]["loss_per_agent"]:
+        loss_ax.plot(steps, [r["loss_per_agent"][agent] for r in records], label=agent)
+    loss_ax.set(xlabel="step", ylabel="loss", title="coupled loss")
+    loss_ax.legend(fontsize=8)
+    for agent in records[0]["modulation"]:
+        mod_ax.plot(steps, [r["modulation"][agent] for r in records], label=agent)
+    mod_ax.set(xlabel="step", ylabel="||z_i||", title="modulation factors")
+    mod_ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+    """),
+    md("""
+    ## A video with the adapter
+
+    `adapter=` works for every task (`--adapter DIR` on the command line). The manifest records the
+    adapter: its path, sha256, agents and modulation factors.
+    """),
+    code(FRAME_STRIP + '''
+
+video = mora.run("text-to-video", prompt="a red fox running through snow", preset=PRESET, device=DEVICE, seed=0,
+                 out=OUT / "with_adapter.mp4", adapter=result.adapter_dir, progress=False, overwrite=True)
+entry = video.manifest["adapter"]
+print(f"video:   {rel(video.video_path)}")
+print(f"adapter: agents {entry['agents']}, sha256 {entry['sha256'][:12]}..., modulation {entry['modulation']}")
+display(frame_strip(video.video_path))'''),
+    md("""
+    ## Data-free training: one iteration
+
+    Video training data is scarce, so the paper makes its own. `mora.train(prompts=..., out=RUN_DIR)`
+    repeats, `iterations` times: make `candidates` videos per prompt through the text-to-video route
+    (with the adapter of the previous iteration), let the judges vote for one candidate per prompt,
+    keep it in `RUN_DIR/data/iter-k/` (the `--data` format), fine-tune `steps` steps on everything
+    kept so far.
+
+    The judges are the score card (always) and every LLM entry tagged `"vision"` in the LLM config
+    (`"tags": ["vision"]`), which sees a contact sheet of several frames per candidate and answers
+    `{"choice": N}` or `{"choice": "none"}`. All agree: kept (`unanimous`); they disagree:
+    `human(candidates, votes)` decides (a candidate number or None), or without one the prompt is
+    dropped. With no vision LLM, as here, the score card decides alone (`single_judge`).
+    """),
+    code("""
+    loop_dir = OUT / "data_free"
+    shutil.rmtree(loop_dir, ignore_errors=True)
+    prompts = ["a red fox running through snow", "a sailing boat on a calm lake"]
+    loop = mora.train(prompts=prompts, out=loop_dir, iterations=1, candidates=2, steps=2, seed=0, **TRAIN)
+    print(loop.manifest["summary"])
+    for row in loop.iterations:
+        print(f"iteration {row['iteration']}: {row['candidates']} candidates, {row['kept']} kept, dropped "
+              f"{row['dropped']}, mean kept score {row['mean_kept_score']}, loss {row['loss']:.4f}")
+    sample = json.loads((loop_dir / "data/iter-1/metadata.jsonl").read_text().splitlines()[0])
+    print({k: sample[k] for k in ("file_name", "prompt", "seed", "votes", "decided_by", "quality")})
+    print(f"adapter: {rel(loop.adapter_dir)}")
+    """),
+    md("""
+    What a judge (and a human, on a disagreement) looks at: one contact sheet per candidate, frames
+    in time order. The kept candidate's line in `metadata.jsonl` records every judge's vote.
+    """),
+    code("""
+    for sheet in sorted((loop_dir / "candidates/iter-1/p001").glob("c*_sheet.png")):
+        print(rel(sheet))
+        image = Image.open(sheet)
+        display(image.resize((image.width * 2, image.height * 2), Image.Resampling.NEAREST))
+    """),
+]
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_scripted_group_chat.ipynb": SCRIPTED_CHAT,
     "03_conversational.ipynb": CONVERSATIONAL,
+    "04_fine_tuning.ipynb": FINE_TUNING,
 }
 
 

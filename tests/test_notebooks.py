@@ -29,7 +29,7 @@ pytestmark = pytest.mark.notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ["01_quickstart.ipynb", "02_scripted_group_chat.ipynb", "03_conversational.ipynb"]
+NAMES = ["01_quickstart.ipynb", "02_scripted_group_chat.ipynb", "03_conversational.ipynb", "04_fine_tuning.ipynb"]
 TASKS = ("text-to-video", "image-to-video", "extend", "edit", "connect", "simulate")
 CELL_TIMEOUT_S = 600
 QUICKSTART_VIDEOS = {"text_to_video.mp4", "image_to_video.mp4", "extend.mp4", "edit.mp4", "connect.mp4",
@@ -234,6 +234,17 @@ def test_scripted_group_chat_shows_routes_and_messages(run_notebook, outputs):
     videos = [p.name for p in artifacts.glob("*.mp4") if "-segment" not in p.name]  # not the chained segments
     assert len(list(artifacts.glob("*.png"))) == 1 and len(videos) == 1
     assert images_of(nb) == 1
+
+
+def test_fine_tuning_trains_plots_uses_the_adapter_and_runs_one_data_free_iteration(run_notebook, outputs):
+    nb, text = run_notebook("04_fine_tuning.ipynb")
+    root = outputs / "notebooks" / "fine_tuning"
+    assert "adapter:     run/adapter" in text and "steps:       8" in text and "||z|| =" in text
+    assert (root / "run" / "adapter" / "adapter.json").is_file() and (root / "with_adapter.mp4").is_file()
+    assert json.loads((root / "with_adapter.json").read_text())["adapter"]["agents"]
+    assert "iteration 1: 4 candidates, 2 kept" in text and "single_judge" in text
+    assert (root / "data_free" / "data" / "iter-1" / "metadata.jsonl").is_file()
+    assert images_of(nb) == 4  # the loss/modulation plot, the adapter video's frames, two contact sheets
 
 
 def test_conversational_stops_cleanly_without_llm(run_notebook, outputs):

@@ -20,6 +20,9 @@ clip's text (the image-to-video route adapts an image to a text); its loss is ad
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +45,35 @@ from mora.training.objectives import (
 )
 
 A2, A3, A4 = "text_to_image_agent", "image_to_image_agent", "image_to_video_agent"
+
+
+logger = logging.getLogger(__name__)
+# Where diffusers and transformers announce that a caption was cut to CLIP's 77-token window.
+_TRUNCATION_LOGGERS = ("transformers.tokenization_utils_base",
+                       "diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl",
+                       "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_instruct_pix2pix")
+
+
+@contextlib.contextmanager
+def _truncation_noted(texts: list[str]) -> Iterator[None]:
+    """Encode captions with the libraries' per-call truncation notices replaced by one debug line.
+
+    Training encodes a caption in one 77-token CLIP window (diffusers' encode_prompt), while the
+    SDXL tool chunks long prompts at inference (`mora.tools.clip_text`); the data-free loop's
+    enhanced prompts often run longer, so the tail of such captions is not trained on.
+    """
+    from mora.tools.quiet import DropMessages
+
+    drop = DropMessages("Token indices sequence length", "truncated because CLIP")
+    for name in _TRUNCATION_LOGGERS:
+        logging.getLogger(name).addFilter(drop)
+    try:
+        yield
+    finally:
+        for name in _TRUNCATION_LOGGERS:
+            logging.getLogger(name).removeFilter(drop)
+    if any(len(t.split()) > 40 for t in texts):
+        logger.debug("long captions are truncated to CLIP's 77-token window in training")
 
 
 @dataclass
@@ -136,7 +168,7 @@ def text_to_image_pass(m: AgentModel, first: torch.Tensor, texts: list[str], gen
     pipe = m.pipe
     b, _, height, width = first.shape
     latents = encode_latents(pipe.vae, first, gen)
-    with torch.no_grad():
+    with torch.no_grad(), _truncation_noted(texts):
         cond_embeds, _, cond_pooled, _ = pipe.encode_prompt(prompt=texts, device=first.device, num_images_per_prompt=1,
                                                             do_classifier_free_guidance=False)
     mask = _drop(gen, b, dropout, first.device)  # SDXL's unconditional branch: zero prompt embeddings
@@ -189,7 +221,7 @@ def image_to_image_loss(m: AgentModel, first: torch.Tensor, source: torch.Tensor
     pipe = m.pipe
     b = first.shape[0]
     latents = encode_latents(pipe.vae, first, gen)
-    with torch.no_grad():
+    with torch.no_grad(), _truncation_noted(texts):
         source_latents = pipe.vae.encode(source.to(pipe.vae.dtype)).latent_dist.mode()  # unscaled, as pix2pix
         embeds = pipe._encode_prompt(texts, first.device, 1, False)
     embeds = _where(_drop(gen, b, dropout, first.device), embeds)
