@@ -231,3 +231,22 @@ def test_a_judge_that_echoes_the_key_on_401_leaves_no_key_in_run_dir(tmp_path, f
         if path.is_file():
             assert API_KEY.encode() not in path.read_bytes(), path
     assert API_KEY not in caplog.text
+
+
+@pytest.mark.slow
+def test_cli_prompts_run_prints_the_iteration_table(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "p.txt").write_text("a red fox running through snow\n\n")
+    proc = subprocess.run([sys.executable, "-m", "mora.cli", "train", "--prompts", str(tmp_path / "p.txt"), "--out",
+                           str(tmp_path / "run"), "--preset", "tiny", "--device", "cpu", "--iterations", "1",
+                           "--candidates", "2", "--steps", "1", "--train-size", "64x64", "--train-frames", "4",
+                           "--rank", "4", "--human", "never", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "iter prompts" in proc.stderr and "only the score card" in proc.stderr
+    assert proc.stdout.strip().endswith("adapter")
+    both = subprocess.run([sys.executable, "-m", "mora.cli", "train", "--prompts", "p.txt", "--data", "d", "--out",
+                           "r"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert both.returncode == 2 and "not allowed with" in both.stderr
