@@ -482,4 +482,5 @@ def test_ctrl_c_turned_into_another_error_by_a_library_still_exits_130(monkeypat
         signal.signal(signal.SIGINT, previous)
     assert code == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["mora: interrupted; finished artifacts were kept, nothing was written at --out"]
+    assert err == ["mora: interrupted; finished work (artifacts, shots, checkpoints) was kept, nothing was written at "
+                   "--out"]
