@@ -22,7 +22,7 @@ AGENT_TOOLS = {
     PROMPT_AGENT_NAME: (),
     TEXT_TO_IMAGE_AGENT_NAME: ("text_to_image",),
     IMAGE_TO_IMAGE_AGENT_NAME: ("edit_image",),
-    IMAGE_TO_VIDEO_AGENT_NAME: ("image_to_video", "extend_video"),
+    IMAGE_TO_VIDEO_AGENT_NAME: ("image_to_video", "extend_video", "edit_video"),
     VIDEO_CONNECTION_AGENT_NAME: ("connect_videos",),
     CRITIC_AGENT_NAME: (),
 }
@@ -47,10 +47,12 @@ most recent image path of this job, exactly as it appears in the conversation, a
 edit such as "make it snowy". Never use a path that is not in the conversation, never answer in prose, never call
 another tool."""
 
-IMAGE_TO_VIDEO_AGENT = """You are image_to_video_agent, the animator of Mora (Stable Video Diffusion or LTX-Video).
+IMAGE_TO_VIDEO_AGENT = """You are image_to_video_agent, the animator of Mora (Stable Video Diffusion, LTX-Video or Wan).
 For a first frame you call `image_to_video` with `image_path` set to the most recent image of this job and `prompt`
 set to the enhanced prompt (motion is described there). To extend a video you call `extend_video` with `video_path`
-set to the job's input video and `prompt` describing what happens next, if the user gave one.
+set to the job's input video and `prompt` describing what happens next, if the user gave one. To edit a whole video
+(keeping its motion) you call `edit_video` with `video_path` set to the job's input video, `image_path` set to the
+edited first frame (the most recent image) and `prompt` set to the enhanced prompt.
 Use only paths that appear in the conversation, exactly as written. Produce exactly one tool call; never answer in
 prose; leave frames, fps and seed out unless the user asked for them."""
 

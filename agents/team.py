@@ -30,7 +30,7 @@ from mora.agents import roles
 from mora.agents.llm import autogen_llm_config, llm_errors, scrub
 from mora.agents.toolcalls import ToolCallFault, extract_call, validate_args
 from mora.errors import InputError
-from mora.limits import check_text, llm_bounds
+from mora.limits import TOOL_ROLES, check_text, llm_bounds
 from mora.tools.toolset import Toolset
 
 logger = logging.getLogger(__name__)
@@ -139,6 +139,8 @@ class Team:
         reply = self._prompt_reply if name == roles.PROMPT_AGENT_NAME else self._tool_reply
         agent.register_reply(trigger=[autogen.Agent, None], reply_func=reply, position=0)
         for tool in roles.AGENT_TOOLS[name]:
+            if TOOL_ROLES[tool] not in self.tools.preset.roles:  # e.g. edit_video: only presets with a video editor
+                continue
             function = self._executable(tool)
             if self.llm_config:  # the LLM sees the typed schema; the proxy executes
                 description = inspect.getdoc(getattr(Toolset, tool)).split("\n\n")[0]
@@ -350,4 +352,5 @@ def _describe(step: Any) -> str:
         "image_to_video": "animating the frame into video",
         "extend_video": "extending the video",
         "connect_videos": "generating the transition between the videos",
+        "edit_video": "editing the whole video, keeping its motion",
     }[step.tool]

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mora.config import PRESETS, ModelSpec
 from mora.errors import InputError
 from mora.tools import qwen_image, qwen_image_edit, tiny_modern, wan22, wan_vace
 from mora.tools.modern_settings import (
     LICENCES,
     MODERN_FAMILIES,
     MODERN_MODELS,
-    ModernSpec,
     QwenImageEditSettings,
     QwenImageSettings,
     Wan22Settings,
@@ -84,9 +84,14 @@ def test_settings_carry_the_real_models_recommendations():
     for family in MODERN_FAMILIES:
         assert tiny_settings(family).steps == 2
     with pytest.raises(ValueError, match="unknown wan22 setting"):
-        ModernSpec("wan22", "x", {"frames": 9})
+        ModelSpec("wan22", "x", {"frames": 9})
     with pytest.raises(ValueError, match="unknown pipeline family"):
-        ModernSpec("sora", "x")
+        ModelSpec("sora", "x")
+    modern = PRESETS["modern"]  # the preset uses these Hub ids
+    assert {s.family: s.model for s in modern.roles.values()} == MODERN_MODELS
+    tiny = PRESETS["tiny-modern"]
+    for spec in tiny.roles.values():
+        assert spec.settings == tiny_settings(spec.family), spec.family
 
 
 def test_tiny_models_are_saved_and_read_back_like_hub_repos(rt):

@@ -87,6 +87,19 @@ def check_profile(profile: str) -> str:
     return profile
 
 
+def load_preset_loras(pipe: Any, loras: tuple) -> Any:
+    """Load a preset's LoRA adapters into `pipe` (diffusers' `load_lora_weights`) at their weights."""
+    names = []
+    for index, lora in enumerate(loras):
+        path = Path(lora.path)
+        where = {"weight_name": path.name} if path.is_file() else {}
+        pipe.load_lora_weights(str(path.parent if path.is_file() else path), adapter_name=f"preset_{index}", **where)
+        names.append(f"preset_{index}")
+    pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
+    logger.info("loaded preset LoRA adapters %s", ", ".join(lora.path for lora in loras))
+    return pipe
+
+
 def model_source(model: str) -> str:
     """Turn a preset's model reference into something `from_pretrained` takes.
 
@@ -94,6 +107,10 @@ def model_source(model: str) -> str:
     else is a Hub id.
     """
     if model.startswith("tiny/"):
+        from mora.tools import tiny_modern
+
+        if model.removeprefix("tiny/") in tiny_modern.BUILDERS:  # the modern families' toy models
+            return str(tiny_modern.ensure(model))
         from mora.tools.tiny import ensure_tiny
 
         return str(ensure_tiny(model))
@@ -272,6 +289,7 @@ class Runtime:
 
             self.profile = auto_profile(self.device)
         self.progress = progress
+        self.preset_loras: dict[str, tuple] = {}  # model id -> a preset's LoRA adapters (mora.config.LoraAdapter)
         resolve_dtype(dtype, self.device)  # validate now, not at first load
 
     def dtype(self, gpu_default: str = "float16"):
@@ -291,11 +309,16 @@ class Runtime:
         dtype = self.dtype(gpu_dtype)
         adapted = self.modulated(agent)
         name = f"{model}+adapter:{self.adapter.sha256[:16]}" if adapted else model
+        loras = self.preset_loras.get(model.split("#", 1)[0], ())
+        if loras:  # the preset's adapters are part of what is loaded, so of the cache key
+            name += "+lora:" + ",".join(f"{a.path}@{a.weight:g}" for a in loras)
         key = (family, name, self.device, str(dtype).removeprefix("torch."), self.profile)
 
         def load():
             with no_library_bars():
                 pipe = loader(dtype)
+                if loras:
+                    load_preset_loras(pipe, loras)
                 if adapted:
                     self.adapter.apply(pipe, agent)
                 return place(pipe, self.device, self.profile)

@@ -27,8 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mora.config import mora_home
-from mora.tools.modern_settings import ModernSpec, tiny_settings
+from mora.config import ModelSpec, mora_home
+from mora.tools.modern_settings import tiny_settings
 from mora.tools.tiny import _CHARS, _t5_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -78,11 +78,11 @@ def ensure(name: str) -> Path:
     return target
 
 
-def tiny_spec(name: str, **changes: Any) -> ModernSpec:
+def tiny_spec(name: str, **changes: Any) -> ModelSpec:
     """A spec for tiny model `name`: its local directory and the family's toy call settings."""
     family = _FAMILY[name]
     settings = dataclasses.replace(tiny_settings(family), **changes)
-    return ModernSpec(family, str(ensure(name)), settings)
+    return ModelSpec(family, str(ensure(name)), settings)
 
 
 # --- in-code tokenizers -----------------------------------------------------------------------------

@@ -19,21 +19,25 @@ from mora import media
 from mora.config import ModelSpec, Preset, get_preset
 from mora.errors import InputError
 from mora.limits import MAX_FPS, MAX_SEGMENTS, MAX_SIDE, MAX_STEPS, check_int, check_seed, check_text
-from mora.tools import ltx, pix2pix, sdxl, svd, wan
+from mora.tools import ltx, pix2pix, qwen_image, qwen_image_edit, sdxl, svd, wan, wan22, wan_vace
 from mora.tools.runtime import Runtime, release
 from mora.tools.sizing import fit_size, resize_frames
 
 logger = logging.getLogger(__name__)
 
-_VIDEO_FAMILIES = {"svd": svd, "ltx": ltx}
-_TRANSITION_FAMILIES = {"ltx": ltx, "wan": wan}  # first-last-frame models
-TOOL_NAMES = ("text_to_image", "edit_image", "image_to_video", "extend_video", "connect_videos")
+_IMAGE_FAMILIES = {"sdxl": sdxl, "qwen-image": qwen_image}
+_EDIT_FAMILIES = {"pix2pix": pix2pix, "qwen-image-edit": qwen_image_edit}
+_VIDEO_FAMILIES = {"svd": svd, "ltx": ltx, "wan22": wan22}
+_TRANSITION_FAMILIES = {"ltx": ltx, "wan": wan, "wan-vace": wan_vace}  # first-last-frame models
+_VIDEO_EDIT_FAMILIES = {"wan-vace": wan_vace}  # video-to-video: the source as control, a reference frame
+TOOL_NAMES = ("text_to_image", "edit_image", "image_to_video", "extend_video", "connect_videos", "edit_video")
 # tool -> its arguments that name input files (checked by the input guard; outputs are never arguments)
 PATH_ARGS = {
     "edit_image": ("image_path",),
     "image_to_video": ("image_path",),
     "extend_video": ("video_path",),
     "connect_videos": ("first_video", "second_video"),
+    "edit_video": ("video_path", "image_path"),
 }
 # settings that describe the model, not a call: left out of the manifest's per-call settings
 _STRUCTURAL = ("size_multiple", "frame_multiple", "max_frames", "fp16_variant", "tail_frames", "max_area")
@@ -68,6 +72,7 @@ class Toolset:
         self.preset = get_preset(preset)
         self.runtime = Runtime(device=device, dtype=dtype, profile=profile, progress=progress,
                                adapter=_load_adapter(adapter, self.preset))
+        self.runtime.preset_loras = {spec.model: spec.adapters for spec in self.preset.roles.values() if spec.adapters}
         self.output_dir = Path(output_dir)
         if self.output_dir.exists() and not self.output_dir.is_dir():
             raise InputError(f"output_dir: {str(output_dir)!r} is a file; pass a directory (it is created if missing)")
@@ -204,7 +209,7 @@ class Toolset:
         negative_prompt = check_text(negative_prompt, "negative_prompt", required=False) if negative_prompt else ""
         w, h = self._size(spec, width, height, None)
         steps, seed = self._steps(spec, steps), check_seed(seed)
-        image, tokens = self._generate(lambda: sdxl.text_to_image(
+        image, tokens = self._generate(lambda: _IMAGE_FAMILIES[spec.family].text_to_image(
             spec, self.runtime, prompt=prompt, negative_prompt=negative_prompt, width=w, height=h, steps=steps, seed=seed
         ))
         out = media.write_image(image, self._out("text_to_image", ".png"))
@@ -235,7 +240,7 @@ class Toolset:
         image = media.read_image(self._input(image_path, "image_path"), argument="image_path")
         instruction = check_text(instruction, "instruction")
         steps, seed = self._steps(spec, steps), check_seed(seed)
-        edited, tokens = self._generate(lambda: pix2pix.edit_image(
+        edited, tokens = self._generate(lambda: _EDIT_FAMILIES[spec.family].edit_image(
             spec, self.runtime, image=image, instruction=instruction, steps=steps, seed=seed
         ))
         out = media.write_image(edited, self._out("edit_image", ".png"))
@@ -243,6 +248,47 @@ class Toolset:
             "edit_image", spec, dict(image_path=str(image_path), instruction=instruction), out, started, seed=seed,
             settings=_call_settings(spec, width=edited.width, height=edited.height, steps=steps),
             prompt_tokens=tokens,
+        )
+
+    def edit_video(
+        self,
+        video_path: Annotated[str, "Path of the video to edit (an input or artifact of this job)"],
+        image_path: Annotated[str, "Path of its edited first frame, the look to carry through the clip"],
+        prompt: Annotated[str | None, "Description of the edited video"] = None,
+        seed: Annotated[int | None, "Random seed; omit for a random one"] = None,
+        steps: Annotated[int | None, "Denoising steps"] = None,
+    ) -> str:
+        """Edit a whole video keeping its motion: every source frame is the control input and the edited
+        first frame the reference (Wan VACE); returns the MP4's path.
+
+        The output has the source's frame count, size and fps.
+
+        Example:
+            >>> tools.edit_video(video_path="clip.mp4", image_path="first_edited.png", prompt="at night", seed=0)
+        """
+        started = time.perf_counter()
+        spec = self.preset.spec("edit_video")
+        if spec.family not in _VIDEO_EDIT_FAMILIES:
+            raise InputError(f"--preset: {self.preset.name!r} edits videos with {spec.family!r}, which is not a "
+                             f"video-to-video model; use a family of {', '.join(_VIDEO_EDIT_FAMILIES)}")
+        video = self._video(video_path, "video_path")
+        reference = media.read_image(self._input(image_path, "image_path"), argument="image_path")
+        prompt = check_text(prompt, "prompt", required=False)
+        steps, seed = self._steps(spec, steps), check_seed(seed)
+        w, h = self._size(spec, None, None, (video.width, video.height))
+        fps = max(1, round(video.fps))
+        frames = self._generate(lambda: _VIDEO_EDIT_FAMILIES[spec.family].edit_video(
+            spec, self.runtime, frames=video.frames, reference=reference, prompt=prompt, width=w, height=h,
+            steps=steps, fps=fps, seed=seed,
+        ))
+        frames = resize_frames(frames, video.width, video.height)
+        out = media.write_video(frames, self._out("edit_video", ".mp4"), fps=video.fps)
+        return self._record(
+            "edit_video", spec, dict(video_path=str(video_path), image_path=str(image_path), prompt=prompt), out,
+            started, seed=seed, settings=_call_settings(spec, width=w, height=h, num_frames=len(frames), steps=steps,
+                                                        fps=fps),
+            video=dict(num_frames=len(frames), fps=video.fps, width=_even(video.width), height=_even(video.height),
+                       boundaries=[]),
         )
 
     def image_to_video(

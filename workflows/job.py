@@ -34,7 +34,7 @@ MAX_REVIEW_ROUNDS = 10
 _OPTION_TOOLS = {
     "width": ("text_to_image", "image_to_video"),
     "height": ("text_to_image", "image_to_video"),
-    "steps": ("text_to_image", "edit_image", "image_to_video", "extend_video", "connect_videos"),
+    "steps": ("text_to_image", "edit_image", "image_to_video", "extend_video", "connect_videos", "edit_video"),
     "num_frames": ("image_to_video", "extend_video", "connect_videos"),
     "fps": ("image_to_video",),
 }
@@ -140,6 +140,8 @@ class Job:
             args = dict(image_path=self.images[-1], prompt=self.prompt, seed=seed)
         elif tool == "extend_video":
             args = dict(video_path=self.videos[-1], prompt=self.enhanced_prompt, seed=seed)
+        elif tool == "edit_video":  # the whole source clip, guided by the edited first frame
+            args = dict(video_path=self.videos[0], image_path=self.images[-1], prompt=self.prompt, seed=seed)
         elif tool == "connect_videos":
             args = dict(first_video=self.videos[0], second_video=self.videos[1], prompt=self.inputs.get("prompt"),
                         seed=seed)

@@ -21,6 +21,7 @@ class RunOptions:
     """
 
     preset: Any = "mora"  # preset name or a `mora.config.Preset`: which model each role uses
+    preset_file: str | Path | None = None  # a user preset file (TOML); alone it selects the file's preset
     seed: int | None = None  # the job's seed; random when None (recorded in the manifest)
     out: str | Path | None = None  # the video (.mp4); default outputs/<task>-<timestamp>.mp4
     num_frames: int | None = None  # frames per generated segment or clip (None: the preset's)

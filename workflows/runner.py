@@ -121,7 +121,7 @@ def validate_inputs(task: str, inputs: dict) -> dict:
 def prepare(task: str, inputs: dict, options: RunOptions) -> Prepared:
     """Every check of a job, once, before anything loads or is written. Raises InputError."""
     inputs = validate_inputs(task, inputs)
-    preset = get_preset(options.preset)
+    preset = get_preset(options.preset, options.preset_file)
     pinned = check_options(task, preset, options.numeric())
     if options.fps is not None and task in ("extend", "connect"):
         logger.warning("--fps is ignored by %s: the output keeps the input video's frame rate", task)
@@ -138,7 +138,7 @@ def prepare(task: str, inputs: dict, options: RunOptions) -> Prepared:
 
     if options.device not in ("auto", "cpu"):  # needs torch, not diffusers: still before any model
         resolve_device(options.device)
-    roles = {TOOL_ROLES[s.tool] for s in route_for(task, inputs, best_of) if s.tool}
+    roles = {TOOL_ROLES[s.tool] for s in route_for(task, inputs, best_of, preset.capabilities) if s.tool}
     check_models([m for role in sorted(roles) for m in preset.spec(role).model_ids()], preset.name)
     adapter = options.adapter
     if isinstance(adapter, (str, Path)):  # files, sha256 and base models checked before any step
@@ -158,7 +158,8 @@ def execute(job_spec: Prepared) -> tuple[Any, Any, float]:
 
     p, o = job_spec, job_spec.options
     job = Job(task=p.task, inputs=p.inputs, options=p.pinned, seed=p.seed, best_of=p.best_of,
-              steps=list(route_for(p.task, p.inputs, p.best_of)), artifacts_dir=p.artifacts_dir, reviewer=o.review)
+              steps=list(route_for(p.task, p.inputs, p.best_of, p.preset.capabilities)), artifacts_dir=p.artifacts_dir,
+              reviewer=o.review)
     tools = Toolset(preset=p.preset, device=o.device, dtype=o.dtype, profile=o.profile, output_dir=p.artifacts_dir,
                     progress=o.progress, input_guard=job.guard, adapter=p.adapter)
     if p.artifacts_dir.is_dir():  # an earlier job's (overwrite was checked in prepare): this job owns the folder

@@ -38,6 +38,7 @@ EDIT_IMAGE = Step(IMAGE_TO_IMAGE_AGENT_NAME, "edit_image")
 IMAGE_TO_VIDEO = Step(IMAGE_TO_VIDEO_AGENT_NAME, "image_to_video")
 EXTEND = Step(IMAGE_TO_VIDEO_AGENT_NAME, "extend_video")
 CONNECT = Step(VIDEO_CONNECTION_AGENT_NAME, "connect_videos")
+EDIT_VIDEO = Step(IMAGE_TO_VIDEO_AGENT_NAME, "edit_video")  # whole-clip video-to-video (capability video-edit)
 GATE = Step(REVIEW)
 CRITIC = Step(CRITIC_AGENT_NAME)
 
@@ -72,6 +73,8 @@ class Task:
         route: `(inputs, best_of) -> steps`; optional inputs may add or swap a step.
         review: the route has a review gate (`--review` is refused where it has none).
         critic: `--best-of N` candidates can be judged by critic_agent.
+        variants: (capability, route) pairs: a preset with that capability (`mora.config.CAPABILITIES`)
+            takes that route instead; the first match wins.
     """
 
     name: str
@@ -80,6 +83,7 @@ class Task:
     route: Callable[[dict, int], tuple[Step, ...]]
     review: bool = False
     critic: bool = False
+    variants: tuple[tuple[str, Callable[[dict, int], tuple[Step, ...]]], ...] = ()
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -118,14 +122,18 @@ TASK_TABLE: dict[str, Task] = {t.name: t for t in (
     Task("image-to-video", "Animate an image, adapted to a text prompt first.",
          (TaskInput("image", "image", "first frame (PNG, JPEG, WebP, GIF)"),
           TaskInput("prompt", "text", "what should happen")),
-         lambda inputs, best_of: (PROMPT, EDIT_IMAGE, GATE, IMAGE_TO_VIDEO), review=True),
+         lambda inputs, best_of: (PROMPT, EDIT_IMAGE, GATE, IMAGE_TO_VIDEO), review=True,
+         # the video model follows the prompt: the user's image is animated as given
+         variants=(("text-motion", lambda inputs, best_of: (PROMPT, IMAGE_TO_VIDEO)),)),
     Task("extend", "Continue a video (the input's frames, then new ones).",
          (TaskInput("video", "video", "video to continue (MP4, WebM, MOV, GIF)"),
           TaskInput("prompt", "text", "what happens next", required=False)), _extend),
     Task("edit", "Edit a video by instruction (edits the first frame, then re-animates it).",
          (TaskInput("video", "video", "video to edit"),
           TaskInput("instruction", "text", "edit, e.g. 'make it winter'")),
-         lambda inputs, best_of: (PROMPT, EDIT_IMAGE, GATE, IMAGE_TO_VIDEO), review=True),
+         lambda inputs, best_of: (PROMPT, EDIT_IMAGE, GATE, IMAGE_TO_VIDEO), review=True,
+         # the edited first frame guides a video-to-video pass over the whole source clip (motion kept)
+         variants=(("video-edit", lambda inputs, best_of: (PROMPT, EDIT_IMAGE, GATE, EDIT_VIDEO)),)),
     Task("connect", "Join two videos with a generated transition.",
          (TaskInput("video_a", "video", "video that plays first"), TaskInput("video_b", "video", "video that plays last"),
           TaskInput("prompt", "text", "what the transition shows", required=False)),
@@ -140,14 +148,18 @@ CRITIC_TASKS = tuple(name for name, task in TASK_TABLE.items() if task.critic)
 INPUT_NAMES = ("prompt", "image", "video", "instruction", "video_a", "video_b")  # every task input, once
 
 
-def route_for(task: str, inputs: dict, best_of: int = 1) -> tuple[Step, ...]:
-    """The steps of `task` for these inputs.
+def route_for(task: str, inputs: dict, best_of: int = 1, capabilities: frozenset | set = frozenset()) -> tuple[Step, ...]:
+    """The steps of `task` for these inputs and the preset's capabilities (`Preset.capabilities`).
 
     Example:
         >>> [s.agent for s in route_for("extend", {"video": "a.mp4"})]
         ['image_to_video_agent']
+        >>> [s.tool for s in route_for("edit", {}, capabilities={"video-edit"})][-1]
+        'edit_video'
     """
-    return TASK_TABLE[task].route(inputs, best_of)
+    spec = TASK_TABLE[task]
+    route = next((r for capability, r in spec.variants if capability in capabilities), spec.route)
+    return route(inputs, best_of)
 
 
 def input_help(name: str) -> str:

@@ -59,8 +59,12 @@ def _seed(text: str) -> int:
 
 def _common(p: argparse.ArgumentParser, review: bool = True) -> None:
     g = p.add_argument_group("common options")
-    g.add_argument("--preset", default="mora", help="models to use: mora (the paper's; default), ltx, mora-wan, or "
-                   "tiny, tiny-ltx, tiny-wan (toy random models: offline, seconds on a CPU, noise output)")
+    g.add_argument("--preset", default="mora", help="models to use: mora (the paper's; default), ltx, mora-wan, modern "
+                   "(today's strongest open models), or tiny, tiny-ltx, tiny-wan, tiny-modern (toy random models: "
+                   "offline, seconds on a CPU, noise output); `mora presets` lists them with user presets")
+    g.add_argument("--preset-file", metavar="PATH.toml", help="a preset file (TOML, e.g. extends = \"mora\" and "
+                   "the fields to change); alone it selects that file's preset (user presets also load from "
+                   "$MORA_HOME/presets/)")
     g.add_argument("--out", metavar="PATH.mp4", help="output video (default outputs/<task>-<timestamp>.mp4); the "
                    "manifest goes to <stem>.json and intermediate files to <stem>_artifacts/")
     g.add_argument("--seed", type=_seed, help="random seed (default: random, recorded in the manifest)")
@@ -134,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch_parser(sub)
     _add_train_parser(sub)
     _add_story_parser(sub)
+    pr = sub.add_parser("presets", help="List the presets: built-in and user files (name, description, models).",
+                        description="List every preset: the built-in ones, $MORA_HOME/presets/*.toml and --preset-file.")
+    pr.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    pr.add_argument("--preset-file", metavar="PATH.toml", help="also list (and check) this preset file")
+    pr.add_argument("--debug", action="store_true", help="show tracebacks")
     ev = sub.add_parser("eval", help="Score a video: temporal flickering, dynamic degree, smoothness, ...",
                         description="Print the score card of a video (seam scores too for a Mora output).")
     ev.add_argument("video", help="video to score")
@@ -307,8 +316,8 @@ def _run_task(args: argparse.Namespace) -> int:
 
     inputs = {k: getattr(args, k, None) for k in INPUT_NAMES}
     options = RunOptions(
-        preset=args.preset, seed=args.seed, out=args.out, num_frames=args.num_frames, width=args.width,
-        height=args.height, steps=args.steps, fps=args.fps, device=args.device, profile=args.profile,
+        preset=args.preset, preset_file=args.preset_file, seed=args.seed, out=args.out, num_frames=args.num_frames,
+        width=args.width, height=args.height, steps=args.steps, fps=args.fps, device=args.device, profile=args.profile,
         llm_config=args.llm_config, best_of=getattr(args, "best_of", 1), overwrite=args.overwrite,
         adapter=args.adapter,
         review=_terminal_review if getattr(args, "review", False) else None, on_step=_Progress(args.quiet),
@@ -511,8 +520,30 @@ class _Interrupts:
 
 
 def _interrupted() -> int:
-    print(f"{PROG}: interrupted; finished artifacts were kept, nothing was written at --out", file=sys.stderr)
+    print(f"{PROG}: interrupted; finished work (artifacts, shots, checkpoints) was kept, nothing was written at "
+          "--out", file=sys.stderr)
     return 130
+
+
+def _run_presets(args: argparse.Namespace) -> int:
+    """`mora presets [--json]`: every preset with its description, capabilities and models per role."""
+    from mora.config import PRESETS, load_presets
+
+    rows = [dict(name=p.name, description=p.description, source="built-in" if p.name in PRESETS else p.source,
+                 capabilities=sorted(p.capabilities),
+                 roles={role: dict(family=s.family, model=s.model, **({"refiner": s.refiner} if s.refiner else {}))
+                        for role, s in p.roles.items()})
+            for p in load_presets(args.preset_file).values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        caps = f" [{', '.join(row['capabilities'])}]" if row["capabilities"] else ""
+        where = "" if row["source"] == "built-in" else f" ({row['source']})"
+        print(f"{row['name']}{caps}{where}\n  {row['description']}")
+        for role, spec in row["roles"].items():
+            print(f"  {role:15} {spec['family']:16} {spec['model']}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -529,6 +560,14 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(args)
         if args.command == "eval":
             return _run_eval(args)
+        if args.command == "presets":
+            return _run_presets(args)
+        from mora.workflows.tasks import TASKS  # data only: no torch
+
+        if getattr(args, "preset_file", None) and args.command not in TASKS:
+            from mora.config import get_preset  # chat, story: the file's preset, resolved (and checked) here
+
+            args.preset = get_preset(args.preset, args.preset_file)
         if args.command == "chat":
             return _run_chat(args)
         if args.command == "ui":

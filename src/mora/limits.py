@@ -96,7 +96,10 @@ def check_options(task: str, preset: Any, options: dict) -> dict:
         >>> check_options("text-to-video", get_preset("tiny"), {"width": 96})["width"]
         96
     """
-    video = preset.spec(_VIDEO_ROLE.get(task, "image_to_video")).settings
+    role = _VIDEO_ROLE.get(task, "image_to_video")
+    if task == "edit" and "video-edit" in getattr(preset, "capabilities", ()):
+        role = "edit_video"  # the whole clip is re-rendered by the video-to-video model
+    video = preset.spec(role).settings
     multiple = max(video.size_multiple, preset.spec("text_to_image").settings.size_multiple)
     opts = dict(options)
     for side in ("width", "height"):
@@ -120,7 +123,7 @@ def check_best_of(task: str, best_of: Any, tasks_with_critic: tuple[str, ...]) -
 
 # tool -> the preset role whose settings bound its arguments
 TOOL_ROLES = {"text_to_image": "text_to_image", "edit_image": "image_to_image", "image_to_video": "image_to_video",
-              "extend_video": "extend", "connect_videos": "connect"}
+              "extend_video": "extend", "connect_videos": "connect", "edit_video": "edit_video"}
 
 
 def llm_bounds(preset: Any, tool: str) -> dict[str, tuple[int, int]]:
