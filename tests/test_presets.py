@@ -333,9 +333,9 @@ def test_tiny_modern_runs_the_other_four_tasks(modern_runs, tmp_path):
     for task, inputs in jobs.items():
         result = mora.run(task, **inputs, out=tmp_path / f"{task}.mp4", **options)
         assert result.video_path.is_file() and result.manifest["preset"] == "tiny-modern"
-        families = {c["tool"]: c["family"] for c in result.manifest["tool_calls"]}
-        assert set(families.values()) <= {"qwen-image", "qwen-image-edit", "wan22", "wan-vace"}
-    assert families == {"text_to_image": "qwen-image", "image_to_video": "wan22"}
+        models = {c["tool"]: c["model"] for c in result.manifest["tool_calls"]}
+        assert {m for ids in models.values() for m in ids} <= set(PRESETS["tiny-modern"].models().values())
+    assert models == {"text_to_image": ["tiny/qwen-image"], "image_to_video": ["tiny/wan22-ti2v"]}
 
 
 # --- real weights (never in CI): what random weights cannot show ------------------------------------
