@@ -683,11 +683,167 @@ display(frame_strip(video.video_path))'''),
     """),
 ]
 
+STORY = [
+    md("""
+    # A multi-shot film from a story: `mora story`
+
+    `mora.story(story, shots=N, ...)` (`mora story "..." --shots N` on the command line) turns a
+    story into a film of several shots:
+
+    1. **`storyboard_agent`** writes a storyboard: a title, a style sheet, the characters, and per shot
+       a prompt, its length in seconds, a camera note and how it leads into the next shot (`connect`
+       or `cut`). With an LLM configured (`OAI_CONFIG_LIST`, see `03_conversational.ipynb`) an LLM
+       writes it and Mora validates it; without one, as here, a deterministic splitter turns the
+       story's sentences into shots.
+    2. Each shot runs through the agents: shot 1 is painted by `text_to_image_agent`; with
+       `continuity="keyframe"` (the default) every later shot starts from `image_to_image_agent`'s
+       edit of the previous shot's last frame; `image_to_video_agent` animates it (and extends it
+       until it lasts its seconds).
+    3. Between two shots, `video_connection_agent` generates a transition (`connect`), or the film
+       simply cuts (`cut`).
+
+    The film is written with its manifest, the storyboard (`<name>_storyboard.json`), a contact
+    sheet (`<name>_contact.png`: the first frame of each shot) and each shot's files in
+    `<name>_artifacts/shot-NN/`. The manifest also scores the film's seams and compares the cuts it
+    detects with the cuts the storyboard asked for.
+
+    `PRESET = "tiny"` builds toy models with **random weights**: it runs in seconds on a CPU, but
+    **the film is noise**. Set `PRESET = "mora"` on a GPU for a real film (and drop `SHOT_SECONDS`
+    to use the preset's own shot length).
+    """),
+    outputs_md("story"),
+    code("""
+    import os
+    import textwrap
+    from itertools import pairwise
+    from pathlib import Path
+
+    from IPython.display import display
+    from PIL import Image
+
+    import mora
+
+    PRESET = "tiny"  # "mora" on a GPU for a real film; "tiny" = random weights, noise frames
+    SHOT_SECONDS = 0.6  # short shots: the whole tiny film takes seconds
+    RUN = dict(preset=PRESET, device="auto", seed=0, progress=False, overwrite=True)
+    STORY = ("A red fox wakes in a snowy forest. The fox runs across a frozen river. "
+             "The fox sleeps under a pine tree.")
+    """, output_root("story"), """
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(f"mora {mora.__version__}; preset {PRESET!r}; outputs: {SHOWN_OUT}")
+    """),
+    md("""
+    ## 1. The storyboard
+
+    `storyboard_only=True` writes the storyboard and stops: no model runs. Edit it (here: as a dict;
+    on the command line: the JSON file) and pass it back with `storyboard=` to make exactly that film.
+    """),
+    code("""
+    plan = mora.story(STORY, shots=3, shot_seconds=SHOT_SECONDS, storyboard_only=True,
+                      out=OUT / "fox_story.mp4", **RUN)
+    board = plan.manifest  # with storyboard_only, the storyboard itself
+    print(f"storyboard: {rel(plan.manifest_path)}")
+    print(f"title:      {board['title']}")
+    print(f"style:      {board['style']}")
+    for character in board["characters"]:
+        print(f"character:  {character['name']}: {character['description']}")
+    for k, shot in enumerate(board["shots"], start=1):
+        then = shot["transition"] if k < len(board["shots"]) else "the end"
+        print(f"\\nshot {k}: {shot['seconds']:g} s, {shot['camera']}, then {then}")
+        print(textwrap.fill(shot["prompt"], 100, initial_indent="    ", subsequent_indent="    "))
+    """),
+    md("""
+    A cut instead of a generated transition between shots 2 and 3 (the last shot's transition is
+    ignored: nothing follows it).
+    """),
+    code("""
+    board["shots"][1]["transition"] = "cut"
+    print(" | ".join(f"shot {k}: {shot['transition']}" for k, shot in enumerate(board["shots"][:-1], start=1)))
+    """),
+    md("""
+    ## 2. The film
+
+    The same call with the edited storyboard. Shot k's seed is the story's seed + k, so a shot can
+    be remade on its own (`resume=True` reuses the finished shots of an interrupted run).
+    """),
+    code("""
+    film = mora.story(storyboard=board, out=OUT / "fox_story.mp4", **RUN)
+    m = film.manifest
+    v = m["video"]
+    print(f"film:          {rel(film.video_path)} ({v['num_frames']} frames, {v['width']}x{v['height']}, "
+          f"{v['fps']:g} fps; {m['timings']['total_s']:.1f} s)")
+    print(f"manifest:      {rel(film.manifest_path)}")
+    print(f"contact sheet: {rel(m['contact_sheet'])}")
+    print(f"note:          {m.get('note', '-')}")
+    """),
+    md("""
+    The contact sheet: the first frame of each shot (noise on the tiny preset; with keyframe
+    continuity each shot starts from an edit of the previous shot's end).
+    """),
+    code("""
+    sheet = Image.open(m["contact_sheet"]).convert("RGB")
+    if sheet.height < 200:  # toy frames: enlarged without blurring
+        sheet = sheet.resize((sheet.width * 2, sheet.height * 2), Image.Resampling.NEAREST)
+    display(sheet)
+    """),
+    md("""
+    ## 3. Shots, seams and cuts
+
+    Per shot, from the manifest: its seed, its frames and the seconds the storyboard asked for.
+    Then the film's score card (`manifest["metrics"]`): the **seam continuity** at each boundary
+    between two pieces of the film (1 = seamless), and the **cuts** the detector found compared
+    with the cuts the storyboard intended. On the tiny preset every frame is noise, so the detector
+    need not find the intended cut; with real models a `cut` should be found and a `connect` should
+    not.
+    """),
+    code("""
+    print(f"{'shot':>4} {'seed':>5} {'frames':>6} {'seconds':>7}  then")
+    for shot in m["shots"]:
+        then = shot["transition"] if shot["index"] < len(m["shots"]) else "(end)"
+        print(f"{shot['index']:>4} {shot['seed']:>5} {shot['frames']:>6} {shot['seconds']:>7g}  {then}")
+    transitions = {t["index"]: t for t in m["transitions"]}
+    for index, t in transitions.items():
+        print(f"transition {index} -> {index + 1}: {t['frames']} generated frames, seed {t['seed']}")
+
+    # the film's pieces in order, to name each boundary
+    pieces = []
+    for shot in m["shots"]:
+        if shot["index"] - 1 in transitions:
+            pieces.append(f"transition {shot['index'] - 1}->{shot['index']}")
+        pieces.append(f"shot {shot['index']}")
+    card = m["metrics"]
+    print("\\nseam continuity (1 = seamless):")
+    for seam, (before, after) in zip(card["seam_continuity"], pairwise(pieces), strict=True):
+        score = "-" if seam["score"] is None else f"{seam['score']:.3f}"  # None: too few frames to score
+        print(f"    frame {seam['frame']:>3}: {before:>16} | {after:<16} {score}")
+    print(f"    mean {card['seam_mean']:.3f}")
+    cuts = card["cuts"]
+    print("cuts (frame numbers):")
+    for key in ("intended", "detected", "matched", "missed", "unexpected"):
+        print(f"    {key:10} {cuts[key]}")
+    """),
+    md("""
+    ## 4. The route
+
+    Every agent that acted, in order: the storyboard, then each shot and each transition.
+    """),
+    code("""
+    groups = {}
+    for step in m["steps"]:
+        groups.setdefault(step["where"], []).append(step["agent"])
+    for where, agents in groups.items():
+        print(f"{where:14} {' -> '.join(agents)}")
+    print(f"{len(m['route'])} agent turns; shot files in {rel(film.artifacts_dir)}/: "
+          f"{', '.join(sorted(p.name for p in film.artifacts_dir.iterdir()))}")
+    """),
+]
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_scripted_group_chat.ipynb": SCRIPTED_CHAT,
     "03_conversational.ipynb": CONVERSATIONAL,
     "04_fine_tuning.ipynb": FINE_TUNING,
+    "05_story.ipynb": STORY,
 }
 
 

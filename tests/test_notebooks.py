@@ -29,7 +29,8 @@ pytestmark = pytest.mark.notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ["01_quickstart.ipynb", "02_scripted_group_chat.ipynb", "03_conversational.ipynb", "04_fine_tuning.ipynb"]
+NAMES = ["01_quickstart.ipynb", "02_scripted_group_chat.ipynb", "03_conversational.ipynb", "04_fine_tuning.ipynb",
+         "05_story.ipynb"]
 TASKS = ("text-to-video", "image-to-video", "extend", "edit", "connect", "simulate")
 CELL_TIMEOUT_S = 600
 QUICKSTART_VIDEOS = {"text_to_video.mp4", "image_to_video.mp4", "extend.mp4", "edit.mp4", "connect.mp4",
@@ -245,6 +246,38 @@ def test_fine_tuning_trains_plots_uses_the_adapter_and_runs_one_data_free_iterat
     assert "iteration 1: 4 candidates, 2 kept" in text and "single_judge" in text
     assert (root / "data_free" / "data" / "iter-1" / "metadata.jsonl").is_file()
     assert images_of(nb) == 4  # the loss/modulation plot, the adapter video's frames, two contact sheets
+
+
+def test_stored_story_shows_its_contact_sheet_as_jpeg():
+    nb = nbformat.read(NOTEBOOKS / "05_story.ipynb", as_version=4)
+    images = [o.data for c in code_cells(nb) for o in c.outputs if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
+    assert len(images) == 1 and set(images[0]) == {"image/jpeg", "text/plain"}  # no PNG copy: the file stays small
+    assert (NOTEBOOKS / "05_story.ipynb").stat().st_size < 100_000
+    assert "the film is noise" in text_of(nb)
+
+
+def test_story_makes_a_three_shot_film(run_notebook, outputs):
+    nb, text = run_notebook("05_story.ipynb")
+    root = outputs / "notebooks" / "story"
+    manifest = json.loads((root / "fox_story.json").read_text())
+    assert manifest["preset"] == "tiny" and manifest["task"] == "story"
+    assert [s["index"] for s in manifest["shots"]] == [1, 2, 3] and [s["seed"] for s in manifest["shots"]] == [0, 1, 2]
+    assert [s["transition"] for s in manifest["shots"][:2]] == ["connect", "cut"]  # the notebook's edit
+    assert len(manifest["transitions"]) == 1 and manifest["metrics"]["cuts"]["intended"]
+    assert (root / "fox_story.mp4").is_file() and (root / "fox_story_contact.png").is_file()
+    assert json.loads((root / "fox_story_storyboard.json").read_text())["shots"][1]["transition"] == "cut"
+    assert sorted(p.name for p in (root / "fox_story_artifacts").iterdir()) == [
+        "shot-01", "shot-02", "shot-03", "transition-01"]
+    # the storyboard, then the film, its table, seams, cuts and route; paths relative to the output folder
+    assert "storyboard: fox_story_storyboard.json" in text and "title:      A red fox wakes" in text
+    assert "shot 3: 0.6 s, close-up, then the end" in text
+    assert "film:          fox_story.mp4 (" in text and "contact sheet: fox_story_contact.png" in text
+    assert re.search(r"^ {3}2 {5}1 +\d+ {5}0\.6  cut$", text, re.MULTILINE)
+    assert "shot 2 | shot 3" in text and "seam continuity (1 = seamless):" in text
+    assert f"    intended   {manifest['metrics']['cuts']['intended']}" in text
+    assert "shot-02        image_to_image_agent -> image_to_video_agent" in text
+    assert "transition-01  video_connection_agent" in text
+    assert images_of(nb) == 1  # the contact sheet
 
 
 def test_conversational_stops_cleanly_without_llm(run_notebook, outputs):
