@@ -25,7 +25,7 @@ from mora.config import Preset, get_preset
 from mora.errors import InputError
 from mora.limits import TOOL_ROLES, check_best_of, check_int, check_options, check_seed, check_text
 from mora.workflows.options import RunOptions
-from mora.workflows.tasks import CRITIC_TASKS, TASK_TABLE, TASKS, route_for
+from mora.workflows.tasks import CRITIC, CRITIC_TASKS, GATE, TASK_TABLE, TASKS, route_for
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +128,10 @@ def prepare(task: str, inputs: dict, options: RunOptions) -> Prepared:
         pinned["fps"] = None
     seed = check_int(options.seed, "--seed", low=0, high=2**32 - 1)
     best_of = check_best_of(task, options.best_of, CRITIC_TASKS)
-    if options.review is not None and not TASK_TABLE[task].review and best_of == 1:
-        raise InputError(f"--review: {task} has no image to review (its route has no review gate); drop --review")
+    route = route_for(task, inputs, best_of, preset.capabilities)
+    if options.review is not None and GATE not in route and CRITIC not in route:  # never ignored silently
+        raise InputError(f"--review: {task} has no image to review with preset {preset.name} (its route has no "
+                         "review gate); drop --review")
     out, manifest_path, artifacts_dir = output_paths(options.out, task, options.overwrite)
     from mora.agents.llm import load_llm_config
 
@@ -138,7 +140,7 @@ def prepare(task: str, inputs: dict, options: RunOptions) -> Prepared:
 
     if options.device not in ("auto", "cpu"):  # needs torch, not diffusers: still before any model
         resolve_device(options.device)
-    roles = {TOOL_ROLES[s.tool] for s in route_for(task, inputs, best_of, preset.capabilities) if s.tool}
+    roles = {TOOL_ROLES[s.tool] for s in route if s.tool}
     check_models([m for role in sorted(roles) for m in preset.spec(role).model_ids()], preset.name)
     adapter = options.adapter
     if isinstance(adapter, (str, Path)):  # files, sha256 and base models checked before any step
