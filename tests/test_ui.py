@@ -94,7 +94,7 @@ def test_page_serves_every_tab(server):
     assert "Mora" in html
     config = server["demo"].config
     labels = {c["props"].get("label") for c in config["components"] if c.get("type") == "tabitem"}
-    assert {"Text to video", "Image to video", "Extend", "Edit", "Connect", "Simulate", "Evaluate"} <= labels
+    assert {"Text to video", "Image to video", "Extend", "Edit", "Connect", "Simulate", "Story", "Evaluate"} <= labels
 
 
 def test_jobs_share_one_queue_slot(server):
@@ -102,6 +102,8 @@ def test_jobs_share_one_queue_slot(server):
     assert len(starts) == 6  # one Generate per task tab
     assert {fn.concurrency_id for fn in starts} == {"mora-job"}
     assert all(fn.concurrency_limit in (1, "default") for fn in starts)
+    story = [fn for fn in server["demo"].fns.values() if fn.name == "start_story"]
+    assert len(story) == 1 and story[0].concurrency_id == "mora-job"  # the Story tab waits for the same slot
     assert server["demo"]._queue.default_concurrency_limit == 1
 
 
@@ -164,3 +166,41 @@ def test_upload_is_kept_in_the_job_folder(page, server, tmp_path):
     image = Path(manifest["inputs"]["image"])
     assert image.name == "upload.png"
     assert image.parent == manifests[-1].parent / "inputs"  # the job's own copy, not Gradio's cache
+
+
+def test_story_in_the_browser(page, server):
+    page.get_by_role("tab", name="Story").click()
+    panel = _panel(page)
+    panel.get_by_label("Story", exact=True).fill("A fox wakes in its den. The fox runs through the snow.")
+    panel.get_by_label("Shots", exact=True).fill("2")
+    panel.get_by_label("Seconds per shot (empty: preset default)").fill("0.6")
+    panel.get_by_role("button", name="Generate").click()
+    duration, width = _wait_for_video(page, 96)
+    assert duration > 0 and width == 96  # the film plays in the browser
+    contact = panel.locator("img[src*='story_contact']").first  # the contact sheet, one frame per shot
+    contact.wait_for(timeout=60_000)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=contact.element_handle())
+    assert "storyboard" in page.content() and "2 shots" in panel.inner_text()
+    boards = sorted(Path(server["root"]).glob("*/story_storyboard.json"))
+    assert boards and len(json.loads(boards[-1].read_text())["shots"]) == 2
+    shown = panel.locator("[data-testid=json]").first.inner_text()
+    assert shown.count("prompt") >= 2, shown  # the storyboard's two shots are in the JSON view
+    assert "image_to_video_agent: shot 2/2" in panel.inner_text()  # one line per agent step
+
+
+def test_story_bad_input_shows_the_message(page, server):
+    page.get_by_role("tab", name="Story").click()
+    _panel(page).get_by_role("button", name="Generate").click()
+    page.get_by_text("story: '' is empty or not text; pass a non-empty description").first.wait_for(timeout=60_000)
+    assert urllib.request.urlopen(server["url"], timeout=30).status == 200
+
+
+def test_story_storyboard_only_stops_after_the_storyboard(tmp_path):
+    from mora.ui import App
+
+    steps = list(App(preset="tiny", device="cpu", output_root=tmp_path).run_story(
+        "A fox wakes. The fox runs. The fox sleeps.", 3, None, True))
+    log, board, video, contact, manifest = steps[-1]
+    assert len(board["shots"]) == 3 and video is None and contact is None
+    assert manifest.endswith("story_storyboard.json") and "done: storyboard only" in log
+    assert not list(tmp_path.glob("*/story.mp4"))

@@ -1,4 +1,4 @@
-"""`mora ui`: a Gradio page for the six tasks (and the score card), one tab each.
+"""`mora ui`: a Gradio page for the six tasks, a story (multi-shot film) and the score card, one tab each.
 
 Each job runs `mora.run` in a worker thread; the page streams one line per agent step, then
 shows the video, the enhanced prompt, the route and the manifest. With review on, the first
@@ -124,20 +124,72 @@ class App:
             kind, payload = events.get()
             if kind == "step":
                 log.append(payload)
-                yield "\n".join(f"- {line}" for line in log), hidden, gr.update(), None, "", "", None
+                yield _lines(log), hidden, gr.update(), None, "", "", None
             elif kind == "review":
                 log.append("waiting for your review of the first frame")
-                yield ("\n".join(f"- {line}" for line in log), gr.update(visible=True), payload, None, "", "", None)
+                yield (_lines(log), gr.update(visible=True), payload, None, "", "", None)
             elif kind == "error":
                 raise gr.Error(_message(payload), duration=None)
             else:
                 manifest = payload.manifest
                 log.append(f"done: {manifest['video']['num_frames']} frames, "
                            f"{manifest['video']['width']}x{manifest['video']['height']}")
-                yield ("\n".join(f"- {line}" for line in log), hidden, gr.update(), str(payload.video_path),
+                yield (_lines(log), hidden, gr.update(), str(payload.video_path),
                        manifest.get("enhanced_prompt") or "", " -> ".join(manifest["route"]),
                        str(payload.manifest_path))
                 return
+
+    def run_story(self, story: str, shots: Any, seconds: Any, storyboard_only: bool) -> Iterator[tuple]:
+        """Generator for Gradio: yields (log, storyboard, film, contact sheet, manifest).
+
+        The storyboard is written first (`storyboard_only`) and shown; the film is then made from
+        that file, so the page shows exactly the storyboard the shots follow.
+        """
+        import mora
+
+        job_dir = self._job_dir()
+        events: queue.Queue = queue.Queue()
+        common = dict(preset=self.preset, device=self.device, profile=self.profile, llm_config=self.llm_config,
+                      adapter=self.adapter, out=job_dir / "story.mp4", progress=False,
+                      on_step=lambda agent, doing: events.put(("step", f"{agent}: {doing}")))
+
+        def work() -> None:
+            try:
+                board = mora.story(story=story, shots=3 if shots in (None, "") else shots,
+                                   shot_seconds=float(seconds) if seconds else None,  # empty: 0
+                                   storyboard_only=True, **common)
+                events.put(("storyboard", board))
+                film = None if storyboard_only else mora.story(story=story, storyboard=str(board.manifest_path),
+                                                               **common)
+                events.put(("done", film))
+            except BaseException as e:  # reported in the page; the server keeps serving
+                events.put(("error", e))
+
+        threading.Thread(target=work, name="mora-story", daemon=True).start()
+        log: list[str] = []
+        board: Any = None
+        board_path = ""
+        yield "Starting...", None, None, None, None
+        while True:
+            kind, payload = events.get()
+            if kind == "error":
+                raise gr.Error(_message(payload), duration=None)
+            if kind == "step":
+                log.append(payload)
+            elif kind == "storyboard":
+                board, board_path = payload.manifest, str(payload.manifest_path)
+                log.append(f"storyboard {board['title']!r}: {len(board['shots'])} shots")
+            elif payload is None:  # storyboard only: its file is the manifest view's download
+                log.append("done: storyboard only")
+                yield _lines(log), board, None, None, board_path
+                return
+            else:
+                manifest = payload.manifest
+                log.append(f"done: {manifest['video']['num_frames']} frames, {len(manifest['shots'])} shots")
+                yield (_lines(log), board, str(payload.video_path), manifest.get("contact_sheet"),
+                       str(payload.manifest_path))
+                return
+            yield _lines(log), board, None, None, None
 
     @staticmethod
     def decide(decision: Any, request: gr.Request | None = None) -> None:
@@ -165,6 +217,7 @@ class App:
             )
             for task in TASK_TABLE.values():  # one tab per task, from the task table
                 self._task_tab(task)
+            self._story_tab()
             with gr.Tab("Evaluate"):
                 video = gr.File(label="Video", file_types=["video"])
                 button = gr.Button("Score", variant="primary")
@@ -208,6 +261,28 @@ class App:
             start.__annotations__ = {"request": gr.Request}
             button.click(start, [*components, *options, review_box], outputs, concurrency_id=_JOB_SLOT)
 
+    def _story_tab(self) -> None:
+        with gr.Tab("Story"):
+            gr.Markdown("A multi-shot film from a story: storyboard_agent writes the storyboard (shown first), "
+                        "then each shot goes through the agents; the film and a contact sheet (one frame per shot) "
+                        "follow.")
+            story = gr.Textbox(label="Story", placeholder="A fox wakes in its den. The fox runs through the snow.",
+                               lines=4)
+            with gr.Row():
+                shots = gr.Number(label="Shots", precision=0, value=3, minimum=1)
+                seconds = gr.Number(label="Seconds per shot (empty: preset default)", value=None)
+            only = gr.Checkbox(label="Storyboard only", value=False)
+            button = gr.Button("Generate", variant="primary")
+            log = gr.Markdown(label="Progress")
+            outputs = [log, gr.JSON(label="Storyboard"), gr.Video(label="Film"),
+                       gr.Image(label="Contact sheet", type="filepath", interactive=False),
+                       gr.File(label="Manifest")]
+
+            def start_story(story_v: str, shots_v: Any, seconds_v: Any, only_v: bool):
+                yield from self.run_story(story_v, shots_v, seconds_v, bool(only_v))
+
+            button.click(start_story, [story, shots, seconds, only], outputs, concurrency_id=_JOB_SLOT)
+
     def _review_buttons(self) -> None:
         """Approve / Regenerate / Abort / Edit: decisions for the job waiting at its review gate."""
         with gr.Row():
@@ -245,6 +320,10 @@ def _input_component(item: Any) -> Any:
     if item.kind == "image":
         return gr.Image(label=label, type="filepath", sources=["upload"])
     return gr.File(label=label, file_types=["video", ".gif"])
+
+
+def _lines(log: list[str]) -> str:
+    return "\n".join(f"- {line}" for line in log)
 
 
 def _int(value: Any) -> int | None:
