@@ -406,3 +406,21 @@ def test_a_preset_files_lora_adapter_is_loaded_into_its_roles_pipeline(tmp_path,
     keys = [k for k in runtime.cached_keys() if "+lora:" in k[1]]
     assert keys and keys[0][0] == "sdxl" and adapter.path in keys[0][1]
     assert runtime._CACHE[keys[0]].get_list_adapters()["unet"] == ["preset_0"]
+
+
+def test_image_to_video_edits_the_image_only_when_asked_with_a_text_motion_preset():
+    from pathlib import Path
+
+    from mora.workflows.job import Job
+    from mora.workflows.tasks import route_for
+
+    given = {"image": "cat.png", "prompt": "the cat jumps"}
+    asked = {**given, "instruction": "make it night"}
+    assert [s.tool for s in route_for("image-to-video", given, 1, {"text-motion"})] == [None, "image_to_video"]
+    assert [s.tool for s in route_for("image-to-video", asked, 1, {"text-motion"})] == [
+        None, "edit_image", None, "image_to_video"]  # prompt, the requested edit, the review gate, the video
+    # the paper's route always adapts the image; a given instruction is the one it uses
+    steps = list(route_for("image-to-video", asked))
+    assert [s.tool for s in steps] == [None, "edit_image", None, "image_to_video"]
+    job = Job("image-to-video", asked, {}, 0, steps, Path("a"), images=["cat.png"])
+    assert job.scripted_call("edit_image")["instruction"] == "make it night"

@@ -152,7 +152,7 @@ class Job:
     def edit_instruction(self) -> str:
         if self.pending_instruction:
             return self.pending_instruction
-        if self.task == "edit":
+        if self.inputs.get("instruction"):  # edit's instruction, or image-to-video's requested change
             return self.inputs["instruction"]
         return edit_instruction(self.inputs.get("prompt", ""), task=self.task)
 

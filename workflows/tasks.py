@@ -111,6 +111,12 @@ def _simulate(inputs: dict, best_of: int) -> tuple[Step, ...]:
     return _first_frame_then_video(EDIT_IMAGE if inputs.get("image") else TEXT_TO_IMAGE)(inputs, best_of)
 
 
+def _animate_as_given(inputs: dict, best_of: int) -> tuple[Step, ...]:
+    if inputs.get("instruction"):  # the user asked for a change: the image agent acts, then the gate
+        return (PROMPT, EDIT_IMAGE, GATE, IMAGE_TO_VIDEO)
+    return (PROMPT, IMAGE_TO_VIDEO)
+
+
 def _extend(inputs: dict, best_of: int) -> tuple[Step, ...]:
     return ((PROMPT,) if inputs.get("prompt") else ()) + (EXTEND,)
 
@@ -121,10 +127,13 @@ TASK_TABLE: dict[str, Task] = {t.name: t for t in (
          _first_frame_then_video(TEXT_TO_IMAGE), review=True, critic=True),
     Task("image-to-video", "Animate an image, adapted to a text prompt first.",
          (TaskInput("image", "image", "first frame (PNG, JPEG, WebP, GIF)"),
-          TaskInput("prompt", "text", "what should happen")),
+          TaskInput("prompt", "text", "what should happen"),
+          TaskInput("instruction", "text", "change the image first, e.g. 'make it night' (a preset whose video "
+                    "model follows the prompt animates the image as given unless this is set)", required=False,
+                    option=True)),
          lambda inputs, best_of: (PROMPT, EDIT_IMAGE, GATE, IMAGE_TO_VIDEO), review=True,
-         # the video model follows the prompt: the user's image is animated as given
-         variants=(("text-motion", lambda inputs, best_of: (PROMPT, IMAGE_TO_VIDEO)),)),
+         # the video model follows the prompt: the user's image is animated as given, edited only on request
+         variants=(("text-motion", _animate_as_given),)),
     Task("extend", "Continue a video (the input's frames, then new ones).",
          (TaskInput("video", "video", "video to continue (MP4, WebM, MOV, GIF)"),
           TaskInput("prompt", "text", "what happens next", required=False)), _extend),
