@@ -297,3 +297,21 @@ def test_mora_batch_command_runs_reports_and_exits(tmp_path, inputs):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("mora: error: ")]
     assert len(errors) == 2 and ":2:" in errors[0] and ":3:" in errors[1], proc.stderr  # every bad line, by number
     assert not (tmp_path / "bad-runs").exists()
+
+
+def test_jobs_take_a_preset_file_and_report_a_bad_one_by_line(tmp_path):
+    good = tmp_path / "calm.toml"
+    good.write_text('name = "calm-tiny"\nextends = "tiny"\ndescription = "tiny, calmer"\n\n'
+                    '[roles.image_to_video.settings]\nmotion_bucket_id = 100\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad-tiny"\nextends = "tiny"\n\n[roles.image_to_video.settings]\nmotion_bukket_id = 1\n')
+    jobs = [{"task": "text-to-video", "prompt": "a fox", "preset": "calm-tiny", "preset_file": str(good)},
+            {"task": "text-to-video", "prompt": "a fox", "preset": "bad-tiny", "preset_file": str(bad)}]
+    with pytest.raises(JobsFileError) as info:
+        load_jobs(jobs, out_dir=tmp_path / "out")
+    assert len(info.value.problems) == 1
+    problem = info.value.problems[0]
+    assert problem.startswith("job 2: preset_file: ") and str(bad) in problem  # the line, the field, the file
+    assert "motion_bukket_id: is not a svd setting" in problem
+    checked = load_jobs(jobs[:1], out_dir=tmp_path / "out")
+    assert checked[0].options["preset_file"] == str(good)

@@ -40,7 +40,7 @@ FILE_INPUTS = ("image", "video", "video_a", "video_b")
 # What a job line may set besides its task, id and inputs: the options of `mora.run` that are data
 # (the callbacks `review` and `on_step`, and `progress`, are the batch's own business).
 JOB_OPTIONS = ("preset", "seed", "out", "num_frames", "width", "height", "steps", "fps", "device", "dtype",
-               "profile", "llm_config", "best_of", "metrics")
+               "profile", "llm_config", "best_of", "metrics", "preset_file", "adapter")
 STATUSES = ("pending", "ok", "failed", "skipped")  # pending: not finished (not started, running or interrupted)
 MAX_ATTEMPTS = 2  # a job whose worker dies runs once more, on another worker
 # Test-only hook: `MORA_BATCH_TEST_CRASH=<job id>` makes the Ray actor running that job exit
@@ -237,10 +237,10 @@ def _check_options(task: str, options: dict) -> dict:
     from mora.workflows.tasks import CRITIC_TASKS
 
     opts = {k: v for k, v in options.items() if v is not None}
-    for key in ("preset", "device", "dtype", "profile", "out"):
+    for key in ("preset", "device", "dtype", "profile", "out", "preset_file", "adapter"):
         if key in opts and not isinstance(opts[key], str):
             raise InputError(f"{key}: {opts[key]!r} is not text; pass a string")
-    preset = get_preset(opts.get("preset", "mora"))
+    preset = get_preset(opts.get("preset", "mora"), opts.get("preset_file"))
     sizes = check_options(task, preset, {k: opts.get(k) for k in ("num_frames", "width", "height", "steps", "fps")})
     opts.update({k: v for k, v in sizes.items() if v is not None})
     if "seed" in opts:

@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=_positive_int(), default=7860, help="port (default 7860)")
     ui.add_argument("--preset", default="mora", help="models for every job (default mora)")
+    ui.add_argument("--preset-file", metavar="PATH.toml", help="a preset file (TOML) that defines or extends --preset")
     ui.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     ui.add_argument("--profile", default="balanced", choices=("fast", "balanced", "low-vram", "auto"))
     ui.add_argument("--llm-config", metavar="PATH", help="OAI_CONFIG_LIST file for the agents")
@@ -167,6 +168,8 @@ def _add_batch_parser(sub: Any) -> None:
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed job")
     g = p.add_argument_group("defaults for every job")
     g.add_argument("--preset", help="models (default mora)")
+    g.add_argument("--preset-file", metavar="PATH.toml", help="a preset file (TOML) for every job")
+    g.add_argument("--adapter", metavar="DIR", help="a trained adapter (mora train) for every job")
     g.add_argument("--seed", type=_seed)
     for flag in ("--num-frames", "--width", "--height", "--steps", "--fps"):
         g.add_argument(flag, type=_positive_int(), metavar="N")
@@ -397,8 +400,9 @@ def _run_batch(args: argparse.Namespace) -> int:
     from mora.workflows.batch import BatchInterrupted, JobsFileError, format_summary
     from mora.workflows.batch import batch as run_batch
 
-    defaults = {k: getattr(args, k) for k in ("preset", "seed", "num_frames", "width", "height", "steps", "fps",
-                                              "device", "profile", "llm_config") if getattr(args, k) is not None}
+    defaults = {k: getattr(args, k) for k in ("preset", "preset_file", "adapter", "seed", "num_frames", "width",
+                                              "height", "steps", "fps", "device", "profile", "llm_config")
+                if getattr(args, k) is not None}
     try:
         result = run_batch(args.jobs, out_dir=args.out_dir, workers=args.workers, ray=args.ray, resume=args.resume,
                            fail_fast=args.fail_fast, progress=not args.quiet, **defaults)
@@ -496,14 +500,14 @@ def _run_ui(args: argparse.Namespace) -> int:
     from mora.config import get_preset
     from mora.tools.runtime import check_profile, resolve_device
 
-    get_preset(args.preset)
+    get_preset(args.preset, args.preset_file)
     resolve_device(args.device)
     check_profile(args.profile)
     load_llm_config(args.llm_config)
     from mora.ui import launch
 
     launch(host=args.host, port=args.port, preset=args.preset, device=args.device, profile=args.profile,
-           llm_config=args.llm_config, output_root=args.out_dir, adapter=args.adapter)
+           llm_config=args.llm_config, output_root=args.out_dir, adapter=args.adapter, preset_file=args.preset_file)
     return 0
 
 

@@ -49,7 +49,7 @@ class App:
     """The Gradio app and its settings.
 
     Args:
-        preset, device, profile, llm_config, adapter: passed to every `mora.run`.
+        preset, device, profile, llm_config, adapter, preset_file: passed to every `mora.run`.
         output_root: jobs go to `<output_root>/<job id>/`; uploads are copied there.
 
     Example:
@@ -57,9 +57,11 @@ class App:
     """
 
     def __init__(self, preset: str = "mora", device: str = "auto", profile: str = "balanced",
-                 llm_config: Any = None, output_root: str | Path = "outputs/ui", adapter: Any = None):
+                 llm_config: Any = None, output_root: str | Path = "outputs/ui", adapter: Any = None,
+                 preset_file: str | Path | None = None):
         self.preset, self.device, self.profile, self.llm_config = preset, device, profile, llm_config
         self.adapter = adapter  # a trained adapter folder, used by every job of the page
+        self.preset_file = preset_file  # a user preset file (TOML) that defines or extends `preset`
         self.output_root = Path(output_root).resolve()
 
     # --- one job ---------------------------------------------------------------------------------
@@ -108,7 +110,7 @@ class App:
                 result = mora.run(
                     task, **inputs, **{k: v for k, v in options.items() if v not in (None, "", 0)},
                     preset=self.preset, device=self.device, profile=self.profile, llm_config=self.llm_config,
-                    adapter=self.adapter,
+                    adapter=self.adapter, preset_file=self.preset_file,
                     out=job_dir / f"{task}.mp4", review=review if review_on else None, on_step=on_step,
                     progress=False,
                 )
@@ -150,7 +152,7 @@ class App:
         job_dir = self._job_dir()
         events: queue.Queue = queue.Queue()
         common = dict(preset=self.preset, device=self.device, profile=self.profile, llm_config=self.llm_config,
-                      adapter=self.adapter, out=job_dir / "story.mp4", progress=False,
+                      adapter=self.adapter, preset_file=self.preset_file, out=job_dir / "story.mp4", progress=False,
                       on_step=lambda agent, doing: events.put(("step", f"{agent}: {doing}")))
 
         def work() -> None:
