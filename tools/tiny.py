@@ -14,7 +14,9 @@ import os
 import shutil
 import string
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mora.config import mora_home
 
@@ -35,18 +37,24 @@ def ensure_tiny(model_id: str) -> Path:
     name = model_id.split("/", 1)[1]
     if name not in _BUILDERS:
         raise ValueError(f"unknown tiny model {model_id!r}; known: {sorted(_BUILDERS)}")
-    target = tiny_dir(name)
+    return build_once(tiny_dir(name), model_id, lambda folder: _BUILDERS[name]().save_pretrained(folder))
+
+
+def build_once(target: Path, label: str, save: Callable[[Path], Any]) -> Path:
+    """`save(folder)` into a temporary folder, renamed to `target`, unless `target` is already built.
+
+    The rename makes a concurrent or interrupted build never leave half a model.
+    """
     if (target / "model_index.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Build in a temp dir and rename, so a concurrent or interrupted build never leaves half a model.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        logger.info("building tiny model %s (random weights) in %s", model_id, target)
+        logger.info("building tiny model %s (random weights) in %s", label, target)
         from mora.tools.quiet import no_library_bars
 
         with no_library_bars():  # transformers shows a "Writing model shards" bar per component
-            _BUILDERS[name]().save_pretrained(tmp)
+            save(tmp)
         try:
             os.replace(tmp, target)
         except OSError:  # another process won the race; its copy is as good as ours

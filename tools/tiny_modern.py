@@ -21,15 +21,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from mora.config import ModelSpec, mora_home
 from mora.tools.modern_settings import tiny_settings
-from mora.tools.tiny import _CHARS, _t5_tokenizer
+from mora.tools.tiny import _CHARS, _t5_tokenizer, build_once
 
 logger = logging.getLogger(__name__)
 
@@ -58,24 +55,13 @@ def ensure(name: str) -> Path:
     name = name.removeprefix("tiny/")
     if name not in BUILDERS:
         raise ValueError(f"unknown tiny model {name!r}; known: {sorted(BUILDERS)}")
-    target = tiny_modern_dir(name)
-    if (target / "model_index.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        logger.info("building tiny model %s (random weights) in %s", name, target)
-        BUILDERS[name]().save_pretrained(tmp)
+
+    def save(folder: Path) -> None:
+        BUILDERS[name]().save_pretrained(folder)
         if name in _AFTER_SAVE:
-            _AFTER_SAVE[name](tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process won the race; its copy is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+            _AFTER_SAVE[name](folder)
+
+    return build_once(tiny_modern_dir(name), name, save)
 
 
 def tiny_spec(name: str, **changes: Any) -> ModelSpec:
