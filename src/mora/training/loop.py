@@ -346,7 +346,7 @@ class DataFreeLoop:
             self.status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
             try:
                 self.write_manifest()
-            except Exception:  # the record of the failure is best effort
+            except (OSError, TypeError, ValueError):  # the record of the failure is best effort (disk, JSON)
                 logger.debug("could not record the %s run", self.status)
             raise
 

@@ -314,15 +314,15 @@ class Trainer:
                     self.save_checkpoint()
                     plot_losses(records, self.run_dir / LOSS_PLOT)
             return self._finish(records)
-        except Exception:
-            with contextlib.suppress(Exception):  # the record of the failure is best effort
+        except Exception:  # noqa: BLE001 - recorded in train.json, then re-raised as it is
+            with contextlib.suppress(OSError, TypeError, ValueError):  # the record is best effort (disk, JSON)
                 self._write_manifest("failed", MetricsLog(self.run_dir / METRICS).read())
             raise
         except KeyboardInterrupt:
             newest = ckpt.checkpoints(self.run_dir)
             where = f"newest checkpoint: {newest[-1][1]}" if newest else "no checkpoint yet"
             logger.warning("interrupted at step %d; %s; continue with --resume", self.step, where)
-            with contextlib.suppress(Exception):  # the record of the interruption is best effort
+            with contextlib.suppress(OSError, TypeError, ValueError):  # the record of the interruption is best effort
                 self._write_manifest("interrupted", MetricsLog(self.run_dir / METRICS).read())
             raise
         finally:
