@@ -647,7 +647,7 @@ class _Actors:
     def kill(self, actor: Any) -> None:
         try:
             self.ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone: nothing to clean up
+        except (self.ray.exceptions.RayError, ValueError):  # already gone: nothing to clean up
             pass
 
     def shutdown(self) -> None:
