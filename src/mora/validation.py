@@ -1,0 +1,109 @@
+"""One formatter of pydantic's validation errors, so every validator speaks Mora's one-line shape.
+
+Validators are pydantic v2 models (the job model, preset files, jobs lines, storyboards, LLM
+tool-call arguments, training options, the LLM config). Their errors all become
+`[WHERE: ]FIELD: VALUE PROBLEM; FIX` lines here, and the first one an `InputError` (exit 2).
+
+A model's own checks (`field_validator`, `model_validator`) raise `ValueError("PROBLEM; FIX")`:
+the text after pydantic's "Value error, " prefix is used as it is. A field may name its fix with
+`Field(json_schema_extra={"fix": "..."})`; otherwise a fix is derived from the error type and the
+field's bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mora.errors import InputError
+
+try:  # pydantic is a dependency; the import is here so a missing install names itself clearly
+    from pydantic import BaseModel, ValidationError
+except ImportError as e:  # pragma: no cover
+    raise ImportError("mora needs pydantic>=2: pip install 'pydantic>=2'") from e
+
+_MISSING = object()
+
+
+def _field_name(loc: tuple, spell: Callable[[str], str] | None) -> str:
+    parts = [str(p) for p in loc]
+    if spell and parts and isinstance(loc[0], str):
+        parts[0] = spell(loc[0])
+    return ".".join(parts) or "value"
+
+
+def _problem(err: dict, fix: str | None) -> str:
+    """`VALUE PROBLEM; FIX` for one of pydantic's error dicts."""
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input", _MISSING)
+    shown = "" if value is _MISSING else f"{value!r} "
+    if kind in ("value_error", "assertion_error"):
+        text = str(ctx.get("error", err["msg"]))
+        return f"{shown}{text}" if ";" in text else f"{shown}{text}; {fix or 'fix the value'}"
+    if kind == "missing":
+        return f"missing; {fix or 'add it'}"
+    if kind == "extra_forbidden":
+        return f"{shown}is not a known field; {fix or 'remove it or check its spelling'}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        sign = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        bound = ctx.get("ge", ctx.get("gt", ctx.get("le", ctx.get("lt"))))
+        return f"{shown}is out of range; {fix or f'pass a number {sign} {bound}'}"
+    if kind == "literal_error" or kind == "enum":
+        return f"{shown}is not allowed; {fix or 'use ' + str(ctx.get('expected', 'one of the listed values'))}"
+    if kind.startswith("int_") or kind == "int_type":
+        return f"{shown}is not a whole number; {fix or 'pass a whole number'}"
+    if kind.startswith("float_") or kind.startswith("bool_") or kind.startswith("string_") or kind.endswith("_type"):
+        what = kind.split("_")[0].replace("str", "text").replace("string", "text")
+        expect = {"float": "a number", "bool": "true or false", "text": "text", "int": "a whole number",
+                  "list": "a list", "dict": "an object", "model": "an object"}.get(what, what)
+        if kind in ("string_too_short", "string_too_long", "too_short", "too_long"):
+            return f"{shown}{err['msg'].lower()}; {fix or 'change its length'}"
+        return f"{shown}is not {expect}; {fix or 'pass ' + expect}"
+    if kind in ("too_short", "too_long"):
+        return f"{shown}{err['msg'].lower()}; {fix or 'change its length'}"
+    return f"{shown}{err['msg']}; {fix or 'fix the value'}"
+
+
+def _fix_of(model: type[BaseModel] | None, loc: tuple) -> str | None:
+    if model is None or not loc or not isinstance(loc[0], str):
+        return None
+    info = model.model_fields.get(loc[0])
+    extra = info.json_schema_extra if info is not None else None
+    return extra.get("fix") if isinstance(extra, dict) else None
+
+
+def problems(error: ValidationError, *, where: str | None = None, model: type[BaseModel] | None = None,
+             spell: Callable[[str], str] | None = None) -> list[str]:
+    """Every error of `error` as one `[WHERE: ]FIELD: VALUE PROBLEM; FIX` line.
+
+    Args:
+        error: pydantic's ValidationError.
+        where: a prefix such as `jobs.jsonl:3` or `--preset-file my.toml`.
+        model: the model validated (its fields' `fix` hints are used).
+        spell: how a field is named to the user (e.g. `num_frames` -> `--num-frames` on the command line).
+
+    Example:
+        >>> problems(exc, where="jobs.jsonl:2")
+        ["jobs.jsonl:2: seed: -1 is out of range; pass a number >= 0"]
+    """
+    out = []
+    for err in error.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        name = _field_name(loc, spell)
+        line = f"{name}: {_problem(err, _fix_of(model, loc))}"
+        out.append(f"{where}: {line}" if where else line)
+    return out
+
+
+def input_error(error: ValidationError, **kwargs: Any) -> InputError:
+    """The first problem of `error` as an InputError (exit 2); see `problems` for the arguments."""
+    found = problems(error, **kwargs)
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return InputError(found[0] + more)
+
+
+def validate(model: type[BaseModel], data: Any, **kwargs: Any) -> BaseModel:
+    """`model.model_validate(data)`, its errors as one InputError in Mora's shape."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise input_error(e, model=model, **kwargs) from None
