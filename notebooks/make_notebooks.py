@@ -343,14 +343,13 @@ SCRIPTED_CHAT = [
     from mora.agents.team import Team
     from mora.tools.toolset import Toolset
     from mora.workflows.job import Job
-    from mora.workflows.options import RunOptions
-    from mora.workflows.runner import prepare
+    from mora.workflows.prepare import prepare
 
     PRESET = "tiny"  # "mora" on a GPU for real videos
     TASK = "text-to-video"
 
-    spec = prepare(TASK, {"prompt": "a paper boat drifting down a rainy street"},
-                   RunOptions(preset=PRESET, seed=0, out=OUT / "boat.mp4", overwrite=True))
+    spec = prepare({"task": TASK, "prompt": "a paper boat drifting down a rainy street", "preset": PRESET, "seed": 0,
+                    "out": str(OUT / "boat.mp4"), "overwrite": True})  # the job model's fields, checked
     job = Job(task=TASK, inputs=spec.inputs, options=spec.pinned, seed=spec.seed,
               steps=list(route_for(TASK, spec.inputs)), artifacts_dir=spec.artifacts_dir)
     tools = Toolset(preset=spec.preset, device="auto", output_dir=job.artifacts_dir, progress=False,

@@ -13,7 +13,7 @@ from test_cli import _one_error_line, mora
 import mora as mora_api
 from mora import media
 from mora.errors import InputError, ModelUnavailableError
-from mora.workflows.runner import default_out
+from mora.workflows.prepare import default_out
 
 FOX = "a red fox running through snow"
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from mora.errors import InputError, LLMError
+from mora.workflows.jobspec import OPTIONS, parse_job
 from mora.workflows.tasks import INPUT_NAMES, TASK_TABLE, TASKS, director_task_list, input_help
 
 logger = logging.getLogger(__name__)
@@ -24,12 +25,19 @@ _PATH_KEYS = tuple(n for n in INPUT_NAMES if any(i.name == n and i.kind != "text
 ATTEMPTS = 3
 
 
+def director_options() -> list:
+    """The job options the director may choose (per-job ones of the six tasks; the preset is the user's)."""
+    return [o for o in OPTIONS.values() if o.scope == "job" and o.name != "preset"
+            and (o.tasks is None or set(o.tasks) & set(TASKS))]
+
+
 @dataclass
 class ChatResult:
     """The outcome of `mora.chat`: the task started (if any), its result, and the conversation."""
 
     task: str | None = None
     inputs: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # the options the director chose (the user's own win)
     result: Any = None  # a RunResult when a task ran
     reply: str | None = None  # the director's last words when no task started
     messages: list[dict] = field(default_factory=list)
@@ -45,24 +53,33 @@ def start_task_function() -> Callable[..., str]:
                                 annotation=Annotated[str, f"One of: {', '.join(TASKS)}"])]
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                  annotation=Annotated[str | None, input_help(name)]) for name in INPUT_NAMES]
+    params += [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                 annotation=Annotated[o.kind | None, o.help]) for o in director_options()]
     start_task.__signature__ = inspect.Signature(params, return_annotation=str)
     start_task.__annotations__ = {p.name: p.annotation for p in params} | {"return": str}
     start_task.__doc__ = "Start one Mora task with the user's inputs."
     return start_task
 
 
-def validate_start_task(args: dict, user_text: str) -> tuple[str, dict]:
-    """Check a `start_task` call: a known task, its inputs only, and paths the user actually typed."""
-    from mora.workflows.runner import validate_inputs
+def validate_start_task(args: dict, user_text: str) -> tuple[str, dict, dict]:
+    """Check a `start_task` call through the job model: a known task, its inputs and options only,
+    and paths the user actually typed. Returns (task, inputs, options chosen)."""
+    from mora.workflows.prepare import check_input_files
 
     task = args.get("task")
     if task not in TASKS:
         raise InputError(f"task: {task!r} is not a task; choose one of {', '.join(TASKS)}")
-    inputs = {k: v for k, v in args.items() if k != "task" and v not in (None, "")}
+    allowed = {o.name for o in director_options()}
+    given = {k: v for k, v in args.items() if k != "task" and v not in (None, "")}
+    if set(given) - allowed - set(INPUT_NAMES):
+        extra = sorted(set(given) - allowed - set(INPUT_NAMES))[0]
+        raise InputError(f"{extra}: not a start_task argument; use the task's inputs and {', '.join(sorted(allowed))}")
     for key in _PATH_KEYS:
-        if key in inputs and not _typed(str(inputs[key]), user_text):
-            raise InputError(f"{key}: {inputs[key]!r} was not given by the user; use only paths the user typed")
-    return task, validate_inputs(task, inputs)
+        if key in given and not _typed(str(given[key]), user_text):
+            raise InputError(f"{key}: {given[key]!r} was not given by the user; use only paths the user typed")
+    spec = parse_job({"task": task, **given})
+    inputs = check_input_files(task, spec.inputs())
+    return task, inputs, {k: v for k, v in given.items() if k in allowed}
 
 
 def _typed(path: str, text: str) -> bool:
@@ -74,7 +91,7 @@ def _typed(path: str, text: str) -> bool:
     return re.search(pattern, text) is not None
 
 
-def _parse_call(call: dict, user_text: str) -> tuple[str, dict]:
+def _parse_call(call: dict, user_text: str) -> tuple[str, dict, dict]:
     """The task and inputs of the director's tool call; InputError when it is unusable."""
     name = (call.get("function") or {}).get("name")
     if name != "start_task":
@@ -98,7 +115,8 @@ def chat(message: str, *, llm_config: Any = None, ask: Callable[[str], str | Non
         ask: called with each question of the director; returns the user's answer (None ends the chat).
             Without it the chat ends at the first question, returned in `ChatResult.reply`.
         max_turns: most director answers before giving up.
-        **run_options: passed to `mora.run` (preset, out, seed, device, ...).
+        **run_options: passed to `mora.run` (preset, out, seed, device, ...); they win over the options
+            the director chooses (seed, num_frames, ...: `director_options()`).
 
     Raises:
         InputError: no LLM is configured (chat needs one), or the config is malformed.
@@ -126,7 +144,7 @@ def chat(message: str, *, llm_config: Any = None, ask: Callable[[str], str | Non
         calls = answer.get("tool_calls") if isinstance(answer, dict) else None
         if calls:
             try:
-                task, inputs = _parse_call(calls[0], user_text)
+                task, inputs, chosen = _parse_call(calls[0], user_text)
             except InputError as e:
                 faults += 1
                 logger.warning("director's start_task call unusable (%s)", e)
@@ -136,9 +154,10 @@ def chat(message: str, *, llm_config: Any = None, ask: Callable[[str], str | Non
                 continue
             from mora.workflows.runner import run
 
-            logger.info("director starts %s with %s", task, inputs)
-            return ChatResult(task=task, inputs=inputs, messages=messages,
-                              result=run(task, llm_config=config_list, **inputs, **run_options))
+            logger.info("director starts %s with %s %s", task, inputs, chosen)
+            options = {**chosen, **{k: v for k, v in run_options.items() if v is not None}}  # the user's win
+            return ChatResult(task=task, inputs=inputs, options=chosen, messages=messages,
+                              result=run(task, llm_config=config_list, **inputs, **options))
         text = ((answer.get("content") if isinstance(answer, dict) else answer) or "").strip()
         messages.append({"role": "assistant", "content": text})
         reply = ask(text) if ask else None

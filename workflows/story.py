@@ -24,168 +24,21 @@ import math
 import shutil
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mora import media
 from mora.agents.roles import STORYBOARD_AGENT_NAME
-from mora.config import Preset, get_preset
 from mora.errors import InputError
-from mora.limits import MAX_SEGMENTS, TOOL_ROLES, check_int, check_options, check_seed, check_text
+from mora.limits import check_seed
 from mora.workflows.job import Job
-from mora.workflows.options import RunOptions
-from mora.workflows.runner import RunResult, output_paths
-from mora.workflows.storyboard import (
-    CONTINUITY,
-    MAX_SHOTS,
-    TRANSITIONS,
-    edit_instruction,
-    shot_prompt,
-    split_story,
-    validate_storyboard,
-)
-from mora.workflows.tasks import CONNECT, EDIT_IMAGE, EXTEND, IMAGE_TO_VIDEO, TEXT_TO_IMAGE, Step
+from mora.workflows.prepare import RunResult, StoryPrepared, job_from_call, prepare, seconds_range, shot_route
+from mora.workflows.storyboard import edit_instruction, shot_prompt, split_story, validate_storyboard
+from mora.workflows.tasks import CONNECT, EDIT_IMAGE
 
 logger = logging.getLogger(__name__)
 
 SEAM_WINDOW = 4  # frames each side of a boundary scored for the film's seams and cuts
-
-
-@dataclass
-class StoryPrepared:
-    """A story checked and ready to run: nothing loaded, nothing written."""
-
-    story: str | None
-    shots: int
-    shot_seconds: float
-    storyboard: dict | None  # a user's storyboard file, validated (None: storyboard_agent writes one)
-    storyboard_source: str | None
-    storyboard_only: bool
-    transition: str | None
-    continuity: str
-    resume: bool
-    options: RunOptions
-    preset: Preset
-    pinned: dict
-    seed: int | None
-    out: Path
-    manifest_path: Path
-    artifacts_dir: Path
-    config_list: list[dict] | None
-    adapter: Any = None
-    started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def storyboard_path(self) -> Path:
-        return self.out.with_name(f"{self.out.stem}_storyboard.json")
-
-    @property
-    def contact_path(self) -> Path:
-        return self.out.with_name(f"{self.out.stem}_contact.png")
-
-
-# --- planning ------------------------------------------------------------------------------------
-
-def _frame_rules(preset: Preset, pinned: dict) -> tuple[int, int, int]:
-    """(frames of the first segment, frames one extend adds, fps) of a shot on this preset."""
-    i2v, ext = preset.spec("image_to_video"), preset.spec("extend")
-    n = pinned.get("num_frames") or i2v.settings.num_frames
-    add = pinned.get("num_frames") or (ext.settings.num_frames - 1 if ext.family == "svd" else ext.settings.num_frames)
-    return n, max(1, add), pinned.get("fps") or i2v.settings.fps
-
-
-def seconds_range(preset: Preset, pinned: dict) -> tuple[float, float]:
-    """(low, high) seconds of a shot: one segment, up to MAX_SEGMENTS chained segments."""
-    n, add, fps = _frame_rules(preset, pinned)
-    return math.floor(n / fps * 100) / 100, math.floor((n + (MAX_SEGMENTS - 1) * add) / fps * 100) / 100
-
-
-def default_seconds(preset: Preset, pinned: dict) -> float:
-    """The preset's own video length (its chained segments), the default seconds per shot."""
-    n, add, fps = _frame_rules(preset, pinned)
-    return round((n + (preset.spec("image_to_video").settings.segments - 1) * add) / fps, 1)
-
-
-def shot_route(k: int, seconds: float, continuity: str, preset: Preset, pinned: dict) -> tuple[Step, ...]:
-    """The steps of shot k: its first frame, then image_to_video and extends until it lasts `seconds`."""
-    n, add, fps = _frame_rules(preset, pinned)
-    target = max(n, round(seconds * fps))
-    extends = math.ceil((target - n) / add)
-    frame = EDIT_IMAGE if (k > 0 and continuity == "keyframe") else TEXT_TO_IMAGE
-    return (frame, IMAGE_TO_VIDEO, *([EXTEND] * extends))
-
-
-def story_route(board: dict, continuity: str, preset: Preset, pinned: dict) -> list[tuple[str, Step]]:
-    """The whole film's route as data: (where, step) pairs, where = `shot-NN` or `transition-NN`."""
-    route: list[tuple[str, Step]] = []
-    for k, shot in enumerate(board["shots"]):
-        route += [(f"shot-{k + 1:02d}", s) for s in shot_route(k, shot["seconds"], continuity, preset, pinned)]
-        if k > 0 and board["shots"][k - 1]["transition"] == "connect":
-            route.append((f"transition-{k:02d}", CONNECT))
-    return route
-
-
-# --- prepare ---------------------------------------------------------------------------------------
-
-def _read_storyboard(path: str | Path, rng: tuple[float, float]) -> dict:
-    p = Path(path).expanduser()
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"--storyboard: {str(path)!r} does not exist; pass the path of a storyboard JSON file") \
-            from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"--storyboard: {str(path)!r} is not readable JSON ({e}); fix the file or write a new one "
-                         "with --storyboard-only") from None
-    return validate_storyboard(data, seconds_range=rng, source=f"--storyboard {path}")
-
-
-def prepare_story(story: str | None, *, shots: Any, shot_seconds: Any, storyboard: str | Path | dict | None,
-                  storyboard_only: bool, transition: str | None, continuity: str, resume: bool,
-                  options: RunOptions) -> StoryPrepared:
-    """Every check of a story, before anything loads or is written. Raises InputError."""
-    preset = get_preset(options.preset)
-    pinned = check_options("text-to-video", preset, options.numeric())
-    shots = check_int(shots, "--shots", low=1, high=MAX_SHOTS)
-    rng = seconds_range(preset, pinned)
-    if shot_seconds is not None and (isinstance(shot_seconds, bool) or not isinstance(shot_seconds, (int, float))
-                                     or not rng[0] <= shot_seconds <= rng[1]):
-        raise InputError(f"--shot-seconds: {shot_seconds!r} is outside preset {preset.name}'s range; pass "
-                         f"{rng[0]:g} to {rng[1]:g}")
-    seconds = float(shot_seconds) if shot_seconds is not None else default_seconds(preset, pinned)
-    if transition is not None and transition not in TRANSITIONS:
-        raise InputError(f"--transition: {transition!r} is not a transition; use connect or cut")
-    if continuity not in CONTINUITY:
-        raise InputError(f"--continuity: {continuity!r} is not a continuity mode; use keyframe or prompt")
-    board, source = None, None
-    if isinstance(storyboard, dict):
-        board, source = validate_storyboard(storyboard, seconds_range=rng), "dict"
-    elif storyboard is not None:
-        board, source = _read_storyboard(storyboard, rng), str(storyboard)
-    story = check_text(story, "story", required=board is None)
-    seed = check_int(options.seed, "--seed", low=0, high=2**32 - 1)
-    out, manifest_path, artifacts_dir = output_paths(options.out, "story", options.overwrite or resume)
-    from mora.agents.llm import load_llm_config
-    from mora.tools.runtime import check_models, resolve_device
-
-    config_list = load_llm_config(options.llm_config)
-    if options.device not in ("auto", "cpu"):
-        resolve_device(options.device)
-    roles = {TOOL_ROLES[t] for t in ("text_to_image", "image_to_video", "extend_video", "connect_videos")}
-    roles |= {"image_to_image"} if continuity == "keyframe" else set()
-    if not storyboard_only:
-        check_models([m for role in sorted(roles) for m in preset.spec(role).model_ids()], preset.name)
-    adapter = options.adapter
-    if isinstance(adapter, (str, Path)):
-        from mora.training.adapter import load_adapter
-
-        adapter = load_adapter(adapter, preset)
-    return StoryPrepared(story=story, shots=shots, shot_seconds=seconds, storyboard=board, storyboard_source=source,
-                         storyboard_only=storyboard_only, transition=transition, continuity=continuity, resume=resume,
-                         options=options, preset=preset, pinned=pinned, seed=seed, out=out,
-                         manifest_path=manifest_path, artifacts_dir=artifacts_dir, config_list=config_list,
-                         adapter=adapter)
 
 
 # --- the storyboard ----------------------------------------------------------------------------------
@@ -243,10 +96,10 @@ def _run_team(p: StoryPrepared, job: Job, folder: Path, label: str) -> tuple[Any
     from mora.agents.team import Team
     from mora.tools.toolset import Toolset
 
-    o = p.options
-    tools = Toolset(preset=p.preset, device=o.device, dtype=o.dtype, profile=o.profile, output_dir=folder,
-                    progress=o.progress, input_guard=job.guard, adapter=p.adapter)
-    on_step = (lambda agent, doing: o.on_step(agent, f"{label}: {doing}")) if o.on_step else None
+    spec, hooks = p.spec, p.hooks
+    tools = Toolset(preset=p.preset, device=spec.device, dtype=spec.dtype, profile=spec.profile, output_dir=folder,
+                    progress=hooks.progress, input_guard=job.guard, adapter=p.adapter)
+    on_step = (lambda agent, doing: hooks.on_step(agent, f"{label}: {doing}")) if hooks.on_step else None
     started = time.perf_counter()
     Team(job, tools, config_list=None, on_step=on_step).run()
     return tools, time.perf_counter() - started
@@ -285,7 +138,7 @@ def run_shot(p: StoryPrepared, board: dict, k: int, keyframe: str | None) -> dic
     video = media.read_video(job.videos[-1], argument=where)
     last = media.write_image(video.pil_frames()[-1], folder / "last_frame.png")
     card = None
-    if p.options.metrics and video.num_frames >= 2:
+    if p.spec.metrics and video.num_frames >= 2:
         from mora.evaluation import score_video
 
         card = score_video(video.frames, fps=video.fps, prompt=prompt)
@@ -485,7 +338,7 @@ def write_story(p: StoryPrepared, board: dict, llm: dict, shots: list[dict], tra
     started = time.perf_counter()
     contact = contact_sheet(shots, p.contact_path)
     count, seams = write_film(pieces, p.out, fps, size)
-    card = film_card(seams, pieces, shots, board) if p.options.metrics else None
+    card = film_card(seams, pieces, shots, board) if p.spec.metrics else None
     route, steps = _route(shots, transitions)
     keep = ("index", "prompt", "seed", "seconds", "frames", "video", "first_image", "last_frame", "artifacts",
             "tool_calls", "timings", "metrics", "route", "resumed")
@@ -517,23 +370,15 @@ def write_story(p: StoryPrepared, board: dict, llm: dict, shots: list[dict], tra
     return manifest
 
 
-def story(story: str | None = None, *, shots: int = 3, shot_seconds: float | None = None,
-          storyboard: str | Path | dict | None = None, storyboard_only: bool = False, transition: str | None = None,
-          continuity: str = "keyframe", resume: bool = False, **options: Any) -> RunResult:
+def story(story: str | None = None, **options: Any) -> RunResult:
     """Make a multi-shot film from a story: storyboard_agent, then each shot through the agents.
 
     Args:
         story: the story (may be omitted when `storyboard` is given).
-        shots: number of shots, 1..64 (ignored with a storyboard).
-        shot_seconds: seconds per shot (default: the preset's video length; within the preset's range).
-        storyboard: an edited storyboard (JSON file path or dict) to run instead of writing one.
-        storyboard_only: write `<out stem>_storyboard.json` and stop (no model runs).
-        transition: `connect` or `cut` for every boundary (default: the storyboard's).
-        continuity: `keyframe` (shot k starts from an edit of shot k-1's last frame) or `prompt`
-            (style sheet and characters in every text-to-image prompt, seeds seed + k).
-        resume: reuse the finished shots and transitions of an earlier run at the same `out`.
-        **options: the fields of `RunOptions` (preset, seed, out, num_frames, width, height, steps, fps,
-            device, dtype, profile, llm_config, on_step, progress, metrics, overwrite, adapter).
+        **options: the job model's options for `story` (`mora.workflows.jobspec.task_options("story")`):
+            shots, shot_seconds, storyboard (a JSON file path, or the storyboard as a dict),
+            storyboard_only, transition, continuity, resume, and the common ones (preset, preset_file,
+            seed, out, num_frames, ...), plus the callbacks `on_step` and `progress`.
 
     Returns:
         RunResult (`video_path` is None with `storyboard_only`; `manifest` is then the storyboard).
@@ -544,11 +389,15 @@ def story(story: str | None = None, *, shots: int = 3, shot_seconds: float | Non
         >>> len(result.manifest["shots"])
         3
     """
-    p = prepare_story(story, shots=shots, shot_seconds=shot_seconds, storyboard=storyboard,
-                      storyboard_only=storyboard_only, transition=transition, continuity=continuity, resume=resume,
-                      options=RunOptions.from_kwargs(options))
+    board = options.pop("storyboard", None)
+    spec, hooks = job_from_call("story", {"story": story, "storyboard": board}, options)
+    return run_story(prepare(spec, hooks))
+
+
+def run_story(p: StoryPrepared) -> RunResult:
+    """Run a prepared story: its storyboard, then (unless storyboard only) every shot, the film, the manifest."""
     board, llm = make_storyboard(p)
-    if storyboard_only:
+    if p.storyboard_only:
         return RunResult(video_path=None, manifest=board, manifest_path=p.storyboard_path,
                          artifacts_dir=p.artifacts_dir)
     _start(p)

@@ -17,252 +17,8 @@ import threading
 import traceback
 from typing import Any
 
-from mora import __version__
+from mora.cli_parsers import PROG, UsageError, build_parser, job_data
 from mora.errors import InputError, MoraError
-
-PROG = "mora"
-
-
-class UsageError(Exception):
-    """A command-line usage problem (exit 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but errors are one line `mora: error: ...` (exit 2) with the way to get help."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-
-def _positive_int():
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; pass a whole number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{value} must be positive; pass a number of at least 1")
-        return value
-
-    return parse
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; pass a whole number such as 0") from None
-    if not 0 <= value <= 2**32 - 1:
-        raise argparse.ArgumentTypeError(f"{value} is out of range; pass a number from 0 to 4294967295")
-    return value
-
-
-def _common(p: argparse.ArgumentParser, review: bool = True) -> None:
-    g = p.add_argument_group("common options")
-    g.add_argument("--preset", default="mora", help="models to use: mora (the paper's; default), ltx, mora-wan, modern "
-                   "(today's strongest open models), or tiny, tiny-ltx, tiny-wan, tiny-modern (toy random models: "
-                   "offline, seconds on a CPU, noise output); `mora presets` lists them with user presets")
-    g.add_argument("--preset-file", metavar="PATH.toml", help="a preset file (TOML, e.g. extends = \"mora\" and "
-                   "the fields to change); alone it selects that file's preset (user presets also load from "
-                   "$MORA_HOME/presets/)")
-    g.add_argument("--out", metavar="PATH.mp4", help="output video (default outputs/<task>-<timestamp>.mp4); the "
-                   "manifest goes to <stem>.json and intermediate files to <stem>_artifacts/")
-    g.add_argument("--seed", type=_seed, help="random seed (default: random, recorded in the manifest)")
-    g.add_argument("--num-frames", type=_positive_int(), metavar="N",
-                   help="frames per generated segment (SVD), clip (LTX) or frames to add (extend)")
-    g.add_argument("--width", type=_positive_int(), metavar="W", help="width in pixels")
-    g.add_argument("--height", type=_positive_int(), metavar="H", help="height in pixels")
-    g.add_argument("--steps", type=_positive_int(), metavar="N", help="denoising steps of every model")
-    g.add_argument("--fps", type=_positive_int(), metavar="N", help="frame rate of generated videos")
-    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    g.add_argument("--profile", default="balanced", choices=("fast", "balanced", "low-vram", "auto"),
-                   help="fast: resident, compiled; balanced (default): resident; low-vram: CPU offload; auto: "
-                   "by free GPU memory")
-    g.add_argument("--llm-config", metavar="PATH", help="OAI_CONFIG_LIST file (default: $OAI_CONFIG_LIST or "
-                   "./OAI_CONFIG_LIST if present; without one, prompts are enhanced deterministically)")
-    if review:
-        g.add_argument("--review", action="store_true", help="approve, regenerate, edit or abort the route's image "
-                       "(the first frame, or the edited image) before it is animated")
-    g.add_argument("--overwrite", action="store_true", help="replace the earlier job at --out (its video, manifest "
-                   "and artifacts)")
-    g.add_argument("--adapter", metavar="DIR", help="a trained adapter (mora train's RUN_DIR/adapter): LoRA and "
-                   "modulation tokens for the agents it trained")
-    _output_flags(p)
-
-
-def _output_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("output")
-    g.add_argument("--json", action="store_true", help="print the manifest (JSON) on stdout")
-    g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    g.add_argument("--verbose", "-v", action="store_true", help="log what Mora does (model loads, files)")
-    g.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=PROG,
-        description="Mora: multi-agent generalist video generation (arXiv 2403.13248) on AutoGen and diffusers.",
-        epilog="Example: mora text-to-video \"a red fox running through snow\" --preset tiny",
-    )
-    parser.add_argument("--version", action="version", version=f"mora {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    from mora.workflows.tasks import TASK_TABLE  # data only: no torch
-
-    for task in TASK_TABLE.values():
-        p = sub.add_parser(task.name, help=task.help, description=task.help)
-        for item in task.inputs:
-            if item.option:
-                p.add_argument(f"--{item.name}", help=item.help)
-            else:
-                p.add_argument(item.name, nargs=None if item.required else "?", help=item.help)
-        if task.critic:
-            p.add_argument("--best-of", type=_positive_int(), default=1, metavar="N",
-                           help="make N candidates (seeds seed..seed+N-1); critic_agent keeps the best by the "
-                           "score card (and a vision LLM judge when a config entry is tagged \"vision\")")
-        _common(p, review=task.review or task.critic)
-    chat = sub.add_parser("chat", help="Describe the video in a conversation; an LLM director picks the task.",
-                          description="Conversational prompting: needs an LLM config (OAI_CONFIG_LIST).")
-    chat.add_argument("message", nargs="?", help="first message (asked for when omitted)")
-    _common(chat)
-    ui = sub.add_parser("ui", help="Serve the web page (Gradio): one tab per task.",
-                        description="Serve Mora's web page. Needs the ui extra: pip install -e \".[ui]\".")
-    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    ui.add_argument("--port", type=_positive_int(), default=7860, help="port (default 7860)")
-    ui.add_argument("--preset", default="mora", help="models for every job (default mora)")
-    ui.add_argument("--preset-file", metavar="PATH.toml", help="a preset file (TOML) that defines or extends --preset")
-    ui.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    ui.add_argument("--profile", default="balanced", choices=("fast", "balanced", "low-vram", "auto"))
-    ui.add_argument("--llm-config", metavar="PATH", help="OAI_CONFIG_LIST file for the agents")
-    ui.add_argument("--out-dir", default="outputs/ui", help="where jobs and their uploads go (default outputs/ui)")
-    ui.add_argument("--adapter", metavar="DIR", help="a trained adapter (mora train) for every job of the page")
-    _output_flags(ui)
-    _add_batch_parser(sub)
-    _add_train_parser(sub)
-    _add_story_parser(sub)
-    pr = sub.add_parser("presets", help="List the presets: built-in and user files (name, description, models).",
-                        description="List every preset: the built-in ones, $MORA_HOME/presets/*.toml and --preset-file.")
-    pr.add_argument("--json", action="store_true", help="print JSON (for scripts)")
-    pr.add_argument("--preset-file", metavar="PATH.toml", help="also list (and check) this preset file")
-    pr.add_argument("--debug", action="store_true", help="show tracebacks")
-    ev = sub.add_parser("eval", help="Score a video: temporal flickering, dynamic degree, smoothness, ...",
-                        description="Print the score card of a video (seam scores too for a Mora output).")
-    ev.add_argument("video", help="video to score")
-    ev.add_argument("--json", action="store_true", help="print JSON")
-    ev.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser
-
-
-def _add_batch_parser(sub: Any) -> None:
-    p = sub.add_parser("batch", help="Run many jobs from a JSON Lines file, models kept warm (Ray for many GPUs).",
-                       description="Run every job of JOBS.jsonl (one mora.run per line: {\"task\": ..., \"prompt\": "
-                       "..., \"seed\": 1, \"out\": \"fox.mp4\"}). The options below are defaults for every job.")
-    p.add_argument("jobs", metavar="JOBS.jsonl", help="one job per line; the whole file is checked before any runs")
-    p.add_argument("--out-dir", default="outputs/batch", help="relative outputs and batch.json go here "
-                   "(default outputs/batch)")
-    p.add_argument("--workers", type=_positive_int(), metavar="N", help="with --ray: N CPU actors (default: one "
-                   "actor per GPU)")
-    p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
-                   help="spread the jobs over a Ray cluster (ADDRESS, e.g. auto or HOST:6379; none: a local "
-                   "instance). Needs the ray extra: pip install -e \".[ray]\"")
-    p.add_argument("--resume", action="store_true", help="skip jobs whose manifest exists and matches")
-    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed job")
-    g = p.add_argument_group("defaults for every job")
-    g.add_argument("--preset", help="models (default mora)")
-    g.add_argument("--preset-file", metavar="PATH.toml", help="a preset file (TOML) for every job")
-    g.add_argument("--adapter", metavar="DIR", help="a trained adapter (mora train) for every job")
-    g.add_argument("--seed", type=_seed)
-    for flag in ("--num-frames", "--width", "--height", "--steps", "--fps"):
-        g.add_argument(flag, type=_positive_int(), metavar="N")
-    g.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
-    g.add_argument("--profile", choices=("fast", "balanced", "low-vram", "auto"))
-    g.add_argument("--llm-config", metavar="PATH")
-    _output_flags(p)
-
-
-def _add_story_parser(sub: Any) -> None:
-    p = sub.add_parser("story", help="Make a multi-shot film from a story: storyboard_agent, then each shot.",
-                       description="storyboard_agent writes a storyboard (<out stem>_storyboard.json), then each shot "
-                       "runs through the agents and the shots are joined by transitions into one film.")
-    p.add_argument("story", nargs="?", help="the story (optional with --storyboard)")
-    p.add_argument("--shots", type=int, default=3, metavar="N", help="number of shots, 1..64 (default 3)")
-    p.add_argument("--shot-seconds", type=float, metavar="S", help="seconds per shot (default: the preset's video "
-                   "length; within the preset's range)")
-    p.add_argument("--storyboard", metavar="FILE.json", help="run this (edited) storyboard instead of writing one")
-    p.add_argument("--storyboard-only", action="store_true", help="write the storyboard and stop")
-    p.add_argument("--transition", choices=("connect", "cut"), help="every boundary: a generated transition "
-                   "(connect) or a hard cut (default: the storyboard's)")
-    p.add_argument("--continuity", choices=("keyframe", "prompt"), default="keyframe", help="keyframe (default): "
-                   "each shot starts from an edit of the previous shot's last frame; prompt: style sheet and "
-                   "characters in every prompt, related seeds")
-    p.add_argument("--resume", action="store_true", help="reuse the finished shots of an earlier run at --out")
-    _common(p, review=False)
-
-
-def _run_story(args: argparse.Namespace) -> int:
-    from mora.workflows.story import story
-
-    result = story(args.story, shots=args.shots, shot_seconds=args.shot_seconds, storyboard=args.storyboard,
-                   storyboard_only=args.storyboard_only, transition=args.transition, continuity=args.continuity,
-                   resume=args.resume, preset=args.preset, seed=args.seed, out=args.out, num_frames=args.num_frames,
-                   width=args.width, height=args.height, steps=args.steps, fps=args.fps, device=args.device,
-                   profile=args.profile, llm_config=args.llm_config, overwrite=args.overwrite, adapter=args.adapter,
-                   on_step=_Progress(args.quiet), progress=not args.quiet)
-    if args.storyboard_only:
-        print(json.dumps(result.manifest, indent=2) if args.json else str(result.manifest_path))
-        return 0
-    _report(args, result.manifest)
-    return 0
-
-
-def _number(kind: type):
-    def parse(text: str):
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number; pass e.g. 1e-4") from None
-
-    return parse
-
-
-def _add_train_parser(sub: Any) -> None:
-    p = sub.add_parser("train", help="Fine-tune the agents together (the paper's training): LoRA + modulation.",
-                       description="Self-modulated multi-agent fine-tuning on a folder of captioned clips "
-                       "(videos + metadata.jsonl with {\"file_name\", \"text\"} per line). Writes RUN_DIR/adapter "
-                       "for --adapter, metrics.jsonl, loss.png, train.json and checkpoints.")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", metavar="DIR", help="videos plus metadata.jsonl (every line is checked "
-                        "before training starts)")
-    source.add_argument("--prompts", metavar="FILE", help="data-free training: one prompt per line; the agents "
-                        "make candidates, judges filter them, the agents fine-tune on what survives, repeat")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder (new, or this run with --resume)")
-    p.add_argument("--preset", default="mora", help="base models (default mora; tiny for an offline check)")
-    p.add_argument("--agents", metavar="A,B", help="agents to train (default text_to_image_agent,"
-                   "image_to_video_agent; image_to_image_agent too is possible)")
-    p.add_argument("--steps", type=_positive_int(), metavar="N")
-    p.add_argument("--batch-size", type=_positive_int(), metavar="B")
-    p.add_argument("--lr", type=_number(float), metavar="X", help="LoRA learning rate")
-    p.add_argument("--mod-lr", type=_number(float), metavar="X", help="modulation embedding learning rate")
-    p.add_argument("--rank", type=_positive_int(), metavar="R", help="LoRA rank (default 16)")
-    p.add_argument("--mod-tokens", type=_positive_int(), metavar="K", help="modulation tokens per agent (default 1)")
-    p.add_argument("--no-coupling", action="store_true", help="train each agent on its own loss only")
-    p.add_argument("--lambda-image", type=_number(float), metavar="X", help="weight of the image agent's own loss")
-    p.add_argument("--train-size", metavar="WxH", help="training frame size (default 512x288)")
-    p.add_argument("--train-frames", type=_positive_int(), metavar="N", help="frames per training clip (default 14)")
-    p.add_argument("--checkpoint-every", type=_positive_int(), metavar="N")
-    p.add_argument("--optimizer", choices=("adamw", "adamw8bit"), help="adamw8bit: bitsandbytes, CUDA only")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of RUN_DIR")
-    p.add_argument("--seed", type=_seed)
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    loop = p.add_argument_group("data-free loop (--prompts; --steps is per iteration)")
-    loop.add_argument("--iterations", type=int, default=3, metavar="K", help="rounds (default 3)")
-    loop.add_argument("--candidates", type=int, default=4, metavar="N", help="videos per prompt (default 4, >= 2)")
-    loop.add_argument("--human", choices=("ask", "never"), help="who settles a judges' disagreement: ask (on "
-                      "the terminal; default when stdin is one) or never (the prompt is dropped)")
-    loop.add_argument("--quality-floor", type=_number(float), default=0.0, metavar="X",
-                      help="candidates under this score-card quality (0..1) are never kept (default 0)")
-    loop.add_argument("--llm-config", metavar="PATH", help="OAI_CONFIG_LIST; entries tagged \"vision\" are judges")
-    _output_flags(p)
-
 
 # --- running ---------------------------------------------------------------------------------------
 
@@ -312,21 +68,22 @@ def _terminal_review(image_path: str, info: dict) -> Any:
                 return ("edit", instruction)
 
 
-def _run_task(args: argparse.Namespace) -> int:
-    from mora.workflows.options import RunOptions
-    from mora.workflows.runner import run
-    from mora.workflows.tasks import INPUT_NAMES
+def _hooks(args: argparse.Namespace) -> Any:
+    from mora.workflows.prepare import Hooks
 
-    inputs = {k: getattr(args, k, None) for k in INPUT_NAMES}
-    options = RunOptions(
-        preset=args.preset, preset_file=args.preset_file, seed=args.seed, out=args.out, num_frames=args.num_frames,
-        width=args.width, height=args.height, steps=args.steps, fps=args.fps, device=args.device, profile=args.profile,
-        llm_config=args.llm_config, best_of=getattr(args, "best_of", 1), overwrite=args.overwrite,
-        adapter=args.adapter,
-        review=_terminal_review if getattr(args, "review", False) else None, on_step=_Progress(args.quiet),
-        progress=not args.quiet,
-    )
-    result = run(args.command, **{k: v for k, v in inputs.items() if v is not None}, **vars(options))
+    return Hooks(review=_terminal_review, on_step=_Progress(args.quiet), progress=not args.quiet)
+
+
+def _run_task(args: argparse.Namespace) -> int:
+    """A task or a story: the job from the flags (checked by the job model), then `run_job`."""
+    from mora.workflows.jobspec import parse_job
+    from mora.workflows.runner import run_job
+
+    spec = parse_job(job_data(args, args.command), flags=True)
+    result = run_job(spec, _hooks(args))
+    if getattr(spec, "storyboard_only", False):
+        print(json.dumps(result.manifest, indent=2) if args.json else str(result.manifest_path))
+        return 0
     _report(args, result.manifest)
     return 0
 
@@ -338,6 +95,10 @@ def _report(args: argparse.Namespace, manifest: dict) -> None:
     video = manifest["video"]
     print(f"{video['path']}  ({video['num_frames']} frames, {video['width']}x{video['height']}, {video['fps']:g} fps)")
     if not args.quiet:
+        reused = [str(s["index"]) for s in manifest.get("shots") or () if s.get("resumed")]
+        if reused:
+            print(f"reused shot{'s' if len(reused) > 1 else ''} {', '.join(reused)} from the earlier run",
+                  file=sys.stderr)
         print(f"route: {' -> '.join(manifest['route'])}", file=sys.stderr)
         if manifest.get("note"):
             print(f"note: {manifest['note']}", file=sys.stderr)
@@ -364,12 +125,9 @@ def _run_chat(args: argparse.Namespace) -> int:
         print(f"director: {question}\nyou: ", end="", file=sys.stderr, flush=True)
         return sys.stdin.readline().strip() or None
 
-    outcome = mora.chat(
-        message, llm_config=args.llm_config, ask=ask, preset=args.preset, seed=args.seed, out=args.out,
-        num_frames=args.num_frames, width=args.width, height=args.height, steps=args.steps, fps=args.fps,
-        device=args.device, profile=args.profile, review=_terminal_review if args.review else None,
-        on_step=_Progress(args.quiet), progress=not args.quiet, overwrite=args.overwrite, adapter=args.adapter,
-    )
+    options = {k: v for k, v in job_data(args, "text-to-video").items() if k not in ("task", "prompt", "review")}
+    outcome = mora.chat(message, ask=ask, review=_terminal_review if args.review else None,
+                        on_step=_Progress(args.quiet), progress=not args.quiet, **options)
     if outcome.result is None:
         print(f"director: {outcome.reply}", file=sys.stderr)
         return 0
@@ -399,20 +157,20 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _run_batch(args: argparse.Namespace) -> int:
     from mora.workflows.batch import BatchInterrupted, JobsFileError, format_summary
     from mora.workflows.batch import batch as run_batch
+    from mora.workflows.jobspec import OPTIONS
 
-    defaults = {k: getattr(args, k) for k in ("preset", "preset_file", "adapter", "seed", "num_frames", "width",
-                                              "height", "steps", "fps", "device", "profile", "llm_config")
-                if getattr(args, k) is not None}
+    own = ("resume", "overwrite")  # the batch's own flags, not defaults for its jobs
+    defaults = {k: getattr(args, k) for k in OPTIONS if k not in own and getattr(args, k, None) is not None}
     try:
         result = run_batch(args.jobs, out_dir=args.out_dir, workers=args.workers, ray=args.ray, resume=args.resume,
-                           fail_fast=args.fail_fast, progress=not args.quiet, **defaults)
+                           overwrite=args.overwrite, fail_fast=args.fail_fast, progress=not args.quiet, **defaults)
     except JobsFileError as bad:  # every bad line, one `mora: error:` line each
         for problem in bad.problems:
             print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
     except BatchInterrupted as stop:
         print(format_summary(stop.result), file=sys.stderr)
-        return _interrupted()
+        return _interrupted("batch")
     if args.json:
         print(json.dumps({"jobs": [vars(r) for r in result.jobs], "path": str(result.path)}, indent=2, default=str))
     if not args.quiet:
@@ -496,18 +254,14 @@ def _run_ui(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("gradio") is None:
         raise InputError("ui: gradio is not installed; install the ui extra: pip install -e \".[ui]\"")
-    from mora.agents.llm import load_llm_config
-    from mora.config import get_preset
-    from mora.tools.runtime import check_profile, resolve_device
+    from mora.workflows.jobspec import OPTIONS
 
-    get_preset(args.preset, args.preset_file)
-    resolve_device(args.device)
-    check_profile(args.profile)
-    load_llm_config(args.llm_config)
-    from mora.ui import launch
+    # the options every job of the page shares (host options and the preset), checked before serving
+    shared = {k: getattr(args, k) for k in OPTIONS if getattr(args, k, None) is not None}
+    from mora.ui import check_shared, launch
 
-    launch(host=args.host, port=args.port, preset=args.preset, device=args.device, profile=args.profile,
-           llm_config=args.llm_config, output_root=args.out_dir, adapter=args.adapter, preset_file=args.preset_file)
+    check_shared(shared)
+    launch(host=args.host, port=args.port, output_root=args.out_dir, shared=shared)
     return 0
 
 
@@ -523,9 +277,10 @@ class _Interrupts:
         signal.default_int_handler(signum, frame)
 
 
-def _interrupted() -> int:
+def _interrupted(command: str | None = None) -> int:
+    again = " (run the same command with --resume to continue)" if command in ("story", "batch", "train") else ""
     print(f"{PROG}: interrupted; finished work (artifacts, shots, checkpoints) was kept, nothing was written at "
-          "--out", file=sys.stderr)
+          f"--out{again}", file=sys.stderr)
     return 130
 
 
@@ -556,8 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _Interrupts.handler)
+    command = None
     try:
         args = parser.parse_args(argv)
+        command = args.command
         if not args.command:
             parser.print_help(sys.stderr)
             return 2
@@ -566,20 +323,12 @@ def main(argv: list[str] | None = None) -> int:
             return _run_eval(args)
         if args.command == "presets":
             return _run_presets(args)
-        from mora.workflows.tasks import TASKS  # data only: no torch
-
-        if getattr(args, "preset_file", None) and args.command not in TASKS:
-            from mora.config import get_preset  # chat, story: the file's preset, resolved (and checked) here
-
-            args.preset = get_preset(args.preset, args.preset_file)
         if args.command == "chat":
             return _run_chat(args)
         if args.command == "ui":
             return _run_ui(args)
         if args.command == "batch":
             return _run_batch(args)
-        if args.command == "story":
-            return _run_story(args)
         if args.command == "train":
             return _run_train(args)
         return _run_task(args)
@@ -587,10 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return _interrupted()
+        return _interrupted(command)
     except MoraError as e:
         if _Interrupts.seen:
-            return _interrupted()
+            return _interrupted(command)
         if debug:  # the traceback too, but the same exit code (2 stays "bad input")
             traceback.print_exc()
         print(f"{PROG}: error: {e}", file=sys.stderr)
@@ -602,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if _Interrupts.seen:
-            return _interrupted()
+            return _interrupted(command)
         if debug:
             traceback.print_exc()
         hint = "" if debug else " (run with --debug for the traceback)"

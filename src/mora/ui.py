@@ -20,6 +20,7 @@ from typing import Any
 import gradio as gr
 
 from mora.errors import MoraError
+from mora.workflows.jobspec import OPTIONS, STORY, parse_job, task_inputs, task_options
 from mora.workflows.tasks import TASK_TABLE
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,41 @@ def _session(request: gr.Request | None) -> _Session:
         return _SESSIONS.setdefault(key, _Session())
 
 
+def _end_session(request: gr.Request | None) -> None:
+    """A job is over: forget its session (the table holds only sessions with a running job)."""
+    with _LOCK:
+        _SESSIONS.pop(getattr(request, "session_hash", None) or "local", None)
+
+
+# The page's per-job fields: the job model's `job` and `person` options of each task. The preset
+# is the page's own (one set of warm models per server), so it is not a per-job field.
+PAGE_SCOPES = ("job", "person")
+PAGE_FIXED = ("preset",)
+
+
+def page_fields(task: str) -> list[str]:
+    """The option fields the page shows for `task` (derived from the job model).
+
+    Example:
+        >>> page_fields("connect")
+        ['seed', 'num_frames', 'width', 'height', 'steps', 'fps', 'metrics']
+    """
+    return [o.name for o in task_options(task, PAGE_SCOPES) if o.name not in PAGE_FIXED]
+
+
+def check_shared(shared: dict) -> None:
+    """The options every job of the page shares are valid (InputError otherwise), before serving."""
+    from mora.config import get_preset
+
+    data = {k: v for k, v in shared.items() if k in OPTIONS}
+    parse_job({"task": STORY, "story": "a check of the page's options", **data}, flags=True)
+    get_preset(data.get("preset", OPTIONS["preset"].default), data.get("preset_file"))
+    if data.get("device", "auto") not in ("auto", "cpu"):
+        from mora.tools.runtime import resolve_device
+
+        resolve_device(data["device"])
+
+
 class App:
     """The Gradio app and its settings.
 
@@ -56,12 +92,13 @@ class App:
         >>> App(preset="tiny").build().launch(server_name="127.0.0.1", server_port=7860)
     """
 
-    def __init__(self, preset: str = "mora", device: str = "auto", profile: str = "balanced",
-                 llm_config: Any = None, output_root: str | Path = "outputs/ui", adapter: Any = None,
-                 preset_file: str | Path | None = None):
-        self.preset, self.device, self.profile, self.llm_config = preset, device, profile, llm_config
-        self.adapter = adapter  # a trained adapter folder, used by every job of the page
-        self.preset_file = preset_file  # a user preset file (TOML) that defines or extends `preset`
+    def __init__(self, output_root: str | Path = "outputs/ui", shared: dict | None = None, **options: Any):
+        # the options every job of the page uses (preset, device, profile, llm_config, adapter, preset_file, ...)
+        self.shared = {k: v for k, v in {**(shared or {}), **options}.items() if v is not None}
+        unknown = sorted(set(self.shared) - set(OPTIONS))
+        if unknown:
+            raise TypeError(f"App: {unknown[0]!r} is not a job option; use one of {', '.join(OPTIONS)}")
+        self.preset = self.shared.get("preset", OPTIONS["preset"].default)
         self.output_root = Path(output_root).resolve()
 
     # --- one job ---------------------------------------------------------------------------------
@@ -72,25 +109,31 @@ class App:
         return path
 
     @staticmethod
-    def _keep_upload(upload: Any, job_dir: Path) -> str | None:
+    def _keep_upload(upload: Any, job_dir: Path, key: str) -> str | None:
         """Copy an uploaded file into the job folder: the job reads only its own copies."""
         if not upload:
             return None
         source = Path(upload if isinstance(upload, str) else getattr(upload, "name", upload))
-        target = job_dir / "inputs" / source.name
+        target = job_dir / "inputs" / f"{key}-{source.name}"  # video_a and video_b may share a file name
         shutil.copyfile(source, target)
         return str(target)
 
     def run_job(self, task: str, inputs: dict, options: dict, review_on: bool, request: gr.Request | None = None
                 ) -> Iterator[tuple]:
         """Generator for Gradio: yields (log, review row, frame, video, enhanced prompt, route, manifest)."""
-        import mora
-
         session = _session(request)
+        try:
+            yield from self._job_updates(session, task, inputs, options, review_on)
+        finally:
+            _end_session(request)
+
+    def _job_updates(self, session: _Session, task: str, inputs: dict, options: dict, review_on: bool
+                     ) -> Iterator[tuple]:
         while not session.decisions.empty():  # drop clicks left over from an earlier job
             session.decisions.get_nowait()
         job_dir = self._job_dir()
-        inputs = {k: (self._keep_upload(v, job_dir) if k in ("image", "video", "video_a", "video_b") else v)
+        kinds = {i.name: i.kind for i in task_inputs(task)}
+        inputs = {k: (self._keep_upload(v, job_dir, k) if kinds[k] in ("image", "video") else v)
                   for k, v in inputs.items()}
         inputs = {k: v for k, v in inputs.items() if v not in (None, "")}
         events: queue.Queue = queue.Queue()
@@ -105,15 +148,16 @@ class App:
             except queue.Empty:
                 return "abort"
 
+        chosen = {k: v for k, v in options.items() if v not in (None, "")}  # empty: the default (0 is a value)
+        job = {"task": task, **inputs, **chosen, **self.shared, "out": str(job_dir / f"{task}.mp4"),
+               **({"review": True} if review_on else {})}
+
         def work() -> None:
+            from mora.workflows.prepare import Hooks
+            from mora.workflows.runner import run_job
+
             try:
-                result = mora.run(
-                    task, **inputs, **{k: v for k, v in options.items() if v not in (None, "", 0)},
-                    preset=self.preset, device=self.device, profile=self.profile, llm_config=self.llm_config,
-                    adapter=self.adapter, preset_file=self.preset_file,
-                    out=job_dir / f"{task}.mp4", review=review if review_on else None, on_step=on_step,
-                    progress=False,
-                )
+                result = run_job(job, Hooks(review=review, on_step=on_step, progress=False))
                 events.put(("done", result))
             except BaseException as e:  # reported in the page; the server keeps serving
                 events.put(("error", e))
@@ -147,22 +191,20 @@ class App:
         The storyboard is written first (`storyboard_only`) and shown; the film is then made from
         that file, so the page shows exactly the storyboard the shots follow.
         """
-        import mora
+        from mora.workflows.prepare import Hooks
+        from mora.workflows.runner import run_job
 
         job_dir = self._job_dir()
         events: queue.Queue = queue.Queue()
-        common = dict(preset=self.preset, device=self.device, profile=self.profile, llm_config=self.llm_config,
-                      adapter=self.adapter, preset_file=self.preset_file, out=job_dir / "story.mp4", progress=False,
-                      on_step=lambda agent, doing: events.put(("step", f"{agent}: {doing}")))
+        hooks = Hooks(on_step=lambda agent, doing: events.put(("step", f"{agent}: {doing}")), progress=False)
+        job = {"task": STORY, "story": story, **self.shared, "out": str(job_dir / "story.mp4"),
+               **{k: v for k, v in (("shots", shots), ("shot_seconds", seconds)) if v not in (None, "")}}
 
         def work() -> None:
             try:
-                board = mora.story(story=story, shots=3 if shots in (None, "") else shots,
-                                   shot_seconds=float(seconds) if seconds else None,  # empty: 0
-                                   storyboard_only=True, **common)
+                board = run_job({**job, "storyboard_only": True}, hooks)
                 events.put(("storyboard", board))
-                film = None if storyboard_only else mora.story(story=story, storyboard=str(board.manifest_path),
-                                                               **common)
+                film = None if storyboard_only else run_job({**job, "storyboard": str(board.manifest_path)}, hooks)
                 events.put(("done", film))
             except BaseException as e:  # reported in the page; the server keeps serving
                 events.put(("error", e))
@@ -215,7 +257,7 @@ class App:
             gr.Markdown(
                 "# Mora\nMulti-agent video generation (arXiv 2403.13248). "
                 f"Preset **{self.preset}**" + (" (random toy models: output is noise)" if "tiny" in self.preset else "")
-                + (f", adapter `{self.adapter}`" if self.adapter else "")
+                + (f", adapter `{self.shared['adapter']}`" if self.shared.get("adapter") else "")
             )
             for task in TASK_TABLE.values():  # one tab per task, from the task table
                 self._task_tab(task)
@@ -233,11 +275,11 @@ class App:
         with gr.Tab(task.name.replace("-", " ").capitalize()):
             gr.Markdown(task.help)
             components = [_input_component(item) for item in task.inputs]
+            names = [n for n in page_fields(task.name) if n != "review"]
             with gr.Accordion("Options", open=False):
-                options = [gr.Number(label="Seed (empty: random)", precision=0, value=None),
-                           gr.Number(label="Frames (empty: preset default)", precision=0, value=None),
-                           gr.Number(label="Steps (empty: preset default)", precision=0, value=None)]
-            review_box = gr.Checkbox(label="Review the first frame", value=False, visible=task.review)
+                options = [_option_component(OPTIONS[name]) for name in names]
+            review_box = gr.Checkbox(label="Review the first frame", value=False, visible="review" in
+                                     page_fields(task.name))
             button = gr.Button("Generate", variant="primary")
             log = gr.Markdown(label="Progress")
             with gr.Column(visible=False) as review_row:
@@ -249,15 +291,17 @@ class App:
             keys = [item.name for item in task.inputs]
 
             def start(*values: Any):
-                *inputs, seed_v, frames_v, steps_v, review_v, request = values
-                picked = dict(seed=_int(seed_v), num_frames=_int(frames_v), steps=_int(steps_v))
-                yield from self.run_job(task.name, dict(zip(keys, inputs, strict=True)), picked, bool(review_v),
+                *given, review_v, request = values
+                inputs, picked = given[:len(keys)], given[len(keys):]
+                chosen = {n: _value(OPTIONS[n], v) for n, v in zip(names, picked, strict=True)}
+                yield from self.run_job(task.name, dict(zip(keys, inputs, strict=True)), chosen, bool(review_v),
                                         request)
 
             # Gradio passes inputs positionally and injects the request where a positional parameter
             # is annotated gr.Request: spell that signature out for this tab's number of inputs.
             start.__signature__ = inspect.Signature(
-                [inspect.Parameter(f"input_{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(keys) + 4)]
+                [inspect.Parameter(f"input_{i}", inspect.Parameter.POSITIONAL_ONLY)
+                 for i in range(len(keys) + len(names) + 1)]
                 + [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)]
             )
             start.__annotations__ = {"request": gr.Request}
@@ -328,8 +372,24 @@ def _lines(log: list[str]) -> str:
     return "\n".join(f"- {line}" for line in log)
 
 
-def _int(value: Any) -> int | None:
-    return None if value in (None, "") else int(value)
+def _option_component(option: Any) -> Any:
+    """The page's field for one job option, from the job model (type, default, help)."""
+    import typing
+
+    kind, label = option.kind, option.name.replace("_", " ").capitalize()
+    if kind is bool:
+        return gr.Checkbox(label=label, value=option.default, info=option.help)
+    if typing.get_origin(kind) is typing.Literal:
+        return gr.Dropdown(label=label, choices=list(typing.get_args(kind)), value=option.default, info=option.help)
+    return gr.Number(label=f"{label} (empty: default)" if option.default is None else label, value=option.default,
+                     precision=0 if kind is int else None, info=option.help)
+
+
+def _value(option: Any, value: Any) -> Any:
+    """A field's value for the job: empty means not given (0 is a value: seed 0 is a seed)."""
+    if value in (None, ""):
+        return None
+    return int(value) if option.kind is int and float(value).is_integer() else value
 
 
 def _message(error: BaseException) -> str:

@@ -23,6 +23,10 @@ except ImportError as e:  # pragma: no cover
     raise ImportError("mora needs pydantic>=2: pip install 'pydantic>=2'") from e
 
 _MISSING = object()
+# pydantic error type prefix -> what the value should have been
+_EXPECTED = (("int", "a whole number"), ("float", "a number"), ("bool", "true or false"), ("string", "text"),
+             ("str", "text"), ("list", "a list"), ("dict", "an object"), ("model", "an object"),
+             ("literal", "one of the listed values"))
 
 
 def _field_name(loc: tuple, spell: Callable[[str], str] | None) -> str:
@@ -49,14 +53,12 @@ def _problem(err: dict, fix: str | None) -> str:
         return f"{shown}is out of range; {fix or f'pass a number {sign} {bound}'}"
     if kind == "literal_error" or kind == "enum":
         return f"{shown}is not allowed; {fix or 'use ' + str(ctx.get('expected', 'one of the listed values'))}"
-    if kind.startswith("int_") or kind == "int_type":
-        return f"{shown}is not a whole number; {fix or 'pass a whole number'}"
-    if kind.startswith("float_") or kind.startswith("bool_") or kind.startswith("string_") or kind.endswith("_type"):
-        what = kind.split("_")[0].replace("str", "text").replace("string", "text")
-        expect = {"float": "a number", "bool": "true or false", "text": "text", "int": "a whole number",
-                  "list": "a list", "dict": "an object", "model": "an object"}.get(what, what)
-        if kind in ("string_too_short", "string_too_long", "too_short", "too_long"):
-            return f"{shown}{err['msg'].lower()}; {fix or 'change its length'}"
+    if kind == "string_pattern_mismatch":
+        return f"{shown}is not allowed; {fix or 'match ' + str(ctx.get('pattern'))}"
+    if kind in ("string_too_short", "string_too_long", "too_short", "too_long"):
+        return f"{shown}{err['msg'].lower()}; {fix or 'change its length'}"
+    expect = next((text for prefix, text in _EXPECTED if kind.startswith(prefix)), None)
+    if expect is not None:
         return f"{shown}is not {expect}; {fix or 'pass ' + expect}"
     if kind in ("too_short", "too_long"):
         return f"{shown}{err['msg'].lower()}; {fix or 'change its length'}"

@@ -1,0 +1,243 @@
+"""The `mora` command's parsers. Every job flag is generated from the job model.
+
+Each task's subcommand gets its inputs from the task table and its options from
+`mora.workflows.jobspec.OPTIONS` (flag, type, choices, help); nothing here lists an option.
+argparse (standard library) keeps `mora --help` fast: the job model is pydantic, not torch.
+The values are checked by the job model itself (`parse_job(..., flags=True)`), so a bad
+`--num-frames` gets the same message on the command line, in a batch line and from `mora.run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from typing import Any
+
+from mora import __version__
+
+PROG = "mora"
+_OUTPUT_HELP = {"json": "print the manifest (JSON) on stdout", "quiet": "no progress output",
+                "verbose": "log what Mora does (model loads, files)", "debug": "show tracebacks and debug logs"}
+
+
+class UsageError(Exception):
+    """A command-line usage problem (exit 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line `mora: error: ...` (exit 2) with the way to get help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _number(kind: type, what: str):
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}; pass e.g. {kind(1)}") from None
+
+    return parse
+
+
+def positive_int(text: str) -> int:
+    value = _number(int, "a whole number")(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive; pass a number of at least 1")
+    return value
+
+
+def add_option(group: Any, option: Any, *, default: Any = None, hidden: bool = False) -> None:
+    """One job option as a flag: its type, choices and help from the job model (default None: not given)."""
+    kind = option.kind
+    shown = option.default if option.default not in (None, False) else None
+    text = argparse.SUPPRESS if hidden else option.help + (f" (default {shown})" if shown is not None and
+                                                           f"default {shown}" not in option.help else "")
+    kwargs: dict[str, Any] = {"dest": option.name, "default": default, "help": text}
+    if kind is bool:
+        action = argparse.BooleanOptionalAction if option.default is True else "store_true"
+        group.add_argument(option.flag, action=action, **kwargs)
+        return
+    if typing.get_origin(kind) is typing.Literal:
+        kwargs["choices"] = typing.get_args(kind)
+    elif kind in (int, float):
+        kwargs["type"] = _number(kind, "a whole number" if kind is int else "a number")
+    group.add_argument(option.flag, metavar=option.metavar, **kwargs)
+
+
+def add_job_options(p: argparse.ArgumentParser, task: str | None, *, scopes: tuple[str, ...] = ("job", "host",
+                    "person"), skip: tuple[str, ...] = (), title: str = "common options") -> None:
+    """Every option of `task` (None: the options every task takes) as flags, from the job model."""
+    from mora.workflows.jobspec import OPTIONS
+    from mora.workflows.tasks import TASKS
+
+    g = p.add_argument_group(title)
+    for option in OPTIONS.values():
+        if option.name in skip or option.scope not in scopes:
+            continue
+        takes = option.applies_to(task) if task else option.tasks is None
+        if takes:
+            add_option(g, option)
+        elif task in TASKS and option.elsewhere:  # accepted, then refused with the reason
+            add_option(g, option, hidden=True)
+
+
+def output_flags(p: argparse.ArgumentParser, *names: str) -> None:
+    g = p.add_argument_group("output")
+    for name in names or tuple(_OUTPUT_HELP):
+        flags = (f"--{name}", f"-{name[0]}") if name in ("quiet", "verbose") else (f"--{name}",)
+        g.add_argument(*flags, action="store_true", help=_OUTPUT_HELP[name])
+
+
+def add_inputs(p: argparse.ArgumentParser, task: str) -> None:
+    """A task's inputs: positional, or `--name` for those the task table marks as options."""
+    from mora.workflows.jobspec import task_inputs
+
+    for item in task_inputs(task):
+        if item.option:
+            p.add_argument(f"--{item.name}", help=item.help, metavar=item.name.upper() if item.kind == "text" else
+                           "FILE.json" if item.kind == "storyboard" else "PATH")
+        else:
+            p.add_argument(item.name, nargs=None if item.required else "?", help=item.help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `mora` parser: one subcommand per task (from the task table), then the other commands."""
+    from mora.workflows.jobspec import STORY, STORY_HELP
+    from mora.workflows.tasks import TASK_TABLE  # data only: no torch
+
+    parser = Parser(prog=PROG, description="Mora: multi-agent generalist video generation (arXiv 2403.13248) on "
+                    "AutoGen and diffusers.", epilog="Example: mora text-to-video \"a red fox running through snow\" "
+                    "--preset tiny")
+    parser.add_argument("--version", action="version", version=f"mora {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for task in TASK_TABLE.values():
+        p = sub.add_parser(task.name, help=task.help, description=task.help)
+        add_inputs(p, task.name)
+        add_job_options(p, task.name)
+        output_flags(p)
+    chat = sub.add_parser("chat", help="Describe the video in a conversation; an LLM director picks the task.",
+                          description="Conversational prompting: needs an LLM config (OAI_CONFIG_LIST).")
+    chat.add_argument("message", nargs="?", help="first message (asked for when omitted)")
+    add_job_options(chat, None)
+    add_job_options(chat, "text-to-video", scopes=("person",), title="review")
+    output_flags(chat)
+    _add_ui_parser(sub)
+    _add_batch_parser(sub)
+    add_train_parser(sub)
+    story = sub.add_parser(STORY, help=STORY_HELP, description="storyboard_agent writes a storyboard (<out stem>"
+                           "_storyboard.json), then each shot runs through the agents and the shots are joined by "
+                           "transitions into one film.")
+    add_inputs(story, STORY)
+    add_job_options(story, STORY)
+    output_flags(story)
+    _add_info_parsers(sub)
+    return parser
+
+
+def _add_ui_parser(sub: Any) -> None:
+    ui = sub.add_parser("ui", help="Serve the web page (Gradio): one tab per task.",
+                        description="Serve Mora's web page. Needs the ui extra: pip install -e \".[ui]\".")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=positive_int, default=7860, help="port (default 7860)")
+    ui.add_argument("--out-dir", default="outputs/ui", help="where jobs and their uploads go (default outputs/ui)")
+    # the page's jobs all use these; each job's own options are fields of the page
+    add_job_options(ui, None, scopes=("host",), skip=("out", "overwrite"), title="for every job of the page")
+    from mora.workflows.jobspec import OPTIONS
+
+    add_option(ui, OPTIONS["preset"])
+    output_flags(ui, "quiet", "verbose", "debug")
+
+
+def _add_batch_parser(sub: Any) -> None:
+    p = sub.add_parser("batch", help="Run many jobs from a JSON Lines file, models kept warm (Ray for many GPUs).",
+                       description="Run every job of JOBS.jsonl (one job per line, the job model's fields: "
+                       "{\"task\": ..., \"prompt\": ..., \"seed\": 1, \"out\": \"fox.mp4\"}). The options below "
+                       "are defaults for every job.")
+    p.add_argument("jobs", metavar="JOBS.jsonl", help="one job per line; the whole file is checked before any runs")
+    p.add_argument("--out-dir", default="outputs/batch", help="relative outputs and batch.json go here "
+                   "(default outputs/batch)")
+    p.add_argument("--workers", type=positive_int, metavar="N", help="with --ray: N CPU actors (default: one "
+                   "actor per GPU)")
+    p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="spread the jobs over a Ray cluster (ADDRESS, e.g. auto or HOST:6379; none: a local "
+                   "instance). Needs the ray extra: pip install -e \".[ray]\"")
+    p.add_argument("--resume", action="store_true", help="skip the jobs an earlier run of this batch finished "
+                   "(their manifest exists and matches); needs that run's batch.json in --out-dir")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of earlier jobs at the same paths")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed job")
+    add_job_options(p, None, scopes=("job", "host"), skip=("out", "overwrite"), title="defaults for every job")
+    output_flags(p)
+
+
+def _add_info_parsers(sub: Any) -> None:
+    pr = sub.add_parser("presets", help="List the presets: built-in and user files (name, description, models).",
+                        description="List every preset: the built-in ones, $MORA_HOME/presets/*.toml and --preset-file.")
+    pr.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    pr.add_argument("--preset-file", metavar="PATH.toml", help="also list (and check) this preset file")
+    pr.add_argument("--debug", action="store_true", help="show tracebacks")
+    ev = sub.add_parser("eval", help="Score a video: temporal flickering, dynamic degree, smoothness, ...",
+                        description="Print the score card of a video (seam scores too for a Mora output).")
+    ev.add_argument("video", help="video to score")
+    ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+# --- mora train: the options it shares with every job come from the job model; the training
+# options are its own ---
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; pass e.g. 1e-4") from None
+
+
+def add_train_parser(sub: Any) -> None:
+    from mora.workflows.jobspec import OPTIONS
+
+    p = sub.add_parser("train", help="Fine-tune the agents together (the paper's training): LoRA + modulation.",
+                       description="Self-modulated multi-agent fine-tuning on a folder of captioned clips "
+                       "(videos + metadata.jsonl with {\"file_name\", \"text\"} per line). Writes RUN_DIR/adapter "
+                       "for --adapter, metrics.jsonl, loss.png, train.json and checkpoints.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="DIR", help="videos plus metadata.jsonl (every line is checked "
+                        "before training starts)")
+    source.add_argument("--prompts", metavar="FILE", help="data-free training: one prompt per line; the agents "
+                        "make candidates, judges filter them, the agents fine-tune on what survives, repeat")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder (new, or this run with --resume)")
+    for name in ("preset", "device", "seed"):  # shared with every job: from the job model
+        add_option(p, OPTIONS[name], default=OPTIONS[name].default if name != "seed" else None)
+    p.add_argument("--agents", metavar="A,B", help="agents to train (default text_to_image_agent,"
+                   "image_to_video_agent; image_to_image_agent too is possible)")
+    p.add_argument("--steps", type=positive_int, metavar="N")
+    p.add_argument("--batch-size", type=positive_int, metavar="B")
+    p.add_argument("--lr", type=_float, metavar="X", help="LoRA learning rate")
+    p.add_argument("--mod-lr", type=_float, metavar="X", help="modulation embedding learning rate")
+    p.add_argument("--rank", type=positive_int, metavar="R", help="LoRA rank (default 16)")
+    p.add_argument("--mod-tokens", type=positive_int, metavar="K", help="modulation tokens per agent (default 1)")
+    p.add_argument("--no-coupling", action="store_true", help="train each agent on its own loss only")
+    p.add_argument("--lambda-image", type=_float, metavar="X", help="weight of the image agent's own loss")
+    p.add_argument("--train-size", metavar="WxH", help="training frame size (default 512x288)")
+    p.add_argument("--train-frames", type=positive_int, metavar="N", help="frames per training clip (default 14)")
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="N")
+    p.add_argument("--optimizer", choices=("adamw", "adamw8bit"), help="adamw8bit: bitsandbytes, CUDA only")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of RUN_DIR")
+    loop = p.add_argument_group("data-free loop (--prompts; --steps is per iteration)")
+    loop.add_argument("--iterations", type=int, default=3, metavar="K", help="rounds (default 3)")
+    loop.add_argument("--candidates", type=int, default=4, metavar="N", help="videos per prompt (default 4, >= 2)")
+    loop.add_argument("--human", choices=("ask", "never"), help="who settles a judges' disagreement: ask (on "
+                      "the terminal; default when stdin is one) or never (the prompt is dropped)")
+    loop.add_argument("--quality-floor", type=_float, default=0.0, metavar="X",
+                      help="candidates under this score-card quality (0..1) are never kept (default 0)")
+    add_option(loop, OPTIONS["llm_config"])
+    output_flags(p)
+
+
+def job_data(args: argparse.Namespace, task: str) -> dict:
+    """The job's fields from parsed arguments: the task's inputs and every option given (None: not given)."""
+    from mora.workflows.jobspec import OPTIONS, task_inputs
+
+    names = [i.name for i in task_inputs(task)] + [name for name in OPTIONS if hasattr(args, name)]
+    return {"task": task, **{k: getattr(args, k) for k in names if getattr(args, k, None) is not None}}

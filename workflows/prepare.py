@@ -1,0 +1,354 @@
+"""`prepare`: every check of a job, once, before anything loads or is written.
+
+Every front door calls it: `mora.run`, `mora story`, `mora batch` (when it reads the jobs file,
+with `files=False`, and again as each job starts), the web page, `mora chat`, the candidates of
+`mora train`, the service and MCP. It takes a job of the job model (`mora.workflows.jobspec`)
+and returns a `Prepared` job: the preset resolved (with its file), the options checked against
+the preset's models, the route, the output paths, the LLM config, the adapter. A typo costs no
+model load, and a refused job writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mora import media
+from mora.config import Preset, get_preset
+from mora.errors import InputError
+from mora.limits import MAX_SEED, MAX_SEGMENTS, TOOL_ROLES, check_int, check_options, check_seed
+from mora.workflows.jobspec import STORY, JobBase, parse_job, task_inputs, tool_options
+from mora.workflows.tasks import (
+    CRITIC,
+    EDIT_IMAGE,
+    EXTEND,
+    GATE,
+    IMAGE_TO_VIDEO,
+    TEXT_TO_IMAGE,
+    Step,
+    route_for,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Hooks:
+    """What a caller gives a job besides data: callbacks and objects made in Python.
+
+    Args:
+        review: `(image_path, info) -> decision` at review gates (the job's `review` option turns it on).
+        on_step: called with (agent, what it does) as each step starts.
+        progress: diffusion step bars.
+        preset: a `mora.config.Preset` object to use instead of the job's preset name.
+        adapter: an adapter already loaded (`mora.adapters.load_adapter`), instead of the job's folder.
+    """
+
+    review: Callable[[str, dict], Any] | None = None
+    on_step: Callable[[str, str], None] | None = None
+    progress: bool = True
+    preset: Preset | None = None
+    adapter: Any = None
+
+
+@dataclass
+class Prepared:
+    """A job checked and ready to run: nothing loaded, nothing written.
+
+    Attributes:
+        spec: the job as validated by its model (`spec.device`, `spec.metrics`, ...).
+        hooks: the caller's callbacks.
+        pinned: the tool options the job pins (None = the preset's), checked against its models.
+        route: the steps the route takes (a story's are per shot: see `story_route`).
+    """
+
+    spec: JobBase
+    hooks: Hooks
+    task: str
+    inputs: dict
+    preset: Preset
+    pinned: dict
+    seed: int | None
+    best_of: int
+    route: tuple[Step, ...]
+    out: Path
+    manifest_path: Path
+    artifacts_dir: Path
+    config_list: list[dict] | None
+    adapter: Any = None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def reviewer(self) -> Callable[[str, dict], Any] | None:
+        return self.hooks.review if getattr(self.spec, "review", False) else None
+
+
+@dataclass
+class StoryPrepared(Prepared):
+    """A story checked and ready to run (`mora story`): the story's own settings on top."""
+
+    story: str | None = None
+    shots: int = 3
+    shot_seconds: float = 0.0
+    storyboard: dict | None = None  # a user's storyboard, validated (None: storyboard_agent writes one)
+    storyboard_source: str | None = None
+    storyboard_only: bool = False
+    transition: str | None = None
+    continuity: str = "keyframe"
+    resume: bool = False
+
+    @property
+    def storyboard_path(self) -> Path:
+        return self.out.with_name(f"{self.out.stem}_storyboard.json")
+
+    @property
+    def contact_path(self) -> Path:
+        return self.out.with_name(f"{self.out.stem}_contact.png")
+
+
+@dataclass
+class RunResult:
+    """What `mora.run` made.
+
+    Attributes:
+        video_path: the final video.
+        manifest: the manifest as written beside it.
+        manifest_path: `<out stem>.json`.
+        artifacts_dir: `<out stem>_artifacts/`, the intermediate images and videos.
+    """
+
+    video_path: Path
+    manifest: dict
+    manifest_path: Path
+    artifacts_dir: Path
+
+
+
+# --- output paths ----------------------------------------------------------------------------------
+
+def default_out(task: str) -> Path:
+    """`outputs/<task>-<timestamp>.mp4`, the timestamp to the microsecond, never an existing file."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    path = Path("outputs") / f"{task}-{stamp}.mp4"
+    n = 1
+    while path.exists() or path.with_name(f"{path.stem}_artifacts").exists():
+        path = Path("outputs") / f"{task}-{stamp}-{n}.mp4"
+        n += 1
+    return path
+
+
+def earlier_outputs(path: Path) -> list[Path]:
+    """What an earlier job left at `path`: its video, its manifest, a non-empty artifacts folder."""
+    artifacts = path.with_name(f"{path.stem}_artifacts")
+    found = [p for p in (path, path.with_suffix(".json")) if p.is_file()]
+    return found + ([artifacts] if artifacts.is_dir() and any(artifacts.iterdir()) else [])
+
+
+def output_paths(out: str | Path | None, task: str, overwrite: bool = False) -> tuple[Path, Path, Path]:
+    """(video, manifest, artifacts dir) for `--out`; checks it is a usable .mp4 path the job may own.
+
+    One rule for every command: writing over an earlier job's outputs needs `overwrite`.
+    """
+    path = Path(out).expanduser() if out else default_out(task)
+    if path.suffix.lower() != ".mp4":
+        raise InputError(f"--out: {str(out)!r} does not end in .mp4; pass a path like outputs/{task}.mp4")
+    if path.is_dir():
+        raise InputError(f"--out: {str(out)!r} is a directory; pass a file path ending in .mp4")
+    artifacts = path.with_name(f"{path.stem}_artifacts")
+    if artifacts.exists() and not artifacts.is_dir():
+        raise InputError(f"--out: {str(artifacts)!r} (the artifacts folder of {str(out)!r}) is a file; move it or "
+                         "choose another --out")
+    earlier = earlier_outputs(path)
+    if earlier and not overwrite:
+        raise InputError(f"--out: {str(path)!r} already has an earlier job's outputs ({str(earlier[-1])!r}); pass "
+                         "--overwrite (overwrite=True) to replace that job, or choose another --out")
+    return path, path.with_suffix(".json"), artifacts
+
+
+# --- inputs ------------------------------------------------------------------------------------------
+
+def check_input_files(task: str, inputs: dict) -> dict:
+    """The job's file inputs exist and are readable media of their kind (before any model loads)."""
+    kinds = {i.name: i.kind for i in task_inputs(task)}
+    clean = dict(inputs)
+    for key, value in inputs.items():
+        if kinds.get(key) in ("image", "video"):
+            media.check_file(value, argument=key, kinds=(kinds[key],))
+            clean[key] = str(value)
+    return clean
+
+
+# --- prepare -----------------------------------------------------------------------------------------
+
+def prepare(job: JobBase | dict, hooks: Hooks | None = None, *, files: bool = True) -> Prepared:
+    """Check a job against its task, its preset and the disk; raises InputError, loads and writes nothing.
+
+    Args:
+        job: a job of the job model, or its dict (`{"task": ..., inputs..., options...}`).
+        hooks: callbacks and Python objects (review, on_step, progress, a Preset, a loaded adapter).
+        files: also check the input files, the models' availability, the device and the adapter
+            (False: only what can be checked from the text of the job, as `mora batch` does when it
+            reads the jobs file; each job is prepared again with files=True when it starts).
+
+    Example:
+        >>> p = prepare({"task": "text-to-video", "prompt": "a fox", "preset": "tiny", "seed": 1})
+        >>> [s.agent for s in p.route]
+        ['prompt_agent', 'text_to_image_agent', 'review', 'image_to_video_agent']
+    """
+    spec = job if isinstance(job, JobBase) else parse_job(job)
+    hooks = hooks or Hooks()
+    preset = hooks.preset or get_preset(spec.preset, spec.preset_file)
+    limits_task = "text-to-video" if spec.task == STORY else spec.task
+    pinned = check_options(limits_task, preset, {k: getattr(spec, k) for k in tool_options()})
+    if spec.fps is not None and spec.task in ("extend", "connect"):
+        logger.warning("--fps is ignored by %s: the output keeps the input video's frame rate", spec.task)
+        pinned["fps"] = None
+    if spec.task == STORY:
+        return _prepare_story(spec, hooks, preset, pinned, files)
+    inputs = check_input_files(spec.task, spec.inputs()) if files else spec.inputs()
+    best_of = spec.best_of if hasattr(spec, "best_of") else 1
+    route = route_for(spec.task, inputs, best_of, preset.capabilities)
+    if getattr(spec, "review", False) and GATE not in route and CRITIC not in route:  # never ignored silently
+        raise InputError(f"--review: {spec.task} has no image to review with preset {preset.name} (its route has "
+                         "no review gate); drop --review")
+    out, manifest_path, artifacts_dir = output_paths(spec.out, spec.task, spec.overwrite)
+    roles = {TOOL_ROLES[s.tool] for s in route if s.tool}
+    config_list, adapter = _host_checks(spec, hooks, preset, roles, files)
+    return Prepared(spec=spec, hooks=hooks, task=spec.task, inputs=inputs, preset=preset, pinned=pinned,
+                    seed=check_seed(spec.seed) if files else spec.seed, best_of=best_of, route=route, out=out,
+                    manifest_path=manifest_path, artifacts_dir=artifacts_dir, config_list=config_list,
+                    adapter=adapter)
+
+
+def _host_checks(spec: JobBase, hooks: Hooks, preset: Preset, roles: set, files: bool) -> tuple[Any, Any]:
+    """(LLM config list, adapter): the config read, and with `files` the device, models and adapter checked."""
+    from mora.agents.llm import load_llm_config
+
+    config_list = load_llm_config(spec.llm_config)
+    adapter = hooks.adapter
+    if not files:
+        return config_list, adapter
+    from mora.tools.runtime import check_models, resolve_device
+
+    if spec.device not in ("auto", "cpu"):  # needs torch, not diffusers: still before any model
+        resolve_device(spec.device)
+    check_models([m for role in sorted(roles) for m in preset.spec(role).model_ids()], preset.name)
+    if adapter is None and spec.adapter is not None:  # files, sha256 and base models checked before any step
+        from mora.training.adapter import load_adapter
+
+        adapter = load_adapter(spec.adapter, preset)
+    return config_list, adapter
+
+
+# --- story -------------------------------------------------------------------------------------------
+
+def _frame_rules(preset: Preset, pinned: dict) -> tuple[int, int, int]:
+    """(frames of the first segment, frames one extend adds, fps) of a shot on this preset."""
+    i2v, ext = preset.spec("image_to_video"), preset.spec("extend")
+    n = pinned.get("num_frames") or i2v.settings.num_frames
+    add = pinned.get("num_frames") or (ext.settings.num_frames - 1 if ext.family == "svd" else ext.settings.num_frames)
+    return n, max(1, add), pinned.get("fps") or i2v.settings.fps
+
+
+def seconds_range(preset: Preset, pinned: dict) -> tuple[float, float]:
+    """(low, high) seconds of a shot: one segment, up to MAX_SEGMENTS chained segments."""
+    n, add, fps = _frame_rules(preset, pinned)
+    return math.floor(n / fps * 100) / 100, math.floor((n + (MAX_SEGMENTS - 1) * add) / fps * 100) / 100
+
+
+def default_seconds(preset: Preset, pinned: dict) -> float:
+    """The preset's own video length (its chained segments), the default seconds per shot."""
+    n, add, fps = _frame_rules(preset, pinned)
+    return round((n + (preset.spec("image_to_video").settings.segments - 1) * add) / fps, 1)
+
+
+def shot_route(k: int, seconds: float, continuity: str, preset: Preset, pinned: dict) -> tuple[Step, ...]:
+    """The steps of shot k: its first frame, then image_to_video and extends until it lasts `seconds`."""
+    n, add, fps = _frame_rules(preset, pinned)
+    target = max(n, round(seconds * fps))
+    extends = math.ceil((target - n) / add)
+    frame = EDIT_IMAGE if (k > 0 and continuity == "keyframe") else TEXT_TO_IMAGE
+    return (frame, IMAGE_TO_VIDEO, *([EXTEND] * extends))
+
+
+def _read_storyboard(path: str | Path, rng: tuple[float, float]) -> dict:
+    from mora.workflows.storyboard import validate_storyboard
+
+    p = Path(path).expanduser()
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"--storyboard: {str(path)!r} does not exist; pass the path of a storyboard JSON file") \
+            from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"--storyboard: {str(path)!r} is not readable JSON ({e}); fix the file or write a new one "
+                         "with --storyboard-only") from None
+    return validate_storyboard(data, seconds_range=rng, source=f"--storyboard {path}")
+
+
+def _check_resume(spec: JobBase, out: Path, artifacts: Path) -> None:
+    """`--resume` needs an earlier run of this story at `--out` (one rule for every command)."""
+    earlier = out.with_name(f"{out.stem}_storyboard.json").is_file() or any(artifacts.glob("shot-*/shot.json"))
+    if spec.resume and not earlier:
+        raise InputError(f"--resume: {str(artifacts)!r} holds no earlier run of this story (no storyboard, no "
+                         "finished shot); drop --resume to start it, or pass the --out of the earlier run")
+
+
+def _prepare_story(spec: JobBase, hooks: Hooks, preset: Preset, pinned: dict, files: bool) -> StoryPrepared:
+    from mora.workflows.storyboard import validate_storyboard
+
+    rng = seconds_range(preset, pinned)
+    if spec.shot_seconds is not None and not rng[0] <= spec.shot_seconds <= rng[1]:
+        raise InputError(f"--shot-seconds: {spec.shot_seconds!r} is outside preset {preset.name}'s range; pass "
+                         f"{rng[0]:g} to {rng[1]:g}")
+    seconds = spec.shot_seconds if spec.shot_seconds is not None else default_seconds(preset, pinned)
+    board, source = None, None
+    if isinstance(spec.storyboard, dict):
+        board, source = validate_storyboard(spec.storyboard, seconds_range=rng), "dict"
+    elif spec.storyboard is not None and files:
+        board, source = _read_storyboard(spec.storyboard, rng), spec.storyboard
+    if spec.story is None and spec.storyboard is None:
+        raise InputError("story: missing; pass the story text, or --storyboard FILE.json")
+    out, manifest_path, artifacts_dir = output_paths(spec.out, STORY, spec.overwrite or spec.resume)
+    _check_resume(spec, out, artifacts_dir)
+    roles = {TOOL_ROLES[t] for t in ("text_to_image", "image_to_video", "extend_video", "connect_videos")}
+    roles |= {"image_to_image"} if spec.continuity == "keyframe" else set()
+    config_list, adapter = _host_checks(spec, hooks, preset, roles, files and not spec.storyboard_only)
+    seed = check_int(spec.seed, "--seed", low=0, high=MAX_SEED)
+    return StoryPrepared(spec=spec, hooks=hooks, task=STORY, inputs=spec.inputs(), preset=preset, pinned=pinned,
+                         seed=seed, best_of=1, route=(), out=out, manifest_path=manifest_path,
+                         artifacts_dir=artifacts_dir, config_list=config_list, adapter=adapter, story=spec.story,
+                         shots=spec.shots, shot_seconds=float(seconds), storyboard=board, storyboard_source=source,
+                         storyboard_only=spec.storyboard_only, transition=spec.transition,
+                         continuity=spec.continuity, resume=spec.resume)
+
+
+def job_from_call(task: str, inputs: dict, options: dict) -> tuple[JobBase, Hooks]:
+    """`mora.run`/`mora.story`'s keywords as (job, hooks): callbacks and Python objects go to the hooks.
+
+    Example:
+        >>> spec, hooks = job_from_call("text-to-video", {"prompt": "a fox"}, {"preset": "tiny", "review": print})
+        >>> spec.review, hooks.review is print
+        (True, True)
+    """
+    options = dict(options)
+    hook_names = ("on_step", "progress")
+    hooks = Hooks(**{k: options.pop(k) for k in hook_names if k in options})
+    review = options.get("review")
+    if callable(review):  # Python gives the reviewer itself; the job only says "review"
+        hooks.review, options["review"] = review, True
+    if isinstance(options.get("preset"), Preset):
+        hooks.preset = options["preset"]
+        options["preset"] = hooks.preset.name
+    adapter = options.get("adapter")
+    if adapter is not None and not isinstance(adapter, (str, Path)):  # a loaded adapter
+        hooks.adapter, options["adapter"] = adapter, str(getattr(adapter, "path", "adapter"))
+    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in {**inputs, **options}.items()}
+    return parse_job({"task": task, **data}), hooks
