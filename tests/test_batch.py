@@ -19,7 +19,7 @@ from conftest import gradient_frames
 import mora
 from mora import media
 from mora.errors import InputError
-from mora.workflows.batch import TEST_CRASH_ENV, BatchInterrupted, JobsFileError, format_summary, load_jobs
+from mora.workflows.batch import BatchInterrupted, JobsFileError, format_summary, load_jobs
 
 TINY = dict(preset="tiny", device="cpu", progress=False)
 
@@ -88,7 +88,7 @@ def test_six_tasks_in_one_process(local_six):
     out = result.out_dir
     assert rows["t2v"].video == str(out / "t2v.mp4")  # no `out`: <out-dir>/<id>.mp4
     assert rows["6"].video == str(out / "sim" / "village.mp4")  # a relative `out` goes under --out-dir
-    for job in load_jobs(jobs_file, out_dir=out, defaults={"preset": "tiny"}):
+    for job in load_jobs(jobs_file, out_dir=out, defaults={"preset": "tiny"}, overwrite=True):  # its own outputs
         row = rows[job.id]
         assert (row.status, row.worker, row.attempts, row.error) == ("ok", "local", 1, None)
         manifest = json.loads(Path(row.video).with_suffix(".json").read_text())
@@ -162,11 +162,13 @@ def test_bad_batch_arguments(tmp_path):
                   out_dir=tmp_path, ray=True)
 
 
-def test_validate_job_and_llm_config_for_ray(tmp_path, monkeypatch):
-    from mora.workflows.batch import validate_job, with_llm_configs
+def test_job_lines_are_the_job_model_and_llm_config_for_ray(tmp_path, monkeypatch):
+    from mora.workflows.batch import with_llm_configs
 
-    assert validate_job("text-to-video", {"prompt": " a fox "}, {"preset": "tiny", "seed": 1.0}) == (
-        {"prompt": "a fox"}, {"preset": "tiny", "seed": 1})
+    [job] = load_jobs([{"task": "text-to-video", "prompt": " a fox ", "preset": "tiny", "seed": 1.0}], out_dir=tmp_path)
+    assert (job.inputs, job.options["seed"], job.preset) == ({"prompt": "a fox"}, 1, "tiny")
+    with pytest.raises(JobsFileError, match="review: a batch line cannot set it"):
+        load_jobs([{"task": "text-to-video", "prompt": "a fox", "review": True}], out_dir=tmp_path)
     # Ray actors may run on machines without the config file: it is read once, where the batch starts.
     monkeypatch.setenv("OAI_CONFIG_LIST", json.dumps([{"model": "m", "api_key": "k", "base_url": "http://x/v1"}]))
     jobs = with_llm_configs(load_jobs([{"task": "text-to-video", "prompt": "a fox"}], out_dir=tmp_path, ray=True))
@@ -256,10 +258,32 @@ def test_ray_actors_make_the_same_frames(local_six, ray_session, tmp_path):
         assert np.array_equal(_frames(rows[row.id].video), _frames(row.video)), row.id  # same seeds, same frames
 
 
+def _crashing_worker():
+    """A BatchWorker whose process ends abruptly (as a killed one would) on job "a"'s first attempt and on
+    every attempt of job "b". Injected by the test: production code has no crash hook."""
+    import os
+
+    from mora.workflows.ray_pool import BatchWorker
+
+    class CrashingWorker(BatchWorker):
+        def run(self, job, attempt):
+            if job.id == "b" or (job.id == "a" and attempt == 1):
+                os._exit(1)
+            return super().run(job, attempt)
+
+    return CrashingWorker
+
+
 @pytest.mark.slow
 def test_ray_dead_actor_job_is_retried_once(ray_session, tmp_path, monkeypatch):
-    # Test-only hook: the actor running "a" exits on its first attempt; the one running "b", on every attempt.
-    monkeypatch.setenv(TEST_CRASH_ENV, "a,b:always")
+    import sys
+
+    from ray import cloudpickle
+
+    from mora.workflows import ray_pool
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
+    monkeypatch.setattr(ray_pool, "BatchWorker", _crashing_worker())
     jobs = [{"id": job_id, "task": "text-to-video", "prompt": "a fox", "seed": seed}
             for seed, job_id in enumerate(("a", "b", "c"))]
     result = mora.batch(jobs, out_dir=tmp_path / "out", ray=True, workers=2, **TINY)

@@ -204,3 +204,26 @@ def test_story_storyboard_only_stops_after_the_storyboard(tmp_path):
     assert len(board["shots"]) == 3 and video is None and contact is None
     assert manifest.endswith("story_storyboard.json") and "done: storyboard only" in log
     assert not list(tmp_path.glob("*/story.mp4"))
+
+
+def test_page_fields_seed_zero_uploads_and_sessions(tmp_path):
+    """Bug 4: seed 0 was "random", same-named uploads overwrote each other, the session table only grew."""
+    import mora.ui as ui
+    from mora.workflows.jobspec import OPTIONS, task_options
+
+    # the page's fields are the job model's per-job options (the preset is the page's own)
+    assert ui.page_fields("text-to-video") == [o.name for o in task_options("text-to-video", ("job", "person"))
+                                               if o.name != "preset"]
+    assert ui._value(OPTIONS["seed"], 0) == 0 and ui._value(OPTIONS["seed"], "") is None
+    app = ui.App(preset="tiny", device="cpu", output_root=tmp_path)
+    clip_a, clip_b = tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4"
+    for path, data in ((clip_a, b"A"), (clip_b, b"B")):
+        path.parent.mkdir()
+        path.write_bytes(data)
+    job_dir = app._job_dir()
+    kept = [app._keep_upload(str(p), job_dir, key) for p, key in ((clip_a, "video_a"), (clip_b, "video_b"))]
+    assert kept[0] != kept[1] and [Path(k).read_bytes() for k in kept] == [b"A", b"B"]
+    updates = list(app.run_job("text-to-video", {"prompt": "a fox"}, {"seed": 0, "num_frames": None}, False))
+    manifest = json.loads(Path(updates[-1][-1]).read_text())
+    assert manifest["seed"] == 0  # seed 0 is a seed
+    assert ui._SESSIONS == {}  # the finished job's session is gone

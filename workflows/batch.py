@@ -127,8 +127,7 @@ def batch(
     """Run many jobs, models kept warm: in this process, or on Ray across GPUs and machines.
 
     Args:
-        jobs: a JSON Lines file (one `{"task": ..., "prompt": ..., ...}` a line) or a list of dicts, each
-            with the inputs and options of `mora.run`, plus an optional `id` (default: the line number).
+        jobs: a JSON Lines file or a list of dicts: jobs of the job model plus an optional `id`.
         out_dir: relative `out` paths go here; a job without `out` writes `<out_dir>/<id>.mp4`;
             `<out_dir>/batch.json` gets a row per job after every job.
         workers: with Ray, this many CPU actors (default: one actor per GPU of the cluster).
@@ -141,7 +140,7 @@ def batch(
         fail_fast: stop at the first failed job (the rest are marked skipped).
         progress: a progress bar over jobs on stderr.
         on_job: called with each job's row as it finishes.
-        **defaults: options for every job (`preset=`, `device=`, `steps=`, ...); a job's own value wins.
+        **defaults: options for every job (`preset=`, `device=`, ...: `jobs_file.default_options()`).
 
     Returns:
         BatchResult: the rows; `.exit_code` is 0 when every job succeeded, 1 when some failed.

@@ -229,6 +229,12 @@ def _no_blank(cls, value: Any) -> Any:
     return value
 
 
+def _no_blank_text(cls, value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty or not text; pass a non-empty description")
+    return value
+
+
 @functools.cache
 def job_model(task: str) -> type[JobBase]:
     """The pydantic model of one task's job (cached; `job_model.cache_clear()` after changing OPTIONS).
@@ -243,8 +249,10 @@ def job_model(task: str) -> type[JobBase]:
     fields |= {i.name: _input_field(i) for i in task_inputs(task)}
     fields |= {o.name: _option_field(o) for o in task_options(task)}
     name = "".join(part.capitalize() for part in task.split("-")) + "Job"
-    texts = [n for n, (annotation, _) in fields.items() if annotation in (str, str | None)]
-    validators = {"_no_blank": field_validator(*texts, mode="before")(_no_blank)} if texts else {}
+    texts = [i.name for i in task_inputs(task) if i.kind == "text"]
+    strings = [n for n, (annotation, _) in fields.items() if annotation in (str, str | None) and n not in texts]
+    validators = {"_no_blank_text": field_validator(*texts, mode="before")(_no_blank_text),
+                  "_no_blank": field_validator(*strings, mode="before")(_no_blank)}
     return create_model(name, __base__=JobBase, __validators__=validators, **fields)
 
 
