@@ -56,7 +56,7 @@ class Toolset:
         input_guard: optional `(path, argument) -> Path` check applied to every input path
             (the agent layer uses it to accept only the current job's inputs and artifacts).
         adapter: a trained adapter (`mora train` output: its folder, or a loaded
-            `mora.training.Adapter`): its LoRA and modulation tokens apply to the agents it trained.
+            `mora.adapters.Adapter`): its LoRA and modulation tokens apply to the agents it trained.
 
     Example:
         >>> tools = Toolset(preset="tiny", device="cpu", output_dir="outputs")
@@ -447,7 +447,7 @@ def _load_adapter(adapter: Any, preset: Preset) -> Any:
     """A folder path is loaded (and checked against the preset's models); a loaded adapter passes."""
     if adapter is None or not isinstance(adapter, (str, Path)):
         return adapter
-    from mora.training.adapter import (
+    from mora.adapters.adapter import (
         load_adapter,  # the adapter format sits below the tools (no tools import)
     )
 

@@ -144,7 +144,7 @@ def prepare(task: str, inputs: dict, options: RunOptions) -> Prepared:
     check_models([m for role in sorted(roles) for m in preset.spec(role).model_ids()], preset.name)
     adapter = options.adapter
     if isinstance(adapter, (str, Path)):  # files, sha256 and base models checked before any step
-        from mora.training.adapter import load_adapter
+        from mora.adapters.adapter import load_adapter
 
         adapter = load_adapter(adapter, preset)
     return Prepared(task=task, inputs=inputs, options=options, preset=preset, pinned=pinned, seed=check_seed(seed),

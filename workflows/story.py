@@ -178,7 +178,7 @@ def prepare_story(story: str | None, *, shots: Any, shot_seconds: Any, storyboar
         check_models([m for role in sorted(roles) for m in preset.spec(role).model_ids()], preset.name)
     adapter = options.adapter
     if isinstance(adapter, (str, Path)):
-        from mora.training.adapter import load_adapter
+        from mora.adapters.adapter import load_adapter
 
         adapter = load_adapter(adapter, preset)
     return StoryPrepared(story=story, shots=shots, shot_seconds=seconds, storyboard=board, storyboard_source=source,
