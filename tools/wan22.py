@@ -19,6 +19,7 @@ from PIL import Image
 from mora.config import ModelSpec
 from mora.tools.modern_settings import WAN_NEGATIVE_PROMPT
 from mora.tools.runtime import Runtime, from_pretrained, generator
+from mora.tools.segments import chain_segments
 from mora.tools.sizing import cover_resize, to_uint8
 
 logger = logging.getLogger(__name__)
@@ -88,22 +89,19 @@ def generate(
         segments: clips chained on last frames.
         steps: denoising steps.
         fps: the output's frame rate (Wan takes no fps conditioning; recorded by the caller).
-        seed: the first segment's seed; segment i uses seed + i.
+        seed: the first segment's seed; segment i uses seed + i (`mora.tools.segments`).
 
     Example:
         >>> frames = generate(spec, Runtime(), image=first, prompt="waves roll in", width=1280, height=704,
         ...                   num_frames=121, segments=1, steps=50, fps=24, seed=0)
     """
     _check(spec, width, height, num_frames)
-    frames: list[np.ndarray] = []
-    current = image
-    for index in range(segments):
-        clip = _clip(spec, rt, current, prompt=prompt, width=width, height=height, num_frames=num_frames,
-                     steps=steps, seed=seed + index)
-        frames.extend(clip if index == 0 else clip[1:])
-        current = Image.fromarray(clip[-1])
-        logger.debug("wan22 segment %d/%d: %d frames", index + 1, segments, len(clip))
-    return np.stack(frames)
+
+    def clip(start: Image.Image, clip_seed: int) -> np.ndarray:
+        return _clip(spec, rt, start, prompt=prompt, width=width, height=height, num_frames=num_frames,
+                     steps=steps, seed=clip_seed)
+
+    return chain_segments(image, segments, seed, clip, "wan22")
 
 
 def continue_video(

@@ -35,6 +35,7 @@ from mora.config import ModelSpec
 from mora.errors import InputError
 from mora.tools.modern_settings import WAN_NEGATIVE_PROMPT
 from mora.tools.runtime import Runtime, from_pretrained, generator
+from mora.tools.segments import segment_seed
 from mora.tools.sizing import cover_resize, to_uint8
 
 logger = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def edit_video(
         width, height: multiples of 16; frames and reference are cover-resized to it.
         steps: denoising steps.
         fps: the source's frame rate (Wan takes no fps conditioning; recorded by the caller).
-        seed: the first window's seed; window i uses seed + i.
+        seed: the first window's seed; window i uses seed + i (`mora.tools.segments`).
 
     Example:
         >>> edited = edit_video(spec, Runtime(), frames=video.frames, reference=edited_first_frame,
@@ -155,7 +156,8 @@ def edit_video(
         video = ([first] if pinned else [chunk[0]]) + chunk[1:] + [chunk[-1]] * (padded - n)
         mask = [keep if pinned else generate] + [generate] * (padded - 1)
         clip = _call(spec, rt, video=video, mask=mask, reference_images=[reference] if s.use_reference else None,
-                     prompt=prompt or EDIT_PROMPT, width=width, height=height, steps=steps, seed=seed + index)[:n]
+                     prompt=prompt or EDIT_PROMPT, width=width, height=height, steps=steps,
+                     seed=segment_seed(seed, index))[:n]
         out.extend(clip if start == 0 else clip[1:])  # a later window's frame 0 repeats the last output frame
         if start + n >= len(frames):
             break
