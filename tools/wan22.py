@@ -18,37 +18,25 @@ from PIL import Image
 
 from mora.config import ModelSpec
 from mora.tools.modern_settings import WAN_NEGATIVE_PROMPT
-from mora.tools.runtime import Runtime, from_pretrained, generator
+from mora.tools.runtime import Runtime, generator
 from mora.tools.segments import chain_segments
 from mora.tools.sizing import cover_resize, to_uint8
+from mora.tools.wan_loader import load_wan
 
 logger = logging.getLogger(__name__)
 
-GPU_DTYPE = "bfloat16"
 DEFAULT_PROMPT = "natural, smooth motion that continues the scene, steady camera, consistent lighting"
 
 
 def load(spec: ModelSpec, rt: Runtime):
-    import torch
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline
+    """Wan 2.2 TI2V: the VAE in float32; refuses a repo that is not a TI2V model (no expand_timesteps)."""
 
-    shift = spec.settings.flow_shift
-
-    def build(dtype):
-        extra = {}
-        if dtype != torch.float32:  # the VAE runs in float32 (the model card's advice)
-            extra["vae"] = from_pretrained(AutoencoderKLWan, spec.model, subfolder="vae", dtype=torch.float32)
-        pipe = from_pretrained(WanImageToVideoPipeline, spec.model, dtype=dtype, **extra)
+    def check(pipe) -> None:
         if not pipe.config.expand_timesteps:
             raise ValueError(f"wan22: {spec.model} is not a Wan 2.2 TI2V model (its pipeline config lacks "
                              "expand_timesteps); use family 'wan' for Wan 2.1 image-to-video")
-        if shift is not None:
-            pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=shift)
-        return pipe
 
-    # The scheduler's shift is part of what is loaded, so it is part of the cache key.
-    key = spec.model if shift is None else f"{spec.model}#flow_shift={shift}"
-    return rt.pipeline("wan22", key, build, GPU_DTYPE)
+    return load_wan(spec, rt, "wan22", "WanImageToVideoPipeline", check=check)
 
 
 def _check(spec: ModelSpec, width: int, height: int, num_frames: int) -> None:
