@@ -157,7 +157,7 @@ def dry_run(args: argparse.Namespace, bench: Any) -> int:
     """Full-size models on the meta device: trainable parameters, z widths and a static memory estimate."""
     import torch
 
-    from mora.training.lora import add_lora
+    from mora.adapters.lora import add_lora
     from mora.training.models import load_pipeline
 
     bench.register_full(bench.load_arch(args.arch), "meta")

@@ -8,9 +8,7 @@ counterpart of `modern`: image-to-video animates the user's image as given, driv
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +29,13 @@ from mora.config import (
 from mora.errors import InputError
 from mora.workflows.tasks import TASKS, route_for
 
-REFERENCE = Path(__file__).parent / "data" / "presets_v0_reference.py"  # config.py before presets were files
+# config.py's preset table before presets were files, as data: each role's family, model, refiner,
+# settings class and settings (JSON keeps int, float, str, bool and null apart).
+REFERENCE = Path(__file__).parent / "data" / "presets_v0_reference.json"
 
 
-def _reference_presets():
-    spec = importlib.util.spec_from_file_location("mora_presets_v0", REFERENCE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module.PRESETS
+def _reference_presets() -> dict:
+    return json.loads(REFERENCE.read_text(encoding="utf-8"))["presets"]
 
 
 # --- built-in presets: one source, the TOML files ----------------------------------------------------
@@ -49,16 +45,18 @@ def test_builtin_presets_are_identical_to_the_former_python_table():
     old = _reference_presets()
     for name, before in old.items():
         after = PRESETS[name]
-        assert after.description == before.description
-        assert set(after.roles) == set(before.roles) and not after.capabilities
-        for role, spec in before.roles.items():
+        assert after.description == before["description"]
+        assert set(after.roles) == set(before["roles"]) and not after.capabilities
+        for role, spec in before["roles"].items():
             new = after.roles[role]
-            assert (new.family, new.model, new.refiner, new.adapters) == (spec.family, spec.model, spec.refiner, ())
-            assert type(new.settings).__name__ == type(spec.settings).__name__
-            assert dataclasses.asdict(new.settings) == dataclasses.asdict(spec.settings), (name, role)
+            assert (new.family, new.model, new.refiner, new.adapters) == (spec["family"], spec["model"],
+                                                                          spec["refiner"], ())
+            assert type(new.settings).__name__ == spec["settings_class"]
+            settings = dataclasses.asdict(new.settings)
+            assert settings == spec["settings"], (name, role)
             # float stays float, None stays None: the same values and types the code saw before
-            assert [type(v) for v in dataclasses.astuple(new.settings)] == [
-                type(v) for v in dataclasses.astuple(spec.settings)]
+            assert [type(v) for v in settings.values()] == [type(v) for v in spec["settings"].values()], (name, role)
+            assert list(settings) == list(spec["settings"])  # the same fields, in the same order
     assert set(PRESETS) == set(old) | {"modern", "tiny-modern"}
 
 

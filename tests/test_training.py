@@ -66,7 +66,7 @@ def trained(data, tmp_path_factory):
 
 
 def test_modulation_starts_as_the_agents_encoder_output_for_mod(data, tmp_path):
-    from mora.training.modulation import mod_image
+    from mora.adapters.modulation import mod_image
 
     trainer = make_trainer(data, tmp_path / "run", agents=(A2, A3, A4), steps=1)
     trainer.prepare()
@@ -91,9 +91,9 @@ def test_modulation_starts_as_the_agents_encoder_output_for_mod(data, tmp_path):
 
 
 def test_more_mod_tokens_end_at_the_same_token(data, tmp_path):
+    from mora.adapters.modulation import image_modulation, text_modulation
     from mora.config import get_preset
     from mora.training.models import load_pipeline
-    from mora.training.modulation import image_modulation, text_modulation
 
     sdxl = load_pipeline(get_preset("tiny"), A2, "cpu", torch.float32)
     one, three = text_modulation(sdxl, "sdxl", 1), text_modulation(sdxl, "sdxl", 3)
@@ -195,7 +195,7 @@ def test_saved_adapter_reproduces_the_in_memory_video_and_differs_from_base(trai
 
 
 def test_sdxl_lora_file_reads_with_diffusers_load_lora_weights(trained):
-    from mora.training.lora import ADAPTER_NAME, lora_state
+    from mora.adapters.lora import ADAPTER_NAME, lora_state
 
     trainer, result = trained
     pipe = fresh_pipelines()[A2]
@@ -208,7 +208,7 @@ def test_sdxl_lora_file_reads_with_diffusers_load_lora_weights(trained):
 
 
 def test_call_kwargs_append_z_to_both_guidance_branches(trained):
-    from mora.training.inference import sdxl_call_kwargs, svd_modulation
+    from mora.adapters.inference import sdxl_call_kwargs, svd_modulation
 
     trainer, _ = trained
     adapter = trainer.adapter()

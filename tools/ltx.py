@@ -15,6 +15,7 @@ from PIL import Image
 from mora.config import ModelSpec
 from mora.tools.quiet import DropMessages
 from mora.tools.runtime import Runtime, from_pretrained, generator
+from mora.tools.segments import chain_segments
 from mora.tools.sizing import cover_resize, to_uint8
 
 logger = logging.getLogger(__name__)
@@ -62,19 +63,17 @@ def generate(
     spec: ModelSpec, rt: Runtime, *, image: Image.Image, prompt: str | None, width: int, height: int, num_frames: int,
     segments: int, steps: int, fps: int, seed: int,
 ) -> np.ndarray:
-    """Image-to-video conditioned on `image` at frame 0 and the prompt; segments chain on last frames."""
+    """Image-to-video conditioned on `image` at frame 0 and the prompt; segments chain on last frames
+    (segment i runs with seed + i, `mora.tools.segments`)."""
     from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 
-    frames: list[np.ndarray] = []
-    current = cover_resize(image, width, height)
-    for index in range(segments):
-        clip = _call(
-            spec, rt, [LTXVideoCondition(image=current, frame_index=0)], prompt=prompt, width=width, height=height,
-            num_frames=num_frames, steps=steps, fps=fps, seed=seed + index,
+    def clip(start: Image.Image, clip_seed: int) -> np.ndarray:
+        return _call(
+            spec, rt, [LTXVideoCondition(image=start, frame_index=0)], prompt=prompt, width=width, height=height,
+            num_frames=num_frames, steps=steps, fps=fps, seed=clip_seed,
         )
-        frames.extend(clip if index == 0 else clip[1:])
-        current = Image.fromarray(clip[-1])
-    return np.stack(frames)
+
+    return chain_segments(cover_resize(image, width, height), segments, seed, clip, "ltx")
 
 
 def continue_video(

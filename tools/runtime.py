@@ -273,14 +273,14 @@ class Runtime:
         dtype: `auto` (fp16/bf16 on GPU, fp32 on CPU), `float16`, `bfloat16` or `float32`.
         profile: `fast`, `balanced` or `low-vram`.
         progress: show the diffusion step bars.
-        adapter: a trained adapter (`mora.training.load_adapter`): its LoRA goes into the pipelines of
+        adapter: a trained adapter (`mora.adapters.load_adapter`): its LoRA goes into the pipelines of
             the agents it trained and their conditioning gets its modulation tokens. Duck-typed
             (`has`, `apply`, `append`, `sha256`): the tools never import the training package.
     """
 
     def __init__(self, device: str = "auto", dtype: str = "auto", profile: str = "balanced", progress: bool = True,
                  adapter: Any = None):
-        self.adapter = adapter  # a trained adapter (mora.training.Adapter) or None
+        self.adapter = adapter  # a trained adapter (mora.adapters.Adapter) or None
         self.device = resolve_device(device)
         self.dtype_setting = dtype
         self.profile = check_profile(profile)

@@ -15,6 +15,7 @@ from PIL import Image
 from mora.config import ModelSpec
 from mora.tools.profiles import decode_chunk
 from mora.tools.runtime import Runtime, from_pretrained, generator, variant
+from mora.tools.segments import chain_segments
 from mora.tools.sizing import cover_resize, to_uint8
 
 logger = logging.getLogger(__name__)
@@ -56,27 +57,26 @@ def generate(
     spec: ModelSpec, rt: Runtime, *, image: Image.Image, prompt: str | None, width: int, height: int, num_frames: int,
     segments: int, steps: int, fps: int, seed: int,
 ) -> np.ndarray:
-    """`segments` chained clips of `num_frames` from `image`: (T, H, W, 3) uint8, T = n + (s-1)(n-1)."""
+    """`segments` chained clips of `num_frames` from `image`: (T, H, W, 3) uint8, T = n + (s-1)(n-1).
+
+    Segment i runs with seed + i on a fresh generator (`mora.tools.segments`).
+    """
     if prompt:
         logger.info("SVD takes no text: the prompt is unused by image_to_video (it shaped the first frame)")
     pipe, s = load(spec, rt), spec.settings
-    gen = generator(seed)
     chunk = decode_chunk(rt.profile, rt.device, spec.settings.decode_chunk_size, num_frames, width, height)
-    frames: list[np.ndarray] = []
-    current = cover_resize(image, width, height)
-    for index in range(segments):
+
+    def clip(start: Image.Image, clip_seed: int) -> np.ndarray:
         with _modulated(pipe, rt):
             out = pipe(
-                current, width=width, height=height, num_frames=num_frames, num_inference_steps=steps, fps=fps,
+                start, width=width, height=height, num_frames=num_frames, num_inference_steps=steps, fps=fps,
                 motion_bucket_id=s.motion_bucket_id, noise_aug_strength=s.noise_aug_strength,
                 min_guidance_scale=s.min_guidance_scale, max_guidance_scale=s.max_guidance_scale,
-                decode_chunk_size=chunk, generator=gen, output_type="np",
+                decode_chunk_size=chunk, generator=generator(clip_seed), output_type="np",
             ).frames[0]
-        clip = to_uint8(out)
-        frames.extend(clip if index == 0 else clip[1:])
-        current = Image.fromarray(clip[-1])
-        logger.debug("svd segment %d/%d: %d frames", index + 1, segments, len(clip))
-    return np.stack(frames)
+        return to_uint8(out)
+
+    return chain_segments(cover_resize(image, width, height), segments, seed, clip, "svd")
 
 
 def continue_video(

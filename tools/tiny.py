@@ -272,36 +272,45 @@ def _build_ltx():
     )
 
 
+# Toy Wan pieces, shared with `mora.tools.tiny_modern` (Wan 2.2 TI2V and VACE): one definition of each.
+TOY_WAN_TRANSFORMER = dict(
+    patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, text_dim=32, freq_dim=256, ffn_dim=32,
+    num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+)
+
+
+def toy_wan21_vae():
+    """The Wan 2.1 VAE at toy size (z_dim 16; 8x spatial, 4x temporal compression: 4k+1 frames)."""
+    from diffusers import AutoencoderKLWan
+
+    return AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                            temperal_downsample=[False, True, True])
+
+
+def toy_umt5_encoder():
+    """Wan's text encoder (UMT5) at toy size, in inference mode (no dropout)."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    return UMT5EncoderModel(
+        UMT5Config(vocab_size=4 + len(_CHARS), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                   relative_attention_num_buckets=8, dropout_rate=0.0)
+    ).train(False)
+
+
 def _build_wan():
     """Wan 2.1 first-last-frame-to-video at toy size (8x spatial, 4x temporal compression: 4k+1 frames)."""
     import torch
-    from diffusers import (
-        AutoencoderKLWan,
-        FlowMatchEulerDiscreteScheduler,
-        WanImageToVideoPipeline,
-        WanTransformer3DModel,
-    )
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        CLIPVisionModel,
-        UMT5Config,
-        UMT5EncoderModel,
-    )
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     torch.manual_seed(5)
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True])
+    vae = toy_wan21_vae()  # built in this order: the random weights stay those of the cached models
     image_tokens = (32 // 8) ** 2 + 1  # CLIP patches plus the class token, per conditioning image
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
-        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32, image_dim=16, pos_embed_seq_len=2 * image_tokens,  # first and last frame
+        **TOY_WAN_TRANSFORMER, in_channels=36, out_channels=16, image_dim=16,
+        pos_embed_seq_len=2 * image_tokens,  # first and last frame
     )
-    text_encoder = UMT5EncoderModel(  # Wan's text encoder is UMT5
-        UMT5Config(vocab_size=4 + len(_CHARS), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-                   relative_attention_num_buckets=8, dropout_rate=0.0)
-    ).train(False)  # inference mode: no dropout
+    text_encoder = toy_umt5_encoder()
     encoder = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, projection_dim=16, num_hidden_layers=2,
                                                num_attention_heads=2, image_size=32, intermediate_size=16,
                                                patch_size=8))

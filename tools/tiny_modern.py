@@ -26,7 +26,7 @@ from typing import Any
 
 from mora.config import ModelSpec, mora_home
 from mora.tools.modern_settings import tiny_settings
-from mora.tools.tiny import _CHARS, _t5_tokenizer, build_once
+from mora.tools.tiny import TOY_WAN_TRANSFORMER, _t5_tokenizer, build_once, toy_umt5_encoder, toy_wan21_vae
 
 logger = logging.getLogger(__name__)
 
@@ -172,15 +172,6 @@ def _build_qwen_image_edit():
 # --- Wan 2.2 TI2V-5B and Wan VACE ---------------------------------------------------------------------
 
 
-def _umt5_encoder():
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    return UMT5EncoderModel(  # Wan's text encoder is UMT5
-        UMT5Config(vocab_size=4 + len(_CHARS), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-                   relative_attention_num_buckets=8, dropout_rate=0.0)
-    ).train(False)
-
-
 def _unipc(flow_shift: float):
     """Wan's scheduler: UniPC on flow-matching sigmas."""
     from diffusers import UniPCMultistepScheduler
@@ -202,13 +193,9 @@ def _build_wan22_ti2v():
         scale_factor_temporal=4, in_channels=12, out_channels=12,  # RGB patchified 2x2 before the encoder
         latents_mean=[0.0] * 48, latents_std=[1.0] * 48,
     )
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=48, out_channels=48,
-        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    )
+    transformer = WanTransformer3DModel(**TOY_WAN_TRANSFORMER, in_channels=48, out_channels=48)
     return WanImageToVideoPipeline(
-        tokenizer=_t5_tokenizer(), text_encoder=_umt5_encoder(), vae=vae, scheduler=_unipc(5.0),
+        tokenizer=_t5_tokenizer(), text_encoder=toy_umt5_encoder(), vae=vae, scheduler=_unipc(5.0),
         image_processor=None, image_encoder=None, transformer=transformer, transformer_2=None,
         boundary_ratio=None, expand_timesteps=True,
     )
@@ -218,17 +205,13 @@ def _build_wan_vace():
     """Wan VACE at toy size: the Wan 2.1 VAE (z_dim 16) and a VACE transformer whose control branch reads
     96 channels (inactive + reactive video latents, 2 x 16, plus the 8x8-folded mask, 64)."""
     import torch
-    from diffusers import AutoencoderKLWan, WanVACEPipeline, WanVACETransformer3DModel
+    from diffusers import WanVACEPipeline, WanVACETransformer3DModel
 
     torch.manual_seed(13)
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True])
-    transformer = WanVACETransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32, vace_layers=[0, 1], vace_in_channels=96,
-    )
-    return WanVACEPipeline(tokenizer=_t5_tokenizer(), text_encoder=_umt5_encoder(), vae=vae,
+    vae = toy_wan21_vae()
+    transformer = WanVACETransformer3DModel(**TOY_WAN_TRANSFORMER, in_channels=16, out_channels=16,
+                                            vace_layers=[0, 1], vace_in_channels=96)
+    return WanVACEPipeline(tokenizer=_t5_tokenizer(), text_encoder=toy_umt5_encoder(), vae=vae,
                            scheduler=_unipc(3.0), transformer=transformer)
 
 

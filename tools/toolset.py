@@ -21,6 +21,7 @@ from mora.errors import InputError
 from mora.limits import MAX_FPS, MAX_SEGMENTS, MAX_SIDE, MAX_STEPS, check_int, check_seed, check_text
 from mora.tools import ltx, pix2pix, qwen_image, qwen_image_edit, sdxl, svd, wan, wan22, wan_vace
 from mora.tools.runtime import Runtime, release
+from mora.tools.segments import segment_boundaries
 from mora.tools.sizing import fit_size, resize_frames
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Toolset:
         input_guard: optional `(path, argument) -> Path` check applied to every input path
             (the agent layer uses it to accept only the current job's inputs and artifacts).
         adapter: a trained adapter (`mora train` output: its folder, or a loaded
-            `mora.training.Adapter`): its LoRA and modulation tokens apply to the agents it trained.
+            `mora.adapters.Adapter`): its LoRA and modulation tokens apply to the agents it trained.
 
     Example:
         >>> tools = Toolset(preset="tiny", device="cpu", output_dir="outputs")
@@ -325,7 +326,7 @@ class Toolset:
             steps=steps, fps=fps, seed=seed,
         ))
         out = media.write_video(frames, self._out("image_to_video", ".mp4"), fps=fps)
-        boundaries = [n + i * (n - 1) for i in range(segments - 1)]
+        boundaries = segment_boundaries(n, segments)
         return self._record(
             "image_to_video", spec, dict(image_path=str(image_path), prompt=prompt), out, started, seed=seed,
             settings=_call_settings(spec, width=w, height=h, num_frames=n, steps=steps, fps=fps, segments=segments),
@@ -447,7 +448,7 @@ def _load_adapter(adapter: Any, preset: Preset) -> Any:
     """A folder path is loaded (and checked against the preset's models); a loaded adapter passes."""
     if adapter is None or not isinstance(adapter, (str, Path)):
         return adapter
-    from mora.training.adapter import (
+    from mora.adapters.adapter import (
         load_adapter,  # the adapter format sits below the tools (no tools import)
     )
 

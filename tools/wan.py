@@ -13,32 +13,19 @@ import numpy as np
 from PIL import Image
 
 from mora.config import ModelSpec
-from mora.tools.runtime import Runtime, from_pretrained, generator
+from mora.tools.runtime import Runtime, generator
 from mora.tools.sizing import cover_resize, to_uint8
+from mora.tools.wan_loader import load_wan
 
 logger = logging.getLogger(__name__)
 
-GPU_DTYPE = "bfloat16"
 DEFAULT_PROMPT = "a smooth, natural transition between the two scenes, consistent lighting and camera"
 NEGATIVE_PROMPT = "blurry, low quality, jittery motion, distorted, static"
 
 
 def load(spec: ModelSpec, rt: Runtime):
-    import torch
-    from diffusers import AutoencoderKLWan, WanImageToVideoPipeline
-    from transformers import CLIPVisionModel
-
-    def build(dtype):
-        extra = {}
-        if dtype != torch.float32:  # keep the VAE and image encoder in float32 (the model card's advice)
-            extra = dict(
-                vae=from_pretrained(AutoencoderKLWan, spec.model, subfolder="vae", dtype=torch.float32),
-                image_encoder=from_pretrained(CLIPVisionModel, spec.model, subfolder="image_encoder",
-                                              dtype=torch.float32),
-            )
-        return from_pretrained(WanImageToVideoPipeline, spec.model, dtype=dtype, **extra)
-
-    return rt.pipeline("wan", spec.model, build, GPU_DTYPE)
+    """Wan 2.1 FLF2V: the VAE and the CLIP image encoder in float32 (the model card's advice)."""
+    return load_wan(spec, rt, "wan", "WanImageToVideoPipeline", float32_parts=("vae", "image_encoder"))
 
 
 def transition(

@@ -18,36 +18,25 @@ from PIL import Image
 
 from mora.config import ModelSpec
 from mora.tools.modern_settings import WAN_NEGATIVE_PROMPT
-from mora.tools.runtime import Runtime, from_pretrained, generator
+from mora.tools.runtime import Runtime, generator
+from mora.tools.segments import chain_segments
 from mora.tools.sizing import cover_resize, to_uint8
+from mora.tools.wan_loader import load_wan
 
 logger = logging.getLogger(__name__)
 
-GPU_DTYPE = "bfloat16"
 DEFAULT_PROMPT = "natural, smooth motion that continues the scene, steady camera, consistent lighting"
 
 
 def load(spec: ModelSpec, rt: Runtime):
-    import torch
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline
+    """Wan 2.2 TI2V: the VAE in float32; refuses a repo that is not a TI2V model (no expand_timesteps)."""
 
-    shift = spec.settings.flow_shift
-
-    def build(dtype):
-        extra = {}
-        if dtype != torch.float32:  # the VAE runs in float32 (the model card's advice)
-            extra["vae"] = from_pretrained(AutoencoderKLWan, spec.model, subfolder="vae", dtype=torch.float32)
-        pipe = from_pretrained(WanImageToVideoPipeline, spec.model, dtype=dtype, **extra)
+    def check(pipe) -> None:
         if not pipe.config.expand_timesteps:
             raise ValueError(f"wan22: {spec.model} is not a Wan 2.2 TI2V model (its pipeline config lacks "
                              "expand_timesteps); use family 'wan' for Wan 2.1 image-to-video")
-        if shift is not None:
-            pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=shift)
-        return pipe
 
-    # The scheduler's shift is part of what is loaded, so it is part of the cache key.
-    key = spec.model if shift is None else f"{spec.model}#flow_shift={shift}"
-    return rt.pipeline("wan22", key, build, GPU_DTYPE)
+    return load_wan(spec, rt, "wan22", "WanImageToVideoPipeline", check=check)
 
 
 def _check(spec: ModelSpec, width: int, height: int, num_frames: int) -> None:
@@ -88,22 +77,19 @@ def generate(
         segments: clips chained on last frames.
         steps: denoising steps.
         fps: the output's frame rate (Wan takes no fps conditioning; recorded by the caller).
-        seed: the first segment's seed; segment i uses seed + i.
+        seed: the first segment's seed; segment i uses seed + i (`mora.tools.segments`).
 
     Example:
         >>> frames = generate(spec, Runtime(), image=first, prompt="waves roll in", width=1280, height=704,
         ...                   num_frames=121, segments=1, steps=50, fps=24, seed=0)
     """
     _check(spec, width, height, num_frames)
-    frames: list[np.ndarray] = []
-    current = image
-    for index in range(segments):
-        clip = _clip(spec, rt, current, prompt=prompt, width=width, height=height, num_frames=num_frames,
-                     steps=steps, seed=seed + index)
-        frames.extend(clip if index == 0 else clip[1:])
-        current = Image.fromarray(clip[-1])
-        logger.debug("wan22 segment %d/%d: %d frames", index + 1, segments, len(clip))
-    return np.stack(frames)
+
+    def clip(start: Image.Image, clip_seed: int) -> np.ndarray:
+        return _clip(spec, rt, start, prompt=prompt, width=width, height=height, num_frames=num_frames,
+                     steps=steps, seed=clip_seed)
+
+    return chain_segments(image, segments, seed, clip, "wan22")
 
 
 def continue_video(

@@ -34,34 +34,21 @@ from PIL import Image
 from mora.config import ModelSpec
 from mora.errors import InputError
 from mora.tools.modern_settings import WAN_NEGATIVE_PROMPT
-from mora.tools.runtime import Runtime, from_pretrained, generator
+from mora.tools.runtime import Runtime, generator
+from mora.tools.segments import segment_seed
 from mora.tools.sizing import cover_resize, to_uint8
+from mora.tools.wan_loader import load_wan
 
 logger = logging.getLogger(__name__)
 
-GPU_DTYPE = "bfloat16"
 EDIT_PROMPT = "the same scene and motion as the source video, in the style and appearance of the first frame"
 TRANSITION_PROMPT = "a smooth, natural transition between the two scenes, consistent lighting and camera"
 CONTROLS = ("gray",)  # VACE annotators that need no model of their own
 
 
 def load(spec: ModelSpec, rt: Runtime):
-    import torch
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanVACEPipeline
-
-    shift = spec.settings.flow_shift
-
-    def build(dtype):
-        extra = {}
-        if dtype != torch.float32:  # the VAE runs in float32 (the diffusers example's advice)
-            extra["vae"] = from_pretrained(AutoencoderKLWan, spec.model, subfolder="vae", dtype=torch.float32)
-        pipe = from_pretrained(WanVACEPipeline, spec.model, dtype=dtype, **extra)
-        if shift is not None:  # the example sets it per resolution: 5.0 for 720p, 3.0 for 480p
-            pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=shift)
-        return pipe
-
-    key = spec.model if shift is None else f"{spec.model}#flow_shift={shift}"
-    return rt.pipeline("wan-vace", key, build, GPU_DTYPE)
+    """Wan VACE: the VAE in float32; flow shift from the settings (the example: 5.0 for 720p, 3.0 for 480p)."""
+    return load_wan(spec, rt, "wan-vace", "WanVACEPipeline")
 
 
 def round_frames(n: int, multiple: int) -> int:
@@ -124,7 +111,7 @@ def edit_video(
         width, height: multiples of 16; frames and reference are cover-resized to it.
         steps: denoising steps.
         fps: the source's frame rate (Wan takes no fps conditioning; recorded by the caller).
-        seed: the first window's seed; window i uses seed + i.
+        seed: the first window's seed; window i uses seed + i (`mora.tools.segments`).
 
     Example:
         >>> edited = edit_video(spec, Runtime(), frames=video.frames, reference=edited_first_frame,
@@ -155,7 +142,8 @@ def edit_video(
         video = ([first] if pinned else [chunk[0]]) + chunk[1:] + [chunk[-1]] * (padded - n)
         mask = [keep if pinned else generate] + [generate] * (padded - 1)
         clip = _call(spec, rt, video=video, mask=mask, reference_images=[reference] if s.use_reference else None,
-                     prompt=prompt or EDIT_PROMPT, width=width, height=height, steps=steps, seed=seed + index)[:n]
+                     prompt=prompt or EDIT_PROMPT, width=width, height=height, steps=steps,
+                     seed=segment_seed(seed, index))[:n]
         out.extend(clip if start == 0 else clip[1:])  # a later window's frame 0 repeats the last output frame
         if start + n >= len(frames):
             break

@@ -241,7 +241,7 @@ def _host_checks(spec: JobBase, hooks: Hooks, preset: Preset, roles: set, files:
         resolve_device(spec.device)
     check_models([m for role in sorted(roles) for m in preset.spec(role).model_ids()], preset.name)
     if adapter is None and spec.adapter is not None:  # files, sha256 and base models checked before any step
-        from mora.training.adapter import load_adapter
+        from mora.adapters.adapter import load_adapter
 
         adapter = load_adapter(spec.adapter, preset)
     return config_list, adapter

@@ -6,9 +6,10 @@ attribute that needs them, so `import mora` and `mora --help` stay fast.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mora._lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -25,7 +26,7 @@ _LAZY = {
     "run": "mora.workflows.runner",
     "RunResult": "mora.workflows.runner",
     "chat": "mora.workflows.chat",
-    "TASKS": "mora.workflows.routes",
+    "TASKS": "mora.workflows.tasks",
     "train": "mora.training.loop", "TrainResult": "mora.training.trainer",
     "batch": "mora.workflows.batch", "BatchResult": "mora.workflows.batch",
     "story": "mora.workflows.story",
@@ -46,15 +47,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from mora.training.loop import train
     from mora.training.trainer import TrainResult
     from mora.workflows.chat import chat
-    from mora.workflows.routes import TASKS
     from mora.workflows.runner import RunResult, run
     from mora.workflows.story import story
+    from mora.workflows.tasks import TASKS
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mora' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -10,8 +10,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mora._lazy import lazy_names
 
 _LAZY = {
     "score_video": "mora.evaluation.scorecard",
@@ -29,10 +30,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from mora.evaluation.scorecard import format_table, score_card_for_file, score_video
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mora.evaluation' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -7,7 +7,8 @@ coupled loss L = L_A4(clip | first frame from A2) + lambda * L_A2 (+ L_A3), whos
 from the video agent back into the image agent. The modulation factor ||z_i|| is reported in the
 metrics, the adapter and every manifest made with it. Design and limits: docs/training.md.
 
-API for the command line, the tools and the web page (nothing here imports torch until used):
+API for the command line and the web page (nothing here imports torch until used). The adapter
+names below are re-exported from `mora.adapters`, the package below the tools that inference uses:
 
 Training (`mora train`):
     train(data, out, *, progress=True, callback=None, **options) -> TrainResult
@@ -42,8 +43,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mora._lazy import lazy_names
 
 # public name -> module; imported on first use (PEP 562), so `import mora.training` stays light
 _LAZY = {
@@ -53,15 +55,16 @@ _LAZY = {
     "Trainer": "mora.training.trainer",
     "TrainResult": "mora.training.trainer",
     "TrainConfig": "mora.training.config",
-    "AGENTS": "mora.training.config",
+    "AGENTS": "mora.adapters.spec",
     "parse_size": "mora.training.config",
     "check_dataset": "mora.training.data",
-    "Adapter": "mora.training.adapter",
-    "load_adapter": "mora.training.adapter",
-    "sdxl_call_kwargs": "mora.training.inference",
-    "pix2pix_call_kwargs": "mora.training.inference",
-    "svd_modulation": "mora.training.inference",
-    "preview_video": "mora.training.inference",
+    # the adapter format lives below the tools (mora.adapters); these names stay here for users
+    "Adapter": "mora.adapters.adapter",
+    "load_adapter": "mora.adapters.adapter",
+    "sdxl_call_kwargs": "mora.adapters.inference",
+    "pix2pix_call_kwargs": "mora.adapters.inference",
+    "svd_modulation": "mora.adapters.inference",
+    "preview_video": "mora.adapters.inference",
 }
 
 __all__ = [
@@ -70,18 +73,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mora.training.adapter import Adapter, load_adapter
-    from mora.training.config import AGENTS, TrainConfig, parse_size
+    from mora.adapters.adapter import Adapter, load_adapter
+    from mora.adapters.inference import pix2pix_call_kwargs, preview_video, sdxl_call_kwargs, svd_modulation
+    from mora.adapters.spec import AGENTS
+    from mora.training.config import TrainConfig, parse_size
     from mora.training.data import check_dataset
-    from mora.training.inference import pix2pix_call_kwargs, preview_video, sdxl_call_kwargs, svd_modulation
     from mora.training.loop import LoopResult, train, train_data_free
     from mora.training.trainer import Trainer, TrainResult
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mora.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
+from mora.adapters.adapter import write_adapter, write_folder_atomically
+from mora.adapters.lora import read_lora_file
 from mora.errors import InputError
-from mora.training.adapter import write_adapter, write_folder_atomically
 from mora.training.config import RUN_DEFINING, TrainConfig
-from mora.training.lora import read_lora_file
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Training options: a typed, validated `TrainConfig` and the table of trainable agents.
+"""Training options: a typed, validated `TrainConfig` (the trainable agents: `mora.adapters.spec`).
 
 This module imports no torch, so the command line can check every option (and the preset's
 families) before any model loads. A bad value raises `InputError` naming the option, the value
@@ -14,36 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mora.adapters.spec import AGENTS
 from mora.config import Preset, get_preset
 from mora.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-#: The special token whose encoding initialises every modulation embedding (the paper's "[Mod]").
-MOD_TOKEN = "[Mod]"
-
-
-@dataclass(frozen=True)
-class AgentInfo:
-    """A trainable agent: the preset role it plays and the pipeline family training supports.
-
-    Args:
-        role: the preset role whose model the agent runs (`mora.config.ROLES`).
-        family: the pipeline family this trainer knows how to fine-tune for that role.
-        paper: the agent's name in the paper (A2, A3, A4).
-    """
-
-    role: str
-    family: str
-    paper: str
-
-
-#: agent name -> what it trains. `image_to_video_agent` also serves the `extend` role (same model).
-AGENTS: dict[str, AgentInfo] = {
-    "text_to_image_agent": AgentInfo("text_to_image", "sdxl", "A2"),
-    "image_to_image_agent": AgentInfo("image_to_image", "pix2pix", "A3"),
-    "image_to_video_agent": AgentInfo("image_to_video", "svd", "A4"),
-}
 DEFAULT_AGENTS = ("text_to_image_agent", "image_to_video_agent")
 OPTIMIZERS = ("adamw", "adamw8bit")
 LR_SCHEDULES = ("constant", "cosine")

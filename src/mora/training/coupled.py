@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from mora.adapters.modulation import append_modulation, clip_image_tokens
 from mora.training.config import TrainConfig
 from mora.training.models import AgentModel
-from mora.training.modulation import append_modulation, clip_image_tokens
 from mora.training.objectives import (
     SVD_COND_SIGMA_LOGNORMAL,
     add_noise,

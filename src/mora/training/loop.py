@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from mora import media
+from mora.adapters.adapter import write_folder_atomically
 from mora.errors import InputError
-from mora.training.adapter import write_folder_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -351,7 +351,7 @@ class DataFreeLoop:
             raise
 
     def write_manifest(self, adapter: Path | None = None) -> dict:
-        from mora.training.adapter import load_adapter
+        from mora.adapters.adapter import load_adapter
 
         single = not self.judges
         manifest = {
@@ -439,8 +439,8 @@ def load_weights(trainer: Any, adapter_dir: Path) -> None:
     """Start `trainer` from a saved adapter: its theta_i and z_i for every agent both have."""
     import torch
 
-    from mora.training.adapter import load_adapter
-    from mora.training.lora import read_lora_file, set_lora_state
+    from mora.adapters.adapter import load_adapter
+    from mora.adapters.lora import read_lora_file, set_lora_state
 
     adapter = load_adapter(adapter_dir, trainer.cfg.preset_name)
     for agent, model in trainer.models.items():

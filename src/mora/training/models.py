@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from mora.adapters.lora import add_lora
+from mora.adapters.modulation import initial_modulation
+from mora.adapters.spec import AGENTS
 from mora.config import Preset
-from mora.training.config import AGENTS
-from mora.training.lora import add_lora
-from mora.training.modulation import initial_modulation
 
 logger = logging.getLogger(__name__)
 

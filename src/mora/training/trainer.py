@@ -21,15 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from mora.adapters.adapter import ADAPTER_JSON, Adapter, write_adapter, write_folder_atomically
+from mora.adapters.lora import lora_state, set_lora_state
+from mora.adapters.modulation import INIT_METHODS, modulation_factor
+from mora.adapters.spec import AGENTS, MOD_TOKEN
 from mora.errors import InputError
 from mora.training import checkpoints as ckpt
-from mora.training.adapter import ADAPTER_JSON, Adapter, write_adapter, write_folder_atomically
-from mora.training.config import AGENTS, MOD_TOKEN, TrainConfig
+from mora.training.config import TrainConfig
 from mora.training.coupled import Batch, compute_losses
 from mora.training.data import batch_indices, check_dataset, load_clip
-from mora.training.lora import lora_state, set_lora_state
 from mora.training.models import AgentModel, build_agent
-from mora.training.modulation import INIT_METHODS, modulation_factor
 from mora.training.report import (
     LOG_FILE,
     LOSS_PLOT,
@@ -377,7 +378,7 @@ class Trainer:
         return Adapter(path=None, meta=meta, modulation_tensors=modulation, lora_states=lora)
 
     def pipelines(self) -> dict[str, Any]:
-        """agent -> its training pipeline (LoRA layers in place; append z via `mora.training.inference`)."""
+        """agent -> its training pipeline (LoRA layers in place; append z via `mora.adapters.inference`)."""
         return {agent: m.pipe for agent, m in self.models.items()}
 
     def save_adapter(self) -> Path:
@@ -399,8 +400,8 @@ class Trainer:
                            run_dir=self.run_dir, steps=self.step, modulation=manifest["modulation"], manifest=manifest)
 
     def _write_manifest(self, status: str, records: list[dict[str, Any]], final_loss: float | None = None) -> dict:
+        from mora.adapters.adapter import load_adapter
         from mora.media import write_json
-        from mora.training.adapter import load_adapter
 
         run = self.run_dir
         adapter = None

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mora.training.adapter import Adapter
-from mora.training.modulation import append_modulation
+from mora.adapters.adapter import Adapter
+from mora.adapters.modulation import append_modulation
 
 A2, A3, A4 = "text_to_image_agent", "image_to_image_agent", "image_to_video_agent"
 

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from mora.adapters.spec import MOD_TOKEN
 from mora.errors import InputError
-from mora.training.config import MOD_TOKEN
 
 logger = logging.getLogger(__name__)
 

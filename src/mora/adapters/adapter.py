@@ -26,10 +26,7 @@ from typing import Any
 
 import torch
 
-from mora.config import Preset, get_preset
-from mora.errors import InputError
-from mora.training.config import AGENTS
-from mora.training.lora import (
+from mora.adapters.lora import (
     ADAPTER_NAME,
     TARGET_MODULES,
     load_lora,
@@ -37,7 +34,10 @@ from mora.training.lora import (
     save_lora_file,
     set_lora_state,
 )
-from mora.training.modulation import append_modulation, modulation_factor
+from mora.adapters.modulation import append_modulation, modulation_factor
+from mora.adapters.spec import AGENTS
+from mora.config import Preset, get_preset
+from mora.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def write_adapter(directory: Path, *, lora: dict[str, dict[str, torch.Tensor]], 
 
     Args:
         directory: where to write (the caller makes it atomic: a temp folder, then a rename).
-        lora: agent -> its LoRA weights in peft format (see `mora.training.lora.lora_state`).
+        lora: agent -> its LoRA weights in peft format (see `mora.adapters.lora.lora_state`).
         modulation: agent -> z_i, (K, D).
         info: the rest of adapter.json (base, agents, rank, mod_tokens, steps, seed, ...).
     """
@@ -162,7 +162,7 @@ class Adapter:
         """Load `agent`'s LoRA into `pipe`'s UNet (in place) and return `pipe`.
 
         A pipeline with an adapter applied is that adapter's: cache it under a key that includes
-        `sha256`. z_i is appended per call (`mora.training.inference`).
+        `sha256`. z_i is appended per call (`mora.adapters.inference`).
         """
         family = self.meta["base"]["models"][agent]["family"]
         self.modulation(agent)  # the agent must be in the adapter
