@@ -52,7 +52,7 @@ def _problem(err: dict, fix: str | None) -> str:
     if kind.startswith("int_") or kind == "int_type":
         return f"{shown}is not a whole number; {fix or 'pass a whole number'}"
     if kind.startswith("float_") or kind.startswith("bool_") or kind.startswith("string_") or kind.endswith("_type"):
-        what = kind.split("_")[0].replace("str", "text").replace("string", "text")
+        what = {"str": "text", "string": "text"}.get(kind.split("_")[0], kind.split("_")[0])
         expect = {"float": "a number", "bool": "true or false", "text": "text", "int": "a whole number",
                   "list": "a list", "dict": "an object", "model": "an object"}.get(what, what)
         if kind in ("string_too_short", "string_too_long", "too_short", "too_long"):
