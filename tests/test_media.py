@@ -518,6 +518,22 @@ def test_truncated_mp4_is_damage_reported_by_pyav(tmp_path):
     assert isinstance(excinfo.value.__cause__, av.error.FFmpegError)  # PyAV's own report, no log reading
 
 
+def test_mp4_cut_between_frames_falls_short_of_its_declared_frames(tmp_path):
+    """Cut exactly where a frame starts, nothing fails to decode: the index still counts 12 frames."""
+    import av
+
+    rng = np.random.default_rng(0)
+    ours = media.write_video(rng.integers(0, 256, (12, 64, 64, 3), dtype=np.uint8), tmp_path / "ours.mp4", fps=8)
+    with av.open(str(ours)) as container:
+        starts = sorted(p.pos for p in container.demux(video=0) if p.pos is not None and p.pos >= 0)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(ours.read_bytes()[: starts[6]])
+    for read in (media.read_video, media.probe_video, lambda p: list(media.iter_frames(p))):
+        with pytest.raises(InputError) as excinfo:
+            read(cut)
+        assert_input_error(excinfo, "video", str(cut), "truncated or damaged: 6 of the 12 frames it declares")
+
+
 def test_webm_cut_short_falls_short_of_its_declared_duration(tmp_path):
     webm = ffmpeg_make(tmp_path / "full.webm", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=8",
                        "-frames:v", "12", "-c:v", "libvpx")  # fmt: skip

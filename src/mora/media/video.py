@@ -216,14 +216,18 @@ class _Decoder:
         self._check_complete(first, last)
 
     def _check_complete(self, first: float | None, last: float | None) -> None:
+        """Damage that decoded cleanly: fewer frames than declared, or a span short of the declared time.
+
+        Both must agree when the container declares both: an MP4 edit list can legitimately hide
+        a few of the frames its index counts, but never shorten the time it says the video lasts.
+        """
         declared = int(self.stream.frames or 0)
-        if declared and self.count < declared:
-            raise _damaged(self.argument, self.shown, f"{self.count} of the {declared} frames it declares")
         duration = self._declared_duration()
-        if declared or duration is None or first is None or last is None:
-            return
-        span = last - first + 1.0 / self.fps
-        if span < duration - max(2.0 / self.fps, 0.02 * duration):
+        span = None if first is None or last is None else last - first + 1.0 / self.fps
+        short = duration is not None and span is not None and span < duration - max(2.0 / self.fps, 0.02 * duration)
+        if declared and self.count < declared and (short or duration is None or span is None):
+            raise _damaged(self.argument, self.shown, f"{self.count} of the {declared} frames it declares")
+        if short:
             raise _damaged(self.argument, self.shown, f"{span:.2f} s of the {duration:.2f} s it declares")
 
     def _declared_duration(self) -> float | None:
