@@ -22,7 +22,7 @@ from PIL import Image
 import mora
 from mora import media
 from mora.agents.enhance import DIGITAL_WORLD_CUE, SIMULATE_NEGATIVE
-from mora.agents.llm import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, load_llm_config
+from mora.agents.llm import CLIENT_MAX_RETRIES, DEFAULT_TIMEOUT_S, load_llm_config
 from mora.agents.team import LLM_ATTEMPTS, USER_PROXY, Team
 from mora.errors import InputError, LLMError, ReviewAborted
 
@@ -32,7 +32,7 @@ P, T2I, I2I, I2V, VC = (
 FOX = "a red fox running through snow"
 MANIFEST_KEYS = {"task", "preset", "seed", "inputs", "prompt", "enhanced_prompt", "route", "artifacts", "video",
                  "models", "settings", "timings", "llm", "metrics", "versions"}
-OPENAI_ATTEMPTS = DEFAULT_MAX_RETRIES + 1  # requests one mora attempt makes when the server answers 500
+OPENAI_ATTEMPTS = CLIENT_MAX_RETRIES + 1  # requests one mora attempt makes when the server answers 500
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -692,14 +692,14 @@ ENTRY = {"model": "llama3.1", "base_url": "http://localhost:11434/v1", "api_key"
 
 def test_llm_config_from_list_and_path(tmp_path):
     (entry,) = load_llm_config([ENTRY])
-    assert entry == {**ENTRY, "timeout": DEFAULT_TIMEOUT_S, "max_retries": DEFAULT_MAX_RETRIES}
+    assert entry == {**ENTRY, "timeout": DEFAULT_TIMEOUT_S, "max_retries": CLIENT_MAX_RETRIES}
     assert load_llm_config([{**ENTRY, "timeout": 5, "max_retries": 0}])[0] | {} == {**ENTRY, "timeout": 5,
                                                                                    "max_retries": 0}
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps([ENTRY, {"model": "gpt-4o-mini"}]))
     entries = load_llm_config(str(path))
     assert [e["model"] for e in entries] == ["llama3.1", "gpt-4o-mini"]
-    assert all(e["timeout"] == DEFAULT_TIMEOUT_S and e["max_retries"] == DEFAULT_MAX_RETRIES for e in entries)
+    assert all(e["timeout"] == DEFAULT_TIMEOUT_S and e["max_retries"] == CLIENT_MAX_RETRIES for e in entries)
     assert load_llm_config(path)[0]["model"] == "llama3.1"  # a Path works too
 
 
@@ -726,9 +726,9 @@ def test_llm_config_from_env_and_cwd(tmp_path, monkeypatch):
     [
         ("[{\"model\": ", "not valid JSON"),
         ("[]", "non-empty"),
-        ("[{\"api_key\": \"x\"}]", "no \"model\""),
-        ("[{\"model\": \"\"}]", "no \"model\""),
-        ("[\"gpt-4o\"]", "no \"model\""),
+        ("[{\"api_key\": \"x\"}]", "entry 0 .*: model: missing; each entry needs \\{\"model\": NAME\\}"),
+        ("[{\"model\": \"\"}]", "model: '' is blank"),
+        ("[\"gpt-4o\"]", "entry 0 .* is a str, not an object"),
     ],
     ids=["malformed", "empty", "no-model", "empty-model", "not-an-object"],
 )
@@ -746,7 +746,7 @@ def test_llm_config_missing_file_names_the_option(tmp_path):
 
 
 def test_llm_config_entry_without_model_in_a_list():
-    with pytest.raises(InputError, match="entry 1 .* no \"model\""):
+    with pytest.raises(InputError, match="entry 1 .*: model: missing"):
         load_llm_config([ENTRY, {"api_key": "sk-x"}])
 
 
