@@ -19,7 +19,7 @@ LAYERS = [
     # the adapter format (what `mora train` writes and every task can load) sits below the tools
     ("mora.evaluation", "mora.training.adapter", "mora.training.lora", "mora.training.modulation",
      "mora.training.config"),
-    ("mora.media", "mora.config", "mora.limits"),
+    ("mora.media", "mora.config", "mora.limits", "mora.validation", "mora.tooltable"),
     ("mora.errors",),
 ]
 MAX_FUNCTION_LINES = 65  # "no function much over 60 lines", docstring included
