@@ -132,3 +132,19 @@ def test_cli_story_only_and_bad_storyboard(tmp_path, capsys):
     bad.write_text(json.dumps({"shots": [{"prompt": "x", "seconds": 1, "transition": "fade"}]}))
     assert main(["story", "--storyboard", str(bad), "--preset", "tiny", "--out", str(tmp_path / "t.mp4")]) == 2
     assert "shots[0] (shot 1).transition" in capsys.readouterr().err
+
+
+def test_splitter_without_llm_keeps_each_shot_to_its_own_sentence():
+    """Issue 20 item 10: each shot is its own sentence, the style and the recurring noun; no other sentence's words."""
+    told = ["The fox sleeps under a pine", "At dawn the fox wakes in the snowy forest",
+            "Then the fox runs across a frozen lake"]
+    board = split_story(". ".join(told) + ".", 3, 1.0)
+    assert [c["name"] for c in board["characters"]] == ["fox"]
+    own = [{"sleeps", "pine"}, {"dawn", "wakes", "snowy", "forest"}, {"runs", "across", "frozen", "lake"}]
+    for k, shot in enumerate(board["shots"]):
+        prompt = shot["prompt"]
+        assert prompt.startswith(told[k]) and "fox" in prompt and board["style"] in prompt
+        words = set(prompt.lower().replace(",", " ").split())
+        others = set().union(*(own[j] for j in range(3) if j != k))
+        assert not words & others, (k, words & others)
+    assert split_story("A lighthouse at dusk. Waves roll in.", 2, 1.0)["characters"] == []  # nothing recurs

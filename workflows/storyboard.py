@@ -117,18 +117,41 @@ def _group(items: list[str], n: int) -> list[str]:
     return [items[k * len(items) // n] for k in range(n)]
 
 
-def _nouns(story: str, limit: int = 4) -> list[str]:
-    """The story's recurring content words (a cheap stand-in for its nouns), most frequent first."""
-    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]+", story.lower()) if w not in _STOP and len(w) > 2]
-    counts: dict[str, int] = {}
-    for w in words:
-        counts[w] = counts.get(w, 0) + 1
-    ranked = sorted(counts, key=lambda w: (-counts[w], words.index(w)))
-    return ranked[:limit]
+# Suffixes of verbs and adverbs ("wakes" is not caught: -s is also the plural of nouns).
+_NOT_NOUN_SUFFIXES = ("ing", "ed", "ly")
+
+
+def _words(sentence: str) -> list[str]:
+    """A sentence's content words, lower case: stopwords, short words and verbs/adverbs by suffix dropped."""
+    return [w for w in re.findall(r"[A-Za-z][A-Za-z'-]+", sentence.lower())
+            if w not in _STOP and len(w) > 2 and not w.endswith(_NOT_NOUN_SUFFIXES)]
+
+
+def recurring_nouns(parts: list[str], limit: int = 4) -> list[str]:
+    """The story's characters without an LLM: content words that appear in two or more sentences.
+
+    A deliberately simple heuristic, written by hand because a part-of-speech tagger (spaCy, NLTK)
+    would be a heavy dependency for a fallback. Its limits: a verb that recurs in the same form
+    ("runs" twice) counts as a character; a character named differently in each sentence ("the
+    fox", "it", "the animal") is missed; plurals and singulars are different words. An LLM's
+    storyboard (storyboard_agent) names characters properly; this is what runs without one.
+
+    Example:
+        >>> recurring_nouns(["The fox sleeps under a pine", "The fox wakes", "A crow watches the fox"])
+        ['fox']
+    """
+    seen: dict[str, int] = {}  # word -> number of sentences it appears in
+    for sentence in parts:
+        for w in dict.fromkeys(_words(sentence)):
+            seen[w] = seen.get(w, 0) + 1
+    return [w for w, n in seen.items() if n >= 2][:limit]
 
 
 def split_story(story: str, shots: int, seconds: float) -> dict:
-    """The deterministic storyboard: sentences -> shots, the story's nouns and style in every shot prompt.
+    """The deterministic storyboard: sentences -> shots; each prompt is its own text, the style and its characters.
+
+    Characters are the story's recurring nouns (`recurring_nouns`); a shot's prompt names only the
+    characters that appear in its own text, so no sentence's words leak into another shot.
 
     Example:
         >>> board = split_story("A fox wakes. The fox runs through snow.", 2, 1.0)
@@ -138,14 +161,13 @@ def split_story(story: str, shots: int, seconds: float) -> dict:
     parts = sentences(story) or [story.strip()]
     lower = story.lower()
     style = ", ".join(w for w in _STYLE_WORDS if re.search(rf"\b{w}\b", lower)) or "cinematic, consistent lighting"
-    nouns = _nouns(story)
-    characters = [{"name": nouns[0], "description": f"the {nouns[0]} of the story, same look in every shot"}] \
-        if nouns else []
-    keep = ", ".join(nouns)
+    nouns = recurring_nouns(parts)
+    characters = [{"name": n, "description": f"the {n} of the story, same look in every shot"} for n in nouns]
     board_shots = []
     for k, text in enumerate(_group(parts, shots)):
         camera = _CAMERAS[k % len(_CAMERAS)] if k else _CAMERAS[0]
-        prompt = f"{text}, {camera}, {style}" + (f", featuring {keep}" if keep else "")
+        mine = [n for n in nouns if n in _words(text)]
+        prompt = f"{text}, {camera}, {style}" + (f", featuring {', '.join(mine)}" if mine else "")
         board_shots.append({"prompt": prompt, "seconds": seconds, "camera": camera,
                             "transition": "connect"})
     title = parts[0][:60]
