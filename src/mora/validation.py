@@ -52,7 +52,7 @@ def _problem(err: dict, fix: str | None) -> str:
     if kind.startswith("int_") or kind == "int_type":
         return f"{shown}is not a whole number; {fix or 'pass a whole number'}"
     if kind.startswith("float_") or kind.startswith("bool_") or kind.startswith("string_") or kind.endswith("_type"):
-        what = kind.split("_")[0].replace("str", "text").replace("string", "text")
+        what = {"str": "text", "string": "text"}.get(kind.split("_")[0], kind.split("_")[0])  # not "texting"
         expect = {"float": "a number", "bool": "true or false", "text": "text", "int": "a whole number",
                   "list": "a list", "dict": "an object", "model": "an object"}.get(what, what)
         if kind in ("string_too_short", "string_too_long", "too_short", "too_long"):
@@ -71,8 +71,14 @@ def _fix_of(model: type[BaseModel] | None, loc: tuple) -> str | None:
     return extra.get("fix") if isinstance(extra, dict) else None
 
 
+def _nested_fix(fixes: dict[str, str] | None, loc: tuple) -> str | None:
+    last = next((p for p in reversed(loc) if isinstance(p, str)), None)
+    return (fixes or {}).get(last) if last else None
+
+
 def problems(error: ValidationError, *, where: str | None = None, model: type[BaseModel] | None = None,
-             spell: Callable[[str], str] | None = None) -> list[str]:
+             spell: Callable[[str], str] | None = None, name: Callable[[tuple], str] | None = None,
+             fixes: dict[str, str] | None = None) -> list[str]:
     """Every error of `error` as one `[WHERE: ]FIELD: VALUE PROBLEM; FIX` line.
 
     Args:
@@ -80,6 +86,10 @@ def problems(error: ValidationError, *, where: str | None = None, model: type[Ba
         where: a prefix such as `jobs.jsonl:3` or `--preset-file my.toml`.
         model: the model validated (its fields' `fix` hints are used).
         spell: how a field is named to the user (e.g. `num_frames` -> `--num-frames` on the command line).
+        name: how a whole location is named (e.g. `("shots", 0, "seconds")` -> `shots[0] (shot 1).seconds`);
+            it replaces the default dotted name and `spell`.
+        fixes: field name (the location's last text part, at any depth) -> its fix, for nested
+            models whose fields `model`'s own `fix` hints cannot reach.
 
     Example:
         >>> problems(exc, where="jobs.jsonl:2")
@@ -88,8 +98,9 @@ def problems(error: ValidationError, *, where: str | None = None, model: type[Ba
     out = []
     for err in error.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        name = _field_name(loc, spell)
-        line = f"{name}: {_problem(err, _fix_of(model, loc))}"
+        field = name(loc) if name else _field_name(loc, spell)
+        fix = _fix_of(model, loc) or _nested_fix(fixes, loc)
+        line = f"{field}: {_problem(err, fix)}"
         out.append(f"{where}: {line}" if where else line)
     return out
 
