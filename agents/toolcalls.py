@@ -1,8 +1,9 @@
 """Checking tool calls that come from an LLM: untrusted input, validated before anything runs.
 
-The tool name must be the step's tool; arguments must be a JSON object with known keys of the
-right types and ranges; input paths must be this job's inputs or artifacts. Output paths are
-never an argument: the tools choose them.
+The tool name must be the step's tool; arguments must be a JSON object that validates against the
+tool's pydantic model (`args_model`: known keys, types, the preset's bounds as constraints; the
+same model is the JSON schema the LLM is sent); input paths (the tool table's `paths`) must be
+this job's inputs or artifacts. Output paths are never an argument: the tools choose them.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from mora.agents.toolcalls import ToolCallFault, args_model, validate_args
 from mora.config import get_preset, load_presets
 from mora.limits import llm_bounds
 from mora.tools.toolset import Toolset
-from mora.tooltable import FRAME_TOOLS, PATH_ARGS, TOOL_NAMES, TOOL_TABLE, option_tools
+from mora.tooltable import FRAME_TOOLS, PATH_ARGS, TOOL_NAMES, TOOL_TABLE, option_tools, video_tool
 from mora.workflows.job import SCRIPTED_CALLS, Job
 from mora.workflows.tasks import TASK_TABLE, route_for
 
@@ -39,6 +39,16 @@ def test_every_tool_of_every_route_is_in_the_table_with_its_agent():
                 assert TOOL_TABLE[step.tool].agent == step.agent, (task, step)
                 seen.add(step.tool)
     assert seen == set(TOOL_TABLE)  # no tool of the table is unreachable
+
+
+def test_the_video_tool_of_each_route_is_the_one_check_options_used_by_task_name():
+    from mora.limits import _VIDEO_TOOL
+
+    for task, route in _every_route():
+        tool = video_tool(s.tool for s in route)
+        assert TOOL_TABLE[tool].role in ("image_to_video", "extend", "connect", "edit_video"), (task, tool)
+        if tool != "edit_video":  # edit_video: the fallback asks the preset's capabilities
+            assert _VIDEO_TOOL.get(task, "image_to_video") == tool, task
 
 
 def test_every_table_tool_is_a_toolset_method_taking_its_paths_and_options():

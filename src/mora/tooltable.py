@@ -15,6 +15,7 @@ too; `mora.agents.roles` re-exports them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 PROMPT_AGENT_NAME = "prompt_agent"
@@ -94,3 +95,16 @@ def option_tools(option: str) -> tuple[str, ...]:
         ('image_to_video',)
     """
     return tuple(name for name, tool in TOOL_TABLE.items() if option in tool.options)
+
+
+def video_tool(tools: Iterable[str | None]) -> str:
+    """The tool that makes a route's video: its last tool (text steps, gates and the critic have none).
+
+    `mora.limits.check_options(..., video_tool=video_tool(s.tool for s in route))` applies that
+    tool's frame rules; an option the tool does not take (`fps` for extend_video) is ignored.
+
+    Example:
+        >>> video_tool(["text_to_image", None, "image_to_video", None])
+        'image_to_video'
+    """
+    return [t for t in tools if t][-1]
