@@ -30,10 +30,11 @@ from autogen.io import IOStream
 
 from mora.agents import roles
 from mora.agents.llm import LLM_ATTEMPTS, autogen_llm_config, llm_errors, scrub, step_attempts
-from mora.agents.toolcalls import ToolCallFault, extract_call, validate_args
+from mora.agents.toolcalls import ToolCallFault, extract_call, tool_schema, validate_args
 from mora.errors import InputError
-from mora.limits import TOOL_ROLES, check_text, llm_bounds
+from mora.limits import check_text, llm_bounds
 from mora.tools.toolset import Toolset
+from mora.tooltable import TOOL_TABLE
 
 logger = logging.getLogger(__name__)
 
@@ -140,15 +141,13 @@ class Team:
         reply = self._prompt_reply if name == roles.PROMPT_AGENT_NAME else self._tool_reply
         agent.register_reply(trigger=[autogen.Agent, None], reply_func=reply, position=0)
         for tool in roles.AGENT_TOOLS[name]:
-            if TOOL_ROLES[tool] not in self.tools.preset.roles:  # e.g. edit_video: only presets with a video editor
+            if TOOL_TABLE[tool].role not in self.tools.preset.roles:  # e.g. edit_video: only presets with a video editor
                 continue
-            function = self._executable(tool)
-            if self.llm_config:  # the LLM sees the typed schema; the proxy executes
+            self.user_proxy.register_for_execution(name=tool)(self._executable(tool))
+            if self.llm_config:  # the LLM sees the argument model's schema (the preset's bounds included)
                 description = inspect.getdoc(getattr(Toolset, tool)).split("\n\n")[0]
-                autogen.register_function(function, caller=agent, executor=self.user_proxy, name=tool,
-                                          description=description)
-            else:
-                self.user_proxy.register_for_execution(name=tool)(function)
+                agent.update_tool_signature(tool_schema(tool, llm_bounds(self.tools.preset, tool), description),
+                                            is_remove=False)
         return agent
 
     # --- running -------------------------------------------------------------------------------
@@ -346,12 +345,4 @@ def _reason(error: BaseException) -> str:
 def _describe(step: Any) -> str:
     if step.agent == roles.CRITIC_AGENT_NAME:
         return "scoring the candidates and keeping the best"
-    return {
-        None: "writing the detailed prompt",
-        "text_to_image": "painting the first frame",
-        "edit_image": "editing the image",
-        "image_to_video": "animating the frame into video",
-        "extend_video": "extending the video",
-        "connect_videos": "generating the transition between the videos",
-        "edit_video": "editing the whole video, keeping its motion",
-    }[step.tool]
+    return TOOL_TABLE[step.tool].doing if step.tool else "writing the detailed prompt"

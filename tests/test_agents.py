@@ -364,7 +364,7 @@ def test_llm_untrusted_arguments_fall_back(fake_openai, tmp_path, monkeypatch):
 
     assert m["llm"]["fallbacks"] == 2
     faults = m["llm"]["faults"]
-    assert "missing required argument 'prompt'" in faults[0]
+    assert "prompt: missing; add it" in faults[0]  # mora.validation's one line (was "missing required argument")
     assert any("width" in f and "100" in f for f in faults)
     assert sum("not an input or artifact of this job" in f for f in faults) == LLM_ATTEMPTS
     assert not any("passwd" in p or "secret" in p for p in read)

@@ -13,13 +13,18 @@ This module imports no torch, so the CLI can validate options before any model l
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+
 from mora.errors import InputError
+from mora.validation import input_error
 
 ROLES = ("text_to_image", "image_to_image", "image_to_video", "extend", "connect")
 FAMILIES = ("sdxl", "pix2pix", "svd", "ltx", "wan", "qwen-image", "qwen-image-edit", "wan22", "wan-vace")
@@ -345,6 +350,110 @@ class _Source:
     def fail(self, field: str, problem: str, fix: str) -> InputError:
         return InputError(f"{self.argument}: {self.path}: {field}: {problem}; {fix}")
 
+    def invalid(self, error: ValidationError, prefix: str, fixes: dict[str, str]) -> InputError:
+        """A model's errors as one line naming this file and the field (`mora.validation`'s formatter)."""
+        return input_error(error, where=f"{self.argument}: {self.path}", name=lambda loc: _dotted(prefix, loc),
+                           fixes=fixes)
+
+
+def _dotted(prefix: str, loc: tuple) -> str:
+    """`roles.text_to_image.adapters[0].path`: a TOML key path."""
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# --- the preset file as pydantic models (types, unknown keys); what needs the base preset is checked below --
+
+_STRICT = ConfigDict(extra="forbid", strict=True)  # TOML has types: "5" is not 5, 1.0 is not an int
+
+
+class _AdapterTable(BaseModel):
+    model_config = _STRICT
+    path: str
+    weight: float = 1.0
+
+
+class _RoleTable(BaseModel):
+    model_config = _STRICT
+    family: str | None = None  # None: the extended preset's family
+    model: str | None = None
+    refiner: str | bool | None = None  # false: no refiner
+    settings: dict[str, Any] = {}
+    adapters: list[_AdapterTable] = []
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, value: str) -> str:
+        if value not in FAMILIES:
+            raise ValueError(f"is not a pipeline family; use one of {', '.join(FAMILIES)}")
+        return value
+
+
+_RolesTable = create_model("_RolesTable", __config__=_STRICT,
+                           **{role: (_RoleTable | None, None) for role in ROLES + OPTIONAL_ROLES})
+
+
+class _PresetFile(BaseModel):
+    model_config = _STRICT
+    name: str | None = None
+    description: str | None = None
+    extends: str | None = None
+    capabilities: list[str] | None = None
+    roles: _RolesTable | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _one_word(cls, value: str) -> str:
+        if not value.strip() or any(c.isspace() for c in value):
+            raise ValueError("is not a preset name; use one word like my-preset")
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError('is empty; write description = "what it is for"')
+        return value
+
+    @field_validator("capabilities")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        for capability in value:
+            if capability not in CAPABILITIES:
+                raise ValueError(f"{capability!r} is not a capability; use {', '.join(CAPABILITIES)}")
+        return value
+
+
+_FILE_FIXES = {
+    "*": f"use only {', '.join(_PRESET_KEYS)}", "roles.*": f"use one of {', '.join(ROLES + OPTIONAL_ROLES)}",
+    **{f"{role}.*": f"use only {', '.join(_ROLE_KEYS)}" for role in ROLES + OPTIONAL_ROLES},
+    "adapters.*": "give path and optionally weight", "adapters": 'write adapters = [{path = "lora.safetensors"}]',
+    "weight": "write e.g. 0.8", "path": "give the path of a .safetensors file", "name": "use one word like my-preset",
+    "model": "give a Hub id (org/name), a local directory or tiny/<name>", "refiner": "give a model, or false",
+    "settings": "write [roles.<role>.settings] with key = value lines", "description": 'write description = "..."',
+    "capabilities": f"write e.g. {list(CAPABILITIES)}", "extends": 'write extends = "mora"',
+    **{role: "write [roles.<role>] with family, model and settings" for role in ROLES + OPTIONAL_ROLES},
+}
+_POSITIVE = ("steps", "num_frames", "segments")  # settings that must be at least 1
+
+
+@functools.cache
+def _settings_model(family: str) -> type[BaseModel]:
+    """The family's settings dataclass as a strict pydantic model (unknown keys refused, counts >= 1)."""
+    cls = FAMILY_SETTINGS[family]
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: (hints[f.name], Field(f.default, ge=1) if f.name in _POSITIVE else f.default)
+              for f in dataclasses.fields(cls)}
+    return create_model(f"{family}_settings", __config__=_STRICT, **fields)
+
+
+def _unsettable(hint: Any) -> bool:
+    """An optional setting that is not a bool: TOML has no null, so `false` unsets it."""
+    args = typing.get_args(hint)
+    return type(None) in args and bool not in args
+
 
 def read_preset_file(path: str | Path, argument: str = "--preset-file") -> tuple[dict, _Source]:
     """A preset file's table and where it came from (InputError when unreadable or not TOML)."""
@@ -358,30 +467,25 @@ def read_preset_file(path: str | Path, argument: str = "--preset-file") -> tuple
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{argument}: {path}: not valid TOML ({error}); fix the file's syntax") from None
-    unknown = sorted(set(table) - set(_PRESET_KEYS))
-    if unknown:
-        raise source.fail(unknown[0], "is not a preset field", f"use only {', '.join(_PRESET_KEYS)}")
-    name = table.get("name", path.stem)
-    if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
-        raise source.fail("name", f"{name!r} is not a preset name", "use one word like my-preset")
-    return {**table, "name": name}, source
+    try:
+        checked = _PresetFile.model_validate({"name": path.stem, **table})
+    except ValidationError as error:
+        raise source.invalid(error, "", _FILE_FIXES) from None
+    table = checked.model_dump(exclude_unset=True)  # nested too: a role table keeps only the keys it gives
+    return {**table, "name": checked.name}, source
 
 
-def _setting(source: _Source, where: str, family: str, key: str, value: Any) -> Any:
-    """One TOML setting, checked against the family's dataclass field (TOML has no null: false unsets)."""
-    fields = {f.name: f for f in dataclasses.fields(FAMILY_SETTINGS[family])}
-    if key not in fields:
-        raise source.fail(f"{where}.{key}", f"is not a {family} setting", f"use one of {', '.join(sorted(fields))}")
-    kinds = [k.strip() for k in str(fields[key].type).split("|")]
-    if value is False and "None" in kinds and "bool" not in kinds:
-        return None
-    kind = kinds[0]
-    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if {"int": int, "str": str, "bool": bool}.get(kind) is type(value):
-        return value
-    raise source.fail(f"{where}.{key}", f"{value!r} is not {'an' if kind == 'int' else 'a'} {kind}",
-                      f"write a {kind}" + (" (or false to unset it)" if "None" in kinds else ""))
+def _file_settings(source: _Source, where: str, family: str, values: dict, given: dict) -> Any:
+    """The family's settings: `values` (the extended preset's, or {}) with the file's `given` over them."""
+    cls = FAMILY_SETTINGS[family]
+    hints = typing.get_type_hints(cls)
+    given = {k: None if v is False and _unsettable(hints.get(k)) else v for k, v in given.items()}
+    try:
+        checked = _settings_model(family).model_validate({**values, **given})
+    except ValidationError as error:
+        fields = ", ".join(sorted(hints))
+        raise source.invalid(error, f"{where}.settings", {"*": f"use one of the {family} settings: {fields}"}) from None
+    return cls(**checked.model_dump())
 
 
 def _check_sizes(source: _Source, where: str, family: str, settings: Any) -> None:
@@ -395,9 +499,6 @@ def _check_sizes(source: _Source, where: str, family: str, settings: Any) -> Non
     if fm and n is not None and n % fm != 1:
         raise source.fail(f"{where}.settings.num_frames", f"{n} is not {fm}k+1, as {family} needs",
                           f"use {max(1, (n - 1) // fm * fm + 1)} or {(n - 1) // fm * fm + fm + 1}")
-    for key in ("steps", "num_frames", "segments"):
-        if getattr(settings, key, 1) < 1:
-            raise source.fail(f"{where}.settings.{key}", f"{getattr(settings, key)} is below 1", "use 1 or more")
 
 
 def _local(source: _Source, field: str, value: Any) -> str:
@@ -414,19 +515,14 @@ def _local(source: _Source, field: str, value: Any) -> str:
     return str(path)
 
 
-def _adapters(source: _Source, where: str, family: str, value: Any) -> tuple[LoraAdapter, ...]:
-    if not isinstance(value, list) or not all(isinstance(a, dict) for a in value):
-        raise source.fail(f"{where}.adapters", "is not a list of tables", 'write adapters = [{path = "lora.safetensors"}]')
+def _adapters(source: _Source, where: str, family: str, value: list[dict]) -> tuple[LoraAdapter, ...]:
+    """The role's LoRA adapters (types checked by `_AdapterTable`): a family that can load them, files that exist."""
     if value and family not in LORA_FAMILIES:
         raise source.fail(f"{where}.adapters", f"{family} pipelines cannot load LoRA adapters",
                           f"remove them, or use a family of {', '.join(LORA_FAMILIES)}")
     out = []
     for i, item in enumerate(value):
-        if set(item) - {"path", "weight"} or "path" not in item:
-            raise source.fail(f"{where}.adapters[{i}]", f"has keys {sorted(item)}", "give path and optionally weight")
         weight = item.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise source.fail(f"{where}.adapters[{i}].weight", f"{weight!r} is not a number", "write e.g. 0.8")
         path = _local(source, f"{where}.adapters[{i}].path", item["path"] if str(item["path"]).startswith(("/", ".", "~"))
                       else f"./{item['path']}")
         out.append(LoraAdapter(path, float(weight)))
@@ -435,15 +531,10 @@ def _adapters(source: _Source, where: str, family: str, value: Any) -> tuple[Lor
 
 def _role(source: _Source, role: str, table: Any, base: ModelSpec | None) -> ModelSpec:
     """One role of a preset file, over the extended preset's spec for that role (if any)."""
-    where = f"roles.{role}"
-    if not isinstance(table, dict):
-        raise source.fail(where, "is not a table", f"write [{where}] with family, model and settings")
-    unknown = sorted(set(table) - set(_ROLE_KEYS))
-    if unknown:
-        raise source.fail(f"{where}.{unknown[0]}", "is not a role field", f"use only {', '.join(_ROLE_KEYS)}")
+    where = f"roles.{role}"  # the table's keys and types were checked by `_RoleTable`
     family = table.get("family", base.family if base else None)
-    if family not in FAMILIES:
-        raise source.fail(f"{where}.family", f"{family!r} is not a pipeline family", f"use one of {', '.join(FAMILIES)}")
+    if family is None:
+        raise source.fail(f"{where}.family", "missing", f"use one of {', '.join(FAMILIES)}")
     same = base is not None and base.family == family  # a new family starts from its own defaults
     if "model" not in table and not same:
         raise source.fail(f"{where}.model", "missing", "give a Hub id, a local directory or tiny/<name>")
@@ -453,11 +544,7 @@ def _role(source: _Source, role: str, table: Any, base: ModelSpec | None) -> Mod
         raise source.fail(f"{where}.refiner", f"{family} has no refiner", "remove it (only sdxl has one)")
     refiner = _local(source, f"{where}.refiner", refiner) if refiner else None
     values = dataclasses.asdict(base.settings) if same else {}
-    settings = table.get("settings", {})
-    if not isinstance(settings, dict):
-        raise source.fail(f"{where}.settings", "is not a table", f"write [{where}.settings] with key = value lines")
-    values.update({k: _setting(source, f"{where}.settings", family, k, v) for k, v in settings.items()})
-    spec_settings = family_settings(family, values)
+    spec_settings = _file_settings(source, where, family, values, table.get("settings", {}))
     _check_sizes(source, where, family, spec_settings)
     adapters = _adapters(source, where, family, table["adapters"]) if "adapters" in table else (
         base.adapters if same else ())
@@ -465,12 +552,8 @@ def _role(source: _Source, role: str, table: Any, base: ModelSpec | None) -> Mod
 
 
 def _capabilities(source: _Source, table: dict, roles: dict, base: Preset | None) -> frozenset:
-    value = table.get("capabilities", sorted(base.capabilities) if base else [])
-    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
-        raise source.fail("capabilities", f"{value!r} is not a list of names", f"write e.g. {list(CAPABILITIES)}")
+    value = table.get("capabilities", sorted(base.capabilities) if base else [])  # names checked by _PresetFile
     for capability in value:
-        if capability not in CAPABILITIES:
-            raise source.fail("capabilities", f"{capability!r} is not a capability", f"use {', '.join(CAPABILITIES)}")
         role, families = CAPABILITIES[capability]
         if role not in roles or roles[role].family not in families:
             have = roles[role].family if role in roles else "no model"
@@ -482,19 +565,14 @@ def _capabilities(source: _Source, table: dict, roles: dict, base: Preset | None
 def build_preset(table: dict, source: _Source, base: Preset | None = None) -> Preset:
     """A `Preset` from a preset file's table, over `base` (the preset it extends)."""
     roles = dict(base.roles) if base else {}
-    given = table.get("roles", {})
-    if not isinstance(given, dict):
-        raise source.fail("roles", "is not a table", "write [roles.<role>] tables")
-    for role, role_table in given.items():
-        if role not in ROLES + OPTIONAL_ROLES:
-            raise source.fail(f"roles.{role}", "is not a role", f"use one of {', '.join(ROLES + OPTIONAL_ROLES)}")
+    for role, role_table in table.get("roles", {}).items():  # role names and types checked by _PresetFile
         roles[role] = _role(source, role, role_table, roles.get(role))
     missing = [r for r in ROLES if r not in roles]
     if missing:
         raise source.fail(f"roles.{missing[0]}", "missing", 'define it, or extend a preset (extends = "mora")')
     description = table.get("description", f"Preset {base.name} with changes." if base else None)
-    if not isinstance(description, str) or not description.strip():
-        raise source.fail("description", f"{description!r} is not text", 'write description = "what it is for"')
+    if description is None:
+        raise source.fail("description", "missing", 'write description = "what it is for"')
     return Preset(name=table["name"], description=" ".join(description.split()), roles=MappingProxyType(roles),
                   capabilities=_capabilities(source, table, roles, base), source=str(source.path))
 
