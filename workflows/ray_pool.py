@@ -23,6 +23,8 @@ MAX_ATTEMPTS = 2  # a job whose worker dies runs once more, on another worker
 # Environment a Ray worker needs to behave like this process (model cache, threads, offline mode).
 FORWARDED_ENV = ("MORA_HOME", "OMP_NUM_THREADS", "HF_HOME", "HF_HUB_OFFLINE", "HF_ENDPOINT", "TRANSFORMERS_OFFLINE",
                  "HF_HUB_CACHE", "TOKENIZERS_PARALLELISM")
+# The logger of the "Token authentication is enabled for this Ray cluster" notice of newer Rays.
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 class BatchWorker:
@@ -66,8 +68,17 @@ def _connect(ray, address: str | None, workers: int | None) -> bool:
         return False
     # Actor logs stay in Ray's log files and dashboard unless debugging: the rows carry the errors.
     kwargs: dict[str, Any] = {"address": address, "log_to_driver": logger.isEnabledFor(logging.DEBUG)}
-    if address is None and not os.environ.get("RAY_ADDRESS") and workers:
-        kwargs["num_cpus"] = max(os.cpu_count() or 1, workers)  # a new local instance: a CPU slot per actor
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # A new local instance, Mora's own ("local": never a `ray start` cluster found on this machine).
+        # Its start-up lines are noise to a batch user: Ray's INFO lines ("Started a local Ray
+        # instance", the new token's path) and its notice that token authentication (Ray's default)
+        # is on stay off unless debugging; Ray's other warnings and its errors still show.
+        debug = logger.isEnabledFor(logging.DEBUG)
+        kwargs.update(address="local", logging_level=logging.INFO if debug else logging.WARNING)
+        if not debug:  # RAY_AUTH_MODE, its own switch, is read when ray is imported: too late here
+            logging.getLogger(RAY_AUTH_LOGGER).setLevel(logging.ERROR)
+        if workers:
+            kwargs["num_cpus"] = max(os.cpu_count() or 1, workers)  # a CPU slot per actor
     try:
         ray.init(**kwargs)
     except ConnectionError as e:
