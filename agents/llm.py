@@ -3,6 +3,10 @@
 Order: the `llm_config` argument (a path or a list), else `$OAI_CONFIG_LIST` (a path or a JSON
 string, as AutoGen accepts), else `./OAI_CONFIG_LIST` if present, else no LLM. Any
 OpenAI-compatible endpoint works through `base_url` (OpenAI, Azure OpenAI, Ollama, vLLM).
+
+Each entry is checked by `LLMEntry` (a pydantic model; its errors in Mora's one-line shape through
+`mora.validation`, never showing a key). Retries have one layer, Mora's: at most `LLM_ATTEMPTS`
+requests per agent step, each bounded by the entry's `timeout`; the openai client retries nothing.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ class LLMEntry(BaseModel):
         DEFAULT_TIMEOUT_S)
     max_retries: Annotated[Literal[0], Field(json_schema_extra={
         "fix": f"remove it: Mora retries each step itself ({LLM_ATTEMPTS} requests at most)"})] = CLIENT_MAX_RETRIES
-    tags: list[_Text] = Field(default_factory=list)
+    tags: list[_Text] | None = None  # "vision" marks the entries that accept images
     price: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
     default_headers: _Headers | None = None
     extra_headers: _Headers | None = None
