@@ -543,7 +543,7 @@ def test_review_bad_decision_is_an_input_error(tmp_path):
         ("text-to-music", {"prompt": FOX}, "task: 'text-to-music'"),
         ("text-to-video", {}, "prompt: missing"),
         ("text-to-video", {"prompt": "   "}, "prompt"),
-        ("text-to-video", {"prompt": FOX, "video": "video"}, "video: .* not an input of text-to-video"),
+        ("text-to-video", {"prompt": FOX, "video": "video"}, "video: .* not an input or option of text-to-video"),
         ("image-to-video", {"image": "missing.png", "prompt": FOX}, "image"),
         ("connect", {"video_a": "video_a"}, "video_b: missing"),
         ("text-to-video", {"prompt": FOX, "out": "x.avi"}, "--out"),

@@ -305,6 +305,11 @@ def _run_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+# command -> its runner (every task and `story` runs through _run_task)
+_COMMANDS = {"eval": _run_eval, "presets": _run_presets, "chat": _run_chat, "ui": _run_ui, "batch": _run_batch,
+             "train": _run_train}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mora` command; returns the exit code."""
     parser = build_parser()
@@ -319,19 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         _setup_logging(args)
-        if args.command == "eval":
-            return _run_eval(args)
-        if args.command == "presets":
-            return _run_presets(args)
-        if args.command == "chat":
-            return _run_chat(args)
-        if args.command == "ui":
-            return _run_ui(args)
-        if args.command == "batch":
-            return _run_batch(args)
-        if args.command == "train":
-            return _run_train(args)
-        return _run_task(args)
+        return _COMMANDS.get(args.command, _run_task)(args)  # the tasks and story: _run_task
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
