@@ -230,8 +230,7 @@ def prepare(job: JobBase | dict, hooks: Hooks | None = None, *, files: bool = Tr
 
 def _pin(spec: JobBase, preset: Preset, tools: tuple[str, ...]) -> dict:
     """The tool options the job pins, checked against the models of its video tool (the route's last)."""
-    pinned = check_options(spec.task, preset, {k: getattr(spec, k) for k in tool_options()},
-                           video_tool=video_tool(tools))
+    pinned = check_options(preset, {k: getattr(spec, k) for k in tool_options()}, video_tool=video_tool(tools))
     used = {option for tool in tools for option in TOOL_TABLE[tool].options}
     for name in [k for k, v in pinned.items() if v is not None and k not in used]:  # said, never silently dropped
         logger.warning("--%s is ignored by %s: none of its tools takes it (%s)", name.replace("_", "-"), spec.task,
