@@ -9,7 +9,8 @@
   x / sqrt(sigma^2 + 1); timestep input 0.25 * log(sigma); denoised = c_skip * x + c_out * F(x) with
   c_skip = 1 / (sigma^2 + 1), c_out = -sigma / sqrt(sigma^2 + 1); loss weighted by
   (1 + sigma^2) / sigma^2 (EDM's lambda(sigma) for sigma_data = 1). The conditioning frame is
-  noise-augmented with sigma_c ~ LogNormal(-3, 0.5), which is also its `noise_aug_strength` id.
+  noise-augmented with the preset's `noise_aug_strength` (also its time id) and conditioned on the
+  preset's motion bucket, as inference runs it (`mora.training.coupled.image_to_video_loss`).
 
 Every random draw takes an explicit CPU `torch.Generator`, so a step is a pure function of its
 seed on any device.
@@ -23,9 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-# SVD's EDM training distributions (P_mean, P_std) and its conditioning-noise augmentation.
+# SVD's EDM training distribution (P_mean, P_std).
 SVD_SIGMA_LOGNORMAL = (0.7, 1.6)
-SVD_COND_SIGMA_LOGNORMAL = (-3.0, 0.5)
 
 
 def randn(shape: tuple[int, ...], gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:

@@ -157,8 +157,8 @@ class Trainer:
     def prepare(self) -> None:
         """Check RUN_DIR and the data, load the models, build the optimizer, restore a checkpoint.
 
-        Nothing is written before the options and RUN_DIR pass their checks; after that only
-        `train.log` until the data passed too.
+        Nothing is written before the options, RUN_DIR and every data line pass their checks (a
+        refused run leaves no folder and no log); `--overwrite` clears an earlier run only then.
         """
         if self.models:
             return
@@ -167,12 +167,14 @@ class Trainer:
         resume_from = ckpt.check_run_dir(self.cfg)
         self.device = resolve_device(self.cfg.device)
         self._check_optimizer()
+        self.clips = check_dataset(self.cfg.data, self.cfg.train_frames)
+        if self.cfg.overwrite:
+            ckpt.clear_run(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._log = open_log(self.run_dir / LOG_FILE)
         try:
             logger.info("training %s on preset %s (%s)", ", ".join(self.cfg.agents), self.cfg.preset_name,
                         json.dumps(self.cfg.to_json()))
-            self.clips = check_dataset(self.cfg.data, self.cfg.train_frames)
             self.dtype = self._frozen_dtype()
             preset = self.cfg.preset_obj()
             self.models = {agent: build_agent(preset, agent, self.device, self.dtype, rank=self.cfg.rank,
@@ -183,9 +185,7 @@ class Trainer:
             self.optimizer = self._make_optimizer()
             if resume_from is not None:
                 self._restore(resume_from)
-        except BaseException as error:
-            if isinstance(error, InputError):
-                logger.error("%s", error)
+        except BaseException:
             self.close()
             raise
 
@@ -237,8 +237,8 @@ class Trainer:
         """The clips of training step `step` (0-based)."""
         cfg = self.cfg
         picked = [self.clips[i] for i in batch_indices(step, cfg.batch_size, len(self.clips), cfg.seed)]
-        frames = [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed, step=step) for c in picked]
-        return Batch.from_frames(frames, [c.text for c in picked], [c.fps for c in picked], self.device)
+        windows = [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed, step=step) for c in picked]
+        return Batch.from_windows(windows, [c.text for c in picked], [c.fps for c in picked], self.device)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.startswith("cuda") and self.dtype != torch.float32:
@@ -268,10 +268,26 @@ class Trainer:
         return {
             "step": step + 1, "loss": loss,
             "loss_per_agent": {a: float(v.detach()) for a, v in losses.per_agent.items()},
-            "modulation": {a: modulation_factor(m.z) for a, m in self.models.items()},
+            **self.modulation_stats(),
             "lr": self.cfg.lr * factor, "mod_lr": self.cfg.mod_lr * factor,
             "seconds": round(time.perf_counter() - start, 4),
         }
+
+    @torch.no_grad()
+    def modulation_stats(self) -> dict[str, dict[str, float]]:
+        """Per agent: ||z|| (`modulation`), ||z - z0|| (`modulation_drift`) and cos(z, z0) (`modulation_cos`).
+
+        z0 is the run's start (E_i("[Mod]"), or the loaded z of a data-free iteration). ||z|| alone
+        barely moves while z does; drift and cosine show how far and in which direction it went.
+        """
+        out: dict[str, dict[str, float]] = {"modulation": {}, "modulation_drift": {}, "modulation_cos": {}}
+        for agent, m in self.models.items():
+            z, z0 = m.z.detach().float(), m.z_init.to(m.z.device).float()
+            out["modulation"][agent] = modulation_factor(z)
+            out["modulation_drift"][agent] = float((z - z0).norm())
+            out["modulation_cos"][agent] = float(torch.nn.functional.cosine_similarity(z.flatten(), z0.flatten(),
+                                                                                       dim=0))
+        return out
 
     @torch.no_grad()
     def eval_loss(self, at_steps: Iterable[int] = (0,)) -> float:
@@ -351,6 +367,7 @@ class Trainer:
         from importlib.metadata import version
 
         cfg = self.cfg
+        stats = self.modulation_stats()
         return {
             "base": {"preset": cfg.preset_name, "models": {
                 a: {"role": AGENTS[a].role, "family": m.family, "model": m.model} for a, m in self.models.items()}},
@@ -358,6 +375,8 @@ class Trainer:
             "mod_tokens": cfg.mod_tokens, "modulation_init": {a: INIT_METHODS[m.family] for a, m in self.models.items()},
             "coupling": cfg.coupled, "lambda_image": cfg.lambda_image, "train_size": list(cfg.train_size),
             "train_frames": cfg.train_frames, "steps": self.step, "seed": cfg.seed, "mora_version": version("mora"),
+            "modulation_drift": stats["modulation_drift"], "modulation_cos": stats["modulation_cos"],
+            "svd_conditioning": {"motion_bucket_id": cfg.motion_bucket_id, "noise_aug": cfg.noise_aug},
         }
 
     def _weights(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
@@ -415,7 +434,7 @@ class Trainer:
             "config": self.cfg.to_json(),
             "data": {"dir": str(self.cfg.data), "clips": len(self.clips)},
             "steps_done": self.step, "final_loss": final_loss,
-            "modulation": {a: modulation_factor(m.z) for a, m in self.models.items()},
+            **self.modulation_stats(),
             "modulation_initial": {a: modulation_factor(m.z_init) for a, m in self.models.items()},
             "adapter": adapter, "files": {"metrics": METRICS, "loss_plot": LOSS_PLOT, "log": LOG_FILE,
                                           "adapter_json": f"{ADAPTER_DIR}/{ADAPTER_JSON}"},
