@@ -215,7 +215,7 @@ def _print_trained(result: Any) -> None:
     """The summary line of a finished training (the same after --data and --prompts)."""
     factors = ", ".join(f"{agent} {value:.3f}" for agent, value in result.modulation.items())
     print(f"{result.adapter_dir}  ({result.steps} steps, final loss {result.final_loss:.4f} (mean of the last 10 "
-          f"steps); modulation ||z|| {factors})")
+          f"steps); modulation {factors})")
 
 
 def _run_data_free(args: argparse.Namespace, options: dict, job: dict) -> int:
