@@ -55,9 +55,8 @@ def capture(module: torch.nn.Module) -> list[tuple[tuple, dict]]:
 
 def losses(trainer, step: int = 0, train: bool = True):
     from mora.training.coupled import compute_losses
-    from mora.training.trainer import step_generator
 
-    return compute_losses(trainer.models, trainer.batch(step), step_generator(trainer.cfg.seed, step), trainer.cfg,
+    return compute_losses(trainer.models, trainer.batch(step), trainer.draws(step), trainer.cfg,
                           train=train)
 
 

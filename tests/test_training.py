@@ -110,13 +110,12 @@ def test_more_mod_tokens_end_at_the_same_token(data, tmp_path):
 @pytest.mark.parametrize("coupling", [True, False])
 def test_video_loss_reaches_the_image_agent_only_when_coupled(data, tmp_path, coupling):
     from mora.training.coupled import compute_losses
-    from mora.training.trainer import step_generator
 
     trainer = make_trainer(data, tmp_path / "run", steps=1, lambda_image=0.0, cond_dropout=0.0, coupling=coupling,
                            real_frame_p=0.0)
     trainer.prepare()
     trainer.close()
-    losses = compute_losses(trainer.models, trainer.batch(0), step_generator(0, 0), trainer.cfg)
+    losses = compute_losses(trainer.models, trainer.batch(0), trainer.draws(0), trainer.cfg)
     losses.total.backward()  # lambda = 0: only A4's loss
     a2, a4 = trainer.models[A2], trainer.models[A4]
     lora_grad = sum(float(p.grad.abs().sum()) for p in a2.lora_params if p.grad is not None)

@@ -239,10 +239,35 @@ def _run_data_free(args: argparse.Namespace, options: dict, job: dict) -> int:
     return 0
 
 
+def _train_argv(args: argparse.Namespace) -> list[str]:
+    """The `mora train` arguments of `args` again (without --processes), for the processes `accelerate` starts."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    argv = []
+    for action in sub.choices["train"]._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or action.dest in ("processes", "help") or value in (None, False):
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            argv.append(action.option_strings[0 if value else 1])
+        elif action.nargs == 0:
+            argv.append(action.option_strings[0])
+        else:
+            argv += [action.option_strings[0], str(value)]
+    return argv
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from mora.training.config import flag_fields
     from mora.training.trainer import train
     from mora.workflows.jobspec import OPTIONS
+
+    if args.processes is not None and args.processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        if args.prompts is not None:
+            raise InputError("--processes: the data-free loop (--prompts) runs in one process; drop --processes")
+        from mora.training.distributed import launch
+
+        return launch(_train_argv(args), args.processes)
 
     options = {name: getattr(args, name) for name, _ in flag_fields() if getattr(args, name, None) is not None}
     if args.seed is not None:
@@ -254,6 +279,8 @@ def _run_train(args: argparse.Namespace) -> int:
         return _run_data_free(args, options, job)
     job.pop("llm_config", None)
     result = train(args.data, args.out, progress=not args.quiet, resume=args.resume, **job, **options)
+    if int(os.environ.get("RANK", "0")) != 0:  # one of several processes: process 0 reports
+        return 0
     if args.json:
         print(json.dumps(result.manifest, indent=2, default=str))
     else:

@@ -206,6 +206,9 @@ def add_train_parser(sub: Any) -> None:
     for name in ("preset", "preset_file", "device", "seed"):  # shared with every job: from the job model
         add_option(p, OPTIONS[name])
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of RUN_DIR")
+    p.add_argument("--processes", type=_number(int, "a whole number"), metavar="N", help="train in N processes "
+                   "(one per GPU; gloo on a CPU) through `accelerate launch`; or run `accelerate launch -m mora.cli "
+                   "train ...` yourself (several machines: docs/training.md)")
     training = p.add_argument_group("training")
     for name, info in flag_fields():
         _add_model_flag(training, name, info)

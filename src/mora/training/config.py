@@ -34,7 +34,7 @@ BIG = 10**8
 # Options that change what a run computes: `resume` refuses a checkpoint made with other values.
 # (device, progress and checkpoint cadence may change between the interrupted run and its resume.)
 RUN_DEFINING = (
-    "data", "preset", "agents", "steps", "batch_size", "lr", "mod_lr", "rank", "mod_tokens", "coupling",
+    "data", "preset", "agents", "steps", "batch_size", "grad_accum", "lr", "mod_lr", "rank", "mod_tokens", "coupling",
     "lambda_image", "train_size", "train_frames", "seed", "optimizer", "weight_decay", "max_grad_norm",
     "lr_schedule", "warmup_steps", "cond_dropout", "coupling_noise", "real_frame_p", "motion_bucket_id",
     "noise_aug", "overfit_batch",
@@ -80,7 +80,9 @@ class TrainConfig(BaseModel):
         "agents to train, comma-separated (default text_to_image_agent,image_to_video_agent; "
         "image_to_image_agent too is possible)", "A,B", text=True))
     steps: int = Field(1000, ge=1, le=BIG, **_help("optimizer steps in total (per iteration with --prompts)", "N"))
-    batch_size: int = Field(1, ge=1, le=1024, **_help("clips per step", "B"))
+    batch_size: int = Field(1, ge=1, le=1024, **_help("clips per step in each process (and micro-batch)", "B"))
+    grad_accum: int = Field(1, ge=1, le=1024, **_help(
+        "micro-batches per optimizer step: the step sees batch-size x grad-accum x processes clips", "N"))
     lr: float = Field(1e-4, gt=0, le=1.0, allow_inf_nan=False, **_help("LoRA learning rate", "X"))
     mod_lr: float = Field(1e-3, gt=0, le=10.0, allow_inf_nan=False, **_help("modulation embedding learning rate",
                                                                             "X"))

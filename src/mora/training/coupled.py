@@ -31,11 +31,11 @@ from mora.adapters.modulation import append_modulation, clip_image_tokens
 from mora.training.config import TrainConfig
 from mora.training.models import AgentModel
 from mora.training.objectives import (
+    Draws,
     add_noise,
     alphas_cumprod,
     ddpm_target,
     mse,
-    randn,
     svd_edm_loss,
     x0_estimate,
 )
@@ -94,19 +94,19 @@ class Losses:
     per_agent: dict[str, torch.Tensor]
 
 
-def compute_losses(models: dict[str, AgentModel], batch: Batch, gen: torch.Generator, cfg: TrainConfig, *,
+def compute_losses(models: dict[str, AgentModel], batch: Batch, draws: Draws, cfg: TrainConfig, *,
                    train: bool = True) -> Losses:
     """The coupled (or, with `cfg.coupling` off, separate) objective for one batch.
 
     Args:
         models: the trained agents by name.
         batch: the clips.
-        gen: the step's CPU generator (all noise, timesteps and dropout come from it, in a fixed order).
+        draws: the samples' generators (all noise, timesteps and dropout come from them, in a fixed order).
         cfg: the run's options (coupling, lambda, dropout, ...).
         train: False for evaluation: no conditioning dropout, A4 always on the coupled frame.
 
     Example:
-        >>> losses = compute_losses(models, batch, torch.Generator().manual_seed(0), cfg)  # doctest: +SKIP
+        >>> losses = compute_losses(models, batch, Draws.for_samples(0, 0, [0]), cfg)  # doctest: +SKIP
         >>> losses.total.backward()
     """
     dropout = cfg.cond_dropout if train else 0.0
@@ -114,16 +114,16 @@ def compute_losses(models: dict[str, AgentModel], batch: Batch, gen: torch.Gener
     per_agent: dict[str, torch.Tensor] = {}
     cond_frame = first
     if A2 in models:
-        per_agent[A2], estimate = text_to_image_pass(models[A2], first, batch, gen, couple=cfg.coupled,
+        per_agent[A2], estimate = text_to_image_pass(models[A2], first, batch, draws, couple=cfg.coupled,
                                                      coupling_noise=cfg.coupling_noise, dropout=dropout)
         if estimate is not None:
             # Some samples see the real first frame: at inference A4 gets SDXL's finished (sharp) frame.
-            real = torch.rand(first.shape[0], generator=gen) < (cfg.real_frame_p if train else 0.0)
+            real = draws.rand() < (cfg.real_frame_p if train else 0.0)
             cond_frame = torch.where(real.to(first.device).view(-1, 1, 1, 1), first, estimate)
     if A3 in models:
-        per_agent[A3] = image_to_image_loss(models[A3], first, batch.clips[:, -1], batch.texts, gen, dropout)
+        per_agent[A3] = image_to_image_loss(models[A3], first, batch.clips[:, -1], batch.texts, draws, dropout)
     if A4 in models:
-        per_agent[A4] = image_to_video_loss(models[A4], batch.clips, cond_frame, batch.fps, gen,
+        per_agent[A4] = image_to_video_loss(models[A4], batch.clips, cond_frame, batch.fps, draws,
                                             motion_bucket_id=cfg.motion_bucket_id, noise_aug=cfg.noise_aug,
                                             dropout=dropout)
     total = per_agent.get(A4, 0.0) + cfg.lambda_image * per_agent.get(A2, 0.0) + per_agent.get(A3, 0.0)
@@ -165,17 +165,19 @@ def clip_caption_embeds(pipe: Any, texts: list[str]) -> torch.Tensor:
                                  penultimate=False)[0] for row in ids])
 
 
-def encode_latents(vae: Any, pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """VAE latents of frames (N, 3, H, W) in [-1, 1], sampled with `gen`, scaled by the VAE's factor."""
+def encode_latents(vae: Any, pixels: torch.Tensor, draws: Draws) -> torch.Tensor:
+    """VAE latents of frames (B * k, 3, H, W) in [-1, 1] (k frames per sample), sampled with the samples'
+    generators, scaled by the VAE's factor."""
     with torch.no_grad():
         dist = vae.encode(pixels.to(vae.dtype)).latent_dist
-        sample = dist.mean + dist.std * randn(tuple(dist.mean.shape), gen, dist.mean)
+        per_sample = (dist.mean.shape[0] // len(draws), *dist.mean.shape[1:])
+        sample = dist.mean + dist.std * draws.randn(per_sample, dist.mean).flatten(0, 1)
     return sample * vae.config.scaling_factor
 
 
-def _drop(gen: torch.Generator, n: int, p: float, device: Any) -> torch.Tensor | None:
+def _drop(draws: Draws, p: float, device: Any) -> torch.Tensor | None:
     """Which samples train the unconditional branch this step (None: none)."""
-    mask = torch.rand(n, generator=gen) < p
+    mask = draws.rand() < p
     return mask.to(device) if p > 0 and bool(mask.any()) else None
 
 
@@ -187,7 +189,7 @@ def _where(mask: torch.Tensor | None, x: torch.Tensor, other: torch.Tensor | Non
     return torch.where(mask.view(-1, *([1] * (x.ndim - 1))), other, x)
 
 
-def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, gen: torch.Generator, *,
+def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: Draws, *,
                        couple: bool, coupling_noise: float, dropout: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A2 (SDXL): its own noise-prediction loss and, when coupled, its decoded one-step first-frame estimate.
 
@@ -198,8 +200,8 @@ def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, gen: to
     """
     pipe = m.pipe
     b = first.shape[0]
-    latents = encode_latents(pipe.vae, first, gen)
-    mask = _drop(gen, b, dropout, first.device)
+    latents = encode_latents(pipe.vae, first, draws)
+    mask = _drop(draws, dropout, first.device)
     zeros = mask is None or getattr(pipe.config, "force_zeros_for_empty_prompt", False)
     cond_embeds, cond_pooled = sdxl_caption_embeds(pipe, batch.texts if zeros else [*batch.texts, ""])
     empty, empty_pooled = (None, None) if zeros else (cond_embeds[b:], cond_pooled[b:])
@@ -207,14 +209,15 @@ def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, gen: to
     embeds, pooled = _where(mask, cond_embeds, empty), _where(mask, cond_pooled, empty_pooled)
     alphas = alphas_cumprod(pipe.scheduler)
     steps = len(alphas)
-    t = torch.randint(0, steps, (b,), generator=gen)
+    t = draws.randint(steps)
+    noise = draws.randn(tuple(latents.shape[1:]), latents)
     time_ids = batch.sdxl_time_ids()
     if couple:  # the coupled rows are A2 as A4 sees it at inference: conditioned, never dropped
-        t = torch.cat([t, torch.randint(0, max(1, int(coupling_noise * steps)), (b,), generator=gen)])
+        t = torch.cat([t, draws.randint(max(1, int(coupling_noise * steps)))])
+        noise = torch.cat([noise, draws.randn(tuple(latents.shape[1:]), latents)])
         latents = latents.repeat(2, 1, 1, 1)
         embeds, pooled = torch.cat([embeds, cond_embeds]), torch.cat([pooled, cond_pooled])
         time_ids = time_ids.repeat(2, 1)
-    noise = randn(tuple(latents.shape), gen, latents)
     noisy = add_noise(latents, noise, t, alphas)
     pred = pipe.unet(noisy.to(pipe.unet.dtype), t.to(first.device), encoder_hidden_states=append_modulation(embeds, m.z),
                      added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids.to(first.device, embeds.dtype)},
@@ -229,7 +232,7 @@ def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, gen: to
 
 
 def image_to_video_loss(m: AgentModel, clips: torch.Tensor, cond_frame: torch.Tensor, fps: list[float],
-                        gen: torch.Generator, *, motion_bucket_id: int, noise_aug: float,
+                        draws: Draws, *, motion_bucket_id: int, noise_aug: float,
                         dropout: float) -> torch.Tensor:
     """A4 (SVD): the EDM v-loss of the clip, conditioned on `cond_frame` (B, 3, H, W) as the pipeline feeds an image.
 
@@ -239,18 +242,18 @@ def image_to_video_loss(m: AgentModel, clips: torch.Tensor, cond_frame: torch.Te
     pipe = m.pipe
     b, frames = clips.shape[:2]
     vae = pipe.vae
-    latents = encode_latents(vae, clips.flatten(0, 1), gen).unflatten(0, (b, frames))
-    augmented = cond_frame + randn(tuple(cond_frame.shape), gen, cond_frame) * noise_aug
+    latents = encode_latents(vae, clips.flatten(0, 1), draws).unflatten(0, (b, frames))
+    augmented = cond_frame + draws.randn(tuple(cond_frame.shape[1:]), cond_frame) * noise_aug
     cond_latents = vae.encode(augmented.to(vae.dtype)).latent_dist.mode()  # unscaled, as the pipeline
     image_embeds = clip_image_tokens(pipe, cond_frame, 1)  # the clean frame, as the pipeline
-    mask = _drop(gen, b, dropout, clips.device)  # SVD's unconditional branch: zero embedding and latent
+    mask = _drop(draws, dropout, clips.device)  # SVD's unconditional branch: zero embedding and latent
     image_embeds, cond_latents = _where(mask, image_embeds), _where(mask, cond_latents)
     dtype = pipe.unet.dtype
     fps_ids = torch.tensor([max(0.0, round(f) - 1.0) for f in fps])  # SVD is conditioned on fps - 1
     time_ids = torch.stack([fps_ids, torch.full((b,), float(motion_bucket_id)), torch.full((b,), float(noise_aug))],
                            dim=1)
     return svd_edm_loss(pipe.unet, latents.to(dtype), cond_latents.to(dtype),
-                        append_modulation(image_embeds.to(dtype), m.z), time_ids.to(clips.device, dtype), gen)
+                        append_modulation(image_embeds.to(dtype), m.z), time_ids.to(clips.device, dtype), draws)
 
 
 def pix2pix_dropout(u: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,7 +270,7 @@ def pix2pix_dropout(u: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tens
 
 
 def image_to_image_loss(m: AgentModel, first: torch.Tensor, source: torch.Tensor, texts: list[str],
-                        gen: torch.Generator, dropout: float) -> torch.Tensor:
+                        draws: Draws, dropout: float) -> torch.Tensor:
     """A3 (InstructPix2Pix): learn the first frame from the last frame and the text (noise prediction).
 
     The unconditional text is the encoding of "" (what InstructPix2Pix inference uses), the
@@ -275,18 +278,18 @@ def image_to_image_loss(m: AgentModel, first: torch.Tensor, source: torch.Tensor
     """
     pipe = m.pipe
     b = first.shape[0]
-    latents = encode_latents(pipe.vae, first, gen)
+    latents = encode_latents(pipe.vae, first, draws)
     with torch.no_grad():
         source_latents = pipe.vae.encode(source.to(pipe.vae.dtype)).latent_dist.mode()  # unscaled, as pix2pix
     embeds = clip_caption_embeds(pipe, [*texts, ""])
     embeds, empty = embeds[:b], embeds[b:]
     if dropout > 0:
-        text_drop, image_drop = pix2pix_dropout(torch.rand(b, generator=gen), dropout)
+        text_drop, image_drop = pix2pix_dropout(draws.rand(), dropout)
         embeds = _where(text_drop.to(first.device), embeds, empty)
         source_latents = _where(image_drop.to(first.device), source_latents)
     alphas = alphas_cumprod(pipe.scheduler)
-    t = torch.randint(0, len(alphas), (b,), generator=gen)
-    noise = randn(tuple(latents.shape), gen, latents)
+    t = draws.randint(len(alphas))
+    noise = draws.randn(tuple(latents.shape[1:]), latents)
     noisy = add_noise(latents, noise, t, alphas)
     model_input = torch.cat([noisy, source_latents.to(noisy.dtype)], dim=1).to(pipe.unet.dtype)
     pred = pipe.unet(model_input, t.to(first.device), encoder_hidden_states=append_modulation(embeds, m.z),
