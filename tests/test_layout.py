@@ -13,7 +13,7 @@ PACKAGES = {"src/mora": "mora", "agents": "mora.agents", "tools": "mora.tools", 
 # Imports flow one way, whole packages only (no package split across two layers):
 # cli/ui -> training -> workflows -> agents -> tools -> adapters/evaluation -> media/config/... -> errors.
 LAYERS = [
-    ("mora.cli", "mora.ui", "mora"),  # the entry points and the lazy public API
+    ("mora.cli", "mora.ui", "mora.mcp", "mora"),  # the entry points and the lazy public API
     ("mora.training",),  # an application above workflows: it calls mora.run for candidates
     ("mora.workflows",),
     ("mora.agents",),

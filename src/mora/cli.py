@@ -286,13 +286,9 @@ def _interrupted(command: str | None = None) -> int:
 
 def _run_presets(args: argparse.Namespace) -> int:
     """`mora presets [--json]`: every preset with its description, capabilities and models per role."""
-    from mora.config import PRESETS, load_presets
+    from mora.config import preset_rows
 
-    rows = [dict(name=p.name, description=p.description, source="built-in" if p.name in PRESETS else p.source,
-                 capabilities=sorted(p.capabilities),
-                 roles={role: dict(family=s.family, model=s.model, **({"refiner": s.refiner} if s.refiner else {}))
-                        for role, s in p.roles.items()})
-            for p in load_presets(args.preset_file).values()]
+    rows = preset_rows(args.preset_file)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -331,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_batch(args)
         if args.command == "train":
             return _run_train(args)
+        if args.command == "mcp":
+            from mora.mcp.cli import run_mcp
+
+            return run_mcp(args)
         return _run_task(args)
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

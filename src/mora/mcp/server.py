@@ -1,0 +1,237 @@
+"""Mora's MCP server on the official `mcp` SDK: the tools of `mora.mcp.tools` over a job store.
+
+The low-level `mcp.server.lowlevel.Server` is used (not the decorator API) because the tools'
+schemas are generated from the job model rather than from Python signatures. Jobs go through
+the service's durable store (`mora.service.store.JobStore`) and its worker, the same queue as
+`mora serve`: a task tool submits a job, follows the store's events (one MCP progress
+notification per agent step) and returns the video as a resource link with the manifest's
+summary as structured content. A bad argument is a tool result with `isError` and the command
+line's one-line message; the server keeps serving.
+
+Two transports: `run_stdio` (`mora mcp`: local paths allowed, file URIs) and `http_app`
+(`/mcp` on `mora serve`: `job:<id>` inputs only, the service's URLs).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import anyio
+import mcp_types as types
+from mcp.server.lowlevel import Server
+
+from mora import __version__
+from mora.errors import InputError
+from mora.mcp import tools as mt
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 0.2  # how often a waiting tool call reads the store's events (SQLite: cheap)
+INSTRUCTIONS = ("Mora makes videos with a team of agents (prompt, text-to-image, image-to-image, image-to-video, "
+                "video connection). Call a task tool (text_to_video, image_to_video, extend_video, edit_video, "
+                "connect_videos, simulate_world, make_story); it returns the video as a resource link. Pass "
+                "job:<id> to use an earlier job's video as an input. list_presets shows the models.")
+
+
+@dataclass
+class Links:
+    """How the server names a job's video: `uri(job_id, path)` and back, `path_of(uri)` (None: not ours)."""
+
+    uri: Callable[[str, str], str]
+    path_of: Callable[[str], str | None]
+
+
+def file_links(out_dir: str | Path) -> Links:
+    """stdio: a job's video is its file URI; only files under `out_dir` are served back."""
+    root = Path(out_dir).resolve()
+
+    def path_of(uri: str) -> str | None:
+        parsed = urlparse(uri)
+        if parsed.scheme != "file":
+            return None
+        path = Path(unquote(parsed.path)).resolve()
+        return str(path) if path.is_relative_to(root) and path.is_file() else None
+
+    return Links(uri=lambda job_id, path: mt.file_uri(path), path_of=path_of)
+
+
+def url_links(base_url: str, store: Any, route: str = "/v1/jobs/{id}/video") -> Links:
+    """HTTP: a job's video is the service's URL for it (`base_url` + `route`)."""
+    base = base_url.rstrip("/")
+    head, _, tail = route.partition("{id}")
+
+    def path_of(uri: str) -> str | None:
+        if not (uri.startswith(base + head) and uri.endswith(tail)):
+            return None
+        job_id = uri[len(base + head):len(uri) - len(tail)]
+        row = store.get(job_id)
+        return row.video if row is not None and row.status == "completed" and row.video else None
+
+    return Links(uri=lambda job_id, path: base + route.format(id=job_id), path_of=path_of)
+
+
+def _error(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(text=message)], is_error=True)
+
+
+class MoraMcp:
+    """The tools over one job store.
+
+    Args:
+        store: a `JobStore` (submit, get, list, cancel, events).
+        links: how videos are named (`file_links` over stdio, `url_links` over HTTP).
+        local_files: inputs may be local paths (stdio: the caller's machine is the server's).
+        preset: the default preset of the task tools (None: the job model's).
+
+    Example:
+        >>> server = MoraMcp(store, file_links("outputs/mcp"), local_files=True, preset="tiny").server()
+    """
+
+    def __init__(self, store: Any, links: Links, *, local_files: bool, preset: str | None = None):
+        self.store, self.links, self.local_files, self.preset = store, links, local_files, preset
+        self.tools = {t["name"]: t for t in mt.all_tools(preset=preset, local_files=local_files)}
+
+    def server(self) -> Server:
+        """The SDK's low-level server with Mora's handlers."""
+        return Server("mora", version=__version__, title="Mora", instructions=INSTRUCTIONS,
+                      on_list_tools=self.list_tools, on_call_tool=self.call_tool,
+                      on_list_resources=self.list_resources, on_read_resource=self.read_resource)
+
+    # --- handlers ---------------------------------------------------------------------------------
+
+    async def list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[self._tool(t) for t in self.tools.values()])
+
+    @staticmethod
+    def _tool(t: dict) -> types.Tool:
+        read_only = t["name"] in mt.OTHER_TOOLS and mt.OTHER_TOOLS[t["name"]][2]
+        return types.Tool(name=t["name"], title=t["title"], description=t["description"],
+                          input_schema=t["input_schema"], output_schema=t["output_schema"],
+                          annotations=types.ToolAnnotations(title=t["title"], read_only_hint=read_only,
+                                                            destructive_hint=False, open_world_hint=False))
+
+    async def call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        name, arguments = params.name, params.arguments or {}
+        if name not in self.tools:
+            return _error(f"tool: {name!r} is not a tool of Mora; choose one of {', '.join(self.tools)}")
+        try:
+            if name in mt.TASK_OF_TOOL:
+                return await self._run_task(ctx, name, arguments)
+            return await getattr(self, f"_{name}")(mt.other_arguments(name, arguments))
+        except InputError as e:  # the command line's one-line message; the server keeps serving
+            return _error(str(e))
+
+    async def list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
+        rows = [r for r in self.store.list(status="completed") if r.video]
+        return types.ListResourcesResult(resources=[
+            types.Resource(uri=self.links.uri(r.id, r.video), name=f"{r.id}.mp4", mime_type="video/mp4",
+                           description=(r.job or {}).get("prompt") or r.job.get("task")) for r in rows])
+
+    async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        path = self.links.path_of(str(params.uri))
+        if path is None:
+            from mcp.shared.exceptions import MCPError
+
+            raise MCPError(types.INVALID_PARAMS, f"uri: {params.uri!r} is not a video of this server; pass the "
+                           "link a task tool or get_job returned")
+        data = await anyio.to_thread.run_sync(Path(path).read_bytes)
+        return types.ReadResourceResult(contents=[types.BlobResourceContents(
+            uri=str(params.uri), mime_type="video/mp4", blob=base64.b64encode(data).decode("ascii"))])
+
+    # --- tools --------------------------------------------------------------------------------------
+
+    async def _run_task(self, ctx: Any, name: str, arguments: dict) -> types.CallToolResult:
+        spec, wait = await anyio.to_thread.run_sync(
+            lambda: mt.job_arguments(name, arguments, local_files=self.local_files, preset=self.preset))
+        row = self.store.submit(spec.model_dump(exclude_none=True))
+        logger.info("%s: job %s queued", name, row.id)
+        if not wait:
+            return self._result(row)
+        try:
+            row = await self._follow(ctx, row.id)
+        except anyio.get_cancelled_exc_class():  # the caller gave up on the call: the job stops too
+            self.store.cancel(row.id)
+            raise
+        return self._result(row)
+
+    async def _follow(self, ctx: Any, job_id: str) -> Any:
+        """Wait for the job, one progress notification per step event; returns its final row."""
+        seq, last = 0, 0.0
+        while True:
+            row = self.store.get(job_id)
+            for event in self.store.events(job_id, after=seq):
+                seq = event["seq"]
+                message = _step_message(event)
+                value = min(99.0, max(float(row.progress or 0), last + 0.1))
+                if message is not None and value > last:
+                    last = value
+                    await ctx.session.report_progress(value, 100.0, message)
+            if row.status in mt.TERMINAL:
+                return row
+            await anyio.sleep(POLL_S)
+
+    def _result(self, row: Any) -> types.CallToolResult:
+        uri = self.links.uri(row.id, row.video) if row.status == "completed" and row.video else None
+        rep = mt.report(row, uri)
+        content: list[Any] = [types.TextContent(text=mt.report_text(rep))]
+        if uri is not None:
+            content.append(types.ResourceLink(uri=uri, name=f"{row.id}.mp4", title=f"Mora job {row.id}",
+                                              mime_type="video/mp4", size=_size(row.video)))
+        return types.CallToolResult(content=content, structured_content=rep.model_dump(),
+                                    is_error=row.status == "failed")
+
+    async def _get_job(self, args: mt.JobId) -> types.CallToolResult:
+        return self._result(self._row(args.job_id))
+
+    async def _cancel_job(self, args: mt.JobId) -> types.CallToolResult:
+        self._row(args.job_id)
+        self.store.cancel(args.job_id)
+        return self._result(self._row(args.job_id))
+
+    async def _list_presets(self, args: Any) -> types.CallToolResult:
+        from mora.config import preset_rows
+
+        rows = await anyio.to_thread.run_sync(preset_rows)
+        text = "\n".join(f"{r['name']}: {r['description']}" for r in rows)
+        return types.CallToolResult(content=[types.TextContent(text=text)], structured_content={"presets": rows})
+
+    async def _score_video(self, args: mt.VideoRef) -> types.CallToolResult:
+        from mora.evaluation import format_table, score_card_for_file
+
+        path = mt.video_path(args.video, local_files=self.local_files, resolve_job=self._video_of)
+        card = await anyio.to_thread.run_sync(lambda: score_card_for_file(path))
+        return types.CallToolResult(content=[types.TextContent(text=format_table(card))], structured_content=card)
+
+    def _row(self, job_id: str) -> Any:
+        row = self.store.get(job_id)
+        if row is None:
+            raise InputError(f"job_id: {job_id!r} is not a job of this server; pass the job_id a task tool returned")
+        return row
+
+    def _video_of(self, job_id: str) -> str:
+        row = self._row(job_id)
+        if row.status != "completed" or not row.video:
+            raise InputError(f"video: job {job_id} is {row.status}, it has no video yet; wait for it (get_job)")
+        return row.video
+
+
+def _step_message(event: dict) -> str | None:
+    """An agent step of the store's events as a progress message (None: not a step)."""
+    if event.get("type") != "step":
+        return None
+    data = event.get("data") or {}
+    agent, doing = data.get("agent"), data.get("doing")
+    return f"{agent}: {doing}" if agent else str(doing or data)
+
+
+def _size(path: str | None) -> int | None:
+    try:
+        return Path(path).stat().st_size if path else None
+    except OSError:
+        return None
