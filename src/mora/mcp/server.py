@@ -33,6 +33,7 @@ from mora.mcp import tools as mt
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.2  # how often a waiting tool call reads the store's events (SQLite: cheap)
+LISTED = 50  # resources/list: the newest jobs' videos
 INSTRUCTIONS = ("Mora makes videos with a team of agents (prompt, text-to-image, image-to-image, image-to-video, "
                 "video connection). Call a task tool (text_to_video, image_to_video, extend_video, edit_video, "
                 "connect_videos, simulate_world, make_story); it returns the video as a resource link. Pass "
@@ -128,10 +129,10 @@ class MoraMcp:
             return _error(str(e))
 
     async def list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
-        rows = [r for r in self.store.list(status="completed") if r.video]
+        rows = [r for r in self.store.list(limit=LISTED) if r.status == "completed" and r.video]
         return types.ListResourcesResult(resources=[
             types.Resource(uri=self.links.uri(r.id, r.video), name=f"{r.id}.mp4", mime_type="video/mp4",
-                           description=(r.job or {}).get("prompt") or r.job.get("task")) for r in rows])
+                           description=r.job.get("prompt") or r.task) for r in rows])
 
     async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         path = self.links.path_of(str(params.uri))
@@ -147,9 +148,8 @@ class MoraMcp:
     # --- tools --------------------------------------------------------------------------------------
 
     async def _run_task(self, ctx: Any, name: str, arguments: dict) -> types.CallToolResult:
-        spec, wait = await anyio.to_thread.run_sync(
-            lambda: mt.job_arguments(name, arguments, local_files=self.local_files, preset=self.preset))
-        row = self.store.submit(spec.model_dump(exclude_none=True))
+        data, wait = mt.job_arguments(name, arguments)
+        row = await anyio.to_thread.run_sync(lambda: self.store.submit(data))  # checks files, preset: not instant
         logger.info("%s: job %s queued", name, row.id)
         if not wait:
             return self._result(row)
@@ -161,17 +161,19 @@ class MoraMcp:
         return self._result(row)
 
     async def _follow(self, ctx: Any, job_id: str) -> Any:
-        """Wait for the job, one progress notification per step event; returns its final row."""
-        seq, last = 0, 0.0
+        """Wait for the job, one progress notification per agent step; returns its final row."""
+        seq, last = 0, -1.0
         while True:
             row = self.store.get(job_id)
-            for event in self.store.events(job_id, after=seq):
+            events = self.store.events(job_id, after=seq)
+            for i, event in enumerate(events):
                 seq = event["seq"]
-                message = _step_message(event)
-                value = min(99.0, max(float(row.progress or 0), last + 0.1))
-                if message is not None and value > last:
-                    last = value
-                    await ctx.session.report_progress(value, 100.0, message)
+                if event["type"] != "step":
+                    continue
+                # the store records each step with its progress event right after it
+                pct = next((e["data"]["progress"] for e in events[i + 1:] if e["type"] == "progress"), row.progress)
+                last = max(float(pct), last + 0.01)  # MCP: progress increases with every notification
+                await ctx.session.report_progress(last, 100.0, event["data"].get("step"))
             if row.status in mt.TERMINAL:
                 return row
             await anyio.sleep(POLL_S)
@@ -205,7 +207,7 @@ class MoraMcp:
         from mora.evaluation import format_table, score_card_for_file
 
         path = mt.video_path(args.video, local_files=self.local_files, resolve_job=self._video_of)
-        card = await anyio.to_thread.run_sync(lambda: score_card_for_file(path))
+        card = await anyio.to_thread.run_sync(lambda: score_card_for_file(path, manifest=mt.manifest_beside(path)))
         return types.CallToolResult(content=[types.TextContent(text=format_table(card))], structured_content=card)
 
     def _row(self, job_id: str) -> Any:
@@ -215,19 +217,12 @@ class MoraMcp:
         return row
 
     def _video_of(self, job_id: str) -> str:
-        row = self._row(job_id)
+        row = self.store.get(job_id)
+        if row is None:
+            raise InputError(f"video: job:{job_id} is not a job of this server; pass the id of an earlier job")
         if row.status != "completed" or not row.video:
-            raise InputError(f"video: job {job_id} is {row.status}, it has no video yet; wait for it (get_job)")
+            raise InputError(f"video: job:{job_id} is {row.status}, not completed; wait for it (get_job)")
         return row.video
-
-
-def _step_message(event: dict) -> str | None:
-    """An agent step of the store's events as a progress message (None: not a step)."""
-    if event.get("type") != "step":
-        return None
-    data = event.get("data") or {}
-    agent, doing = data.get("agent"), data.get("doing")
-    return f"{agent}: {doing}" if agent else str(doing or data)
 
 
 def _size(path: str | None) -> int | None:

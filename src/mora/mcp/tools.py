@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mora import media, validation
 from mora.errors import InputError
-from mora.workflows.jobspec import JOB_TASKS, STORY, STORY_HELP, JobBase, job_schema, parse_job, task_inputs
+from mora.workflows.jobspec import JOB_TASKS, STORY, STORY_HELP, job_schema, parse_job, task_inputs
 from mora.workflows.tasks import TASK_TABLE
 
 # task -> MCP tool name: the one place these names are written (the tool names read as verbs)
@@ -161,69 +162,48 @@ def other_arguments(name: str, arguments: dict | None) -> BaseModel:
 
 # --- a task tool's arguments -> a job ---------------------------------------------------------------
 
-def job_arguments(tool: str, arguments: dict | None, *, local_files: bool, preset: str | None = None) \
-        -> tuple[JobBase, bool]:
-    """(the job, wait) from a task tool's arguments, checked as the command line checks them.
+def job_arguments(tool: str, arguments: dict | None) -> tuple[dict, bool]:
+    """(the job as the caller gave it, wait) from a task tool's arguments, checked by the job model.
 
-    Local paths are checked as files of their kind (`media.check_file`) and made absolute; `job:<id>`
-    passes on to the store, which resolves it. Nothing is loaded or written.
+    The job goes to the store as given (the store fills in the server's defaults, resolves `job:<id>`
+    and checks files, preset and options as the command line does, before anything runs).
 
     Raises:
         InputError: the first problem, as `FIELD: VALUE problem; fix`.
 
     Example:
-        >>> spec, wait = job_arguments("text_to_video", {"prompt": "a fox", "wait": False}, local_files=True)
-        >>> spec.task, wait
-        ('text-to-video', False)
+        >>> job_arguments("text_to_video", {"prompt": "a fox", "wait": False})
+        ({'prompt': 'a fox', 'task': 'text-to-video'}, False)
     """
     task = TASK_OF_TOOL[tool]
-    data = dict(arguments or {})
+    data = {k: v for k, v in (arguments or {}).items() if v is not None}
     wait = data.pop("wait", True)
     if not isinstance(wait, bool):
         raise InputError(f"wait: {wait!r} is not true or false; pass true or false")
     if data.get("task", task) != task:
         raise InputError(f"task: {data['task']!r} is not {tool}'s task; drop it (the tool names the task)")
     data["task"] = task
-    if preset is not None and data.get("preset") is None:
-        data["preset"] = preset
-    spec = parse_job(data, scopes=("job",), door=DOOR)
-    files = {}
-    for item in task_inputs(task):
-        value = getattr(spec, item.name, None)
-        if item.kind in FILE_KINDS and isinstance(value, str):
-            files[item.name] = check_file_input(item.name, value, item.kind, local_files=local_files)
-        elif item.kind == "storyboard" and isinstance(value, str) and not local_files:
-            raise InputError(f"storyboard: {value!r} is a path; over HTTP pass the storyboard object itself")
-    if files:
-        spec = spec.model_copy(update=files)
-    _check_with_preset(spec)
-    return spec, wait
-
-
-def check_file_input(name: str, value: str, kind: str, *, local_files: bool) -> str:
-    """`job:<id>` as given; a local path checked as a file of `kind` and made absolute (stdio only)."""
-    if value.startswith(JOB_REF):
-        if not value[len(JOB_REF):].strip():
-            raise InputError(f"{name}: {value!r} names no job; pass job:<id> with the id a task tool returned")
-        return value
-    if not local_files:
-        raise InputError(f"{name}: {value!r} is a path, and this server cannot read the caller's files; pass "
-                         "job:<id> (an earlier job's video) or upload the file with POST /v1/jobs")
-    return str(media.check_file(value, argument=name, kinds=(kind,)).resolve())
-
-
-def _check_with_preset(spec: JobBase) -> None:
-    """The preset exists and the options suit its models (prepare without files: nothing loads)."""
-    from mora.workflows.prepare import prepare
-
-    prepare(spec, files=False)
+    parse_job(data, scopes=("job",), door=DOOR)
+    return data, wait
 
 
 def video_path(value: str, *, local_files: bool, resolve_job: Any) -> str:
-    """score_video's input as a path: `job:<id>` through `resolve_job(id)`, else a checked local path."""
+    """score_video's input as a path: `job:<id>` through `resolve_job(id)`, else a local path (stdio only)."""
     if value.startswith(JOB_REF):
         return resolve_job(value[len(JOB_REF):].strip())
-    return check_file_input("video", value, "video", local_files=local_files)
+    if not local_files:
+        raise InputError(f"video: {value!r} is a path on the server, which a request may not name; pass job:<id> "
+                         "of an earlier job")
+    return str(media.check_file(value, argument="video", kinds=("video",)))
+
+
+def manifest_beside(path: str | Path) -> dict | None:
+    """The manifest of a Mora video (`<stem>.json`), as `mora eval` reads it (seam scores); None if none."""
+    try:
+        data = json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 # --- results ----------------------------------------------------------------------------------------

@@ -44,7 +44,8 @@ def run_stdio(*, out_dir: str | Path, preset: str | None = None, host: dict | No
 
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    store = JobStore(out / "mcp.db", out)
+    store = JobStore(out / "mcp.db", out, host=host, defaults={"preset": preset} if preset else None,
+                     local_paths=True)  # stdio: the caller's machine is this one, its paths are allowed
     store.recover()  # jobs a killed server left running are queued again
     worker = Worker(store, dict(host or {}))
     server = MoraMcp(store, file_links(out), local_files=True, preset=preset).server()
