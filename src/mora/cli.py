@@ -331,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_batch(args)
         if args.command == "train":
             return _run_train(args)
+        if args.command == "serve":
+            from mora.service.cli import run_serve
+
+            return run_serve(args)
         return _run_task(args)
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_options(story, STORY)
     output_flags(story)
     _add_info_parsers(sub)
+    from mora.service.cli import add_serve_parser  # argparse only
+
+    add_serve_parser(sub)
     return parser
 
 
