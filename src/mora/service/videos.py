@@ -92,12 +92,12 @@ def _size(size: str | None) -> dict:
 
 def _options(body: Body, task: str, route: str) -> dict:
     """The extra fields as job options of `task` (anything else is 400)."""
-    from mora.workflows.jobspec import task_options
+    from mora.workflows.jobspec import OPTIONS, task_options
 
     takes = {o.name for o in task_options(task, ("job",))} - {"preset"}
     out = {}
     for name, value in body.fields.items():
-        if name not in takes:
+        if name not in OPTIONS or name == "preset":  # an option of another scope or task: the job model says why
             raise ApiError(400, f"{name}: {route} has no such field Mora can honour; pass "
                            f"{', '.join(STANDARD)} or a job option ({', '.join(sorted(takes))})", param=name,
                            code="unknown_field")
@@ -118,17 +118,24 @@ def _check_seconds(seconds: str | None, preset: Any, options: dict) -> str:
                    code="invalid_value")
 
 
-async def _submit(request: Request, job: dict, meta: dict, uploads: dict) -> dict:
-    """Save the uploads, queue the job (400 on any InputError), return the Video object."""
+async def _submit(request: Request, job: dict, meta: dict, uploads: dict, renames: dict | None = None) -> dict:
+    """Save the uploads, queue the job (400 on any InputError), return the Video object.
+
+    `renames` names the API field behind a job field in errors (width -> size, num_frames -> seconds).
+    """
     svc = _svc(request)
     files: dict[str, Path] = {}
     try:
-        for name, (upload, kind) in uploads.items():
-            files[name] = await save_upload(upload, svc.upload_dir, check_upload(name, upload, kind), svc.max_bytes)
+        for name, (upload, kind, shown) in uploads.items():
+            files[name] = await save_upload(upload, svc.upload_dir, check_upload(shown, upload, kind), svc.max_bytes)
         row = await run_in_threadpool(svc.store.submit, job, idempotency_key=idempotency_key(request),
                                       files=files, meta=meta)
     except InputError as e:
-        raise from_input_error(e, 400) from None
+        error = from_input_error(e, 400)
+        if error.param in (renames or {}):
+            error.param = renames[error.param]
+            error.message = f"{error.param}: {error.message}"
+        raise error from None
     finally:
         for path in files.values():  # the store moved the ones it kept
             path.unlink(missing_ok=True)
@@ -163,7 +170,8 @@ async def create(request: Request) -> dict:
     job = {"task": task, "prompt": prompt, "preset": preset.name, **options}
     if file_id:
         job["image"] = JOB_REF + file_id
-    return await _submit(request, job, meta, {"image": (upload, "image")} if upload is not None else {})
+    uploads = {"image": (upload, "image", "input_reference")} if upload is not None else {}
+    return await _submit(request, job, meta, uploads, {"width": "size", "height": "size"})
 
 
 def _default_size(preset: Any) -> str:
@@ -247,7 +255,7 @@ async def _video_input(request: Request, body: Body) -> tuple[str | None, dict]:
     if (ref is None) == (upload is None):
         raise ApiError(400, "video: pass either {\"id\": <id of a completed video>} or an uploaded video file",
                        param="video", code="invalid_value")
-    return (JOB_REF + ref if ref else None), ({"video": (upload, "video")} if upload is not None else {})
+    return (JOB_REF + ref if ref else None), ({"video": (upload, "video", "video")} if upload is not None else {})
 
 
 @router.post("/edits")
@@ -259,7 +267,15 @@ async def edit(request: Request) -> dict:
     job = {"task": "edit", "instruction": prompt, "preset": preset.name, **_options(body, "edit", "edits")}
     if ref:
         job["video"] = ref
-    return await _submit(request, job, {"model": preset.name, "prompt": prompt}, uploads)
+    return await _submit(request, job, {"model": preset.name, "prompt": prompt, "size": _source_size(request, ref)},
+                         uploads)
+
+
+def _source_size(request: Request, ref: str | None) -> str:
+    """The size of an earlier video (edit and extend keep it); "" for an upload until the job is done."""
+    row = _svc(request).store.get(ref[len(JOB_REF):]) if ref else None
+    info = (row.manifest or {}).get("video") if row else None
+    return f"{info['width']}x{info['height']}" if info else ""
 
 
 def _source_preset(request: Request, ref: str | None) -> str | None:
@@ -282,7 +298,8 @@ async def extend(request: Request) -> dict:
     job = {"task": "extend", "prompt": prompt, "preset": preset.name, **options}
     if ref:
         job["video"] = ref
-    return await _submit(request, job, {"model": preset.name, "prompt": prompt}, uploads)
+    meta = {"model": preset.name, "prompt": prompt, "seconds": str(seconds or ""), "size": _source_size(request, ref)}
+    return await _submit(request, job, meta, uploads, {"num_frames": "seconds"} if seconds is not None else {})
 
 
 def _frames_for(request: Request, seconds: Any, ref: str | None, uploads: dict) -> int:
@@ -312,4 +329,6 @@ async def remix(request: Request, video_id: str) -> dict:
     preset = source.job.get("preset")
     job = {"task": "edit", "video": JOB_REF + video_id, "instruction": prompt, "preset": preset,
            **_options(body, "edit", "remix")}
-    return await _submit(request, job, {"model": preset, "prompt": prompt, "remixed_from_video_id": video_id}, {})
+    meta = {"model": preset, "prompt": prompt, "remixed_from_video_id": video_id,
+            "size": _source_size(request, JOB_REF + video_id)}
+    return await _submit(request, job, meta, {})
