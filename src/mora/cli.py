@@ -327,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_batch(args)
         if args.command == "train":
             return _run_train(args)
+        if args.command == "serve":
+            from mora.service.cli import run_serve
+
+            return run_serve(args)
         if args.command == "mcp":
             from mora.mcp.cli import run_mcp
 

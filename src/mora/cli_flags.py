@@ -27,6 +27,14 @@ def number_type(kind: type, what: str):
     return parse
 
 
+def positive_int(text: str) -> int:
+    """An argparse `type`: a whole number of at least 1."""
+    value = number_type(int, "a whole number")(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive; pass a number of at least 1")
+    return value
+
+
 def add_option(group: Any, option: Any, *, default: Any = None, hidden: bool = False) -> None:
     """One job option as a flag: its type, choices and help from the job model (default None: not given)."""
     kind = option.kind

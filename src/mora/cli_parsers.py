@@ -13,7 +13,7 @@ import argparse
 from typing import Any
 
 from mora import __version__
-from mora.cli_flags import add_job_options, add_option, number_type, output_flags
+from mora.cli_flags import add_job_options, add_option, output_flags, positive_int
 
 PROG = "mora"
 
@@ -27,13 +27,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-
-def positive_int(text: str) -> int:
-    value = number_type(int, "a whole number")(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive; pass a number of at least 1")
-    return value
 
 
 def add_inputs(p: argparse.ArgumentParser, task: str) -> None:
@@ -79,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_options(story, STORY)
     output_flags(story)
     _add_info_parsers(sub)
+    from mora.service.cli import add_serve_parser  # argparse only
+
+    add_serve_parser(sub)
     from mora.mcp.cli import add_mcp_parser
 
     add_mcp_parser(sub)
