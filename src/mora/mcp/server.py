@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +43,14 @@ INSTRUCTIONS = ("Mora makes videos with a team of agents (prompt, text-to-image,
 
 @dataclass
 class Links:
-    """How the server names a job's video: `uri(job_id, path)` and back, `path_of(uri)` (None: not ours)."""
+    """How the server names a job's video and back.
 
-    uri: Callable[[str, str], str]
+    Attributes:
+        uri: `(job_id, video path, base URL of the request or None) -> URI`.
+        path_of: `URI -> the video's path`, None when the URI is not a video of this server.
+    """
+
+    uri: Callable[[str, str, str | None], str]
     path_of: Callable[[str], str | None]
 
 
@@ -59,22 +65,30 @@ def file_links(out_dir: str | Path) -> Links:
         path = Path(unquote(parsed.path)).resolve()
         return str(path) if path.is_relative_to(root) and path.is_file() else None
 
-    return Links(uri=lambda job_id, path: mt.file_uri(path), path_of=path_of)
+    return Links(uri=lambda job_id, path, base: mt.file_uri(path), path_of=path_of)
 
 
-def url_links(base_url: str, store: Any, route: str = "/v1/jobs/{id}/video") -> Links:
-    """HTTP: a job's video is the service's URL for it (`base_url` + `route`)."""
-    base = base_url.rstrip("/")
-    head, _, tail = route.partition("{id}")
+def url_links(store: Any, base_url: str | None = None) -> Links:
+    """HTTP: a job's video is the service's URL for it (`/v1/jobs/<id>/files/video.mp4`, native API).
 
-    def path_of(uri: str) -> str | None:
-        if not (uri.startswith(base + head) and uri.endswith(tail)):
-            return None
-        job_id = uri[len(base + head):len(uri) - len(tail)]
-        row = store.get(job_id)
+    Args:
+        store: the service's store (to find a linked job's video again).
+        base_url: the service's URL; None: the URL each request came in on (right behind a proxy too).
+    """
+    from mora.service.store import VIDEO_NAME
+
+    route = f"/v1/jobs/{{id}}/files/{VIDEO_NAME}"
+    pattern = re.compile(r"/v1/jobs/([A-Za-z0-9_-]+)/files/" + re.escape(VIDEO_NAME) + "$")
+
+    def uri(job_id: str, path: str, base: str | None) -> str:
+        return (base or base_url or "").rstrip("/") + route.format(id=job_id)
+
+    def path_of(link: str) -> str | None:
+        found = pattern.search(urlparse(link).path)
+        row = store.get(found[1]) if found else None
         return row.video if row is not None and row.status == "completed" and row.video else None
 
-    return Links(uri=lambda job_id, path: base + route.format(id=job_id), path_of=path_of)
+    return Links(uri=uri, path_of=path_of)
 
 
 def _error(message: str) -> types.CallToolResult:
@@ -124,14 +138,14 @@ class MoraMcp:
         try:
             if name in mt.TASK_OF_TOOL:
                 return await self._run_task(ctx, name, arguments)
-            return await getattr(self, f"_{name}")(mt.other_arguments(name, arguments))
+            return await getattr(self, f"_{name}")(ctx, mt.other_arguments(name, arguments))
         except InputError as e:  # the command line's one-line message; the server keeps serving
             return _error(str(e))
 
     async def list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
         rows = [r for r in self.store.list(limit=LISTED) if r.status == "completed" and r.video]
         return types.ListResourcesResult(resources=[
-            types.Resource(uri=self.links.uri(r.id, r.video), name=f"{r.id}.mp4", mime_type="video/mp4",
+            types.Resource(uri=self.links.uri(r.id, r.video, _base(ctx)), name=f"{r.id}.mp4", mime_type="video/mp4",
                            description=r.job.get("prompt") or r.task) for r in rows])
 
     async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
@@ -152,13 +166,13 @@ class MoraMcp:
         row = await anyio.to_thread.run_sync(lambda: self.store.submit(data))  # checks files, preset: not instant
         logger.info("%s: job %s queued", name, row.id)
         if not wait:
-            return self._result(row)
+            return self._result(row, ctx)
         try:
             row = await self._follow(ctx, row.id)
         except anyio.get_cancelled_exc_class():  # the caller gave up on the call: the job stops too
             self.store.cancel(row.id)
             raise
-        return self._result(row)
+        return self._result(row, ctx)
 
     async def _follow(self, ctx: Any, job_id: str) -> Any:
         """Wait for the job, one progress notification per agent step; returns its final row."""
@@ -178,8 +192,8 @@ class MoraMcp:
                 return row
             await anyio.sleep(POLL_S)
 
-    def _result(self, row: Any) -> types.CallToolResult:
-        uri = self.links.uri(row.id, row.video) if row.status == "completed" and row.video else None
+    def _result(self, row: Any, ctx: Any) -> types.CallToolResult:
+        uri = self.links.uri(row.id, row.video, _base(ctx)) if row.status == "completed" and row.video else None
         rep = mt.report(row, uri)
         content: list[Any] = [types.TextContent(text=mt.report_text(rep))]
         if uri is not None:
@@ -188,22 +202,22 @@ class MoraMcp:
         return types.CallToolResult(content=content, structured_content=rep.model_dump(),
                                     is_error=row.status == "failed")
 
-    async def _get_job(self, args: mt.JobId) -> types.CallToolResult:
-        return self._result(self._row(args.job_id))
+    async def _get_job(self, ctx: Any, args: mt.JobId) -> types.CallToolResult:
+        return self._result(self._row(args.job_id), ctx)
 
-    async def _cancel_job(self, args: mt.JobId) -> types.CallToolResult:
+    async def _cancel_job(self, ctx: Any, args: mt.JobId) -> types.CallToolResult:
         self._row(args.job_id)
         self.store.cancel(args.job_id)
-        return self._result(self._row(args.job_id))
+        return self._result(self._row(args.job_id), ctx)
 
-    async def _list_presets(self, args: Any) -> types.CallToolResult:
+    async def _list_presets(self, ctx: Any, args: Any) -> types.CallToolResult:
         from mora.config import preset_rows
 
         rows = await anyio.to_thread.run_sync(preset_rows)
         text = "\n".join(f"{r['name']}: {r['description']}" for r in rows)
         return types.CallToolResult(content=[types.TextContent(text=text)], structured_content={"presets": rows})
 
-    async def _score_video(self, args: mt.VideoRef) -> types.CallToolResult:
+    async def _score_video(self, ctx: Any, args: mt.VideoRef) -> types.CallToolResult:
         from mora.evaluation import format_table, score_card_for_file
 
         path = mt.video_path(args.video, local_files=self.local_files, resolve_job=self._video_of)
@@ -223,6 +237,12 @@ class MoraMcp:
         if row.status != "completed" or not row.video:
             raise InputError(f"video: job:{job_id} is {row.status}, not completed; wait for it (get_job)")
         return row.video
+
+
+def _base(ctx: Any) -> str | None:
+    """The service's URL as this request reached it (None over stdio)."""
+    request = getattr(ctx, "request", None)
+    return str(request.base_url) if request is not None and hasattr(request, "base_url") else None
 
 
 def _size(path: str | None) -> int | None:

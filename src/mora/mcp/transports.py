@@ -13,16 +13,13 @@ must run for the app's lifetime (`async with mcp_http.lifespan():` in the servic
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
-
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
 
 def run_stdio(*, out_dir: str | Path, preset: str | None = None, host: dict | None = None) -> None:
     """Serve MCP over stdin/stdout until the client closes stdin (`mora mcp`).
@@ -75,19 +72,18 @@ class McpHttp:
     lifespan: Callable[[], AbstractAsyncContextManager[Any]]
 
 
-def http_app(store: Any, *, base_url: str, preset: str | None = None, bind: str = "127.0.0.1",
-             video_route: str = "/v1/jobs/{id}/video") -> McpHttp:
+def http_app(store: Any, *, base_url: str | None = None, preset: str | None = None, local: bool = True) -> McpHttp:
     """The streamable-HTTP MCP endpoint over the service's store (stateless: any request stands alone).
 
     Args:
         store: the service's `JobStore` (its worker runs the jobs).
-        base_url: the service's URL as callers reach it; videos are `base_url + video_route`.
-        preset: the task tools' default preset.
-        bind: the address the service binds; on this machine only, the SDK's DNS-rebinding check is on.
-        video_route: the service's route of a job's video (`{id}` is the job id).
+        base_url: the service's URL for video links; None: the URL each request came in on.
+        preset: the task tools' default preset (shown in the schemas; the store fills it in).
+        local: the service is reachable from this machine only: the SDK's DNS-rebinding check is on
+            (Host and Origin must be loopback). A service open to other machines has bearer keys instead.
 
     Example:
-        >>> mcp_http = http_app(store, base_url="http://127.0.0.1:8000")  # doctest: +SKIP
+        >>> mcp_http = http_app(store, preset="tiny")  # doctest: +SKIP
         >>> app.router.routes.append(Route("/mcp", endpoint=mcp_http.app))  # doctest: +SKIP
     """
     from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
@@ -95,11 +91,42 @@ def http_app(store: Any, *, base_url: str, preset: str | None = None, bind: str 
 
     from mora.mcp.server import MoraMcp, url_links
 
-    server = MoraMcp(store, url_links(base_url, store, video_route), local_files=False, preset=preset).server()
-    local = bind in LOCAL_HOSTS
+    server = MoraMcp(store, url_links(store, base_url), local_files=False, preset=preset).server()
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=local,
         allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"] if local else [],
         allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"] if local else [])
     manager = StreamableHTTPSessionManager(app=server, stateless=True, security_settings=security)
     return McpHttp(app=StreamableHTTPASGIApp(manager), lifespan=manager.run)
+
+
+def mount_mcp(app: Any, store: Any, *, preset: str | None = None, local: bool = True, path: str = "/mcp") -> bool:
+    """Serve MCP at `path` of a Starlette/FastAPI app, its session manager run by the app's lifespan.
+
+    The app's middleware (the service's bearer auth) applies to it as to every route.
+
+    Returns:
+        False when the MCP SDK is not installed (the service runs without `/mcp`).
+
+    Example:
+        >>> mount_mcp(service.app, service.store, preset="tiny")  # doctest: +SKIP
+        True
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("mcp") is None:
+        logger.warning("/mcp is off: the MCP SDK is not installed (pip install -e \".[mcp]\")")
+        return False
+    from starlette.routing import Route
+
+    endpoint = http_app(store, preset=preset, local=local)
+    app.router.routes.append(Route(path, endpoint=endpoint.app))
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(parent: Any) -> AsyncIterator[Any]:
+        async with endpoint.lifespan(), inner(parent) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
+    return True
