@@ -58,65 +58,43 @@ def test_other_tools_schemas_from_their_models():
         mt.other_arguments("get_job", {})
 
 
-def test_arguments_become_a_job_with_the_servers_preset():
-    spec, wait = mt.job_arguments("text_to_video", {"prompt": "a fox", "num_frames": 3}, local_files=True,
-                                  preset="tiny")
-    assert (spec.task, spec.prompt, spec.num_frames, spec.preset, wait) == ("text-to-video", "a fox", 3, "tiny", True)
-    spec, wait = mt.job_arguments("text_to_video", {"prompt": "a fox", "preset": "tiny-ltx", "wait": False},
-                                  local_files=True, preset="tiny")
-    assert (spec.preset, wait) == ("tiny-ltx", False)
+def test_arguments_become_the_job_as_given_and_wait():
+    data, wait = mt.job_arguments("text_to_video", {"prompt": "a fox", "num_frames": 3, "seed": None})
+    assert (data, wait) == ({"prompt": "a fox", "num_frames": 3, "task": "text-to-video"}, True)
+    data, wait = mt.job_arguments("make_story", {"story": "a fox's day", "wait": False})
+    assert (data, wait) == ({"story": "a fox's day", "task": "story"}, False)  # no defaults filled: the store's
 
 
 @pytest.mark.parametrize("arguments", [{"prompt": "a fox", "num_frames": 0}, {"prompt": "a fox", "seed": -1},
                                        {"prompt": ""}, {"prompt": "a fox", "best_of": "two"}, {}])
 def test_bad_values_get_the_job_models_one_line_message(arguments):
     with pytest.raises(InputError) as cli:
-        parse_job({"task": "text-to-video", "preset": "tiny", **arguments})
+        parse_job({"task": "text-to-video", **arguments})
     with pytest.raises(InputError) as tool:
-        mt.job_arguments("text_to_video", arguments, local_files=True, preset="tiny")
+        mt.job_arguments("text_to_video", arguments)
     assert str(tool.value) == str(cli.value) and "\n" not in str(tool.value)
-
-
-def test_the_preset_is_checked_before_anything_runs():
-    with pytest.raises(InputError, match=r"^--preset: unknown preset 'nope'; choose one of"):
-        mt.job_arguments("text_to_video", {"prompt": "a fox", "preset": "nope"}, local_files=True)
 
 
 def test_host_options_and_other_fields_are_refused():
     with pytest.raises(InputError, match=r"^device: an MCP tool call cannot set it"):
-        mt.job_arguments("text_to_video", {"prompt": "a fox", "device": "cpu"}, local_files=True, preset="tiny")
+        mt.job_arguments("text_to_video", {"prompt": "a fox", "device": "cpu"})
     with pytest.raises(InputError, match=r"^review: an MCP tool call cannot set it"):
-        mt.job_arguments("text_to_video", {"prompt": "a fox", "review": True}, local_files=True, preset="tiny")
+        mt.job_arguments("text_to_video", {"prompt": "a fox", "review": True})
     with pytest.raises(InputError, match=r"^wait: 'yes' is not true or false"):
-        mt.job_arguments("text_to_video", {"prompt": "a fox", "wait": "yes"}, local_files=True, preset="tiny")
+        mt.job_arguments("text_to_video", {"prompt": "a fox", "wait": "yes"})
     with pytest.raises(InputError, match=r"^task: 'extend' is not text_to_video's task"):
-        mt.job_arguments("text_to_video", {"prompt": "a fox", "task": "extend"}, local_files=True, preset="tiny")
+        mt.job_arguments("text_to_video", {"prompt": "a fox", "task": "extend"})
+    with pytest.raises(InputError, match=r"^shots: 3 is not an input or option of text-to-video; it is for story"):
+        mt.job_arguments("text_to_video", {"prompt": "a fox", "shots": 3})
 
 
-def test_file_inputs_local_paths_over_stdio_job_references_everywhere(tmp_path):
-    missing = tmp_path / "nope.mp4"
-    with pytest.raises(InputError, match=rf"^video: '{re.escape(str(missing))}' does not exist"):
-        mt.job_arguments("extend_video", {"video": str(missing)}, local_files=True, preset="tiny")
-    with pytest.raises(InputError, match=r"^image: '.*not-an-image.txt' "):
-        (tmp_path / "not-an-image.txt").write_text("hello")
-        mt.job_arguments("image_to_video", {"image": str(tmp_path / "not-an-image.txt"), "prompt": "a fox"},
-                         local_files=True, preset="tiny")
-    spec, _ = mt.job_arguments("extend_video", {"video": "job:abc123"}, local_files=False, preset="tiny")
-    assert spec.video == "job:abc123"
-    with pytest.raises(InputError, match=r"^video: '/etc/passwd' is a path, and this server cannot read"):
-        mt.job_arguments("extend_video", {"video": "/etc/passwd"}, local_files=False, preset="tiny")
-    with pytest.raises(InputError, match=r"^video_a: 'job:' names no job"):
-        mt.job_arguments("connect_videos", {"video_a": "job:", "video_b": "job:x"}, local_files=True, preset="tiny")
-
-
-def test_a_local_file_is_passed_on_absolute(tmp_path, monkeypatch):
-    from PIL import Image
-
-    Image.new("RGB", (16, 16), "red").save(tmp_path / "cat.png")
-    monkeypatch.chdir(tmp_path)
-    spec, _ = mt.job_arguments("image_to_video", {"image": "cat.png", "prompt": "a cat"}, local_files=True,
-                               preset="tiny")
-    assert spec.image == str(tmp_path / "cat.png")
+def test_score_video_takes_a_job_or_over_stdio_a_local_video(tmp_path):
+    assert mt.video_path("job:j1", local_files=False, resolve_job=lambda i: f"/jobs/{i}/video.mp4") == \
+        "/jobs/j1/video.mp4"
+    with pytest.raises(InputError, match=r"^video: '/etc/passwd' is a path on the server"):
+        mt.video_path("/etc/passwd", local_files=False, resolve_job=None)
+    with pytest.raises(InputError, match=r"^video: '.*nope.mp4' does not exist"):
+        mt.video_path(str(tmp_path / "nope.mp4"), local_files=True, resolve_job=None)
 
 
 def _row(**kw):
