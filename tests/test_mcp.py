@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -26,6 +27,7 @@ from mora import media  # noqa: E402
 from mora.mcp import tools as mt  # noqa: E402
 from mora.workflows.jobspec import JOB_TASKS  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 CALL_S = 240  # one whole conversation with a server, at most (a tiny job takes seconds)
 SMALL = {"num_frames": 3, "steps": 1, "seed": 1}  # the quickest tiny job
 
@@ -107,11 +109,15 @@ def test_bad_arguments_are_tool_errors_and_the_server_keeps_serving(tmp_path):
     _run(conversation, server)
 
 
-def _stdio(out_dir: Path) -> StdioServerParameters:
+def _env() -> dict[str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # MORA_HOME from conftest: tiny models built once per session
     env.pop("OAI_CONFIG_LIST", None)
+    return env
+
+
+def _stdio(out_dir: Path) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable, args=["-m", "mora.cli", "mcp", "--preset", "tiny",
-                                                               "--out-dir", str(out_dir)], env=env)
+                                                               "--out-dir", str(out_dir)], env=_env())
 
 
 def _check_video(result, out_dir: Path) -> tuple[str, Path]:
@@ -170,3 +176,17 @@ def test_mora_mcp_over_stdio_runs_a_job_with_progress_and_serves_its_video(tmp_p
 
     _run(conversation, _stdio(out_dir))
     assert (out_dir / "mcp.db").is_file()
+
+
+@pytest.mark.slow
+def test_the_example_script_drives_mora_through_mcp(tmp_path):
+    out_dir = tmp_path / "jobs"
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "mcp_client.py"), "a red fox", "--out-dir",
+                           str(out_dir)], env=_env(), capture_output=True, text=True, timeout=CALL_S)
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    assert lines["tools"].split(", ")[:2] == ["text_to_video", "image_to_video"]
+    first, extended = (Path(lines[k].rsplit(" (", 1)[0]) for k in ("video", "extended"))
+    assert first.is_file() and extended.is_file() and first.is_relative_to(out_dir.resolve())
+    assert lines["route"] == "prompt_agent -> text_to_image_agent -> image_to_video_agent"
+    assert "% prompt_agent: " in proc.stderr and "% image_to_video_agent: " in proc.stderr  # progress lines

@@ -144,8 +144,9 @@ class MoraMcp:
 
     async def list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
         rows = [r for r in self.store.list(limit=LISTED) if r.status == "completed" and r.video]
+        base = _base(ctx)
         return types.ListResourcesResult(resources=[
-            types.Resource(uri=self.links.uri(r.id, r.video, _base(ctx)), name=f"{r.id}.mp4", mime_type="video/mp4",
+            types.Resource(uri=self.links.uri(r.id, r.video, base), name=f"{r.id}.mp4", mime_type="video/mp4",
                            description=r.job.get("prompt") or r.task) for r in rows])
 
     async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
@@ -179,6 +180,8 @@ class MoraMcp:
         seq, last = 0, -1.0
         while True:
             row = self.store.get(job_id)
+            if row is None:  # deleted through the service's API while this call waited
+                raise InputError(f"job_id: {job_id} was deleted while it ran; submit it again")
             events = self.store.events(job_id, after=seq)
             for i, event in enumerate(events):
                 seq = event["seq"]
@@ -188,7 +191,7 @@ class MoraMcp:
                 pct = next((e["data"]["progress"] for e in events[i + 1:] if e["type"] == "progress"), row.progress)
                 last = max(float(pct), last + 0.01)  # MCP: progress increases with every notification
                 await ctx.session.report_progress(last, 100.0, event["data"].get("step"))
-            if row.status in mt.TERMINAL:
+            if row.finished:
                 return row
             await anyio.sleep(POLL_S)
 

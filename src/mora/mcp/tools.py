@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mora import media, validation
 from mora.errors import InputError
+from mora.service.store import JOB_REF  # `job:<id>`: the video of an earlier job of the same store
 from mora.workflows.jobspec import JOB_TASKS, STORY, STORY_HELP, job_schema, parse_job, task_inputs
 from mora.workflows.tasks import TASK_TABLE
 
@@ -35,10 +36,8 @@ TOOL_NAMES: dict[str, str] = {
     "edit": "edit_video", "connect": "connect_videos", "simulate": "simulate_world", STORY: "make_story",
 }
 TASK_OF_TOOL = {name: task for task, name in TOOL_NAMES.items()}
-JOB_REF = "job:"  # `job:<id>`: the video of an earlier job of the same store
 FILE_KINDS = ("image", "video")
 DOOR = "an MCP tool call"
-TERMINAL = ("completed", "failed", "cancelled")
 WAIT_HELP = ("wait for the video (default true; progress notifications per agent step); false: return the job id "
              "at once, for get_job")
 
