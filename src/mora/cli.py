@@ -325,13 +325,9 @@ def _interrupted(command: str | None = None) -> int:
 
 def _run_presets(args: argparse.Namespace) -> int:
     """`mora presets [--json]`: every preset with its description, capabilities and models per role."""
-    from mora.config import PRESETS, load_presets
+    from mora.config import preset_rows
 
-    rows = [dict(name=p.name, description=p.description, source="built-in" if p.name in PRESETS else p.source,
-                 capabilities=sorted(p.capabilities),
-                 roles={role: dict(family=s.family, model=s.model, **({"refiner": s.refiner} if s.refiner else {}))
-                        for role, s in p.roles.items()})
-            for p in load_presets(args.preset_file).values()]
+    rows = preset_rows(args.preset_file)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -344,9 +340,17 @@ def _run_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_extra(module: str, name: str, args: argparse.Namespace) -> int:
+    """A command whose code lives in its own package (imported only when it runs)."""
+    import importlib
+
+    return getattr(importlib.import_module(module), name)(args)
+
+
 # command -> its runner (every task and `story` runs through _run_task)
 _COMMANDS = {"eval": _run_eval, "presets": _run_presets, "chat": _run_chat, "ui": _run_ui, "batch": _run_batch,
-             "train": _run_train}
+             "train": _run_train, "serve": lambda args: _run_extra("mora.service.cli", "run_serve", args),
+             "mcp": lambda args: _run_extra("mora.mcp.cli", "run_mcp", args)}
 
 
 def main(argv: list[str] | None = None) -> int:

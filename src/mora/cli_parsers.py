@@ -10,14 +10,12 @@ The values are checked by the job model itself (`parse_job(..., flags=True)`), s
 from __future__ import annotations
 
 import argparse
-import typing
 from typing import Any
 
 from mora import __version__
+from mora.cli_flags import add_job_options, add_option, output_flags, positive_int
 
 PROG = "mora"
-_OUTPUT_HELP = {"json": "print the manifest (JSON) on stdout", "quiet": "no progress output",
-                "verbose": "log what Mora does (model loads, files)", "debug": "show tracebacks and debug logs"}
 
 
 class UsageError(Exception):
@@ -29,65 +27,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-
-def _number(kind: type, what: str):
-    def parse(text: str):
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}; pass e.g. {kind(1)}") from None
-
-    return parse
-
-
-def positive_int(text: str) -> int:
-    value = _number(int, "a whole number")(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive; pass a number of at least 1")
-    return value
-
-
-def add_option(group: Any, option: Any, *, default: Any = None, hidden: bool = False) -> None:
-    """One job option as a flag: its type, choices and help from the job model (default None: not given)."""
-    kind = option.kind
-    shown = option.default if option.default not in (None, False) else None
-    text = argparse.SUPPRESS if hidden else option.help + (f" (default {shown})" if shown is not None and
-                                                           f"default {shown}" not in option.help else "")
-    kwargs: dict[str, Any] = {"dest": option.name, "default": default, "help": text}
-    if kind is bool:
-        action = argparse.BooleanOptionalAction if option.default is True else "store_true"
-        group.add_argument(option.flag, action=action, **kwargs)
-        return
-    if typing.get_origin(kind) is typing.Literal:
-        kwargs["choices"] = typing.get_args(kind)
-    elif kind in (int, float):
-        kwargs["type"] = _number(kind, "a whole number" if kind is int else "a number")
-    group.add_argument(option.flag, metavar=option.metavar, **kwargs)
-
-
-def add_job_options(p: argparse.ArgumentParser, task: str | None, *, scopes: tuple[str, ...] = ("job", "host",
-                    "person"), skip: tuple[str, ...] = (), title: str = "common options") -> None:
-    """Every option of `task` (None: the options every task takes) as flags, from the job model."""
-    from mora.workflows.jobspec import OPTIONS
-    from mora.workflows.tasks import TASKS
-
-    g = p.add_argument_group(title)
-    for option in OPTIONS.values():
-        if option.name in skip or option.scope not in scopes:
-            continue
-        takes = option.applies_to(task) if task else option.tasks is None
-        if takes:
-            add_option(g, option)
-        elif task in TASKS and option.elsewhere:  # accepted, then refused with the reason
-            add_option(g, option, hidden=True)
-
-
-def output_flags(p: argparse.ArgumentParser, *names: str) -> None:
-    g = p.add_argument_group("output")
-    for name in names or tuple(_OUTPUT_HELP):
-        flags = (f"--{name}", f"-{name[0]}") if name in ("quiet", "verbose") else (f"--{name}",)
-        g.add_argument(*flags, action="store_true", help=_OUTPUT_HELP[name])
 
 
 def add_inputs(p: argparse.ArgumentParser, task: str) -> None:
@@ -133,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_options(story, STORY)
     output_flags(story)
     _add_info_parsers(sub)
+    from mora.service.cli import add_serve_parser  # argparse only
+
+    add_serve_parser(sub)
+    from mora.mcp.cli import add_mcp_parser
+
+    add_mcp_parser(sub)
     return parser
 
 

@@ -42,6 +42,7 @@ from mora.config.files import (  # noqa: F401 - the public names of mora.config
     build_preset,
     get_preset,
     load_presets,
+    preset_rows,
     read_preset_file,
     user_preset_dir,
     with_settings,

@@ -338,6 +338,21 @@ def load_presets(preset_file: str | Path | None = None) -> dict[str, Preset]:
     return {**PRESETS, **_resolve(user, dict(PRESETS))}
 
 
+def preset_rows(preset_file: str | Path | None = None) -> list[dict]:
+    """Every preset as a plain row (`mora presets --json`, MCP's list_presets): name, description, source,
+    capabilities and, per role, the family, model and refiner.
+
+    Example:
+        >>> next(r for r in preset_rows() if r["name"] == "tiny")["source"]
+        'built-in'
+    """
+    return [dict(name=p.name, description=p.description, source="built-in" if p.name in PRESETS else p.source,
+                 capabilities=sorted(p.capabilities),
+                 roles={role: dict(family=s.family, model=s.model, **({"refiner": s.refiner} if s.refiner else {}))
+                        for role, s in p.roles.items()})
+            for p in load_presets(preset_file).values()]
+
+
 def get_preset(preset: str | Preset | None, preset_file: str | Path | None = None) -> Preset:
     """Look up a preset by name (a `Preset` passes through).
 
