@@ -10,10 +10,11 @@ The values are checked by the job model itself (`parse_job(..., flags=True)`), s
 from __future__ import annotations
 
 import argparse
+import typing
 from typing import Any
 
 from mora import __version__
-from mora.cli_flags import add_job_options, add_option, output_flags, positive_int
+from mora.cli_flags import add_job_options, add_option, number_type, output_flags, positive_int
 
 PROG = "mora"
 
@@ -151,7 +152,7 @@ def add_train_parser(sub: Any) -> None:
     for name in ("preset", "preset_file", "device", "seed"):  # shared with every job: from the job model
         add_option(p, OPTIONS[name])
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of RUN_DIR")
-    p.add_argument("--processes", type=_number(int, "a whole number"), metavar="N", help="train in N processes "
+    p.add_argument("--processes", type=number_type(int, "a whole number"), metavar="N", help="train in N processes "
                    "(one per GPU; gloo on a CPU) through `accelerate launch`; or run `accelerate launch -m mora.cli "
                    "train ...` yourself (several machines: docs/training.md)")
     training = p.add_argument_group("training")
@@ -183,7 +184,7 @@ def _add_model_flag(group: Any, name: str, info: Any) -> None:
     elif not extra.get("text"):
         number = next((k for k in (int, float) if k is kind or k in typing.get_args(kind)), None)
         if number is not None:
-            kwargs["type"] = _number(number, "a whole number" if number is int else "a number")
+            kwargs["type"] = number_type(number, "a whole number" if number is int else "a number")
     group.add_argument(flag, **kwargs)
 
 
