@@ -3,6 +3,10 @@
 Order: the `llm_config` argument (a path or a list), else `$OAI_CONFIG_LIST` (a path or a JSON
 string, as AutoGen accepts), else `./OAI_CONFIG_LIST` if present, else no LLM. Any
 OpenAI-compatible endpoint works through `base_url` (OpenAI, Azure OpenAI, Ollama, vLLM).
+
+Each entry is checked by `LLMEntry` (a pydantic model; its errors in Mora's one-line shape through
+`mora.validation`, never showing a key). Retries have one layer, Mora's: at most `LLM_ATTEMPTS`
+requests per agent step, each bounded by the entry's `timeout`; the openai client retries nothing.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ _Headers = dict[str, _Text]
 class LLMEntry(BaseModel):
     """One OAI_CONFIG_LIST entry: the keys Mora and autogen's OpenAI client read, typed.
 
-    Other keys are kept and passed through (autogen's entries for Azure, Gemini, Bedrock, Ollama...
-    carry their own, such as `azure_endpoint`); only their JSON types are not checked here.
+    Other keys autogen's clients know (Azure, Gemini, Bedrock, Ollama... entries carry their own) are
+    kept and passed through; any key none of them knows is refused (`known_keys`).
     """
 
     model_config = ConfigDict(extra="allow")
@@ -56,7 +60,7 @@ class LLMEntry(BaseModel):
         DEFAULT_TIMEOUT_S)
     max_retries: Annotated[Literal[0], Field(json_schema_extra={
         "fix": f"remove it: Mora retries each step itself ({LLM_ATTEMPTS} requests at most)"})] = CLIENT_MAX_RETRIES
-    tags: list[_Text] = Field(default_factory=list)
+    tags: list[_Text] | None = None  # "vision" marks the entries that accept images
     price: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
     default_headers: _Headers | None = None
     extra_headers: _Headers | None = None
@@ -118,6 +122,11 @@ def _check(data: Any, where: str) -> list[dict]:
         if not isinstance(entry, dict):
             raise InputError(f"--llm-config: entry {i} of {where} is a {type(entry).__name__}, not an object; "
                              f"each entry needs at least {{\"model\": ...}}; {_FORMAT_FIX}")
+        unknown = sorted(set(entry) - known_keys())
+        if unknown:  # a typo (`base_ur`) would otherwise reach the endpoint as nothing at all
+            raise InputError(f"--llm-config: entry {i} of {where}: {unknown[0]}: is not a known field of an "
+                             "OAI_CONFIG_LIST entry; check its spelling (autogen's entries take model, api_key, "
+                             "base_url, api_type, timeout, tags, price, ...)")
         try:
             checked = LLMEntry.model_validate(entry)
         except ValidationError as e:
@@ -127,6 +136,27 @@ def _check(data: Any, where: str) -> list[dict]:
         entries.append({**entry, **checked.model_dump(exclude_unset=True, exclude_none=True),
                         "timeout": checked.timeout, "max_retries": CLIENT_MAX_RETRIES})
     return entries
+
+
+@functools.cache
+def known_keys() -> frozenset[str]:
+    """The keys an entry may carry: Mora's own and those of every autogen client's entry model.
+
+    Derived from autogen's `LLMConfigEntry` subclasses (OpenAI, Azure, Gemini, Ollama, Bedrock, ...) and
+    the keywords of the openai clients autogen passes an entry's other keys to (`azure_endpoint`, ...),
+    so a key they know is accepted and passed on, and any other is refused (extra fields forbidden).
+    """
+    import inspect
+
+    import autogen.oai.client  # noqa: F401 - imports every client module, which defines its entry model
+    import openai
+    from autogen.llm_config.entry import LLMConfigEntry
+
+    def walk(cls: type) -> list[type]:
+        return [cls, *(c for sub in cls.__subclasses__() for c in walk(sub))]
+
+    clients = {name for cls in (openai.OpenAI, openai.AzureOpenAI) for name in inspect.signature(cls).parameters}
+    return frozenset(LLMEntry.model_fields) | clients | {key for cls in walk(LLMConfigEntry) for key in cls.model_fields}
 
 
 def _without_secrets(error: ValidationError) -> ValidationError:

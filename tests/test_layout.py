@@ -11,9 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # folder -> package name (pyproject's package-dir mapping)
 PACKAGES = {"src/mora": "mora", "agents": "mora.agents", "tools": "mora.tools", "workflows": "mora.workflows"}
 # Imports flow one way, whole packages only (no package split across two layers):
-# cli/ui -> training -> workflows -> agents -> tools -> adapters/evaluation -> media/config/... -> errors.
+# cli/ui/service -> training -> workflows -> agents -> tools -> adapters/evaluation -> media/config/... -> errors.
 LAYERS = [
-    ("mora.cli", "mora.ui", "mora"),  # the entry points and the lazy public API
+    ("mora.cli", "mora.ui", "mora.service", "mora.mcp", "mora"),  # the entry points and the lazy public API
     ("mora.training",),  # an application above workflows: it calls mora.run for candidates
     ("mora.workflows",),
     ("mora.agents",),

@@ -118,3 +118,5 @@ def test_llm_config_keeps_provider_keys():
              "api_version": "2024-06-01", "api_key": "k" * 8, "tags": ["vision"]}
     assert load_llm_config([entry]) == [{**entry, "timeout": 60, "max_retries": 0}]
     assert np.isclose(load_llm_config([{"model": "m", "timeout": 7}])[0]["timeout"], 7)
+    with pytest.raises(InputError, match="^--llm-config: entry 0 of .*: base_ur: is not a known field"):
+        load_llm_config([{"model": "m", "base_ur": "http://localhost:11434/v1"}])  # a typo is refused

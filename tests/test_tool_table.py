@@ -14,9 +14,10 @@ from mora.limits import llm_bounds
 from mora.tools.toolset import Toolset
 from mora.tooltable import FRAME_TOOLS, PATH_ARGS, TOOL_NAMES, TOOL_TABLE, option_tools, video_tool
 from mora.workflows.job import SCRIPTED_CALLS, Job
+from mora.workflows.jobspec import tool_options
 from mora.workflows.tasks import TASK_TABLE, route_for
 
-JOB_OPTIONS = ("width", "height", "steps", "num_frames", "fps")  # what Job.options may pin
+JOB_OPTIONS = tool_options()  # what Job.options may pin: the job model's tool options
 
 
 def _every_route():
@@ -41,14 +42,10 @@ def test_every_tool_of_every_route_is_in_the_table_with_its_agent():
     assert seen == set(TOOL_TABLE)  # no tool of the table is unreachable
 
 
-def test_the_video_tool_of_each_route_is_the_one_check_options_used_by_task_name():
-    from mora.limits import _VIDEO_TOOL
-
+def test_the_video_tool_of_each_route_makes_video():
     for task, route in _every_route():
         tool = video_tool(s.tool for s in route)
         assert TOOL_TABLE[tool].role in ("image_to_video", "extend", "connect", "edit_video"), (task, tool)
-        if tool != "edit_video":  # edit_video: the fallback asks the preset's capabilities
-            assert _VIDEO_TOOL.get(task, "image_to_video") == tool, task
 
 
 def test_every_table_tool_is_a_toolset_method_taking_its_paths_and_options():
@@ -120,12 +117,11 @@ def test_check_options_takes_the_frame_rules_of_the_video_tool():
     from mora.limits import check_options
 
     ltx = get_preset("ltx")  # 8k+1 frames for a whole clip; extend counts added frames (any count)
-    assert check_options("extend", ltx, {"num_frames": 20}, video_tool="extend_video")["num_frames"] == 20
-    assert check_options("extend", ltx, {"num_frames": 20})["num_frames"] == 20  # the task-name fallback agrees
-    for task, tool in (("connect", "connect_videos"), ("text-to-video", "image_to_video")):
+    assert check_options(ltx, {"num_frames": 20}, video_tool="extend_video")["num_frames"] == 20
+    for tool in ("connect_videos", "image_to_video"):
         with pytest.raises(InputError, match="--num-frames: 20 is not 8k\\+1"):
-            check_options(task, ltx, {"num_frames": 20}, video_tool=tool)
+            check_options(ltx, {"num_frames": 20}, video_tool=tool)
     tiny = get_preset("tiny")  # tiny's connect model has 4k+1 frames, its image-to-video model any count
-    assert check_options("connect", tiny, {"num_frames": 6}, video_tool="image_to_video")["num_frames"] == 6
+    assert check_options(tiny, {"num_frames": 6}, video_tool="image_to_video")["num_frames"] == 6
     with pytest.raises(InputError, match="4k\\+1"):
-        check_options("text-to-video", tiny, {"num_frames": 6}, video_tool="connect_videos")
+        check_options(tiny, {"num_frames": 6}, video_tool="connect_videos")

@@ -230,8 +230,7 @@ def prepare(job: JobBase | dict, hooks: Hooks | None = None, *, files: bool = Tr
 
 def _pin(spec: JobBase, preset: Preset, tools: tuple[str, ...]) -> dict:
     """The tool options the job pins, checked against the models of its video tool (the route's last)."""
-    pinned = check_options(spec.task, preset, {k: getattr(spec, k) for k in tool_options()},
-                           video_tool=video_tool(tools))
+    pinned = check_options(preset, {k: getattr(spec, k) for k in tool_options()}, video_tool=video_tool(tools))
     used = {option for tool in tools for option in TOOL_TABLE[tool].options}
     for name in [k for k, v in pinned.items() if v is not None and k not in used]:  # said, never silently dropped
         logger.warning("--%s is ignored by %s: none of its tools takes it (%s)", name.replace("_", "-"), spec.task,
@@ -365,3 +364,25 @@ def job_from_call(task: str, inputs: dict, options: dict) -> tuple[JobBase, Hook
         hooks.adapter, options["adapter"] = adapter, str(getattr(adapter, "path", "adapter"))
     data = {k: (str(v) if isinstance(v, Path) else v) for k, v in {**inputs, **options}.items()}
     return parse_job({"task": task, **data}), hooks
+
+
+def check_shared_options(shared: dict, what: str = "the shared options") -> None:
+    """Options a command gives every job it runs (`mora ui`, `mora mcp`: the preset and host options) are valid.
+
+    Checked once, before serving: the job model's types and bounds, the preset (and its file), the device.
+
+    Raises:
+        InputError: the first problem, naming the flag.
+
+    Example:
+        >>> check_shared_options({"preset": "tiny", "device": "cpu"})
+    """
+    from mora.workflows.jobspec import OPTIONS, parse_job
+
+    data = {k: v for k, v in shared.items() if k in OPTIONS}
+    parse_job({"task": STORY, "story": f"a check of {what}", **data}, flags=True)
+    get_preset(data.get("preset", OPTIONS["preset"].default), data.get("preset_file"))
+    if data.get("device", "auto") not in ("auto", "cpu"):
+        from mora.tools.runtime import resolve_device
+
+        resolve_device(data["device"])

@@ -81,29 +81,19 @@ def check_seed(seed: Any, argument: str = "seed") -> int:
     return check_int(seed, argument, low=0, high=MAX_SEED)
 
 
-# Until every caller passes `video_tool`: which tool makes the task's video (image_to_video otherwise).
-# Deprecated: pass `video_tool=route[-1].tool` (the route's last tool) instead of relying on task names.
-_VIDEO_TOOL = {"extend": "extend_video", "connect": "connect_videos"}
-
-
-def check_options(task: str, preset: Any, options: dict, *, video_tool: str | None = None) -> dict:
+def check_options(preset: Any, options: dict, *, video_tool: str) -> dict:
     """A job's numeric options checked against its preset's models (size multiples, frame rules).
 
     Args:
-        task: the task name (used only when `video_tool` is not given).
         preset: a `mora.config.Preset`.
         options: `width`, `height`, `steps`, `fps`, `num_frames` (None = the preset's value).
         video_tool: the tool that makes the job's video (its route's last tool, `mora.tooltable`):
             its preset role's frame rules apply.
 
     Example:
-        >>> check_options("text-to-video", get_preset("tiny"), {"width": 96})["width"]
+        >>> check_options(get_preset("tiny"), {"width": 96}, video_tool="image_to_video")["width"]
         96
     """
-    if video_tool is None:
-        video_tool = _VIDEO_TOOL.get(task, "image_to_video")
-        if task == "edit" and "video-edit" in getattr(preset, "capabilities", ()):
-            video_tool = "edit_video"  # the whole clip is re-rendered by the video-to-video model
     tool = TOOL_TABLE[video_tool]
     video = preset.spec(tool.role).settings
     multiple = max(video.size_multiple, preset.spec("text_to_image").settings.size_multiple)

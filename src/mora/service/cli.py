@@ -1,0 +1,100 @@
+"""`mora serve`: its parser (argparse only: `mora --help` imports nothing heavy) and its runner."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Any
+
+from mora.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+HOST_SKIP = ("out", "overwrite", "resume")  # per job, decided by the service itself
+
+
+def add_serve_parser(sub: Any) -> None:
+    """Add the `serve` subcommand to `mora`'s subparsers (called by `mora.cli_parsers.build_parser`)."""
+    from mora.cli_flags import add_job_options, add_option, output_flags, positive_int
+    from mora.workflows.jobspec import OPTIONS
+
+    p = sub.add_parser("serve", help="Serve Mora over HTTP: the OpenAI Videos API shape, /v1/jobs, a durable queue.",
+                       description="An HTTP service with a durable job queue (SQLite): the OpenAI Videos API "
+                       "(client.videos of the openai package, base_url http://HOST:PORT/v1), the native /v1/jobs "
+                       "API for every task, Server-Sent Events, /metrics and the web page at /ui. Needs the serve "
+                       "extra: pip install -e \".[serve]\". See docs/serve.md.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
+                   "any other needs --api-key-file)")
+    p.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
+    p.add_argument("--out-dir", default="outputs/serve", help="one folder per job: uploads, video, manifest, "
+                   "artifacts (default outputs/serve)")
+    p.add_argument("--db", metavar="PATH", help="the job queue's SQLite file (default OUT_DIR/jobs.db); a "
+                   "restart on the same file runs every accepted job")
+    p.add_argument("--api-key-file", metavar="FILE", help="bearer tokens, one per line: every request but "
+                   "/healthz needs one (required for a --host other than loopback)")
+    p.add_argument("--max-upload-mb", type=positive_int, default=200, metavar="N",
+                   help="largest upload in MB (default 200; larger: 413)")
+    p.add_argument("--inputs-dir", metavar="DIR", help="a folder on the server whose files jobs may name by path "
+                   "(other paths are refused)")
+    p.add_argument("--no-ui", action="store_true", help="do not mount the web page at /ui")
+    add_option(p, OPTIONS["preset"])  # the default preset of requests that name none
+    add_job_options(p, None, scopes=("host",), skip=HOST_SKIP, title="for every job of the service")
+    output_flags(p, "quiet", "verbose", "debug")
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.1, ::1, localhost: only this machine can connect."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_api_keys(path: str | Path) -> frozenset[str]:
+    """The bearer tokens of `--api-key-file`: one per line, blank lines and `#` comments skipped."""
+    p = Path(path).expanduser()
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"--api-key-file: {str(path)!r} is not readable ({e.__class__.__name__}); pass a text "
+                         "file with one key per line") from None
+    keys = frozenset(s.strip() for s in lines if s.strip() and not s.strip().startswith("#"))
+    if not keys:
+        raise InputError(f"--api-key-file: {str(path)!r} holds no key; write one key per line")
+    return keys
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Check the options, recover the queue, start the worker and serve until stopped."""
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(f"serve: {', '.join(missing)} not installed; install the serve extra: "
+                         "pip install -e \".[serve]\"")
+    keys = read_api_keys(args.api_key_file) if args.api_key_file else frozenset()
+    if not keys and not is_loopback(args.host):
+        raise InputError(f"--host: {args.host} lets other machines connect; pass --api-key-file FILE (bearer "
+                         "tokens) too, or serve on 127.0.0.1")
+    from mora.workflows.jobspec import OPTIONS
+
+    host = {k: getattr(args, k) for k, o in OPTIONS.items()
+            if o.scope == "host" and k not in HOST_SKIP and getattr(args, k, None) is not None}
+    import uvicorn
+
+    from mora.service.app import build_service
+
+    out_dir = Path(args.out_dir)
+    service = build_service(db=args.db or out_dir / "jobs.db", out_dir=out_dir, host=host,
+                            defaults={"preset": args.preset} if args.preset else {}, api_keys=keys,
+                            max_upload_mb=args.max_upload_mb, inputs_dir=args.inputs_dir, ui=not args.no_ui)
+    logger.warning("mora serve on http://%s:%d/v1 (jobs in %s)", args.host, args.port, service.store.db)
+    try:
+        uvicorn.run(service.app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    finally:
+        service.worker.stop(timeout=1.0)
+    return 0

@@ -1,0 +1,178 @@
+"""What every route of the service shares: OpenAI-shaped errors, request bodies, uploads.
+
+Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}` so the `openai`
+client raises its usual exceptions (BadRequestError, AuthenticationError, ...) with Mora's
+one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from mora.errors import InputError
+
+# Upload types by input kind: a suffix or a content type outside these is 415 (the file itself is
+# then checked by the job model's media checks).
+UPLOAD_SUFFIXES = {"image": (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"),
+                   "video": (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif"),
+                   "storyboard": (".json",)}
+_GENERIC_TYPES = ("application/octet-stream", "")
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
+          409: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
+          422: "invalid_request_error", 500: "server_error", 503: "server_error"}
+
+
+class ApiError(Exception):
+    """An HTTP error in OpenAI's shape.
+
+    Args:
+        status: the HTTP status.
+        message: one line (Mora's `FIELD: VALUE problem; fix`).
+        param: the field at fault, if any.
+        code: a machine-readable code (`invalid_value`, `not_found`, ...).
+    """
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, param=self.param, code=self.code)
+
+
+def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
+                   headers: dict | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "param": param,
+                      "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def field_of(message: str) -> str | None:
+    """The field an InputError names (`steps: 0 is out of range` -> steps)."""
+    m = re.match(r"^(?:[\w./:-]+: )?([a-z_][a-z0-9_]*|--[a-z-]+):", message)
+    return m[1].lstrip("-").replace("-", "_") if m else None
+
+
+def from_input_error(e: InputError, status: int = 400) -> ApiError:
+    """An InputError as an ApiError naming its field."""
+    return ApiError(status, str(e), param=field_of(str(e)), code="invalid_value")
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    return ApiError(404, f"{what}: {ident!r} is not a {what} of this server; list them with GET /v1/{what}s",
+                    param=what, code="not_found")
+
+
+@dataclass
+class Body:
+    """A request body, JSON or form: its fields and its uploads (saved to disk, checked for type)."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    uploads: dict[str, Any] = field(default_factory=dict)  # name -> UploadFile (not yet saved)
+
+    def pop(self, name: str, default: Any = None) -> Any:
+        return self.fields.pop(name, default)
+
+
+async def read_body(request: Request, max_bytes: int) -> Body:
+    """The fields and uploads of a JSON or multipart/form-data body (413 when larger than max_bytes)."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > max_bytes:
+        raise too_large(int(length), max_bytes)
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("application/json"):
+        try:
+            data = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ApiError(400, f"body: not valid JSON ({e}); send a JSON object", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "body: a JSON object is needed, like {\"prompt\": \"a fox\"}", code="invalid_json")
+        return Body(fields=data)
+    if kind.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        form = await request.form(max_files=16, max_fields=200)
+        body = Body()
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if value.size is not None and value.size > max_bytes:
+                    raise too_large(value.size, max_bytes)
+                body.uploads[name] = value
+            else:
+                body.fields[name] = value
+        return body
+    if not kind and not length:
+        return Body()
+    raise ApiError(415, f"content-type: {kind!r} is not accepted; send application/json or multipart/form-data",
+                   param="content-type", code="unsupported_media_type")
+
+
+def too_large(size: int, max_bytes: int) -> ApiError:
+    return ApiError(413, f"body: {size} bytes is larger than this server's limit of {max_bytes} bytes; send a "
+                    "smaller file (the server's --max-upload-mb)", code="too_large")
+
+
+def check_upload(name: str, upload: Any, kind: str) -> str:
+    """The suffix to keep for an upload of `kind`, or 415 when its name and type say it is something else."""
+    suffix = Path(upload.filename or "").suffix.lower()
+    ctype = (upload.content_type or "").split(";")[0].strip().lower()
+    if suffix not in UPLOAD_SUFFIXES[kind]:
+        suffix = mimetypes.guess_extension(ctype) or "" if ctype not in _GENERIC_TYPES else suffix
+        suffix = ".jpg" if suffix == ".jpe" else suffix
+    type_ok = ctype in _GENERIC_TYPES or ctype.startswith(kind + "/") or (kind == "storyboard" and "json" in ctype)
+    if suffix not in UPLOAD_SUFFIXES[kind] or not type_ok:
+        raise ApiError(415, f"{name}: {upload.filename!r} ({ctype or 'no type'}) is not an accepted {kind} upload; "
+                       f"send {', '.join(s.lstrip('.') for s in UPLOAD_SUFFIXES[kind])}", param=name,
+                       code="unsupported_media_type")
+    return suffix
+
+
+async def save_upload(upload: Any, folder: Path, suffix: str, max_bytes: int) -> Path:
+    """Write an upload to `folder` (413 past max_bytes, the partial file removed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / f"{uuid.uuid4().hex}{suffix}"
+    written = 0
+    with dest.open("wb") as f:
+        while chunk := await upload.read(1 << 20):
+            written += len(chunk)
+            if written > max_bytes:
+                f.close()
+                dest.unlink(missing_ok=True)
+                raise too_large(written, max_bytes)
+            f.write(chunk)
+    return dest
+
+
+def coerce(name: str, value: Any) -> Any:
+    """A form field's text as the job option's type (`"3"` -> 3 for num_frames); other values as given."""
+    from mora.workflows.jobspec import OPTIONS
+
+    option = OPTIONS.get(name)
+    if option is None or not isinstance(value, str):
+        return value
+    kind = option.kind
+    try:
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1")
+        if kind in (int, float):
+            return kind(value)
+    except ValueError:
+        word = "true or false" if kind is bool else "a whole number" if kind is int else "a number"
+        raise ApiError(400, f"{name}: {value!r} is not {word}; pass {word}", param=name,
+                       code="invalid_value") from None
+    return value  # text, choices (the job model checks them)
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    return f"{request.url.path}:{key}" if key else None

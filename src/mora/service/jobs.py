@@ -1,0 +1,143 @@
+"""The native API: any job of the job model (every task, `story` included), its events and files.
+
+- `POST /v1/jobs`: a JSON job like a `mora batch` line, or multipart/form-data with the job as the
+  field `job` (JSON) and each file input as an upload named after it; `job:<id>` names an
+  earlier job's video. 422 when the job model refuses it.
+- `GET /v1/jobs`, `GET /v1/jobs/{id}` (status, current agent step, progress, manifest),
+  `GET /v1/jobs/{id}/events` (Server-Sent Events), `GET /v1/jobs/{id}/files/{name}`,
+  `DELETE /v1/jobs/{id}` (cancels a queued or running job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from mora.errors import InputError
+from mora.service.http import (
+    ApiError,
+    check_upload,
+    from_input_error,
+    idempotency_key,
+    not_found,
+    read_body,
+    save_upload,
+)
+from mora.service.store import JobRow, as_dict
+
+router = APIRouter(prefix="/v1/jobs")
+END_EVENTS = ("done", "failed", "cancelled")
+SSE_POLL_S = 0.25
+
+
+def _svc(request: Request) -> Any:
+    return request.app.state.service
+
+
+def _row(request: Request, job_id: str) -> JobRow:
+    row = _svc(request).store.get(job_id)
+    if row is None:
+        raise not_found("job", job_id)
+    return row
+
+
+@router.post("")
+async def submit(request: Request) -> dict:
+    from mora.workflows.jobspec import JOB_TASKS, task_inputs
+
+    svc = _svc(request)
+    body = await read_body(request, svc.max_bytes)
+    job = body.fields
+    if body.uploads or "job" in body.fields and isinstance(body.fields["job"], str):
+        try:
+            job = json.loads(body.fields.get("job") or "{}")
+        except json.JSONDecodeError as e:
+            raise ApiError(422, f"job: not valid JSON ({e}); send the job as a JSON object", param="job",
+                           code="invalid_value") from None
+    if not isinstance(job, dict):
+        raise ApiError(422, "job: a JSON object is needed, like {\"task\": \"text-to-video\", \"prompt\": \"a fox\"}",
+                       param="job", code="invalid_value")
+    kinds = {i.name: i.kind for i in task_inputs(job["task"])} if job.get("task") in JOB_TASKS else {}
+    files: dict[str, Path] = {}
+    try:
+        for name, upload in body.uploads.items():
+            if name not in kinds or kinds[name] not in ("image", "video", "storyboard"):
+                raise ApiError(422, f"{name}: an upload is not a file input of {job.get('task')!r}; upload only "
+                               f"{', '.join(k for k, v in kinds.items() if v != 'text') or 'no files'}",
+                               param=name, code="invalid_value")
+            files[name] = await save_upload(upload, svc.upload_dir, check_upload(name, upload, kinds[name]),
+                                            svc.max_bytes)
+        row = await run_in_threadpool(svc.store.submit, job, idempotency_key=idempotency_key(request), files=files)
+    except InputError as e:
+        raise from_input_error(e, 422) from None
+    finally:
+        for path in files.values():
+            path.unlink(missing_ok=True)
+    return as_dict(row)
+
+
+@router.get("")
+def list_jobs(request: Request, after: str | None = None, limit: int = 20, order: str = "desc") -> dict:
+    if not 1 <= limit <= 100:
+        raise ApiError(400, f"limit: {limit} is out of range; pass 1 to 100", param="limit", code="invalid_value")
+    try:
+        rows = _svc(request).store.list(after=after, limit=limit + 1, order=order)
+    except InputError as e:
+        raise from_input_error(e) from None
+    return {"object": "list", "data": [as_dict(r) for r in rows[:limit]], "has_more": len(rows) > limit}
+
+
+@router.get("/{job_id}")
+def get(request: Request, job_id: str) -> dict:
+    return as_dict(_row(request, job_id))
+
+
+@router.delete("/{job_id}")
+def cancel(request: Request, job_id: str) -> dict:
+    _row(request, job_id)
+    return as_dict(_svc(request).store.cancel(job_id))
+
+
+@router.get("/{job_id}/files/{name:path}")
+def file(request: Request, job_id: str, name: str) -> FileResponse:
+    _row(request, job_id)
+    folder = _svc(request).store.folder(job_id).resolve()
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder) or not path.is_file():  # only the job's own folder, no `..`
+        raise ApiError(404, f"name: {name!r} is not a file of job {job_id}; the manifest lists them", param="name",
+                       code="not_found")
+    return FileResponse(path)
+
+
+@router.get("/{job_id}/events")
+async def events(request: Request, job_id: str) -> StreamingResponse:
+    _row(request, job_id)
+    last = request.headers.get("last-event-id", "0")
+    after = int(last) if last.isdigit() else 0
+    return StreamingResponse(_stream(request, job_id, after), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _stream(request: Request, job_id: str, after: int) -> AsyncIterator[str]:
+    """One SSE event per stored event (id = seq, so a client resumes with Last-Event-ID), until the end."""
+    store = _svc(request).store
+    while True:
+        found = await run_in_threadpool(store.events, job_id, after)
+        for event in found:
+            after = event["seq"]
+            yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event['data'])}\n\n"
+            if event["type"] in END_EVENTS:
+                return
+        if await request.is_disconnected():
+            return
+        row = store.get(job_id)
+        if row is None:  # deleted meanwhile
+            return
+        await asyncio.sleep(SSE_POLL_S)

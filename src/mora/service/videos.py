@@ -1,0 +1,334 @@
+"""The OpenAI Videos API shape (`client.videos` of the `openai` package), mapped onto Mora's tasks.
+
+| OpenAI call                              | Mora job                                                   |
+|------------------------------------------|------------------------------------------------------------|
+| `videos.create(prompt)`                  | text-to-video (model = the preset)                         |
+| `videos.create(prompt, input_reference)` | image-to-video (an uploaded image, or `{"file_id": <id>}`: |
+|                                          | the first frame of an earlier video)                       |
+| `videos.remix(id, prompt)`               | edit of video `id`, instruction = prompt                   |
+| `videos.edit(prompt, video)`             | edit (video: an upload or `{"id": <id>}`)                  |
+| `videos.extend(prompt, seconds, video)`  | extend, num_frames = seconds x the video's fps             |
+| `retrieve` / `list` / `delete`           | the job's status / every job / forget the job and files   |
+| `download_content(variant=...)`          | video.mp4, the first frame (thumbnail), the contact sheet  |
+
+`seconds` and `size` left out take the preset's defaults; a value the preset cannot make, and a
+field Mora cannot honour, is a 400 naming the field and what is possible, never changed quietly.
+Any job option of the job model (seed, steps, num_frames, ...) may be sent as an extra field
+(`extra_body=` in the openai client).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from mora.errors import InputError
+from mora.service.http import (
+    ApiError,
+    Body,
+    check_upload,
+    coerce,
+    from_input_error,
+    idempotency_key,
+    not_found,
+    read_body,
+    save_upload,
+)
+from mora.service.store import JOB_REF, JobRow
+
+router = APIRouter(prefix="/v1/videos")
+VARIANTS = {"video": "video/mp4", "thumbnail": "image/png", "spritesheet": "image/png"}
+STANDARD = ("prompt", "model", "seconds", "size", "input_reference")
+
+
+def video_object(row: JobRow) -> dict[str, Any]:
+    """A job as OpenAI's `Video` object (a cancelled job shows as failed with code `cancelled`)."""
+    meta, info = row.meta, (row.manifest or {}).get("video") or {}
+    status = row.status if row.status != "cancelled" else "failed"
+    error = None
+    if status == "failed":
+        error = {"code": "cancelled" if row.status == "cancelled" else "generation_failed",
+                 "message": row.error or "the job was cancelled"}
+    size = f"{info['width']}x{info['height']}" if info else meta.get("size", "")
+    seconds = f"{info['num_frames'] / info['fps']:.2f}".rstrip("0").rstrip(".") if info else meta.get("seconds", "")
+    return {"id": row.id, "object": "video", "created_at": int(row.created_at),
+            "completed_at": int(row.completed_at) if row.completed_at else None, "expires_at": None,
+            "model": meta.get("model") or row.job.get("preset", ""), "progress": row.progress,
+            "prompt": meta.get("prompt", row.job.get("prompt") or row.job.get("instruction")),
+            "remixed_from_video_id": meta.get("remixed_from_video_id"), "seconds": seconds, "size": size,
+            "status": status, "error": error}
+
+
+def _svc(request: Request) -> Any:
+    return request.app.state.service
+
+
+def _preset(request: Request, model: str | None) -> Any:
+    from mora.config import get_preset, load_presets
+
+    svc = _svc(request)
+    name = model or svc.store.defaults.get("preset") or "mora"
+    presets = load_presets(svc.store.host.get("preset_file"))
+    if name not in presets:
+        raise ApiError(400, f"model: {name!r} is not a preset of this server; pass one of {', '.join(presets)}",
+                       param="model", code="invalid_value")
+    return get_preset(name, svc.store.host.get("preset_file"))
+
+
+def _size(size: str | None) -> dict:
+    if size is None:
+        return {}
+    try:
+        w, h = (int(v) for v in str(size).lower().split("x"))
+    except ValueError:
+        raise ApiError(400, f"size: {size!r} is not WIDTHxHEIGHT; pass e.g. 96x64, or omit it for the preset's",
+                       param="size", code="invalid_value") from None
+    return {"width": w, "height": h}
+
+
+def _options(body: Body, task: str, route: str) -> dict:
+    """The extra fields as job options of `task` (anything else is 400)."""
+    from mora.workflows.jobspec import OPTIONS, task_options
+
+    takes = {o.name for o in task_options(task, ("job",))} - {"preset"}
+    out = {}
+    for name, value in body.fields.items():
+        if name not in OPTIONS or name == "preset":  # an option of another scope or task: the job model says why
+            raise ApiError(400, f"{name}: {route} has no such field Mora can honour; pass "
+                           f"{', '.join(STANDARD)} or a job option ({', '.join(sorted(takes))})", param=name,
+                           code="unknown_field")
+        out[name] = coerce(name, value)
+    return out
+
+
+def _check_seconds(seconds: str | None, preset: Any, options: dict) -> str:
+    """The clip length: omitted, the preset's; given, it must be the length the preset makes."""
+    from mora.workflows.prepare import default_seconds
+
+    made = default_seconds(preset, {k: options.get(k) for k in ("num_frames", "fps")})
+    allowed = str(max(1, round(made)))
+    if seconds is None or str(seconds) == allowed:
+        return allowed
+    raise ApiError(400, f"seconds: {seconds!r} is not a length preset {preset.name} makes; pass {allowed!r} (its "
+                   f"{made:g} s clip) or omit it, or set num_frames and fps for another length", param="seconds",
+                   code="invalid_value")
+
+
+async def _submit(request: Request, job: dict, meta: dict, uploads: dict, renames: dict | None = None) -> dict:
+    """Save the uploads, queue the job (400 on any InputError), return the Video object.
+
+    `renames` names the API field behind a job field in errors (width -> size, num_frames -> seconds).
+    """
+    svc = _svc(request)
+    files: dict[str, Path] = {}
+    try:
+        for name, (upload, kind, shown) in uploads.items():
+            files[name] = await save_upload(upload, svc.upload_dir, check_upload(shown, upload, kind), svc.max_bytes)
+        row = await run_in_threadpool(svc.store.submit, job, idempotency_key=idempotency_key(request),
+                                      files=files, meta=meta)
+    except InputError as e:
+        error = from_input_error(e, 400)
+        if error.param in (renames or {}):
+            error.param = renames[error.param]
+            error.message = f"{error.param}: {error.message}"
+        raise error from None
+    finally:
+        for path in files.values():  # the store moved the ones it kept
+            path.unlink(missing_ok=True)
+    return video_object(row)
+
+
+def _reference(body: Body, name: str, key: str) -> str | None:
+    """`{"id": ...}` sent as JSON or as the form field `name[key]`."""
+    value = body.fields.pop(f"{name}[{key}]", None)
+    if value is None and isinstance(body.fields.get(name), dict):
+        value = body.fields.pop(name).get(key)
+    return value
+
+
+@router.post("")
+async def create(request: Request) -> dict:
+    body = await read_body(request, _svc(request).max_bytes)
+    prompt, model = body.pop("prompt"), body.pop("model")
+    seconds, size = body.pop("seconds"), body.pop("size")
+    if body.fields.get("input_reference[image_url]") or isinstance(body.fields.get("input_reference"), dict) \
+            and body.fields["input_reference"].get("image_url"):
+        raise ApiError(400, "input_reference: image_url is not supported (the server fetches no URLs); upload the "
+                       "image, or pass {\"file_id\": <id of an earlier video>}", param="input_reference",
+                       code="unsupported_value")
+    file_id = _reference(body, "input_reference", "file_id")
+    upload = body.uploads.pop("input_reference", None)
+    task = "image-to-video" if upload is not None or file_id else "text-to-video"
+    preset = _preset(request, model)
+    options = _options(body, task, "POST /v1/videos") | _size(size)
+    meta = {"model": preset.name, "prompt": prompt, "seconds": _check_seconds(seconds, preset, options),
+            "size": size or _default_size(preset)}
+    job = {"task": task, "prompt": prompt, "preset": preset.name, **options}
+    if file_id:
+        job["image"] = JOB_REF + file_id
+    uploads = {"image": (upload, "image", "input_reference")} if upload is not None else {}
+    return await _submit(request, job, meta, uploads, {"width": "size", "height": "size"})
+
+
+def _default_size(preset: Any) -> str:
+    s = preset.spec("image_to_video").settings
+    return f"{s.width}x{s.height}"
+
+
+@router.get("")
+def list_videos(request: Request, after: str | None = None, limit: int = 20, order: str = "desc") -> dict:
+    if not 1 <= limit <= 100:
+        raise ApiError(400, f"limit: {limit} is out of range; pass 1 to 100", param="limit", code="invalid_value")
+    try:
+        rows = _svc(request).store.list(after=after, limit=limit + 1, order=order)
+    except InputError as e:
+        raise from_input_error(e) from None
+    data = [video_object(r) for r in rows[:limit]]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": len(rows) > limit}
+
+
+def _row(request: Request, video_id: str) -> JobRow:
+    row = _svc(request).store.get(video_id)
+    if row is None:
+        raise not_found("video", video_id)
+    return row
+
+
+@router.get("/{video_id}")
+def retrieve(request: Request, video_id: str) -> dict:
+    return video_object(_row(request, video_id))
+
+
+@router.delete("/{video_id}")
+def delete(request: Request, video_id: str) -> dict:
+    if not _svc(request).store.delete(video_id):
+        raise not_found("video", video_id)
+    return {"id": video_id, "object": "video.deleted", "deleted": True}
+
+
+@router.get("/{video_id}/content")
+def content(request: Request, video_id: str, variant: str = "video") -> FileResponse:
+    if variant not in VARIANTS:
+        raise ApiError(400, f"variant: {variant!r} is not a variant; pass {', '.join(VARIANTS)}", param="variant",
+                       code="invalid_value")
+    row = _row(request, video_id)
+    if row.status != "completed" or not row.video:
+        raise ApiError(409, f"video: {video_id} is {row.status}, not completed; poll GET /v1/videos/{video_id} "
+                       "until its status is completed", param="video_id", code="video_not_ready")
+    path = Path(row.video)
+    if variant == "thumbnail":
+        path = _derived(path.with_name("thumbnail.png"), lambda p: _thumbnail(row.video, p))
+    elif variant == "spritesheet":
+        sheet = (row.manifest or {}).get("contact_sheet")
+        path = Path(sheet) if sheet and Path(sheet).is_file() else \
+            _derived(path.with_name("spritesheet.png"), lambda p: _spritesheet(row.video, p))
+    return FileResponse(path, media_type=VARIANTS[variant], filename=f"{video_id}-{variant}{path.suffix}")
+
+
+def _derived(path: Path, make: Any) -> Path:
+    if not path.is_file():  # made on first request, written atomically (media.write_image)
+        make(path)
+    return path
+
+
+def _thumbnail(video: str, path: Path) -> None:
+    from mora import media
+
+    media.write_image(media.read_frame(video, 0), path)
+
+
+def _spritesheet(video: str, path: Path) -> None:
+    from mora.training.loop import contact_sheet  # the one contact sheet of a video (frames left to right)
+
+    contact_sheet(Path(video), path)
+
+
+async def _video_input(request: Request, body: Body) -> tuple[str | None, dict]:
+    """The `video` of edit/extend: `{"id": ...}` (as `job:<id>`) or an upload."""
+    ref = _reference(body, "video", "id")
+    upload = body.uploads.pop("video", None)
+    if (ref is None) == (upload is None):
+        raise ApiError(400, "video: pass either {\"id\": <id of a completed video>} or an uploaded video file",
+                       param="video", code="invalid_value")
+    return (JOB_REF + ref if ref else None), ({"video": (upload, "video", "video")} if upload is not None else {})
+
+
+@router.post("/edits")
+async def edit(request: Request) -> dict:
+    body = await read_body(request, _svc(request).max_bytes)
+    prompt, model = body.pop("prompt"), body.pop("model")
+    ref, uploads = await _video_input(request, body)
+    preset = _preset(request, model or _source_preset(request, ref))
+    job = {"task": "edit", "instruction": prompt, "preset": preset.name, **_options(body, "edit", "edits")}
+    if ref:
+        job["video"] = ref
+    return await _submit(request, job, {"model": preset.name, "prompt": prompt, "size": _source_size(request, ref)},
+                         uploads)
+
+
+def _source_size(request: Request, ref: str | None) -> str:
+    """The size of an earlier video (edit and extend keep it); "" for an upload until the job is done."""
+    row = _svc(request).store.get(ref[len(JOB_REF):]) if ref else None
+    info = (row.manifest or {}).get("video") if row else None
+    return f"{info['width']}x{info['height']}" if info else ""
+
+
+def _source_preset(request: Request, ref: str | None) -> str | None:
+    row = _svc(request).store.get(ref[len(JOB_REF):]) if ref else None
+    return row.job.get("preset") if row else None
+
+
+@router.post("/extensions")
+async def extend(request: Request) -> dict:
+    body = await read_body(request, _svc(request).max_bytes)
+    prompt, model, seconds = body.pop("prompt"), body.pop("model"), body.pop("seconds")
+    ref, uploads = await _video_input(request, body)
+    preset = _preset(request, model or _source_preset(request, ref))
+    options = _options(body, "extend", "extensions")
+    if seconds is not None:
+        if "num_frames" in options:
+            raise ApiError(400, "seconds: pass seconds or num_frames, not both", param="seconds",
+                           code="invalid_value")
+        options["num_frames"] = _frames_for(request, seconds, ref, uploads)
+    job = {"task": "extend", "prompt": prompt, "preset": preset.name, **options}
+    if ref:
+        job["video"] = ref
+    meta = {"model": preset.name, "prompt": prompt, "seconds": str(seconds or ""), "size": _source_size(request, ref)}
+    return await _submit(request, job, meta, uploads, {"num_frames": "seconds"} if seconds is not None else {})
+
+
+def _frames_for(request: Request, seconds: Any, ref: str | None, uploads: dict) -> int:
+    """Frames to add for `seconds` at the source video's frame rate (extend keeps it)."""
+    try:
+        s = float(seconds)
+    except ValueError:
+        raise ApiError(400, f"seconds: {seconds!r} is not a number of seconds; pass e.g. 4", param="seconds",
+                       code="invalid_value") from None
+    row = _svc(request).store.get(ref[len(JOB_REF):]) if ref else None
+    info = (row.manifest or {}).get("video") if row else None
+    fps = info["fps"] if info else None
+    if fps is None:  # an upload: its frame rate is known once saved; the preset's meanwhile
+        fps = _preset(request, None).spec("extend").settings.fps
+    frames = round(s * fps)
+    if frames < 1:
+        raise ApiError(400, f"seconds: {seconds!r} adds no frame at {fps:g} fps; pass at least {1 / fps:.2f}",
+                       param="seconds", code="invalid_value")
+    return frames
+
+
+@router.post("/{video_id}/remix")
+async def remix(request: Request, video_id: str) -> dict:
+    body = await read_body(request, _svc(request).max_bytes)
+    prompt = body.pop("prompt")
+    source = _row(request, video_id)
+    preset = source.job.get("preset")
+    job = {"task": "edit", "video": JOB_REF + video_id, "instruction": prompt, "preset": preset,
+           **_options(body, "edit", "remix")}
+    meta = {"model": preset, "prompt": prompt, "remixed_from_video_id": video_id,
+            "size": _source_size(request, JOB_REF + video_id)}
+    return await _submit(request, job, meta, {})
