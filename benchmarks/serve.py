@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "a polling client does (default 0.5; 0: back to back, which measures saturation)")
     p.add_argument("--jobs", type=int, default=6, help="jobs for the throughput run (default 6: each task once)")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every process (default 1)")
+    p.add_argument("--thread-worker", action="store_true", help="serve with --thread-worker (jobs in a thread "
+                   "of the server process) to compare with the default child process")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     args = p.parse_args(argv)
     args.device = args.device or ("cpu" if args.preset.startswith("tiny") else "auto")
@@ -68,7 +70,8 @@ def free_port() -> int:
 def start_server(work: Path, args: argparse.Namespace, env: dict, inputs: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [*batch_bench.mora_cmd(), "serve", "--port", str(port), "--out-dir", str(work / "out"), "--preset",
-           args.preset, "--device", args.device, "--no-ui", "--inputs-dir", str(inputs)]
+           args.preset, "--device", args.device, "--no-ui", "--inputs-dir", str(inputs),
+           *(["--thread-worker"] if args.thread_worker else [])]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=(work / "server.log").open("ab"))
     url = f"http://127.0.0.1:{port}"
     while True:
@@ -194,6 +197,7 @@ def report(lat: dict, thr: dict, args: argparse.Namespace) -> str:
         f"throughput, {thr['jobs']} jobs: serve {thr['serve_seconds']} s ({thr['serve_jobs_per_min']} jobs/min), "
         f"batch {thr['batch_seconds']} s ({thr['batch_jobs_per_min']} jobs/min)",
         f"goal: serve >= {GOAL_VS_BATCH}x batch: {'met' if (thr['serve_vs_batch'] or 0) >= GOAL_VS_BATCH else 'NOT met'}",
+        f"worker: {'a thread of the server' if args.thread_worker else 'a child process'}; "
         f"preset {args.preset}, device {args.device}, OMP_NUM_THREADS={args.threads}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, {platform.machine()}",
         f"serve vs batch {thr['serve_vs_batch']}",

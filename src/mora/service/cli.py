@@ -47,6 +47,8 @@ def add_serve_parser(sub: Any, parsers: Any) -> None:
     p.add_argument("--inputs-dir", metavar="DIR", help="a folder on the server whose files jobs may name by path "
                    "(other paths are refused)")
     p.add_argument("--no-ui", action="store_true", help="do not mount the web page at /ui")
+    p.add_argument("--thread-worker", action="store_true", help="run jobs in a thread of the server process "
+                   "(default: one warm child process, so HTTP answers never wait on a job's Python work)")
     add_option(p, OPTIONS["preset"])  # the default preset of requests that name none
     add_job_options(p, None, scopes=("host",), skip=HOST_SKIP, title="for every job of the service")
     output_flags(p, "quiet", "verbose", "debug")
@@ -99,7 +101,8 @@ def run_serve(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     service = build_service(db=args.db or out_dir / "jobs.db", out_dir=out_dir, host=host,
                             defaults={"preset": args.preset} if args.preset else {}, api_keys=keys,
-                            max_upload_mb=args.max_upload_mb, inputs_dir=args.inputs_dir, ui=not args.no_ui)
+                            max_upload_mb=args.max_upload_mb, inputs_dir=args.inputs_dir, ui=not args.no_ui,
+                            worker_process=not args.thread_worker)
     logger.warning("mora serve on http://%s:%d/v1 (jobs in %s)", args.host, args.port, service.store.db)
     try:
         uvicorn.run(service.app, host=args.host, port=args.port, log_level="warning", access_log=False)
