@@ -44,7 +44,9 @@ def run_stdio(*, out_dir: str | Path, preset: str | None = None, host: dict | No
     store = JobStore(out / "mcp.db", out, host=host, defaults={"preset": preset} if preset else None,
                      local_paths=True)  # stdio: the caller's machine is this one, its paths are allowed
     store.recover()  # jobs a killed server left running are queued again
-    worker = Worker(store, dict(host or {}))
+    # jobs run in a child process (models warm there): the protocol loop answers at once while a job
+    # holds its GIL, and a crash in a model cannot take the server down
+    worker = Worker(store, dict(host or {}), process=True)
     server = MoraMcp(store, file_links(out), local_files=True, preset=preset).server()
 
     async def serve() -> None:
