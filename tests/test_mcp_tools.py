@@ -125,5 +125,8 @@ def test_mora_mcp_checks_its_options_before_serving(capsys, monkeypatch, tmp_pat
     assert capsys.readouterr().err.startswith("mora: error: --preset: unknown preset 'nope'")
     assert main(["mcp", "--device", "tpu"]) == 2
     assert "--device: 'tpu' is not allowed" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["mcp", "--preset", "tiny", "--out-dir", str(tmp_path / "a-file" / "jobs")]) == 2
+    assert "--out-dir: " in capsys.readouterr().err
     monkeypatch.setenv("MORA_OUTPUTS", str(tmp_path))
     assert default_out_dir() == tmp_path / "mcp"  # not the working folder: hosts start servers anywhere
