@@ -58,9 +58,9 @@ def run_stdio(*, out_dir: str | Path, preset: str | None = None, host: dict | No
 
     async def serve() -> None:
         async with stdio_server() as (read, write):
+            worker.start()  # now: fd 1 points at stderr, and the worker's child process inherits that
             await server.run(read, write, server.create_initialization_options())
 
-    worker.start()
     logger.info("mora mcp: serving over stdio; jobs in %s", out)
     try:
         anyio.run(serve)
