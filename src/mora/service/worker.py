@@ -73,7 +73,9 @@ class Worker:
         self.child = ChildProcess(store, self.host) if process else None
 
     def start(self) -> Worker:
-        """Start the thread (returns self)."""
+        """Start the thread (returns self); a child process starts now too, importing while the server starts."""
+        if self.child is not None:
+            self.child.start()
         self._thread = threading.Thread(target=self._loop, name="mora-worker", daemon=True)
         self._thread.start()
         return self
@@ -155,6 +157,10 @@ class ChildProcess:
         self._proc: Any = None
         self._conn: Any = None
 
+    def start(self) -> None:
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+
     def _start(self) -> None:
         import multiprocessing
 
@@ -167,8 +173,7 @@ class ChildProcess:
 
     def run(self, job_id: str) -> None:
         """Run one claimed job in the child; a child that dies fails the job and is started again."""
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
+        self.start()
         try:
             self._conn.send(job_id)
             self._conn.recv()
@@ -217,6 +222,8 @@ def child_main(db: str, out_dir: str, host: dict, conn: Any, parent: int) -> Non
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     store = JobStore(db, out_dir, host=host)
     worker = Worker(store, host)
+    import mora.tools.toolset  # noqa: F401  (torch and diffusers load now, not in the first job)
+    import mora.workflows.runner  # noqa: F401
     while (job_id := conn.recv()) is not None:
         row = store.get(job_id)
         if row is not None:
