@@ -20,7 +20,7 @@ LAYERS = [
     ("mora.tools",),
     # the adapter format (what `mora train` writes and every task can load) sits below the tools
     ("mora.adapters", "mora.evaluation"),
-    ("mora.media", "mora.config", "mora.limits", "mora.validation"),
+    ("mora.media", "mora.config", "mora.limits", "mora.validation", "mora.tooltable"),
     ("mora.errors", "mora._lazy"),
 ]
 PACKAGE_FACES = ("mora", "mora.training", "mora.evaluation", "mora.adapters")  # lazy names (mora._lazy)

@@ -72,7 +72,7 @@ def check_shared(shared: dict) -> None:
     """The options every job of the page shares are valid (InputError otherwise), before serving."""
     from mora.workflows.prepare import check_shared_options
 
-    check_shared_options(shared, what="the page's options")
+    check_shared_options(shared, "the page's options")
 
 
 class App:
