@@ -129,3 +129,15 @@ def test_worker_runs_jobs_with_events_and_cancels(store):
         assert _wait(store, gone.id).status == "cancelled"
     finally:
         worker.stop()
+
+
+def test_serve_command_refuses_open_host_without_keys(tmp_path, capsys):
+    pytest.importorskip("fastapi")  # the serve extra (in dev); without it the command says to install it
+    from mora.cli import main
+
+    assert main(["serve", "--host", "0.0.0.0", "--out-dir", str(tmp_path)]) == 2
+    assert "--host: 0.0.0.0 lets other machines connect; pass --api-key-file" in capsys.readouterr().err
+    empty = tmp_path / "keys.txt"
+    empty.write_text("# no keys yet\n")
+    assert main(["serve", "--host", "0.0.0.0", "--api-key-file", str(empty)]) == 2
+    assert "holds no key; write one key per line" in capsys.readouterr().err
