@@ -46,7 +46,8 @@ class Service:
 
 def build_service(*, db: str | Path, out_dir: str | Path, host: dict | None = None, defaults: dict | None = None,
                   api_keys: frozenset[str] = frozenset(), max_upload_mb: int = 200,
-                  inputs_dir: str | Path | None = None, ui: bool = False, start_worker: bool = True) -> Service:
+                  inputs_dir: str | Path | None = None, ui: bool = False, start_worker: bool = True,
+                  worker_process: bool = False) -> Service:
     """Make the store (recovering jobs a killed server left running), the worker and the app.
 
     Args:
@@ -58,10 +59,12 @@ def build_service(*, db: str | Path, out_dir: str | Path, host: dict | None = No
         inputs_dir: a folder whose files jobs may name by path.
         ui: mount the web page at /ui (needs gradio).
         start_worker: start the worker thread (tests of the HTTP side alone pass False).
+        worker_process: run the jobs in a child process (models warm there) rather than in a thread
+            of this one, so a job's Python work never delays an HTTP answer (`mora serve`'s default).
     """
     store = JobStore(db, out_dir, host=host, defaults=defaults, inputs_dir=inputs_dir)
     store.recover()
-    worker = Worker(store, host)
+    worker = Worker(store, host, process=worker_process)
     app = FastAPI(title="Mora", summary="Multi-agent video generation: the OpenAI Videos API shape and Mora's jobs",
                   version="0.1.0")
     service = Service(app=app, store=store, worker=worker, api_keys=frozenset(api_keys),

@@ -15,10 +15,18 @@ logger = logging.getLogger(__name__)
 HOST_SKIP = ("out", "overwrite", "resume")  # per job, decided by the service itself
 
 
-def add_serve_parser(sub: Any) -> None:
-    """Add the `serve` subcommand to `mora`'s subparsers (called by `mora.cli_parsers.build_parser`)."""
-    from mora.cli_flags import add_job_options, add_option, output_flags, positive_int
+def add_serve_parser(sub: Any, parsers: Any) -> None:
+    """Add the `serve` subcommand to `mora`'s subparsers.
+
+    Args:
+        sub: the subparsers of `mora.cli_parsers.build_parser`.
+        parsers: the `mora.cli_parsers` module itself (its flag helpers, derived from the job
+            model): passed in, because importing it here would make an import cycle.
+    """
     from mora.workflows.jobspec import OPTIONS
+
+    add_job_options, add_option = parsers.add_job_options, parsers.add_option
+    output_flags, positive_int = parsers.output_flags, parsers.positive_int
 
     p = sub.add_parser("serve", help="Serve Mora over HTTP: the OpenAI Videos API shape, /v1/jobs, a durable queue.",
                        description="An HTTP service with a durable job queue (SQLite): the OpenAI Videos API "
@@ -39,6 +47,8 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--inputs-dir", metavar="DIR", help="a folder on the server whose files jobs may name by path "
                    "(other paths are refused)")
     p.add_argument("--no-ui", action="store_true", help="do not mount the web page at /ui")
+    p.add_argument("--thread-worker", action="store_true", help="run jobs in a thread of the server process "
+                   "(default: one warm child process, so HTTP answers never wait on a job's Python work)")
     add_option(p, OPTIONS["preset"])  # the default preset of requests that name none
     add_job_options(p, None, scopes=("host",), skip=HOST_SKIP, title="for every job of the service")
     output_flags(p, "quiet", "verbose", "debug")
@@ -91,7 +101,8 @@ def run_serve(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     service = build_service(db=args.db or out_dir / "jobs.db", out_dir=out_dir, host=host,
                             defaults={"preset": args.preset} if args.preset else {}, api_keys=keys,
-                            max_upload_mb=args.max_upload_mb, inputs_dir=args.inputs_dir, ui=not args.no_ui)
+                            max_upload_mb=args.max_upload_mb, inputs_dir=args.inputs_dir, ui=not args.no_ui,
+                            worker_process=not args.thread_worker)
     logger.warning("mora serve on http://%s:%d/v1 (jobs in %s)", args.host, args.port, service.store.db)
     try:
         uvicorn.run(service.app, host=args.host, port=args.port, log_level="warning", access_log=False)

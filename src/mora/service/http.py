@@ -59,7 +59,7 @@ def error_response(status: int, message: str, *, param: str | None = None, code:
 
 def field_of(message: str) -> str | None:
     """The field an InputError names (`steps: 0 is out of range` -> steps)."""
-    m = re.match(r"^(?:[\w./:-]+: )?([a-z_][a-z0-9_]*|--[a-z-]+):", message)
+    m = re.match(r"^([a-z_][a-z0-9_]*|--[a-z-]+):", message)
     return m[1].lstrip("-").replace("-", "_") if m else None
 
 

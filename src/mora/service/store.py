@@ -154,6 +154,7 @@ class JobStore:
         self.db.parent.mkdir(parents=True, exist_ok=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._lock = threading.Lock()  # one writer at a time in this process
         self._work = threading.Event()  # set when a job is queued: wakes a waiting worker at once
         self._conn().executescript(_SCHEMA)
 
@@ -170,18 +171,28 @@ class JobStore:
         return con
 
     class _Tx:
-        def __init__(self, con: sqlite3.Connection):
-            self.con = con
+        def __init__(self, con: sqlite3.Connection, lock: threading.Lock):
+            self.con, self.lock = con, lock
 
         def __enter__(self) -> sqlite3.Connection:
-            self.con.execute("BEGIN IMMEDIATE")  # take the write lock first: no upgrade deadlocks
+            # Threads of this process queue on a lock, not on SQLite's busy handler, whose sleeps
+            # (up to 100 ms each) made p99 latency a second under 50 concurrent clients.
+            self.lock.acquire()
+            try:
+                self.con.execute("BEGIN IMMEDIATE")  # take the write lock first: no upgrade deadlocks
+            except BaseException:
+                self.lock.release()
+                raise
             return self.con
 
         def __exit__(self, kind, value, tb) -> None:
-            self.con.execute("COMMIT" if kind is None else "ROLLBACK")
+            try:
+                self.con.execute("COMMIT" if kind is None else "ROLLBACK")
+            finally:
+                self.lock.release()
 
     def _write(self) -> JobStore._Tx:
-        return JobStore._Tx(self._conn())
+        return JobStore._Tx(self._conn(), self._lock)
 
     # --- submit ------------------------------------------------------------------------------------
 

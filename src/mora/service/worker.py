@@ -14,8 +14,13 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
+import sys
 import threading
+import time
+from typing import Any
 
 from mora.errors import MoraError
 from mora.service.store import VIDEO_NAME, JobRow, JobStore
@@ -60,14 +65,17 @@ class Worker:
         >>> worker = Worker(JobStore("jobs.db", "outputs/serve"), {"device": "cpu"}).start()
     """
 
-    def __init__(self, store: JobStore, host: dict | None = None, *, poll_s: float = 1.0):
+    def __init__(self, store: JobStore, host: dict | None = None, *, poll_s: float = 1.0, process: bool = False):
         self.store, self.host, self.poll_s = store, dict(host or {}), poll_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.current: str | None = None  # the id of the job running now
+        self.child = ChildProcess(store, self.host) if process else None
 
     def start(self) -> Worker:
-        """Start the thread (returns self)."""
+        """Start the thread (returns self); a child process starts now too, importing while the server starts."""
+        if self.child is not None:
+            self.child.start()
         self._thread = threading.Thread(target=self._loop, name="mora-worker", daemon=True)
         self._thread.start()
         return self
@@ -77,6 +85,8 @@ class Worker:
         `JobStore.recover()` queues it again on the next start."""
         self._stop.set()
         self.store._work.set()
+        if self.child is not None:
+            self.child.close(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -90,7 +100,12 @@ class Worker:
             if row is None:
                 self.store.wait_for_work(self.poll_s)
                 continue
-            self.run_one(row)
+            if self.child is not None:
+                self.current = row.id
+                self.child.run(row.id)
+                self.current = None
+            else:
+                self.run_one(row)
 
     def run_one(self, row: JobRow) -> None:
         """Run one claimed job to its end: completed, failed or cancelled (never raises)."""
@@ -125,3 +140,92 @@ class Worker:
             self.current = None
             if self.store.is_deleted(row.id):
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+class ChildProcess:
+    """Runs jobs in one long-lived child process (models warm there), for `Worker(process=True)`.
+
+    Why: a job on the CPU runs thousands of small Python-level ops; in the server's own process they
+    hold the GIL, and every HTTP request then waits its turn at each GIL switch (100 ms and more
+    per request with a job running). In a child process the HTTP side answers at once. The child
+    writes steps and results to the same SQLite file; it dies with its parent (Linux
+    PR_SET_PDEATHSIG, else a watchdog), so a killed server leaves no job running behind it.
+    """
+
+    def __init__(self, store: JobStore, host: dict):
+        self.store, self.host = store, host
+        self._proc: Any = None
+        self._conn: Any = None
+
+    def start(self) -> None:
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+
+    def _start(self) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads and a GPU context
+        self._conn, theirs = ctx.Pipe()
+        self._proc = ctx.Process(target=child_main, args=(str(self.store.db), str(self.store.out_dir), self.host,
+                                                          theirs, os.getpid()), name="mora-worker", daemon=True)
+        self._proc.start()
+        theirs.close()
+
+    def run(self, job_id: str) -> None:
+        """Run one claimed job in the child; a child that dies fails the job and is started again."""
+        self.start()
+        try:
+            self._conn.send(job_id)
+            self._conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            self._proc.join(5)
+            code = self._proc.exitcode
+            logger.error("the worker process died (exit code %s) while running %s", code, job_id)
+            row = self.store.get(job_id)
+            if row is not None and row.status == "in_progress":
+                self.store.fail(job_id, f"the worker process died (exit code {code}); submit the job again")
+            self._proc = None
+
+    def close(self, timeout: float | None) -> None:
+        if self._proc is None:
+            return
+        try:
+            self._conn.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        self._proc.join(timeout)
+        if self._proc.is_alive():  # still inside a job: it is queued again on the next start
+            self._proc.terminate()
+            self._proc.join(timeout)
+
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+    def watch() -> None:  # elsewhere (and if the parent died before prctl): poll
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def child_main(db: str, out_dir: str, host: dict, conn: Any, parent: int) -> None:
+    """The child process: run each job id received on `conn` with an in-process Worker; None stops."""
+    _die_with_parent(parent)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    store = JobStore(db, out_dir, host=host)
+    worker = Worker(store, host)
+    import mora.tools.toolset  # noqa: F401  (torch and diffusers load now, not in the first job)
+    import mora.workflows.runner  # noqa: F401
+    while (job_id := conn.recv()) is not None:
+        row = store.get(job_id)
+        if row is not None:
+            worker.run_one(row)
+        conn.send(job_id)
