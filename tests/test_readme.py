@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 # Why a README block may be skipped; a marker with any other reason fails the test.
 SKIP_REASONS = ("needs a GPU", "needs an LLM", "needs the network", "installs packages", "starts a server",
-                "runs the test suite")
+                "needs a server", "runs the test suite")  # needs a server: one an earlier, skipped block starts
 RUNNABLE = {"bash": "bash", "python": "python"}  # fence language -> how the block runs
 # Fence languages that would hide runnable code from this test: spell them `bash` or `python`.
 HIDDEN = {"sh", "shell", "console", "zsh", "py", "python3", "pycon"}
