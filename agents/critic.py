@@ -13,6 +13,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import autogen
 
@@ -42,15 +43,24 @@ def _data_uri(path: str) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
-def parse_ranking(answer: object, count: int) -> list[int]:
-    """A ranking from the judge's answer; ValueError unless it is a permutation of range(count)."""
+def _json_object(answer: object, pattern: str) -> Any:
+    """The JSON object in a judge's answer (a reply dict or its text); ValueError when there is none."""
     text = answer.get("content") if isinstance(answer, dict) else answer
     if not isinstance(text, str):
         raise ValueError("no text answer")
-    match = re.search(r"\{.*\}", text, re.S)
+    match = re.search(pattern, text, re.S)
     if not match:
         raise ValueError("no JSON object in the answer")
-    ranking = json.loads(match.group(0)).get("ranking")
+    try:
+        return json.loads(match.group(0))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"the JSON object is malformed ({e.msg})") from None
+
+
+def parse_ranking(answer: object, count: int) -> list[int]:
+    """A ranking from the judge's answer; ValueError unless it is a permutation of range(count)."""
+    data = _json_object(answer, r"\{.*\}")
+    ranking = data.get("ranking") if isinstance(data, dict) else None
     if not isinstance(ranking, list) or sorted(ranking) != list(range(count)) or any(
         isinstance(i, bool) for i in ranking
     ):
@@ -129,16 +139,7 @@ def parse_choice(answer: object, count: int) -> int | str:
         >>> parse_choice('{"choice": 2}', 3), parse_choice('sure: {"choice": "none"}', 3)
         (2, 'none')
     """
-    text = answer.get("content") if isinstance(answer, dict) else answer
-    if not isinstance(text, str):
-        raise ValueError("no text answer")
-    match = re.search(r"\{.*?\}", text, re.S)
-    if not match:
-        raise ValueError("no JSON object in the answer")
-    try:
-        data = json.loads(match.group(0))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"the JSON object is malformed ({e.msg})") from None
+    data = _json_object(answer, r"\{.*?\}")
     choice = data.get("choice") if isinstance(data, dict) else None
     if isinstance(choice, str) and choice.strip().lower() == "none":
         return "none"

@@ -3,6 +3,10 @@
 Order: the `llm_config` argument (a path or a list), else `$OAI_CONFIG_LIST` (a path or a JSON
 string, as AutoGen accepts), else `./OAI_CONFIG_LIST` if present, else no LLM. Any
 OpenAI-compatible endpoint works through `base_url` (OpenAI, Azure OpenAI, Ollama, vLLM).
+
+Each entry is checked by `LLMEntry` (a pydantic model; its errors in Mora's one-line shape through
+`mora.validation`, never showing a key). Retries have one layer, Mora's: at most `LLM_ATTEMPTS`
+requests per agent step, each bounded by the entry's `timeout`; the openai client retries nothing.
 """
 
 from __future__ import annotations
@@ -12,16 +16,77 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mora import validation
 from mora.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-# Bounded so a dead endpoint costs seconds, not minutes; entries may override both.
-DEFAULT_TIMEOUT_S = 60
-DEFAULT_MAX_RETRIES = 1
+DEFAULT_TIMEOUT_S = 60  # seconds per request, unless an entry says otherwise
+# One retry layer: Mora's. The openai client's own retries (which autogen configures from an entry's
+# `max_retries`) would multiply Mora's tries, so they are off and an entry may not turn them on.
+CLIENT_MAX_RETRIES = 0
+LLM_ATTEMPTS = 3  # requests per agent step, in all; then the scripted fallback
 _SECRET_KEYS = ("api_key", "azure_ad_token", "default_headers", "extra_headers")
+_FORMAT_FIX = "see OAI_CONFIG_LIST.example for the format"
+_MODEL_FIX = 'each entry needs {"model": NAME} (plus api_key / base_url); ' + _FORMAT_FIX
+
+
+_Text = Annotated[str, Field(strict=True)]
+_Headers = dict[str, _Text]
+
+
+class LLMEntry(BaseModel):
+    """One OAI_CONFIG_LIST entry: the keys Mora and autogen's OpenAI client read, typed.
+
+    Other keys autogen's clients know (Azure, Gemini, Bedrock, Ollama... entries carry their own) are
+    kept and passed through; any key none of them knows is refused (`known_keys`).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    model: Annotated[str, Field(strict=True, json_schema_extra={"fix": _MODEL_FIX})]
+    api_key: _Text | None = None
+    base_url: _Text | None = None
+    api_type: _Text | None = None
+    api_version: _Text | None = None
+    azure_ad_token: _Text | None = None
+    organization: _Text | None = None
+    project: _Text | None = None
+    timeout: Annotated[float, Field(strict=True, gt=0, json_schema_extra={"fix": "give seconds per request, > 0"})] = (
+        DEFAULT_TIMEOUT_S)
+    max_retries: Annotated[Literal[0], Field(json_schema_extra={
+        "fix": f"remove it: Mora retries each step itself ({LLM_ATTEMPTS} requests at most)"})] = CLIENT_MAX_RETRIES
+    tags: list[_Text] | None = None  # "vision" marks the entries that accept images
+    price: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
+    default_headers: _Headers | None = None
+    extra_headers: _Headers | None = None
+    temperature: Annotated[float, Field(ge=0)] | None = None
+    max_tokens: Annotated[int, Field(gt=0, strict=True)] | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _named(cls, model: str) -> str:
+        if not model.strip():
+            raise ValueError(f"is blank; {_MODEL_FIX}")
+        return model
+
+
+def step_attempts(config_list: list[dict] | None) -> int:
+    """How many times an agent step asks the LLM before its scripted fallback.
+
+    Within one try autogen walks the config list, moving to the next entry when one fails, so a
+    try costs up to one request per entry: the tries are shared out so a step makes at most
+    `LLM_ATTEMPTS` requests (one try at least, even with more entries than that).
+
+    Example:
+        >>> step_attempts([{"model": "m"}]), step_attempts([{"model": "a"}, {"model": "b"}])
+        (3, 1)
+    """
+    return max(1, LLM_ATTEMPTS // max(1, len(config_list or [])))
 
 
 @functools.cache
@@ -41,29 +106,64 @@ def _parse(text: str, where: str) -> list[dict]:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(
-            f"--llm-config: {where} is not valid JSON ({e.msg} at line {e.lineno}); "
-            "see OAI_CONFIG_LIST.example for the format"
+            f"--llm-config: {where} is not valid JSON ({e.msg} at line {e.lineno}); {_FORMAT_FIX}"
         ) from None
     return _check(data, where)
 
 
 def _check(data: Any, where: str) -> list[dict]:
+    """Validate every entry (`LLMEntry`); the entries as autogen takes them, with timeout and retries set."""
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not data:
-        raise InputError(f"--llm-config: {where} must be a non-empty JSON list of model entries; see OAI_CONFIG_LIST.example")
+        raise InputError(f"--llm-config: {where} must be a non-empty JSON list of model entries; {_FORMAT_FIX}")
     entries = []
     for i, entry in enumerate(data):
-        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str) or not entry["model"].strip():
-            raise InputError(
-                f"--llm-config: entry {i} of {where} has no \"model\" name; each entry needs at least "
-                "{\"model\": ...} (plus api_key / base_url); see OAI_CONFIG_LIST.example"
-            )
-        entry = dict(entry)
-        entry.setdefault("timeout", DEFAULT_TIMEOUT_S)
-        entry.setdefault("max_retries", DEFAULT_MAX_RETRIES)
-        entries.append(entry)
+        if not isinstance(entry, dict):
+            raise InputError(f"--llm-config: entry {i} of {where} is a {type(entry).__name__}, not an object; "
+                             f"each entry needs at least {{\"model\": ...}}; {_FORMAT_FIX}")
+        unknown = sorted(set(entry) - known_keys())
+        if unknown:  # a typo (`base_ur`) would otherwise reach the endpoint as nothing at all
+            raise InputError(f"--llm-config: entry {i} of {where}: {unknown[0]}: is not a known field of an "
+                             "OAI_CONFIG_LIST entry; check its spelling (autogen's entries take model, api_key, "
+                             "base_url, api_type, timeout, tags, price, ...)")
+        try:
+            checked = LLMEntry.model_validate(entry)
+        except ValidationError as e:
+            raise validation.input_error(_without_secrets(e), where=f"--llm-config: entry {i} of {where}",
+                                         model=LLMEntry) from None
+        # The entry as given (extra keys included, for autogen and the openai client), plus Mora's settings.
+        entries.append({**entry, **checked.model_dump(exclude_unset=True, exclude_none=True),
+                        "timeout": checked.timeout, "max_retries": CLIENT_MAX_RETRIES})
     return entries
+
+
+@functools.cache
+def known_keys() -> frozenset[str]:
+    """The keys an entry may carry: Mora's own and those of every autogen client's entry model.
+
+    Derived from autogen's `LLMConfigEntry` subclasses (OpenAI, Azure, Gemini, Ollama, Bedrock, ...) and
+    the keywords of the openai clients autogen passes an entry's other keys to (`azure_endpoint`, ...),
+    so a key they know is accepted and passed on, and any other is refused (extra fields forbidden).
+    """
+    import inspect
+
+    import autogen.oai.client  # noqa: F401 - imports every client module, which defines its entry model
+    import openai
+    from autogen.llm_config.entry import LLMConfigEntry
+
+    def walk(cls: type) -> list[type]:
+        return [cls, *(c for sub in cls.__subclasses__() for c in walk(sub))]
+
+    clients = {name for cls in (openai.OpenAI, openai.AzureOpenAI) for name in inspect.signature(cls).parameters}
+    return frozenset(LLMEntry.model_fields) | clients | {key for cls in walk(LLMConfigEntry) for key in cls.model_fields}
+
+
+def _without_secrets(error: ValidationError) -> ValidationError:
+    """`error` with the value of every secret field replaced by `***`: messages never show a key."""
+    details = [{**e, "input": "***"} if e["loc"] and e["loc"][0] in _SECRET_KEYS else e
+               for e in error.errors(include_url=False)]
+    return ValidationError.from_exception_data(error.title, details)
 
 
 def load_llm_config(llm_config: str | os.PathLike | list | None = None) -> list[dict] | None:

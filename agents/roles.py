@@ -8,24 +8,18 @@ roles into AutoGen (`team.py`), checks their answers (`toolcalls.py`) and finds 
 
 from __future__ import annotations
 
-PROMPT_AGENT_NAME = "prompt_agent"
-TEXT_TO_IMAGE_AGENT_NAME = "text_to_image_agent"
-IMAGE_TO_IMAGE_AGENT_NAME = "image_to_image_agent"
-IMAGE_TO_VIDEO_AGENT_NAME = "image_to_video_agent"
-VIDEO_CONNECTION_AGENT_NAME = "video_connection_agent"
-CRITIC_AGENT_NAME = "critic_agent"  # picks the best of N candidates (best_of > 1 only)
-AGENT_NAMES = (PROMPT_AGENT_NAME, TEXT_TO_IMAGE_AGENT_NAME, IMAGE_TO_IMAGE_AGENT_NAME, IMAGE_TO_VIDEO_AGENT_NAME,
-               VIDEO_CONNECTION_AGENT_NAME)
+# the agent names live with the tool table (bottom layer); re-exported here (`X as X`)
+from mora.tooltable import AGENT_NAMES as AGENT_NAMES
+from mora.tooltable import CRITIC_AGENT_NAME as CRITIC_AGENT_NAME
+from mora.tooltable import IMAGE_TO_IMAGE_AGENT_NAME as IMAGE_TO_IMAGE_AGENT_NAME
+from mora.tooltable import IMAGE_TO_VIDEO_AGENT_NAME as IMAGE_TO_VIDEO_AGENT_NAME
+from mora.tooltable import PROMPT_AGENT_NAME as PROMPT_AGENT_NAME
+from mora.tooltable import TEXT_TO_IMAGE_AGENT_NAME as TEXT_TO_IMAGE_AGENT_NAME
+from mora.tooltable import VIDEO_CONNECTION_AGENT_NAME as VIDEO_CONNECTION_AGENT_NAME
+from mora.tooltable import agent_tools
 
-# agent -> the tools it may call (the prompt agent and the critic answer in text)
-AGENT_TOOLS = {
-    PROMPT_AGENT_NAME: (),
-    TEXT_TO_IMAGE_AGENT_NAME: ("text_to_image",),
-    IMAGE_TO_IMAGE_AGENT_NAME: ("edit_image",),
-    IMAGE_TO_VIDEO_AGENT_NAME: ("image_to_video", "extend_video", "edit_video"),
-    VIDEO_CONNECTION_AGENT_NAME: ("connect_videos",),
-    CRITIC_AGENT_NAME: (),
-}
+# agent -> the tools it may call, from the tool table (the prompt agent and the critic answer in text)
+AGENT_TOOLS = {name: agent_tools(name) for name in (*AGENT_NAMES, CRITIC_AGENT_NAME)}
 
 PROMPT_AGENT = """You are prompt_agent, the prompt selection and generation specialist of Mora, a team that makes videos.
 You receive the user's request: a short description of a video, or an edit instruction, and the task name.

@@ -18,13 +18,12 @@ from typing import Any
 
 import autogen
 
-from mora.agents.llm import autogen_llm_config, llm_errors, scrub
+from mora.agents.llm import autogen_llm_config, llm_errors, scrub, step_attempts
 from mora.agents.roles import DESCRIPTIONS, STORYBOARD_AGENT, STORYBOARD_AGENT_NAME
 from mora.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-LLM_ATTEMPTS = 3
 MAX_ANSWER_CHARS = 200_000
 
 
@@ -87,7 +86,8 @@ def write_storyboard(story: str, shots: int, seconds: float, *, config_list: lis
     messages = [{"role": "user", "content": request}]
     faults: list[str] = []
     started = time.perf_counter()
-    for attempt in range(1, LLM_ATTEMPTS + 1):
+    attempts = step_attempts(config_list)  # at most LLM_ATTEMPTS requests in all
+    for attempt in range(1, attempts + 1):
         try:
             ok, answer = agent.generate_oai_reply(messages=messages, sender=None)
             if not ok:
@@ -100,8 +100,8 @@ def write_storyboard(story: str, shots: int, seconds: float, *, config_list: lis
         except (InputError, *llm_errors()) as e:
             reason = scrub(str(e) or type(e).__name__, config_list)[:500]
             faults.append(f"{STORYBOARD_AGENT_NAME} try {attempt}: {reason}")
-            logger.debug("storyboard_agent: answer %d/%d unusable: %s", attempt, LLM_ATTEMPTS, reason)
+            logger.debug("storyboard_agent: answer %d/%d unusable: %s", attempt, attempts, reason)
             messages = [*messages[:1], {"role": "user", "content": f"That answer was unusable: {reason}. {request}"}]
     logger.warning("storyboard_agent: no usable LLM storyboard after %d tries (%s); using the deterministic one",
-                   LLM_ATTEMPTS, faults[-1])
+                   attempts, faults[-1])
     return StoryboardAnswer(fallback(), "deterministic", 1, faults, round(time.perf_counter() - started, 3))

@@ -9,7 +9,9 @@ schemas. A `GroupChatManager` runs the chat; speaker selection walks the task's 
 Without an LLM the prompt agent answers with the deterministic enhancer and tool agents emit
 scripted tool calls. With one, their answers come from the LLM, are validated as untrusted input
 (`mora.agents.toolcalls`), retried a bounded number of times, and fall back to the scripted answer
-with a warning counted in `manifest.llm.fallbacks`.
+with a warning counted in `manifest.llm.fallbacks`. Mora's tries are the one retry layer: at most
+`LLM_ATTEMPTS` requests per step, each bounded by the entry's `timeout` (the openai client's own
+retries are off, `mora.agents.llm`).
 """
 
 from __future__ import annotations
@@ -27,16 +29,16 @@ import autogen
 from autogen.io import IOStream
 
 from mora.agents import roles
-from mora.agents.llm import autogen_llm_config, llm_errors, scrub
-from mora.agents.toolcalls import ToolCallFault, extract_call, validate_args
+from mora.agents.llm import LLM_ATTEMPTS, autogen_llm_config, llm_errors, scrub, step_attempts
+from mora.agents.toolcalls import ToolCallFault, extract_call, tool_schema, validate_args
 from mora.errors import InputError
-from mora.limits import TOOL_ROLES, check_text, llm_bounds
+from mora.limits import check_text, llm_bounds
 from mora.tools.toolset import Toolset
+from mora.tooltable import TOOL_TABLE
 
 logger = logging.getLogger(__name__)
 
 USER_PROXY = "user_proxy"
-LLM_ATTEMPTS = 3  # one try and two retries per step, then the scripted fallback
 MAX_PROMPT_WORDS = 200
 
 
@@ -139,15 +141,13 @@ class Team:
         reply = self._prompt_reply if name == roles.PROMPT_AGENT_NAME else self._tool_reply
         agent.register_reply(trigger=[autogen.Agent, None], reply_func=reply, position=0)
         for tool in roles.AGENT_TOOLS[name]:
-            if TOOL_ROLES[tool] not in self.tools.preset.roles:  # e.g. edit_video: only presets with a video editor
+            if TOOL_TABLE[tool].role not in self.tools.preset.roles:  # e.g. edit_video: only presets with a video editor
                 continue
-            function = self._executable(tool)
-            if self.llm_config:  # the LLM sees the typed schema; the proxy executes
+            self.user_proxy.register_for_execution(name=tool)(self._executable(tool))
+            if self.llm_config:  # the LLM sees the argument model's schema (the preset's bounds included)
                 description = inspect.getdoc(getattr(Toolset, tool)).split("\n\n")[0]
-                autogen.register_function(function, caller=agent, executor=self.user_proxy, name=tool,
-                                          description=description)
-            else:
-                self.user_proxy.register_for_execution(name=tool)(function)
+                agent.update_tool_signature(tool_schema(tool, llm_bounds(self.tools.preset, tool), description),
+                                            is_remove=False)
         return agent
 
     # --- running -------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ class Team:
         job = self.job
         text = None
         if self.llm_config:
-            for attempt in range(1, LLM_ATTEMPTS + 1):
+            for attempt in range(1, step_attempts(self.config_list) + 1):
                 try:
                     answer = self._ask_llm(recipient, messages, sender)
                     content = answer.get("content") if isinstance(answer, dict) else answer
@@ -250,7 +250,7 @@ class Team:
         job = self.job
         hint = {"role": "user", "content": self._llm_hint(tool)}
         bounds = llm_bounds(self.tools.preset, tool)
-        for attempt in range(1, LLM_ATTEMPTS + 1):
+        for attempt in range(1, step_attempts(self.config_list) + 1):
             try:
                 answer = self._ask_llm(agent, [*messages, hint], sender)
                 call_id, raw = extract_call(answer, tool)
@@ -285,14 +285,14 @@ class Team:
         """Record an unusable answer; returns the reason, safe to log and to show the LLM."""
         reason = scrub(_reason(error), self.config_list)  # an endpoint's error text may echo the key
         self.job.llm_faults.append(f"{agent} try {attempt}: {reason}")
-        logger.debug("%s: LLM answer %d/%d unusable: %s", agent, attempt, LLM_ATTEMPTS, reason)
+        logger.debug("%s: LLM answer %d/%d unusable: %s", agent, attempt, step_attempts(self.config_list), reason)
         return reason
 
     def _fallback(self, agent: str) -> None:
         self.job.fallbacks += 1
         last = self.job.llm_faults[-1] if self.job.llm_faults else "unknown"
         logger.warning("%s: no usable LLM answer after %d tries (%s); using the scripted answer", agent,
-                       LLM_ATTEMPTS, last)
+                       step_attempts(self.config_list), last)
 
     # --- tool execution ----------------------------------------------------------------------------
 
@@ -345,12 +345,4 @@ def _reason(error: BaseException) -> str:
 def _describe(step: Any) -> str:
     if step.agent == roles.CRITIC_AGENT_NAME:
         return "scoring the candidates and keeping the best"
-    return {
-        None: "writing the detailed prompt",
-        "text_to_image": "painting the first frame",
-        "edit_image": "editing the image",
-        "image_to_video": "animating the frame into video",
-        "extend_video": "extending the video",
-        "connect_videos": "generating the transition between the videos",
-        "edit_video": "editing the whole video, keeping its motion",
-    }[step.tool]
+    return TOOL_TABLE[step.tool].doing if step.tool else "writing the detailed prompt"

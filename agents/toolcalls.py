@@ -1,40 +1,111 @@
 """Checking tool calls that come from an LLM: untrusted input, validated before anything runs.
 
-The tool name must be the step's tool; arguments must be a JSON object with known keys of the
-right types and ranges; input paths must be this job's inputs or artifacts. Output paths are
-never an argument: the tools choose them.
+The tool name must be the step's tool; arguments must be a JSON object that validates against the
+tool's pydantic model (`args_model`: known keys, types, the preset's bounds as constraints; the
+same model is the JSON schema the LLM is sent); input paths (the tool table's `paths`) must be
+this job's inputs or artifacts. Output paths are never an argument: the tools choose them.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    create_model,
+)
+
+from mora import validation
 from mora.errors import InputError
-from mora.limits import check_int, check_text
-from mora.tools.toolset import PATH_ARGS, Toolset
+from mora.limits import MAX_PROMPT_CHARS
+from mora.tools.toolset import Toolset
+from mora.tooltable import TOOL_TABLE
 
 
 class ToolCallFault(Exception):
     """The LLM's answer cannot be used as the step's tool call (the reason is the message)."""
 
 
-def _param_types(tool: str) -> dict[str, type]:
-    hints = typing.get_type_hints(getattr(Toolset, tool), include_extras=False)
-    hints.pop("return", None)
-    return hints
+def _whole_number(value: Any) -> Any:
+    """JSON true/false and "5" are not numbers to a tool (pydantic's lax mode would take them)."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("is not a whole number; pass an integer")
+    return value
 
 
-def _required(tool: str) -> list[str]:
-    """Parameters of `tool` without a default: a call that leaves one out cannot run."""
-    parameters = inspect.signature(getattr(Toolset, tool)).parameters.values()
-    return [p.name for p in parameters if p.name != "self" and p.default is inspect.Parameter.empty]
+def _none_if_blank(value: Any) -> Any:
+    """Models often send "" for "none" in an optional text: the tool's default applies."""
+    return None if isinstance(value, str) and not value.strip() else value
 
 
+_TEXT = StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROMPT_CHARS)
+
+
+def _field(tool: str, parameter: inspect.Parameter, hint: Any, bounds: dict[str, tuple[int, int]]) -> tuple:
+    """(type, FieldInfo) of one tool parameter: its description from the signature, bounds as constraints."""
+    base, *meta = typing.get_args(hint) if typing.get_origin(hint) is Annotated else (hint,)
+    description = next((m for m in meta if isinstance(m, str)), None)
+    required = parameter.default is inspect.Parameter.empty
+    default = ... if required else parameter.default
+    if parameter.name in TOOL_TABLE[tool].paths:  # a path string; the job's guard checks it after the model
+        return str, Field(default, description=description, min_length=1)
+    if int in typing.get_args(base) or base is int:
+        low, high = bounds.get(parameter.name, (0, None))
+        number = Annotated[int, Field(ge=low, le=high), BeforeValidator(_whole_number)]
+        return (number if required else number | None), Field(default, description=description)
+    if required:
+        return Annotated[str, _TEXT], Field(default, description=description)
+    return Annotated[Annotated[str, _TEXT] | None, BeforeValidator(_none_if_blank)], Field(
+        None if default == "" else default, description=description)
+
+
+@functools.lru_cache(maxsize=64)
+def _model(tool: str, bounds: tuple[tuple[str, tuple[int, int]], ...]) -> type[BaseModel]:
+    method = getattr(Toolset, tool)
+    hints = typing.get_type_hints(method, include_extras=True)
+    fields = {p.name: _field(tool, p, hints[p.name], dict(bounds))
+              for p in inspect.signature(method).parameters.values() if p.name != "self"}
+    return create_model(f"{tool}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def args_model(tool: str, bounds: dict[str, tuple[int, int]]) -> type[BaseModel]:
+    """The pydantic model of an LLM's arguments for `tool`: the schema the LLM sees and the check, in one.
+
+    Built from the Toolset method's signature (names, types, descriptions, defaults), the tool
+    table (which arguments are input paths) and `mora.limits.llm_bounds` (integer bounds as
+    `ge`/`le` constraints). Extra fields are forbidden.
+
+    Args:
+        tool: a tool of `mora.tooltable.TOOL_TABLE`.
+        bounds: (low, high) per integer argument (`llm_bounds(preset, tool)`).
+
+    Example:
+        >>> args_model("extend_video", llm_bounds(get_preset("tiny"), "extend_video")).model_json_schema()["required"]
+        ['video_path']
+    """
+    return _model(tool, tuple(sorted(bounds.items())))
+
+
+def tool_schema(tool: str, bounds: dict[str, tuple[int, int]], description: str) -> dict:
+    """The OpenAI function schema of `tool` for an LLM, from `args_model` (so the LLM sees the bounds).
+
+    Example:
+        >>> tool_schema("extend_video", bounds, "Extend a video")["function"]["parameters"]["required"]
+        ['video_path']
+    """
+    return {"type": "function", "function": {"name": tool, "description": description,
+                                             "parameters": args_model(tool, bounds).model_json_schema()}}
 def extract_call(reply: Any, tool: str) -> tuple[str, dict]:
     """(call id, raw arguments) of the single call of `tool` in an LLM reply."""
     calls = reply.get("tool_calls") if isinstance(reply, dict) else None
@@ -58,7 +129,11 @@ def extract_call(reply: Any, tool: str) -> tuple[str, dict]:
 
 
 def validate_args(tool: str, args: dict, guard: Callable[[str, str], Path], bounds: dict[str, tuple[int, int]]) -> dict:
-    """Types, ranges and paths of an LLM's arguments for `tool`; raises ToolCallFault.
+    """Types, ranges and paths of an LLM's arguments for `tool` (`args_model`); raises ToolCallFault.
+
+    The fault's text is `mora.validation`'s one line (`FIELD: VALUE PROBLEM; FIX`), also shown to
+    the LLM when it is asked again. Arguments left out or None are not in the result: the scripted
+    call fills them.
 
     Args:
         tool: the step's tool.
@@ -68,31 +143,15 @@ def validate_args(tool: str, args: dict, guard: Callable[[str, str], Path], boun
 
     Example:
         >>> validate_args("extend_video", {"video_path": "a.mp4", "seed": 3}, job.guard, llm_bounds(preset, "extend_video"))
+        {'video_path': 'a.mp4', 'seed': 3}
     """
-    types, required = _param_types(tool), _required(tool)
-    unknown = sorted(set(args) - set(types))
-    if unknown:
-        raise ToolCallFault(f"unknown argument(s) {unknown} for `{tool}`; allowed: {sorted(types)}")
-    clean: dict[str, Any] = {}
+    model = args_model(tool, bounds)
     try:
-        for key, value in args.items():
-            if value is None:
-                continue
-            if key in PATH_ARGS.get(tool, ()):
-                if not isinstance(value, str):
-                    raise ToolCallFault(f"{key} must be a path string")
-                guard(value, key)
-                clean[key] = value
-            elif int in typing.get_args(types[key]) or types[key] is int:
-                low, high = bounds.get(key, (0, None))
-                clean[key] = check_int(value, key, low=low, high=high)
-            elif value == "" and key not in required:
-                continue  # models often send "" for "none"; the tool's default applies
-            else:
-                clean[key] = check_text(value, key)
+        clean = model.model_validate(args).model_dump(exclude_none=True, exclude_unset=True)
+        for key in TOOL_TABLE[tool].paths:
+            guard(clean[key], key)
+    except ValidationError as e:
+        raise ToolCallFault(validation.problems(e, model=model)[0]) from None
     except InputError as e:
         raise ToolCallFault(str(e)) from None
-    for key in required:
-        if key not in clean:
-            raise ToolCallFault(f"missing required argument {key!r}")
     return clean

@@ -7,16 +7,17 @@ mora talks to it through the real `openai` client (no mocking). Each POST to
 - `push_text("...")`: a plain assistant answer (finish_reason "stop");
 - `push_tool_call(name, arguments)`: one tool call; `arguments` is sent verbatim, so it may be
   malformed JSON (a dict is JSON-encoded for convenience); `push_tool_calls([...])` sends several;
-- `push_error(status, message)`: an HTTP error with an OpenAI-style JSON error body.
+- `push_error(status, message)`: an HTTP error with an OpenAI-style JSON error body;
+- `push_hang(seconds)`: take the request and answer nothing for `seconds` (an endpoint that hangs).
 
 When the queue is empty the server answers with `default` (a plain text answer,
 `DEFAULT_ANSWER`, unless a test sets `fake.default = None`, which makes an empty queue a 500
 "fake queue is empty" error instead). A plain text answer is what a chatty model says when it
 should have called a tool, so a tool agent reached with an empty queue exercises the fallback.
 
-Error responses carry `retry-after-ms: 1`, a header the openai client honours: its own retries
-(`max_retries`, 1 by default in `mora.agents.llm`) then cost a request each, but no back-off sleep.
-A 500 therefore consumes `max_retries + 1` queued responses per mora attempt.
+Error responses carry `retry-after-ms: 1`, a header the openai client honours, so that if its own
+retries were on they would cost a request each but no back-off sleep. Mora turns them off
+(`mora.agents.llm.CLIENT_MAX_RETRIES` is 0): a 500 consumes one queued response per mora attempt.
 
 Example:
     >>> with FakeOpenAI() as fake:
@@ -74,6 +75,7 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     # --- the script ---------------------------------------------------------------------------
 
@@ -93,6 +95,11 @@ class FakeOpenAI:
         """Queue `times` HTTP errors with an OpenAI-style JSON body."""
         for _ in range(times):
             self._push({"kind": "error", "status": status, "message": message})
+
+    def push_hang(self, seconds: float = 30.0, times: int = 1) -> None:
+        """Queue `times` requests that get no answer for `seconds` (then the connection closes)."""
+        for _ in range(times):
+            self._push({"kind": "hang", "seconds": seconds})
 
     def _push(self, spec: dict) -> None:
         with self._lock:
@@ -150,6 +157,10 @@ class FakeOpenAI:
                 spec = fake._next(body, dict(self.headers.items()))
                 if spec is None:
                     spec = {"kind": "error", "status": 500, "message": "fake queue is empty"}
+                if spec["kind"] == "hang":
+                    fake._stop.wait(spec["seconds"])  # ends early when the server closes
+                    self.close_connection = True
+                    return
                 if spec["kind"] == "error":
                     self._send(spec["status"], {"error": {"message": spec["message"], "type": "server_error",
                                                           "param": None, "code": None}},
@@ -186,6 +197,7 @@ class FakeOpenAI:
         return self
 
     def close(self) -> None:
+        self._stop.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

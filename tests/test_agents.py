@@ -22,7 +22,7 @@ from PIL import Image
 import mora
 from mora import media
 from mora.agents.enhance import DIGITAL_WORLD_CUE, SIMULATE_NEGATIVE
-from mora.agents.llm import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, load_llm_config
+from mora.agents.llm import CLIENT_MAX_RETRIES, DEFAULT_TIMEOUT_S, load_llm_config
 from mora.agents.team import LLM_ATTEMPTS, USER_PROXY, Team
 from mora.errors import InputError, LLMError, ReviewAborted
 
@@ -32,7 +32,7 @@ P, T2I, I2I, I2V, VC = (
 FOX = "a red fox running through snow"
 MANIFEST_KEYS = {"task", "preset", "seed", "inputs", "prompt", "enhanced_prompt", "route", "artifacts", "video",
                  "models", "settings", "timings", "llm", "metrics", "versions"}
-OPENAI_ATTEMPTS = DEFAULT_MAX_RETRIES + 1  # requests one mora attempt makes when the server answers 500
+OPENAI_ATTEMPTS = CLIENT_MAX_RETRIES + 1  # requests one mora attempt makes when the server answers 500
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -364,7 +364,7 @@ def test_llm_untrusted_arguments_fall_back(fake_openai, tmp_path, monkeypatch):
 
     assert m["llm"]["fallbacks"] == 2
     faults = m["llm"]["faults"]
-    assert "missing required argument 'prompt'" in faults[0]
+    assert "prompt: missing; add it" in faults[0]  # mora.validation's one line (was "missing required argument")
     assert any("width" in f and "100" in f for f in faults)
     assert sum("not an input or artifact of this job" in f for f in faults) == LLM_ATTEMPTS
     assert not any("passwd" in p or "secret" in p for p in read)
@@ -543,13 +543,13 @@ def test_review_bad_decision_is_an_input_error(tmp_path):
         ("text-to-music", {"prompt": FOX}, "task: 'text-to-music'"),
         ("text-to-video", {}, "prompt: missing"),
         ("text-to-video", {"prompt": "   "}, "prompt"),
-        ("text-to-video", {"prompt": FOX, "video": "video"}, "video: .* not an input of text-to-video"),
+        ("text-to-video", {"prompt": FOX, "video": "video"}, "video: .* not an input or option of text-to-video"),
         ("image-to-video", {"image": "missing.png", "prompt": FOX}, "image"),
         ("connect", {"video_a": "video_a"}, "video_b: missing"),
         ("text-to-video", {"prompt": FOX, "out": "x.avi"}, "--out"),
         ("text-to-video", {"prompt": FOX, "width": 100}, "--width: 100"),
-        ("text-to-video", {"prompt": FOX, "num_frames": 0}, "--num-frames"),
-        ("text-to-video", {"prompt": FOX, "seed": -1}, "--seed"),
+        ("text-to-video", {"prompt": FOX, "num_frames": 0}, "^num_frames: 0 is out of range"),  # Python names the keyword; the CLI --num-frames
+        ("text-to-video", {"prompt": FOX, "seed": -1}, "^seed: -1 is out of range"),
         ("text-to-video", {"prompt": FOX, "preset": "enormous"}, "enormous"),
         ("text-to-video", {"prompt": FOX, "llm_config": "no-such-config.json"}, "--llm-config"),
     ],
@@ -692,14 +692,14 @@ ENTRY = {"model": "llama3.1", "base_url": "http://localhost:11434/v1", "api_key"
 
 def test_llm_config_from_list_and_path(tmp_path):
     (entry,) = load_llm_config([ENTRY])
-    assert entry == {**ENTRY, "timeout": DEFAULT_TIMEOUT_S, "max_retries": DEFAULT_MAX_RETRIES}
+    assert entry == {**ENTRY, "timeout": DEFAULT_TIMEOUT_S, "max_retries": CLIENT_MAX_RETRIES}
     assert load_llm_config([{**ENTRY, "timeout": 5, "max_retries": 0}])[0] | {} == {**ENTRY, "timeout": 5,
                                                                                    "max_retries": 0}
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps([ENTRY, {"model": "gpt-4o-mini"}]))
     entries = load_llm_config(str(path))
     assert [e["model"] for e in entries] == ["llama3.1", "gpt-4o-mini"]
-    assert all(e["timeout"] == DEFAULT_TIMEOUT_S and e["max_retries"] == DEFAULT_MAX_RETRIES for e in entries)
+    assert all(e["timeout"] == DEFAULT_TIMEOUT_S and e["max_retries"] == CLIENT_MAX_RETRIES for e in entries)
     assert load_llm_config(path)[0]["model"] == "llama3.1"  # a Path works too
 
 
@@ -726,9 +726,9 @@ def test_llm_config_from_env_and_cwd(tmp_path, monkeypatch):
     [
         ("[{\"model\": ", "not valid JSON"),
         ("[]", "non-empty"),
-        ("[{\"api_key\": \"x\"}]", "no \"model\""),
-        ("[{\"model\": \"\"}]", "no \"model\""),
-        ("[\"gpt-4o\"]", "no \"model\""),
+        ("[{\"api_key\": \"x\"}]", "entry 0 .*: model: missing; each entry needs \\{\"model\": NAME\\}"),
+        ("[{\"model\": \"\"}]", "model: '' is blank"),
+        ("[\"gpt-4o\"]", "entry 0 .* is a str, not an object"),
     ],
     ids=["malformed", "empty", "no-model", "empty-model", "not-an-object"],
 )
@@ -746,7 +746,7 @@ def test_llm_config_missing_file_names_the_option(tmp_path):
 
 
 def test_llm_config_entry_without_model_in_a_list():
-    with pytest.raises(InputError, match="entry 1 .* no \"model\""):
+    with pytest.raises(InputError, match="entry 1 .*: model: missing"):
         load_llm_config([ENTRY, {"api_key": "sk-x"}])
 
 

@@ -336,6 +336,6 @@ def test_jobs_take_a_preset_file_and_report_a_bad_one_by_line(tmp_path):
     assert len(info.value.problems) == 1
     problem = info.value.problems[0]
     assert problem.startswith("job 2: preset_file: ") and str(bad) in problem  # the line, the field, the file
-    assert "motion_bukket_id: is not a svd setting" in problem
+    assert "motion_bukket_id: 1 is not a known field; use one of the svd settings" in problem  # mora.validation
     checked = load_jobs(jobs[:1], out_dir=tmp_path / "out")
     assert checked[0].options["preset_file"] == str(good)

@@ -82,9 +82,9 @@ def test_best_of_only_for_text_to_video_and_simulate(tmp_path):
     from mora import media
 
     video = media.write_video(gradient_frames(3, 32, 32), tmp_path / "clip.mp4", fps=8)
-    with pytest.raises(InputError, match="--best-of"):
+    with pytest.raises(InputError, match="^best_of: 2 is not an input or option of connect; it is for text-to-video"):
         mora.run("connect", video_a=video, video_b=video, preset="tiny", best_of=2)
-    with pytest.raises(InputError, match="--best-of: 9 is out of range"):
+    with pytest.raises(InputError, match="^best_of: 9 is out of range; pass a number <= 8"):
         _run(tmp_path, best_of=9)
 
 

@@ -48,8 +48,7 @@ def _loop(tmp_path, config_list=None, human=None, **kw):
     from mora.training.loop import DataFreeLoop, check_loop
 
     cfg = check_loop(["a fox"], tmp_path / "run", iterations=1, candidates=2, steps=1, quality_floor=kw.pop(
-        "quality_floor", 0.0), resume=False, llm_config=config_list, preset="tiny", seed=0, device="cpu",
-        options={})
+        "quality_floor", 0.0), llm_config=config_list, preset="tiny", seed=0, device="cpu")
     return DataFreeLoop(cfg, human=human, progress=False)
 
 
@@ -150,6 +149,27 @@ def test_bad_input_is_refused_before_anything_is_made(tmp_path, case, match):
     assert not (out / "candidates").exists() and not (out / "train.json").exists()
 
 
+def test_more_training_frames_than_a_candidate_has_is_refused_before_any_is_made(tmp_path):
+    import mora
+
+    with pytest.raises(InputError, match=r"--train-frames: 14 is more than the 7 frames each candidate of preset "
+                                         r"'tiny' has; pass --train-frames 7 or less"):
+        mora.train(prompts=["a fox"], out=tmp_path / "run", iterations=1, candidates=2, steps=1,
+                   **{**FAST, "train_frames": 14})
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_new_run_over_an_earlier_one_needs_overwrite(tmp_path):
+    from mora.training.loop import check_loop
+
+    (tmp_path / "run" / "candidates").mkdir(parents=True)
+    with pytest.raises(InputError, match="--overwrite to replace it"):
+        check_loop(["a fox"], tmp_path / "run", preset="tiny", device="cpu", candidates=2)
+    assert check_loop(["a fox"], tmp_path / "run", preset="tiny", device="cpu", candidates=2, overwrite=True).overwrite
+    with pytest.raises(InputError, match="--overwrite: cannot be used with --resume"):
+        check_loop(["a fox"], tmp_path / "run", preset="tiny", device="cpu", overwrite=True, resume=True)
+
+
 def test_cli_bad_prompts_is_exit_2(tmp_path):
     import subprocess
     import sys
@@ -191,15 +211,15 @@ def test_resume_inside_an_iteration_reuses_finished_candidates(tmp_path, monkeyp
     import mora
     from mora.workflows import runner
 
-    calls, real = [], runner.run
+    calls, real = [], runner.run_job
 
-    def interrupting(*args, **kwargs):
-        calls.append(kwargs["out"])
+    def interrupting(job, hooks=None):
+        calls.append(job["out"])
         if len(calls) == 3:  # prompt 2, candidate 1
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return real(job, hooks)
 
-    monkeypatch.setattr(runner, "run", interrupting)
+    monkeypatch.setattr(runner, "run_job", interrupting)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         mora.train(prompts=PROMPTS, out=out, iterations=1, candidates=2, steps=1, **FAST)
@@ -234,19 +254,25 @@ def test_a_judge_that_echoes_the_key_on_401_leaves_no_key_in_run_dir(tmp_path, f
 
 
 @pytest.mark.slow
-def test_cli_prompts_run_prints_the_iteration_table(tmp_path):
+def test_cli_prompts_run_prints_progress_the_table_and_the_data_summary(tmp_path):
     import subprocess
     import sys
 
+    # tiny's defaults (issue 20, item 7): no --train-frames; training reads the 7 frames a candidate has
     (tmp_path / "p.txt").write_text("a red fox running through snow\n\n")
     proc = subprocess.run([sys.executable, "-m", "mora.cli", "train", "--prompts", str(tmp_path / "p.txt"), "--out",
                            str(tmp_path / "run"), "--preset", "tiny", "--device", "cpu", "--iterations", "1",
-                           "--candidates", "2", "--steps", "1", "--train-size", "64x64", "--train-frames", "4",
-                           "--rank", "4", "--human", "never", "--quiet"],
+                           "--candidates", "2", "--steps", "1", "--train-size", "64x64", "--rank", "4",
+                           "--no-gradient-checkpointing", "--human", "never"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "iter prompts" in proc.stderr and "only the score card" in proc.stderr
-    assert proc.stdout.strip().endswith("adapter")
+    assert "iteration 1/1: candidates" in proc.stderr and "prompt 1 candidate 2" in proc.stderr  # a line each
+    assert "iter prompts" in proc.stderr and "dropped:quality" in proc.stderr and "only the score card" in proc.stderr
+    assert "dropped: prompts dropped" in proc.stderr  # the columns say what they count
+    summary = proc.stdout.strip()
+    assert summary.startswith(str(tmp_path / "run" / "adapter"))
+    assert "1 steps, final loss" in summary and "(mean of the last 10 steps)" in summary and "modulation" in summary
+    assert json.loads((tmp_path / "run/train/iter-1/train.json").read_text())["config"]["train_frames"] == 7
     both = subprocess.run([sys.executable, "-m", "mora.cli", "train", "--prompts", "p.txt", "--data", "d", "--out",
                            "r"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert both.returncode == 2 and "not allowed with" in both.stderr

@@ -13,14 +13,14 @@ PACKAGES = {"src/mora": "mora", "agents": "mora.agents", "tools": "mora.tools", 
 # Imports flow one way, whole packages only (no package split across two layers):
 # cli/ui/service -> training -> workflows -> agents -> tools -> adapters/evaluation -> media/config/... -> errors.
 LAYERS = [
-    ("mora.cli", "mora.ui", "mora.service", "mora"),  # the entry points and the lazy public API
+    ("mora.cli", "mora.ui", "mora.service", "mora.mcp", "mora"),  # the entry points and the lazy public API
     ("mora.training",),  # an application above workflows: it calls mora.run for candidates
     ("mora.workflows",),
     ("mora.agents",),
     ("mora.tools",),
     # the adapter format (what `mora train` writes and every task can load) sits below the tools
     ("mora.adapters", "mora.evaluation"),
-    ("mora.media", "mora.config", "mora.limits", "mora.validation"),
+    ("mora.media", "mora.config", "mora.limits", "mora.validation", "mora.tooltable"),
     ("mora.errors", "mora._lazy"),
 ]
 PACKAGE_FACES = ("mora", "mora.training", "mora.evaluation", "mora.adapters")  # lazy names (mora._lazy)

@@ -42,13 +42,13 @@ def gradient_video(t: int = 10, h: int = 48, w: int = 64) -> np.ndarray:
 
 
 def ffmpeg_make(path: Path, *args: str) -> Path:
-    subprocess.run([FFMPEG, "-v", "error", "-y", *args, str(path)], check=True, capture_output=True)
+    subprocess.run([FFMPEG, "-v", "error", "-y", *args, str(path)], check=True, capture_output=True, timeout=60)
     return path
 
 
 def ffmpeg_info(path: Path) -> str:
     """ffmpeg's description of a file (stderr of `ffmpeg -i`; ffprobe may not exist)."""
-    proc = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    proc = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True, text=True, timeout=60)
     return proc.stderr
 
 
@@ -499,3 +499,97 @@ def test_check_file(tmp_path, mp4):
     assert_input_error(excinfo, "input", str(tmp_path / "t.txt"), "is not readable as an image or a video")
     with pytest.raises(ValueError):
         media.check_file(mp4, argument="video", kinds=("audio",))
+
+
+# ------------------------------------------------------------------------------------------
+# PyAV: damage is an exception or a shortfall against what the container declares; a slow decode
+# is its own error (issue 20, item 3)
+
+
+def test_truncated_mp4_is_damage_reported_by_pyav(tmp_path):
+    import av
+
+    rng = np.random.default_rng(0)
+    ours = media.write_video(rng.integers(0, 256, (12, 64, 64, 3), dtype=np.uint8), tmp_path / "ours.mp4", fps=8)
+    cut = truncate(ours, tmp_path / "cut.mp4")
+    with pytest.raises(InputError) as excinfo:
+        media.read_video(cut)
+    assert_input_error(excinfo, "video", str(cut), "(truncated or damaged: decoding failed after")
+    assert isinstance(excinfo.value.__cause__, av.error.FFmpegError)  # PyAV's own report, no log reading
+
+
+def test_mp4_cut_between_frames_falls_short_of_its_declared_frames(tmp_path):
+    """Cut exactly where a frame starts, nothing fails to decode: the index still counts 12 frames."""
+    import av
+
+    rng = np.random.default_rng(0)
+    ours = media.write_video(rng.integers(0, 256, (12, 64, 64, 3), dtype=np.uint8), tmp_path / "ours.mp4", fps=8)
+    with av.open(str(ours)) as container:
+        starts = sorted(p.pos for p in container.demux(video=0) if p.pos is not None and p.pos >= 0)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(ours.read_bytes()[: starts[6]])
+    for read in (media.read_video, media.probe_video, lambda p: list(media.iter_frames(p))):
+        with pytest.raises(InputError) as excinfo:
+            read(cut)
+        assert_input_error(excinfo, "video", str(cut), "truncated or damaged: 6 of the 12 frames it declares")
+
+
+def test_webm_cut_short_falls_short_of_its_declared_duration(tmp_path):
+    webm = ffmpeg_make(tmp_path / "full.webm", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=8",
+                       "-frames:v", "12", "-c:v", "libvpx")  # fmt: skip
+    assert media.probe_video(webm)[3] == 12
+    cut = truncate(webm, tmp_path / "cut.webm")
+    with pytest.raises(InputError) as excinfo:
+        media.probe_video(cut)
+    assert_input_error(excinfo, "video", str(cut), "truncated or damaged", "of the 1.50 s it declares")
+
+
+def test_a_non_video_is_not_a_video_not_damage(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("just some text\n" * 20)
+    with pytest.raises(InputError) as excinfo:
+        media.probe_video(path)
+    assert_input_error(excinfo, "video", str(path), "(truncated or not a video file)")
+    assert "damaged" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize("reader", ["read_video", "probe_video", "iter_frames"])
+def test_a_decode_past_its_bound_is_a_timeout_not_a_bad_file(tmp_path, monkeypatch, reader):
+    from mora.errors import MediaTimeoutError
+    from mora.media import video
+
+    path = media.write_video(gradient_video(t=6), tmp_path / "slow.mp4", fps=8)
+    monkeypatch.setattr(video, "DECODE_TIMEOUT_S", 0.0)  # every decode is already late at its first frame
+    with pytest.raises(MediaTimeoutError) as excinfo:
+        list(getattr(media, reader)(path) or ())
+    message = str(excinfo.value)
+    assert not isinstance(excinfo.value, InputError)
+    assert message.startswith(f"video: {str(path)!r} took longer than 0 s to decode")
+    assert "not a readable video" not in message and "try again" in message
+
+
+def test_display_rotation_is_applied(tmp_path):
+    base = ffmpeg_make(tmp_path / "base.mp4", "-f", "lavfi", "-i", "testsrc=size=64x32:rate=5",
+                       "-frames:v", "3", "-c:v", "libx264", "-pix_fmt", "yuv420p")  # fmt: skip
+    proc = subprocess.run([FFMPEG, "-v", "error", "-y", "-display_rotation", "90", "-i", str(base), "-c", "copy",
+                           str(tmp_path / "rot.mp4")], capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        pytest.skip("this ffmpeg has no -display_rotation (ffmpeg < 6)")
+    video = media.read_video(tmp_path / "rot.mp4")
+    assert video.frames.shape == (3, 64, 32, 3)  # portrait, as players show it
+    assert media.probe_video(tmp_path / "rot.mp4") == (32, 64, pytest.approx(5.0), 3)
+    upright = media.read_video(base).frames[0]
+    assert np.abs(np.rot90(upright).astype(int) - video.frames[0].astype(int)).mean() < 1
+
+
+def test_media_runs_no_subprocess():
+    """Reading and writing videos happen in-process (PyAV): no ffmpeg subprocess to hang without a timeout."""
+    import ast
+
+    from mora import media as package
+
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] in ("subprocess", "imageio", "imageio_ffmpeg") for n in names), path

@@ -6,6 +6,7 @@ import sqlite3
 import time
 
 import pytest
+from PIL import Image
 
 from mora import media
 from mora.errors import InputError
@@ -57,7 +58,7 @@ def test_idempotency_key_returns_the_same_job(store):
 
 
 def test_file_inputs_upload_paths_and_job_refs(store, tmp_path):
-    img = media.write_image(media.Image.new("RGB", (64, 64), "red"), tmp_path / "up.png")
+    img = media.write_image(Image.new("RGB", (64, 64), "red"), tmp_path / "up.png")
     row = store.submit({"task": "image-to-video", "prompt": "go", **TINY}, files={"image": img})
     assert row.job["image"] == str(store.folder(row.id) / "image.png") and not img.exists()  # moved in
     with pytest.raises(InputError, match=r"^video: '/etc/hosts' is a path on the server"):
@@ -73,7 +74,7 @@ def test_file_inputs_upload_paths_and_job_refs(store, tmp_path):
 def test_inputs_dir_allows_server_paths(tmp_path):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    img = media.write_image(media.Image.new("RGB", (64, 64), "red"), inputs / "a.png")
+    img = media.write_image(Image.new("RGB", (64, 64), "red"), inputs / "a.png")
     s = JobStore(tmp_path / "j.db", tmp_path / "o", defaults={"preset": "tiny"}, inputs_dir=inputs)
     assert s.submit({"task": "image-to-video", "prompt": "go", "image": str(img)}).job["image"] == str(img)
     with pytest.raises(InputError, match=f"or a path under {inputs}"):

@@ -132,3 +132,37 @@ def test_cli_story_only_and_bad_storyboard(tmp_path, capsys):
     bad.write_text(json.dumps({"shots": [{"prompt": "x", "seconds": 1, "transition": "fade"}]}))
     assert main(["story", "--storyboard", str(bad), "--preset", "tiny", "--out", str(tmp_path / "t.mp4")]) == 2
     assert "shots[0] (shot 1).transition" in capsys.readouterr().err
+
+
+def test_splitter_without_llm_keeps_each_shot_to_its_own_sentence():
+    """Issue 20 item 10: each shot is its own sentence, the style and the recurring noun; no other sentence's words."""
+    told = ["The fox sleeps under a pine", "At dawn the fox wakes in the snowy forest",
+            "Then the fox runs across a frozen lake"]
+    board = split_story(". ".join(told) + ".", 3, 1.0)
+    assert [c["name"] for c in board["characters"]] == ["fox"]
+    own = [{"sleeps", "pine"}, {"dawn", "wakes", "snowy", "forest"}, {"runs", "across", "frozen", "lake"}]
+    for k, shot in enumerate(board["shots"]):
+        prompt = shot["prompt"]
+        assert prompt.startswith(told[k]) and "fox" in prompt and board["style"] in prompt
+        words = set(prompt.lower().replace(",", " ").split())
+        others = set().union(*(own[j] for j in range(3) if j != k))
+        assert not words & others, (k, words & others)
+    assert split_story("A lighthouse at dusk. Waves roll in.", 2, 1.0)["characters"] == []  # nothing recurs
+
+
+@pytest.mark.parametrize("board, match", [
+    ({"shots": [{"prompt": "a fox", "seconds": 1, "lens": "35mm"}]},
+     r"^storyboard: shots\[0\] \(shot 1\)\.lens: '35mm' is not a known field; remove it"),
+    ({"shots": [{"prompt": "a fox", "seconds": 9}]}, r"shots\[0\] \(shot 1\)\.seconds: 9 is outside .*use 0.5 to 4$"),
+    ({"shots": [{"prompt": "a fox", "seconds": True}]}, r"seconds: True is not a number; write the shot's length"),
+    ({"characters": [{"name": 3, "description": "red"}], "shots": [{"prompt": "a", "seconds": 1}]},
+     r"^storyboard: characters\[0\]\.name: 3 is not text; write a short text$"),
+    ({"shots": []}, r"^storyboard: shots: \[\] .*; write 1 to 64 shots$"),
+])
+def test_storyboard_model_names_the_field_the_shot_and_the_fix(board, match):
+    """The storyboard is a pydantic model (extra fields refused); its errors are mora.validation's lines."""
+    with pytest.raises(InputError, match=match):
+        validate_storyboard(board, seconds_range=(0.5, 4))
+    ok = validate_storyboard({"title": " Fox ", "shots": [{"prompt": " a fox ", "seconds": 1, "camera": None}]})
+    assert ok == {"title": "Fox", "style": "", "characters": [],
+                  "shots": [{"prompt": "a fox", "seconds": 1, "camera": "", "transition": "connect"}]}

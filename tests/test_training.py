@@ -4,7 +4,7 @@ Covers the issue's phase-1 tests: z_i = E_i("[Mod]") at the start; the coupling 
 (lambda = 0: A4's loss alone reaches A2's LoRA and z_2; none with --no-coupling); overfitting one
 clip lowers the loss by >= 30%; save -> load reproduces the in-memory adapter's video and differs
 from the base's; resume after Ctrl-C ends at the same step with the same losses; every bad-data
-case is an InputError with nothing but a log under RUN_DIR; adapter verification errors.
+case is an InputError with nothing written under RUN_DIR; adapter verification errors.
 """
 
 from __future__ import annotations
@@ -110,12 +110,12 @@ def test_more_mod_tokens_end_at_the_same_token(data, tmp_path):
 @pytest.mark.parametrize("coupling", [True, False])
 def test_video_loss_reaches_the_image_agent_only_when_coupled(data, tmp_path, coupling):
     from mora.training.coupled import compute_losses
-    from mora.training.trainer import step_generator
 
-    trainer = make_trainer(data, tmp_path / "run", steps=1, lambda_image=0.0, cond_dropout=0.0, coupling=coupling)
+    trainer = make_trainer(data, tmp_path / "run", steps=1, lambda_image=0.0, cond_dropout=0.0, coupling=coupling,
+                           real_frame_p=0.0)
     trainer.prepare()
     trainer.close()
-    losses = compute_losses(trainer.models, trainer.batch(0), step_generator(0, 0), trainer.cfg)
+    losses = compute_losses(trainer.models, trainer.batch(0), trainer.draws(0), trainer.cfg)
     losses.total.backward()  # lambda = 0: only A4's loss
     a2, a4 = trainer.models[A2], trainer.models[A4]
     lora_grad = sum(float(p.grad.abs().sum()) for p in a2.lora_params if p.grad is not None)
@@ -283,7 +283,8 @@ def test_resume_after_interrupt_ends_at_the_same_step_with_the_same_losses(data,
 
 
 def _only_log(run: Path) -> bool:
-    return not run.exists() or {p.name for p in run.iterdir()} <= {"train.log"}
+    """A refused run writes nothing: no RUN_DIR, no train.log (issue 20, item 4)."""
+    return not run.exists()
 
 
 BAD_LINES = {
@@ -339,10 +340,14 @@ def test_missing_metadata_or_folder(tmp_path):
 
 @pytest.mark.parametrize("options, message", [
     (dict(rank=0), "--rank: 0 is out of range"),
-    (dict(train_size="100x50"), "--train-size: 100x50 must have sides that are multiples of 8"),
+    (dict(train_size="100x50"), "--train-size: '100x50' must have sides that are multiples of 8"),
     (dict(train_size="big"), "--train-size: 'big' is not WxH"),
-    (dict(agents="text_to_image_agent,critic_agent"), "--agents: 'critic_agent' is not a trainable agent"),
-    (dict(lr=-1.0), "--lr: -1 is out of range"),
+    (dict(agents="text_to_image_agent,critic_agent"), "--agents: .* names 'critic_agent', which is not a trainable"),
+    (dict(lr=-1.0), "--lr: -1.0 is out of range; pass a number > 0"),
+    (dict(rnak=4), "--rnak: 4 is not a known field"),
+    (dict(steps=2.5), "--steps: 2.5 is not a whole number"),
+    (dict(cond_dropout=0.5), "--cond-dropout: 0.5 is out of range; pass a number <= 0.3"),
+    (dict(lr_schedule="linear"), "--lr-schedule: 'linear' is not allowed"),
     (dict(mod_tokens=99), "--mod-tokens: 99 is out of range"),
     (dict(preset="tiny-ltx"), "--agents: image_to_video_agent runs a 'ltx' model"),
     (dict(preset="nope"), "--preset: unknown preset"),

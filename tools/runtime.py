@@ -129,16 +129,32 @@ def register_model(model: str, build: Callable[..., Any]) -> None:
     _IN_MEMORY[model] = build
 
 
+# The Hub's HTTP errors come from whichever HTTP client huggingface_hub uses: `httpx2` (hub 2.x),
+# `httpx` (hub 1.x) or `requests` (hub 0.x); each module's base error class, when it is installed.
+_HTTP_ERROR_CLASSES = (("httpx2", ("HTTPError", "InvalidURL")), ("httpx", ("HTTPError", "InvalidURL")),
+                       ("requests", ("RequestException",)))
+
+
 def _hub_errors() -> tuple[type[BaseException], ...]:
-    """What "these weights are not to be had" looks like: hub errors, offline mode, missing files.
+    """What "these weights are not to be had" looks like: hub errors, offline mode, missing files,
+    and every error of the HTTP client (no DNS, refused, timed out, proxy, TLS, a bad HF_ENDPOINT).
 
     Anything else (a TypeError in a pipeline class, a bug of ours) is not caught: it is a bug, not
     "download the model".
     """
-    import httpx
+    import importlib
+
     from huggingface_hub import errors
 
-    return (OSError, errors.HfHubHTTPError, errors.OfflineModeIsEnabled, errors.HFValidationError, httpx.HTTPError)
+    found: list[type[BaseException]] = [OSError, errors.HfHubHTTPError, errors.OfflineModeIsEnabled,
+                                        errors.HFValidationError]
+    for module_name, names in _HTTP_ERROR_CLASSES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found += [getattr(module, name) for name in names if isinstance(getattr(module, name, None), type)]
+    return tuple(found)
 
 
 def download_fix(models: list[str]) -> str:
@@ -174,9 +190,19 @@ def from_pretrained(cls: type, model: str, **kwargs: Any):
         ) from error
 
 
+HUB_REQUEST_TIMEOUT_S = 5.0  # one metadata request to the Hub
+HUB_CHECK_DEADLINE_S = 10.0  # the whole availability check, however many models and whatever the network does
+
+
 def model_available(model: str) -> bool:
     """Whether `model` can load without surprises: tiny, in memory, a local directory, in the Hugging
-    Face cache, or on a Hub this machine reaches (a 5 s metadata request; never in offline mode)."""
+    Face cache, or on a Hub this machine reaches (one metadata request, `HUB_REQUEST_TIMEOUT_S` per
+    network phase; never in offline mode). Every network failure is "not available".
+
+    Example:
+        >>> model_available("tiny/svd")
+        True
+    """
     if model.startswith("tiny/") or model in _IN_MEMORY or Path(model).expanduser().is_dir():
         return True
     from huggingface_hub import constants, model_info, try_to_load_from_cache
@@ -187,16 +213,61 @@ def model_available(model: str) -> bool:
     if constants.HF_HUB_OFFLINE:
         return False
     try:
-        model_info(model, timeout=5)
+        model_info(model, timeout=HUB_REQUEST_TIMEOUT_S)
         return True
     except _hub_errors() as error:
-        logger.debug("%s: the Hub does not provide it here (%s)", model, error)
+        logger.debug("%s: the Hub does not provide it here (%s: %s)", model, type(error).__name__, error)
         return False
 
 
-def check_models(models: list[str], preset_name: str) -> None:
-    """Every model a route needs is available, checked before its first step; one line if not."""
-    missing = [m for m in dict.fromkeys(models) if not model_available(m)]
+def _availability(models: list[str], deadline_s: float) -> dict[str, bool]:
+    """model -> available, each checked in its own daemon thread, all within `deadline_s`.
+
+    httpx's timeouts bound each network phase, not a whole request (a server that trickles bytes
+    never trips them), so the deadline is enforced here: a model whose check has not ended by then
+    counts as unavailable and its thread is left to end on its own (daemon: it never holds the
+    process open). A check that raised something other than a network error re-raises here.
+    """
+    import threading
+    import time
+
+    results: dict[str, bool] = {}
+    failures: dict[str, BaseException] = {}
+
+    def check(model: str) -> None:
+        try:
+            results[model] = model_available(model)
+        except BaseException as error:  # handed to the caller's thread, which re-raises it
+            failures[model] = error
+
+    threads = [threading.Thread(target=check, args=(m,), name=f"mora-hub-check-{m}", daemon=True) for m in models]
+    for thread in threads:
+        thread.start()
+    end = time.monotonic() + deadline_s
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    if failures:
+        raise next(iter(failures.values()))
+    late = [m for m in models if m not in results]
+    if late:
+        logger.debug("the Hub did not answer within %gs for %s", deadline_s, ", ".join(late))
+    return {m: results.get(m, False) for m in models}
+
+
+def check_models(models: list[str], preset_name: str, deadline_s: float = HUB_CHECK_DEADLINE_S) -> None:
+    """Every model a route needs is available, checked before its first step; one line if not.
+
+    The whole check ends within `deadline_s` whatever the network does (no DNS, refused, a server
+    that never answers, HTTP 5xx, a proxy error): a model not confirmed by then is missing.
+
+    Raises:
+        ModelUnavailableError: naming every missing model and the fixes (CLI exit 2).
+
+    Example:
+        >>> check_models(["tiny/svd"], "tiny")
+    """
+    available = _availability(list(dict.fromkeys(models)), deadline_s)
+    missing = [m for m, ok in available.items() if not ok]
     if missing:
         raise ModelUnavailableError(
             f"--preset: {preset_name} needs {len(missing)} model(s) that are neither on this machine nor reachable "

@@ -23,6 +23,7 @@ from mora.tools import ltx, pix2pix, qwen_image, qwen_image_edit, sdxl, svd, wan
 from mora.tools.runtime import Runtime, release
 from mora.tools.segments import segment_boundaries
 from mora.tools.sizing import fit_size, resize_frames
+from mora.tooltable import TOOL_NAMES  # the tool table (`mora.tooltable`): one method below per name
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +32,6 @@ _EDIT_FAMILIES = {"pix2pix": pix2pix, "qwen-image-edit": qwen_image_edit}
 _VIDEO_FAMILIES = {"svd": svd, "ltx": ltx, "wan22": wan22}
 _TRANSITION_FAMILIES = {"ltx": ltx, "wan": wan, "wan-vace": wan_vace}  # first-last-frame models
 _VIDEO_EDIT_FAMILIES = {"wan-vace": wan_vace}  # video-to-video: the source as control, a reference frame
-TOOL_NAMES = ("text_to_image", "edit_image", "image_to_video", "extend_video", "connect_videos", "edit_video")
-# tool -> its arguments that name input files (checked by the input guard; outputs are never arguments)
-PATH_ARGS = {
-    "edit_image": ("image_path",),
-    "image_to_video": ("image_path",),
-    "extend_video": ("video_path",),
-    "connect_videos": ("first_video", "second_video"),
-    "edit_video": ("video_path", "image_path"),
-}
 # settings that describe the model, not a call: left out of the manifest's per-call settings
 _STRUCTURAL = ("size_multiple", "frame_multiple", "max_frames", "fp16_variant", "tail_frames", "max_area")
 

@@ -25,20 +25,12 @@ from mora.agents.enhance import SIMULATE_NEGATIVE, edit_instruction, enhance_pro
 from mora.errors import InputError, ReviewAborted
 from mora.evaluation.critic import choose
 from mora.limits import check_text
+from mora.tooltable import FRAME_TOOLS, TOOL_TABLE
 from mora.workflows.tasks import EDIT_IMAGE, GATE, REVIEW, Step
 
 logger = logging.getLogger(__name__)
 
 MAX_REVIEW_ROUNDS = 10
-# option -> the tools that take it
-_OPTION_TOOLS = {
-    "width": ("text_to_image", "image_to_video"),
-    "height": ("text_to_image", "image_to_video"),
-    "steps": ("text_to_image", "edit_image", "image_to_video", "extend_video", "connect_videos", "edit_video"),
-    "num_frames": ("image_to_video", "extend_video", "connect_videos"),
-    "fps": ("image_to_video",),
-}
-_FRAME_TOOLS = ("text_to_image", "edit_image")
 
 
 @dataclass
@@ -108,7 +100,8 @@ class Job:
 
     def pinned(self, tool: str) -> dict:
         """The user's options that apply to `tool` (they override an LLM's choices)."""
-        return {k: v for k, v in self.options.items() if v is not None and tool in _OPTION_TOOLS.get(k, ())}
+        takes = TOOL_TABLE[tool].options
+        return {k: v for k, v in self.options.items() if v is not None and k in takes}
 
     @property
     def prompt(self) -> str | None:
@@ -127,27 +120,13 @@ class Job:
     # --- the scripted call of each step -----------------------------------------------------------
 
     def scripted_call(self, tool: str) -> dict:
-        """The arguments of `tool` for the current step, from the job's state."""
-        seed = self.seed + self.candidate  # candidate k of best_of uses seed + k
-        if tool == "text_to_image":
-            args = dict(prompt=self.prompt, seed=seed + self.image_seed_offset,
-                        negative_prompt=SIMULATE_NEGATIVE if self.task == "simulate" else "")
-        elif tool == "edit_image":
-            # The route's own edit starts from the job's source image; a reviewer's edit, from the latest frame.
-            source = self.images[-1] if self.pending_instruction else self.images[0]
-            args = dict(image_path=source, instruction=self.edit_instruction(), seed=seed + self.image_seed_offset)
-        elif tool == "image_to_video":
-            args = dict(image_path=self.images[-1], prompt=self.prompt, seed=seed)
-        elif tool == "extend_video":
-            args = dict(video_path=self.videos[-1], prompt=self.enhanced_prompt, seed=seed)
-        elif tool == "edit_video":  # the whole source clip, guided by the edited first frame
-            args = dict(video_path=self.videos[0], image_path=self.images[-1], prompt=self.prompt, seed=seed)
-        elif tool == "connect_videos":
-            args = dict(first_video=self.videos[0], second_video=self.videos[1], prompt=self.inputs.get("prompt"),
-                        seed=seed)
-        else:  # pragma: no cover - routes only name the tools above
-            raise KeyError(tool)
-        return {**args, **self.pinned(tool)}
+        """The arguments of `tool` for the current step, from the job's state (`SCRIPTED_CALLS`)."""
+        return {**SCRIPTED_CALLS[tool](self), **self.pinned(tool)}
+
+    @property
+    def call_seed(self) -> int:
+        """The seed of the current candidate's calls: candidate k of best_of uses seed + k."""
+        return self.seed + self.candidate
 
     def edit_instruction(self) -> str:
         if self.pending_instruction:
@@ -167,7 +146,7 @@ class Job:
             if step.agent == REVIEW:
                 self.review_gate()
                 continue
-            if self.best_of > 1 and step.tool in _FRAME_TOOLS and not self.pending_instruction:
+            if self.best_of > 1 and step.tool in FRAME_TOOLS and not self.pending_instruction:
                 self.candidate, self._frames_started = self._frames_started, self._frames_started + 1
             self.active = step
             self.acted.append(step.agent)
@@ -190,7 +169,7 @@ class Job:
         """Ask the reviewer about the latest image; regenerate and edit insert the steps that redo it."""
         if self.reviewer is None:
             return
-        frame_step = next(s for s in reversed(self.steps[:self.position]) if s.tool in _FRAME_TOOLS)
+        frame_step = next(s for s in reversed(self.steps[:self.position]) if s.tool in FRAME_TOOLS)
         if len(self.review) >= MAX_REVIEW_ROUNDS:
             raise InputError(f"review: more than {MAX_REVIEW_ROUNDS} rounds without approval; approve or abort")
         image = self.images[-1]
@@ -234,6 +213,47 @@ class Job:
 
     def time(self, label: str, seconds: float) -> None:
         self.timings[label] = round(self.timings.get(label, 0.0) + seconds, 3)
+
+
+# --- the scripted call of each tool (one function per tool of `mora.tooltable.TOOL_TABLE`) ----------
+
+def _text_to_image_call(job: Job) -> dict:
+    return dict(prompt=job.prompt, seed=job.call_seed + job.image_seed_offset,
+                negative_prompt=SIMULATE_NEGATIVE if job.task == "simulate" else "")
+
+
+def _edit_image_call(job: Job) -> dict:
+    # The route's own edit starts from the job's source image; a reviewer's edit, from the latest frame.
+    source = job.images[-1] if job.pending_instruction else job.images[0]
+    return dict(image_path=source, instruction=job.edit_instruction(), seed=job.call_seed + job.image_seed_offset)
+
+
+def _image_to_video_call(job: Job) -> dict:
+    return dict(image_path=job.images[-1], prompt=job.prompt, seed=job.call_seed)
+
+
+def _extend_video_call(job: Job) -> dict:
+    return dict(video_path=job.videos[-1], prompt=job.enhanced_prompt, seed=job.call_seed)
+
+
+def _edit_video_call(job: Job) -> dict:  # the whole source clip, guided by the edited first frame
+    return dict(video_path=job.videos[0], image_path=job.images[-1], prompt=job.prompt, seed=job.call_seed)
+
+
+def _connect_videos_call(job: Job) -> dict:
+    return dict(first_video=job.videos[0], second_video=job.videos[1], prompt=job.inputs.get("prompt"),
+                seed=job.call_seed)
+
+
+# tool -> (job -> the tool's arguments): used without an LLM, and as the fallback of an unusable LLM call
+SCRIPTED_CALLS: dict[str, Callable[[Job], dict]] = {
+    "text_to_image": _text_to_image_call,
+    "edit_image": _edit_image_call,
+    "image_to_video": _image_to_video_call,
+    "extend_video": _extend_video_call,
+    "connect_videos": _connect_videos_call,
+    "edit_video": _edit_video_call,
+}
 
 
 def normalize_decision(decision: Any) -> tuple[str, str | None]:

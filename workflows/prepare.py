@@ -23,7 +23,8 @@ from typing import Any
 from mora import media
 from mora.config import Preset, get_preset
 from mora.errors import InputError
-from mora.limits import MAX_SEED, MAX_SEGMENTS, TOOL_ROLES, check_int, check_options, check_seed
+from mora.limits import MAX_SEED, MAX_SEGMENTS, check_int, check_options, check_seed
+from mora.tooltable import TOOL_TABLE, video_tool
 from mora.workflows.jobspec import STORY, JobBase, parse_job, task_inputs, tool_options
 from mora.workflows.tasks import (
     CRITIC,
@@ -37,6 +38,10 @@ from mora.workflows.tasks import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+# the tools a story's shots and transitions call; image_to_video last: its frame rules apply to every shot
+STORY_TOOLS = ("text_to_image", "edit_image", "extend_video", "connect_videos", "image_to_video")
 
 
 @dataclass
@@ -205,26 +210,33 @@ def prepare(job: JobBase | dict, hooks: Hooks | None = None, *, files: bool = Tr
     spec = job if isinstance(job, JobBase) else parse_job(job)
     hooks = hooks or Hooks()
     preset = hooks.preset or get_preset(spec.preset, spec.preset_file)
-    limits_task = "text-to-video" if spec.task == STORY else spec.task
-    pinned = check_options(limits_task, preset, {k: getattr(spec, k) for k in tool_options()})
-    if spec.fps is not None and spec.task in ("extend", "connect"):
-        logger.warning("--fps is ignored by %s: the output keeps the input video's frame rate", spec.task)
-        pinned["fps"] = None
     if spec.task == STORY:
-        return _prepare_story(spec, hooks, preset, pinned, files)
+        return _prepare_story(spec, hooks, preset, _pin(spec, preset, STORY_TOOLS), files)
     inputs = check_input_files(spec.task, spec.inputs()) if files else spec.inputs()
     best_of = spec.best_of if hasattr(spec, "best_of") else 1
     route = route_for(spec.task, inputs, best_of, preset.capabilities)
+    pinned = _pin(spec, preset, tuple(s.tool for s in route if s.tool))
     if getattr(spec, "review", False) and GATE not in route and CRITIC not in route:  # never ignored silently
         raise InputError(f"--review: {spec.task} has no image to review with preset {preset.name} (its route has "
                          "no review gate); drop --review")
     out, manifest_path, artifacts_dir = output_paths(spec.out, spec.task, spec.overwrite)
-    roles = {TOOL_ROLES[s.tool] for s in route if s.tool}
+    roles = {TOOL_TABLE[s.tool].role for s in route if s.tool}
     config_list, adapter = _host_checks(spec, hooks, preset, roles, files)
     return Prepared(spec=spec, hooks=hooks, task=spec.task, inputs=inputs, preset=preset, pinned=pinned,
                     seed=check_seed(spec.seed) if files else spec.seed, best_of=best_of, route=route, out=out,
                     manifest_path=manifest_path, artifacts_dir=artifacts_dir, config_list=config_list,
                     adapter=adapter)
+
+
+def _pin(spec: JobBase, preset: Preset, tools: tuple[str, ...]) -> dict:
+    """The tool options the job pins, checked against the models of its video tool (the route's last)."""
+    pinned = check_options(preset, {k: getattr(spec, k) for k in tool_options()}, video_tool=video_tool(tools))
+    used = {option for tool in tools for option in TOOL_TABLE[tool].options}
+    for name in [k for k, v in pinned.items() if v is not None and k not in used]:  # said, never silently dropped
+        logger.warning("--%s is ignored by %s: none of its tools takes it (%s)", name.replace("_", "-"), spec.task,
+                       ", ".join(dict.fromkeys(tools)))
+        pinned[name] = None
+    return pinned
 
 
 def _host_checks(spec: JobBase, hooks: Hooks, preset: Preset, roles: set, files: bool) -> tuple[Any, Any]:
@@ -318,7 +330,7 @@ def _prepare_story(spec: JobBase, hooks: Hooks, preset: Preset, pinned: dict, fi
         raise InputError("story: missing; pass the story text, or --storyboard FILE.json")
     out, manifest_path, artifacts_dir = output_paths(spec.out, STORY, spec.overwrite or spec.resume)
     _check_resume(spec, out, artifacts_dir)
-    roles = {TOOL_ROLES[t] for t in ("text_to_image", "image_to_video", "extend_video", "connect_videos")}
+    roles = {TOOL_TABLE[t].role for t in ("text_to_image", "image_to_video", "extend_video", "connect_videos")}
     roles |= {"image_to_image"} if spec.continuity == "keyframe" else set()
     config_list, adapter = _host_checks(spec, hooks, preset, roles, files and not spec.storyboard_only)
     seed = check_int(spec.seed, "--seed", low=0, high=MAX_SEED)
@@ -352,3 +364,25 @@ def job_from_call(task: str, inputs: dict, options: dict) -> tuple[JobBase, Hook
         hooks.adapter, options["adapter"] = adapter, str(getattr(adapter, "path", "adapter"))
     data = {k: (str(v) if isinstance(v, Path) else v) for k, v in {**inputs, **options}.items()}
     return parse_job({"task": task, **data}), hooks
+
+
+def check_shared_options(shared: dict, what: str = "the shared options") -> None:
+    """Options a command gives every job it runs (`mora ui`, `mora mcp`: the preset and host options) are valid.
+
+    Checked once, before serving: the job model's types and bounds, the preset (and its file), the device.
+
+    Raises:
+        InputError: the first problem, naming the flag.
+
+    Example:
+        >>> check_shared_options({"preset": "tiny", "device": "cpu"})
+    """
+    from mora.workflows.jobspec import OPTIONS, parse_job
+
+    data = {k: v for k, v in shared.items() if k in OPTIONS}
+    parse_job({"task": STORY, "story": f"a check of {what}", **data}, flags=True)
+    get_preset(data.get("preset", OPTIONS["preset"].default), data.get("preset_file"))
+    if data.get("device", "auto") not in ("auto", "cpu"):
+        from mora.tools.runtime import resolve_device
+
+        resolve_device(data["device"])

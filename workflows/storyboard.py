@@ -6,17 +6,29 @@ A storyboard is JSON (`<out stem>_storyboard.json`, editable and re-run with `--
      "shots": [{"prompt": str, "seconds": number, "camera": str, "transition": "connect" | "cut"}, ...]}
 
 `transition` is how a shot leads into the next one (the last shot's is ignored). An LLM's storyboard
-and a user's edited file are both untrusted: `validate_storyboard` names the field and the shot of
-every problem and never fixes anything silently.
+and a user's edited file are both untrusted: `validate_storyboard` checks them with the pydantic
+model `Storyboard` (extra fields refused), names the field and the shot of every problem through
+`mora.validation`'s formatter and never fixes anything silently.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from mora.errors import InputError
+from mora.validation import problems
 
 TRANSITIONS = ("connect", "cut")
 CONTINUITY = ("keyframe", "prompt")
@@ -30,41 +42,72 @@ _STYLE_WORDS = ("cinematic", "watercolor", "watercolour", "anime", "cartoon", "n
 _CAMERAS = ("wide establishing shot", "medium shot", "close-up", "tracking shot", "low-angle shot", "over-the-shoulder")
 
 
-def _text(value: Any, where: str, problems: list[str], required: bool = True) -> str:
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or (required and not value.strip()):
-        problems.append(f"{where}: missing; write a short text" if value is None else
-                        f"{where}: {value!r:.60} is not a non-empty string; write a short text")
-        return ""
-    if len(value) > MAX_TEXT:
-        problems.append(f"{where}: {len(value)} characters; shorten it to at most {MAX_TEXT}")
-    return value.strip()
+_Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT)]
+_OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TEXT)]
+# the fix of each field, wherever it sits (`mora.validation.problems(fixes=...)`)
+_FIXES = {"title": "write a short text", "style": "write a short text", "name": "write a short text",
+          "description": "write a short text", "prompt": "write a short text", "camera": "write a short text",
+          "characters": 'write [{"name": ..., "description": ...}]', "transition": "use connect or cut",
+          "shots": f"write 1 to {MAX_SHOTS} shots", "seconds": "write the shot's length in seconds, e.g. 2"}
 
 
-def _shot(i: int, shot: Any, seconds_range: tuple[float, float] | None, problems: list[str]) -> dict:
-    where = f"shots[{i}] (shot {i + 1})"
-    if not isinstance(shot, dict):
-        problems.append(f"{where}: {shot!r} is not an object; write {{\"prompt\": ..., \"seconds\": ...}}")
-        return {}
-    prompt = _text(shot.get("prompt"), f"{where}.prompt", problems)
-    seconds = shot.get("seconds")
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
-        problems.append(f"{where}.seconds: {seconds!r} is not a number; write the shot's length in seconds, e.g. 2")
-        seconds = None
-    elif seconds_range and not seconds_range[0] <= seconds <= seconds_range[1]:
-        problems.append(f"{where}.seconds: {seconds!r} is outside this preset's range; use "
-                        f"{seconds_range[0]:g} to {seconds_range[1]:g}")
-    transition = shot.get("transition", "connect")
-    if transition not in TRANSITIONS:
-        problems.append(f"{where}.transition: {transition!r} is not a transition; use connect or cut")
-    camera = _text(shot.get("camera"), f"{where}.camera", problems, required=False)
-    return {"prompt": prompt, "seconds": seconds, "camera": camera, "transition": transition}
+class Character(BaseModel):
+    """A character of the storyboard: its name and the fixed look every shot repeats."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: _Text
+    description: _Text
+
+
+class Shot(BaseModel):
+    """One shot: its text-to-image prompt, length, camera and how it leads into the next shot."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: _Text
+    seconds: float
+    camera: _OptionalText = ""
+    transition: Literal[TRANSITIONS] = "connect"
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any, info: ValidationInfo) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"is not a number; {_FIXES['seconds']}")
+        low, high = (info.context or {}).get("seconds_range") or (-math.inf, math.inf)
+        if not low <= value <= high:
+            raise ValueError(f"is outside this preset's range; use {low:g} to {high:g}")
+        return value
+
+    @field_validator("camera", mode="before")
+    @classmethod
+    def _no_camera(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+
+class Storyboard(BaseModel):
+    """A storyboard file (the module's docstring shows its JSON); extra fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: _Text = "Untitled"
+    style: _OptionalText = ""
+    characters: list[Character] = []
+    shots: Annotated[list[Shot], Field(min_length=1, max_length=MAX_SHOTS)]
+
+
+def _where(loc: tuple) -> str:
+    """`shots[0] (shot 1).seconds`: how a storyboard's problem names its place (shots counted from 1 too)."""
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]" + (f" (shot {part + 1})" if loc[i - 1] == "shots" else "")
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "storyboard"
 
 
 def validate_storyboard(data: Any, *, seconds_range: tuple[float, float] | None = None,
                         source: str = "storyboard") -> dict:
-    """Check an (untrusted) storyboard; returns a clean copy or raises one InputError listing every problem.
+    """Check an (untrusted) storyboard (`Storyboard`); returns a clean copy or raises one InputError listing every problem.
 
     Args:
         data: the parsed JSON.
@@ -76,31 +119,14 @@ def validate_storyboard(data: Any, *, seconds_range: tuple[float, float] | None 
         ...                      "shots": [{"prompt": "a fox", "seconds": 1}]})["shots"][0]["transition"]
         'connect'
     """
-    problems: list[str] = []
     if not isinstance(data, dict):
         raise InputError(f"{source}: {type(data).__name__} is not a storyboard object; write "
                          '{"title": ..., "style": ..., "characters": [...], "shots": [...]}')
-    title = _text(data.get("title", "Untitled"), "title", problems)
-    style = _text(data.get("style", ""), "style", problems, required=False)
-    characters = data.get("characters", [])
-    if not isinstance(characters, list):
-        problems.append(f"characters: {characters!r} is not a list; write [{{\"name\": ..., \"description\": ...}}]")
-        characters = []
-    chars = []
-    for i, c in enumerate(characters):
-        if not isinstance(c, dict):
-            problems.append(f"characters[{i}]: {c!r} is not an object; write {{\"name\": ..., \"description\": ...}}")
-            continue
-        chars.append({"name": _text(c.get("name"), f"characters[{i}].name", problems),
-                      "description": _text(c.get("description"), f"characters[{i}].description", problems)})
-    shots = data.get("shots")
-    if not isinstance(shots, list) or not 1 <= len(shots) <= MAX_SHOTS:
-        problems.append(f"shots: {shots!r:.80} is not a list of 1 to {MAX_SHOTS} shots; write at least one shot")
-        shots = []
-    clean = [_shot(i, s, seconds_range, problems) for i, s in enumerate(shots)]
-    if problems:
-        raise InputError(f"{source}: " + "; ".join(problems))
-    return {"title": title, "style": style, "characters": chars, "shots": clean}
+    try:
+        board = Storyboard.model_validate(data, context={"seconds_range": seconds_range})
+    except ValidationError as e:
+        raise InputError(f"{source}: " + "; ".join(problems(e, name=_where, fixes=_FIXES))) from None
+    return board.model_dump()
 
 
 def sentences(story: str) -> list[str]:
@@ -117,18 +143,41 @@ def _group(items: list[str], n: int) -> list[str]:
     return [items[k * len(items) // n] for k in range(n)]
 
 
-def _nouns(story: str, limit: int = 4) -> list[str]:
-    """The story's recurring content words (a cheap stand-in for its nouns), most frequent first."""
-    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]+", story.lower()) if w not in _STOP and len(w) > 2]
-    counts: dict[str, int] = {}
-    for w in words:
-        counts[w] = counts.get(w, 0) + 1
-    ranked = sorted(counts, key=lambda w: (-counts[w], words.index(w)))
-    return ranked[:limit]
+# Suffixes of verbs and adverbs ("wakes" is not caught: -s is also the plural of nouns).
+_NOT_NOUN_SUFFIXES = ("ing", "ed", "ly")
+
+
+def _words(sentence: str) -> list[str]:
+    """A sentence's content words, lower case: stopwords, short words and verbs/adverbs by suffix dropped."""
+    return [w for w in re.findall(r"[A-Za-z][A-Za-z'-]+", sentence.lower())
+            if w not in _STOP and len(w) > 2 and not w.endswith(_NOT_NOUN_SUFFIXES)]
+
+
+def recurring_nouns(parts: list[str], limit: int = 4) -> list[str]:
+    """The story's characters without an LLM: content words that appear in two or more sentences.
+
+    A deliberately simple heuristic, written by hand because a part-of-speech tagger (spaCy, NLTK)
+    would be a heavy dependency for a fallback. Its limits: a verb that recurs in the same form
+    ("runs" twice) counts as a character; a character named differently in each sentence ("the
+    fox", "it", "the animal") is missed; plurals and singulars are different words. An LLM's
+    storyboard (storyboard_agent) names characters properly; this is what runs without one.
+
+    Example:
+        >>> recurring_nouns(["The fox sleeps under a pine", "The fox wakes", "A crow watches the fox"])
+        ['fox']
+    """
+    seen: dict[str, int] = {}  # word -> number of sentences it appears in
+    for sentence in parts:
+        for w in dict.fromkeys(_words(sentence)):
+            seen[w] = seen.get(w, 0) + 1
+    return [w for w, n in seen.items() if n >= 2][:limit]
 
 
 def split_story(story: str, shots: int, seconds: float) -> dict:
-    """The deterministic storyboard: sentences -> shots, the story's nouns and style in every shot prompt.
+    """The deterministic storyboard: sentences -> shots; each prompt is its own text, the style and its characters.
+
+    Characters are the story's recurring nouns (`recurring_nouns`); a shot's prompt names only the
+    characters that appear in its own text, so no sentence's words leak into another shot.
 
     Example:
         >>> board = split_story("A fox wakes. The fox runs through snow.", 2, 1.0)
@@ -138,14 +187,13 @@ def split_story(story: str, shots: int, seconds: float) -> dict:
     parts = sentences(story) or [story.strip()]
     lower = story.lower()
     style = ", ".join(w for w in _STYLE_WORDS if re.search(rf"\b{w}\b", lower)) or "cinematic, consistent lighting"
-    nouns = _nouns(story)
-    characters = [{"name": nouns[0], "description": f"the {nouns[0]} of the story, same look in every shot"}] \
-        if nouns else []
-    keep = ", ".join(nouns)
+    nouns = recurring_nouns(parts)
+    characters = [{"name": n, "description": f"the {n} of the story, same look in every shot"} for n in nouns]
     board_shots = []
     for k, text in enumerate(_group(parts, shots)):
         camera = _CAMERAS[k % len(_CAMERAS)] if k else _CAMERAS[0]
-        prompt = f"{text}, {camera}, {style}" + (f", featuring {keep}" if keep else "")
+        mine = [n for n in nouns if n in _words(text)]
+        prompt = f"{text}, {camera}, {style}" + (f", featuring {', '.join(mine)}" if mine else "")
         board_shots.append({"prompt": prompt, "seconds": seconds, "camera": camera,
                             "transition": "connect"})
     title = parts[0][:60]

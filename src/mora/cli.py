@@ -197,55 +197,94 @@ def _ask_human(candidates: list[dict], votes: dict) -> int | None:
 
 
 def _print_iterations(rows: list[dict]) -> None:
-    head = f"{'iter':>4} {'prompts':>7} {'made':>5} {'kept':>5} {'quality':>8} {'disagree':>8} {'human':>6} " \
-           f"{'mean score':>10} {'loss':>9} {'seconds':>8}"
+    """The data-free loop's table: one row per iteration; the `dropped:` columns count prompts, not videos."""
+    head = f"{'iter':>4} {'prompts':>7} {'made':>5} {'kept':>5} {'dropped:quality':>15} {'disagree':>8} " \
+           f"{'human':>6} {'mean score':>10} {'loss*':>9} {'seconds':>8}"
     print(head, file=sys.stderr)
     for r in rows:
         score = "-" if r["mean_kept_score"] is None else f"{r['mean_kept_score']:.4f}"
         loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
-        print(f"{r['iteration']:>4} {r['prompts']:>7} {r['candidates']:>5} {r['kept']:>5} {r['dropped']['quality']:>8} "
-              f"{r['dropped']['disagreement']:>8} {r['human_decisions']:>6} {score:>10} {loss:>9} "
-              f"{r['seconds']:>8.1f}", file=sys.stderr)
+        print(f"{r['iteration']:>4} {r['prompts']:>7} {r['candidates']:>5} {r['kept']:>5} "
+              f"{r['dropped']['quality']:>15} {r['dropped']['disagreement']:>8} {r['dropped']['human']:>6} "
+              f"{score:>10} {loss:>9} {r['seconds']:>8.1f}", file=sys.stderr)
+    print("dropped: prompts dropped (every candidate under --quality-floor; judges disagreed with no human; the "
+          "human said none); loss*: mean of the iteration's last 10 steps", file=sys.stderr)
 
 
-def _run_data_free(args: argparse.Namespace, options: dict) -> int:
+def _print_trained(result: Any) -> None:
+    """The summary line of a finished training (the same after --data and --prompts)."""
+    factors = ", ".join(f"{agent} {value:.3f}" for agent, value in result.modulation.items())
+    print(f"{result.adapter_dir}  ({result.steps} steps, final loss {result.final_loss:.4f} (mean of the last 10 "
+          f"steps); modulation {factors})")
+
+
+def _run_data_free(args: argparse.Namespace, options: dict, job: dict) -> int:
+    from mora.training.config import LoopOptions
     from mora.training.loop import train_data_free
 
     human = args.human or ("ask" if sys.stdin.isatty() else "never")
+    loop = {k: getattr(args, k) for k in LoopOptions.model_fields if getattr(args, k, None) is not None}
     result = train_data_free(args.prompts, args.out, human=_ask_human if human == "ask" else None,
-                             progress=not args.quiet, iterations=args.iterations, candidates=args.candidates,
-                             quality_floor=args.quality_floor, llm_config=args.llm_config, resume=args.resume,
-                             preset=args.preset, device=args.device, coupling=not args.no_coupling, **options)
+                             progress=not args.quiet, job=job, resume=args.resume, **loop, **options)
     if args.json:
         print(json.dumps(result.manifest, indent=2, default=str))
+        return 0
+    _print_iterations(result.iterations)
+    if result.manifest.get("single_judge"):
+        print(result.manifest["summary"], file=sys.stderr)
+    if result.final is not None:
+        _print_trained(result.final)
     else:
-        _print_iterations(result.iterations)
-        if result.manifest.get("single_judge"):
-            print(result.manifest["summary"], file=sys.stderr)
-        print(result.adapter_dir or f"{result.run_dir} (nothing was kept: no adapter)")
+        print(f"{result.run_dir} (nothing was kept: no adapter)")
     return 0
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    from mora.training.config import parse_size
-    from mora.training.trainer import train
+def _train_argv(args: argparse.Namespace) -> list[str]:
+    """The `mora train` arguments of `args` again (without --processes), for the processes `accelerate` starts."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    argv = []
+    for action in sub.choices["train"]._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or action.dest in ("processes", "help") or value in (None, False):
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            argv.append(action.option_strings[0 if value else 1])
+        elif action.nargs == 0:
+            argv.append(action.option_strings[0])
+        else:
+            argv += [action.option_strings[0], str(value)]
+    return argv
 
-    options = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "mod_lr", "rank", "mod_tokens",
-                                             "lambda_image", "train_frames", "checkpoint_every", "optimizer", "seed")
-               if getattr(args, k) is not None}
-    if args.agents:
-        options["agents"] = tuple(a.strip() for a in args.agents.split(",") if a.strip())
-    if args.train_size:
-        options["train_size"] = parse_size(args.train_size)
+
+def _run_train(args: argparse.Namespace) -> int:
+    from mora.training.config import flag_fields
+    from mora.training.trainer import train
+    from mora.workflows.jobspec import OPTIONS
+
+    if args.processes is not None and args.processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        if args.prompts is not None:
+            raise InputError("--processes: the data-free loop (--prompts) runs in one process; drop --processes")
+        from mora.training.distributed import launch
+
+        return launch(_train_argv(args), args.processes)
+
+    options = {name: getattr(args, name) for name, _ in flag_fields() if getattr(args, name, None) is not None}
+    if args.seed is not None:
+        options["seed"] = args.seed
+    # the job options `mora train` shares with every task (checked by the job model)
+    job = {k: getattr(args, k) for k in ("preset", "preset_file", "device", "llm_config")
+           if k in OPTIONS and getattr(args, k, None) is not None}
     if args.prompts is not None:
-        return _run_data_free(args, options)
-    result = train(args.data, args.out, progress=not args.quiet, preset=args.preset, device=args.device,
-                   coupling=not args.no_coupling, resume=args.resume, **options)
+        return _run_data_free(args, options, job)
+    job.pop("llm_config", None)
+    result = train(args.data, args.out, progress=not args.quiet, resume=args.resume, **job, **options)
+    if int(os.environ.get("RANK", "0")) != 0:  # one of several processes: process 0 reports
+        return 0
     if args.json:
         print(json.dumps(result.manifest, indent=2, default=str))
     else:
-        factors = ", ".join(f"{agent} {value:.3f}" for agent, value in result.modulation.items())
-        print(f"{result.adapter_dir}  ({result.steps} steps, final loss {result.final_loss:.4f}; modulation {factors})")
+        _print_trained(result)
     return 0
 
 
@@ -286,13 +325,9 @@ def _interrupted(command: str | None = None) -> int:
 
 def _run_presets(args: argparse.Namespace) -> int:
     """`mora presets [--json]`: every preset with its description, capabilities and models per role."""
-    from mora.config import PRESETS, load_presets
+    from mora.config import preset_rows
 
-    rows = [dict(name=p.name, description=p.description, source="built-in" if p.name in PRESETS else p.source,
-                 capabilities=sorted(p.capabilities),
-                 roles={role: dict(family=s.family, model=s.model, **({"refiner": s.refiner} if s.refiner else {}))
-                        for role, s in p.roles.items()})
-            for p in load_presets(args.preset_file).values()]
+    rows = preset_rows(args.preset_file)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -303,6 +338,19 @@ def _run_presets(args: argparse.Namespace) -> int:
         for role, spec in row["roles"].items():
             print(f"  {role:15} {spec['family']:16} {spec['model']}")
     return 0
+
+
+def _run_extra(module: str, name: str, args: argparse.Namespace) -> int:
+    """A command whose code lives in its own package (imported only when it runs)."""
+    import importlib
+
+    return getattr(importlib.import_module(module), name)(args)
+
+
+# command -> its runner (every task and `story` runs through _run_task)
+_COMMANDS = {"eval": _run_eval, "presets": _run_presets, "chat": _run_chat, "ui": _run_ui, "batch": _run_batch,
+             "train": _run_train, "serve": lambda args: _run_extra("mora.service.cli", "run_serve", args),
+             "mcp": lambda args: _run_extra("mora.mcp.cli", "run_mcp", args)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,23 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         _setup_logging(args)
-        if args.command == "eval":
-            return _run_eval(args)
-        if args.command == "presets":
-            return _run_presets(args)
-        if args.command == "chat":
-            return _run_chat(args)
-        if args.command == "ui":
-            return _run_ui(args)
-        if args.command == "batch":
-            return _run_batch(args)
-        if args.command == "train":
-            return _run_train(args)
-        if args.command == "serve":
-            from mora.service.cli import run_serve
-
-            return run_serve(args)
-        return _run_task(args)
+        return _COMMANDS.get(args.command, _run_task)(args)  # the tasks and story: _run_task
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

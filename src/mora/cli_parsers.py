@@ -10,15 +10,13 @@ The values are checked by the job model itself (`parse_job(..., flags=True)`), s
 from __future__ import annotations
 
 import argparse
-import sys
 import typing
 from typing import Any
 
 from mora import __version__
+from mora.cli_flags import add_job_options, add_option, number_type, output_flags, positive_int
 
 PROG = "mora"
-_OUTPUT_HELP = {"json": "print the manifest (JSON) on stdout", "quiet": "no progress output",
-                "verbose": "log what Mora does (model loads, files)", "debug": "show tracebacks and debug logs"}
 
 
 class UsageError(Exception):
@@ -30,65 +28,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-
-def _number(kind: type, what: str):
-    def parse(text: str):
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}; pass e.g. {kind(1)}") from None
-
-    return parse
-
-
-def positive_int(text: str) -> int:
-    value = _number(int, "a whole number")(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive; pass a number of at least 1")
-    return value
-
-
-def add_option(group: Any, option: Any, *, default: Any = None, hidden: bool = False) -> None:
-    """One job option as a flag: its type, choices and help from the job model (default None: not given)."""
-    kind = option.kind
-    shown = option.default if option.default not in (None, False) else None
-    text = argparse.SUPPRESS if hidden else option.help + (f" (default {shown})" if shown is not None and
-                                                           f"default {shown}" not in option.help else "")
-    kwargs: dict[str, Any] = {"dest": option.name, "default": default, "help": text}
-    if kind is bool:
-        action = argparse.BooleanOptionalAction if option.default is True else "store_true"
-        group.add_argument(option.flag, action=action, **kwargs)
-        return
-    if typing.get_origin(kind) is typing.Literal:
-        kwargs["choices"] = typing.get_args(kind)
-    elif kind in (int, float):
-        kwargs["type"] = _number(kind, "a whole number" if kind is int else "a number")
-    group.add_argument(option.flag, metavar=option.metavar, **kwargs)
-
-
-def add_job_options(p: argparse.ArgumentParser, task: str | None, *, scopes: tuple[str, ...] = ("job", "host",
-                    "person"), skip: tuple[str, ...] = (), title: str = "common options") -> None:
-    """Every option of `task` (None: the options every task takes) as flags, from the job model."""
-    from mora.workflows.jobspec import OPTIONS
-    from mora.workflows.tasks import TASKS
-
-    g = p.add_argument_group(title)
-    for option in OPTIONS.values():
-        if option.name in skip or option.scope not in scopes:
-            continue
-        takes = option.applies_to(task) if task else option.tasks is None
-        if takes:
-            add_option(g, option)
-        elif task in TASKS and option.elsewhere:  # accepted, then refused with the reason
-            add_option(g, option, hidden=True)
-
-
-def output_flags(p: argparse.ArgumentParser, *names: str) -> None:
-    g = p.add_argument_group("output")
-    for name in names or tuple(_OUTPUT_HELP):
-        flags = (f"--{name}", f"-{name[0]}") if name in ("quiet", "verbose") else (f"--{name}",)
-        g.add_argument(*flags, action="store_true", help=_OUTPUT_HELP[name])
 
 
 def add_inputs(p: argparse.ArgumentParser, task: str) -> None:
@@ -136,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info_parsers(sub)
     from mora.service.cli import add_serve_parser  # argparse only
 
-    add_serve_parser(sub, sys.modules[__name__])
+    add_serve_parser(sub)
+    from mora.mcp.cli import add_mcp_parser
+
+    add_mcp_parser(sub)
     return parser
 
 
@@ -191,14 +133,9 @@ def _add_info_parsers(sub: Any) -> None:
 # --- mora train: the options it shares with every job come from the job model; the training
 # options are its own ---
 
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; pass e.g. 1e-4") from None
-
-
 def add_train_parser(sub: Any) -> None:
+    """`mora train`: the training flags are derived from `TrainConfig`'s fields, the loop's from `LoopOptions`."""
+    from mora.training.config import LoopOptions, flag_fields
     from mora.workflows.jobspec import OPTIONS
 
     p = sub.add_parser("train", help="Fine-tune the agents together (the paper's training): LoRA + modulation.",
@@ -210,33 +147,45 @@ def add_train_parser(sub: Any) -> None:
                         "before training starts)")
     source.add_argument("--prompts", metavar="FILE", help="data-free training: one prompt per line; the agents "
                         "make candidates, judges filter them, the agents fine-tune on what survives, repeat")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder (new, or this run with --resume)")
-    for name in ("preset", "device", "seed"):  # shared with every job: from the job model
-        add_option(p, OPTIONS[name], default=OPTIONS[name].default if name != "seed" else None)
-    p.add_argument("--agents", metavar="A,B", help="agents to train (default text_to_image_agent,"
-                   "image_to_video_agent; image_to_image_agent too is possible)")
-    p.add_argument("--steps", type=positive_int, metavar="N")
-    p.add_argument("--batch-size", type=positive_int, metavar="B")
-    p.add_argument("--lr", type=_float, metavar="X", help="LoRA learning rate")
-    p.add_argument("--mod-lr", type=_float, metavar="X", help="modulation embedding learning rate")
-    p.add_argument("--rank", type=positive_int, metavar="R", help="LoRA rank (default 16)")
-    p.add_argument("--mod-tokens", type=positive_int, metavar="K", help="modulation tokens per agent (default 1)")
-    p.add_argument("--no-coupling", action="store_true", help="train each agent on its own loss only")
-    p.add_argument("--lambda-image", type=_float, metavar="X", help="weight of the image agent's own loss")
-    p.add_argument("--train-size", metavar="WxH", help="training frame size (default 512x288)")
-    p.add_argument("--train-frames", type=positive_int, metavar="N", help="frames per training clip (default 14)")
-    p.add_argument("--checkpoint-every", type=positive_int, metavar="N")
-    p.add_argument("--optimizer", choices=("adamw", "adamw8bit"), help="adamw8bit: bitsandbytes, CUDA only")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder (new, or this run with --resume, "
+                   "or an earlier run's with --overwrite)")
+    for name in ("preset", "preset_file", "device", "seed"):  # shared with every job: from the job model
+        add_option(p, OPTIONS[name])
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of RUN_DIR")
+    p.add_argument("--processes", type=number_type(int, "a whole number"), metavar="N", help="train in N processes "
+                   "(one per GPU; gloo on a CPU) through `accelerate launch`; or run `accelerate launch -m mora.cli "
+                   "train ...` yourself (several machines: docs/training.md)")
+    training = p.add_argument_group("training")
+    for name, info in flag_fields():
+        _add_model_flag(training, name, info)
     loop = p.add_argument_group("data-free loop (--prompts; --steps is per iteration)")
-    loop.add_argument("--iterations", type=int, default=3, metavar="K", help="rounds (default 3)")
-    loop.add_argument("--candidates", type=int, default=4, metavar="N", help="videos per prompt (default 4, >= 2)")
+    for name, info in LoopOptions.model_fields.items():
+        _add_model_flag(loop, name, info)
     loop.add_argument("--human", choices=("ask", "never"), help="who settles a judges' disagreement: ask (on "
                       "the terminal; default when stdin is one) or never (the prompt is dropped)")
-    loop.add_argument("--quality-floor", type=_float, default=0.0, metavar="X",
-                      help="candidates under this score-card quality (0..1) are never kept (default 0)")
     add_option(loop, OPTIONS["llm_config"])
     output_flags(p)
+
+
+def _add_model_flag(group: Any, name: str, info: Any) -> None:
+    """One pydantic field as a flag (default None: not given, so the model's default applies)."""
+    extra = info.json_schema_extra or {}
+    kind = info.annotation
+    shown = info.default if info.default not in (None, False) and not extra.get("text") else None
+    text = (info.description or "") + (f" (default {shown})" if shown is not None else "")
+    flag = "--" + name.replace("_", "-")
+    if kind is bool:
+        action = argparse.BooleanOptionalAction if info.default is True else "store_true"
+        group.add_argument(flag, dest=name, action=action, default=None, help=text)
+        return
+    kwargs: dict[str, Any] = {"dest": name, "default": None, "help": text, "metavar": extra.get("metavar")}
+    if typing.get_origin(kind) is typing.Literal:
+        kwargs.update(choices=typing.get_args(kind), metavar=None)
+    elif not extra.get("text"):
+        number = next((k for k in (int, float) if k is kind or k in typing.get_args(kind)), None)
+        if number is not None:
+            kwargs["type"] = number_type(number, "a whole number" if number is int else "a number")
+    group.add_argument(flag, **kwargs)
 
 
 def job_data(args: argparse.Namespace, task: str) -> dict:

@@ -40,6 +40,13 @@ class ModelUnavailableError(MoraError):
     exit_code = 2
 
 
+class MediaTimeoutError(MoraError, TimeoutError):
+    """Reading a media file took longer than its bound: the file may be fine, the machine too busy.
+
+    Never reported as "not a video": the message names the file, the bound and what to try.
+    """
+
+
 class LLMError(MoraError):
     """The LLM endpoint failed or answered with something we cannot use."""
 

@@ -15,6 +15,7 @@ import secrets
 from typing import Any
 
 from mora.errors import InputError
+from mora.tooltable import TOOL_ROLES, TOOL_TABLE  # TOOL_ROLES: also re-exported for older callers
 
 logger = logging.getLogger(__name__)
 
@@ -80,26 +81,21 @@ def check_seed(seed: Any, argument: str = "seed") -> int:
     return check_int(seed, argument, low=0, high=MAX_SEED)
 
 
-# which preset role's model makes the task's video (the others animate with image_to_video)
-_VIDEO_ROLE = {"extend": "extend", "connect": "connect"}
-
-
-def check_options(task: str, preset: Any, options: dict) -> dict:
+def check_options(preset: Any, options: dict, *, video_tool: str) -> dict:
     """A job's numeric options checked against its preset's models (size multiples, frame rules).
 
     Args:
-        task: the task name (it picks the video model whose frame rules apply).
         preset: a `mora.config.Preset`.
         options: `width`, `height`, `steps`, `fps`, `num_frames` (None = the preset's value).
+        video_tool: the tool that makes the job's video (its route's last tool, `mora.tooltable`):
+            its preset role's frame rules apply.
 
     Example:
-        >>> check_options("text-to-video", get_preset("tiny"), {"width": 96})["width"]
+        >>> check_options(get_preset("tiny"), {"width": 96}, video_tool="image_to_video")["width"]
         96
     """
-    role = _VIDEO_ROLE.get(task, "image_to_video")
-    if task == "edit" and "video-edit" in getattr(preset, "capabilities", ()):
-        role = "edit_video"  # the whole clip is re-rendered by the video-to-video model
-    video = preset.spec(role).settings
+    tool = TOOL_TABLE[video_tool]
+    video = preset.spec(tool.role).settings
     multiple = max(video.size_multiple, preset.spec("text_to_image").settings.size_multiple)
     opts = dict(options)
     for side in ("width", "height"):
@@ -107,7 +103,7 @@ def check_options(task: str, preset: Any, options: dict) -> dict:
                                hint=f" (a multiple of {multiple} for preset {preset.name})")
     opts["steps"] = check_int(options.get("steps"), "--steps", low=1, high=MAX_STEPS)
     opts["fps"] = check_int(options.get("fps"), "--fps", low=1, high=MAX_FPS)
-    m = video.frame_multiple if task != "extend" else None
+    m = None if tool.added_frames else video.frame_multiple
     opts["num_frames"] = check_int(options.get("num_frames"), "--num-frames", low=2, high=video.max_frames,
                                    multiple=m, remainder=1 if m else 0)
     return opts
@@ -119,11 +115,6 @@ def check_best_of(task: str, best_of: Any, tasks_with_critic: tuple[str, ...]) -
     if n > 1 and task not in tasks_with_critic:
         raise InputError(f"--best-of: {n} is only for {' and '.join(tasks_with_critic)}, not {task}; drop --best-of")
     return n
-
-
-# tool -> the preset role whose settings bound its arguments
-TOOL_ROLES = {"text_to_image": "text_to_image", "edit_image": "image_to_image", "image_to_video": "image_to_video",
-              "extend_video": "extend", "connect_videos": "connect", "edit_video": "edit_video"}
 
 
 def llm_bounds(preset: Any, tool: str) -> dict[str, tuple[int, int]]:

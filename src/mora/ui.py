@@ -20,7 +20,7 @@ from typing import Any
 import gradio as gr
 
 from mora.errors import MoraError
-from mora.workflows.jobspec import OPTIONS, STORY, parse_job, task_inputs, task_options
+from mora.workflows.jobspec import OPTIONS, STORY, task_inputs, task_options
 from mora.workflows.tasks import TASK_TABLE
 
 logger = logging.getLogger(__name__)
@@ -70,15 +70,9 @@ def page_fields(task: str) -> list[str]:
 
 def check_shared(shared: dict) -> None:
     """The options every job of the page shares are valid (InputError otherwise), before serving."""
-    from mora.config import get_preset
+    from mora.workflows.prepare import check_shared_options
 
-    data = {k: v for k, v in shared.items() if k in OPTIONS}
-    parse_job({"task": STORY, "story": "a check of the page's options", **data}, flags=True)
-    get_preset(data.get("preset", OPTIONS["preset"].default), data.get("preset_file"))
-    if data.get("device", "auto") not in ("auto", "cpu"):
-        from mora.tools.runtime import resolve_device
-
-        resolve_device(data["device"])
+    check_shared_options(shared, "the page's options")
 
 
 class App:

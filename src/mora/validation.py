@@ -73,8 +73,19 @@ def _fix_of(model: type[BaseModel] | None, loc: tuple) -> str | None:
     return extra.get("fix") if isinstance(extra, dict) else None
 
 
+def _nested_fix(fixes: dict[str, str] | None, loc: tuple, kind: str) -> str | None:
+    if not fixes:
+        return None
+    if kind == "extra_forbidden":  # an unknown key: the fix is its parent's (`PARENT.*`, `*` at the top)
+        parent = next((p for p in reversed(loc[:-1]) if isinstance(p, str)), None)
+        return fixes.get(f"{parent}.*" if parent else "*")
+    last = next((p for p in reversed(loc) if isinstance(p, str)), None)
+    return fixes.get(last) if last else None
+
+
 def problems(error: ValidationError, *, where: str | None = None, model: type[BaseModel] | None = None,
-             spell: Callable[[str], str] | None = None) -> list[str]:
+             spell: Callable[[str], str] | None = None, name: Callable[[tuple], str] | None = None,
+             fixes: dict[str, str] | None = None) -> list[str]:
     """Every error of `error` as one `[WHERE: ]FIELD: VALUE PROBLEM; FIX` line.
 
     Args:
@@ -82,6 +93,11 @@ def problems(error: ValidationError, *, where: str | None = None, model: type[Ba
         where: a prefix such as `jobs.jsonl:3` or `--preset-file my.toml`.
         model: the model validated (its fields' `fix` hints are used).
         spell: how a field is named to the user (e.g. `num_frames` -> `--num-frames` on the command line).
+        name: how a whole location is named (e.g. `("shots", 0, "seconds")` -> `shots[0] (shot 1).seconds`);
+            it replaces the default dotted name and `spell`.
+        fixes: field name (the location's last text part, at any depth) -> its fix, for nested
+            models whose fields `model`'s own `fix` hints cannot reach; `PARENT.*` (`*` at the
+            top level) is the fix of an unknown key inside PARENT (e.g. "use one of a, b").
 
     Example:
         >>> problems(exc, where="jobs.jsonl:2")
@@ -90,8 +106,9 @@ def problems(error: ValidationError, *, where: str | None = None, model: type[Ba
     out = []
     for err in error.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        name = _field_name(loc, spell)
-        line = f"{name}: {_problem(err, _fix_of(model, loc))}"
+        field = name(loc) if name else _field_name(loc, spell)
+        fix = _fix_of(model, loc) or _nested_fix(fixes, loc, err["type"])
+        line = f"{field}: {_problem(err, fix)}"
         out.append(f"{where}: {line}" if where else line)
     return out
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from mora._lazy import lazy_names
 
-_LAZY = {
+PUBLIC_NAMES = {
     "AGENTS": "mora.adapters.spec",
     "MOD_TOKEN": "mora.adapters.spec",
     "Adapter": "mora.adapters.adapter",
@@ -45,4 +45,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from mora.adapters.inference import pix2pix_call_kwargs, preview_video, sdxl_call_kwargs, svd_modulation
     from mora.adapters.spec import AGENTS, MOD_TOKEN
 
-__getattr__, __dir__ = lazy_names(__name__, _LAZY)
+__getattr__, __dir__ = lazy_names(__name__, PUBLIC_NAMES)

@@ -75,6 +75,9 @@ def build_service(*, db: str | Path, out_dir: str | Path, host: dict | None = No
     app.include_router(videos.router)
     app.include_router(jobs.router)
     _info_routes(app, service)
+    from mora.mcp.transports import mount_mcp  # /mcp: the tasks as MCP tools (streamable HTTP), same auth
+
+    mount_mcp(app, store, preset=(defaults or {}).get("preset"), local=not api_keys)
     if ui:
         _mount_ui(app, service, host or {}, defaults or {})
     if start_worker:

@@ -46,6 +46,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mora._lazy import lazy_names
+from mora.adapters import PUBLIC_NAMES as ADAPTER_NAMES
 
 # public name -> module; imported on first use (PEP 562), so `import mora.training` stays light
 _LAZY = {
@@ -55,16 +56,10 @@ _LAZY = {
     "Trainer": "mora.training.trainer",
     "TrainResult": "mora.training.trainer",
     "TrainConfig": "mora.training.config",
-    "AGENTS": "mora.adapters.spec",
     "parse_size": "mora.training.config",
     "check_dataset": "mora.training.data",
-    # the adapter format lives below the tools (mora.adapters); these names stay here for users
-    "Adapter": "mora.adapters.adapter",
-    "load_adapter": "mora.adapters.adapter",
-    "sdxl_call_kwargs": "mora.adapters.inference",
-    "pix2pix_call_kwargs": "mora.adapters.inference",
-    "svd_modulation": "mora.adapters.inference",
-    "preview_video": "mora.adapters.inference",
+    # the adapter format lives below the tools (mora.adapters); its names stay here for users
+    **{name: module for name, module in ADAPTER_NAMES.items() if name != "MOD_TOKEN"},
 }
 
 __all__ = [

@@ -61,10 +61,20 @@ def check_run_dir(cfg: TrainConfig) -> Path | None:
             raise InputError(f"--resume: {str(out)!r} has no checkpoint to resume from; drop --resume to start a "
                              "new run (in an empty folder)")
         return found[-1][1]
-    if is_run:
-        raise InputError(f"--out: {str(out)!r} already holds a training run; pass --resume to continue it or "
-                         "choose a new folder")
+    if is_run and not cfg.overwrite:
+        raise InputError(f"--out: {str(out)!r} already holds a training run; pass --resume to continue it, "
+                         "--overwrite to replace it, or choose a new folder")
     return None
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove an earlier run's files from `run_dir` (`--overwrite`, after every check passed)."""
+    for name in (*RUN_MARKERS, "train.log", "validation", "cache"):
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def save_checkpoint(run_dir: Path, step: int, *, lora: dict[str, dict[str, torch.Tensor]],

@@ -1,19 +1,21 @@
-"""Training options: a typed, validated `TrainConfig` (the trainable agents: `mora.adapters.spec`).
+"""Training options: `TrainConfig`, a pydantic v2 model (the trainable agents: `mora.adapters.spec`).
 
-This module imports no torch, so the command line can check every option (and the preset's
-families) before any model loads. A bad value raises `InputError` naming the option, the value
-and the fix; nothing is written before these checks pass.
+Every option is written once here: its type, default, bounds (field constraints) and one line of
+help. The `mora train` flags are derived from these fields (`mora.cli_parsers.add_train_parser`),
+and errors go through `mora.validation`'s one formatter as `--FLAG: VALUE problem; fix` (exit 2).
+Extra fields are refused. This module imports no torch, so the command line checks every option
+(and the preset's families) before any model loads; nothing is written before these checks pass.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mora import validation
 from mora.adapters.spec import AGENTS
 from mora.config import Preset, get_preset
 from mora.errors import InputError
@@ -27,62 +29,40 @@ MAX_MOD_TOKENS = 16
 MAX_RANK = 256
 MAX_FRAMES = 64
 MAX_SIDE = 2048
+BIG = 10**8
 
 # Options that change what a run computes: `resume` refuses a checkpoint made with other values.
 # (device, progress and checkpoint cadence may change between the interrupted run and its resume.)
 RUN_DEFINING = (
-    "data", "preset", "agents", "steps", "batch_size", "lr", "mod_lr", "rank", "mod_tokens", "coupling",
+    "data", "preset", "agents", "steps", "batch_size", "grad_accum", "lr", "mod_lr", "rank", "mod_tokens", "coupling",
     "lambda_image", "train_size", "train_frames", "seed", "optimizer", "weight_decay", "max_grad_norm",
-    "lr_schedule", "warmup_steps", "cond_dropout", "coupling_noise", "motion_bucket_id", "overfit_batch",
+    "lr_schedule", "warmup_steps", "cond_dropout", "coupling_noise", "real_frame_p", "motion_bucket_id",
+    "noise_aug", "overfit_batch",
 )
+# Fields the `mora train` command line takes from elsewhere (its own source flags, the job model, --resume).
+NOT_FLAGS = ("data", "out", "preset", "preset_file", "device", "seed", "resume")
 
 
-@dataclass
-class TrainConfig:
+def option_flag(name: str) -> str:
+    """How the command line names a field: `train_size` -> `--train-size`."""
+    return "--" + name.replace("_", "-")
+
+
+def _help(line: str, metavar: str | None = None, **extra: Any) -> dict:
+    return {"description": line, "json_schema_extra": {"metavar": metavar, **extra}}
+
+
+class TrainConfig(BaseModel):
     """Options of one training run (`mora train`, `mora.train`). Defaults fit one 80 GB GPU at full size.
 
-    Args:
-        data: folder of videos plus `metadata.jsonl` (`{"file_name": ..., "text": ...}` per line).
-        out: the run folder (RUN_DIR): adapter/, checkpoints/, metrics.jsonl, loss.png, train.json.
-        preset: preset whose models are fine-tuned (a name or a `Preset`); default `mora`.
-        agents: agents to train, from `AGENTS`; default A2 and A4 (text_to_image_agent, image_to_video_agent).
-        steps: optimizer steps in total (a resumed run counts the steps already done).
-        batch_size: clips per step.
-        lr: learning rate of the LoRA parameters theta_i (AdamW).
-        mod_lr: learning rate of the modulation embeddings z_i, 10x `lr`: z_i is a handful of vectors
-            at the encoder's scale (norms in the tens), which `lr` would barely move.
-        rank: LoRA rank on each denoiser's attention projections (lora_alpha = rank: scale 1).
-        mod_tokens: K, tokens per modulation embedding (each of the agent's cross-attention width).
-        coupling: True: the video agent is conditioned on the image agent's differentiable estimate of
-            the first frame, so its loss also trains the image agent; False (`--no-coupling`): each
-            agent on its own loss, the video agent conditioned on the real first frame.
-        lambda_image: weight of the image agent's own loss, L = L_A4 + lambda * L_A2 (+ L_A3).
-        train_size: (width, height) of training frames, multiples of 8; default 512x288 (16:9).
-        train_frames: frames per training clip (consecutive frames of each video).
-        checkpoint_every: write `checkpoints/step-N/` every N steps (and always at the last step).
-        keep_checkpoints: how many newest checkpoints to keep (older ones are deleted).
-        resume: continue from the newest checkpoint in `out` (same data order and lr schedule).
-        seed: seeds the data order, the noise and every random draw of the run.
-        device: `auto`, `cpu`, `cuda` or `cuda:N`.
-        optimizer: `adamw` (torch), or `adamw8bit` (bitsandbytes, CUDA only; `pip install mora[train-cuda]`).
-        weight_decay: AdamW weight decay of the LoRA parameters (z_i gets none: decay would shrink
-            the modulation factor ||z_i|| for no reason of the data's).
-        max_grad_norm: gradient clipping over all trainable parameters (0: off).
-        lr_schedule: `constant` or `cosine` (to 10% of the lr at the last step), after the warmup.
-        warmup_steps: linear warmup from 0.
-        cond_dropout: probability that a sample's conditioning e_i is dropped to the unconditional
-            one (zeros) while z_i stays: trains the classifier-free-guidance branch the way inference
-            runs it (z_i in both branches). The public SVD and InstructPix2Pix scripts use 0.05-0.1.
-        coupling_noise: the coupled pass noises the target's first frame at a timestep drawn from
-            [0, coupling_noise * T): above about half the schedule a one-step estimate is mostly noise.
-        motion_bucket_id: SVD's motion micro-conditioning for training clips (SVD's default 127, as
-            the public SVD fine-tuning scripts use: the motion score SVD was trained with is not public).
-        gradient_checkpointing: recompute activations in the backward pass (needed at full size).
-        dtype: frozen weights' dtype: `auto` (bf16 on CUDA, fp32 on CPU), `bfloat16`, `float32`.
-            Trainable parameters are always fp32.
-        overfit_batch: a sanity check, not training: every step reuses step 1's batch *and* its random
-            draws (noise, timesteps, dropout), like Lightning's `overfit_batches`. The loss must fall
-            fast if gradients reach theta_i and z_i.
+    Each field's description is its `--help` line. Worth knowing beyond it:
+    mod_lr is 10x lr because z_i is a handful of vectors at the encoder's scale (norms in the tens);
+    z_i gets no weight decay (it would shrink ||z_i|| for no reason of the data's); `coupling` applies
+    only when both A2 and A4 are trained; `motion_bucket_id` and `noise_aug` default to what the
+    preset's image-to-video model runs with (None until `validate()` fills them in).
+
+    Raises:
+        InputError: a bad value (`--FLAG: VALUE problem; fix`), from the constructor or `validate()`.
 
     Example:
         >>> cfg = TrainConfig(data="clips", out="runs/a", preset="tiny", steps=10, train_size=(64, 64))
@@ -90,67 +70,103 @@ class TrainConfig:
         14
     """
 
-    data: Path | str
-    out: Path | str
-    preset: str | Preset = "mora"
-    agents: tuple[str, ...] = DEFAULT_AGENTS
-    steps: int = 1000
-    batch_size: int = 1
-    lr: float = 1e-4
-    mod_lr: float = 1e-3
-    rank: int = 16
-    mod_tokens: int = 1
-    coupling: bool = True
-    lambda_image: float = 1.0
-    train_size: tuple[int, int] = (512, 288)
-    train_frames: int = 14
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    resume: bool = False
-    seed: int = 0
-    device: str = "auto"
-    optimizer: str = "adamw"
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    cond_dropout: float = 0.1
-    coupling_noise: float = 0.5
-    motion_bucket_id: int = 127
-    gradient_checkpointing: bool = True
-    dtype: str = "auto"
-    overfit_batch: bool = False
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # reserved for later phases
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_default=False)
+
+    data: Path = Field(description="folder of videos plus metadata.jsonl")
+    out: Path = Field(description="the run folder (RUN_DIR)")
+    preset: str | Preset = Field("mora", description="preset whose models are fine-tuned")
+    preset_file: Path | None = Field(None, description="a preset TOML file (as every task takes)")
+    agents: tuple[str, ...] = Field(DEFAULT_AGENTS, **_help(
+        "agents to train, comma-separated (default text_to_image_agent,image_to_video_agent; "
+        "image_to_image_agent too is possible)", "A,B", text=True))
+    steps: int = Field(1000, ge=1, le=BIG, **_help("optimizer steps in total (per iteration with --prompts)", "N"))
+    batch_size: int = Field(1, ge=1, le=1024, **_help("clips per step in each process (and micro-batch)", "B"))
+    grad_accum: int = Field(1, ge=1, le=1024, **_help(
+        "micro-batches per optimizer step: the step sees batch-size x grad-accum x processes clips", "N"))
+    lr: float = Field(1e-4, gt=0, le=1.0, allow_inf_nan=False, **_help("LoRA learning rate", "X"))
+    mod_lr: float = Field(1e-3, gt=0, le=10.0, allow_inf_nan=False, **_help("modulation embedding learning rate",
+                                                                            "X"))
+    rank: int = Field(16, ge=1, le=MAX_RANK, **_help("LoRA rank (lora_alpha = rank)", "R"))
+    mod_tokens: int = Field(1, ge=1, le=MAX_MOD_TOKENS, **_help("modulation tokens per agent", "K"))
+    coupling: bool = Field(True, **_help("condition the video agent on the image agent's differentiable first "
+                                         "frame, so A4's loss trains A2 too (--no-coupling: each on its own loss)"))
+    lambda_image: float = Field(1.0, ge=0, le=1e4, allow_inf_nan=False,
+                                **_help("weight of the image agent's own loss: L = L_A4 + lambda L_A2 (+ L_A3)", "X"))
+    train_size: tuple[int, int] = Field((512, 288), **_help("training frame size, multiples of 8", "WxH", text=True))
+    train_frames: int = Field(14, ge=2, le=MAX_FRAMES, **_help("frames per training clip", "N"))
+    checkpoint_every: int = Field(500, ge=1, le=BIG, **_help("write checkpoints/step-N every N steps", "N"))
+    keep_checkpoints: int = Field(2, ge=1, le=1000, **_help("how many newest checkpoints to keep", "N"))
+    resume: bool = Field(False, description="continue from the newest checkpoint of RUN_DIR")
+    overwrite: bool = Field(False, **_help("start a new run in a RUN_DIR that holds an earlier one (its files "
+                                           "are replaced)"))
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds the data order, the noise and every draw")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    optimizer: Literal["adamw", "adamw8bit"] = Field("adamw", **_help("adamw8bit: bitsandbytes, CUDA only"))
+    weight_decay: float = Field(1e-2, ge=0, le=1.0, allow_inf_nan=False,
+                                **_help("AdamW weight decay of the LoRA parameters", "X"))
+    max_grad_norm: float = Field(1.0, ge=0, le=1e6, allow_inf_nan=False,
+                                 **_help("gradient clipping over all trainable parameters (0: off)", "X"))
+    lr_schedule: Literal["constant", "cosine"] = Field("constant", **_help(
+        "after the warmup: constant, or cosine to 10%% of the lr at the last step"))
+    warmup_steps: int = Field(0, ge=0, le=BIG, **_help("linear learning-rate warmup from 0", "N"))
+    cond_dropout: float = Field(0.1, ge=0, le=0.3, allow_inf_nan=False, **_help(
+        "conditioning dropout p: trains the classifier-free-guidance branches (InstructPix2Pix: text only, "
+        "both, image only with p each)", "P"))
+    coupling_noise: float = Field(0.1, ge=0.01, le=1.0, allow_inf_nan=False, **_help(
+        "the coupled first-frame estimate is taken at a timestep below this fraction of the schedule "
+        "(low: the frame A4 sees is sharp, as at inference)", "X"))
+    real_frame_p: float = Field(0.25, ge=0, le=1.0, allow_inf_nan=False, **_help(
+        "probability that A4 is conditioned on the real first frame instead of A2's estimate", "P"))
+    motion_bucket_id: int | None = Field(None, ge=0, le=1023, **_help(
+        "SVD's motion conditioning (default: the preset's image-to-video setting)", "N"))
+    noise_aug: float | None = Field(None, ge=0, le=10.0, allow_inf_nan=False, **_help(
+        "SVD's conditioning-frame noise (default: the preset's noise_aug_strength)", "X"))
+    gradient_checkpointing: bool = Field(True, **_help("recompute activations in the backward pass (less memory)"))
+    dtype: Literal["auto", "bfloat16", "bf16", "float32", "fp32"] = Field("auto", **_help(
+        "frozen weights' dtype (auto: bf16 on CUDA, fp32 on CPU); trained parameters are fp32"))
+    overfit_batch: bool = Field(False, **_help("a sanity check: every step reuses step 1's batch and draws"))
+
+    def __init__(self, **data: Any):
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise validation.input_error(e, model=type(self), spell=option_flag) from None
+
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _agents(cls, value: Any) -> tuple[str, ...]:
+        return check_agents(value)
+
+    @field_validator("train_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> tuple[int, int]:
+        return _parse_size(value)
+
+    @field_validator("data", "out", "preset_file", mode="after")
+    @classmethod
+    def _path(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(value).expanduser()
 
     def validate(self) -> TrainConfig:
-        """Check every option; return self with normalised values. Raises `InputError`."""
-        self.data = Path(self.data).expanduser()
-        self.out = Path(self.out).expanduser()
-        self.agents = _check_agents(self.agents)
-        for name, low, high in (("steps", 1, 10**8), ("batch_size", 1, 1024), ("rank", 1, MAX_RANK),
-                                ("mod_tokens", 1, MAX_MOD_TOKENS), ("train_frames", 2, MAX_FRAMES),
-                                ("checkpoint_every", 1, 10**8), ("keep_checkpoints", 1, 1000),
-                                ("seed", 0, 2**32 - 1), ("warmup_steps", 0, 10**8),
-                                ("motion_bucket_id", 0, 1023)):
-            setattr(self, name, _int(getattr(self, name), name, low, high))
-        for name, low, high in (("lr", 0.0, 1.0), ("mod_lr", 0.0, 10.0), ("lambda_image", 0.0, 1e4),
-                                ("weight_decay", 0.0, 1.0), ("max_grad_norm", 0.0, 1e6),
-                                ("cond_dropout", 0.0, 0.9), ("coupling_noise", 0.01, 1.0)):
-            setattr(self, name, _float(getattr(self, name), name, low, high, positive=name in ("lr", "mod_lr")))
-        self.train_size = parse_size(self.train_size)
-        _choice(self.optimizer, "optimizer", OPTIMIZERS)
-        _choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
-        _choice(str(self.dtype).lower(), "dtype", ("auto", "bfloat16", "bf16", "float32", "fp32"))
-        self.coupling = bool(self.coupling)
-        self.overfit_batch = bool(self.overfit_batch)
-        check_families(self.preset_obj(), self.agents)
+        """The checks that need the preset; fill in the preset's SVD conditioning. Returns self."""
+        preset = self.preset_obj()
+        check_families(preset, self.agents)
+        if "image_to_video_agent" in self.agents:
+            settings = preset.spec("image_to_video").settings
+            if self.motion_bucket_id is None:
+                self.motion_bucket_id = int(settings.motion_bucket_id)
+            if self.noise_aug is None:
+                self.noise_aug = float(settings.noise_aug_strength)
+        if self.resume and self.overwrite:
+            raise InputError("--overwrite: cannot be used with --resume; pick one (resume continues the run, "
+                             "overwrite starts a new one)")
         if self.lambda_image == 0 and "text_to_image_agent" in self.agents and not self.coupled:
             logger.warning("--lambda-image 0 without coupling: text_to_image_agent gets no gradient")
         return self
 
     def preset_obj(self) -> Preset:
-        """The preset (looked up by name; `InputError` for an unknown one)."""
-        return get_preset(self.preset)
+        """The preset (looked up by name, or read from `preset_file`; `InputError` for an unknown one)."""
+        return get_preset(self.preset, self.preset_file)
 
     @property
     def preset_name(self) -> str:
@@ -163,10 +179,14 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         """The options as JSON values (paths as strings, the preset by name)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        out.update(data=str(self.data), out=str(self.out), preset=self.preset_name, agents=list(self.agents),
-                   train_size=list(self.train_size))
+        out = self.model_dump(mode="json", exclude={"preset"})
+        out["preset"] = self.preset_name
         return out
+
+
+def flag_fields() -> list[tuple[str, Any]]:
+    """(name, field info) of every option `mora train` takes as a flag, in the model's order."""
+    return [(name, info) for name, info in TrainConfig.model_fields.items() if name not in NOT_FLAGS]
 
 
 def parse_size(value: Any) -> tuple[int, int]:
@@ -177,16 +197,22 @@ def parse_size(value: Any) -> tuple[int, int]:
         (512, 288)
     """
     try:
+        return _parse_size(value)
+    except ValueError as e:
+        raise InputError(f"--train-size: {value!r} {e}") from None
+
+
+def _parse_size(value: Any) -> tuple[int, int]:
+    try:
         if isinstance(value, str):
             w, h = (int(v) for v in value.lower().split("x"))
         else:
             w, h = (int(v) for v in value)
     except (TypeError, ValueError):
-        raise InputError(f"--train-size: {value!r} is not WxH; pass e.g. 512x288") from None
+        raise ValueError("is not WxH; pass e.g. 512x288") from None
     if not (8 <= w <= MAX_SIDE and 8 <= h <= MAX_SIDE) or w % 8 or h % 8:
         near = f"{max(8, round(w / 8) * 8)}x{max(8, round(h / 8) * 8)}"
-        raise InputError(f"--train-size: {w}x{h} must have sides that are multiples of 8, from 8 to "
-                         f"{MAX_SIDE}; use e.g. {near}")
+        raise ValueError(f"must have sides that are multiples of 8, from 8 to {MAX_SIDE}; use e.g. {near}")
     return w, h
 
 
@@ -203,46 +229,39 @@ def check_families(preset: Preset, agents: tuple[str, ...]) -> None:
             )
 
 
-def _check_agents(agents: Any) -> tuple[str, ...]:
+def check_agents(agents: Any) -> tuple[str, ...]:
+    """A comma-separated string or a list of agent names -> the agents in chain order (A2, A3, A4)."""
     if isinstance(agents, str):
         agents = [a.strip() for a in agents.split(",") if a.strip()]
     agents = tuple(agents or ())
     known = ", ".join(AGENTS)
     if not agents:
-        raise InputError(f"--agents: no agent given; pass a comma-separated list from {known}")
+        raise ValueError(f"names no agent; pass a comma-separated list from {known}")
     for agent in agents:
         if agent not in AGENTS:
-            raise InputError(f"--agents: {agent!r} is not a trainable agent; choose from {known}")
+            raise ValueError(f"names {agent!r}, which is not a trainable agent; choose from {known}")
     if len(set(agents)) != len(agents):
-        raise InputError(f"--agents: {','.join(agents)} names an agent twice; list each once")
+        raise ValueError("names an agent twice; list each once")
     return tuple(a for a in AGENTS if a in agents)  # chain order: A2, A3, A4
 
 
-def _option(name: str) -> str:
-    return "--" + name.replace("_", "-")
+class LoopOptions(BaseModel):
+    """The data-free loop's own options (`mora train --prompts`); the fine-tuning's are `TrainConfig`'s.
 
+    Example:
+        >>> LoopOptions(iterations=2, candidates=4).quality_floor
+        0.0
+    """
 
-def _int(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise InputError(f"{_option(name)}: {value!r} is not an integer; pass a whole number from {low} to {high}")
-    if not low <= value <= high:
-        raise InputError(f"{_option(name)}: {value} is out of range; pass a number from {low} to {high}")
-    return int(value)
+    model_config = ConfigDict(extra="forbid")
 
+    iterations: int = Field(3, ge=1, le=1000, **_help("rounds of make, filter, fine-tune", "K"))
+    candidates: int = Field(4, ge=2, le=64, **_help("videos made per prompt (a filter needs a choice: >= 2)", "N"))
+    quality_floor: float = Field(0.0, ge=0, le=1.0, allow_inf_nan=False, **_help(
+        "candidates under this score-card quality (0..1) are never shown to a judge or kept", "X"))
 
-def _float(value: Any, name: str, low: float, high: float, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{_option(name)}: {value!r} is not a finite number; pass a number from {low} to {high}")
-    value = float(value)
-    if not low <= value <= high or (positive and value <= 0):
-        bound = f"above {low} and at most {high}" if positive else f"from {low} to {high}"
-        raise InputError(f"{_option(name)}: {value:g} is out of range; pass a number {bound}")
-    return value
-
-
-def _choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise InputError(f"{_option(name)}: {value!r} is not one of {', '.join(choices)}; pick one of them")
+    def __init__(self, **data: Any):
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise validation.input_error(e, model=type(self), spell=option_flag) from None

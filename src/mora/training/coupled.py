@@ -20,9 +20,7 @@ clip's text (the image-to-video route adapts an image to a text); its loss is ad
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,47 +31,18 @@ from mora.adapters.modulation import append_modulation, clip_image_tokens
 from mora.training.config import TrainConfig
 from mora.training.models import AgentModel
 from mora.training.objectives import (
-    SVD_COND_SIGMA_LOGNORMAL,
+    Draws,
     add_noise,
     alphas_cumprod,
     ddpm_target,
     mse,
-    rand_log_normal,
-    randn,
     svd_edm_loss,
     x0_estimate,
 )
 
 A2, A3, A4 = "text_to_image_agent", "image_to_image_agent", "image_to_video_agent"
 
-
 logger = logging.getLogger(__name__)
-# Where diffusers and transformers announce that a caption was cut to CLIP's 77-token window.
-_TRUNCATION_LOGGERS = ("transformers.tokenization_utils_base",
-                       "diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl",
-                       "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_instruct_pix2pix")
-
-
-@contextlib.contextmanager
-def _truncation_noted(texts: list[str]) -> Iterator[None]:
-    """Encode captions with the libraries' per-call truncation notices replaced by one debug line.
-
-    Training encodes a caption in one 77-token CLIP window (diffusers' encode_prompt), while the
-    SDXL tool chunks long prompts at inference (`mora.tools.clip_text`); the data-free loop's
-    enhanced prompts often run longer, so the tail of such captions is not trained on.
-    """
-    from mora.tools.quiet import DropMessages
-
-    drop = DropMessages("Token indices sequence length", "truncated because CLIP")
-    for name in _TRUNCATION_LOGGERS:
-        logging.getLogger(name).addFilter(drop)
-    try:
-        yield
-    finally:
-        for name in _TRUNCATION_LOGGERS:
-            logging.getLogger(name).removeFilter(drop)
-    if any(len(t.split()) > 40 for t in texts):
-        logger.debug("long captions are truncated to CLIP's 77-token window in training")
 
 
 @dataclass
@@ -84,17 +53,37 @@ class Batch:
         clips: (B, T, 3, H, W) float32 in [-1, 1], on the training device.
         texts: the clips' captions.
         fps: the clips' frame rates (SVD's fps micro-conditioning).
+        source_sizes: (height, width) of each source video (SDXL's original-size conditioning).
+        crops: (top, left) of each clip's crop (SDXL's crop conditioning).
     """
 
     clips: torch.Tensor
     texts: list[str]
     fps: list[float]
+    source_sizes: list[tuple[int, int]] | None = None
+    crops: list[tuple[int, int]] | None = None
 
     @classmethod
     def from_frames(cls, frames: list[np.ndarray], texts: list[str], fps: list[float], device: str) -> Batch:
-        """From (T, H, W, 3) uint8 arrays."""
+        """From (T, H, W, 3) uint8 arrays already at the training size (no crop)."""
         clips = torch.from_numpy(np.stack(frames)).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1.0)
         return cls(clips=clips.to(device), texts=list(texts), fps=[float(f) for f in fps])
+
+    @classmethod
+    def from_windows(cls, windows: list[Any], texts: list[str], fps: list[float], device: str) -> Batch:
+        """From `mora.training.data.ClipFrames` (frames plus source size and crop offset)."""
+        batch = cls.from_frames([w.frames for w in windows], texts, fps, device)
+        batch.source_sizes = [tuple(w.source_size) for w in windows]
+        batch.crops = [tuple(w.crop_top_left) for w in windows]
+        return batch
+
+    def sdxl_time_ids(self) -> torch.Tensor:
+        """(B, 6): original size, crop top-left, target size, as diffusers' SDXL training scripts pass them."""
+        height, width = self.clips.shape[-2:]
+        b = self.clips.shape[0]
+        sizes = self.source_sizes or [(height, width)] * b
+        crops = self.crops or [(0, 0)] * b
+        return torch.tensor([[*sizes[i], *crops[i], height, width] for i in range(b)], dtype=torch.float32)
 
 
 @dataclass
@@ -105,19 +94,19 @@ class Losses:
     per_agent: dict[str, torch.Tensor]
 
 
-def compute_losses(models: dict[str, AgentModel], batch: Batch, gen: torch.Generator, cfg: TrainConfig, *,
+def compute_losses(models: dict[str, AgentModel], batch: Batch, draws: Draws, cfg: TrainConfig, *,
                    train: bool = True) -> Losses:
     """The coupled (or, with `cfg.coupling` off, separate) objective for one batch.
 
     Args:
         models: the trained agents by name.
         batch: the clips.
-        gen: the step's CPU generator (all noise, timesteps and dropout come from it, in a fixed order).
+        draws: the samples' generators (all noise, timesteps and dropout come from them, in a fixed order).
         cfg: the run's options (coupling, lambda, dropout, ...).
-        train: False for evaluation: no conditioning dropout.
+        train: False for evaluation: no conditioning dropout, A4 always on the coupled frame.
 
     Example:
-        >>> losses = compute_losses(models, batch, torch.Generator().manual_seed(0), cfg)  # doctest: +SKIP
+        >>> losses = compute_losses(models, batch, Draws.for_samples(0, 0, [0]), cfg)  # doctest: +SKIP
         >>> losses.total.backward()
     """
     dropout = cfg.cond_dropout if train else 0.0
@@ -125,67 +114,114 @@ def compute_losses(models: dict[str, AgentModel], batch: Batch, gen: torch.Gener
     per_agent: dict[str, torch.Tensor] = {}
     cond_frame = first
     if A2 in models:
-        per_agent[A2], estimate = text_to_image_pass(models[A2], first, batch.texts, gen, couple=cfg.coupled,
+        per_agent[A2], estimate = text_to_image_pass(models[A2], first, batch, draws, couple=cfg.coupled,
                                                      coupling_noise=cfg.coupling_noise, dropout=dropout)
         if estimate is not None:
-            cond_frame = estimate
+            # Some samples see the real first frame: at inference A4 gets SDXL's finished (sharp) frame.
+            real = draws.rand() < (cfg.real_frame_p if train else 0.0)
+            cond_frame = torch.where(real.to(first.device).view(-1, 1, 1, 1), first, estimate)
     if A3 in models:
-        per_agent[A3] = image_to_image_loss(models[A3], first, batch.clips[:, -1], batch.texts, gen, dropout)
+        per_agent[A3] = image_to_image_loss(models[A3], first, batch.clips[:, -1], batch.texts, draws, dropout)
     if A4 in models:
-        per_agent[A4] = image_to_video_loss(models[A4], batch.clips, cond_frame, batch.fps, gen,
-                                            motion_bucket_id=cfg.motion_bucket_id, dropout=dropout)
+        per_agent[A4] = image_to_video_loss(models[A4], batch.clips, cond_frame, batch.fps, draws,
+                                            motion_bucket_id=cfg.motion_bucket_id, noise_aug=cfg.noise_aug,
+                                            dropout=dropout)
     total = per_agent.get(A4, 0.0) + cfg.lambda_image * per_agent.get(A2, 0.0) + per_agent.get(A3, 0.0)
     return Losses(total=total, per_agent=per_agent)
 
 
-def encode_latents(vae: Any, pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """VAE latents of frames (N, 3, H, W) in [-1, 1], sampled with `gen`, scaled by the VAE's factor."""
+def sdxl_caption_embeds(pipe: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prompt embeddings, pooled) of captions, encoded as inference encodes a prompt (`tools/clip_text.py`).
+
+    Long captions are not cut at 77 tokens: they are encoded in 75-token windows, as the SDXL tool
+    does. A batch shares one window count (its longest caption's), as inference pads its negative
+    prompt to the prompt's: one caption alone gives exactly the tool's embeddings.
+    """
+    from mora.tools.clip_text import count_chunks, encode
+
+    pairs = [(t, e) for t, e in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2))
+             if t is not None and e is not None]
+    chunks, _ = count_chunks(pairs[-1][0], *texts)
+    rows, pooled_rows = [], []
+    with torch.no_grad():
+        for text in texts:
+            hidden, pooled = [], None
+            for tokenizer, encoder in pairs:
+                _, (ids,) = count_chunks(tokenizer, text)
+                states, pooled = encode(tokenizer, encoder, ids, chunks, pipe.unet.device, penultimate=True)
+                hidden.append(states)
+            rows.append(torch.cat(hidden, dim=-1))
+            pooled_rows.append(pooled)
+    return torch.cat(rows), torch.cat(pooled_rows)
+
+
+def clip_caption_embeds(pipe: Any, texts: list[str]) -> torch.Tensor:
+    """InstructPix2Pix's text embeddings of captions, as inference encodes them (`tools/clip_text.py`)."""
+    from mora.tools.clip_text import count_chunks, encode
+
+    chunks, ids = count_chunks(pipe.tokenizer, *texts)
+    with torch.no_grad():
+        return torch.cat([encode(pipe.tokenizer, pipe.text_encoder, row, chunks, pipe.unet.device,
+                                 penultimate=False)[0] for row in ids])
+
+
+def encode_latents(vae: Any, pixels: torch.Tensor, draws: Draws) -> torch.Tensor:
+    """VAE latents of frames (B * k, 3, H, W) in [-1, 1] (k frames per sample), sampled with the samples'
+    generators, scaled by the VAE's factor."""
     with torch.no_grad():
         dist = vae.encode(pixels.to(vae.dtype)).latent_dist
-        sample = dist.mean + dist.std * randn(tuple(dist.mean.shape), gen, dist.mean)
+        per_sample = (dist.mean.shape[0] // len(draws), *dist.mean.shape[1:])
+        sample = dist.mean + dist.std * draws.randn(per_sample, dist.mean).flatten(0, 1)
     return sample * vae.config.scaling_factor
 
 
-def _drop(gen: torch.Generator, n: int, p: float, device: Any) -> torch.Tensor | None:
+def _drop(draws: Draws, p: float, device: Any) -> torch.Tensor | None:
     """Which samples train the unconditional branch this step (None: none)."""
-    mask = torch.rand(n, generator=gen) < p
+    mask = draws.rand() < p
     return mask.to(device) if p > 0 and bool(mask.any()) else None
 
 
-def _where(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+def _where(mask: torch.Tensor | None, x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+    """`other` (default zeros) where `mask` is set, per sample."""
     if mask is None:
         return x
-    return torch.where(mask.view(-1, *([1] * (x.ndim - 1))), torch.zeros_like(x), x)
+    other = torch.zeros_like(x) if other is None else other.expand_as(x)
+    return torch.where(mask.view(-1, *([1] * (x.ndim - 1))), other, x)
 
 
-def text_to_image_pass(m: AgentModel, first: torch.Tensor, texts: list[str], gen: torch.Generator, *,
+def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: Draws, *,
                        couple: bool, coupling_noise: float, dropout: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A2 (SDXL): its own noise-prediction loss and, when coupled, its decoded one-step first-frame estimate.
 
     Rows [0, B) train L_A2 at t ~ U[0, T); rows [B, 2B) (coupled only) noise the same frames at
-    t_c ~ U[0, coupling_noise * T) and return x0's decoding with gradients, in [-1, 1].
+    t_c ~ U[0, coupling_noise * T) and return x0's decoding with gradients, in [-1, 1]. The
+    unconditional branch is what SDXL inference uses for an empty negative prompt (zeros when the
+    pipeline forces them, else the encoding of "").
     """
     pipe = m.pipe
-    b, _, height, width = first.shape
-    latents = encode_latents(pipe.vae, first, gen)
-    with torch.no_grad(), _truncation_noted(texts):
-        cond_embeds, _, cond_pooled, _ = pipe.encode_prompt(prompt=texts, device=first.device, num_images_per_prompt=1,
-                                                            do_classifier_free_guidance=False)
-    mask = _drop(gen, b, dropout, first.device)  # SDXL's unconditional branch: zero prompt embeddings
-    embeds, pooled = _where(mask, cond_embeds), _where(mask, cond_pooled)
+    b = first.shape[0]
+    latents = encode_latents(pipe.vae, first, draws)
+    mask = _drop(draws, dropout, first.device)
+    zeros = mask is None or getattr(pipe.config, "force_zeros_for_empty_prompt", False)
+    cond_embeds, cond_pooled = sdxl_caption_embeds(pipe, batch.texts if zeros else [*batch.texts, ""])
+    empty, empty_pooled = (None, None) if zeros else (cond_embeds[b:], cond_pooled[b:])
+    cond_embeds, cond_pooled = cond_embeds[:b], cond_pooled[:b]
+    embeds, pooled = _where(mask, cond_embeds, empty), _where(mask, cond_pooled, empty_pooled)
     alphas = alphas_cumprod(pipe.scheduler)
     steps = len(alphas)
-    t = torch.randint(0, steps, (b,), generator=gen)
+    t = draws.randint(steps)
+    noise = draws.randn(tuple(latents.shape[1:]), latents)
+    time_ids = batch.sdxl_time_ids()
     if couple:  # the coupled rows are A2 as A4 sees it at inference: conditioned, never dropped
-        t = torch.cat([t, torch.randint(0, max(1, int(coupling_noise * steps)), (b,), generator=gen)])
+        t = torch.cat([t, draws.randint(max(1, int(coupling_noise * steps)))])
+        noise = torch.cat([noise, draws.randn(tuple(latents.shape[1:]), latents)])
         latents = latents.repeat(2, 1, 1, 1)
         embeds, pooled = torch.cat([embeds, cond_embeds]), torch.cat([pooled, cond_pooled])
-    noise = randn(tuple(latents.shape), gen, latents)
+        time_ids = time_ids.repeat(2, 1)
     noisy = add_noise(latents, noise, t, alphas)
-    time_ids = torch.tensor([[height, width, 0, 0, height, width]], device=first.device,
-                            dtype=embeds.dtype).repeat(len(t), 1)  # original size, crop, target size
     pred = pipe.unet(noisy.to(pipe.unet.dtype), t.to(first.device), encoder_hidden_states=append_modulation(embeds, m.z),
-                     added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}, return_dict=False)[0]
+                     added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids.to(first.device, embeds.dtype)},
+                     return_dict=False)[0]
     kind = pipe.scheduler.config.prediction_type
     loss = mse(pred[:b], ddpm_target(latents[:b], noise[:b], t[:b], alphas, kind))
     if not couple:
@@ -196,38 +232,64 @@ def text_to_image_pass(m: AgentModel, first: torch.Tensor, texts: list[str], gen
 
 
 def image_to_video_loss(m: AgentModel, clips: torch.Tensor, cond_frame: torch.Tensor, fps: list[float],
-                        gen: torch.Generator, *, motion_bucket_id: int, dropout: float) -> torch.Tensor:
-    """A4 (SVD): the EDM v-loss of the clip, conditioned on `cond_frame` (B, 3, H, W) as the pipeline feeds an image."""
+                        draws: Draws, *, motion_bucket_id: int, noise_aug: float,
+                        dropout: float) -> torch.Tensor:
+    """A4 (SVD): the EDM v-loss of the clip, conditioned on `cond_frame` (B, 3, H, W) as the pipeline feeds an image.
+
+    The conditioning frame gets `noise_aug` noise and the motion bucket the preset runs with
+    (`StableVideoDiffusionPipeline`'s `noise_aug_strength` and `motion_bucket_id`).
+    """
     pipe = m.pipe
     b, frames = clips.shape[:2]
     vae = pipe.vae
-    latents = encode_latents(vae, clips.flatten(0, 1), gen).unflatten(0, (b, frames))
-    cond_sigma = rand_log_normal(b, *SVD_COND_SIGMA_LOGNORMAL, gen).to(clips.device)
-    augmented = cond_frame + randn(tuple(cond_frame.shape), gen, cond_frame) * cond_sigma.view(b, 1, 1, 1)
+    latents = encode_latents(vae, clips.flatten(0, 1), draws).unflatten(0, (b, frames))
+    augmented = cond_frame + draws.randn(tuple(cond_frame.shape[1:]), cond_frame) * noise_aug
     cond_latents = vae.encode(augmented.to(vae.dtype)).latent_dist.mode()  # unscaled, as the pipeline
     image_embeds = clip_image_tokens(pipe, cond_frame, 1)  # the clean frame, as the pipeline
-    mask = _drop(gen, b, dropout, clips.device)  # SVD's unconditional branch: zero embedding and latent
+    mask = _drop(draws, dropout, clips.device)  # SVD's unconditional branch: zero embedding and latent
     image_embeds, cond_latents = _where(mask, image_embeds), _where(mask, cond_latents)
     dtype = pipe.unet.dtype
     fps_ids = torch.tensor([max(0.0, round(f) - 1.0) for f in fps])  # SVD is conditioned on fps - 1
-    time_ids = torch.stack([fps_ids, torch.full((b,), float(motion_bucket_id)), cond_sigma.cpu()], dim=1)
+    time_ids = torch.stack([fps_ids, torch.full((b,), float(motion_bucket_id)), torch.full((b,), float(noise_aug))],
+                           dim=1)
     return svd_edm_loss(pipe.unet, latents.to(dtype), cond_latents.to(dtype),
-                        append_modulation(image_embeds.to(dtype), m.z), time_ids.to(clips.device, dtype), gen)
+                        append_modulation(image_embeds.to(dtype), m.z), time_ids.to(clips.device, dtype), draws)
+
+
+def pix2pix_dropout(u: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(text dropped, image dropped) per sample from uniform draws `u`: diffusers' `train_instruct_pix2pix.py`.
+
+    u < p: text only; p <= u < 2p: both; 2p <= u < 3p: image only (each branch of InstructPix2Pix's
+    three-way guidance is trained with probability p).
+
+    Example:
+        >>> pix2pix_dropout(torch.tensor([0.05, 0.15, 0.25, 0.5]), 0.1)
+        (tensor([ True,  True, False, False]), tensor([False,  True,  True, False]))
+    """
+    return u < 2 * p, (u >= p) & (u < 3 * p)
 
 
 def image_to_image_loss(m: AgentModel, first: torch.Tensor, source: torch.Tensor, texts: list[str],
-                        gen: torch.Generator, dropout: float) -> torch.Tensor:
-    """A3 (InstructPix2Pix): learn the first frame from the last frame and the text (noise prediction)."""
+                        draws: Draws, dropout: float) -> torch.Tensor:
+    """A3 (InstructPix2Pix): learn the first frame from the last frame and the text (noise prediction).
+
+    The unconditional text is the encoding of "" (what InstructPix2Pix inference uses), the
+    unconditional image zeros, with the three-way dropout of `pix2pix_dropout`.
+    """
     pipe = m.pipe
     b = first.shape[0]
-    latents = encode_latents(pipe.vae, first, gen)
-    with torch.no_grad(), _truncation_noted(texts):
+    latents = encode_latents(pipe.vae, first, draws)
+    with torch.no_grad():
         source_latents = pipe.vae.encode(source.to(pipe.vae.dtype)).latent_dist.mode()  # unscaled, as pix2pix
-        embeds = pipe._encode_prompt(texts, first.device, 1, False)
-    embeds = _where(_drop(gen, b, dropout, first.device), embeds)
+    embeds = clip_caption_embeds(pipe, [*texts, ""])
+    embeds, empty = embeds[:b], embeds[b:]
+    if dropout > 0:
+        text_drop, image_drop = pix2pix_dropout(draws.rand(), dropout)
+        embeds = _where(text_drop.to(first.device), embeds, empty)
+        source_latents = _where(image_drop.to(first.device), source_latents)
     alphas = alphas_cumprod(pipe.scheduler)
-    t = torch.randint(0, len(alphas), (b,), generator=gen)
-    noise = randn(tuple(latents.shape), gen, latents)
+    t = draws.randint(len(alphas))
+    noise = draws.randn(tuple(latents.shape[1:]), latents)
     noisy = add_noise(latents, noise, t, alphas)
     model_input = torch.cat([noisy, source_latents.to(noisy.dtype)], dim=1).to(pipe.unet.dtype)
     pred = pipe.unet(model_input, t.to(first.device), encoder_hidden_states=append_modulation(embeds, m.z),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from mora import media
 from mora.errors import InputError
@@ -141,7 +141,7 @@ def _probe_all(paths: list[Path]) -> list[tuple[int, float] | str]:
 
 def _bad_lines(meta: Path, problems: list[tuple[int, str]], train_frames: int) -> InputError:
     for line, problem in problems:
-        logger.error("%s line %d: %s", meta, line, problem)
+        logger.debug("%s line %d: %s", meta, line, problem)  # the error lists them (one line)
     shown = "; ".join(f"line {line}: {problem}" for line, problem in problems[:SHOWN_ERRORS])
     more = f" (and {len(problems) - SHOWN_ERRORS} more)" if len(problems) > SHOWN_ERRORS else ""
     return InputError(
@@ -166,8 +166,23 @@ def batch_indices(step: int, batch_size: int, num_clips: int, seed: int) -> list
     return out
 
 
-def load_clip(clip: Clip, *, frames: int, size: tuple[int, int], seed: int, step: int) -> np.ndarray:
-    """`frames` consecutive frames of `clip`, cover-resized to `size`: (T, H, W, 3) uint8.
+@dataclass(frozen=True)
+class ClipFrames:
+    """A training window of one clip and where it came from (SDXL's size and crop micro-conditioning).
+
+    Args:
+        frames: (T, H, W, 3) uint8 at the training size.
+        source_size: (height, width) of the video file's frames.
+        crop_top_left: (top, left) of the crop in the resized frame (diffusers' SDXL scripts' `crop_top_left`).
+    """
+
+    frames: np.ndarray
+    source_size: tuple[int, int]
+    crop_top_left: tuple[int, int]
+
+
+def load_clip(clip: Clip, *, frames: int, size: tuple[int, int], seed: int, step: int) -> ClipFrames:
+    """`frames` consecutive frames of `clip`, cover-resized to `size` and centre-cropped.
 
     The window's start is drawn from (seed, step, line), so a resumed run reads the same frames.
     """
@@ -178,9 +193,23 @@ def load_clip(clip: Clip, *, frames: int, size: tuple[int, int], seed: int, step
                          "restore the file or remove its line")
     start = int(np.random.default_rng([seed, step, clip.line]).integers(0, available - frames + 1))
     window = video.frames[start:start + frames]
+    return cover_crop(window, size)
+
+
+def cover_crop(window: np.ndarray, size: tuple[int, int]) -> ClipFrames:
+    """Resize (T, h, w, 3) frames so they cover `size` (no distortion, no borders), then centre-crop.
+
+    Written out rather than `ImageOps.fit`, because SDXL is conditioned on the crop's offset, which
+    is computed here as diffusers' SDXL training scripts do: resize, then crop (round((h' - H) / 2), ...).
+    """
     width, height = size
-    if window.shape[2] == width and window.shape[1] == height:
-        return window
-    # Cover + centre-crop: no distortion, no borders (as the tools fit images to a model's size).
-    return np.stack([np.asarray(ImageOps.fit(Image.fromarray(f), (width, height), Image.Resampling.LANCZOS))
-                     for f in window])
+    source = (int(window.shape[1]), int(window.shape[2]))
+    if source == (height, width):
+        return ClipFrames(window, source, (0, 0))
+    scale = max(width / source[1], height / source[0])
+    resized = (max(width, round(source[1] * scale)), max(height, round(source[0] * scale)))
+    top, left = round((resized[1] - height) / 2), round((resized[0] - width) / 2)
+    out = np.stack([np.asarray(Image.fromarray(f).resize(resized, Image.Resampling.LANCZOS))[top:top + height,
+                                                                                           left:left + width]
+                    for f in window])
+    return ClipFrames(out, source, (top, left))

@@ -46,6 +46,8 @@ SCORE_JUDGE = "score_card"
 MANIFEST = "train.json"
 TASK = "train-data-free"
 SHEET_FRAMES = 4
+# What a data-free run leaves in RUN_DIR (`--overwrite` removes these, after every check passed).
+RUN_PARTS = ("adapter", MANIFEST, "candidates", "checkpoints", "data", "train", "loss.png")
 Human = Callable[[list[dict], dict], Any]
 
 
@@ -58,34 +60,55 @@ class LoopResult:
         run_dir: RUN_DIR.
         iterations: the rows of train.json, one per iteration.
         manifest: the content of `RUN_DIR/train.json`.
+        final: the summary of the last fine-tuning (a `TrainResult`: adapter, steps in all iterations,
+            final loss = mean of its last 10 steps, modulation), None if nothing was ever kept.
     """
 
     adapter_dir: Path | None
     run_dir: Path
     iterations: list[dict]
     manifest: dict = field(repr=False)
+    final: Any = None
+
+
+# Options a candidate job gets per candidate from the loop, never from the caller.
+LOOP_SETS = ("seed", "out", "adapter", "overwrite", "resume", "metrics")
+
+
+def candidate_job_fields() -> tuple[str, ...]:
+    """The job options `mora train` passes to every candidate: the preset and the host's options (device,
+    LLM config, preset file, ...), from the job model; the loop sets seed, out and adapter itself."""
+    from mora.workflows.jobspec import OPTIONS
+
+    return tuple(name for name, o in OPTIONS.items()
+                 if (name == "preset" or o.scope == "host") and name not in LOOP_SETS)
 
 
 @dataclass
 class LoopConfig:
-    """The loop's own options (the fine-tuning options go to `TrainConfig` unchanged)."""
+    """A checked data-free run: prompts, RUN_DIR, the loop's options, the candidates' job options and the
+    fine-tuning's options (`TrainConfig` fields, `steps` per iteration)."""
 
     prompts: list[str]
     out: Path
-    iterations: int = 3
-    candidates: int = 4
-    steps: int = 50
-    quality_floor: float = 0.0
-    preset: str = "mora"
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
+    options: Any  # LoopOptions
+    job: dict  # the candidates' job options, validated by the job model (preset, preset_file, device, ...)
+    train_options: dict
     config_list: list[dict] | None = None
-    train_options: dict = field(default_factory=dict)
+    resume: bool = False
+    overwrite: bool = False
+
+    @property
+    def seed(self) -> int:
+        return int(self.train_options.get("seed", 0))
+
+    @property
+    def steps(self) -> int:
+        return int(self.train_options["steps"])
 
     def to_json(self) -> dict:
-        return {"prompts": self.prompts, "iterations": self.iterations, "candidates": self.candidates,
-                "steps": self.steps, "quality_floor": self.quality_floor, "preset": self.preset, "seed": self.seed,
+        job = {k: v for k, v in self.job.items() if k != "llm_config"}  # a config list may hold keys
+        return {"prompts": self.prompts, **self.options.model_dump(), "job": job,
                 "train_options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.train_options.items()}}
 
 
@@ -118,29 +141,69 @@ def load_prompts(prompts: Any) -> list[str]:
     return usable
 
 
-def check_loop(prompts: Any, out: Any, *, iterations: int, candidates: int, steps: int, quality_floor: float,
-               resume: bool, llm_config: Any, preset: str, seed: int, device: str, options: dict) -> LoopConfig:
-    """Every check of a data-free run; returns its config. Raises InputError; writes nothing."""
+def check_loop(prompts: Any, out: Any, *, resume: bool = False, job: dict | None = None,
+               **options: Any) -> LoopConfig:
+    """Every check of a data-free run; returns its config. Raises InputError; writes nothing.
+
+    Args:
+        prompts: a file or a list of prompts.
+        out: RUN_DIR.
+        resume: continue the run in RUN_DIR.
+        job: the candidates' job options (preset, preset_file, device, llm_config, ...: `candidate_job_fields`).
+        **options: `LoopOptions` fields (iterations, candidates, quality_floor), `TrainConfig` fields for
+            the fine-tuning (steps per iteration, default 50), and job options as keywords too.
+
+    Example:
+        >>> cfg = check_loop(["a fox"], "runs/df", preset="tiny", iterations=1, candidates=2, steps=2)
+    """
     from mora.agents.llm import load_llm_config
-    from mora.training.config import TrainConfig, _float, _int
+    from mora.training.config import LoopOptions, TrainConfig
+    from mora.workflows.jobspec import parse_job
 
     if out is None:
         raise InputError("--out: missing; pass the run folder (RUN_DIR)")
-    iterations = _int(iterations, "iterations", 1, 1000)
-    candidates = _int(candidates, "candidates", 2, 64)  # a filter needs a choice
-    steps = _int(steps, "steps", 1, 10**8)
-    floor = _float(quality_floor, "quality_floor", 0.0, 1.0)
+    job = dict(job or {})
+    for name in candidate_job_fields():
+        if name in options:
+            job[name] = options.pop(name) if name not in TrainConfig.model_fields else options[name]
+    loop = LoopOptions(**{k: options.pop(k) for k in list(options) if k in LoopOptions.model_fields})
     bad = sorted(set(options) & {"data", "out", "resume"})
     if bad:
         raise InputError(f"{bad[0]}: not an option of the data-free loop")
-    cfg = LoopConfig(prompts=load_prompts(prompts), out=Path(out).expanduser(), iterations=iterations,
-                     candidates=candidates, steps=steps, quality_floor=floor, preset=preset, seed=seed,
-                     device=device, resume=bool(resume), config_list=load_llm_config(llm_config),
-                     train_options=dict(options))
-    TrainConfig(data=cfg.out / "data" / "all", out=cfg.out / "train" / "iter-1", steps=steps, preset=preset,
-                seed=seed, device=device, **options).validate()
+    checked = parse_job({"task": "text-to-video", "prompt": "a fox", **job}, flags=True)
+    job = {k: v for k in job if (v := getattr(checked, k)) is not None}
+    options.setdefault("steps", 50)
+    for name in ("preset", "preset_file", "device"):  # the fine-tuning runs on the candidates' models
+        if name in job:
+            options[name] = job[name]
+    overwrite = bool(options.pop("overwrite", False))
+    train = TrainConfig(data=Path(out) / "data" / "all", out=Path(out) / "train" / "iter-1", **options).validate()
+    options.setdefault("train_frames", _frames_made(train, options))
+    cfg = LoopConfig(prompts=load_prompts(prompts), out=Path(out).expanduser(), options=loop, job=job,
+                     train_options=options, config_list=load_llm_config(job.get("llm_config")),
+                     resume=bool(resume), overwrite=overwrite)
     _check_run_dir(cfg)
     return cfg
+
+
+def _frames_made(train: Any, options: dict) -> int:
+    """The frames training reads from each candidate: all a candidate has, up to the training default.
+
+    Refuses `--train-frames` above what the preset's text-to-video makes, before any candidate is made.
+    """
+    from mora.tools.segments import chained_length
+
+    if "image_to_video_agent" not in train.agents and "train_frames" not in options:
+        return train.train_frames
+    settings = train.preset_obj().spec("image_to_video").settings
+    made = chained_length(settings.num_frames, getattr(settings, "segments", 1))
+    if "train_frames" in options:
+        if train.train_frames > made:
+            raise InputError(f"--train-frames: {train.train_frames} is more than the {made} frames each "
+                             f"candidate of preset {train.preset_name!r} has; pass --train-frames {made} or less "
+                             "(or leave it out: training then reads what the preset makes)")
+        return train.train_frames
+    return min(train.train_frames, made)
 
 
 def _check_run_dir(cfg: LoopConfig) -> None:
@@ -148,10 +211,13 @@ def _check_run_dir(cfg: LoopConfig) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out: {str(out)!r} is a file; pass a folder for the run")
     manifest = out / MANIFEST
+    if cfg.resume and cfg.overwrite:
+        raise InputError("--overwrite: cannot be used with --resume; pick one (resume continues the run, "
+                         "overwrite starts a new one)")
     if not cfg.resume:
-        if any((out / name).exists() for name in ("adapter", MANIFEST, "candidates", "checkpoints")):
+        if not cfg.overwrite and any((out / name).exists() for name in RUN_PARTS):
             raise InputError(f"--out: {str(out)!r} already holds a run (its adapter or train.json); pass --resume "
-                             "to continue it or choose a new folder")
+                             "to continue it, --overwrite to replace it, or choose a new folder")
         return
     try:
         previous = json.loads(manifest.read_text(encoding="utf-8"))
@@ -206,20 +272,25 @@ class DataFreeLoop:
     def iter_dir(self, kind: str, k: int) -> Path:
         return self.out / kind / f"iter-{k}"
 
-    def candidates(self, k: int, i: int, prompt: str, adapter: Path | None) -> list[dict]:
-        """The N candidates of prompt i in iteration k, made now or reused from an earlier attempt."""
+    def candidates(self, k: int, i: int, prompt: str, adapter: Path | None, bar: Any = None) -> list[dict]:
+        """The N candidates of prompt i in iteration k, made now or reused from an earlier attempt.
+
+        Each is a job of the job model: the prompt, the job options given to `mora train` (`cfg.job`),
+        and the candidate's seed, output and adapter.
+        """
         from mora.evaluation.critic import quality
-        from mora.workflows.runner import run
+        from mora.workflows.prepare import Hooks
+        from mora.workflows.runner import run_job
 
         folder = self.iter_dir("candidates", k) / f"p{i:03d}"
         made = []
-        for j in range(1, self.cfg.candidates + 1):
+        for j in range(1, self.cfg.options.candidates + 1):
             seed, video = candidate_seed(self.cfg.seed, k, i, j), folder / f"c{j}.mp4"
             manifest = _reusable(video, seed, adapter)
             if manifest is None:
-                manifest = run("text-to-video", prompt=prompt, preset=self.cfg.preset, seed=seed, out=video,
-                               adapter=str(adapter) if adapter else None, llm_config=self.cfg.config_list,
-                               device=self.cfg.device, overwrite=True, progress=False, metrics=True).manifest
+                job = {"task": "text-to-video", "prompt": prompt, **self.cfg.job, "seed": seed, "out": str(video),
+                       "adapter": str(adapter) if adapter else None, "overwrite": True, "metrics": True}
+                manifest = run_job(job, Hooks(progress=False)).manifest
             else:
                 logger.info("iteration %d, prompt %d: candidate %d reused", k, i, j)
             sheet = folder / f"c{j}_sheet.png"
@@ -229,6 +300,9 @@ class DataFreeLoop:
             made.append({"number": j, "video": str(video), "sheet": str(sheet), "seed": seed,
                          "enhanced_prompt": manifest.get("enhanced_prompt") or prompt, "scores": card,
                          "quality": quality(card), "adapter": (manifest.get("adapter") or {}).get("path")})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"prompt {i} candidate {j}: quality {made[-1]['quality']:.3f}")
         return made
 
     def decide(self, k: int, i: int, prompt: str, candidates: list[dict]) -> dict:
@@ -244,18 +318,19 @@ class DataFreeLoop:
         return decision
 
     def _vote(self, prompt: str, candidates: list[dict]) -> dict:
+        """The judges' votes over the eligible candidates (those at or above the quality floor) only."""
         from mora.agents.critic import vote
 
         decision = {"kept": None, "dropped": None, "decided_by": None, "votes": {}, "judge_errors": {}}
-        eligible = [c for c in candidates if c["quality"] >= self.cfg.quality_floor]
+        eligible = [c for c in candidates if c["quality"] >= self.cfg.options.quality_floor]
         if not eligible:
             decision["dropped"] = "quality"
             return decision
         best = max(eligible, key=lambda c: (c["quality"], -c["number"]))
         votes: dict[str, Any] = {SCORE_JUDGE: best["number"]}
         for name, entry in self.judges:
-            choice, error = vote(entry, [c["sheet"] for c in candidates], prompt, self.cfg.config_list)
-            votes[name] = "abstain" if choice is None else choice
+            choice, error = vote(entry, [c["sheet"] for c in eligible], prompt, self.cfg.config_list)
+            votes[name] = "abstain" if choice is None else choice if choice == "none" else eligible[choice - 1]["number"]
             if error:
                 decision["judge_errors"][name] = error
         decision["votes"] = votes
@@ -268,37 +343,61 @@ class DataFreeLoop:
         return decision
 
     def _ask_human(self, candidates: list[dict], votes: dict) -> dict:
+        """The human sees (and may keep) only the eligible candidates; their numbers stay the candidates' own."""
         if self.human is None:
             return {"dropped": "disagreement"}
-        answer = self.human([dict(c) for c in candidates], dict(votes))
+        eligible = [c for c in candidates if c["quality"] >= self.cfg.options.quality_floor]
+        answer = self.human([dict(c) for c in eligible], dict(votes))
         if answer is None or (isinstance(answer, str) and answer.strip().lower() == "none"):
             return {"dropped": "human", "decided_by": "human"}
         try:
             number = int(answer)
         except (TypeError, ValueError):
             number = 0
-        if isinstance(answer, bool) or not 1 <= number <= len(candidates):
-            raise InputError(f"human: {answer!r} is not a candidate number 1..{len(candidates)} or None")
+        numbers = [c["number"] for c in eligible]
+        if isinstance(answer, bool) or number not in numbers:
+            raise InputError(f"human: {answer!r} is not one of the candidates shown ({', '.join(map(str, numbers))}) "
+                             "or None")
         return {"kept": number, "decided_by": "human"}
 
-    def iteration(self, k: int, adapter: Path | None) -> tuple[dict, Path | None]:
-        """Run iteration k with `adapter`; returns its train.json row and the new adapter."""
+    def iteration(self, k: int, adapter: Path | None) -> tuple[dict, Path | None, Any]:
+        """Run iteration k with `adapter`; returns its train.json row, the new adapter and the fine-tuning's result."""
         started = time.perf_counter()
         kept, decisions = [], []
-        for i, prompt in enumerate(self.cfg.prompts, start=1):
-            candidates = self.candidates(k, i, prompt, adapter)
-            decision = self.decide(k, i, prompt, candidates)
-            decisions.append(decision)
-            if decision.get("kept"):
-                kept.append(_sample(i, prompt, candidates[decision["kept"] - 1], decision))
+        bar = self._candidate_bar(k)
+        try:
+            for i, prompt in enumerate(self.cfg.prompts, start=1):
+                candidates = self.candidates(k, i, prompt, adapter, bar)
+                decision = self.decide(k, i, prompt, candidates)
+                decisions.append(decision)
+                if decision.get("kept"):
+                    kept.append(_sample(i, prompt, candidates[decision["kept"] - 1], decision))
+        finally:
+            if bar is not None:
+                bar.close()
         write_kept(self.iter_dir("data", k), kept)
         result = self.fine_tune(k, adapter)
         new_adapter = result.adapter_dir if result is not None else adapter
         row = _row(k, self.cfg, decisions, kept, result, time.perf_counter() - started, new_adapter, self.out)
-        return row, new_adapter
+        return row, new_adapter, result
+
+    def _candidate_bar(self, k: int) -> Any:
+        """A progress line per candidate made (the first minute of a run would be silent otherwise)."""
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=len(self.cfg.prompts) * self.cfg.options.candidates, unit="video", dynamic_ncols=True,
+                    desc=f"iteration {k}/{self.cfg.options.iterations}: candidates")
 
     def fine_tune(self, k: int, adapter: Path | None) -> Any:
-        """`steps` steps on everything kept so far, from `adapter`; None when nothing was kept yet."""
+        """`steps` steps on everything kept so far, from `adapter`; None when nothing was kept yet.
+
+        From iteration 2 on, the run starts from the previous adapter's theta_i and z_i (reported as
+        its start: `modulation_initial`, drift and cosine are measured from the loaded z) and from
+        the optimizer state of the fine-tuning that wrote it.
+        """
+        from mora.training.checkpoints import checkpoints
         from mora.training.config import TrainConfig
         from mora.training.trainer import Trainer
 
@@ -307,13 +406,10 @@ class DataFreeLoop:
             logger.warning("iteration %d: nothing kept so far; no fine-tuning, the adapter stays", k)
             return None
         run_dir = self.iter_dir("train", k)
-        from mora.training.checkpoints import checkpoints
-
         resume = run_dir.is_dir() and bool(checkpoints(run_dir))
         if run_dir.is_dir() and not resume:  # interrupted before its first checkpoint: start it again
             shutil.rmtree(run_dir)
-        cfg = TrainConfig(data=data, out=run_dir, steps=self.cfg.steps, preset=self.cfg.preset, seed=self.cfg.seed,
-                          device=self.cfg.device, resume=resume, **self.cfg.train_options)
+        cfg = TrainConfig(data=data, out=run_dir, resume=resume, **self.cfg.train_options)
         trainer = Trainer(cfg, progress=self.progress)
         trainer.prepare()
         if trainer.resumed_from is None and adapter is not None:
@@ -322,6 +418,8 @@ class DataFreeLoop:
 
     def run(self) -> LoopResult:
         """All iterations (finished ones of a resumed run are skipped); writes train.json after each."""
+        if self.cfg.overwrite:
+            _clear(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         if self.cfg.resume:
             previous = json.loads((self.out / MANIFEST).read_text(encoding="utf-8"))
@@ -329,9 +427,9 @@ class DataFreeLoop:
         adapter = self.out / self.rows[-1]["adapter"] if self.rows and self.rows[-1].get("adapter") else None
         self.write_manifest()
         try:
-            for k in range(len(self.rows) + 1, self.cfg.iterations + 1):
-                logger.info("data-free iteration %d of %d (adapter: %s)", k, self.cfg.iterations, adapter)
-                row, adapter = self.iteration(k, adapter)
+            for k in range(len(self.rows) + 1, self.cfg.options.iterations + 1):
+                logger.info("data-free iteration %d of %d (adapter: %s)", k, self.cfg.options.iterations, adapter)
+                row, adapter, _ = self.iteration(k, adapter)
                 self.rows.append(row)
                 self.write_manifest()
             self.status = "complete"
@@ -341,7 +439,8 @@ class DataFreeLoop:
                 write_folder_atomically(final, lambda tmp: shutil.copytree(adapter, tmp, dirs_exist_ok=True))
             plot_iterations(self.out, self.rows)
             manifest = self.write_manifest(final)
-            return LoopResult(adapter_dir=final, run_dir=self.out, iterations=self.rows, manifest=manifest)
+            return LoopResult(adapter_dir=final, run_dir=self.out, iterations=self.rows, manifest=manifest,
+                              final=self._summary(final, manifest))
         except BaseException as error:
             self.status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
             try:
@@ -349,6 +448,19 @@ class DataFreeLoop:
             except (OSError, TypeError, ValueError):  # the record of the failure is best effort (disk, JSON)
                 logger.debug("could not record the %s run", self.status)
             raise
+
+    def _summary(self, final: Path | None, manifest: dict) -> Any:
+        """The run's `TrainResult`: the same summary `--data` ends with (steps of every iteration)."""
+        from mora.training.trainer import TrainResult
+
+        trained = [r for r in self.rows if r.get("loss") is not None]
+        if final is None or not trained:
+            return None
+        last = trained[-1]
+        metrics = self.out / "train" / f"iter-{last['iteration']}" / "metrics.jsonl"
+        return TrainResult(adapter_dir=final, metrics_path=metrics, final_loss=float(last["loss"]), run_dir=self.out,
+                           steps=sum(r["steps"] for r in trained), modulation=manifest["adapter"]["modulation"],
+                           manifest=manifest)
 
     def write_manifest(self, adapter: Path | None = None) -> dict:
         from mora.adapters.adapter import load_adapter
@@ -436,13 +548,19 @@ def assemble_all(data_root: Path, k: int) -> Path | None:
 
 
 def load_weights(trainer: Any, adapter_dir: Path) -> None:
-    """Start `trainer` from a saved adapter: its theta_i and z_i for every agent both have."""
+    """Start `trainer` from a saved adapter: its theta_i and z_i for every agent both have.
+
+    The loaded z_i becomes the run's reference (`z_init`: modulation_initial, drift and cosine are
+    measured from it), and when the adapter was written by a run with a checkpoint beside it (a
+    data-free iteration's `train/iter-k/`), that run's optimizer state is carried over too.
+    """
     import torch
 
     from mora.adapters.adapter import load_adapter
     from mora.adapters.lora import read_lora_file, set_lora_state
+    from mora.training.checkpoints import OPTIMIZER, checkpoints
 
-    adapter = load_adapter(adapter_dir, trainer.cfg.preset_name)
+    adapter = load_adapter(adapter_dir, trainer.cfg.preset_obj())
     for agent, model in trainer.models.items():
         if not adapter.has(agent):
             continue
@@ -450,6 +568,12 @@ def load_weights(trainer: Any, adapter_dir: Path) -> None:
         set_lora_state(model.pipe.unet, state)
         with torch.no_grad():
             model.z.copy_(adapter.modulation(agent).to(model.z.device, model.z.dtype))
+        model.z_init = model.z.detach().clone()
+    found = checkpoints(Path(adapter_dir).parent)
+    if found and set(adapter.agents) == set(trainer.models):
+        state = torch.load(found[-1][1] / OPTIMIZER, map_location="cpu", weights_only=True)
+        trainer.optimizer.load_state_dict(state)
+        logger.info("optimizer state carried over from %s", found[-1][1])
 
 
 def _describe(decision: dict) -> str:
@@ -464,7 +588,7 @@ def _row(k: int, cfg: LoopConfig, decisions: list[dict], kept: list[dict], resul
     scores = [s["quality"] for s in kept]
     return {
         "iteration": k, "status": "complete", "prompts": len(cfg.prompts),
-        "candidates": len(cfg.prompts) * cfg.candidates, "kept": len(kept),
+        "candidates": len(cfg.prompts) * cfg.options.candidates, "kept": len(kept),
         "dropped": {reason: dropped.get(reason, 0) for reason in ("quality", "disagreement", "human")},
         "decided_by": dict(Counter(d["decided_by"] for d in decisions if d.get("kept"))),
         "human_decisions": sum(d.get("decided_by") == "human" for d in decisions),
@@ -472,6 +596,7 @@ def _row(k: int, cfg: LoopConfig, decisions: list[dict], kept: list[dict], resul
         "mean_kept_score": round(sum(scores) / len(scores), 4) if scores else None,
         "loss": None if result is None else round(float(result.final_loss), 6),
         "steps": 0 if result is None else cfg.steps, "seconds": round(seconds, 2),
+        "loss_is": "mean of the iteration's last 10 steps",
         "adapter": str(Path(adapter).relative_to(out)) if adapter else None,
     }
 
@@ -492,28 +617,41 @@ def plot_iterations(out: Path, rows: list[dict]) -> Path | None:
 
 
 def train_data_free(prompts: Any, out: Any, *, human: Human | None = None, progress: bool = True,
-                    iterations: int = 3, candidates: int = 4, steps: int = 50, quality_floor: float = 0.0,
-                    llm_config: Any = None, resume: bool = False, preset: str = "mora", seed: int = 0,
-                    device: str = "auto", **options: Any) -> LoopResult:
+                    resume: bool = False, job: dict | None = None, **options: Any) -> LoopResult:
     """The data-free loop (`mora.train(prompts=...)`); see the module docstring.
 
     Args:
         prompts: a text file (one prompt per line) or a list of prompts.
-        out: RUN_DIR (new, or this run with `resume=True`).
+        out: RUN_DIR (new, an earlier run's with `overwrite=True`, or this run with `resume=True`).
         human: `human(candidates, votes)` settles a disagreement: a candidate number (1-based) or None
-            to drop the prompt. None: such prompts are dropped (`disagreement`).
-        iterations, candidates, steps: K, N (>= 2) and fine-tuning steps per iteration.
-        quality_floor: candidates under this score-card quality are never kept.
-        llm_config: the LLM config; entries tagged "vision" are the LLM judges.
-        **options: `TrainConfig` fields for the fine-tuning (rank, lr, train_size, ...).
+            to drop the prompt. It is shown only the candidates at or above the quality floor. None:
+            such prompts are dropped (`disagreement`).
+        job: the candidates' job options (`candidate_job_fields`: preset, preset_file, device,
+            llm_config, ...); they may also be given as keywords.
+        **options: `LoopOptions` (iterations=3, candidates=4 (>= 2), quality_floor=0.0) and `TrainConfig`
+            fields for the fine-tuning (steps per iteration, default 50; rank, lr, train_size, ...).
+            `train_frames` defaults to the frames each candidate has (at most the training default).
 
     Raises:
-        InputError: bad prompts or options, RUN_DIR holding another run; nothing is generated then.
+        InputError: bad prompts or options, a combination that cannot work (e.g. more training frames
+            than a candidate has), RUN_DIR holding another run; nothing is generated then.
+
+    Example:
+        >>> mora.train(prompts=["a fox"], out="runs/df", preset="tiny", iterations=1, candidates=2,
+        ...            steps=2)  # doctest: +SKIP
     """
-    cfg = check_loop(prompts, out, iterations=iterations, candidates=candidates, steps=steps,
-                     quality_floor=quality_floor, resume=resume, llm_config=llm_config, preset=preset, seed=seed,
-                     device=device, options=options)
+    cfg = check_loop(prompts, out, resume=resume, job=job, **options)
     return DataFreeLoop(cfg, human=human, progress=progress).run()
+
+
+def _clear(out: Path) -> None:
+    """Remove an earlier run's parts from RUN_DIR (`--overwrite`, after every check passed)."""
+    for name in RUN_PARTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def train(data: Any = None, out: Any = None, *, prompts: Any = None, human: Human | None = None,

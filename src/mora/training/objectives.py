@@ -9,10 +9,13 @@
   x / sqrt(sigma^2 + 1); timestep input 0.25 * log(sigma); denoised = c_skip * x + c_out * F(x) with
   c_skip = 1 / (sigma^2 + 1), c_out = -sigma / sqrt(sigma^2 + 1); loss weighted by
   (1 + sigma^2) / sigma^2 (EDM's lambda(sigma) for sigma_data = 1). The conditioning frame is
-  noise-augmented with sigma_c ~ LogNormal(-3, 0.5), which is also its `noise_aug_strength` id.
+  noise-augmented with the preset's `noise_aug_strength` (also its time id) and conditioned on the
+  preset's motion bucket, as inference runs it (`mora.training.coupled.image_to_video_loss`).
 
-Every random draw takes an explicit CPU `torch.Generator`, so a step is a pure function of its
-seed on any device.
+Every random draw comes from `Draws`: one CPU `torch.Generator` per sample, seeded by (seed, step,
+the sample's index in the step's global batch). A step is a pure function of its seed on any
+device, and a sample gets the same noise whichever process or micro-batch it lands in: 2
+processes with batch 1 compute what 1 process with batch 2 does.
 """
 
 from __future__ import annotations
@@ -20,22 +23,54 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-# SVD's EDM training distributions (P_mean, P_std) and its conditioning-noise augmentation.
+# SVD's EDM training distribution (P_mean, P_std).
 SVD_SIGMA_LOGNORMAL = (0.7, 1.6)
-SVD_COND_SIGMA_LOGNORMAL = (-3.0, 0.5)
 
 
-def randn(shape: tuple[int, ...], gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """Standard normal noise drawn on the CPU from `gen`, moved to `like`'s device and dtype."""
-    return torch.randn(shape, generator=gen).to(device=like.device, dtype=like.dtype)
+class Draws:
+    """Every random draw of one (micro-)batch: a CPU generator per sample, each draw one value or tensor per sample.
 
+    Args:
+        gens: one generator per sample, in batch order.
 
-def rand_log_normal(n: int, loc: float, scale: float, gen: torch.Generator) -> torch.Tensor:
-    """n draws of exp(N(loc, scale^2)) (CPU, float32)."""
-    return (torch.randn(n, generator=gen) * scale + loc).exp()
+    Example:
+        >>> d = Draws.for_samples(seed=0, step=3, indices=[0, 1])
+        >>> d.rand().shape
+        torch.Size([2])
+    """
+
+    def __init__(self, gens: list[torch.Generator]):
+        self.gens = gens
+
+    @classmethod
+    def for_samples(cls, seed: int, step: int, indices: list[int]) -> Draws:
+        """Generators of the samples `indices` (positions in step `step`'s global batch)."""
+        return cls([torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, k]).generate_state(1)[0]))
+                    for k in indices])
+
+    def __len__(self) -> int:
+        return len(self.gens)
+
+    def randn(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """(B, *shape) standard normal noise on `like`'s device and dtype."""
+        return torch.stack([torch.randn(shape, generator=g) for g in self.gens]).to(device=like.device,
+                                                                                   dtype=like.dtype)
+
+    def rand(self) -> torch.Tensor:
+        """(B,) uniform [0, 1) on the CPU."""
+        return torch.stack([torch.rand((), generator=g) for g in self.gens])
+
+    def randint(self, high: int) -> torch.Tensor:
+        """(B,) integers in [0, high) on the CPU."""
+        return torch.stack([torch.randint(0, high, (), generator=g) for g in self.gens])
+
+    def log_normal(self, loc: float, scale: float) -> torch.Tensor:
+        """(B,) draws of exp(N(loc, scale^2)) on the CPU."""
+        return torch.stack([torch.randn((), generator=g) for g in self.gens]).mul(scale).add(loc).exp()
 
 
 @functools.lru_cache(maxsize=8)
@@ -91,7 +126,7 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def svd_edm_loss(unet: Any, latents: torch.Tensor, cond_latents: torch.Tensor, encoder_states: torch.Tensor,
-                 added_time_ids: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+                 added_time_ids: torch.Tensor, draws: Draws) -> torch.Tensor:
     """SVD's EDM v-objective for clip latents (B, T, C, h, w) given the conditioning frame's latents (B, C, h, w).
 
     Args:
@@ -100,12 +135,12 @@ def svd_edm_loss(unet: Any, latents: torch.Tensor, cond_latents: torch.Tensor, e
         cond_latents: the noise-augmented conditioning frame's VAE latents (mode, unscaled, as the pipeline).
         encoder_states: cross-attention input (B, 1 + K, D): image embedding then z.
         added_time_ids: (B, 3): fps - 1, motion bucket, conditioning noise.
-        gen: the step's generator.
+        draws: the samples' generators.
     """
     b = latents.shape[0]
-    sigma = rand_log_normal(b, *SVD_SIGMA_LOGNORMAL, gen).to(latents.device)
+    sigma = draws.log_normal(*SVD_SIGMA_LOGNORMAL).to(latents.device)
     s = sigma.view(b, 1, 1, 1, 1).to(latents.dtype)
-    noisy = latents + randn(tuple(latents.shape), gen, latents) * s
+    noisy = latents + draws.randn(tuple(latents.shape[1:]), latents) * s
     model_input = torch.cat([noisy / (s**2 + 1).sqrt(),
                              cond_latents.unsqueeze(1).expand(-1, latents.shape[1], -1, -1, -1).to(latents.dtype)],
                             dim=2)

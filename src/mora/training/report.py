@@ -69,27 +69,37 @@ def plot_losses(records: list[dict[str, Any]], path: Path, boundaries: list[int]
     from matplotlib.figure import Figure
 
     steps = [r["step"] for r in records]
-    fig = Figure(figsize=(9, 6.5), dpi=100)
+    fig = Figure(figsize=(9, 9), dpi=100)
     FigureCanvasAgg(fig)
-    loss_ax, mod_ax = fig.subplots(2, 1, sharex=True)
+    loss_ax, mod_ax, drift_ax = fig.subplots(3, 1, sharex=True)
     loss_ax.plot(steps, [r["loss"] for r in records], label="total", color="black", linewidth=1.2)
     for agent in records[-1].get("loss_per_agent", {}):
         loss_ax.plot(steps, [r["loss_per_agent"].get(agent, math.nan) for r in records], label=agent, linewidth=0.9)
     loss_ax.set_ylabel("loss")
     loss_ax.set_yscale("log" if min(r["loss"] for r in records) > 0 else "linear")
     loss_ax.legend(fontsize=8)
-    for agent in records[-1].get("modulation", {}):
-        mod_ax.plot(steps, [r["modulation"].get(agent, math.nan) for r in records], label=agent)
-    mod_ax.set_ylabel("modulation factor ||z_i||")
-    mod_ax.set_xlabel("step")
-    for ax in (loss_ax, mod_ax):
+    _per_agent(mod_ax, steps, records, "modulation", "modulation factor ||z_i||")
+    # ||z|| barely moves while z does: its distance from the start and its direction show the change
+    _per_agent(drift_ax, steps, records, "modulation_drift", "drift ||z_i - z_i0||")
+    cos_ax = drift_ax.twinx()
+    _per_agent(cos_ax, steps, records, "modulation_cos", "cos(z_i, z_i0) (dashed)", linestyle="--")
+    drift_ax.set_xlabel("step")
+    for ax in (loss_ax, mod_ax, drift_ax):
         for at in boundaries:
             ax.axvline(at + 0.5, color="grey", linestyle="--", linewidth=0.8)
-    mod_ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+def _per_agent(ax: Any, steps: list[int], records: list[dict[str, Any]], key: str, label: str, **style: Any) -> None:
+    """One line per agent of `key` (a dict per record); records without it (older runs) plot as gaps."""
+    for agent in records[-1].get(key, {}):
+        ax.plot(steps, [r.get(key, {}).get(agent, math.nan) for r in records], label=agent, **style)
+    ax.set_ylabel(label)
+    if records[-1].get(key):
+        ax.legend(fontsize=8)
 
 
 def open_log(path: Path) -> tuple[logging.Handler, list]:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mora.adapters.adapter import ADAPTER_JSON, Adapter, write_adapter, write_folder_atomically
@@ -30,7 +29,9 @@ from mora.training import checkpoints as ckpt
 from mora.training.config import TrainConfig
 from mora.training.coupled import Batch, compute_losses
 from mora.training.data import batch_indices, check_dataset, load_clip
+from mora.training.distributed import Processes, average_gradients, from_environment, mean_over_processes
 from mora.training.models import AgentModel, build_agent
+from mora.training.objectives import Draws
 from mora.training.report import (
     LOG_FILE,
     LOSS_PLOT,
@@ -115,11 +116,6 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return 1.0
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """The CPU generator every random draw of step `step` comes from."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
-
-
 class Trainer:
     """Runs one training; `train()` is `Trainer(config).run()`.
 
@@ -146,6 +142,7 @@ class Trainer:
         self.step = 0
         self.resumed_from: Path | None = None
         self._log: tuple | None = None
+        self.processes = Processes()
         self._started = time.time()
 
     @property
@@ -157,22 +154,26 @@ class Trainer:
     def prepare(self) -> None:
         """Check RUN_DIR and the data, load the models, build the optimizer, restore a checkpoint.
 
-        Nothing is written before the options and RUN_DIR pass their checks; after that only
-        `train.log` until the data passed too.
+        Nothing is written before the options, RUN_DIR and every data line pass their checks (a
+        refused run leaves no folder and no log); `--overwrite` clears an earlier run only then.
         """
         if self.models:
             return
         from mora.tools.runtime import resolve_device
 
         resume_from = ckpt.check_run_dir(self.cfg)
-        self.device = resolve_device(self.cfg.device)
+        self.processes, device = from_environment(self.cfg.device)
+        self.device = resolve_device(device)
         self._check_optimizer()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open_log(self.run_dir / LOG_FILE)
+        self.clips = check_dataset(self.cfg.data, self.cfg.train_frames)
+        if self.processes.main:  # only process 0 writes
+            if self.cfg.overwrite:
+                ckpt.clear_run(self.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._log = open_log(self.run_dir / LOG_FILE)
         try:
             logger.info("training %s on preset %s (%s)", ", ".join(self.cfg.agents), self.cfg.preset_name,
                         json.dumps(self.cfg.to_json()))
-            self.clips = check_dataset(self.cfg.data, self.cfg.train_frames)
             self.dtype = self._frozen_dtype()
             preset = self.cfg.preset_obj()
             self.models = {agent: build_agent(preset, agent, self.device, self.dtype, rank=self.cfg.rank,
@@ -183,9 +184,7 @@ class Trainer:
             self.optimizer = self._make_optimizer()
             if resume_from is not None:
                 self._restore(resume_from)
-        except BaseException as error:
-            if isinstance(error, InputError):
-                logger.error("%s", error)
+        except BaseException:
             self.close()
             raise
 
@@ -233,12 +232,28 @@ class Trainer:
 
     # --- one step ---------------------------------------------------------------------------------
 
-    def batch(self, step: int) -> Batch:
-        """The clips of training step `step` (0-based)."""
+    def batch(self, step: int, micro: int = 0) -> Batch:
+        """This process's clips of micro-batch `micro` of training step `step` (0-based)."""
         cfg = self.cfg
-        picked = [self.clips[i] for i in batch_indices(step, cfg.batch_size, len(self.clips), cfg.seed)]
-        frames = [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed, step=step) for c in picked]
-        return Batch.from_frames(frames, [c.text for c in picked], [c.fps for c in picked], self.device)
+        positions = self.positions(micro)
+        picked = [self.clips[i] for i in batch_indices(step, self.global_batch, len(self.clips), cfg.seed)]
+        picked = [picked[k] for k in positions]
+        windows = [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed, step=step) for c in picked]
+        return Batch.from_windows(windows, [c.text for c in picked], [c.fps for c in picked], self.device)
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per optimizer step over every process and micro-batch."""
+        return self.cfg.batch_size * self.cfg.grad_accum * self.processes.world
+
+    def positions(self, micro: int = 0) -> list[int]:
+        """This process's sample positions in the step's global batch for micro-batch `micro`."""
+        start = (micro * self.processes.world + self.processes.rank) * self.cfg.batch_size
+        return list(range(start, start + self.cfg.batch_size))
+
+    def draws(self, step: int, micro: int = 0) -> Draws:
+        """The random draws of this process's samples of (step, micro): one generator per sample."""
+        return Draws.for_samples(self.cfg.seed, step, self.positions(micro))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.startswith("cuda") and self.dtype != torch.float32:
@@ -246,32 +261,54 @@ class Trainer:
         return contextlib.nullcontext()
 
     def train_step(self, step: int) -> dict[str, Any]:
-        """Run optimizer step `step` (0-based); return its metrics line."""
+        """Run optimizer step `step` (0-based): `grad_accum` micro-batches, gradients averaged over processes."""
         start = time.perf_counter()
         factor = lr_factor(step, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = (self.cfg.lr if group["name"] == "lora" else self.cfg.mod_lr) * factor
         source = 0 if self.cfg.overfit_batch else step  # the overfit check replays step 1's batch and draws
-        batch = self.batch(source)
-        with self._autocast():
-            losses = compute_losses(self.models, batch, step_generator(self.cfg.seed, source), self.cfg)
-        losses.total.backward()
+        total, per_agent = 0.0, {}
+        accum = self.cfg.grad_accum
+        for micro in range(accum):
+            with self._autocast():
+                losses = compute_losses(self.models, self.batch(source, micro), self.draws(source, micro), self.cfg)
+            (losses.total / accum).backward()
+            total += float(losses.total.detach()) / accum
+            for agent, value in losses.per_agent.items():
+                per_agent[agent] = per_agent.get(agent, 0.0) + float(value.detach()) / accum
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        average_gradients(params, self.processes)
         if self.cfg.max_grad_norm > 0:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step = step + 1
-        loss = float(losses.total.detach())
+        loss = mean_over_processes(total, self.processes)
         if not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at step {step + 1}; lower --lr or --mod-lr")
         return {
             "step": step + 1, "loss": loss,
-            "loss_per_agent": {a: float(v.detach()) for a, v in losses.per_agent.items()},
-            "modulation": {a: modulation_factor(m.z) for a, m in self.models.items()},
+            "loss_per_agent": {a: mean_over_processes(v, self.processes) for a, v in per_agent.items()},
+            **self.modulation_stats(),
             "lr": self.cfg.lr * factor, "mod_lr": self.cfg.mod_lr * factor,
             "seconds": round(time.perf_counter() - start, 4),
         }
+
+    @torch.no_grad()
+    def modulation_stats(self) -> dict[str, dict[str, float]]:
+        """Per agent: ||z|| (`modulation`), ||z - z0|| (`modulation_drift`) and cos(z, z0) (`modulation_cos`).
+
+        z0 is the run's start (E_i("[Mod]"), or the loaded z of a data-free iteration). ||z|| alone
+        barely moves while z does; drift and cosine show how far and in which direction it went.
+        """
+        out: dict[str, dict[str, float]] = {"modulation": {}, "modulation_drift": {}, "modulation_cos": {}}
+        for agent, m in self.models.items():
+            z, z0 = m.z.detach().float(), m.z_init.to(m.z.device).float()
+            out["modulation"][agent] = modulation_factor(z)
+            out["modulation_drift"][agent] = float((z - z0).norm())
+            out["modulation_cos"][agent] = float(torch.nn.functional.cosine_similarity(z.flatten(), z0.flatten(),
+                                                                                       dim=0))
+        return out
 
     @torch.no_grad()
     def eval_loss(self, at_steps: Iterable[int] = (0,)) -> float:
@@ -284,16 +321,17 @@ class Trainer:
         values = []
         for step in at_steps:
             with self._autocast():
-                losses = compute_losses(self.models, self.batch(step), step_generator(self.cfg.seed, step),
-                                        self.cfg, train=False)
+                losses = compute_losses(self.models, self.batch(step), self.draws(step), self.cfg, train=False)
             values.append(float(losses.total))
         return sum(values) / len(values)
 
     # --- the loop -----------------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
-        """Train to `steps`, writing metrics, checkpoints, the adapter, loss.png and train.json."""
+        """Train to `steps`, writing metrics, checkpoints, the adapter, loss.png and train.json (process 0)."""
         self.prepare()
+        if not self.processes.main:
+            return self._run_worker()
         bar = None
         try:
             metrics = MetricsLog(self.run_dir / METRICS)
@@ -331,6 +369,13 @@ class Trainer:
                 bar.close()
             self.close()
 
+    def _run_worker(self) -> TrainResult:
+        """Processes other than 0 train in step with it (the same updates) and write nothing."""
+        for step in range(self.step, self.cfg.steps):
+            self.train_step(step)
+        return TrainResult(adapter_dir=self.run_dir / ADAPTER_DIR, metrics_path=self.run_dir / METRICS,
+                           final_loss=math.nan, run_dir=self.run_dir, steps=self.step)
+
     def _progress_bar(self):
         if not self.progress:
             return None
@@ -351,6 +396,7 @@ class Trainer:
         from importlib.metadata import version
 
         cfg = self.cfg
+        stats = self.modulation_stats()
         return {
             "base": {"preset": cfg.preset_name, "models": {
                 a: {"role": AGENTS[a].role, "family": m.family, "model": m.model} for a, m in self.models.items()}},
@@ -358,6 +404,8 @@ class Trainer:
             "mod_tokens": cfg.mod_tokens, "modulation_init": {a: INIT_METHODS[m.family] for a, m in self.models.items()},
             "coupling": cfg.coupled, "lambda_image": cfg.lambda_image, "train_size": list(cfg.train_size),
             "train_frames": cfg.train_frames, "steps": self.step, "seed": cfg.seed, "mora_version": version("mora"),
+            "modulation_drift": stats["modulation_drift"], "modulation_cos": stats["modulation_cos"],
+            "svd_conditioning": {"motion_bucket_id": cfg.motion_bucket_id, "noise_aug": cfg.noise_aug},
         }
 
     def _weights(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
@@ -415,7 +463,7 @@ class Trainer:
             "config": self.cfg.to_json(),
             "data": {"dir": str(self.cfg.data), "clips": len(self.clips)},
             "steps_done": self.step, "final_loss": final_loss,
-            "modulation": {a: modulation_factor(m.z) for a, m in self.models.items()},
+            **self.modulation_stats(),
             "modulation_initial": {a: modulation_factor(m.z_init) for a, m in self.models.items()},
             "adapter": adapter, "files": {"metrics": METRICS, "loss_plot": LOSS_PLOT, "log": LOG_FILE,
                                           "adapter_json": f"{ADAPTER_DIR}/{ADAPTER_JSON}"},

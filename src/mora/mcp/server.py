@@ -1,0 +1,255 @@
+"""Mora's MCP server on the official `mcp` SDK: the tools of `mora.mcp.tools` over a job store.
+
+The low-level `mcp.server.lowlevel.Server` is used (not the decorator API) because the tools'
+schemas are generated from the job model rather than from Python signatures. Jobs go through
+the service's durable store (`mora.service.store.JobStore`) and its worker, the same queue as
+`mora serve`: a task tool submits a job, follows the store's events (one MCP progress
+notification per agent step) and returns the video as a resource link with the manifest's
+summary as structured content. A bad argument is a tool result with `isError` and the command
+line's one-line message; the server keeps serving.
+
+Two transports: `run_stdio` (`mora mcp`: local paths allowed, file URIs) and `http_app`
+(`/mcp` on `mora serve`: `job:<id>` inputs only, the service's URLs).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import anyio
+import mcp_types as types
+from mcp.server.lowlevel import Server
+
+from mora import __version__
+from mora.errors import InputError
+from mora.mcp import tools as mt
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 0.2  # how often a waiting tool call reads the store's events (SQLite: cheap)
+LISTED = 50  # resources/list: the newest jobs' videos
+INSTRUCTIONS = ("Mora makes videos with a team of agents (prompt, text-to-image, image-to-image, image-to-video, "
+                "video connection). Call a task tool (text_to_video, image_to_video, extend_video, edit_video, "
+                "connect_videos, simulate_world, make_story); it returns the video as a resource link. Pass "
+                "job:<id> to use an earlier job's video as an input. list_presets shows the models.")
+
+
+@dataclass
+class Links:
+    """How the server names a job's video and back.
+
+    Attributes:
+        uri: `(job_id, video path, base URL of the request or None) -> URI`.
+        path_of: `URI -> the video's path`, None when the URI is not a video of this server.
+    """
+
+    uri: Callable[[str, str, str | None], str]
+    path_of: Callable[[str], str | None]
+
+
+def file_links(out_dir: str | Path) -> Links:
+    """stdio: a job's video is its file URI; only files under `out_dir` are served back."""
+    root = Path(out_dir).resolve()
+
+    def path_of(uri: str) -> str | None:
+        parsed = urlparse(uri)
+        if parsed.scheme != "file":
+            return None
+        path = Path(unquote(parsed.path)).resolve()
+        return str(path) if path.is_relative_to(root) and path.is_file() else None
+
+    return Links(uri=lambda job_id, path, base: mt.file_uri(path), path_of=path_of)
+
+
+def url_links(store: Any, base_url: str | None = None) -> Links:
+    """HTTP: a job's video is the service's URL for it (`/v1/jobs/<id>/files/video.mp4`, native API).
+
+    Args:
+        store: the service's store (to find a linked job's video again).
+        base_url: the service's URL; None: the URL each request came in on (right behind a proxy too).
+    """
+    from mora.service.store import VIDEO_NAME
+
+    route = f"/v1/jobs/{{id}}/files/{VIDEO_NAME}"
+    pattern = re.compile(r"/v1/jobs/([A-Za-z0-9_-]+)/files/" + re.escape(VIDEO_NAME) + "$")
+
+    def uri(job_id: str, path: str, base: str | None) -> str:
+        return (base or base_url or "").rstrip("/") + route.format(id=job_id)
+
+    def path_of(link: str) -> str | None:
+        found = pattern.search(urlparse(link).path)
+        row = store.get(found[1]) if found else None
+        return row.video if row is not None and row.status == "completed" and row.video else None
+
+    return Links(uri=uri, path_of=path_of)
+
+
+def _error(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(text=message)], is_error=True)
+
+
+class MoraMcp:
+    """The tools over one job store.
+
+    Args:
+        store: a `JobStore` (submit, get, list, cancel, events).
+        links: how videos are named (`file_links` over stdio, `url_links` over HTTP).
+        local_files: inputs may be local paths (stdio: the caller's machine is the server's).
+        preset: the default preset of the task tools (None: the job model's).
+
+    Example:
+        >>> server = MoraMcp(store, file_links("outputs/mcp"), local_files=True, preset="tiny").server()
+    """
+
+    def __init__(self, store: Any, links: Links, *, local_files: bool, preset: str | None = None):
+        self.store, self.links, self.local_files, self.preset = store, links, local_files, preset
+        self.tools = {t["name"]: t for t in mt.all_tools(preset=preset, local_files=local_files)}
+
+    def server(self) -> Server:
+        """The SDK's low-level server with Mora's handlers."""
+        return Server("mora", version=__version__, title="Mora", instructions=INSTRUCTIONS,
+                      on_list_tools=self.list_tools, on_call_tool=self.call_tool,
+                      on_list_resources=self.list_resources, on_read_resource=self.read_resource)
+
+    # --- handlers ---------------------------------------------------------------------------------
+
+    async def list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[self._tool(t) for t in self.tools.values()])
+
+    @staticmethod
+    def _tool(t: dict) -> types.Tool:
+        read_only = t["name"] in mt.OTHER_TOOLS and mt.OTHER_TOOLS[t["name"]][2]
+        return types.Tool(name=t["name"], title=t["title"], description=t["description"],
+                          input_schema=t["input_schema"], output_schema=t["output_schema"],
+                          annotations=types.ToolAnnotations(title=t["title"], read_only_hint=read_only,
+                                                            destructive_hint=False, open_world_hint=False))
+
+    async def call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        name, arguments = params.name, params.arguments or {}
+        if name not in self.tools:
+            return _error(f"tool: {name!r} is not a tool of Mora; choose one of {', '.join(self.tools)}")
+        try:
+            if name in mt.TASK_OF_TOOL:
+                return await self._run_task(ctx, name, arguments)
+            return await getattr(self, f"_{name}")(ctx, mt.other_arguments(name, arguments))
+        except InputError as e:  # the command line's one-line message; the server keeps serving
+            return _error(str(e))
+
+    async def list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
+        rows = [r for r in self.store.list(limit=LISTED) if r.status == "completed" and r.video]
+        base = _base(ctx)
+        return types.ListResourcesResult(resources=[
+            types.Resource(uri=self.links.uri(r.id, r.video, base), name=f"{r.id}.mp4", mime_type="video/mp4",
+                           description=r.job.get("prompt") or r.task) for r in rows])
+
+    async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        path = self.links.path_of(str(params.uri))
+        if path is None:
+            from mcp.shared.exceptions import MCPError
+
+            raise MCPError(types.INVALID_PARAMS, f"uri: {params.uri!r} is not a video of this server; pass the "
+                           "link a task tool or get_job returned")
+        data = await anyio.to_thread.run_sync(Path(path).read_bytes)
+        return types.ReadResourceResult(contents=[types.BlobResourceContents(
+            uri=str(params.uri), mime_type="video/mp4", blob=base64.b64encode(data).decode("ascii"))])
+
+    # --- tools --------------------------------------------------------------------------------------
+
+    async def _run_task(self, ctx: Any, name: str, arguments: dict) -> types.CallToolResult:
+        data, wait = mt.job_arguments(name, arguments)
+        row = await anyio.to_thread.run_sync(lambda: self.store.submit(data))  # checks files, preset: not instant
+        logger.info("%s: job %s queued", name, row.id)
+        if not wait:
+            return self._result(row, ctx)
+        try:
+            row = await self._follow(ctx, row.id)
+        except anyio.get_cancelled_exc_class():  # the caller gave up on the call: the job stops too
+            self.store.cancel(row.id)
+            raise
+        return self._result(row, ctx)
+
+    async def _follow(self, ctx: Any, job_id: str) -> Any:
+        """Wait for the job, one progress notification per agent step; returns its final row."""
+        seq, last = 0, -1.0
+        while True:
+            row = self.store.get(job_id)
+            if row is None:  # deleted through the service's API while this call waited
+                raise InputError(f"job_id: {job_id} was deleted while it ran; submit it again")
+            events = self.store.events(job_id, after=seq)
+            for i, event in enumerate(events):
+                seq = event["seq"]
+                if event["type"] != "step":
+                    continue
+                # the store records each step with its progress event right after it
+                pct = next((e["data"]["progress"] for e in events[i + 1:] if e["type"] == "progress"), row.progress)
+                last = max(float(pct), last + 0.01)  # MCP: progress increases with every notification
+                await ctx.session.report_progress(last, 100.0, event["data"].get("step"))
+            if row.finished:
+                return row
+            await anyio.sleep(POLL_S)
+
+    def _result(self, row: Any, ctx: Any) -> types.CallToolResult:
+        uri = self.links.uri(row.id, row.video, _base(ctx)) if row.status == "completed" and row.video else None
+        rep = mt.report(row, uri)
+        content: list[Any] = [types.TextContent(text=mt.report_text(rep))]
+        if uri is not None:
+            content.append(types.ResourceLink(uri=uri, name=f"{row.id}.mp4", title=f"Mora job {row.id}",
+                                              mime_type="video/mp4", size=_size(row.video)))
+        return types.CallToolResult(content=content, structured_content=rep.model_dump(),
+                                    is_error=row.status == "failed")
+
+    async def _get_job(self, ctx: Any, args: mt.JobId) -> types.CallToolResult:
+        return self._result(self._row(args.job_id), ctx)
+
+    async def _cancel_job(self, ctx: Any, args: mt.JobId) -> types.CallToolResult:
+        self._row(args.job_id)
+        self.store.cancel(args.job_id)
+        return self._result(self._row(args.job_id), ctx)
+
+    async def _list_presets(self, ctx: Any, args: Any) -> types.CallToolResult:
+        from mora.config import preset_rows
+
+        rows = await anyio.to_thread.run_sync(preset_rows)
+        text = "\n".join(f"{r['name']}: {r['description']}" for r in rows)
+        return types.CallToolResult(content=[types.TextContent(text=text)], structured_content={"presets": rows})
+
+    async def _score_video(self, ctx: Any, args: mt.VideoRef) -> types.CallToolResult:
+        from mora.evaluation import format_table, score_card_for_file
+
+        path = mt.video_path(args.video, local_files=self.local_files, resolve_job=self._video_of)
+        card = await anyio.to_thread.run_sync(lambda: score_card_for_file(path, manifest=mt.manifest_beside(path)))
+        return types.CallToolResult(content=[types.TextContent(text=format_table(card))], structured_content=card)
+
+    def _row(self, job_id: str) -> Any:
+        row = self.store.get(job_id)
+        if row is None:
+            raise InputError(f"job_id: {job_id!r} is not a job of this server; pass the job_id a task tool returned")
+        return row
+
+    def _video_of(self, job_id: str) -> str:
+        row = self.store.get(job_id)
+        if row is None:
+            raise InputError(f"video: job:{job_id} is not a job of this server; pass the id of an earlier job")
+        if row.status != "completed" or not row.video:
+            raise InputError(f"video: job:{job_id} is {row.status}, not completed; wait for it (get_job)")
+        return row.video
+
+
+def _base(ctx: Any) -> str | None:
+    """The service's URL as this request reached it (None over stdio)."""
+    request = getattr(ctx, "request", None)
+    return str(request.base_url) if request is not None and hasattr(request, "base_url") else None
+
+
+def _size(path: str | None) -> int | None:
+    try:
+        return Path(path).stat().st_size if path else None
+    except OSError:
+        return None

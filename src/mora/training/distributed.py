@@ -1,0 +1,102 @@
+"""Several processes (`accelerate launch`, `mora train --processes N`): which one this is, gradients averaged.
+
+Data parallel training as DDP does it: every process holds the whole model, trains on its own
+slice of each step's global batch, and the gradients of all trainable parameters (LoRA theta_i and
+the modulation z_i, which are not module parameters, so torch's DDP wrapper would miss them) are
+averaged across processes before every optimizer step; every process then makes the same update.
+Random draws are per sample (`mora.training.objectives.Draws`), so a sample gets the same noise in
+whichever process it lands. Only process 0 writes (log, metrics, checkpoints, adapter, train.json).
+
+CPU runs use gloo, GPU runs NCCL (accelerate's `PartialState` picks them from the launcher's
+environment). Single-process runs never import accelerate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# A training run may take days: this bounds only a launcher that hangs for good, never a long run.
+LAUNCH_TIMEOUT_S = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among the run's processes.
+
+    Args:
+        rank: 0 .. world - 1 (0 writes).
+        world: how many processes train together.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def from_environment(device: str) -> tuple[Processes, str]:
+    """(this process's place, its device) when started by `accelerate launch` / torchrun; else (single, device)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Processes(), device
+    import torch
+    from accelerate import PartialState
+
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    if not cpu and device in ("auto", "cuda"):
+        device = str(state.device)  # one GPU per process: cuda:LOCAL_RANK
+    logger.info("process %d of %d on %s", state.process_index, state.num_processes, device)
+    return Processes(rank=state.process_index, world=state.num_processes), device
+
+
+def average_gradients(params: list[Any], processes: Processes) -> None:
+    """Average the gradients of `params` over the processes (a parameter without one counts as zeros)."""
+    if processes.world == 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.flatten() for p in params])  # one collective, not one per tensor
+    dist.all_reduce(flat)
+    flat /= processes.world
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+        offset += p.numel()
+
+
+def mean_over_processes(value: float, processes: Processes) -> float:
+    """The mean of a number over the processes (the step's loss as the whole batch's)."""
+    if processes.world == 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return float(t.item()) / processes.world
+
+
+def launch(argv: list[str], processes: int) -> int:
+    """Run `mora train ARGV` in `processes` processes through `accelerate launch`; its exit code.
+
+    Example:
+        >>> launch(["--data", "clips", "--out", "runs/a"], 2)  # doctest: +SKIP
+    """
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "mora.cli", "train", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.run(command, env=env, timeout=LAUNCH_TIMEOUT_S, check=False).returncode
