@@ -190,3 +190,17 @@ def test_the_example_script_drives_mora_through_mcp(tmp_path):
     assert first.is_file() and extended.is_file() and first.is_relative_to(out_dir.resolve())
     assert lines["route"] == "prompt_agent -> text_to_image_agent -> image_to_video_agent"
     assert "% prompt_agent: " in proc.stderr and "% image_to_video_agent: " in proc.stderr  # progress lines
+
+
+def test_a_caller_that_gives_up_on_a_waiting_call_cancels_its_job(tmp_path):
+    store, server = _in_process(tmp_path)  # no worker: the job stays queued while the call waits
+
+    async def conversation(client):
+        with anyio.move_on_after(2):
+            await client.call_tool("text_to_video", {"prompt": "a fox", **SMALL})
+        with anyio.fail_after(10):
+            while not store.list() or store.list()[0].status != "cancelled":
+                await anyio.sleep(0.05)
+        assert store.list()[0].job["prompt"] == "a fox"
+
+    _run(conversation, server)

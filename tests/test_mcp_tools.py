@@ -115,3 +115,18 @@ def test_the_report_is_the_manifests_summary():
     assert (queued.video, queued.route) == (None, None) and "get_job" in mt.report_text(queued)
     failed = mt.report(_row(status="failed", error="boom: x", manifest=None), "file:///nowhere")
     assert failed.video is None and mt.report_text(failed).endswith("failed: boom: x")
+
+
+def test_mora_mcp_checks_its_options_before_serving(capsys, monkeypatch, tmp_path):
+    from mora.cli import main
+    from mora.mcp.cli import default_out_dir
+
+    assert main(["mcp", "--preset", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("mora: error: --preset: unknown preset 'nope'")
+    assert main(["mcp", "--device", "tpu"]) == 2
+    assert "--device: 'tpu' is not allowed" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["mcp", "--preset", "tiny", "--out-dir", str(tmp_path / "a-file" / "jobs")]) == 2
+    assert "--out-dir: " in capsys.readouterr().err
+    monkeypatch.setenv("MORA_OUTPUTS", str(tmp_path))
+    assert default_out_dir() == tmp_path / "mcp"  # not the working folder: hosts start servers anywhere

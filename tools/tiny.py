@@ -173,8 +173,19 @@ def _build_sdxl_refiner():
     )
 
 
-def _build_pix2pix():
+# pix2pix's and SVD's toy UNets: two levels, 8 input channels (the latent + the image condition)
+_TWO_LEVEL_UNET = dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=8, out_channels=4)
+
+
+def _seeded(seed: int, cls: type, **config):
+    """`cls(**config)` with its random weights drawn after `torch.manual_seed(seed)` (the same weights each build)."""
     import torch
+
+    torch.manual_seed(seed)
+    return cls(**config)
+
+
+def _build_pix2pix():
     from diffusers import (
         EulerAncestralDiscreteScheduler,
         StableDiffusionInstructPix2PixPipeline,
@@ -182,9 +193,7 @@ def _build_pix2pix():
     )
     from transformers import CLIPTextModel
 
-    torch.manual_seed(2)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=8, out_channels=4,
+    unet = _seeded(2, UNet2DConditionModel, **_TWO_LEVEL_UNET,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, norm_num_groups=8,
         attention_head_dim=4,
@@ -197,7 +206,6 @@ def _build_pix2pix():
 
 
 def _build_svd():
-    import torch
     from diffusers import (
         AutoencoderKLTemporalDecoder,
         EulerDiscreteScheduler,
@@ -206,9 +214,7 @@ def _build_svd():
     )
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    torch.manual_seed(3)
-    unet = UNetSpatioTemporalConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=8, out_channels=4,
+    unet = _seeded(3, UNetSpatioTemporalConditionModel, **_TWO_LEVEL_UNET,
         down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
         up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
         cross_attention_dim=32, num_attention_heads=4,

@@ -10,6 +10,7 @@ The values are checked by the job model itself (`parse_job(..., flags=True)`), s
 from __future__ import annotations
 
 import argparse
+import sys
 import typing
 from typing import Any
 
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info_parsers(sub)
     from mora.service.cli import add_serve_parser  # argparse only
 
-    add_serve_parser(sub)
+    add_serve_parser(sub, sys.modules[__name__])
     from mora.mcp.cli import add_mcp_parser
 
     add_mcp_parser(sub)

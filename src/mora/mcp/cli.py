@@ -7,11 +7,20 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+from pathlib import Path
 from typing import Any
 
 from mora.errors import InputError
 
-DEFAULT_OUT_DIR = "outputs/mcp"
+# A host starts `mora mcp` in a folder of its choosing (often / or its own install folder), so the
+# default is not relative to the working directory.
+DEFAULT_OUT_DIR = "$MORA_OUTPUTS/mcp, else ~/mora-outputs/mcp"
+
+
+def default_out_dir() -> Path:
+    """`$MORA_OUTPUTS/mcp`, else `~/mora-outputs/mcp`."""
+    return Path(os.environ.get("MORA_OUTPUTS", "~/mora-outputs")).expanduser() / "mcp"
 
 
 def add_mcp_parser(sub: Any) -> None:
@@ -25,7 +34,7 @@ def add_mcp_parser(sub: Any) -> None:
                        "list_presets and score_video. Add it to a host as {\"mcpServers\": {\"mora\": {\"command\": "
                        "\"mora\", \"args\": [\"mcp\", \"--preset\", \"tiny\"]}}}. Needs the mcp extra: "
                        "pip install -e \".[mcp]\".")
-    p.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help=f"where jobs go (<out-dir>/<job id>/) and the job "
+    p.add_argument("--out-dir", help=f"where jobs go (<out-dir>/<job id>/) and the job "
                    f"store (<out-dir>/mcp.db) (default {DEFAULT_OUT_DIR})")
     add_option(p, OPTIONS["preset"])  # the tools' default; a call may pass another
     add_job_options(p, None, scopes=("host",), skip=("out", "overwrite"), title="for every job of the server")
@@ -46,5 +55,5 @@ def run_mcp(args: argparse.Namespace) -> int:
                          what="the server's options")
     from mora.mcp.transports import run_stdio
 
-    run_stdio(out_dir=args.out_dir, preset=args.preset, host=host)
+    run_stdio(out_dir=args.out_dir or default_out_dir(), preset=args.preset, host=host)
     return 0

@@ -82,8 +82,8 @@ class JobReport(BaseModel):
 # --- schemas -------------------------------------------------------------------------------------
 
 def _file_help(kind: str, local_files: bool) -> str:
-    own = "an earlier job's video as job:<id>" if kind == "video" else "job:<id> (an earlier job's video)"
-    return f"; a local path or {own}" if local_files else f"; {own} (a path on the server is refused)"
+    own = "an earlier job's video as job:<id>" if kind == "video" else "job:<id> (an earlier job's first frame)"
+    return f"; an absolute local path or {own}" if local_files else f"; {own} (a path on the server is refused)"
 
 
 def tool_schema(task: str, *, preset: str | None = None, local_files: bool = True) -> dict:

@@ -1,9 +1,9 @@
 """The two ways Mora's MCP server is reached: stdio (`mora mcp`) and streamable HTTP (`/mcp` on `mora serve`).
 
 stdio: the server runs on the caller's machine, so image and video inputs may be local paths and
-videos come back as file URIs. The job store lives in `<out-dir>/mcp.db` with a worker thread in
-this process. The SDK's stdio transport points fd 1 at stderr while it serves, so a library that
-prints cannot corrupt the protocol.
+videos come back as file URIs. The job store lives in `<out-dir>/mcp.db`; the worker runs jobs in a
+child process. The SDK's stdio transport points fd 1 at stderr while it serves (the child inherits
+that), so a library that prints cannot corrupt the protocol.
 
 HTTP: `http_app` builds the ASGI app for a store the service owns (the service runs the worker);
 inputs are `job:<id>` references and videos come back as the service's URLs. Its session manager
@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mora.errors import InputError
+
 logger = logging.getLogger(__name__)
+
 
 def run_stdio(*, out_dir: str | Path, preset: str | None = None, host: dict | None = None) -> None:
     """Serve MCP over stdin/stdout until the client closes stdin (`mora mcp`).
@@ -40,18 +43,24 @@ def run_stdio(*, out_dir: str | Path, preset: str | None = None, host: dict | No
     from mora.service.worker import Worker
 
     out = Path(out_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--out-dir: {str(out)!r} cannot be created ({type(e).__name__}); pass a writable "
+                         "folder") from None
     store = JobStore(out / "mcp.db", out, host=host, defaults={"preset": preset} if preset else None,
                      local_paths=True)  # stdio: the caller's machine is this one, its paths are allowed
     store.recover()  # jobs a killed server left running are queued again
-    worker = Worker(store, dict(host or {}))
+    # jobs run in a child process (models warm there): the protocol loop answers at once while a job
+    # holds its GIL, and a crash in a model cannot take the server down
+    worker = Worker(store, dict(host or {}), process=True)
     server = MoraMcp(store, file_links(out), local_files=True, preset=preset).server()
 
     async def serve() -> None:
         async with stdio_server() as (read, write):
+            worker.start()  # now: fd 1 points at stderr, and the worker's child process inherits that
             await server.run(read, write, server.create_initialization_options())
 
-    worker.start()
     logger.info("mora mcp: serving over stdio; jobs in %s", out)
     try:
         anyio.run(serve)

@@ -15,10 +15,18 @@ logger = logging.getLogger(__name__)
 HOST_SKIP = ("out", "overwrite", "resume")  # per job, decided by the service itself
 
 
-def add_serve_parser(sub: Any) -> None:
-    """Add the `serve` subcommand to `mora`'s subparsers (called by `mora.cli_parsers.build_parser`)."""
-    from mora.cli_flags import add_job_options, add_option, output_flags, positive_int
+def add_serve_parser(sub: Any, parsers: Any) -> None:
+    """Add the `serve` subcommand to `mora`'s subparsers.
+
+    Args:
+        sub: the subparsers of `mora.cli_parsers.build_parser`.
+        parsers: the `mora.cli_parsers` module itself (its flag helpers, derived from the job
+            model): passed in, because importing it here would make an import cycle.
+    """
     from mora.workflows.jobspec import OPTIONS
+
+    add_job_options, add_option = parsers.add_job_options, parsers.add_option
+    output_flags, positive_int = parsers.output_flags, parsers.positive_int
 
     p = sub.add_parser("serve", help="Serve Mora over HTTP: the OpenAI Videos API shape, /v1/jobs, a durable queue.",
                        description="An HTTP service with a durable job queue (SQLite): the OpenAI Videos API "
