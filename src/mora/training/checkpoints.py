@@ -69,7 +69,7 @@ def check_run_dir(cfg: TrainConfig) -> Path | None:
 
 def clear_run(run_dir: Path) -> None:
     """Remove an earlier run's files from `run_dir` (`--overwrite`, after every check passed)."""
-    for name in (*RUN_MARKERS, "train.log", "validation", "cache"):
+    for name in (*RUN_MARKERS, "train.log"):  # the cache stays: its index says when it is stale
         path = run_dir / name
         if path.is_dir():
             shutil.rmtree(path)

@@ -121,6 +121,8 @@ class TrainConfig(BaseModel):
         "SVD's motion conditioning (default: the preset's image-to-video setting)", "N"))
     noise_aug: float | None = Field(None, ge=0, le=10.0, allow_inf_nan=False, **_help(
         "SVD's conditioning-frame noise (default: the preset's noise_aug_strength)", "X"))
+    cache: bool = Field(True, **_help("keep what the frozen encoders make of each clip and caption under "
+                                      "RUN_DIR/cache and reuse it (--no-cache: compute it every step)"))
     gradient_checkpointing: bool = Field(True, **_help("recompute activations in the backward pass (less memory)"))
     dtype: Literal["auto", "bfloat16", "bf16", "float32", "fp32"] = Field("auto", **_help(
         "frozen weights' dtype (auto: bf16 on CUDA, fp32 on CPU); trained parameters are fp32"))

@@ -28,8 +28,9 @@ from mora.errors import InputError
 from mora.training import checkpoints as ckpt
 from mora.training.config import TrainConfig
 from mora.training.coupled import Batch, compute_losses
-from mora.training.data import batch_indices, check_dataset, load_clip
+from mora.training.data import batch_indices, check_dataset, cover_crop, load_clip, window_start
 from mora.training.distributed import Processes, average_gradients, from_environment, mean_over_processes
+from mora.training.encodings import EncodingCache, NoCache, cached_batch, clip_key, encode_frames
 from mora.training.models import AgentModel, build_agent
 from mora.training.objectives import Draws
 from mora.training.report import (
@@ -182,6 +183,7 @@ class Trainer:
                                               seed=self.cfg.seed)
                            for agent in self.cfg.agents}
             self.optimizer = self._make_optimizer()
+            self.encodings = self._open_cache()
             if resume_from is not None:
                 self._restore(resume_from)
         except BaseException:
@@ -235,11 +237,36 @@ class Trainer:
     def batch(self, step: int, micro: int = 0) -> Batch:
         """This process's clips of micro-batch `micro` of training step `step` (0-based)."""
         cfg = self.cfg
-        positions = self.positions(micro)
         picked = [self.clips[i] for i in batch_indices(step, self.global_batch, len(self.clips), cfg.seed)]
-        picked = [picked[k] for k in positions]
-        windows = [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed, step=step) for c in picked]
-        return Batch.from_windows(windows, [c.text for c in picked], [c.fps for c in picked], self.device)
+        picked = [picked[k] for k in self.positions(micro)]
+        texts, fps = [c.text for c in picked], [c.fps for c in picked]
+        if not cfg.cache:
+            windows = [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed, step=step)
+                       for c in picked]
+            return Batch.from_windows(windows, texts, fps, self.device)
+        entries = [self.encodings.get(clip_key(c.path), lambda c=c: self._encode_clip(c)) for c in picked]
+        starts = [window_start(c, cfg.train_frames, cfg.seed, step) for c in picked]
+        return cached_batch(entries, starts, cfg.train_frames, texts, fps, self.device, self.encodings)
+
+    def _open_cache(self) -> EncodingCache:
+        if not self.cfg.cache:
+            return NoCache()
+        fingerprint = {"preset": self.cfg.preset_name, "models": {a: m.model for a, m in self.models.items()},
+                       "dtype": str(self.dtype), "train_size": list(self.cfg.train_size)}
+        return EncodingCache.open(self.run_dir, fingerprint, write=self.processes.main)
+
+    def _encode_clip(self, clip: Any) -> dict[str, torch.Tensor]:
+        """A whole clip at the training size and its latent distributions through every trained agent's VAE."""
+        from mora import media
+
+        window = cover_crop(media.read_video(clip.path, argument="file_name").frames, self.cfg.train_size)
+        if len(window.frames) < clip.num_frames:
+            raise InputError(f"--data: {clip.path.name!r} now has {len(window.frames)} frames, fewer than the "
+                             f"{clip.num_frames} it had when checked; restore the file or remove its line")
+        pixels = torch.from_numpy(window.frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        return {"frames": torch.from_numpy(window.frames[:clip.num_frames].copy()),
+                "source_size": torch.tensor(window.source_size), "crop": torch.tensor(window.crop_top_left),
+                **encode_frames(self.models, pixels[:clip.num_frames])}
 
     @property
     def global_batch(self) -> int:
