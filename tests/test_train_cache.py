@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import gradient_frames
 
 from mora import media
@@ -26,6 +27,7 @@ def _losses(result) -> list[float]:
     return [json.loads(line)["loss"] for line in result.metrics_path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # five short runs
 def test_the_cache_matches_no_cache_is_reused_and_rebuilt_when_a_clip_changes(tmp_path):
     data = tmp_path / "clips"
     data.mkdir()

@@ -37,7 +37,7 @@ RUN_DEFINING = (
     "data", "preset", "agents", "steps", "batch_size", "grad_accum", "lr", "mod_lr", "rank", "mod_tokens", "coupling",
     "lambda_image", "train_size", "train_frames", "seed", "optimizer", "weight_decay", "max_grad_norm",
     "lr_schedule", "warmup_steps", "cond_dropout", "coupling_noise", "real_frame_p", "motion_bucket_id",
-    "noise_aug", "overfit_batch",
+    "noise_aug", "overfit_batch", "ema", "ema_decay",
 )
 # Fields the `mora train` command line takes from elsewhere (its own source flags, the job model, --resume).
 NOT_FLAGS = ("data", "out", "preset", "preset_file", "device", "seed", "resume")
@@ -121,6 +121,15 @@ class TrainConfig(BaseModel):
         "SVD's motion conditioning (default: the preset's image-to-video setting)", "N"))
     noise_aug: float | None = Field(None, ge=0, le=10.0, allow_inf_nan=False, **_help(
         "SVD's conditioning-frame noise (default: the preset's noise_aug_strength)", "X"))
+    validate_every: int = Field(0, ge=0, le=BIG, **_help(
+        "every K steps, make a video per validation prompt with the current adapter into RUN_DIR/validation/"
+        "step-K (scores in metrics.jsonl; 0: never)", "K"))
+    validation_prompt: list[str] | None = Field(None, **_help(
+        "a validation prompt (repeat the flag for more; default: the first two captions)", "TEXT", repeat=True))
+    ema: bool = Field(False, **_help("keep an exponential moving average of the LoRA weights and z; the adapter "
+                                     "written is the average"))
+    ema_decay: float = Field(0.999, ge=0.5, le=0.99999, allow_inf_nan=False, **_help(
+        "the average's decay (it warms up as (1 + step) / (10 + step) to this)", "X"))
     cache: bool = Field(True, **_help("keep what the frozen encoders make of each clip and caption under "
                                       "RUN_DIR/cache and reuse it (--no-cache: compute it every step)"))
     gradient_checkpointing: bool = Field(True, **_help("recompute activations in the backward pass (less memory)"))

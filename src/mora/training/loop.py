@@ -609,7 +609,7 @@ def plot_iterations(out: Path, rows: list[dict]) -> Path | None:
     for row in rows:
         path = out / "train" / f"iter-{row['iteration']}" / "metrics.jsonl"
         if row.get("steps") and path.is_file():
-            steps = MetricsLog(path).read()
+            steps = [r for r in MetricsLog(path).read() if "loss" in r]  # not the validation rows
             records += [{**r, "step": r["step"] + offset} for r in steps]
             offset += len(steps)
         boundaries.append(offset)

@@ -30,6 +30,7 @@ from mora.training.config import TrainConfig
 from mora.training.coupled import Batch, compute_losses
 from mora.training.data import batch_indices, check_dataset, cover_crop, load_clip, window_start
 from mora.training.distributed import Processes, average_gradients, from_environment, mean_over_processes
+from mora.training.ema import EMA_FILE, Averaged
 from mora.training.encodings import EncodingCache, NoCache, cached_batch, clip_key, encode_frames
 from mora.training.models import AgentModel, build_agent
 from mora.training.objectives import Draws
@@ -45,6 +46,7 @@ from mora.training.report import (
     relative,
     versions,
 )
+from mora.training.validation import validate
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +146,8 @@ class Trainer:
         self.resumed_from: Path | None = None
         self._log: tuple | None = None
         self.processes = Processes()
+        self.ema: Averaged | None = None
+        self.validations: list[dict[str, Any]] = []
         self._started = time.time()
 
     @property
@@ -183,6 +187,8 @@ class Trainer:
                                               seed=self.cfg.seed)
                            for agent in self.cfg.agents}
             self.optimizer = self._make_optimizer()
+            self.ema = Averaged([p for g in self.optimizer.param_groups for p in g["params"]],
+                                self.cfg.ema_decay) if self.cfg.ema else None
             self.encodings = self._open_cache()
             if resume_from is not None:
                 self._restore(resume_from)
@@ -228,6 +234,8 @@ class Trainer:
             with torch.no_grad():
                 m.z.copy_(modulation[agent].to(m.z.device))
         self.optimizer.load_state_dict(optimizer_state)
+        if self.ema is not None and (path / EMA_FILE).is_file():
+            self.ema.load_state_dict(torch.load(path / EMA_FILE, map_location="cpu", weights_only=True))
         self.step = step
         self.resumed_from = path
         logger.info("resuming from %s at step %d", path, step)
@@ -308,6 +316,8 @@ class Trainer:
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step = step + 1
         loss = mean_over_processes(total, self.processes)
@@ -363,6 +373,8 @@ class Trainer:
         try:
             metrics = MetricsLog(self.run_dir / METRICS)
             records = metrics.keep_until(self.step) if self.resumed_from else []
+            self.validations = [r for r in records if "validation" in r]
+            records = [r for r in records if "loss" in r]
             if not self.resumed_from:
                 metrics.path.write_text("", encoding="utf-8")
             self._write_manifest("running", records)
@@ -376,9 +388,12 @@ class Trainer:
                     bar.set_postfix(loss=f"{record['loss']:.4f}")
                 if self.callback is not None:
                     self.callback(record)
+                if self.cfg.validate_every and self.step % self.cfg.validate_every == 0:
+                    self.validations.append(validate(self, self.step))
+                    metrics.append(self.validations[-1])
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                     self.save_checkpoint()
-                    plot_losses(records, self.run_dir / LOSS_PLOT)
+                    plot_losses(records + self.validations, self.run_dir / LOSS_PLOT)
             return self._finish(records)
         except Exception:  # noqa: BLE001 - recorded in train.json, then re-raised as it is
             with contextlib.suppress(OSError, TypeError, ValueError):  # the record is best effort (disk, JSON)
@@ -432,8 +447,13 @@ class Trainer:
             "coupling": cfg.coupled, "lambda_image": cfg.lambda_image, "train_size": list(cfg.train_size),
             "train_frames": cfg.train_frames, "steps": self.step, "seed": cfg.seed, "mora_version": version("mora"),
             "modulation_drift": stats["modulation_drift"], "modulation_cos": stats["modulation_cos"],
+            "ema": {"decay": cfg.ema_decay} if cfg.ema else None,
             "svd_conditioning": {"motion_bucket_id": cfg.motion_bucket_id, "noise_aug": cfg.noise_aug},
         }
+
+    def averaged(self) -> contextlib.AbstractContextManager:
+        """With `--ema`: the moving average in the parameters for the block; otherwise nothing changes."""
+        return self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
 
     def _weights(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
         lora = {a: lora_state(m.pipe.unet) for a, m in self.models.items()}
@@ -441,15 +461,17 @@ class Trainer:
         return lora, modulation
 
     def save_checkpoint(self) -> Path:
-        lora, modulation = self._weights()
+        lora, modulation = self._weights()  # the trained values (the average, with --ema, goes in ema.pt)
         return ckpt.save_checkpoint(self.run_dir, self.step, lora=lora, modulation=modulation,
                                     optimizer_state=self.optimizer.state_dict(), info=self._info(), config=self.cfg,
-                                    keep=self.cfg.keep_checkpoints)
+                                    keep=self.cfg.keep_checkpoints,
+                                    ema_state=self.ema.state_dict() if self.ema is not None else None)
 
     def adapter(self) -> Adapter:
-        """The current theta_i and z_i as an in-memory `Adapter` (apply it to fresh pipelines, or save it)."""
-        lora, modulation = self._weights()
-        meta = {"format_version": 1, **self._info()}
+        """The current theta_i and z_i (their average with `--ema`) as an in-memory `Adapter`."""
+        with self.averaged():
+            lora, modulation = self._weights()
+            meta = {"format_version": 1, **self._info()}
         return Adapter(path=None, meta=meta, modulation_tensors=modulation, lora_states=lora)
 
     def pipelines(self) -> dict[str, Any]:
@@ -457,16 +479,17 @@ class Trainer:
         return {agent: m.pipe for agent, m in self.models.items()}
 
     def save_adapter(self) -> Path:
-        """Write `RUN_DIR/adapter/` atomically."""
-        lora, modulation = self._weights()
+        """Write `RUN_DIR/adapter/` atomically (with `--ema`, the moving average)."""
+        with self.averaged():
+            lora, modulation = self._weights()
+            info = self._info()
         target = self.run_dir / ADAPTER_DIR
-        write_folder_atomically(target, lambda tmp: write_adapter(tmp, lora=lora, modulation=modulation,
-                                                                  info=self._info()))
+        write_folder_atomically(target, lambda tmp: write_adapter(tmp, lora=lora, modulation=modulation, info=info))
         return target
 
     def _finish(self, records: list[dict[str, Any]]) -> TrainResult:
         adapter_dir = self.save_adapter()
-        plot_losses(records, self.run_dir / LOSS_PLOT)
+        plot_losses(records + self.validations, self.run_dir / LOSS_PLOT)
         tail = [r["loss"] for r in records[-10:]]
         final = sum(tail) / len(tail) if tail else math.nan
         manifest = self._write_manifest("complete", records, final_loss=final)
