@@ -170,9 +170,7 @@ def _pad_windows(rows: list[torch.Tensor], empty: torch.Tensor, window: int) -> 
 def _cached(cache: Any, kind: str, text: str, compute: Any) -> dict[str, torch.Tensor]:
     if cache is None:
         return compute()
-    from mora.training.encodings import text_key
-
-    return cache.get(text_key(kind, text), compute)
+    return cache.get(cache.text_key(kind, text), compute)  # an `EncodingCache`
 
 
 def sdxl_caption_embeds(pipe: Any, texts: list[str], cache: Any = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,10 +42,6 @@ def clip_key(path: Path) -> str:
     return hashlib.sha1(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
 
 
-def text_key(kind: str, text: str) -> str:
-    return hashlib.sha1(f"{kind}|{text}".encode()).hexdigest()
-
-
 class EncodingCache:
     """Encodings by key: memory, then `folder`, then `compute()` (stored in both).
 
@@ -62,6 +58,11 @@ class EncodingCache:
         self.folder, self.fingerprint, self.write = folder, fingerprint, write
         self.memory: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self.computed = 0  # entries made (not read) by this process: for the tests and the log
+
+    @staticmethod
+    def text_key(kind: str, text: str) -> str:
+        """A caption's key: which encoder and the text."""
+        return hashlib.sha1(f"{kind}|{text}".encode()).hexdigest()
 
     @classmethod
     def open(cls, run_dir: Path, fingerprint: dict, *, write: bool) -> EncodingCache:

@@ -39,13 +39,13 @@ import numpy as np
 from mora import media
 from mora.adapters.adapter import write_folder_atomically
 from mora.errors import InputError
+from mora.training.report import contact_sheet
 
 logger = logging.getLogger(__name__)
 
 SCORE_JUDGE = "score_card"
 MANIFEST = "train.json"
 TASK = "train-data-free"
-SHEET_FRAMES = 4
 # What a data-free run leaves in RUN_DIR (`--overwrite` removes these, after every check passed).
 RUN_PARTS = ("adapter", MANIFEST, "candidates", "checkpoints", "data", "train", "loss.png")
 Human = Callable[[list[dict], dict], Any]
@@ -237,21 +237,6 @@ def _check_run_dir(cfg: LoopConfig) -> None:
 def candidate_seed(base: int, k: int, prompt: int, candidate: int) -> int:
     """The seed of candidate `candidate` of prompt `prompt` in iteration k: a pure function of all four."""
     return int(np.random.SeedSequence([base, k, prompt, candidate]).generate_state(1)[0])
-
-
-def contact_sheet(video_path: Path, path: Path, frames: int = SHEET_FRAMES) -> Path:
-    """One image of `frames` frames of the video, evenly spaced in time, left to right."""
-    from PIL import Image
-
-    video = media.read_video(video_path, argument="video")
-    picks = np.linspace(0, len(video.frames) - 1, num=min(frames, len(video.frames))).round().astype(int)
-    tiles = [Image.fromarray(np.asarray(video.frames[i])) for i in picks]
-    sheet = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), tiles[0].height), "white")
-    x = 0
-    for tile in tiles:
-        sheet.paste(tile, (x, 0))
-        x += tile.width + 4
-    return media.write_image(sheet, path)
 
 
 class DataFreeLoop:

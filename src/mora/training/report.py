@@ -113,6 +113,24 @@ def _per_agent(ax: Any, steps: list[int], records: list[dict[str, Any]], key: st
         ax.legend(fontsize=8)
 
 
+def contact_sheet(video_path: Path, path: Path, frames: int = 4) -> Path:
+    """One image of `frames` frames of the video, evenly spaced in time, left to right."""
+    import numpy as np
+    from PIL import Image
+
+    from mora import media
+
+    video = media.read_video(video_path, argument="video")
+    picks = np.linspace(0, len(video.frames) - 1, num=min(frames, len(video.frames))).round().astype(int)
+    tiles = [Image.fromarray(np.asarray(video.frames[i])) for i in picks]
+    sheet = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), tiles[0].height), "white")
+    x = 0
+    for tile in tiles:
+        sheet.paste(tile, (x, 0))
+        x += tile.width + 4
+    return media.write_image(sheet, path)
+
+
 def open_log(path: Path) -> tuple[logging.Handler, list]:
     """Send Mora's log records (training's at INFO) to `path` until `close_log`; returns what to undo."""
     handler = logging.FileHandler(path, encoding="utf-8")

@@ -67,7 +67,7 @@ def contact_sheets(videos: list[Path], path: Path) -> Path:
     from PIL import Image
 
     from mora import media
-    from mora.training.loop import contact_sheet
+    from mora.training.report import contact_sheet
 
     rows = [Image.open(contact_sheet(v, v.with_name(v.stem + "_sheet.png"))).convert("RGB") for v in videos]
     sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows) + 4 * (len(rows) - 1)), "white")
