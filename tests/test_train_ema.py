@@ -35,3 +35,25 @@ def test_the_adapter_is_the_moving_average_and_checkpoints_keep_it(tmp_path):
     assert not torch.allclose(written, seen[-1])  # not the last trained value
     assert json.loads((result.adapter_dir / "adapter.json").read_text())["ema"] == {"decay": 0.9}
     assert (tmp_path / "run" / "checkpoints" / "step-3" / "ema.pt").is_file()
+
+
+def test_report_to_tensorboard_writes_events_or_says_how_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    import pytest
+
+    from mora.errors import InputError
+    from mora.training import TrainConfig, train
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(InputError, match=r"--report-to: tensorboard is not installed; pip install 'mora\[tensorboard\]'"):
+        TrainConfig(data=tmp_path, out=tmp_path / "run", report_to="tensorboard", **FAST).validate()
+    monkeypatch.undo()
+    pytest.importorskip("tensorboard")  # the optional extra
+    data = tmp_path / "clips"
+    data.mkdir()
+    media.write_video(gradient_frames(5, 64, 64), data / "a.mp4", fps=8)
+    (data / "metadata.jsonl").write_text(json.dumps({"file_name": "a.mp4", "text": "a red fox"}) + "\n")
+    train(data, tmp_path / "run", steps=1, agents=(A4,), report_to="tensorboard", progress=False, **FAST)
+    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))

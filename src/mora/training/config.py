@@ -9,6 +9,7 @@ Extra fields are refused. This module imports no torch, so the command line chec
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -126,6 +127,8 @@ class TrainConfig(BaseModel):
         "step-K (scores in metrics.jsonl; 0: never)", "K"))
     validation_prompt: list[str] | None = Field(None, **_help(
         "a validation prompt (repeat the flag for more; default: the first two captions)", "TEXT", repeat=True))
+    report_to: Literal["none", "tensorboard"] = Field("none", **_help(
+        "also log the metrics to TensorBoard (RUN_DIR/tensorboard; pip install 'mora[tensorboard]')"))
     ema: bool = Field(False, **_help("keep an exponential moving average of the LoRA weights and z; the adapter "
                                      "written is the average"))
     ema_decay: float = Field(0.999, ge=0.5, le=0.99999, allow_inf_nan=False, **_help(
@@ -168,6 +171,9 @@ class TrainConfig(BaseModel):
                 self.motion_bucket_id = int(settings.motion_bucket_id)
             if self.noise_aug is None:
                 self.noise_aug = float(settings.noise_aug_strength)
+        if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+            raise InputError("--report-to: tensorboard is not installed; pip install 'mora[tensorboard]' or drop "
+                             "--report-to")
         if self.resume and self.overwrite:
             raise InputError("--overwrite: cannot be used with --resume; pick one (resume continues the run, "
                              "overwrite starts a new one)")

@@ -131,6 +131,31 @@ def contact_sheet(video_path: Path, path: Path, frames: int = 4) -> Path:
     return media.write_image(sheet, path)
 
 
+def open_tracker(kind: str, run_dir: Path, config: dict[str, Any]) -> Any:
+    """`--report-to tensorboard`: accelerate's TensorBoard tracker writing to `RUN_DIR/tensorboard` (None: off)."""
+    if kind == "none":
+        return None
+    from accelerate.tracking import TensorBoardTracker
+
+    tracker = TensorBoardTracker("train", run_dir / "tensorboard")
+    if hasattr(tracker, "start"):  # accelerate >= 1.x starts trackers lazily
+        tracker.start()
+    tracker.log({"config": json.dumps(config, indent=1)}, step=0)
+    return tracker
+
+
+def track(tracker: Any, record: dict[str, Any]) -> None:
+    """One metrics.jsonl row to the tracker: numbers as scalars, per-agent dicts as grouped scalars."""
+    if tracker is None:
+        return
+    if "validation" in record:
+        values: dict[str, Any] = {"validation_quality": {f"prompt {j + 1}": q for j, q in
+                                                         enumerate(record["validation"]["quality"])}}
+    else:
+        values = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float, dict))}
+    tracker.log(values, step=record["step"])
+
+
 def open_log(path: Path) -> tuple[logging.Handler, list]:
     """Send Mora's log records (training's at INFO) to `path` until `close_log`; returns what to undo."""
     handler = logging.FileHandler(path, encoding="utf-8")

@@ -41,9 +41,11 @@ from mora.training.report import (
     MetricsLog,
     close_log,
     open_log,
+    open_tracker,
     peak_memory_gb,
     plot_losses,
     relative,
+    track,
     versions,
 )
 from mora.training.validation import validate
@@ -148,6 +150,7 @@ class Trainer:
         self.processes = Processes()
         self.ema: Averaged | None = None
         self.validations: list[dict[str, Any]] = []
+        self.tracker: Any = None
         self._started = time.time()
 
     @property
@@ -378,11 +381,13 @@ class Trainer:
             if not self.resumed_from:
                 metrics.path.write_text("", encoding="utf-8")
             self._write_manifest("running", records)
+            self.tracker = open_tracker(self.cfg.report_to, self.run_dir, self.cfg.to_json())
             bar = self._progress_bar()
             for step in range(self.step, self.cfg.steps):
                 record = self.train_step(step)
                 metrics.append(record)
                 records.append(record)
+                track(self.tracker, record)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{record['loss']:.4f}")
@@ -391,6 +396,7 @@ class Trainer:
                 if self.cfg.validate_every and self.step % self.cfg.validate_every == 0:
                     self.validations.append(validate(self, self.step))
                     metrics.append(self.validations[-1])
+                    track(self.tracker, self.validations[-1])
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                     self.save_checkpoint()
                     plot_losses(records + self.validations, self.run_dir / LOSS_PLOT)
@@ -409,6 +415,8 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+            if self.tracker is not None:
+                self.tracker.finish()
             self.close()
 
     def _run_worker(self) -> TrainResult:
