@@ -18,7 +18,7 @@ FAST = dict(preset="tiny", train_size=(64, 64), train_frames=4, rank=4, gradient
 def _run(data: Path, out: Path, **options):
     from mora.training import TrainConfig, Trainer
 
-    trainer = Trainer(TrainConfig(data=data, out=out, steps=2, lr=1e-2, mod_lr=1e-1, **{**FAST, **options}),
+    trainer = Trainer(TrainConfig(data=data, out=out, **{"steps": 2, "lr": 1e-2, "mod_lr": 1e-1, **FAST, **options}),
                       progress=False)
     return trainer, trainer.run()
 
@@ -50,3 +50,18 @@ def test_the_cache_matches_no_cache_is_reused_and_rebuilt_when_a_clip_changes(tm
     assert index["models"] == {"text_to_image_agent": "tiny/sdxl-base", "image_to_video_agent": "tiny/svd"}
     other, _ = _run(data, run, overwrite=True, agents=("image_to_video_agent",))  # other base models: cleared
     assert other.encodings.computed == 1 and len(list((run / "cache").glob("*.safetensors"))) == 1
+
+
+def test_dataloader_workers_decode_ahead_without_changing_the_run(tmp_path):
+    data = tmp_path / "clips"
+    data.mkdir()
+    lines = []
+    for i in range(2):
+        media.write_video(gradient_frames(6, 64, 64, shift=3 + 30 * i), data / f"{i}.mp4", fps=8)
+        lines.append(json.dumps({"file_name": f"{i}.mp4", "text": f"clip {i}"}))
+    (data / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    options = dict(cache=False, agents=("image_to_video_agent",), steps=3)
+    _, inline = _run(data, tmp_path / "inline", workers=0, **options)
+    trainer, ahead = _run(data, tmp_path / "ahead", workers=2, **options)
+    assert trainer.prefetched(0) is not None
+    np.testing.assert_allclose(_losses(ahead), _losses(inline), rtol=1e-6)

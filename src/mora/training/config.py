@@ -135,6 +135,8 @@ class TrainConfig(BaseModel):
         "the average's decay (it warms up as (1 + step) / (10 + step) to this)", "X"))
     cache: bool = Field(True, **_help("keep what the frozen encoders make of each clip and caption under "
                                       "RUN_DIR/cache and reuse it (--no-cache: compute it every step)"))
+    workers: int = Field(2, ge=0, le=64, **_help(
+        "with --no-cache: DataLoader worker processes that decode the clips ahead of the step (0: none)", "N"))
     gradient_checkpointing: bool = Field(True, **_help("recompute activations in the backward pass (less memory)"))
     dtype: Literal["auto", "bfloat16", "bf16", "float32", "fp32"] = Field("auto", **_help(
         "frozen weights' dtype (auto: bf16 on CUDA, fp32 on CPU); trained parameters are fp32"))

@@ -245,15 +245,18 @@ class Trainer:
 
     # --- one step ---------------------------------------------------------------------------------
 
-    def batch(self, step: int, micro: int = 0) -> Batch:
-        """This process's clips of micro-batch `micro` of training step `step` (0-based)."""
+    def batch(self, step: int, micro: int = 0, windows: list[Any] | None = None) -> Batch:
+        """This process's clips of micro-batch `micro` of training step `step` (0-based).
+
+        `windows`: the clips' frames already decoded (by the DataLoader workers, `--no-cache`).
+        """
         cfg = self.cfg
         picked = [self.clips[i] for i in batch_indices(step, self.global_batch, len(self.clips), cfg.seed)]
         picked = [picked[k] for k in self.positions(micro)]
         texts, fps = [c.text for c in picked], [c.fps for c in picked]
         if not cfg.cache:
-            windows = [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed, step=step)
-                       for c in picked]
+            windows = windows or [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed,
+                                            step=step) for c in picked]
             return Batch.from_windows(windows, texts, fps, self.device)
         entries = [self.encodings.get(clip_key(c.path), lambda c=c: self._encode_clip(c)) for c in picked]
         starts = [window_start(c, cfg.train_frames, cfg.seed, step) for c in picked]
@@ -298,8 +301,21 @@ class Trainer:
             return torch.autocast("cuda", dtype=self.dtype)
         return contextlib.nullcontext()
 
-    def train_step(self, step: int) -> dict[str, Any]:
-        """Run optimizer step `step` (0-based): `grad_accum` micro-batches, gradients averaged over processes."""
+    def prefetched(self, start: int) -> Any:
+        """With `--no-cache` and `--workers N`: the windows of steps `start`.. decoded ahead; else None."""
+        if self.cfg.cache or self.cfg.workers == 0 or start >= self.cfg.steps:
+            return None
+        from mora.training.loader import StepWindows, prefetch
+
+        positions = [self.positions(m) for m in range(self.cfg.grad_accum)]
+        steps = [0 if self.cfg.overfit_batch else s for s in range(start, self.cfg.steps)]
+        return prefetch(StepWindows(self.clips, self.cfg, self.global_batch, positions), steps, self.cfg.workers)
+
+    def train_step(self, step: int, windows: list[list[Any]] | None = None) -> dict[str, Any]:
+        """Run optimizer step `step` (0-based): `grad_accum` micro-batches, gradients averaged over processes.
+
+        `windows`: per micro-batch, its clips' frames already decoded (`prefetched`).
+        """
         start = time.perf_counter()
         factor = lr_factor(step, self.cfg)
         for group in self.optimizer.param_groups:
@@ -309,7 +325,8 @@ class Trainer:
         accum = self.cfg.grad_accum
         for micro in range(accum):
             with self._autocast():
-                losses = compute_losses(self.models, self.batch(source, micro), self.draws(source, micro), self.cfg)
+                batch = self.batch(source, micro, windows[micro] if windows else None)
+                losses = compute_losses(self.models, batch, self.draws(source, micro), self.cfg)
             (losses.total / accum).backward()
             total += float(losses.total.detach()) / accum
             for agent, value in losses.per_agent.items():
@@ -383,8 +400,9 @@ class Trainer:
             self._write_manifest("running", records)
             self.tracker = open_tracker(self.cfg.report_to, self.run_dir, self.cfg.to_json())
             bar = self._progress_bar()
+            ahead = self.prefetched(self.step)
             for step in range(self.step, self.cfg.steps):
-                record = self.train_step(step)
+                record = self.train_step(step, next(ahead) if ahead is not None else None)
                 metrics.append(record)
                 records.append(record)
                 track(self.tracker, record)
@@ -421,8 +439,9 @@ class Trainer:
 
     def _run_worker(self) -> TrainResult:
         """Processes other than 0 train in step with it (the same updates) and write nothing."""
+        ahead = self.prefetched(self.step)
         for step in range(self.step, self.cfg.steps):
-            self.train_step(step)
+            self.train_step(step, next(ahead) if ahead is not None else None)
         return TrainResult(adapter_dir=self.run_dir / ADAPTER_DIR, metrics_path=self.run_dir / METRICS,
                            final_loss=math.nan, run_dir=self.run_dir, steps=self.step)
 
