@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training step cost, side by side: the coupled objective vs --no-coupling (mora.training).
+"""Training step cost, side by side: the coupled objective vs --no-coupling, cached encodings vs --no-cache.
 
     python benchmarks/train.py --scale tiny --device cpu              # toy models: the script works (CI)
     python benchmarks/train.py --scale full --device cuda             # SDXL base + SVD-XT, random weights
@@ -13,12 +13,14 @@ are the training defaults: LoRA rank 16 on the UNets' attention, 1 modulation to
 14 frames, batch 1, bf16 frozen weights, fp32 LoRA and z, gradient checkpointing, AdamW.
 `tiny` runs preset `tiny` at 64x64, 4 frames: the numbers say the script works, nothing about speed.
 
-Per configuration (coupling on, then off; models released in between): model load seconds, one
-warm-up step, then `--steps` timed optimizer steps (data loading included, as in a run); mean and
-median seconds per step; peak memory (the CUDA allocator's peak on a GPU; on a CPU the process's
-max RSS, which only grows, so the second column includes the first's).
+Per configuration (coupling on, coupling off, then coupling on with --no-cache; models released in
+between): model load seconds, one warm-up step (with the cache, it also encodes the clip once),
+then `--steps` timed optimizer steps (data loading included, as in a run); mean and median seconds
+per step; peak memory (the CUDA allocator's peak on a GPU; on a CPU the process's max RSS, which
+only grows, so later columns include earlier ones).
 
-Goal (issue 12; one H100, full size): <= 1.0 s per step and <= 40 GB peak.
+Goals: one H100, full size: <= 1.0 s per step and <= 40 GB peak (issue 12); on tiny, cached
+training >= 1.5x the steps per second of --no-cache (issue 21).
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ def write_clip(folder: Path, size: tuple[int, int], frames: int) -> Path:
     return folder
 
 
-def bench_config(args: argparse.Namespace, preset: Any, data: Path, workdir: Path, coupling: bool) -> dict:
+def bench_config(args: argparse.Namespace, preset: Any, data: Path, workdir: Path, coupling: bool,
+                 cache: bool = True) -> dict:
     """Load the models, one warm-up step, `--steps` timed steps; seconds per step and peak memory."""
     import torch
 
@@ -122,9 +125,10 @@ def bench_config(args: argparse.Namespace, preset: Any, data: Path, workdir: Pat
     from mora.training.report import peak_memory_gb
 
     cuda = args.device.startswith("cuda")
-    cfg = TrainConfig(data=data, out=workdir / f"coupling-{'on' if coupling else 'off'}", preset=preset,
+    name = f"coupling {'on' if coupling else 'off'}{'' if cache else ', --no-cache'}"
+    cfg = TrainConfig(data=data, out=workdir / name.replace(" ", "-").replace(",", ""), preset=preset,
                       steps=args.steps + 1, rank=args.rank, coupling=coupling, train_size=args.size,
-                      train_frames=args.frames, device=args.device, optimizer=args.optimizer)
+                      train_frames=args.frames, device=args.device, optimizer=args.optimizer, cache=cache)
     trainer = Trainer(cfg, progress=False)
     started = time.perf_counter()
     trainer.prepare()
@@ -140,10 +144,10 @@ def bench_config(args: argparse.Namespace, preset: Any, data: Path, workdir: Pat
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - started)
         losses.append(record["loss"])
-        log(f"[coupling {'on' if coupling else 'off'}] step {step + 1}: {seconds[-1]:.3f} s, loss {record['loss']:.4f}")
+        log(f"[{name}] step {step + 1}: {seconds[-1]:.3f} s, loss {record['loss']:.4f}")
     trainer.close()
     timed = seconds[1:]  # the first step pays one-time costs (kernel selection, allocator growth)
-    result = dict(coupling=coupling, load_s=load_s, warmup_s=seconds[0], mean_s=statistics.mean(timed),
+    result = dict(coupling=coupling, cache=cache, load_s=load_s, warmup_s=seconds[0], mean_s=statistics.mean(timed),
                   median_s=statistics.median(timed), peak_gb=peak_memory_gb(args.device), losses=losses,
                   trainable=sum(p.numel() for m in trainer.models.values() for p in m.lora_params + [m.z]))
     del trainer
@@ -197,13 +201,17 @@ def report(args: argparse.Namespace, results: list[dict], bench: Any) -> None:
           f"1 mod token, {args.size[0]}x{args.size[1]}, {args.frames} frames, batch 1, optimizer {args.optimizer}, "
           f"{args.steps} timed steps after 1 warm-up")
     memory = "peak GPU GB" if args.device.startswith("cuda") else "peak RSS GB (process)"
-    rows = [["on" if r["coupling"] else "off", f"{r['load_s']:.1f}", f"{r['warmup_s']:.3f}", f"{r['mean_s']:.3f}",
+    rows = [["on" if r["coupling"] else "off", "on" if r["cache"] else "off", f"{r['load_s']:.1f}", f"{r['warmup_s']:.3f}", f"{r['mean_s']:.3f}",
              f"{r['median_s']:.3f}", "n/a" if r["peak_gb"] is None else f"{r['peak_gb']:.2f}",
              f"{r['trainable'] / 1e6:.2f}M"] for r in results]
-    print(bench.table(["coupling", "load s", "warm-up s", "s/step (mean)", "s/step (median)", memory, "trainable"],
-                      rows))
-    on, off = results
+    print(bench.table(["coupling", "cache", "load s", "warm-up s", "s/step (mean)", "s/step (median)", memory,
+                       "trainable"], rows))
+    on, off, uncached = results
     print(f"coupling costs {on['mean_s'] / off['mean_s']:.2f}x the time of --no-coupling per step")
+    speedup = uncached["mean_s"] / on["mean_s"]
+    print(f"cached: {1 / on['mean_s']:.2f} steps/s, --no-cache: {1 / uncached['mean_s']:.2f} steps/s -> "
+          f"{speedup:.2f}x" + (f" (goal on tiny: >= 1.5x: {'met' if speedup >= 1.5 else 'NOT met'})"
+                                if args.scale == "tiny" else ""))
     if args.scale == "full" and args.device.startswith("cuda"):
         for r in results:
             ok = r["mean_s"] <= GOAL_S_PER_STEP and (r["peak_gb"] or 0) <= GOAL_PEAK_GB
@@ -231,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         data = write_clip(workdir / "data", args.size, args.frames)
         results = [bench_config(args, preset, data, workdir, coupling) for coupling in (True, False)]
+        results.append(bench_config(args, preset, data, workdir, True, cache=False))
     report(args, results, bench)
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},

@@ -180,7 +180,9 @@ def _add_model_flag(group: Any, name: str, info: Any) -> None:
         group.add_argument(flag, dest=name, action=action, default=None, help=text)
         return
     kwargs: dict[str, Any] = {"dest": name, "default": None, "help": text, "metavar": extra.get("metavar")}
-    if typing.get_origin(kind) is typing.Literal:
+    if extra.get("repeat"):
+        kwargs["action"] = "append"
+    elif typing.get_origin(kind) is typing.Literal:
         kwargs.update(choices=typing.get_args(kind), metavar=None)
     elif not extra.get("text"):
         number = next((k for k in (int, float) if k is kind or k in typing.get_args(kind)), None)

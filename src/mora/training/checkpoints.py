@@ -20,6 +20,7 @@ from mora.adapters.adapter import write_adapter, write_folder_atomically
 from mora.adapters.lora import read_lora_file
 from mora.errors import InputError
 from mora.training.config import RUN_DEFINING, TrainConfig
+from mora.training.ema import EMA_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def check_run_dir(cfg: TrainConfig) -> Path | None:
 
 def clear_run(run_dir: Path) -> None:
     """Remove an earlier run's files from `run_dir` (`--overwrite`, after every check passed)."""
-    for name in (*RUN_MARKERS, "train.log", "validation", "cache"):
+    for name in (*RUN_MARKERS, "train.log"):  # the cache stays: its index says when it is stale
         path = run_dir / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -79,13 +80,15 @@ def clear_run(run_dir: Path) -> None:
 
 def save_checkpoint(run_dir: Path, step: int, *, lora: dict[str, dict[str, torch.Tensor]],
                     modulation: dict[str, torch.Tensor], optimizer_state: dict[str, Any], info: dict[str, Any],
-                    config: TrainConfig, keep: int) -> Path:
-    """Write `checkpoints/step-<step>/` atomically, then delete all but the `keep` newest."""
+                    config: TrainConfig, keep: int, ema_state: dict | None = None) -> Path:
+    """Write `checkpoints/step-<step>/` atomically, then delete all but the `keep` newest (`ema_state`: --ema's)."""
     target = run_dir / CHECKPOINTS / f"step-{step}"
 
     def fill(tmp: Path) -> None:
         write_adapter(tmp, lora=lora, modulation=modulation, info={**info, "steps": step})
         torch.save(optimizer_state, tmp / OPTIMIZER)
+        if ema_state is not None:
+            torch.save(ema_state, tmp / EMA_FILE)
         state = {"step": step, "config": config.to_json()}
         (tmp / STATE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
 

@@ -9,6 +9,7 @@ Extra fields are refused. This module imports no torch, so the command line chec
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +38,7 @@ RUN_DEFINING = (
     "data", "preset", "agents", "steps", "batch_size", "grad_accum", "lr", "mod_lr", "rank", "mod_tokens", "coupling",
     "lambda_image", "train_size", "train_frames", "seed", "optimizer", "weight_decay", "max_grad_norm",
     "lr_schedule", "warmup_steps", "cond_dropout", "coupling_noise", "real_frame_p", "motion_bucket_id",
-    "noise_aug", "overfit_batch",
+    "noise_aug", "overfit_batch", "ema", "ema_decay",
 )
 # Fields the `mora train` command line takes from elsewhere (its own source flags, the job model, --resume).
 NOT_FLAGS = ("data", "out", "preset", "preset_file", "device", "seed", "resume")
@@ -121,6 +122,21 @@ class TrainConfig(BaseModel):
         "SVD's motion conditioning (default: the preset's image-to-video setting)", "N"))
     noise_aug: float | None = Field(None, ge=0, le=10.0, allow_inf_nan=False, **_help(
         "SVD's conditioning-frame noise (default: the preset's noise_aug_strength)", "X"))
+    validate_every: int = Field(0, ge=0, le=BIG, **_help(
+        "every K steps, make a video per validation prompt with the current adapter into RUN_DIR/validation/"
+        "step-K (scores in metrics.jsonl; 0: never)", "K"))
+    validation_prompt: list[str] | None = Field(None, **_help(
+        "a validation prompt (repeat the flag for more; default: the first two captions)", "TEXT", repeat=True))
+    report_to: Literal["none", "tensorboard"] = Field("none", **_help(
+        "also log the metrics to TensorBoard (RUN_DIR/tensorboard; pip install 'mora[tensorboard]')"))
+    ema: bool = Field(False, **_help("keep an exponential moving average of the LoRA weights and z; the adapter "
+                                     "written is the average"))
+    ema_decay: float = Field(0.999, ge=0.5, le=0.99999, allow_inf_nan=False, **_help(
+        "the average's decay (it warms up as (1 + step) / (10 + step) to this)", "X"))
+    cache: bool = Field(True, **_help("keep what the frozen encoders make of each clip and caption under "
+                                      "RUN_DIR/cache and reuse it (--no-cache: compute it every step)"))
+    workers: int = Field(2, ge=0, le=64, **_help(
+        "with --no-cache: DataLoader worker processes that decode the clips ahead of the step (0: none)", "N"))
     gradient_checkpointing: bool = Field(True, **_help("recompute activations in the backward pass (less memory)"))
     dtype: Literal["auto", "bfloat16", "bf16", "float32", "fp32"] = Field("auto", **_help(
         "frozen weights' dtype (auto: bf16 on CUDA, fp32 on CPU); trained parameters are fp32"))
@@ -157,6 +173,9 @@ class TrainConfig(BaseModel):
                 self.motion_bucket_id = int(settings.motion_bucket_id)
             if self.noise_aug is None:
                 self.noise_aug = float(settings.noise_aug_strength)
+        if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+            raise InputError("--report-to: tensorboard is not installed; pip install 'mora[tensorboard]' or drop "
+                             "--report-to")
         if self.resume and self.overwrite:
             raise InputError("--overwrite: cannot be used with --resume; pick one (resume continues the run, "
                              "overwrite starts a new one)")

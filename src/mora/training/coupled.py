@@ -50,24 +50,33 @@ class Batch:
     """A training batch.
 
     Args:
-        clips: (B, T, 3, H, W) float32 in [-1, 1], on the training device.
+        first: (B, 3, H, W) the clips' first frames, float32 in [-1, 1], on the training device.
+        last: (B, 3, H, W) their last frames (A3's source image).
         texts: the clips' captions.
         fps: the clips' frame rates (SVD's fps micro-conditioning).
+        clips: (B, T, 3, H, W) the whole windows; None when their latents come from the cache.
         source_sizes: (height, width) of each source video (SDXL's original-size conditioning).
         crops: (top, left) of each clip's crop (SDXL's crop conditioning).
+        dists: cached latent distributions by kind (`sdxl_first`, `pix2pix_first`, `pix2pix_last`,
+            `svd_clip`): (mean, std), rows sample-major; None: computed from the pixels.
+        captions: where caption embeddings are kept (`mora.training.encodings`), None: computed.
     """
 
-    clips: torch.Tensor
+    first: torch.Tensor
+    last: torch.Tensor
     texts: list[str]
     fps: list[float]
+    clips: torch.Tensor | None = None
     source_sizes: list[tuple[int, int]] | None = None
     crops: list[tuple[int, int]] | None = None
+    dists: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+    captions: Any = None
 
     @classmethod
     def from_frames(cls, frames: list[np.ndarray], texts: list[str], fps: list[float], device: str) -> Batch:
         """From (T, H, W, 3) uint8 arrays already at the training size (no crop)."""
-        clips = torch.from_numpy(np.stack(frames)).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1.0)
-        return cls(clips=clips.to(device), texts=list(texts), fps=[float(f) for f in fps])
+        clips = torch.from_numpy(np.stack(frames)).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1.0).to(device)
+        return cls(first=clips[:, 0], last=clips[:, -1], texts=list(texts), fps=[float(f) for f in fps], clips=clips)
 
     @classmethod
     def from_windows(cls, windows: list[Any], texts: list[str], fps: list[float], device: str) -> Batch:
@@ -77,10 +86,31 @@ class Batch:
         batch.crops = [tuple(w.crop_top_left) for w in windows]
         return batch
 
+    def latents(self, kind: str, vae: Any, pixels: Any, draws: Draws) -> torch.Tensor:
+        """VAE latents sampled with the samples' generators, scaled by the VAE's factor: (B * k, C, h, w).
+
+        From the cached distribution of `kind` when there is one, else by encoding `pixels()` (B * k frames).
+        """
+        mean, std = self._dist(kind, vae, pixels)
+        per_sample = (mean.shape[0] // len(draws), *mean.shape[1:])
+        return (mean + std * draws.randn(per_sample, mean).flatten(0, 1)) * vae.config.scaling_factor
+
+    def mode(self, kind: str, vae: Any, pixels: Any) -> torch.Tensor:
+        """The latent distribution's mode, unscaled (as the pipelines condition on an image)."""
+        return self._dist(kind, vae, pixels)[0]
+
+    def _dist(self, kind: str, vae: Any, pixels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.dists is not None and kind in self.dists:
+            mean, std = self.dists[kind]
+            return mean.to(self.first.device, vae.dtype), std.to(self.first.device, vae.dtype)
+        with torch.no_grad():
+            dist = vae.encode(pixels().to(vae.dtype)).latent_dist
+        return dist.mean, dist.std
+
     def sdxl_time_ids(self) -> torch.Tensor:
         """(B, 6): original size, crop top-left, target size, as diffusers' SDXL training scripts pass them."""
-        height, width = self.clips.shape[-2:]
-        b = self.clips.shape[0]
+        height, width = self.first.shape[-2:]
+        b = self.first.shape[0]
         sizes = self.source_sizes or [(height, width)] * b
         crops = self.crops or [(0, 0)] * b
         return torch.tensor([[*sizes[i], *crops[i], height, width] for i in range(b)], dtype=torch.float32)
@@ -110,7 +140,7 @@ def compute_losses(models: dict[str, AgentModel], batch: Batch, draws: Draws, cf
         >>> losses.total.backward()
     """
     dropout = cfg.cond_dropout if train else 0.0
-    first = batch.clips[:, 0]
+    first = batch.first
     per_agent: dict[str, torch.Tensor] = {}
     cond_frame = first
     if A2 in models:
@@ -121,58 +151,73 @@ def compute_losses(models: dict[str, AgentModel], batch: Batch, draws: Draws, cf
             real = draws.rand() < (cfg.real_frame_p if train else 0.0)
             cond_frame = torch.where(real.to(first.device).view(-1, 1, 1, 1), first, estimate)
     if A3 in models:
-        per_agent[A3] = image_to_image_loss(models[A3], first, batch.clips[:, -1], batch.texts, draws, dropout)
+        per_agent[A3] = image_to_image_loss(models[A3], batch, draws, dropout)
     if A4 in models:
-        per_agent[A4] = image_to_video_loss(models[A4], batch.clips, cond_frame, batch.fps, draws,
+        per_agent[A4] = image_to_video_loss(models[A4], batch, cond_frame, draws,
                                             motion_bucket_id=cfg.motion_bucket_id, noise_aug=cfg.noise_aug,
                                             dropout=dropout)
     total = per_agent.get(A4, 0.0) + cfg.lambda_image * per_agent.get(A2, 0.0) + per_agent.get(A3, 0.0)
     return Losses(total=total, per_agent=per_agent)
 
 
-def sdxl_caption_embeds(pipe: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad_windows(rows: list[torch.Tensor], empty: torch.Tensor, window: int) -> torch.Tensor:
+    """Captions of fewer windows get the encoding of an empty window (BOS, EOS, padding) appended, as
+    `tools/clip_text.py` encodes a text in more windows than it needs: each window is encoded alone."""
+    chunks = max(r.shape[1] // window for r in rows)
+    return torch.cat([torch.cat([r, *[empty] * (chunks - r.shape[1] // window)], dim=1) for r in rows])
+
+
+def _cached(cache: Any, kind: str, text: str, compute: Any) -> dict[str, torch.Tensor]:
+    if cache is None:
+        return compute()
+    return cache.get(cache.text_key(kind, text), compute)  # an `EncodingCache`
+
+
+def sdxl_caption_embeds(pipe: Any, texts: list[str], cache: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt embeddings, pooled) of captions, encoded as inference encodes a prompt (`tools/clip_text.py`).
 
     Long captions are not cut at 77 tokens: they are encoded in 75-token windows, as the SDXL tool
     does. A batch shares one window count (its longest caption's), as inference pads its negative
-    prompt to the prompt's: one caption alone gives exactly the tool's embeddings.
+    prompt to the prompt's: one caption alone gives exactly the tool's embeddings. `cache` keeps
+    each caption's encoding (`mora.training.encodings`).
     """
     from mora.tools.clip_text import count_chunks, encode
 
     pairs = [(t, e) for t, e in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2))
              if t is not None and e is not None]
-    chunks, _ = count_chunks(pairs[-1][0], *texts)
-    rows, pooled_rows = [], []
-    with torch.no_grad():
-        for text in texts:
-            hidden, pooled = [], None
-            for tokenizer, encoder in pairs:
-                _, (ids,) = count_chunks(tokenizer, text)
-                states, pooled = encode(tokenizer, encoder, ids, chunks, pipe.unet.device, penultimate=True)
-                hidden.append(states)
-            rows.append(torch.cat(hidden, dim=-1))
-            pooled_rows.append(pooled)
-    return torch.cat(rows), torch.cat(pooled_rows)
+    device = pipe.unet.device
+
+    @torch.no_grad()
+    def one(text: str) -> dict[str, torch.Tensor]:
+        chunks, _ = count_chunks(pairs[-1][0], text)
+        hidden, pooled = [], None
+        for tokenizer, encoder in pairs:
+            _, (ids,) = count_chunks(tokenizer, text)
+            states, pooled = encode(tokenizer, encoder, ids, chunks, device, penultimate=True)
+            hidden.append(states)
+        return {"embeds": torch.cat(hidden, dim=-1), "pooled": pooled}
+
+    found = [_cached(cache, "sdxl", t, lambda t=t: one(t)) for t in texts]
+    empty = _cached(cache, "sdxl", "", lambda: one(""))["embeds"].to(device)
+    window = pairs[-1][0].model_max_length
+    embeds = _pad_windows([f["embeds"].to(device) for f in found], empty, window)
+    return embeds, torch.cat([f["pooled"].to(device) for f in found])
 
 
-def clip_caption_embeds(pipe: Any, texts: list[str]) -> torch.Tensor:
+def clip_caption_embeds(pipe: Any, texts: list[str], cache: Any = None) -> torch.Tensor:
     """InstructPix2Pix's text embeddings of captions, as inference encodes them (`tools/clip_text.py`)."""
     from mora.tools.clip_text import count_chunks, encode
 
-    chunks, ids = count_chunks(pipe.tokenizer, *texts)
-    with torch.no_grad():
-        return torch.cat([encode(pipe.tokenizer, pipe.text_encoder, row, chunks, pipe.unet.device,
-                                 penultimate=False)[0] for row in ids])
+    device = pipe.unet.device
 
+    @torch.no_grad()
+    def one(text: str) -> dict[str, torch.Tensor]:
+        chunks, (ids,) = count_chunks(pipe.tokenizer, text)
+        return {"embeds": encode(pipe.tokenizer, pipe.text_encoder, ids, chunks, device, penultimate=False)[0]}
 
-def encode_latents(vae: Any, pixels: torch.Tensor, draws: Draws) -> torch.Tensor:
-    """VAE latents of frames (B * k, 3, H, W) in [-1, 1] (k frames per sample), sampled with the samples'
-    generators, scaled by the VAE's factor."""
-    with torch.no_grad():
-        dist = vae.encode(pixels.to(vae.dtype)).latent_dist
-        per_sample = (dist.mean.shape[0] // len(draws), *dist.mean.shape[1:])
-        sample = dist.mean + dist.std * draws.randn(per_sample, dist.mean).flatten(0, 1)
-    return sample * vae.config.scaling_factor
+    found = [_cached(cache, "pix2pix", t, lambda t=t: one(t))["embeds"].to(device) for t in texts]
+    empty = _cached(cache, "pix2pix", "", lambda: one(""))["embeds"].to(device)
+    return _pad_windows(found, empty, pipe.tokenizer.model_max_length)
 
 
 def _drop(draws: Draws, p: float, device: Any) -> torch.Tensor | None:
@@ -200,10 +245,11 @@ def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: 
     """
     pipe = m.pipe
     b = first.shape[0]
-    latents = encode_latents(pipe.vae, first, draws)
+    latents = batch.latents("sdxl_first", pipe.vae, lambda: first, draws)
     mask = _drop(draws, dropout, first.device)
     zeros = mask is None or getattr(pipe.config, "force_zeros_for_empty_prompt", False)
-    cond_embeds, cond_pooled = sdxl_caption_embeds(pipe, batch.texts if zeros else [*batch.texts, ""])
+    texts = batch.texts if zeros else [*batch.texts, ""]
+    cond_embeds, cond_pooled = sdxl_caption_embeds(pipe, texts, batch.captions)
     empty, empty_pooled = (None, None) if zeros else (cond_embeds[b:], cond_pooled[b:])
     cond_embeds, cond_pooled = cond_embeds[:b], cond_pooled[:b]
     embeds, pooled = _where(mask, cond_embeds, empty), _where(mask, cond_pooled, empty_pooled)
@@ -231,7 +277,7 @@ def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: 
     return loss, frame.float().clamp(-1.0, 1.0)  # the pipeline's postprocess clamps too
 
 
-def image_to_video_loss(m: AgentModel, clips: torch.Tensor, cond_frame: torch.Tensor, fps: list[float],
+def image_to_video_loss(m: AgentModel, batch: Batch, cond_frame: torch.Tensor,
                         draws: Draws, *, motion_bucket_id: int, noise_aug: float,
                         dropout: float) -> torch.Tensor:
     """A4 (SVD): the EDM v-loss of the clip, conditioned on `cond_frame` (B, 3, H, W) as the pipeline feeds an image.
@@ -240,20 +286,20 @@ def image_to_video_loss(m: AgentModel, clips: torch.Tensor, cond_frame: torch.Te
     (`StableVideoDiffusionPipeline`'s `noise_aug_strength` and `motion_bucket_id`).
     """
     pipe = m.pipe
-    b, frames = clips.shape[:2]
+    b, fps, device = cond_frame.shape[0], batch.fps, cond_frame.device
     vae = pipe.vae
-    latents = encode_latents(vae, clips.flatten(0, 1), draws).unflatten(0, (b, frames))
+    latents = batch.latents("svd_clip", vae, lambda: batch.clips.flatten(0, 1), draws).unflatten(0, (b, -1))
     augmented = cond_frame + draws.randn(tuple(cond_frame.shape[1:]), cond_frame) * noise_aug
     cond_latents = vae.encode(augmented.to(vae.dtype)).latent_dist.mode()  # unscaled, as the pipeline
     image_embeds = clip_image_tokens(pipe, cond_frame, 1)  # the clean frame, as the pipeline
-    mask = _drop(draws, dropout, clips.device)  # SVD's unconditional branch: zero embedding and latent
+    mask = _drop(draws, dropout, device)  # SVD's unconditional branch: zero embedding and latent
     image_embeds, cond_latents = _where(mask, image_embeds), _where(mask, cond_latents)
     dtype = pipe.unet.dtype
     fps_ids = torch.tensor([max(0.0, round(f) - 1.0) for f in fps])  # SVD is conditioned on fps - 1
     time_ids = torch.stack([fps_ids, torch.full((b,), float(motion_bucket_id)), torch.full((b,), float(noise_aug))],
                            dim=1)
     return svd_edm_loss(pipe.unet, latents.to(dtype), cond_latents.to(dtype),
-                        append_modulation(image_embeds.to(dtype), m.z), time_ids.to(clips.device, dtype), draws)
+                        append_modulation(image_embeds.to(dtype), m.z), time_ids.to(device, dtype), draws)
 
 
 def pix2pix_dropout(u: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -269,19 +315,18 @@ def pix2pix_dropout(u: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tens
     return u < 2 * p, (u >= p) & (u < 3 * p)
 
 
-def image_to_image_loss(m: AgentModel, first: torch.Tensor, source: torch.Tensor, texts: list[str],
-                        draws: Draws, dropout: float) -> torch.Tensor:
+def image_to_image_loss(m: AgentModel, batch: Batch, draws: Draws, dropout: float) -> torch.Tensor:
     """A3 (InstructPix2Pix): learn the first frame from the last frame and the text (noise prediction).
 
     The unconditional text is the encoding of "" (what InstructPix2Pix inference uses), the
     unconditional image zeros, with the three-way dropout of `pix2pix_dropout`.
     """
     pipe = m.pipe
+    first = batch.first
     b = first.shape[0]
-    latents = encode_latents(pipe.vae, first, draws)
-    with torch.no_grad():
-        source_latents = pipe.vae.encode(source.to(pipe.vae.dtype)).latent_dist.mode()  # unscaled, as pix2pix
-    embeds = clip_caption_embeds(pipe, [*texts, ""])
+    latents = batch.latents("pix2pix_first", pipe.vae, lambda: first, draws)
+    source_latents = batch.mode("pix2pix_last", pipe.vae, lambda: batch.last)  # unscaled, as pix2pix
+    embeds = clip_caption_embeds(pipe, [*batch.texts, ""], batch.captions)
     embeds, empty = embeds[:b], embeds[b:]
     if dropout > 0:
         text_drop, image_drop = pix2pix_dropout(draws.rand(), dropout)

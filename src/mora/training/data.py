@@ -188,12 +188,18 @@ def load_clip(clip: Clip, *, frames: int, size: tuple[int, int], seed: int, step
     """
     video = media.read_video(clip.path, argument="file_name")
     available = video.num_frames
-    if available < frames:  # the file changed since the check
-        raise InputError(f"--data: {clip.path.name!r} now has {available} frames, fewer than {frames}; "
-                         "restore the file or remove its line")
-    start = int(np.random.default_rng([seed, step, clip.line]).integers(0, available - frames + 1))
+    if available < clip.num_frames:  # the file changed since the check
+        raise InputError(f"--data: {clip.path.name!r} now has {available} frames, fewer than the {clip.num_frames} "
+                         "it had when checked; restore the file or remove its line")
+    start = window_start(clip, frames, seed, step)
     window = video.frames[start:start + frames]
     return cover_crop(window, size)
+
+
+def window_start(clip: Clip, frames: int, seed: int, step: int) -> int:
+    """The first frame of step `step`'s window of `clip`: drawn from (seed, step, line), so a resumed run
+    (and a cached one) reads the same frames."""
+    return int(np.random.default_rng([seed, step, clip.line]).integers(0, clip.num_frames - frames + 1))
 
 
 def cover_crop(window: np.ndarray, size: tuple[int, int]) -> ClipFrames:

@@ -57,21 +57,32 @@ class MetricsLog:
 
 
 def plot_losses(records: list[dict[str, Any]], path: Path, boundaries: list[int] = ()) -> Path | None:
-    """`loss.png`: loss (total and per agent) and modulation factors over steps. None if nothing to plot.
+    """`loss.png`: loss (total and per agent), modulation ||z_i||, drift and cosine, and (when `records` has
+    validation rows) the validation videos' quality, over steps. None if nothing to plot.
 
     `boundaries`: steps after which a new data-free iteration starts, drawn as dashed lines.
 
     Uses matplotlib's Agg canvas directly (no pyplot), so the caller's backend is left alone.
     """
+    validations = [r for r in records if "validation" in r]
+    records = [r for r in records if "loss" in r]
     if not records:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     steps = [r["step"] for r in records]
-    fig = Figure(figsize=(9, 9), dpi=100)
+    fig = Figure(figsize=(9, 11 if validations else 9), dpi=100)
     FigureCanvasAgg(fig)
-    loss_ax, mod_ax, drift_ax = fig.subplots(3, 1, sharex=True)
+    axes = fig.subplots(4 if validations else 3, 1, sharex=True)
+    loss_ax, mod_ax, drift_ax = axes[:3]
+    if validations:  # the validation videos' score-card quality, one line per prompt
+        for j in range(len(validations[-1]["validation"]["quality"])):
+            axes[3].plot([v["step"] for v in validations],
+                         [v["validation"]["quality"][j] if j < len(v["validation"]["quality"]) else math.nan
+                          for v in validations], marker="o", label=f"prompt {j + 1}")
+        axes[3].set_ylabel("validation quality")
+        axes[3].legend(fontsize=8)
     loss_ax.plot(steps, [r["loss"] for r in records], label="total", color="black", linewidth=1.2)
     for agent in records[-1].get("loss_per_agent", {}):
         loss_ax.plot(steps, [r["loss_per_agent"].get(agent, math.nan) for r in records], label=agent, linewidth=0.9)
@@ -83,8 +94,8 @@ def plot_losses(records: list[dict[str, Any]], path: Path, boundaries: list[int]
     _per_agent(drift_ax, steps, records, "modulation_drift", "drift ||z_i - z_i0||")
     cos_ax = drift_ax.twinx()
     _per_agent(cos_ax, steps, records, "modulation_cos", "cos(z_i, z_i0) (dashed)", linestyle="--")
-    drift_ax.set_xlabel("step")
-    for ax in (loss_ax, mod_ax, drift_ax):
+    axes[-1].set_xlabel("step")
+    for ax in axes:
         for at in boundaries:
             ax.axvline(at + 0.5, color="grey", linestyle="--", linewidth=0.8)
     fig.tight_layout()
@@ -100,6 +111,49 @@ def _per_agent(ax: Any, steps: list[int], records: list[dict[str, Any]], key: st
     ax.set_ylabel(label)
     if records[-1].get(key):
         ax.legend(fontsize=8)
+
+
+def contact_sheet(video_path: Path, path: Path, frames: int = 4) -> Path:
+    """One image of `frames` frames of the video, evenly spaced in time, left to right."""
+    import numpy as np
+    from PIL import Image
+
+    from mora import media
+
+    video = media.read_video(video_path, argument="video")
+    picks = np.linspace(0, len(video.frames) - 1, num=min(frames, len(video.frames))).round().astype(int)
+    tiles = [Image.fromarray(np.asarray(video.frames[i])) for i in picks]
+    sheet = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), tiles[0].height), "white")
+    x = 0
+    for tile in tiles:
+        sheet.paste(tile, (x, 0))
+        x += tile.width + 4
+    return media.write_image(sheet, path)
+
+
+def open_tracker(kind: str, run_dir: Path, config: dict[str, Any]) -> Any:
+    """`--report-to tensorboard`: accelerate's TensorBoard tracker writing to `RUN_DIR/tensorboard` (None: off)."""
+    if kind == "none":
+        return None
+    from accelerate.tracking import TensorBoardTracker
+
+    tracker = TensorBoardTracker("train", run_dir / "tensorboard")
+    if hasattr(tracker, "start"):  # accelerate >= 1.x starts trackers lazily
+        tracker.start()
+    tracker.log({"config": json.dumps(config, indent=1)}, step=0)
+    return tracker
+
+
+def track(tracker: Any, record: dict[str, Any]) -> None:
+    """One metrics.jsonl row to the tracker: numbers as scalars, per-agent dicts as grouped scalars."""
+    if tracker is None:
+        return
+    if "validation" in record:
+        values: dict[str, Any] = {"validation_quality": {f"prompt {j + 1}": q for j, q in
+                                                         enumerate(record["validation"]["quality"])}}
+    else:
+        values = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float, dict))}
+    tracker.log(values, step=record["step"])
 
 
 def open_log(path: Path) -> tuple[logging.Handler, list]:

@@ -28,8 +28,10 @@ from mora.errors import InputError
 from mora.training import checkpoints as ckpt
 from mora.training.config import TrainConfig
 from mora.training.coupled import Batch, compute_losses
-from mora.training.data import batch_indices, check_dataset, load_clip
+from mora.training.data import batch_indices, check_dataset, cover_crop, load_clip, window_start
 from mora.training.distributed import Processes, average_gradients, from_environment, mean_over_processes
+from mora.training.ema import EMA_FILE, Averaged
+from mora.training.encodings import EncodingCache, NoCache, cached_batch, clip_key, encode_frames
 from mora.training.models import AgentModel, build_agent
 from mora.training.objectives import Draws
 from mora.training.report import (
@@ -39,11 +41,14 @@ from mora.training.report import (
     MetricsLog,
     close_log,
     open_log,
+    open_tracker,
     peak_memory_gb,
     plot_losses,
     relative,
+    track,
     versions,
 )
+from mora.training.validation import validate
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +148,9 @@ class Trainer:
         self.resumed_from: Path | None = None
         self._log: tuple | None = None
         self.processes = Processes()
+        self.ema: Averaged | None = None
+        self.validations: list[dict[str, Any]] = []
+        self.tracker: Any = None
         self._started = time.time()
 
     @property
@@ -182,6 +190,9 @@ class Trainer:
                                               seed=self.cfg.seed)
                            for agent in self.cfg.agents}
             self.optimizer = self._make_optimizer()
+            self.ema = Averaged([p for g in self.optimizer.param_groups for p in g["params"]],
+                                self.cfg.ema_decay) if self.cfg.ema else None
+            self.encodings = self._open_cache()
             if resume_from is not None:
                 self._restore(resume_from)
         except BaseException:
@@ -226,20 +237,50 @@ class Trainer:
             with torch.no_grad():
                 m.z.copy_(modulation[agent].to(m.z.device))
         self.optimizer.load_state_dict(optimizer_state)
+        if self.ema is not None and (path / EMA_FILE).is_file():
+            self.ema.load_state_dict(torch.load(path / EMA_FILE, map_location="cpu", weights_only=True))
         self.step = step
         self.resumed_from = path
         logger.info("resuming from %s at step %d", path, step)
 
     # --- one step ---------------------------------------------------------------------------------
 
-    def batch(self, step: int, micro: int = 0) -> Batch:
-        """This process's clips of micro-batch `micro` of training step `step` (0-based)."""
+    def batch(self, step: int, micro: int = 0, windows: list[Any] | None = None) -> Batch:
+        """This process's clips of micro-batch `micro` of training step `step` (0-based).
+
+        `windows`: the clips' frames already decoded (by the DataLoader workers, `--no-cache`).
+        """
         cfg = self.cfg
-        positions = self.positions(micro)
         picked = [self.clips[i] for i in batch_indices(step, self.global_batch, len(self.clips), cfg.seed)]
-        picked = [picked[k] for k in positions]
-        windows = [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed, step=step) for c in picked]
-        return Batch.from_windows(windows, [c.text for c in picked], [c.fps for c in picked], self.device)
+        picked = [picked[k] for k in self.positions(micro)]
+        texts, fps = [c.text for c in picked], [c.fps for c in picked]
+        if not cfg.cache:
+            windows = windows or [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed,
+                                            step=step) for c in picked]
+            return Batch.from_windows(windows, texts, fps, self.device)
+        entries = [self.encodings.get(clip_key(c.path), lambda c=c: self._encode_clip(c)) for c in picked]
+        starts = [window_start(c, cfg.train_frames, cfg.seed, step) for c in picked]
+        return cached_batch(entries, starts, cfg.train_frames, texts, fps, self.device, self.encodings)
+
+    def _open_cache(self) -> EncodingCache:
+        if not self.cfg.cache:
+            return NoCache()
+        fingerprint = {"preset": self.cfg.preset_name, "models": {a: m.model for a, m in self.models.items()},
+                       "dtype": str(self.dtype), "train_size": list(self.cfg.train_size)}
+        return EncodingCache.open(self.run_dir, fingerprint, write=self.processes.main)
+
+    def _encode_clip(self, clip: Any) -> dict[str, torch.Tensor]:
+        """A whole clip at the training size and its latent distributions through every trained agent's VAE."""
+        from mora import media
+
+        window = cover_crop(media.read_video(clip.path, argument="file_name").frames, self.cfg.train_size)
+        if len(window.frames) < clip.num_frames:
+            raise InputError(f"--data: {clip.path.name!r} now has {len(window.frames)} frames, fewer than the "
+                             f"{clip.num_frames} it had when checked; restore the file or remove its line")
+        pixels = torch.from_numpy(window.frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        return {"frames": torch.from_numpy(window.frames[:clip.num_frames].copy()),
+                "source_size": torch.tensor(window.source_size), "crop": torch.tensor(window.crop_top_left),
+                **encode_frames(self.models, pixels[:clip.num_frames])}
 
     @property
     def global_batch(self) -> int:
@@ -260,8 +301,21 @@ class Trainer:
             return torch.autocast("cuda", dtype=self.dtype)
         return contextlib.nullcontext()
 
-    def train_step(self, step: int) -> dict[str, Any]:
-        """Run optimizer step `step` (0-based): `grad_accum` micro-batches, gradients averaged over processes."""
+    def prefetched(self, start: int) -> Any:
+        """With `--no-cache` and `--workers N`: the windows of steps `start`.. decoded ahead; else None."""
+        if self.cfg.cache or self.cfg.workers == 0 or start >= self.cfg.steps:
+            return None
+        from mora.training.loader import StepWindows, prefetch
+
+        positions = [self.positions(m) for m in range(self.cfg.grad_accum)]
+        steps = [0 if self.cfg.overfit_batch else s for s in range(start, self.cfg.steps)]
+        return prefetch(StepWindows(self.clips, self.cfg, self.global_batch, positions), steps, self.cfg.workers)
+
+    def train_step(self, step: int, windows: list[list[Any]] | None = None) -> dict[str, Any]:
+        """Run optimizer step `step` (0-based): `grad_accum` micro-batches, gradients averaged over processes.
+
+        `windows`: per micro-batch, its clips' frames already decoded (`prefetched`).
+        """
         start = time.perf_counter()
         factor = lr_factor(step, self.cfg)
         for group in self.optimizer.param_groups:
@@ -271,7 +325,8 @@ class Trainer:
         accum = self.cfg.grad_accum
         for micro in range(accum):
             with self._autocast():
-                losses = compute_losses(self.models, self.batch(source, micro), self.draws(source, micro), self.cfg)
+                batch = self.batch(source, micro, windows[micro] if windows else None)
+                losses = compute_losses(self.models, batch, self.draws(source, micro), self.cfg)
             (losses.total / accum).backward()
             total += float(losses.total.detach()) / accum
             for agent, value in losses.per_agent.items():
@@ -281,6 +336,8 @@ class Trainer:
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step = step + 1
         loss = mean_over_processes(total, self.processes)
@@ -336,22 +393,31 @@ class Trainer:
         try:
             metrics = MetricsLog(self.run_dir / METRICS)
             records = metrics.keep_until(self.step) if self.resumed_from else []
+            self.validations = [r for r in records if "validation" in r]
+            records = [r for r in records if "loss" in r]
             if not self.resumed_from:
                 metrics.path.write_text("", encoding="utf-8")
             self._write_manifest("running", records)
+            self.tracker = open_tracker(self.cfg.report_to, self.run_dir, self.cfg.to_json())
             bar = self._progress_bar()
+            ahead = self.prefetched(self.step)
             for step in range(self.step, self.cfg.steps):
-                record = self.train_step(step)
+                record = self.train_step(step, next(ahead) if ahead is not None else None)
                 metrics.append(record)
                 records.append(record)
+                track(self.tracker, record)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{record['loss']:.4f}")
                 if self.callback is not None:
                     self.callback(record)
+                if self.cfg.validate_every and self.step % self.cfg.validate_every == 0:
+                    self.validations.append(validate(self, self.step))
+                    metrics.append(self.validations[-1])
+                    track(self.tracker, self.validations[-1])
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                     self.save_checkpoint()
-                    plot_losses(records, self.run_dir / LOSS_PLOT)
+                    plot_losses(records + self.validations, self.run_dir / LOSS_PLOT)
             return self._finish(records)
         except Exception:  # noqa: BLE001 - recorded in train.json, then re-raised as it is
             with contextlib.suppress(OSError, TypeError, ValueError):  # the record is best effort (disk, JSON)
@@ -367,12 +433,15 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+            if self.tracker is not None:
+                self.tracker.finish()
             self.close()
 
     def _run_worker(self) -> TrainResult:
         """Processes other than 0 train in step with it (the same updates) and write nothing."""
+        ahead = self.prefetched(self.step)
         for step in range(self.step, self.cfg.steps):
-            self.train_step(step)
+            self.train_step(step, next(ahead) if ahead is not None else None)
         return TrainResult(adapter_dir=self.run_dir / ADAPTER_DIR, metrics_path=self.run_dir / METRICS,
                            final_loss=math.nan, run_dir=self.run_dir, steps=self.step)
 
@@ -405,8 +474,13 @@ class Trainer:
             "coupling": cfg.coupled, "lambda_image": cfg.lambda_image, "train_size": list(cfg.train_size),
             "train_frames": cfg.train_frames, "steps": self.step, "seed": cfg.seed, "mora_version": version("mora"),
             "modulation_drift": stats["modulation_drift"], "modulation_cos": stats["modulation_cos"],
+            "ema": {"decay": cfg.ema_decay} if cfg.ema else None,
             "svd_conditioning": {"motion_bucket_id": cfg.motion_bucket_id, "noise_aug": cfg.noise_aug},
         }
+
+    def averaged(self) -> contextlib.AbstractContextManager:
+        """With `--ema`: the moving average in the parameters for the block; otherwise nothing changes."""
+        return self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
 
     def _weights(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
         lora = {a: lora_state(m.pipe.unet) for a, m in self.models.items()}
@@ -414,15 +488,17 @@ class Trainer:
         return lora, modulation
 
     def save_checkpoint(self) -> Path:
-        lora, modulation = self._weights()
+        lora, modulation = self._weights()  # the trained values (the average, with --ema, goes in ema.pt)
         return ckpt.save_checkpoint(self.run_dir, self.step, lora=lora, modulation=modulation,
                                     optimizer_state=self.optimizer.state_dict(), info=self._info(), config=self.cfg,
-                                    keep=self.cfg.keep_checkpoints)
+                                    keep=self.cfg.keep_checkpoints,
+                                    ema_state=self.ema.state_dict() if self.ema is not None else None)
 
     def adapter(self) -> Adapter:
-        """The current theta_i and z_i as an in-memory `Adapter` (apply it to fresh pipelines, or save it)."""
-        lora, modulation = self._weights()
-        meta = {"format_version": 1, **self._info()}
+        """The current theta_i and z_i (their average with `--ema`) as an in-memory `Adapter`."""
+        with self.averaged():
+            lora, modulation = self._weights()
+            meta = {"format_version": 1, **self._info()}
         return Adapter(path=None, meta=meta, modulation_tensors=modulation, lora_states=lora)
 
     def pipelines(self) -> dict[str, Any]:
@@ -430,16 +506,17 @@ class Trainer:
         return {agent: m.pipe for agent, m in self.models.items()}
 
     def save_adapter(self) -> Path:
-        """Write `RUN_DIR/adapter/` atomically."""
-        lora, modulation = self._weights()
+        """Write `RUN_DIR/adapter/` atomically (with `--ema`, the moving average)."""
+        with self.averaged():
+            lora, modulation = self._weights()
+            info = self._info()
         target = self.run_dir / ADAPTER_DIR
-        write_folder_atomically(target, lambda tmp: write_adapter(tmp, lora=lora, modulation=modulation,
-                                                                  info=self._info()))
+        write_folder_atomically(target, lambda tmp: write_adapter(tmp, lora=lora, modulation=modulation, info=info))
         return target
 
     def _finish(self, records: list[dict[str, Any]]) -> TrainResult:
         adapter_dir = self.save_adapter()
-        plot_losses(records, self.run_dir / LOSS_PLOT)
+        plot_losses(records + self.validations, self.run_dir / LOSS_PLOT)
         tail = [r["loss"] for r in records[-10:]]
         final = sum(tail) / len(tail) if tail else math.nan
         manifest = self._write_manifest("complete", records, final_loss=final)

@@ -1,0 +1,171 @@
+"""Cached encodings (`--cache`, the default): what the frozen encoders make of each clip, computed once.
+
+Per clip, at the training size: the cover-cropped frames (uint8), and the VAE latent distribution
+(mean, std) of every frame for each trained agent's VAE (SDXL, InstructPix2Pix, SVD); per caption,
+its text embeddings as inference encodes them. A step then slices its window out of these instead
+of decoding the video and running the VAEs and text encoders again; the latents are still sampled
+per step (mean + std x the sample's noise), so a cached run computes what `--no-cache` does, up to
+float rounding. What depends on trained parameters (A2's coupled estimate, A4's conditioning frame
+through CLIP and the VAE with its noise) is never cached.
+
+Entries live in memory (the newest `MEMORY_ENTRIES`) and under `RUN_DIR/cache/` as safetensors
+files, so a resumed run or a second run into the folder reuses them. A clip's key is its path,
+size and modification time: a changed clip gets a new entry. `index.json` holds what every entry
+depends on (base models, dtype, training size, format); when that differs the folder is cleared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CACHE_DIR = "cache"
+INDEX = "index.json"
+FORMAT = 1
+MEMORY_ENTRIES = 32
+
+
+def clip_key(path: Path) -> str:
+    """A clip's cache key: its path, size and modification time (a changed file gets a new key)."""
+    stat = Path(path).stat()
+    return hashlib.sha1(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+
+
+class EncodingCache:
+    """Encodings by key: memory, then `folder`, then `compute()` (stored in both).
+
+    Args:
+        folder: `RUN_DIR/cache` (None: memory only, e.g. processes other than 0, which never write).
+        fingerprint: what every entry depends on; an index that differs clears the folder.
+
+    Example:
+        >>> cache = EncodingCache.open(Path("runs/a"), {"models": {...}}, write=True)  # doctest: +SKIP
+        >>> cache.get("abc", lambda: {"x": torch.zeros(2)})                             # doctest: +SKIP
+    """
+
+    def __init__(self, folder: Path | None, fingerprint: dict, write: bool = True):
+        self.folder, self.fingerprint, self.write = folder, fingerprint, write
+        self.memory: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        self.computed = 0  # entries made (not read) by this process: for the tests and the log
+
+    @staticmethod
+    def text_key(kind: str, text: str) -> str:
+        """A caption's key: which encoder and the text."""
+        return hashlib.sha1(f"{kind}|{text}".encode()).hexdigest()
+
+    @classmethod
+    def open(cls, run_dir: Path, fingerprint: dict, *, write: bool) -> EncodingCache:
+        folder = Path(run_dir) / CACHE_DIR
+        index = {"format": FORMAT, **fingerprint}
+        if write:
+            try:
+                current = json.loads((folder / INDEX).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                current = None
+            if current != json.loads(json.dumps(index)):
+                if folder.exists():
+                    logger.info("cache: base models or settings changed; clearing %s", folder)
+                    shutil.rmtree(folder)
+                folder.mkdir(parents=True)
+                (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        return cls(folder if folder.is_dir() else None, index, write)
+
+    def get(self, key: str, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        if key in self.memory:
+            self.memory.move_to_end(key)
+            return self.memory[key]
+        entry = self._read(key)
+        if entry is None:
+            entry = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
+            self.computed += 1
+            self._store(key, entry)
+        self.memory[key] = entry
+        while len(self.memory) > MEMORY_ENTRIES:
+            self.memory.popitem(last=False)
+        return entry
+
+    def _path(self, key: str) -> Path | None:
+        return None if self.folder is None else self.folder / f"{key}.safetensors"
+
+    def _read(self, key: str) -> dict[str, torch.Tensor] | None:
+        path = self._path(key)
+        if path is None or not path.is_file():
+            return None
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (OSError, SafetensorError):  # a file cut by a crash: computed again
+            return None
+
+    def _store(self, key: str, entry: dict[str, torch.Tensor]) -> None:
+        path = self._path(key)
+        if path is None or not self.write:
+            return
+        from safetensors.torch import save_file
+
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        save_file(entry, str(tmp))
+        os.replace(tmp, path)  # readers see the whole file or none
+
+
+class NoCache(EncodingCache):
+    """`--no-cache`: everything computed each time (nothing kept)."""
+
+    def __init__(self) -> None:
+        super().__init__(None, {}, write=False)
+
+    def get(self, key: str, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        self.computed += 1
+        return compute()
+
+
+@torch.no_grad()
+def encode_frames(models: dict[str, Any], frames: torch.Tensor, chunk: int = 8) -> dict[str, torch.Tensor]:
+    """The latent distribution of every frame (N, 3, H, W in [-1, 1]) through each trained agent's VAE.
+
+    Returns `{family}_mean`, `{family}_std` (N, C, h, w), float32 on the CPU.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for m in models.values():
+        vae = m.pipe.vae
+        means, stds = [], []
+        for i in range(0, frames.shape[0], chunk):
+            dist = vae.encode(frames[i:i + chunk].to(vae.device, vae.dtype)).latent_dist
+            means.append(dist.mean.float().cpu())
+            stds.append(dist.std.float().cpu())
+        out[f"{m.family}_mean"], out[f"{m.family}_std"] = torch.cat(means), torch.cat(stds)
+    return out
+
+
+def cached_batch(entries: list[dict[str, torch.Tensor]], starts: list[int], frames: int, texts: list[str],
+                 fps: list[float], device: str, captions: EncodingCache) -> Any:
+    """The step's `Batch` sliced out of the clips' cached entries (the window `start:start + frames` of each)."""
+    from mora.training.coupled import Batch
+
+    windows = [e["frames"][s:s + frames] for e, s in zip(entries, starts, strict=True)]
+    pixels = [w[[0, -1]].permute(0, 3, 1, 2).float().div(127.5).sub(1.0) for w in windows]
+    dists: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    slices = {"sdxl_first": ("sdxl", 0, 1), "pix2pix_first": ("pix2pix", 0, 1),
+              "pix2pix_last": ("pix2pix", frames - 1, frames), "svd_clip": ("svd", 0, frames)}
+    for kind, (family, a, b) in slices.items():
+        if f"{family}_mean" in entries[0]:
+            dists[kind] = tuple(torch.cat([e[f"{family}_{part}"][s + a:s + b] for e, s in zip(entries, starts,
+                                                                                            strict=True)])
+                                for part in ("mean", "std"))
+    return Batch(first=torch.stack([p[0] for p in pixels]).to(device), last=torch.stack([p[1] for p in pixels]).to(device),
+                 texts=list(texts), fps=[float(f) for f in fps], dists=dists,
+                 source_sizes=[tuple(int(v) for v in e["source_size"]) for e in entries],
+                 crops=[tuple(int(v) for v in e["crop"]) for e in entries], captions=captions)
