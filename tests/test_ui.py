@@ -164,7 +164,7 @@ def test_upload_is_kept_in_the_job_folder(page, server, tmp_path):
     assert manifests, "the job wrote no manifest in its folder"
     manifest = json.loads(manifests[-1].read_text())
     image = Path(manifest["inputs"]["image"])
-    assert image.name == "upload.png"
+    assert image.name == "image-upload.png"  # named by its input: video_a and video_b may share a file name
     assert image.parent == manifests[-1].parent / "inputs"  # the job's own copy, not Gradio's cache
 
 
