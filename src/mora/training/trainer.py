@@ -377,7 +377,9 @@ class Trainer:
         if self.cfg.max_grad_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
         else:
-            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+            # what clip_grad_norm_ measures, by hand: torch.nn.utils.get_total_norm needs torch >= 2.6
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) \
+                if grads else torch.zeros(())
         self.optimizer.step()
         if self.ema is not None:
             self.ema.step()
