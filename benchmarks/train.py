@@ -18,6 +18,9 @@ between): model load seconds, one warm-up step (with the cache, it also encodes 
 then `--steps` timed optimizer steps (data loading included, as in a run); mean and median seconds
 per step; peak memory (the CUDA allocator's peak on a GPU; on a CPU the process's max RSS, which
 only grows, so later columns include earlier ones).
+Then the mean per-step split of the timed steps (metrics.jsonl's `phase_seconds`: data, encode,
+forward, backward, optimizer; CUDA synchronised at each boundary). The dry run runs no step, so it
+only says what a GPU run would measure.
 
 Goals: one H100, full size: <= 1.0 s per step and <= 40 GB peak (issue 12); on tiny, cached
 training >= 1.5x the steps per second of --no-cache (issue 21).
@@ -136,7 +139,7 @@ def bench_config(args: argparse.Namespace, preset: Any, data: Path, workdir: Pat
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    seconds, losses = [], []
+    seconds, losses, splits = [], [], []
     for step in range(args.steps + 1):
         started = time.perf_counter()
         record = trainer.train_step(step)
@@ -144,11 +147,13 @@ def bench_config(args: argparse.Namespace, preset: Any, data: Path, workdir: Pat
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - started)
         losses.append(record["loss"])
+        splits.append(record["phase_seconds"])
         log(f"[{name}] step {step + 1}: {seconds[-1]:.3f} s, loss {record['loss']:.4f}")
     trainer.close()
     timed = seconds[1:]  # the first step pays one-time costs (kernel selection, allocator growth)
     result = dict(coupling=coupling, cache=cache, load_s=load_s, warmup_s=seconds[0], mean_s=statistics.mean(timed),
                   median_s=statistics.median(timed), peak_gb=peak_memory_gb(args.device), losses=losses,
+                  split={k: statistics.mean(s[k] for s in splits[1:]) for k in splits[0]},
                   trainable=sum(p.numel() for m in trainer.models.values() for p in m.lora_params + [m.z]))
     del trainer
     gc.collect()
@@ -188,7 +193,21 @@ def dry_run(args: argparse.Namespace, bench: Any) -> int:
     print(f"static memory: {frozen_total * 2 / 1e9:.1f} GB frozen bf16 weights + {trainable_total * 16 / 1e9:.2f} GB "
           f"trainable state (fp32 parameters, gradients, AdamW moments) = {static / 1e9:.1f} GB before activations "
           f"(goal: <= {GOAL_PEAK_GB:.0f} GB peak with activations; measure with --device cuda)")
+    from mora.training.timing import PHASES
+
+    print(f"per-step split: not measured here (no step runs on the meta device); --device cuda prints the mean "
+          f"seconds per phase ({', '.join(PHASES)}) of each configuration, from metrics.jsonl's phase_seconds")
     return 0
+
+
+def print_split(results: list[dict], bench: Any) -> None:
+    """Mean seconds per phase of the timed steps (metrics.jsonl's `phase_seconds`), per configuration."""
+    phases = list(results[0]["split"])
+    rows = [[("on" if r["coupling"] else "off"), ("on" if r["cache"] else "off"),
+             *(f"{r['split'][k]:.4f}" for k in phases), f"{r['mean_s'] - sum(r['split'].values()):.4f}",
+             f"{r['mean_s']:.4f}"] for r in results]
+    print("per-step split, mean seconds of the timed steps (other: the step's bookkeeping outside the phases)")
+    print(bench.table(["coupling", "cache", *phases, "other", "step"], rows))
 
 
 def report(args: argparse.Namespace, results: list[dict], bench: Any) -> None:
@@ -206,6 +225,7 @@ def report(args: argparse.Namespace, results: list[dict], bench: Any) -> None:
              f"{r['trainable'] / 1e6:.2f}M"] for r in results]
     print(bench.table(["coupling", "cache", "load s", "warm-up s", "s/step (mean)", "s/step (median)", memory,
                        "trainable"], rows))
+    print_split(results, bench)
     on, off, uncached = results
     print(f"coupling costs {on['mean_s'] / off['mean_s']:.2f}x the time of --no-coupling per step")
     speedup = uncached["mean_s"] / on["mean_s"]

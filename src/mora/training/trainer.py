@@ -48,6 +48,7 @@ from mora.training.report import (
     track,
     versions,
 )
+from mora.training.timing import StepTimer, time_encoders
 from mora.training.validation import validate
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class Trainer:
         self.validations: list[dict[str, Any]] = []
         self.tracker: Any = None
         self._started = time.time()
+        self._timer: StepTimer | None = None  # the running step's phase timer (metrics' `phase_seconds`)
 
     @property
     def run_dir(self) -> Path:
@@ -193,6 +195,7 @@ class Trainer:
             self.ema = Averaged([p for g in self.optimizer.param_groups for p in g["params"]],
                                 self.cfg.ema_decay) if self.cfg.ema else None
             self.encodings = self._open_cache()
+            time_encoders([m.pipe for m in self.models.values()], lambda: self._timer)
             if resume_from is not None:
                 self._restore(resume_from)
         except BaseException:
@@ -258,7 +261,8 @@ class Trainer:
             windows = windows or [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed,
                                             step=step) for c in picked]
             return Batch.from_windows(windows, texts, fps, self.device)
-        entries = [self.encodings.get(clip_key(c.path), lambda c=c: self._encode_clip(c)) for c in picked]
+        with self._phase("encode"):  # the cache read (or the clip's first encoding)
+            entries = [self.encodings.get(clip_key(c.path), lambda c=c: self._encode_clip(c)) for c in picked]
         starts = [window_start(c, cfg.train_frames, cfg.seed, step) for c in picked]
         return cached_batch(entries, starts, cfg.train_frames, texts, fps, self.device, self.encodings)
 
@@ -311,34 +315,23 @@ class Trainer:
         steps = [0 if self.cfg.overfit_batch else s for s in range(start, self.cfg.steps)]
         return prefetch(StepWindows(self.clips, self.cfg, self.global_batch, positions), steps, self.cfg.workers)
 
+    def _phase(self, name: str) -> contextlib.AbstractContextManager:
+        return self._timer.phase(name) if self._timer is not None else contextlib.nullcontext()
+
     def train_step(self, step: int, windows: list[list[Any]] | None = None) -> dict[str, Any]:
         """Run optimizer step `step` (0-based): `grad_accum` micro-batches, gradients averaged over processes.
 
-        `windows`: per micro-batch, its clips' frames already decoded (`prefetched`).
+        `windows`: per micro-batch, its clips' frames already decoded (`prefetched`). The record's
+        `phase_seconds` splits the step's time into data, encode, forward, backward and optimizer.
         """
         start = time.perf_counter()
-        factor = lr_factor(step, self.cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = (self.cfg.lr if group["name"] == "lora" else self.cfg.mod_lr) * factor
-        source = 0 if self.cfg.overfit_batch else step  # the overfit check replays step 1's batch and draws
-        total, per_agent = 0.0, {}
-        accum = self.cfg.grad_accum
-        for micro in range(accum):
-            with self._autocast():
-                batch = self.batch(source, micro, windows[micro] if windows else None)
-                losses = compute_losses(self.models, batch, self.draws(source, micro), self.cfg)
-            (losses.total / accum).backward()
-            total += float(losses.total.detach()) / accum
-            for agent, value in losses.per_agent.items():
-                per_agent[agent] = per_agent.get(agent, 0.0) + float(value.detach()) / accum
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        average_gradients(params, self.processes)
-        if self.cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._timer = timer = StepTimer(cuda=self.device.startswith("cuda"))
+        try:
+            total, per_agent = self._accumulate(step, windows, timer)
+            with timer.phase("optimizer"):
+                factor, grad_norm = self._update(step)
+        finally:
+            self._timer = None
         self.step = step + 1
         loss = mean_over_processes(total, self.processes)
         if not math.isfinite(loss):
@@ -347,9 +340,51 @@ class Trainer:
             "step": step + 1, "loss": loss,
             "loss_per_agent": {a: mean_over_processes(v, self.processes) for a, v in per_agent.items()},
             **self.modulation_stats(),
-            "lr": self.cfg.lr * factor, "mod_lr": self.cfg.mod_lr * factor,
-            "seconds": round(time.perf_counter() - start, 4),
+            "lr": self.cfg.lr * factor, "mod_lr": self.cfg.mod_lr * factor, "grad_norm": grad_norm,
+            "seconds": round(time.perf_counter() - start, 4), "phase_seconds": timer.rounded(),
         }
+
+    def _accumulate(self, step: int, windows: list[list[Any]] | None,
+                    timer: StepTimer) -> tuple[float, dict[str, float]]:
+        """Forward and backward of the step's `grad_accum` micro-batches: (mean loss, mean loss per agent)."""
+        source = 0 if self.cfg.overfit_batch else step  # the overfit check replays step 1's batch and draws
+        total, per_agent = 0.0, {}
+        accum = self.cfg.grad_accum
+        for micro in range(accum):
+            with self._autocast():
+                with timer.phase("data"):
+                    batch = self.batch(source, micro, windows[micro] if windows else None)
+                with timer.phase("forward"):
+                    losses = compute_losses(self.models, batch, self.draws(source, micro), self.cfg)
+            with timer.phase("backward"):
+                (losses.total / accum).backward()
+            total += float(losses.total.detach()) / accum
+            for agent, value in losses.per_agent.items():
+                per_agent[agent] = per_agent.get(agent, 0.0) + float(value.detach()) / accum
+        return total, per_agent
+
+    def _update(self, step: int) -> tuple[float, float]:
+        """Average the gradients over processes, clip, step the optimizer at step `step`'s learning rate.
+
+        Returns (the learning-rate factor, the gradient norm before clipping).
+        """
+        factor = lr_factor(step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = (self.cfg.lr if group["name"] == "lora" else self.cfg.mod_lr) * factor
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        average_gradients(params, self.processes)
+        grads = [p.grad for p in params if p.grad is not None]
+        if self.cfg.max_grad_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        else:
+            # what clip_grad_norm_ measures, by hand: torch.nn.utils.get_total_norm needs torch >= 2.6
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) \
+                if grads else torch.zeros(())
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return factor, float(norm)
 
     @torch.no_grad()
     def modulation_stats(self) -> dict[str, dict[str, float]]:
