@@ -177,7 +177,8 @@ def preset_rows(preset_file: str | None) -> list[dict]:
 
 
 def _mount_ui(app: FastAPI, service: Service, host: dict, defaults: dict) -> None:
-    """The web page at /ui when gradio is installed (jobs in `<out_dir>/ui`)."""
+    """The web page at /ui when gradio is installed: its jobs go to the service's queue (the page follows
+    their events; it may serve their videos from `<out_dir>`)."""
     import importlib.util
 
     if importlib.util.find_spec("gradio") is None:
@@ -187,5 +188,5 @@ def _mount_ui(app: FastAPI, service: Service, host: dict, defaults: dict) -> Non
 
     from mora.ui import App
 
-    page = App(output_root=service.store.out_dir / "ui", shared={**defaults, **host}).build()
-    gr.mount_gradio_app(app, page, path="/ui")
+    page = App(output_root=service.store.out_dir / "ui", shared={**defaults, **host}, store=service.store).build()
+    gr.mount_gradio_app(app, page, path="/ui", allowed_paths=[str(service.store.out_dir)])
