@@ -30,6 +30,15 @@ def test_workers_needs_ray(tmp_path):
     assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
+def test_serve_command_workers_needs_ray(tmp_path, capsys):
+    pytest.importorskip("fastapi")
+    from mora.cli import main
+
+    assert main(["serve", "--workers", "2", "--out-dir", str(tmp_path / "out")]) == 2
+    assert "--workers: 2 needs --ray; without Ray one worker runs the jobs" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture(scope="module")
 def ray_session():
     """One local Ray instance; the RayWorker uses it as it is and leaves it running."""

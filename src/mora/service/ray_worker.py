@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from collections import deque
 from typing import Any
@@ -129,7 +130,7 @@ class RayWorker:
         finally:
             self._ready.set()
             for actor, _ in actors:
-                ray.kill(actor, no_restart=True)
+                _kill(ray, actor)
             if connected:
                 ray.shutdown()
 
@@ -181,7 +182,7 @@ class RayWorker:
             outcome = ray.get(ref)
         except RayActorError as e:  # the process or its node is gone: a new actor takes its place
             outcome = {"error": f"the Ray worker {name} died ({first_line(e)}); submit the job again"}
-            ray.kill(actor, no_restart=True)
+            _kill(ray, actor)
             actor = self._new.remote(name, self._device)
             self._actors.append((actor, name))
         except RayError as e:
@@ -192,4 +193,13 @@ class RayWorker:
             self.store.fail(row.id, outcome["error"])
         else:
             self.store.complete(row.id, outcome["manifest"], outcome["video"])
+        if self.store.is_deleted(row.id):  # deleted while it ran: its folder goes now that nothing writes there
+            shutil.rmtree(self.store.folder(row.id), ignore_errors=True)
         return actor, name
+
+
+def _kill(ray: Any, actor: Any) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except (ray.exceptions.RayError, ValueError):  # already gone: nothing to clean up
+        pass
