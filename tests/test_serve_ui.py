@@ -93,3 +93,13 @@ def test_service_mounts_the_page_on_its_store(tmp_path, monkeypatch):
     service = build_service(db=tmp_path / "j.db", out_dir=tmp_path / "out", ui=True, start_worker=False)
     [page] = built
     assert page.store is service.store  # the page's jobs are the service's jobs
+
+
+def test_page_story_film_through_the_queue(queue):
+    store, app = queue
+    *_, (log, board, film, sheet, manifest) = app.run_story("A fox wakes. The fox runs.", 2, 1, False)
+    [row] = store.list()
+    assert row.status == "completed" and film == row.video, row.error
+    assert board == json.loads(open(row.manifest["storyboard"]).read()) and len(board["shots"]) == 2
+    assert sheet == row.manifest["contact_sheet"] and manifest == str(store.folder(row.id) / "video.json")
+    assert f"- storyboard {board['title']!r}: 2 shots" in log.splitlines()
