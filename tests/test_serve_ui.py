@@ -89,10 +89,16 @@ def test_service_mounts_the_page_on_its_store(tmp_path, monkeypatch):
 
     built = []
     real_build = App.build
-    monkeypatch.setattr(App, "build", lambda self: built.append(self) or real_build(self))
+
+    def build(self):
+        built.append((self, real_build(self)))
+        return built[-1][1]
+
+    monkeypatch.setattr(App, "build", build)
     service = build_service(db=tmp_path / "j.db", out_dir=tmp_path / "out", ui=True, start_worker=False)
-    [page] = built
+    [(page, blocks)] = built
     assert page.store is service.store  # the page's jobs are the service's jobs
+    assert blocks._queue.default_concurrency_limit is None  # the queue orders the jobs, not a page slot
 
 
 def test_page_story_film_through_the_queue(queue):

@@ -360,7 +360,9 @@ class App:
                 table = gr.Markdown()
                 card = gr.JSON(label="Score card")
                 button.click(self.evaluate, [video], [table, card], concurrency_id=_JOB_SLOT)
-        demo.queue(default_concurrency_limit=1)
+        # In-process, one job at a time; on a service's queue the page only submits and follows, and the
+        # queue orders the jobs (one worker, or a Ray pool running several at once): no slot to wait for.
+        demo.queue(default_concurrency_limit=1 if self.store is None else None)
         return demo
 
     def _task_tab(self, task: Any) -> None:
