@@ -73,8 +73,6 @@ class RayWorker:
         self.store, self.host, self.address, self.workers, self.poll_s = store, dict(host or {}), address, workers, poll_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self.error: BaseException | None = None  # why the pool could not start
         self.current: str | None = None  # one of the running jobs (the Worker interface)
         self.running: dict[Any, tuple[Any, str, JobRow, int]] = {}  # result ref -> (actor, name, row, steps)
         self._done: dict[str, int] = {}  # job id -> steps reported so far
@@ -83,16 +81,28 @@ class RayWorker:
         self._actors: list = []
 
     def start(self) -> RayWorker:
-        """Connect to Ray, start the actors and the dispatcher thread (returns self once the pool is up).
+        """Connect to Ray and start the actors (here: Ray wants the main thread), then the dispatcher thread.
 
         Raises:
             InputError: Ray is not installed or the cluster cannot be reached.
         """
-        self._thread = threading.Thread(target=self._main, name="mora-ray-dispatcher", daemon=True)
+        ray = _import_ray()
+        connected = _connect(ray, self.address, self.workers)
+        try:
+            from ray.util.queue import Queue
+
+            count, gpus, self._device = _pool_shape(ray, self.workers)
+            self._new = ray.remote(ServiceActor).options(num_cpus=1, num_gpus=gpus, max_restarts=0,
+                                                         runtime_env={"env_vars": worker_env()})
+            self._actors = [(self._new.remote(f"ray-{i + 1}", self._device), f"ray-{i + 1}") for i in range(count)]
+            events = Queue()
+        except BaseException:  # the pool did not start: leave no actor and no Ray instance of ours behind
+            self._close(ray, connected)
+            raise
+        logger.info("Ray: %d actor(s), %d GPU each, for the queue", count, gpus)
+        self._thread = threading.Thread(target=self._main, args=(ray, connected, events), name="mora-ray-dispatcher",
+                                        daemon=True)
         self._thread.start()
-        self._ready.wait()
-        if self.error is not None:
-            raise self.error
         return self
 
     def stop(self, timeout: float | None = 5.0) -> None:
@@ -106,33 +116,17 @@ class RayWorker:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _main(self) -> None:
+    def _main(self, ray: Any, connected: bool, events: Any) -> None:
         try:
-            ray = _import_ray()
-            connected = _connect(ray, self.address, self.workers)
-        except MoraError as e:
-            self.error = e
-            self._ready.set()
-            return
-        actors: list = []  # every actor started (replacements too): all killed at the end
-        try:
-            from ray.util.queue import Queue
-
-            count, gpus, device = _pool_shape(ray, self.workers)
-            self._new = ray.remote(ServiceActor).options(num_cpus=1, num_gpus=gpus, max_restarts=0,
-                                                         runtime_env={"env_vars": worker_env()})
-            self._device = device
-            actors = self._actors = [(self._new.remote(f"ray-{i + 1}", device), f"ray-{i + 1}") for i in range(count)]
-            events = Queue()
-            logger.info("Ray: %d actor(s), %d GPU each, for the queue", count, gpus)
-            self._ready.set()
-            self._dispatch(ray, deque(actors), events)
+            self._dispatch(ray, deque(self._actors), events)
         finally:
-            self._ready.set()
-            for actor, _ in actors:
-                _kill(ray, actor)
-            if connected:
-                ray.shutdown()
+            self._close(ray, connected)
+
+    def _close(self, ray: Any, connected: bool) -> None:
+        for actor, _ in self._actors:  # every actor started, replacements too
+            _kill(ray, actor)
+        if connected:
+            ray.shutdown()
 
     def _dispatch(self, ray: Any, idle: deque, events: Any) -> None:
         """Give each idle actor the next queued job; record steps and results as they come."""
