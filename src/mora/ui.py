@@ -5,13 +5,19 @@ shows the video, the enhanced prompt, the route and the manifest. With review on
 frame waits in the page for Approve / Regenerate / Edit / Abort. One job runs at a time (Gradio's
 queue; others see their position), uploads are copied into the job's own folder, and the server
 binds to 127.0.0.1 unless told otherwise. Needs the `ui` extra (`pip install -e ".[ui]"`).
+
+Mounted by `mora serve` at /ui, the page is given the service's job store instead: each job is
+submitted to that queue (it shows in GET /v1/jobs like any other) and the page follows its events;
+the review gate needs a person at the page, so it is not offered there.
 """
 
 import inspect
+import json
 import logging
 import queue
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +32,9 @@ from mora.workflows.tasks import TASK_TABLE
 logger = logging.getLogger(__name__)
 
 REVIEW_TIMEOUT_S = 3600  # a first frame waits this long for a decision, then the job aborts
+QUEUE_POLL_S = 0.2  # how often a queued job's new events are read (the store is SQLite: cheap)
+QUEUE_REVIEW = ("review: a job of the server's queue cannot wait for a person's review; untick it, or run "
+                "`mora ui` (or mora run --review) to review the first frame")
 _JOB_SLOT = "mora-job"  # every tab's Generate shares one concurrency slot: one job at a time
 
 
@@ -81,12 +90,15 @@ class App:
     Args:
         preset, device, profile, llm_config, adapter, preset_file: passed to every `mora.run`.
         output_root: jobs go to `<output_root>/<job id>/`; uploads are copied there.
+        store: a `mora.service.store.JobStore`: jobs are submitted to its queue (run by the service's
+            worker, listed by its APIs) instead of run by the page; no review gate then.
 
     Example:
         >>> App(preset="tiny").build().launch(server_name="127.0.0.1", server_port=7860)
     """
 
-    def __init__(self, output_root: str | Path = "outputs/ui", shared: dict | None = None, **options: Any):
+    def __init__(self, output_root: str | Path = "outputs/ui", shared: dict | None = None, store: Any = None,
+                 **options: Any):
         # the options every job of the page uses (preset, device, profile, llm_config, adapter, preset_file, ...)
         self.shared = {k: v for k, v in {**(shared or {}), **options}.items() if v is not None}
         unknown = sorted(set(self.shared) - set(OPTIONS))
@@ -94,6 +106,7 @@ class App:
             raise TypeError(f"App: {unknown[0]!r} is not a job option; use one of {', '.join(OPTIONS)}")
         self.preset = self.shared.get("preset", OPTIONS["preset"].default)
         self.output_root = Path(output_root).resolve()
+        self.store = store
 
     # --- one job ---------------------------------------------------------------------------------
 
@@ -115,6 +128,9 @@ class App:
     def run_job(self, task: str, inputs: dict, options: dict, review_on: bool, request: gr.Request | None = None
                 ) -> Iterator[tuple]:
         """Generator for Gradio: yields (log, review row, frame, video, enhanced prompt, route, manifest)."""
+        if self.store is not None:
+            yield from self._show_job(self._queue_job(task, inputs, options, review_on))
+            return
         session = _session(request)
         try:
             yield from self._job_updates(session, task, inputs, options, review_on)
@@ -157,11 +173,15 @@ class App:
                 events.put(("error", e))
 
         threading.Thread(target=work, name=f"mora-{task}", daemon=True).start()
+        yield from self._show_job(iter(events.get, None))
+
+    @staticmethod
+    def _show_job(events: Iterator[tuple]) -> Iterator[tuple]:
+        """The page's view of a job's events: ("step", line), ("review", frame), ("error", e), ("done", result)."""
         log: list[str] = []
         hidden = gr.update(visible=False)
         yield "Starting...", hidden, None, None, "", "", None
-        while True:
-            kind, payload = events.get()
+        for kind, payload in events:
             if kind == "step":
                 log.append(payload)
                 yield _lines(log), hidden, gr.update(), None, "", "", None
@@ -185,6 +205,9 @@ class App:
         The storyboard is written first (`storyboard_only`) and shown; the film is then made from
         that file, so the page shows exactly the storyboard the shots follow.
         """
+        if self.store is not None:
+            yield from self._show_story(self._queue_story(story, shots, seconds, storyboard_only))
+            return
         from mora.workflows.prepare import Hooks
         from mora.workflows.runner import run_job
 
@@ -204,12 +227,16 @@ class App:
                 events.put(("error", e))
 
         threading.Thread(target=work, name="mora-story", daemon=True).start()
+        yield from self._show_story(iter(events.get, None))
+
+    @staticmethod
+    def _show_story(events: Iterator[tuple]) -> Iterator[tuple]:
+        """The page's view of a story's events: ("step", line), ("storyboard", result), ("error", e), ("done", film)."""
         log: list[str] = []
         board: Any = None
         board_path = ""
         yield "Starting...", None, None, None, None
-        while True:
-            kind, payload = events.get()
+        for kind, payload in events:
             if kind == "error":
                 raise gr.Error(_message(payload), duration=None)
             if kind == "step":
@@ -244,6 +271,77 @@ class App:
             raise gr.Error(str(e), duration=None) from None
         return f"```\n{format_table(card)}\n```", card
 
+    # --- the service's queue (`mora serve` mounts the page with its store) ------------------------------
+
+    def _submit(self, job: dict, files: dict[str, Path] | None = None) -> Any:
+        """Queue the job in the store; a refused job is the page's error (the store keeps nothing of it)."""
+        try:
+            return self.store.submit(job, files=files, meta={"door": "ui"})
+        except MoraError as e:
+            raise gr.Error(_message(e), duration=None) from None
+
+    def _queue_job(self, task: str, inputs: dict, options: dict, review_on: bool) -> Iterator[tuple]:
+        """A task job through the queue: its uploads moved into the job's folder by the store, its events followed."""
+        if review_on:
+            raise gr.Error(QUEUE_REVIEW, duration=None)
+        kinds = {i.name: i.kind for i in task_inputs(task)}
+        staging = self._job_dir()  # the uploads' copies wait here until submit moves them into the job's folder
+        try:
+            files = {k: Path(self._keep_upload(v, staging, k)) for k, v in inputs.items()
+                     if kinds[k] in ("image", "video") and v}
+            given = {k: v for k, v in {**inputs, **options}.items() if v not in (None, "") and k not in files}
+            row = self._submit({"task": task, **given}, files)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        yield "step", f"queued as {row.id}"
+        yield from self._follow(row.id)
+
+    def _queue_story(self, story: str, shots: Any, seconds: Any, storyboard_only: bool) -> Iterator[tuple]:
+        """A story through the queue as one job; its storyboard is shown when the job is done."""
+        given = {k: v for k, v in (("shots", shots), ("shot_seconds", seconds)) if v not in (None, "")}
+        row = self._submit({"task": STORY, "story": story, **given, **({"storyboard_only": True}
+                                                                        if storyboard_only else {})})
+        yield "step", f"queued as {row.id}"
+        for kind, result in self._follow(row.id):
+            if kind != "done":
+                yield kind, result
+            elif storyboard_only:
+                yield "storyboard", result
+                yield "done", None
+            else:
+                from mora.workflows.prepare import RunResult
+
+                board_path = Path(result.manifest["storyboard"])
+                board = json.loads(board_path.read_text(encoding="utf-8"))
+                yield "storyboard", RunResult(None, board, board_path, result.artifacts_dir)
+                yield "done", result
+
+    def _follow(self, job_id: str) -> Iterator[tuple]:
+        """The queued job's events as the page shows them: ("step", line)..., then ("done", RunResult) or
+        ("error", e) once it is completed, failed or cancelled."""
+        from mora.service.store import VIDEO_NAME
+        from mora.workflows.prepare import RunResult
+
+        seq = 0
+        while True:
+            row = self.store.get(job_id)  # read before the events: a finished row's events are all written
+            for event in self.store.events(job_id, after=seq):
+                seq = event["seq"]
+                if event["type"] == "step":
+                    yield "step", event["data"]["step"]
+            if row is None or row.finished:
+                break
+            time.sleep(QUEUE_POLL_S)
+        if row is None:
+            yield "error", MoraError(f"job {job_id} was deleted from the server's queue; submit it again")
+        elif row.status != "completed":
+            yield "error", MoraError(row.error or f"job {job_id} was cancelled; submit it again")
+        else:
+            out = self.store.folder(job_id) / VIDEO_NAME  # the worker's outputs for the job (store.VIDEO_NAME)
+            video = out if row.video else None  # a storyboard-only story has no video
+            yield "done", RunResult(video, row.manifest, out.with_name(f"{out.stem}_storyboard.json") if video is None
+                                    else out.with_suffix(".json"), out.with_name(f"{out.stem}_artifacts"))
+
     # --- the page ----------------------------------------------------------------------------------
 
     def build(self) -> gr.Blocks:
@@ -262,7 +360,9 @@ class App:
                 table = gr.Markdown()
                 card = gr.JSON(label="Score card")
                 button.click(self.evaluate, [video], [table, card], concurrency_id=_JOB_SLOT)
-        demo.queue(default_concurrency_limit=1)
+        # In-process, one job at a time; on a service's queue the page only submits and follows, and the
+        # queue orders the jobs (one worker, or a Ray pool running several at once): no slot to wait for.
+        demo.queue(default_concurrency_limit=1 if self.store is None else None)
         return demo
 
     def _task_tab(self, task: Any) -> None:
@@ -272,8 +372,8 @@ class App:
             names = [n for n in page_fields(task.name) if n != "review"]
             with gr.Accordion("Options", open=False):
                 options = [_option_component(OPTIONS[name]) for name in names]
-            review_box = gr.Checkbox(label="Review the first frame", value=False, visible="review" in
-                                     page_fields(task.name))
+            review_box = gr.Checkbox(label="Review the first frame", value=False,  # a queue has no person
+                                     visible="review" in page_fields(task.name) and self.store is None)
             button = gr.Button("Generate", variant="primary")
             log = gr.Markdown(label="Progress")
             with gr.Column(visible=False) as review_row:

@@ -15,7 +15,7 @@ import hmac
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +28,9 @@ from mora.service.http import ApiError, error_response, from_input_error
 from mora.service.store import STATUSES, JobStore
 from mora.service.worker import Worker
 
+if TYPE_CHECKING:
+    from mora.service.ray_worker import RayWorker
+
 logger = logging.getLogger(__name__)
 PUBLIC_PATHS = ("/healthz",)  # for load balancers: says nothing about jobs
 
@@ -38,7 +41,7 @@ class Service:
 
     app: FastAPI
     store: JobStore
-    worker: Worker
+    worker: Worker | RayWorker
     api_keys: frozenset[str]
     max_bytes: int
     upload_dir: Path
@@ -47,7 +50,8 @@ class Service:
 def build_service(*, db: str | Path, out_dir: str | Path, host: dict | None = None, defaults: dict | None = None,
                   api_keys: frozenset[str] = frozenset(), max_upload_mb: int = 200,
                   inputs_dir: str | Path | None = None, ui: bool = False, start_worker: bool = True,
-                  worker_process: bool = False) -> Service:
+                  worker_process: bool = False, ray: str | bool | None = None,
+                  ray_workers: int | None = None) -> Service:
     """Make the store (recovering jobs a killed server left running), the worker and the app.
 
     Args:
@@ -61,10 +65,19 @@ def build_service(*, db: str | Path, out_dir: str | Path, host: dict | None = No
         start_worker: start the worker thread (tests of the HTTP side alone pass False).
         worker_process: run the jobs in a child process (models warm there) rather than in a thread
             of this one, so a job's Python work never delays an HTTP answer (`mora serve`'s default).
+        ray: run the jobs on a Ray actor pool (`mora batch --ray`'s): True for `$RAY_ADDRESS` or a new
+            local instance, or a cluster address.
+        ray_workers: with `ray`, this many CPU actors (default: one actor per GPU).
+
+    Raises:
+        InputError: `ray_workers` without `ray`, Ray not installed or its cluster unreachable.
     """
+    if ray_workers is not None and not ray:  # before anything is written
+        raise InputError(f"--workers: {ray_workers} needs --ray; without Ray one worker runs the jobs (add --ray, "
+                         "or drop --workers)")
     store = JobStore(db, out_dir, host=host, defaults=defaults, inputs_dir=inputs_dir)
     store.recover()
-    worker = Worker(store, host, process=worker_process)
+    worker = _worker(store, host, worker_process, ray, ray_workers)
     app = FastAPI(title="Mora", summary="Multi-agent video generation: the OpenAI Videos API shape and Mora's jobs",
                   version="0.1.0")
     service = Service(app=app, store=store, worker=worker, api_keys=frozenset(api_keys),
@@ -83,6 +96,16 @@ def build_service(*, db: str | Path, out_dir: str | Path, host: dict | None = No
     if start_worker:
         worker.start()
     return service
+
+
+def _worker(store: JobStore, host: dict | None, process: bool, ray: str | bool | None,
+            workers: int | None) -> Worker | RayWorker:
+    """The service's worker: a thread or a warm child process here, or a Ray actor pool."""
+    if not ray:
+        return Worker(store, host, process=process)
+    from mora.service.ray_worker import RayWorker
+
+    return RayWorker(store, host, address=None if ray is True else str(ray), workers=workers)
 
 
 def _errors(app: FastAPI) -> None:
@@ -177,7 +200,8 @@ def preset_rows(preset_file: str | None) -> list[dict]:
 
 
 def _mount_ui(app: FastAPI, service: Service, host: dict, defaults: dict) -> None:
-    """The web page at /ui when gradio is installed (jobs in `<out_dir>/ui`)."""
+    """The web page at /ui when gradio is installed: its jobs go to the service's queue (the page follows
+    their events; it may serve their videos from `<out_dir>`)."""
     import importlib.util
 
     if importlib.util.find_spec("gradio") is None:
@@ -187,5 +211,5 @@ def _mount_ui(app: FastAPI, service: Service, host: dict, defaults: dict) -> Non
 
     from mora.ui import App
 
-    page = App(output_root=service.store.out_dir / "ui", shared={**defaults, **host}).build()
-    gr.mount_gradio_app(app, page, path="/ui")
+    page = App(output_root=service.store.out_dir / "ui", shared={**defaults, **host}, store=service.store).build()
+    gr.mount_gradio_app(app, page, path="/ui", allowed_paths=[str(service.store.out_dir)])

@@ -49,6 +49,11 @@ def add_serve_parser(sub: Any, parsers: Any) -> None:
     p.add_argument("--no-ui", action="store_true", help="do not mount the web page at /ui")
     p.add_argument("--thread-worker", action="store_true", help="run jobs in a thread of the server process "
                    "(default: one warm child process, so HTTP answers never wait on a job's Python work)")
+    p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="run the jobs on a Ray actor pool, as mora batch --ray (ADDRESS, e.g. auto or HOST:6379; "
+                   "none: a local instance). Needs the ray extra: pip install -e \".[ray]\"")
+    p.add_argument("--workers", type=positive_int, metavar="N", help="with --ray: N CPU actors (default: one "
+                   "actor per GPU)")
     add_option(p, OPTIONS["preset"])  # the default preset of requests that name none
     add_job_options(p, None, scopes=("host",), skip=HOST_SKIP, title="for every job of the service")
     output_flags(p, "quiet", "verbose", "debug")
@@ -102,7 +107,7 @@ def run_serve(args: argparse.Namespace) -> int:
     service = build_service(db=args.db or out_dir / "jobs.db", out_dir=out_dir, host=host,
                             defaults={"preset": args.preset} if args.preset else {}, api_keys=keys,
                             max_upload_mb=args.max_upload_mb, inputs_dir=args.inputs_dir, ui=not args.no_ui,
-                            worker_process=not args.thread_worker)
+                            worker_process=not args.thread_worker, ray=args.ray, ray_workers=args.workers)
     logger.warning("mora serve on http://%s:%d/v1 (jobs in %s)", args.host, args.port, service.store.db)
     try:
         uvicorn.run(service.app, host=args.host, port=args.port, log_level="warning", access_log=False)

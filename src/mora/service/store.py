@@ -381,8 +381,8 @@ class JobStore:
             self._event(con, job_id, "step", {"step": step, **(data or {})})
             self._event(con, job_id, "progress", {"progress": progress})
 
-    def complete(self, job_id: str, manifest: dict, video: str) -> None:
-        """The job finished: its manifest and video path, progress 100, a `done` event."""
+    def complete(self, job_id: str, manifest: dict, video: str | None) -> None:
+        """The job finished: its manifest and video path (None: a storyboard-only story), progress 100, a `done` event."""
         with self._write() as con:
             con.execute("UPDATE jobs SET status = 'completed', progress = 100, step = NULL, completed_at = ?, "
                         "manifest = ?, video = ? WHERE id = ?", (time.time(), json.dumps(manifest), video, job_id))

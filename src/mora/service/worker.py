@@ -128,7 +128,8 @@ class Worker:
                 done[0] += 1
 
             result = run_job(job, Hooks(on_step=on_step, progress=False))
-            self.store.complete(row.id, result.manifest, str(result.video_path))
+            # a storyboard-only story makes no video: its row keeps none (not the text "None")
+            self.store.complete(row.id, result.manifest, str(result.video_path) if result.video_path else None)
         except JobCancelled:
             self.store.cancelled(row.id)
         # Every error of a job, whatever its type, must end that job as failed and leave the worker

@@ -1,0 +1,199 @@
+"""`mora serve --ray`: the store's queued jobs run on a Ray actor pool, models warm in each actor.
+
+The pool is `mora batch --ray`'s (`mora.workflows.ray_pool`): the same actor class, one actor per GPU
+of the cluster or `--workers N` CPU actors, the same connection rules. A dispatcher thread in the
+server claims a queued job whenever an actor is idle and sends it there; the actor reports each
+agent step through a Ray queue, and the dispatcher writes the steps, the progress and the end into
+the store, so the APIs and the page see a Ray job as they see a local one. The actors only need the
+shared storage (`<out-dir>` and `--inputs-dir` at the same paths), never the SQLite file.
+
+Example:
+    >>> worker = RayWorker(store, {"device": "cpu"}, workers=2).start()
+    >>> worker.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections import deque
+from typing import Any
+
+from mora.errors import MoraError
+from mora.service.store import VIDEO_NAME, JobRow, JobStore
+from mora.service.worker import acting_steps, first_line
+from mora.workflows.ray_pool import BatchWorker, _connect, _import_ray, _pool_shape, worker_env
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceActor(BatchWorker):
+    """`mora batch`'s Ray actor, plus one method that runs a job of the service's queue."""
+
+    def run_service(self, job_id: str, job: dict, events: Any) -> dict:
+        """Run one job here; each agent step goes to `events` (a ray.util.queue.Queue) as it starts.
+
+        Returns:
+            `{"manifest", "video"}`, or `{"error": one line}` when the job failed.
+        """
+        from mora.workflows.prepare import Hooks
+        from mora.workflows.runner import run_job
+
+        if self.device and job.get("device", "auto") == "auto":  # a CPU actor never takes a GPU Ray did not give
+            job = {**job, "device": self.device}
+        try:
+            result = run_job(job, Hooks(on_step=lambda agent, doing: events.put((job_id, agent, doing)),
+                                        progress=False))
+        # Every error of a job must end that job as failed and keep the actor (its warm models) for the
+        # next one: this broad except means exactly that; the error travels back as the job's one line.
+        except Exception as e:  # noqa: BLE001
+            logger.exception("job %s failed", job_id)
+            return {"error": first_line(e)}
+        return {"manifest": result.manifest, "video": str(result.video_path) if result.video_path else None}
+
+
+class RayWorker:
+    """The store's jobs on Ray actors: the same interface as `mora.service.worker.Worker`.
+
+    Args:
+        store: the job store.
+        host: the host options every job runs with.
+        address: a Ray cluster address; None: `$RAY_ADDRESS`, else a new local instance (an already
+            initialised session, e.g. a test's, is used as it is and left open).
+        workers: CPU actors; None: one actor per GPU of the cluster.
+        poll_s: how often the dispatcher looks at the queue, the step events and the actors.
+
+    Example:
+        >>> RayWorker(JobStore("jobs.db", "outputs/serve"), workers=2).start()
+    """
+
+    def __init__(self, store: JobStore, host: dict | None = None, *, address: str | None = None,
+                 workers: int | None = None, poll_s: float = 0.2):
+        self.store, self.host, self.address, self.workers, self.poll_s = store, dict(host or {}), address, workers, poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.current: str | None = None  # one of the running jobs (the Worker interface)
+        self.running: dict[Any, tuple[Any, str, JobRow, int]] = {}  # result ref -> (actor, name, row, steps)
+        self._done: dict[str, int] = {}  # job id -> steps reported so far
+        self._new: Any = None  # the actor class, as the pool started it (to replace a dead actor)
+        self._device: str | None = None
+        self._actors: list = []
+
+    def start(self) -> RayWorker:
+        """Connect to Ray and start the actors (here: Ray wants the main thread), then the dispatcher thread.
+
+        Raises:
+            InputError: Ray is not installed or the cluster cannot be reached.
+        """
+        ray = _import_ray()
+        connected = _connect(ray, self.address, self.workers)
+        try:
+            from ray.util.queue import Queue
+
+            count, gpus, self._device = _pool_shape(ray, self.workers)
+            self._new = ray.remote(ServiceActor).options(num_cpus=1, num_gpus=gpus, max_restarts=0,
+                                                         runtime_env={"env_vars": worker_env()})
+            self._actors = [(self._new.remote(f"ray-{i + 1}", self._device), f"ray-{i + 1}") for i in range(count)]
+            events = Queue()
+        except BaseException:  # the pool did not start: leave no actor and no Ray instance of ours behind
+            self._close(ray, connected)
+            raise
+        logger.info("Ray: %d actor(s), %d GPU each, for the queue", count, gpus)
+        self._thread = threading.Thread(target=self._main, args=(ray, connected, events), name="mora-ray-dispatcher",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop dispatching; jobs still running stay in_progress and are queued again on the next start."""
+        self._stop.set()
+        self.store._work.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _main(self, ray: Any, connected: bool, events: Any) -> None:
+        try:
+            self._dispatch(ray, deque(self._actors), events)
+        finally:
+            self._close(ray, connected)
+
+    def _close(self, ray: Any, connected: bool) -> None:
+        for actor, _ in self._actors:  # every actor started, replacements too
+            _kill(ray, actor)
+        if connected:
+            ray.shutdown()
+
+    def _dispatch(self, ray: Any, idle: deque, events: Any) -> None:
+        """Give each idle actor the next queued job; record steps and results as they come."""
+        while not self._stop.is_set():
+            while idle and (row := self.store.claim()) is not None:
+                self._send(idle, row, events)
+            if not self.running:
+                self._steps(events)
+                self.store.wait_for_work(self.poll_s)
+                continue
+            ready, _ = ray.wait(list(self.running), num_returns=len(self.running), timeout=self.poll_s)
+            self._steps(events)
+            for ref in ready:
+                actor, name, row, _ = self.running.pop(ref)
+                idle.append(self._finish(ray, ref, actor, name, row))
+            self.current = next(iter(self.running.values()))[2].id if self.running else None
+
+    def _send(self, idle: deque, row: JobRow, events: Any) -> None:
+        folder = self.store.folder(row.id)
+        job = {**row.job, **self.host, "out": str(folder / VIDEO_NAME), "overwrite": True}
+        try:
+            total = acting_steps(job)
+        except (MoraError, OSError) as e:  # checked at submit; a file gone since then fails the job alone
+            self.store.fail(row.id, first_line(e))
+            return
+        actor, name = idle.popleft()
+        self._done[row.id] = 0
+        self.running[actor.run_service.remote(row.id, job, events)] = (actor, name, row, total)
+        self.current = row.id
+
+    def _steps(self, events: Any) -> None:
+        """The step events the actors sent since the last look, into the store."""
+        totals = {row.id: total for _, _, row, total in self.running.values()}
+        batch = events.get_nowait_batch(events.qsize()) if events.qsize() else []
+        for job_id, agent, doing in batch:
+            done = self._done.get(job_id, 0)
+            progress = min(99, round(100 * done / totals.get(job_id, max(1, done + 1))))
+            self.store.step(job_id, f"{agent}: {doing}", progress, {"agent": agent, "doing": doing, "index": done})
+            self._done[job_id] = done + 1
+
+    def _finish(self, ray: Any, ref: Any, actor: Any, name: str, row: JobRow) -> tuple[Any, str]:
+        """Record a finished job; returns the actor that is idle now (a new one when it died)."""
+        from ray.exceptions import RayActorError, RayError
+
+        self._done.pop(row.id, None)
+        try:
+            outcome = ray.get(ref)
+        except RayActorError as e:  # the process or its node is gone: a new actor takes its place
+            outcome = {"error": f"the Ray worker {name} died ({first_line(e)}); submit the job again"}
+            _kill(ray, actor)
+            actor = self._new.remote(name, self._device)
+            self._actors.append((actor, name))
+        except RayError as e:
+            outcome = {"error": first_line(e)}
+        if self.store.cancel_requested(row.id):  # a running Ray job cannot stop mid-step: its result is dropped
+            self.store.cancelled(row.id)
+        elif "error" in outcome:
+            self.store.fail(row.id, outcome["error"])
+        else:
+            self.store.complete(row.id, outcome["manifest"], outcome["video"])
+        if self.store.is_deleted(row.id):  # deleted while it ran: its folder goes now that nothing writes there
+            shutil.rmtree(self.store.folder(row.id), ignore_errors=True)
+        return actor, name
+
+
+def _kill(ray: Any, actor: Any) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except (ray.exceptions.RayError, ValueError):  # already gone: nothing to clean up
+        pass
