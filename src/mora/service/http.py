@@ -115,6 +115,19 @@ async def read_body(request: Request, max_bytes: int) -> Body:
                    param="content-type", code="unsupported_media_type")
 
 
+def service(request: Request) -> Any:
+    """The running service (its store, limits and settings) of a request."""
+    return request.app.state.service
+
+
+def stored_row(request: Request, job_id: str, what: str) -> Any:
+    """The store's row of `job_id`, or a 404 naming it as a `what` (job, video)."""
+    row = service(request).store.get(job_id)
+    if row is None:
+        raise not_found(what, job_id)
+    return row
+
+
 def too_large(size: int, max_bytes: int) -> ApiError:
     return ApiError(413, f"body: {size} bytes is larger than this server's limit of {max_bytes} bytes; send a "
                     "smaller file (the server's --max-upload-mb)", code="too_large")

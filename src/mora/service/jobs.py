@@ -14,7 +14,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, StreamingResponse
@@ -26,33 +25,25 @@ from mora.service.http import (
     check_upload,
     from_input_error,
     idempotency_key,
-    not_found,
     read_body,
     save_upload,
+    service,
+    stored_row,
 )
-from mora.service.store import JobRow, as_dict
+from mora.service.store import as_dict
 
 router = APIRouter(prefix="/v1/jobs")
 END_EVENTS = ("done", "failed", "cancelled")
 SSE_POLL_S = 0.25
 
 
-def _svc(request: Request) -> Any:
-    return request.app.state.service
-
-
-def _row(request: Request, job_id: str) -> JobRow:
-    row = _svc(request).store.get(job_id)
-    if row is None:
-        raise not_found("job", job_id)
-    return row
 
 
 @router.post("")
 async def submit(request: Request) -> dict:
     from mora.workflows.jobspec import JOB_TASKS, task_inputs
 
-    svc = _svc(request)
+    svc = service(request)
     body = await read_body(request, svc.max_bytes)
     job = body.fields
     if body.uploads or "job" in body.fields and isinstance(body.fields["job"], str):
@@ -88,7 +79,7 @@ def list_jobs(request: Request, after: str | None = None, limit: int = 20, order
     if not 1 <= limit <= 100:
         raise ApiError(400, f"limit: {limit} is out of range; pass 1 to 100", param="limit", code="invalid_value")
     try:
-        rows = _svc(request).store.list(after=after, limit=limit + 1, order=order)
+        rows = service(request).store.list(after=after, limit=limit + 1, order=order)
     except InputError as e:
         raise from_input_error(e) from None
     return {"object": "list", "data": [as_dict(r) for r in rows[:limit]], "has_more": len(rows) > limit}
@@ -96,19 +87,19 @@ def list_jobs(request: Request, after: str | None = None, limit: int = 20, order
 
 @router.get("/{job_id}")
 def get(request: Request, job_id: str) -> dict:
-    return as_dict(_row(request, job_id))
+    return as_dict(stored_row(request, job_id, "job"))
 
 
 @router.delete("/{job_id}")
 def cancel(request: Request, job_id: str) -> dict:
-    _row(request, job_id)
-    return as_dict(_svc(request).store.cancel(job_id))
+    stored_row(request, job_id, "job")
+    return as_dict(service(request).store.cancel(job_id))
 
 
 @router.get("/{job_id}/files/{name:path}")
 def file(request: Request, job_id: str, name: str) -> FileResponse:
-    _row(request, job_id)
-    folder = _svc(request).store.folder(job_id).resolve()
+    stored_row(request, job_id, "job")
+    folder = service(request).store.folder(job_id).resolve()
     path = (folder / name).resolve()
     if not path.is_relative_to(folder) or not path.is_file():  # only the job's own folder, no `..`
         raise ApiError(404, f"name: {name!r} is not a file of job {job_id}; the manifest lists them", param="name",
@@ -118,7 +109,7 @@ def file(request: Request, job_id: str, name: str) -> FileResponse:
 
 @router.get("/{job_id}/events")
 async def events(request: Request, job_id: str) -> StreamingResponse:
-    _row(request, job_id)
+    stored_row(request, job_id, "job")
     last = request.headers.get("last-event-id", "0")
     after = int(last) if last.isdigit() else 0
     return StreamingResponse(_stream(request, job_id, after), media_type="text/event-stream",
@@ -127,7 +118,7 @@ async def events(request: Request, job_id: str) -> StreamingResponse:
 
 async def _stream(request: Request, job_id: str, after: int) -> AsyncIterator[str]:
     """One SSE event per stored event (id = seq, so a client resumes with Last-Event-ID), until the end."""
-    store = _svc(request).store
+    store = service(request).store
     while True:
         found = await run_in_threadpool(store.events, job_id, after)
         for event in found:

@@ -37,6 +37,8 @@ from mora.service.http import (
     not_found,
     read_body,
     save_upload,
+    service,
+    stored_row,
 )
 from mora.service.store import JOB_REF, JobRow
 
@@ -63,14 +65,11 @@ def video_object(row: JobRow) -> dict[str, Any]:
             "status": status, "error": error}
 
 
-def _svc(request: Request) -> Any:
-    return request.app.state.service
-
 
 def _preset(request: Request, model: str | None) -> Any:
     from mora.config import get_preset, load_presets
 
-    svc = _svc(request)
+    svc = service(request)
     name = model or svc.store.defaults.get("preset") or "mora"
     presets = load_presets(svc.store.host.get("preset_file"))
     if name not in presets:
@@ -123,7 +122,7 @@ async def _submit(request: Request, job: dict, meta: dict, uploads: dict, rename
 
     `renames` names the API field behind a job field in errors (width -> size, num_frames -> seconds).
     """
-    svc = _svc(request)
+    svc = service(request)
     files: dict[str, Path] = {}
     try:
         for name, (upload, kind, shown) in uploads.items():
@@ -152,7 +151,7 @@ def _reference(body: Body, name: str, key: str) -> str | None:
 
 @router.post("")
 async def create(request: Request) -> dict:
-    body = await read_body(request, _svc(request).max_bytes)
+    body = await read_body(request, service(request).max_bytes)
     prompt, model = body.pop("prompt"), body.pop("model")
     seconds, size = body.pop("seconds"), body.pop("size")
     if body.fields.get("input_reference[image_url]") or isinstance(body.fields.get("input_reference"), dict) \
@@ -184,7 +183,7 @@ def list_videos(request: Request, after: str | None = None, limit: int = 20, ord
     if not 1 <= limit <= 100:
         raise ApiError(400, f"limit: {limit} is out of range; pass 1 to 100", param="limit", code="invalid_value")
     try:
-        rows = _svc(request).store.list(after=after, limit=limit + 1, order=order)
+        rows = service(request).store.list(after=after, limit=limit + 1, order=order)
     except InputError as e:
         raise from_input_error(e) from None
     data = [video_object(r) for r in rows[:limit]]
@@ -192,21 +191,15 @@ def list_videos(request: Request, after: str | None = None, limit: int = 20, ord
             "last_id": data[-1]["id"] if data else None, "has_more": len(rows) > limit}
 
 
-def _row(request: Request, video_id: str) -> JobRow:
-    row = _svc(request).store.get(video_id)
-    if row is None:
-        raise not_found("video", video_id)
-    return row
-
 
 @router.get("/{video_id}")
 def retrieve(request: Request, video_id: str) -> dict:
-    return video_object(_row(request, video_id))
+    return video_object(stored_row(request, video_id, "video"))
 
 
 @router.delete("/{video_id}")
 def delete(request: Request, video_id: str) -> dict:
-    if not _svc(request).store.delete(video_id):
+    if not service(request).store.delete(video_id):
         raise not_found("video", video_id)
     return {"id": video_id, "object": "video.deleted", "deleted": True}
 
@@ -216,7 +209,7 @@ def content(request: Request, video_id: str, variant: str = "video") -> FileResp
     if variant not in VARIANTS:
         raise ApiError(400, f"variant: {variant!r} is not a variant; pass {', '.join(VARIANTS)}", param="variant",
                        code="invalid_value")
-    row = _row(request, video_id)
+    row = stored_row(request, video_id, "video")
     if row.status != "completed" or not row.video:
         raise ApiError(409, f"video: {video_id} is {row.status}, not completed; poll GET /v1/videos/{video_id} "
                        "until its status is completed", param="video_id", code="video_not_ready")
@@ -260,7 +253,7 @@ async def _video_input(request: Request, body: Body) -> tuple[str | None, dict]:
 
 @router.post("/edits")
 async def edit(request: Request) -> dict:
-    body = await read_body(request, _svc(request).max_bytes)
+    body = await read_body(request, service(request).max_bytes)
     prompt, model = body.pop("prompt"), body.pop("model")
     ref, uploads = await _video_input(request, body)
     preset = _preset(request, model or _source_preset(request, ref))
@@ -273,19 +266,19 @@ async def edit(request: Request) -> dict:
 
 def _source_size(request: Request, ref: str | None) -> str:
     """The size of an earlier video (edit and extend keep it); "" for an upload until the job is done."""
-    row = _svc(request).store.get(ref[len(JOB_REF):]) if ref else None
+    row = service(request).store.get(ref[len(JOB_REF):]) if ref else None
     info = (row.manifest or {}).get("video") if row else None
     return f"{info['width']}x{info['height']}" if info else ""
 
 
 def _source_preset(request: Request, ref: str | None) -> str | None:
-    row = _svc(request).store.get(ref[len(JOB_REF):]) if ref else None
+    row = service(request).store.get(ref[len(JOB_REF):]) if ref else None
     return row.job.get("preset") if row else None
 
 
 @router.post("/extensions")
 async def extend(request: Request) -> dict:
-    body = await read_body(request, _svc(request).max_bytes)
+    body = await read_body(request, service(request).max_bytes)
     prompt, model, seconds = body.pop("prompt"), body.pop("model"), body.pop("seconds")
     ref, uploads = await _video_input(request, body)
     preset = _preset(request, model or _source_preset(request, ref))
@@ -309,7 +302,7 @@ def _frames_for(request: Request, seconds: Any, ref: str | None, uploads: dict) 
     except ValueError:
         raise ApiError(400, f"seconds: {seconds!r} is not a number of seconds; pass e.g. 4", param="seconds",
                        code="invalid_value") from None
-    row = _svc(request).store.get(ref[len(JOB_REF):]) if ref else None
+    row = service(request).store.get(ref[len(JOB_REF):]) if ref else None
     info = (row.manifest or {}).get("video") if row else None
     fps = info["fps"] if info else None
     if fps is None:  # an upload: its frame rate is known once saved; the preset's meanwhile
@@ -323,9 +316,9 @@ def _frames_for(request: Request, seconds: Any, ref: str | None, uploads: dict) 
 
 @router.post("/{video_id}/remix")
 async def remix(request: Request, video_id: str) -> dict:
-    body = await read_body(request, _svc(request).max_bytes)
+    body = await read_body(request, service(request).max_bytes)
     prompt = body.pop("prompt")
-    source = _row(request, video_id)
+    source = stored_row(request, video_id, "video")
     preset = source.job.get("preset")
     job = {"task": "edit", "video": JOB_REF + video_id, "instruction": prompt, "preset": preset,
            **_options(body, "edit", "remix")}
