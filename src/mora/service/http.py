@@ -128,6 +128,17 @@ def stored_row(request: Request, job_id: str, what: str) -> Any:
     return row
 
 
+def page_of_rows(request: Request, after: str | None, limit: int, order: str) -> tuple[list, bool]:
+    """(up to `limit` rows of the store after `after`, whether more follow) for a list route."""
+    if not 1 <= limit <= 100:
+        raise ApiError(400, f"limit: {limit} is out of range; pass 1 to 100", param="limit", code="invalid_value")
+    try:
+        rows = service(request).store.list(after=after, limit=limit + 1, order=order)
+    except InputError as e:
+        raise from_input_error(e) from None
+    return rows[:limit], len(rows) > limit
+
+
 def too_large(size: int, max_bytes: int) -> ApiError:
     return ApiError(413, f"body: {size} bytes is larger than this server's limit of {max_bytes} bytes; send a "
                     "smaller file (the server's --max-upload-mb)", code="too_large")

@@ -25,6 +25,7 @@ from mora.service.http import (
     check_upload,
     from_input_error,
     idempotency_key,
+    page_of_rows,
     read_body,
     save_upload,
     service,
@@ -76,13 +77,8 @@ async def submit(request: Request) -> dict:
 
 @router.get("")
 def list_jobs(request: Request, after: str | None = None, limit: int = 20, order: str = "desc") -> dict:
-    if not 1 <= limit <= 100:
-        raise ApiError(400, f"limit: {limit} is out of range; pass 1 to 100", param="limit", code="invalid_value")
-    try:
-        rows = service(request).store.list(after=after, limit=limit + 1, order=order)
-    except InputError as e:
-        raise from_input_error(e) from None
-    return {"object": "list", "data": [as_dict(r) for r in rows[:limit]], "has_more": len(rows) > limit}
+    rows, more = page_of_rows(request, after, limit, order)
+    return {"object": "list", "data": [as_dict(r) for r in rows], "has_more": more}
 
 
 @router.get("/{job_id}")

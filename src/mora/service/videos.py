@@ -35,6 +35,7 @@ from mora.service.http import (
     from_input_error,
     idempotency_key,
     not_found,
+    page_of_rows,
     read_body,
     save_upload,
     service,
@@ -180,15 +181,10 @@ def _default_size(preset: Any) -> str:
 
 @router.get("")
 def list_videos(request: Request, after: str | None = None, limit: int = 20, order: str = "desc") -> dict:
-    if not 1 <= limit <= 100:
-        raise ApiError(400, f"limit: {limit} is out of range; pass 1 to 100", param="limit", code="invalid_value")
-    try:
-        rows = service(request).store.list(after=after, limit=limit + 1, order=order)
-    except InputError as e:
-        raise from_input_error(e) from None
-    data = [video_object(r) for r in rows[:limit]]
+    rows, more = page_of_rows(request, after, limit, order)
+    data = [video_object(r) for r in rows]
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": len(rows) > limit}
+            "last_id": data[-1]["id"] if data else None, "has_more": more}
 
 
 
