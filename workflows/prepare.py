@@ -377,12 +377,12 @@ def check_shared_options(shared: dict, what: str = "the shared options") -> None
     Example:
         >>> check_shared_options({"preset": "tiny", "device": "cpu"})
     """
-    from mora.workflows.jobspec import OPTIONS, parse_job
+    from mora.workflows.jobspec import OPTIONS
 
-    data = {k: v for k, v in shared.items() if k in OPTIONS}
-    parse_job({"task": STORY, "story": f"a check of {what}", **data}, flags=True)
-    get_preset(data.get("preset", OPTIONS["preset"].default), data.get("preset_file"))
-    if data.get("device", "auto") not in ("auto", "cpu"):
+    spec = parse_job({"task": STORY, "story": f"a check of {what}",
+                      **{k: v for k, v in shared.items() if k in OPTIONS}}, flags=True)
+    get_preset(spec.preset, spec.preset_file)
+    if spec.device not in ("auto", "cpu"):
         from mora.tools.runtime import resolve_device
 
-        resolve_device(data["device"])
+        resolve_device(spec.device)
