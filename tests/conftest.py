@@ -49,6 +49,16 @@ def gradient_frames(num_frames: int, width: int, height: int, shift: int = 3) ->
     return np.stack(frames)
 
 
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray instance (two CPUs) for a test module; Mora uses a session it finds as it is and
+    leaves it running (`mora.batch --ray`, `mora serve --ray`)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture
 def fake_openai():
     """A scripted OpenAI-compatible server on 127.0.0.1 (see tests/fake_openai.py).

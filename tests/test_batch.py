@@ -237,15 +237,6 @@ def test_interrupt_keeps_finished_jobs_and_resume_skips_them(tmp_path):
 # Ray (slow tier: a local Ray instance, two CPU actors)
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    """One local Ray instance for the module; `mora.batch` uses it as it is and leaves it running."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_ray_actors_make_the_same_frames(local_six, ray_session, tmp_path):
     local, jobs_file, _ = local_six

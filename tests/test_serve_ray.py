@@ -39,15 +39,6 @@ def test_serve_command_workers_needs_ray(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    """One local Ray instance; the RayWorker uses it as it is and leaves it running."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_ray_worker_runs_a_queued_job_with_its_steps(ray_session, tmp_path):
     from mora.service.ray_worker import RayWorker
