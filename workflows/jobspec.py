@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from mora import validation
 from mora.errors import InputError
 from mora.limits import MAX_BEST_OF, MAX_FPS, MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MAX_STEPS
-from mora.workflows.tasks import TASK_TABLE, TASKS
+from mora.workflows.tasks import TASK_TABLE, TASKS, TaskInput
 
 STORY = "story"  # the multi-shot film: a job like the six tasks, with options of its own
 MAX_SHOTS = 64
@@ -154,22 +154,13 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            scope="host"),
 )}
 
-# story's inputs, in the task table's shape (name, kind, help, required, option)
+# story's inputs, as the task table's `TaskInput`s
 STORY_HELP = "Make a multi-shot film from a story: storyboard_agent, then each shot through the agents."
 
 
-@dataclass(frozen=True)
-class _StoryInput:
-    name: str
-    kind: str
-    help: str
-    required: bool = False
-    option: bool = False
-
-
-STORY_INPUTS = (_StoryInput("story", "text", "the story (optional with --storyboard)"),
-                _StoryInput("storyboard", "storyboard", "run this (edited) storyboard JSON file instead of writing "
-                            "one", option=True))
+STORY_INPUTS = (TaskInput("story", "text", "the story (optional with --storyboard)", required=False),
+                TaskInput("storyboard", "storyboard", "run this (edited) storyboard JSON file instead of writing "
+                          "one", required=False, option=True))
 JOB_TASKS = (*TASKS, STORY)
 
 
