@@ -162,6 +162,20 @@ def test_the_whole_check_has_a_deadline(monkeypatch):
     assert time.monotonic() - started < 5
 
 
+def test_local_models_take_no_hub_check(tmp_path, monkeypatch):
+    """Tiny and local-directory models are confirmed in the caller's thread: no Hub lookup, no thread
+    (mora serve checks every submitted job; a thread per model per request queued on the GIL)."""
+    def hub(model: str) -> bool:
+        raise AssertionError(f"{model} went to the Hub check")
+
+    monkeypatch.setattr(runtime, "model_available", hub)
+    started = threading.active_count()
+    runtime.check_models(["tiny/svd", "tiny/sdxl", str(tmp_path)], "tiny")
+    assert threading.active_count() == started
+    with pytest.raises(AssertionError, match="org/missing-base went to the Hub check"):
+        runtime.check_models(["tiny/svd", "org/missing-base"], "mora")
+
+
 def test_a_bug_in_the_check_is_not_a_missing_model(monkeypatch):
     def broken(model: str) -> bool:
         raise TypeError("a bug of ours")

@@ -194,22 +194,35 @@ HUB_REQUEST_TIMEOUT_S = 5.0  # one metadata request to the Hub
 HUB_CHECK_DEADLINE_S = 10.0  # the whole availability check, however many models and whatever the network does
 
 
+def model_local(model: str) -> bool:
+    """Whether `model` loads without the network: tiny, in memory, a local directory or in the Hugging
+    Face cache (a few file-system lookups; never a request).
+
+    Example:
+        >>> model_local("tiny/svd")
+        True
+    """
+    if model.startswith("tiny/") or model in _IN_MEMORY or Path(model).expanduser().is_dir():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "model_index.json")
+    return isinstance(cached, str) and Path(cached).is_file()
+
+
 def model_available(model: str) -> bool:
-    """Whether `model` can load without surprises: tiny, in memory, a local directory, in the Hugging
-    Face cache, or on a Hub this machine reaches (one metadata request, `HUB_REQUEST_TIMEOUT_S` per
-    network phase; never in offline mode). Every network failure is "not available".
+    """Whether `model` can load without surprises: local (`model_local`), or on a Hub this machine
+    reaches (one metadata request, `HUB_REQUEST_TIMEOUT_S` per network phase; never in offline
+    mode). Every network failure is "not available".
 
     Example:
         >>> model_available("tiny/svd")
         True
     """
-    if model.startswith("tiny/") or model in _IN_MEMORY or Path(model).expanduser().is_dir():
+    if model_local(model):
         return True
-    from huggingface_hub import constants, model_info, try_to_load_from_cache
+    from huggingface_hub import constants, model_info
 
-    cached = try_to_load_from_cache(model, "model_index.json")
-    if isinstance(cached, str) and Path(cached).is_file():
-        return True
     if constants.HF_HUB_OFFLINE:
         return False
     try:
@@ -221,17 +234,20 @@ def model_available(model: str) -> bool:
 
 
 def _availability(models: list[str], deadline_s: float) -> dict[str, bool]:
-    """model -> available, each checked in its own daemon thread, all within `deadline_s`.
+    """model -> available: local models at once in this thread, each other one (a Hub request) in its
+    own daemon thread, all within `deadline_s`.
 
-    httpx's timeouts bound each network phase, not a whole request (a server that trickles bytes
-    never trips them), so the deadline is enforced here: a model whose check has not ended by then
-    counts as unavailable and its thread is left to end on its own (daemon: it never holds the
-    process open). A check that raised something other than a network error re-raises here.
+    Local models take no thread: `mora serve` checks every submitted job, and a thread per model
+    per request made those checks queue on the GIL. httpx's timeouts bound each network phase, not
+    a whole request (a server that trickles bytes never trips them), so the deadline is enforced
+    here: a model whose check has not ended by then counts as unavailable and its thread is left to
+    end on its own (daemon: it never holds the process open). A check that raised something other
+    than a network error re-raises here.
     """
     import threading
     import time
 
-    results: dict[str, bool] = {}
+    results: dict[str, bool] = {m: True for m in models if model_local(m)}
     failures: dict[str, BaseException] = {}
 
     def check(model: str) -> None:
@@ -240,7 +256,8 @@ def _availability(models: list[str], deadline_s: float) -> dict[str, bool]:
         except BaseException as error:  # handed to the caller's thread, which re-raises it
             failures[model] = error
 
-    threads = [threading.Thread(target=check, args=(m,), name=f"mora-hub-check-{m}", daemon=True) for m in models]
+    threads = [threading.Thread(target=check, args=(m,), name=f"mora-hub-check-{m}", daemon=True)
+               for m in models if m not in results]
     for thread in threads:
         thread.start()
     end = time.monotonic() + deadline_s

@@ -179,8 +179,8 @@ def _default_size(preset: Any) -> str:
     return f"{s.width}x{s.height}"
 
 
-@router.get("")
-def list_videos(request: Request, after: str | None = None, limit: int = 20, order: str = "desc") -> dict:
+@router.get("")  # the read routes are async: a store read, see jobs.py
+async def list_videos(request: Request, after: str | None = None, limit: int = 20, order: str = "desc") -> dict:
     rows, more = page_of_rows(request, after, limit, order)
     data = [video_object(r) for r in rows]
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
@@ -189,7 +189,7 @@ def list_videos(request: Request, after: str | None = None, limit: int = 20, ord
 
 
 @router.get("/{video_id}")
-def retrieve(request: Request, video_id: str) -> dict:
+async def retrieve(request: Request, video_id: str) -> dict:
     return video_object(stored_row(request, video_id, "video"))
 
 
