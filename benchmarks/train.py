@@ -12,6 +12,9 @@ the device, through the helpers of benchmarks/run.py (`register_full`, served by
 are the training defaults: LoRA rank 16 on the UNets' attention, 1 modulation token, 512x288,
 14 frames, batch 1, bf16 frozen weights, fp32 LoRA and z, gradient checkpointing, AdamW.
 `tiny` runs preset `tiny` at 64x64, 4 frames: the numbers say the script works, nothing about speed.
+The data is one synthetic clip of frames + 2 frames at `--source-size` (default 596x336, WebVid-10M's
+clip size), which the loader decodes, cover-crops and resizes to the training size as it does real
+data (before 2026-12-06 the clip was written at the training size, so decoding it cost next to nothing).
 
 Per configuration (coupling on, coupling off, then coupling on with --no-cache; models released in
 between): model load seconds, one warm-up step (with the cache, it also encodes the clip once),
@@ -45,6 +48,9 @@ if importlib.util.find_spec("mora") is None:  # run from a checkout without `pip
     sys.path.insert(0, str(REPO / "src"))
 
 GOAL_S_PER_STEP = 1.0
+# The source clip's size. Training data are videos at their own size, cover-cropped and resized to
+# the training size by the loader; WebVid-10M, the usual text-video training set, has 596x336 clips.
+SOURCE_SIZE = "596x336"
 GOAL_PEAK_GB = 40.0
 
 
@@ -68,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (default 5)")
     parser.add_argument("--size", help="training size WxH (default: 64x64 tiny, 512x288 full)")
     parser.add_argument("--frames", type=int, help="frames per clip (default: 4 tiny, 14 full)")
+    parser.add_argument("--source-size", default=SOURCE_SIZE, help=f"size WxH of the synthetic source clip, which "
+                        f"the loader cover-crops to --size (default {SOURCE_SIZE}: WebVid-10M's clips)")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--optimizer", default="adamw", choices=("adamw", "adamw8bit"))
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -88,6 +96,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.size = parse_size(args.size or ("64x64" if args.scale == "tiny" else "512x288"))
     except InputError as error:
         parser.error(str(error).replace("--train-size", "--size"))
+    try:
+        args.source_size = parse_size(args.source_size)
+    except InputError as error:
+        parser.error(str(error).replace("--train-size", "--source-size"))
     args.frames = args.frames or (4 if args.scale == "tiny" else 14)
     device = args.device.strip().lower()
     if device != "cpu" and not device.startswith("cuda"):
@@ -218,7 +230,8 @@ def report(args: argparse.Namespace, results: list[dict], bench: Any) -> None:
     models = "SDXL base + SVD-XT, random weights" if args.scale == "full" else "preset tiny: toy SDXL + SVD"
     print(f"agents text_to_image_agent + image_to_video_agent ({models}); LoRA rank {args.rank}, "
           f"1 mod token, {args.size[0]}x{args.size[1]}, {args.frames} frames, batch 1, optimizer {args.optimizer}, "
-          f"{args.steps} timed steps after 1 warm-up")
+          f"{args.steps} timed steps after 1 warm-up; source clip {args.source_size[0]}x{args.source_size[1]}, "
+          f"{args.frames + 2} frames")
     memory = "peak GPU GB" if args.device.startswith("cuda") else "peak RSS GB (process)"
     rows = [["on" if r["coupling"] else "off", "on" if r["cache"] else "off", f"{r['load_s']:.1f}", f"{r['warmup_s']:.3f}", f"{r['mean_s']:.3f}",
              f"{r['median_s']:.3f}", "n/a" if r["peak_gb"] is None else f"{r['peak_gb']:.2f}",
@@ -257,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         preset = bench.full_preset()
     with tempfile.TemporaryDirectory(prefix="mora-train-bench-") as tmp:
         workdir = Path(tmp)
-        data = write_clip(workdir / "data", args.size, args.frames)
+        data = write_clip(workdir / "data", args.source_size, args.frames)
         results = [bench_config(args, preset, data, workdir, coupling) for coupling in (True, False)]
         results.append(bench_config(args, preset, data, workdir, True, cache=False))
     report(args, results, bench)

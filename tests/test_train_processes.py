@@ -111,3 +111,52 @@ def test_two_gloo_processes_with_batch_1_equal_one_process_with_batch_2(data, tm
     # doubles it (weights are compared through the gradients: see _first_gradients)
     np.testing.assert_allclose(records[0]["grad_norm"], expected[0]["grad_norm"], rtol=1e-4)
     assert _weights(tmp_path / "two" / "adapter").keys() == _weights(one.adapter_dir).keys()
+
+
+def _train_cli(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mora.cli", "train", "--data", str(data), "--out", str(out), "--processes", "2",
+            "--preset", "tiny", "--device", "cpu", "--steps", "6", "--lr", "1e-2", "--mod-lr", "1e-1", "--train-size",
+            "64x64", "--train-frames", "4", "--rank", "4", "--no-gradient-checkpointing", "--batch-size", "1",
+            "--checkpoint-every", "1", "--quiet", *extra]
+
+
+@pytest.mark.slow
+def test_ctrl_c_and_resume_with_two_processes(data, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) stops both processes with exit
+    130, one message and a complete checkpoint; `--resume` with two processes then ends where an
+    uninterrupted two-process run ends."""
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_train_cli(data, run), start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "step-2").is_dir():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.count("mora: interrupted") == 1, err[-3000:]  # the launcher says it; its processes do not
+    manifest = json.loads((run / "train.json").read_text())
+    assert manifest["status"] == "interrupted"
+    steps = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").iterdir())
+    assert steps and max(steps) < 6 and not list((run / "checkpoints").glob(".*"))  # no half-written folder
+    assert (run / "checkpoints" / f"step-{max(steps)}" / "state.json").is_file()
+
+    resumed = subprocess.run(_train_cli(data, run, "--resume"), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole = subprocess.run(_train_cli(data, tmp_path / "whole"), capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 7))  # each step once, none lost
+    np.testing.assert_allclose([r["loss"] for r in records if "loss" in r],
+                               [r["loss"] for r in expected if "loss" in r], rtol=1e-5)
+    got, want = _weights(run / "adapter"), _weights(tmp_path / "whole" / "adapter")
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_allclose(got[k].numpy(), want[k].numpy(), rtol=0, atol=1e-5, err_msg=k)
+    assert json.loads((run / "train.json").read_text())["status"] == "complete"

@@ -317,6 +317,11 @@ class _Interrupts:
 
 
 def _interrupted(command: str | None = None) -> int:
+    if command == "train":
+        from mora.training.distributed import reports_interrupt
+
+        if not reports_interrupt():  # one of several training processes: the launcher or process 0 says it
+            return 130
     again = " (run the same command with --resume to continue)" if command in ("story", "batch", "train") else ""
     print(f"{PROG}: interrupted; finished work (artifacts, shots, checkpoints) was kept, nothing was written at "
           f"--out{again}", file=sys.stderr)

@@ -58,6 +58,22 @@ def from_environment(device: str) -> tuple[Processes, str]:
     return Processes(rank=state.process_index, world=state.num_processes), device
 
 
+def main_process_first(processes: Processes) -> Any:
+    """A context in which process 0 runs first and the others after it (a no-op with one process).
+
+    For building the tiny models: transformers' `save_pretrained` writes weights only in the main
+    process of a distributed run, so a tiny model built by another process lacks its text
+    encoders' weights (and could be the copy that lands in `$MORA_HOME`).
+    """
+    if processes.world == 1:
+        import contextlib
+
+        return contextlib.nullcontext()
+    from accelerate import PartialState
+
+    return PartialState().main_process_first()
+
+
 def average_gradients(params: list[Any], processes: Processes) -> None:
     """Average the gradients of `params` over the processes (a parameter without one counts as zeros)."""
     if processes.world == 1:
@@ -89,14 +105,43 @@ def mean_over_processes(value: float, processes: Processes) -> float:
     return float(t.item()) / processes.world
 
 
+LAUNCHED_ENV = "MORA_TRAIN_LAUNCHED"  # set for the processes `launch` starts: the launcher reports Ctrl-C once
+INTERRUPT_GRACE_S = 120.0  # after Ctrl-C, how long the processes get to record the interruption
+
+
 def launch(argv: list[str], processes: int) -> int:
     """Run `mora train ARGV` in `processes` processes through `accelerate launch`; its exit code.
+
+    Ctrl-C reaches the launcher and, through it, every process: process 0 records the interruption
+    (the newest checkpoint stays complete). This waits for them (up to `INTERRUPT_GRACE_S`, then
+    kills them) before raising KeyboardInterrupt, so nothing still writes to the run when `mora`
+    exits and `--resume` may start at once. (`subprocess.run` would kill the launcher 0.25 s after
+    Ctrl-C, leaving its processes to finish on their own.)
 
     Example:
         >>> launch(["--data", "clips", "--out", "runs/a"], 2)  # doctest: +SKIP
     """
+    import signal
+
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "mora.cli", "train", *argv]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.run(command, env=env, timeout=LAUNCH_TIMEOUT_S, check=False).returncode
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), LAUNCHED_ENV: "1"}
+    with subprocess.Popen(command, env=env) as proc:
+        try:
+            return proc.wait(timeout=LAUNCH_TIMEOUT_S)
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)  # a terminal's Ctrl-C already sent it; `kill -INT` did not
+            try:
+                proc.wait(timeout=INTERRUPT_GRACE_S)
+            except subprocess.TimeoutExpired:
+                logger.warning("the training processes did not stop within %.0f s of Ctrl-C; killing them",
+                               INTERRUPT_GRACE_S)
+                proc.kill()
+            raise
+
+
+def reports_interrupt() -> bool:
+    """Whether this process tells the user about Ctrl-C: not a process `launch` started (the launcher
+    does), nor any but process 0 of a run started by `accelerate launch` itself."""
+    return LAUNCHED_ENV not in os.environ and os.environ.get("RANK", "0") == "0"

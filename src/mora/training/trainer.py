@@ -29,7 +29,13 @@ from mora.training import checkpoints as ckpt
 from mora.training.config import TrainConfig
 from mora.training.coupled import Batch, compute_losses
 from mora.training.data import batch_indices, check_dataset, cover_crop, load_clip, window_start
-from mora.training.distributed import Processes, average_gradients, from_environment, mean_over_processes
+from mora.training.distributed import (
+    Processes,
+    average_gradients,
+    from_environment,
+    main_process_first,
+    mean_over_processes,
+)
 from mora.training.ema import EMA_FILE, Averaged
 from mora.training.encodings import EncodingCache, NoCache, cached_batch, clip_key, encode_frames
 from mora.training.models import AgentModel, build_agent
@@ -186,11 +192,12 @@ class Trainer:
                         json.dumps(self.cfg.to_json()))
             self.dtype = self._frozen_dtype()
             preset = self.cfg.preset_obj()
-            self.models = {agent: build_agent(preset, agent, self.device, self.dtype, rank=self.cfg.rank,
-                                              mod_tokens=self.cfg.mod_tokens,
-                                              gradient_checkpointing=self.cfg.gradient_checkpointing,
-                                              seed=self.cfg.seed)
-                           for agent in self.cfg.agents}
+            with main_process_first(self.processes):  # process 0 builds the tiny models, if need be
+                self.models = {agent: build_agent(preset, agent, self.device, self.dtype, rank=self.cfg.rank,
+                                                  mod_tokens=self.cfg.mod_tokens,
+                                                  gradient_checkpointing=self.cfg.gradient_checkpointing,
+                                                  seed=self.cfg.seed)
+                               for agent in self.cfg.agents}
             self.optimizer = self._make_optimizer()
             self.ema = Averaged([p for g in self.optimizer.param_groups for p in g["params"]],
                                 self.cfg.ema_decay) if self.cfg.ema else None
