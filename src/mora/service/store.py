@@ -466,6 +466,17 @@ class JobStore:
             self._work.set()
         return back
 
+    def requeue(self, job_id: str) -> None:
+        """Put a running job back in the queue (its worker died): queued, no step, progress 0.
+
+        Its `attempts` stay as they are, so the caller can see a job that was already retried; the
+        next `claim()` counts one more.
+        """
+        with self._write() as con:
+            con.execute("UPDATE jobs SET status = 'queued', step = NULL, progress = 0 WHERE id = ? "
+                        "AND status = 'in_progress'", (job_id,))
+        self._work.set()
+
     def close(self) -> None:
         """Close this thread's connection."""
         con = getattr(self._local, "con", None)
