@@ -12,9 +12,10 @@ the device, through the helpers of benchmarks/run.py (`register_full`, served by
 are the training defaults: LoRA rank 16 on the UNets' attention, 1 modulation token, 512x288,
 14 frames, batch 1, bf16 frozen weights, fp32 LoRA and z, gradient checkpointing, AdamW.
 `tiny` runs preset `tiny` at 64x64, 4 frames: the numbers say the script works, nothing about speed.
-The data is one synthetic clip of frames + 2 frames at `--source-size` (default 596x336, WebVid-10M's
-clip size), which the loader decodes, cover-crops and resizes to the training size as it does real
-data (before 2026-12-06 the clip was written at the training size, so decoding it cost next to nothing).
+The data is one synthetic clip of `--source-frames` frames (default 80: 10 s at 8 fps) at
+`--source-size` (default 596x336, WebVid-10M's clip size), whose windows the loader decodes,
+cover-crops and resizes to the training size as it does real data. (Before 2026-12-06 the clip was
+frames + 2 frames at the training size, so decoding it cost next to nothing.)
 
 Per configuration (coupling on, coupling off, then coupling on with --no-cache; models released in
 between): model load seconds, one warm-up step (with the cache, it also encodes the clip once),
@@ -51,6 +52,7 @@ GOAL_S_PER_STEP = 1.0
 # The source clip's size. Training data are videos at their own size, cover-cropped and resized to
 # the training size by the loader; WebVid-10M, the usual text-video training set, has 596x336 clips.
 SOURCE_SIZE = "596x336"
+SOURCE_FRAMES = 80  # 10 s at 8 fps; WebVid's clips average about 18 s at 25-30 fps (hundreds of frames)
 GOAL_PEAK_GB = 40.0
 
 
@@ -76,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, help="frames per clip (default: 4 tiny, 14 full)")
     parser.add_argument("--source-size", default=SOURCE_SIZE, help=f"size WxH of the synthetic source clip, which "
                         f"the loader cover-crops to --size (default {SOURCE_SIZE}: WebVid-10M's clips)")
+    parser.add_argument("--source-frames", type=int, default=SOURCE_FRAMES, help="frames of the source clip, of "
+                        f"which each step reads a window of --frames (default {SOURCE_FRAMES}: 10 s at 8 fps)")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--optimizer", default="adamw", choices=("adamw", "adamw8bit"))
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -96,11 +100,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.size = parse_size(args.size or ("64x64" if args.scale == "tiny" else "512x288"))
     except InputError as error:
         parser.error(str(error).replace("--train-size", "--size"))
-    try:
-        args.source_size = parse_size(args.source_size)
-    except InputError as error:
-        parser.error(str(error).replace("--train-size", "--source-size"))
+    w, _, h = args.source_size.lower().partition("x")
+    if not (w.isdigit() and h.isdigit() and int(w) >= 16 and int(h) >= 16 and int(w) % 2 == 0 and int(h) % 2 == 0):
+        parser.error(f"--source-size: {args.source_size!r} is not WxH with even sides of at least 16 (H.264's "
+                     "4:2:0); pass e.g. 596x336")
+    args.source_size = (int(w), int(h))
     args.frames = args.frames or (4 if args.scale == "tiny" else 14)
+    if args.source_frames < args.frames:
+        parser.error(f"--source-frames: {args.source_frames} is fewer than the {args.frames} frames a step reads; "
+                     f"pass at least {args.frames}")
     device = args.device.strip().lower()
     if device != "cpu" and not device.startswith("cuda"):
         parser.error(f"--device: {args.device!r} is not cpu, cuda or cuda:N")
@@ -116,7 +124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def write_clip(folder: Path, size: tuple[int, int], frames: int) -> Path:
-    """A captioned synthetic clip (a moving gradient) of `frames` + 2 frames at `size`."""
+    """A captioned synthetic clip (a moving gradient) of `frames` frames at `size`."""
     import numpy as np
 
     from mora import media
@@ -125,7 +133,7 @@ def write_clip(folder: Path, size: tuple[int, int], frames: int) -> Path:
     y, x = np.mgrid[0:height, 0:width]
     video = np.stack([np.stack([(x * 255 // max(1, width - 1) + 5 * t) % 256, y * 255 // max(1, height - 1),
                                 np.full_like(x, (40 + 20 * t) % 256)], axis=-1).astype(np.uint8)
-                      for t in range(frames + 2)])
+                      for t in range(frames)])
     media.write_video(video, folder / "clip.mp4", fps=8)
     (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "clip.mp4", "text": "a red fox in snow"}) + "\n")
     return folder
@@ -231,7 +239,7 @@ def report(args: argparse.Namespace, results: list[dict], bench: Any) -> None:
     print(f"agents text_to_image_agent + image_to_video_agent ({models}); LoRA rank {args.rank}, "
           f"1 mod token, {args.size[0]}x{args.size[1]}, {args.frames} frames, batch 1, optimizer {args.optimizer}, "
           f"{args.steps} timed steps after 1 warm-up; source clip {args.source_size[0]}x{args.source_size[1]}, "
-          f"{args.frames + 2} frames")
+          f"{args.source_frames} frames")
     memory = "peak GPU GB" if args.device.startswith("cuda") else "peak RSS GB (process)"
     rows = [["on" if r["coupling"] else "off", "on" if r["cache"] else "off", f"{r['load_s']:.1f}", f"{r['warmup_s']:.3f}", f"{r['mean_s']:.3f}",
              f"{r['median_s']:.3f}", "n/a" if r["peak_gb"] is None else f"{r['peak_gb']:.2f}",
@@ -270,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         preset = bench.full_preset()
     with tempfile.TemporaryDirectory(prefix="mora-train-bench-") as tmp:
         workdir = Path(tmp)
-        data = write_clip(workdir / "data", args.source_size, args.frames)
+        data = write_clip(workdir / "data", args.source_size, args.source_frames)
         results = [bench_config(args, preset, data, workdir, coupling) for coupling in (True, False)]
         results.append(bench_config(args, preset, data, workdir, True, cache=False))
     report(args, results, bench)

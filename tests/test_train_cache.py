@@ -65,3 +65,32 @@ def test_dataloader_workers_decode_ahead_without_changing_the_run(tmp_path):
     trainer, ahead = _run(data, tmp_path / "ahead", workers=2, **options)
     assert trainer.prefetched(0) is not None
     np.testing.assert_allclose(_losses(ahead), _losses(inline), rtol=1e-6)
+
+
+def test_load_clip_decodes_through_its_window_only(tmp_path, monkeypatch):
+    """--no-cache reads each step's window: the same frames as the whole clip's slice, and no frame after it."""
+    from mora.training import data as data_module
+    from mora.training.data import check_dataset, cover_crop, load_clip, window_start
+
+    media.write_video(gradient_frames(24, 96, 64), tmp_path / "a.mp4", fps=8)
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "a.mp4", "text": "a red fox"}) + "\n")
+    clip = check_dataset(tmp_path, 4)[0]
+    whole = media.read_video(tmp_path / "a.mp4").frames
+    decoded, iter_frames = [], media.iter_frames
+
+    def counting(*args, **kwargs):
+        for frame in iter_frames(*args, **kwargs):
+            decoded[-1] += 1
+            yield frame
+
+    monkeypatch.setattr(data_module.media, "iter_frames", counting)
+    for step in range(4):
+        decoded.append(0)
+        start = window_start(clip, 4, 0, step)
+        got = load_clip(clip, frames=4, size=(64, 64), seed=0, step=step)
+        np.testing.assert_array_equal(got.frames, cover_crop(whole[start:start + 4], (64, 64)).frames)
+        assert decoded[-1] == start + 4
+    assert min(window_start(clip, 4, 0, s) for s in range(4)) + 4 < 24  # so a later frame was never decoded
+    media.write_video(gradient_frames(3, 96, 64), tmp_path / "a.mp4", fps=8)  # the file shrank since the check
+    with pytest.raises(Exception, match=r"^--data: 'a.mp4' now has \d+ frames, fewer than the 24 it had"):
+        load_clip(clip, frames=4, size=(64, 64), seed=0, step=0)
