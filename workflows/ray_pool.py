@@ -49,7 +49,7 @@ class BatchWorker:
         return run_job(job, self.name)
 
 
-def _import_ray():
+def import_ray():
     try:
         import ray
     except ImportError:
@@ -58,7 +58,7 @@ def _import_ray():
     return ray
 
 
-def _connect(ray, address: str | None, workers: int | None) -> bool:
+def connect(ray, address: str | None, workers: int | None) -> bool:
     """Join the cluster at `address` (None: `$RAY_ADDRESS`, else a new local instance).
 
     Returns True when this call connected (so the batch disconnects at the end); a session the
@@ -87,7 +87,7 @@ def _connect(ray, address: str | None, workers: int | None) -> bool:
     return True
 
 
-def _pool_shape(ray, workers: int | None) -> tuple[int, int, str | None]:
+def pool_shape(ray, workers: int | None) -> tuple[int, int, str | None]:
     """(actors, GPUs per actor, forced device): one actor per GPU, or `workers` CPU actors."""
     resources = ray.cluster_resources()
     if workers is None:
@@ -163,11 +163,11 @@ def run_on_ray(jobs: list[BatchJob], ledger: Ledger, *, address: str | None, wor
         workers: CPU actors to start; None: one actor per GPU of the cluster.
         fail_fast: stop at the first failed job.
     """
-    ray = _import_ray()
-    connected = _connect(ray, address, workers)
+    ray = import_ray()
+    connected = connect(ray, address, workers)
     actors = None
     try:
-        count, gpus, device = _pool_shape(ray, workers)
+        count, gpus, device = pool_shape(ray, workers)
         logger.info("Ray: %d actor(s), %d GPU each, for %d job(s)", count, gpus, len(jobs))
         actors = _Actors(ray, count, gpus, device)
         _dispatch(ray, actors, jobs, ledger, fail_fast)

@@ -33,7 +33,7 @@ from typing import Any
 from mora.errors import MoraError
 from mora.service.store import VIDEO_NAME, JobRow, JobStore
 from mora.service.worker import JobCancelled, acting_steps, first_line
-from mora.workflows.ray_pool import MAX_ATTEMPTS, BatchWorker, _connect, _import_ray, _pool_shape, worker_env
+from mora.workflows.ray_pool import MAX_ATTEMPTS, BatchWorker, connect, import_ray, pool_shape, worker_env
 
 logger = logging.getLogger(__name__)
 
@@ -135,12 +135,12 @@ class RayWorker:
                 cluster cannot be reached.
         """
         self.llm_config()  # a bad file fails the start, before Ray does anything
-        ray = _import_ray()
-        connected = _connect(ray, self.address, self.workers)
+        ray = import_ray()
+        connected = connect(ray, self.address, self.workers)
         try:
             from ray.util.queue import Queue
 
-            count, gpus, self._device = _pool_shape(ray, self.workers)
+            count, gpus, self._device = pool_shape(ray, self.workers)
             self._new = ray.remote(ServiceActor).options(num_cpus=1, num_gpus=gpus, max_restarts=0,
                                                          runtime_env={"env_vars": worker_env()})
             self._actors = [(self._new.remote(f"ray-{i + 1}", self._device), f"ray-{i + 1}") for i in range(count)]
