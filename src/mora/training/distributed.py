@@ -93,6 +93,23 @@ def average_gradients(params: list[Any], processes: Processes) -> None:
         offset += p.numel()
 
 
+def end_processes(processes: Processes) -> None:
+    """After the last step: wait until every process (process 0's final writes included) is done, then
+    close the process group.
+
+    Without it, a process that ends first tears down its gloo (or NCCL) threads at interpreter exit
+    ("terminate called without an active exception", SIGABRT), and the launcher then kills the
+    others, process 0 in the middle of writing the adapter.
+    """
+    if processes.world == 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def mean_over_processes(value: float, processes: Processes) -> float:
     """The mean of a number over the processes (the step's loss as the whole batch's)."""
     if processes.world == 1:

@@ -32,6 +32,7 @@ from mora.training.data import batch_indices, check_dataset, cover_crop, load_cl
 from mora.training.distributed import (
     Processes,
     average_gradients,
+    end_processes,
     from_environment,
     main_process_first,
     mean_over_processes,
@@ -430,7 +431,9 @@ class Trainer:
         """Train to `steps`, writing metrics, checkpoints, the adapter, loss.png and train.json (process 0)."""
         self.prepare()
         if not self.processes.main:
-            return self._run_worker()
+            result = self._run_worker()
+            end_processes(self.processes)
+            return result
         bar = None
         try:
             metrics = MetricsLog(self.run_dir / METRICS)
@@ -460,7 +463,9 @@ class Trainer:
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                     self.save_checkpoint()
                     plot_losses(records + self.validations, self.run_dir / LOSS_PLOT)
-            return self._finish(records)
+            result = self._finish(records)
+            end_processes(self.processes)
+            return result
         except Exception:  # noqa: BLE001 - recorded in train.json, then re-raised as it is
             with contextlib.suppress(OSError, TypeError, ValueError):  # the record is best effort (disk, JSON)
                 self._write_manifest("failed", MetricsLog(self.run_dir / METRICS).read())
