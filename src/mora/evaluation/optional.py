@@ -84,7 +84,9 @@ def optional_metrics(
             result["clip_text_similarity"] = round(
                 _clip_similarity(frames, prompt, Path(model_dir).expanduser(), max_frames, device), 4
             )
-        except Exception as exc:  # a broken local model must not sink the whole score card
+        # A broken local model (missing or mismatched files, a bad config) must not sink the whole score
+        # card; these are what transformers raises for one. Anything else is a bug and propagates.
+        except (OSError, ValueError, RuntimeError, KeyError, ImportError) as exc:
             logger.warning("CLIP similarity skipped: could not use %s: %s", model_dir, exc)
             reason = " ".join(str(exc).split())[:300]
             skipped["clip_text_similarity"] = (

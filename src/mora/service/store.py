@@ -73,6 +73,8 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (job_id, seq)
 );
 """
+# A running job back in the queue (a restart, a dead worker): one rule for `recover` and `requeue`.
+_BACK_TO_QUEUE = "UPDATE jobs SET status = 'queued', step = NULL, progress = 0 WHERE id = ? AND status = 'in_progress'"
 
 
 @dataclass
@@ -458,8 +460,7 @@ class JobStore:
             for r in rows:
                 if r["cancel_requested"]:
                     self._mark_cancelled(con, r["id"])
-            con.executemany("UPDATE jobs SET status = 'queued', step = NULL, progress = 0 WHERE id = ?",
-                            [(i,) for i in back])
+            con.executemany(_BACK_TO_QUEUE, [(i,) for i in back])
         if back:
             logger.warning("%d job(s) were running when the server stopped; queued again: %s", len(back),
                            ", ".join(back))
@@ -473,8 +474,7 @@ class JobStore:
         next `claim()` counts one more.
         """
         with self._write() as con:
-            con.execute("UPDATE jobs SET status = 'queued', step = NULL, progress = 0 WHERE id = ? "
-                        "AND status = 'in_progress'", (job_id,))
+            con.execute(_BACK_TO_QUEUE, (job_id,))
         self._work.set()
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -138,8 +139,6 @@ def launch(argv: list[str], processes: int) -> int:
     Example:
         >>> launch(["--data", "clips", "--out", "runs/a"], 2)  # doctest: +SKIP
     """
-    import signal
-
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "mora.cli", "train", *argv]
