@@ -94,3 +94,62 @@ def test_load_clip_decodes_through_its_window_only(tmp_path, monkeypatch):
     media.write_video(gradient_frames(3, 96, 64), tmp_path / "a.mp4", fps=8)  # the file shrank since the check
     with pytest.raises(Exception, match=r"^--data: 'a.mp4' now has \d+ frames, fewer than the 24 it had"):
         load_clip(clip, frames=4, size=(64, 64), seed=0, step=0)
+
+
+@pytest.mark.slow  # three short runs
+def test_a4s_clip_embedding_of_the_real_first_frame_comes_from_the_cache(tmp_path):
+    """Without coupling A4 is conditioned on the real first frame: its CLIP embedding is cached with the clip,
+    so the image encoder runs when the clip is first encoded, not every step, and the losses are --no-cache's."""
+    data = tmp_path / "clips"
+    data.mkdir()
+    media.write_video(gradient_frames(6, 96, 64), data / "a.mp4", fps=8)
+    (data / "metadata.jsonl").write_text(json.dumps({"file_name": "a.mp4", "text": "a red fox"}) + "\n")
+    calls: dict[str, int] = {}
+
+    def counted(name: str, **options):
+        from mora.training import TrainConfig, Trainer
+
+        cfg = TrainConfig(data=data, out=tmp_path / name, **{"steps": 3, "lr": 1e-2, "mod_lr": 1e-1, **FAST,
+                                                             "coupling": False, **options})
+        trainer = Trainer(cfg, progress=False)
+        trainer.prepare()
+        calls[name] = 0
+        encoder = trainer.models["image_to_video_agent"].pipe.image_encoder
+        encoder.register_forward_hook(lambda *_: calls.__setitem__(name, calls[name] + 1))
+        return trainer.run()
+
+    cached, plain = counted("cached"), counted("plain", cache=False)
+    assert calls == {"cached": 1, "plain": 3}  # cached: once, for the clip's 6 frames; --no-cache: every step
+    np.testing.assert_allclose(_losses(cached), _losses(plain), rtol=1e-4)
+    counted("cached", overwrite=True)
+    assert calls["cached"] == 0  # read back from RUN_DIR/cache
+
+
+def test_conditioning_embeds_mix_cached_rows_and_computed_rows_with_gradients(monkeypatch):
+    """Samples on the real first frame take the cached embedding; those on A2's estimate are encoded, with
+    gradients reaching the estimate; with every sample on the real frame the encoder does not run."""
+    import torch
+
+    from mora.training import coupled
+
+    runs = []
+
+    def encoder(pipe, frames, k):
+        runs.append(frames.shape[0])
+        return frames.mean(dim=(2, 3)).unsqueeze(1) * 10.0  # (B, 1, 3): differentiable in the frames
+
+    monkeypatch.setattr(coupled, "clip_image_tokens", encoder)
+    frames = torch.rand(2, 3, 8, 8, requires_grad=True)
+    cached = torch.full((2, 1, 3), -7.0)
+    batch = coupled.Batch(first=frames.detach(), last=frames.detach(), texts=["a", "b"], fps=[8.0, 8.0],
+                          first_image_embeds=cached)
+    mixed = coupled.conditioning_embeds(None, batch, frames, torch.tensor([True, False]))
+    assert torch.equal(mixed[0], cached[0])
+    assert torch.allclose(mixed[1], frames[1].mean(dim=(1, 2)).unsqueeze(0) * 10.0)
+    mixed.sum().backward()
+    assert frames.grad[0].abs().sum() == 0 and frames.grad[1].abs().sum() > 0
+    assert torch.equal(coupled.conditioning_embeds(None, batch, frames, torch.tensor([True, True])), cached)
+    assert runs == [2]  # the all-real call did not encode
+    batch.first_image_embeds = None  # --no-cache: always encoded
+    assert coupled.conditioning_embeds(None, batch, frames, torch.tensor([True, True])).shape == (2, 1, 3)
+    assert runs == [2, 2]

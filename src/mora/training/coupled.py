@@ -60,6 +60,7 @@ class Batch:
         dists: cached latent distributions by kind (`sdxl_first`, `pix2pix_first`, `pix2pix_last`,
             `svd_clip`): (mean, std), rows sample-major; None: computed from the pixels.
         captions: where caption embeddings are kept (`mora.training.encodings`), None: computed.
+        first_image_embeds: (B, 1, D) SVD's CLIP image embedding of each first frame, cached; None: computed.
     """
 
     first: torch.Tensor
@@ -71,6 +72,7 @@ class Batch:
     crops: list[tuple[int, int]] | None = None
     dists: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
     captions: Any = None
+    first_image_embeds: torch.Tensor | None = None
 
     @classmethod
     def from_frames(cls, frames: list[np.ndarray], texts: list[str], fps: list[float], device: str) -> Batch:
@@ -86,25 +88,26 @@ class Batch:
         batch.crops = [tuple(w.crop_top_left) for w in windows]
         return batch
 
-    def latents(self, kind: str, vae: Any, pixels: Any, draws: Draws) -> torch.Tensor:
+    def latents(self, kind: str, m: AgentModel, pixels: Any, draws: Draws) -> torch.Tensor:
         """VAE latents sampled with the samples' generators, scaled by the VAE's factor: (B * k, C, h, w).
 
         From the cached distribution of `kind` when there is one, else by encoding `pixels()` (B * k frames).
         """
-        mean, std = self._dist(kind, vae, pixels)
+        mean, std = self._dist(kind, m, pixels)
         per_sample = (mean.shape[0] // len(draws), *mean.shape[1:])
-        return (mean + std * draws.randn(per_sample, mean).flatten(0, 1)) * vae.config.scaling_factor
+        return (mean + std * draws.randn(per_sample, mean).flatten(0, 1)) * m.pipe.vae.config.scaling_factor
 
-    def mode(self, kind: str, vae: Any, pixels: Any) -> torch.Tensor:
+    def mode(self, kind: str, m: AgentModel, pixels: Any) -> torch.Tensor:
         """The latent distribution's mode, unscaled (as the pipelines condition on an image)."""
-        return self._dist(kind, vae, pixels)[0]
+        return self._dist(kind, m, pixels)[0]
 
-    def _dist(self, kind: str, vae: Any, pixels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def _dist(self, kind: str, m: AgentModel, pixels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (mean, std) of `kind`'s latents through `m`'s VAE: cached, or encoded from `pixels()`."""
         if self.dists is not None and kind in self.dists:
             mean, std = self.dists[kind]
-            return mean.to(self.first.device, vae.dtype), std.to(self.first.device, vae.dtype)
+            return mean.to(self.first.device, m.dtype), std.to(self.first.device, m.dtype)
         with torch.no_grad():
-            dist = vae.encode(pixels().to(vae.dtype)).latent_dist
+            dist = m.pipe.vae.encode(pixels().to(m.dtype)).latent_dist
         return dist.mean, dist.std
 
     def sdxl_time_ids(self) -> torch.Tensor:
@@ -143,17 +146,18 @@ def compute_losses(models: dict[str, AgentModel], batch: Batch, draws: Draws, cf
     first = batch.first
     per_agent: dict[str, torch.Tensor] = {}
     cond_frame = first
+    real = torch.ones(first.shape[0], dtype=torch.bool, device=first.device)  # A4 sees the real first frame
     if A2 in models:
         per_agent[A2], estimate = text_to_image_pass(models[A2], first, batch, draws, couple=cfg.coupled,
                                                      coupling_noise=cfg.coupling_noise, dropout=dropout)
         if estimate is not None:
             # Some samples see the real first frame: at inference A4 gets SDXL's finished (sharp) frame.
-            real = draws.rand() < (cfg.real_frame_p if train else 0.0)
-            cond_frame = torch.where(real.to(first.device).view(-1, 1, 1, 1), first, estimate)
+            real = (draws.rand() < (cfg.real_frame_p if train else 0.0)).to(first.device)
+            cond_frame = torch.where(real.view(-1, 1, 1, 1), first, estimate)
     if A3 in models:
         per_agent[A3] = image_to_image_loss(models[A3], batch, draws, dropout)
     if A4 in models:
-        per_agent[A4] = image_to_video_loss(models[A4], batch, cond_frame, draws,
+        per_agent[A4] = image_to_video_loss(models[A4], batch, cond_frame, real, draws,
                                             motion_bucket_id=cfg.motion_bucket_id, noise_aug=cfg.noise_aug,
                                             dropout=dropout)
     total = per_agent.get(A4, 0.0) + cfg.lambda_image * per_agent.get(A2, 0.0) + per_agent.get(A3, 0.0)
@@ -245,7 +249,7 @@ def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: 
     """
     pipe = m.pipe
     b = first.shape[0]
-    latents = batch.latents("sdxl_first", pipe.vae, lambda: first, draws)
+    latents = batch.latents("sdxl_first", m, lambda: first, draws)
     mask = _drop(draws, dropout, first.device)
     zeros = mask is None or getattr(pipe.config, "force_zeros_for_empty_prompt", False)
     texts = batch.texts if zeros else [*batch.texts, ""]
@@ -265,7 +269,7 @@ def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: 
         embeds, pooled = torch.cat([embeds, cond_embeds]), torch.cat([pooled, cond_pooled])
         time_ids = time_ids.repeat(2, 1)
     noisy = add_noise(latents, noise, t, alphas)
-    pred = pipe.unet(noisy.to(pipe.unet.dtype), t.to(first.device), encoder_hidden_states=append_modulation(embeds, m.z),
+    pred = pipe.unet(noisy.to(m.dtype), t.to(first.device), encoder_hidden_states=append_modulation(embeds, m.z),
                      added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids.to(first.device, embeds.dtype)},
                      return_dict=False)[0]
     kind = pipe.scheduler.config.prediction_type
@@ -273,28 +277,39 @@ def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: 
     if not couple:
         return loss, None
     x0 = x0_estimate(noisy[b:].float(), pred[b:].float(), t[b:], alphas, kind)
-    frame = pipe.vae.decode((x0 / pipe.vae.config.scaling_factor).to(pipe.vae.dtype), return_dict=False)[0]
+    frame = pipe.vae.decode((x0 / pipe.vae.config.scaling_factor).to(m.dtype), return_dict=False)[0]
     return loss, frame.float().clamp(-1.0, 1.0)  # the pipeline's postprocess clamps too
 
 
-def image_to_video_loss(m: AgentModel, batch: Batch, cond_frame: torch.Tensor,
+def conditioning_embeds(pipe: Any, batch: Batch, cond_frame: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """SVD's CLIP image embedding of the conditioning frames, (B, 1, D): the cache's for samples that
+    see the real first frame (`real`), computed (with gradients, for A2's estimates) for the others."""
+    cached = batch.first_image_embeds
+    if cached is not None and bool(real.all()):
+        return cached
+    embeds = clip_image_tokens(pipe, cond_frame, 1)  # the clean frame, as the pipeline
+    return embeds if cached is None else torch.where(real.view(-1, 1, 1), cached.to(embeds.dtype), embeds)
+
+
+def image_to_video_loss(m: AgentModel, batch: Batch, cond_frame: torch.Tensor, real: torch.Tensor,
                         draws: Draws, *, motion_bucket_id: int, noise_aug: float,
                         dropout: float) -> torch.Tensor:
     """A4 (SVD): the EDM v-loss of the clip, conditioned on `cond_frame` (B, 3, H, W) as the pipeline feeds an image.
 
-    The conditioning frame gets `noise_aug` noise and the motion bucket the preset runs with
-    (`StableVideoDiffusionPipeline`'s `noise_aug_strength` and `motion_bucket_id`).
+    `real` (B,): which samples' `cond_frame` is the clip's real first frame. The conditioning frame
+    gets `noise_aug` noise and the motion bucket the preset runs with (`StableVideoDiffusionPipeline`'s
+    `noise_aug_strength` and `motion_bucket_id`).
     """
     pipe = m.pipe
     b, fps, device = cond_frame.shape[0], batch.fps, cond_frame.device
     vae = pipe.vae
-    latents = batch.latents("svd_clip", vae, lambda: batch.clips.flatten(0, 1), draws).unflatten(0, (b, -1))
+    latents = batch.latents("svd_clip", m, lambda: batch.clips.flatten(0, 1), draws).unflatten(0, (b, -1))
     augmented = cond_frame + draws.randn(tuple(cond_frame.shape[1:]), cond_frame) * noise_aug
-    cond_latents = vae.encode(augmented.to(vae.dtype)).latent_dist.mode()  # unscaled, as the pipeline
-    image_embeds = clip_image_tokens(pipe, cond_frame, 1)  # the clean frame, as the pipeline
+    cond_latents = vae.encode(augmented.to(m.dtype)).latent_dist.mode()  # unscaled, as the pipeline
+    image_embeds = conditioning_embeds(pipe, batch, cond_frame, real)
     mask = _drop(draws, dropout, device)  # SVD's unconditional branch: zero embedding and latent
     image_embeds, cond_latents = _where(mask, image_embeds), _where(mask, cond_latents)
-    dtype = pipe.unet.dtype
+    dtype = m.dtype
     fps_ids = torch.tensor([max(0.0, round(f) - 1.0) for f in fps])  # SVD is conditioned on fps - 1
     time_ids = torch.stack([fps_ids, torch.full((b,), float(motion_bucket_id)), torch.full((b,), float(noise_aug))],
                            dim=1)
@@ -324,8 +339,8 @@ def image_to_image_loss(m: AgentModel, batch: Batch, draws: Draws, dropout: floa
     pipe = m.pipe
     first = batch.first
     b = first.shape[0]
-    latents = batch.latents("pix2pix_first", pipe.vae, lambda: first, draws)
-    source_latents = batch.mode("pix2pix_last", pipe.vae, lambda: batch.last)  # unscaled, as pix2pix
+    latents = batch.latents("pix2pix_first", m, lambda: first, draws)
+    source_latents = batch.mode("pix2pix_last", m, lambda: batch.last)  # unscaled, as pix2pix
     embeds = clip_caption_embeds(pipe, [*batch.texts, ""], batch.captions)
     embeds, empty = embeds[:b], embeds[b:]
     if dropout > 0:
@@ -336,7 +351,7 @@ def image_to_image_loss(m: AgentModel, batch: Batch, draws: Draws, dropout: floa
     t = draws.randint(len(alphas))
     noise = draws.randn(tuple(latents.shape[1:]), latents)
     noisy = add_noise(latents, noise, t, alphas)
-    model_input = torch.cat([noisy, source_latents.to(noisy.dtype)], dim=1).to(pipe.unet.dtype)
+    model_input = torch.cat([noisy, source_latents.to(noisy.dtype)], dim=1).to(m.dtype)
     pred = pipe.unet(model_input, t.to(first.device), encoder_hidden_states=append_modulation(embeds, m.z),
                      return_dict=False)[0]
     return mse(pred, ddpm_target(latents, noise, t, alphas, pipe.scheduler.config.prediction_type))

@@ -1,12 +1,14 @@
 """Cached encodings (`--cache`, the default): what the frozen encoders make of each clip, computed once.
 
-Per clip, at the training size: the cover-cropped frames (uint8), and the VAE latent distribution
-(mean, std) of every frame for each trained agent's VAE (SDXL, InstructPix2Pix, SVD); per caption,
-its text embeddings as inference encodes them. A step then slices its window out of these instead
-of decoding the video and running the VAEs and text encoders again; the latents are still sampled
-per step (mean + std x the sample's noise), so a cached run computes what `--no-cache` does, up to
-float rounding. What depends on trained parameters (A2's coupled estimate, A4's conditioning frame
-through CLIP and the VAE with its noise) is never cached.
+Per clip, at the training size: the cover-cropped frames (uint8), the VAE latent distribution
+(mean, std) of every frame for each trained agent's VAE (SDXL, InstructPix2Pix, SVD), and SVD's
+CLIP image embedding of every frame (A4's conditioning when it sees the real first frame: without
+coupling, or in `--real-frame-p` of the steps); per caption, its text embeddings as inference
+encodes them. A step then slices its window out of these instead of decoding the video and running
+the VAEs and encoders again; the latents are still sampled per step (mean + std x the sample's
+noise), so a cached run computes what `--no-cache` does, up to float rounding. What depends on
+trained parameters or on the step's noise (A2's coupled estimate, and through CLIP and the VAE what
+A4 makes of it; the VAE latent of the noise-augmented conditioning frame) is never cached.
 
 Entries live in memory (the newest `MEMORY_ENTRIES`) and under `RUN_DIR/cache/` as safetensors
 files, so a resumed run or a second run into the folder reuses them. A clip's key is its path,
@@ -32,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
 INDEX = "index.json"
-FORMAT = 1
+FORMAT = 2  # 2: SVD's CLIP image embedding of every frame
 MEMORY_ENTRIES = 32
 
 
@@ -134,19 +136,29 @@ class NoCache(EncodingCache):
 
 @torch.no_grad()
 def encode_frames(models: dict[str, Any], frames: torch.Tensor, chunk: int = 8) -> dict[str, torch.Tensor]:
-    """The latent distribution of every frame (N, 3, H, W in [-1, 1]) through each trained agent's VAE.
+    """What the frozen encoders make of every frame (N, 3, H, W in [-1, 1]), per trained agent.
 
-    Returns `{family}_mean`, `{family}_std` (N, C, h, w), float32 on the CPU.
+    Returns `{family}_mean`, `{family}_std` (N, C, h, w): the latent distribution through the agent's
+    VAE; and for a pipeline with a CLIP image encoder (SVD) `{family}_image_embeds` (N, 1, D), each
+    frame's embedding as A4 is conditioned on it. All float32 on the CPU.
     """
+    from mora.adapters.modulation import clip_image_tokens
+
     out: dict[str, torch.Tensor] = {}
     for m in models.values():
         vae = m.pipe.vae
-        means, stds = [], []
+        parts: dict[str, list[torch.Tensor]] = {"mean": [], "std": []}
+        encoder = getattr(m.pipe, "image_encoder", None)
+        if encoder is not None:
+            parts["image_embeds"] = []
         for i in range(0, frames.shape[0], chunk):
-            dist = vae.encode(frames[i:i + chunk].to(vae.device, vae.dtype)).latent_dist
-            means.append(dist.mean.float().cpu())
-            stds.append(dist.std.float().cpu())
-        out[f"{m.family}_mean"], out[f"{m.family}_std"] = torch.cat(means), torch.cat(stds)
+            dist = vae.encode(frames[i:i + chunk].to(vae.device, m.dtype)).latent_dist
+            parts["mean"].append(dist.mean.float().cpu())
+            parts["std"].append(dist.std.float().cpu())
+            if encoder is not None:
+                parts["image_embeds"].append(clip_image_tokens(m.pipe, frames[i:i + chunk].to(encoder.device), 1)
+                                             .float().cpu())
+        out.update({f"{m.family}_{name}": torch.cat(values) for name, values in parts.items()})
     return out
 
 
@@ -165,7 +177,10 @@ def cached_batch(entries: list[dict[str, torch.Tensor]], starts: list[int], fram
             dists[kind] = tuple(torch.cat([e[f"{family}_{part}"][s + a:s + b] for e, s in zip(entries, starts,
                                                                                             strict=True)])
                                 for part in ("mean", "std"))
+    embeds = [e["svd_image_embeds"][s] for e, s in zip(entries, starts, strict=True)] \
+        if "svd_image_embeds" in entries[0] else None
     return Batch(first=torch.stack([p[0] for p in pixels]).to(device), last=torch.stack([p[1] for p in pixels]).to(device),
                  texts=list(texts), fps=[float(f) for f in fps], dists=dists,
+                 first_image_embeds=None if embeds is None else torch.stack(embeds).to(device),
                  source_sizes=[tuple(int(v) for v in e["source_size"]) for e in entries],
                  crops=[tuple(int(v) for v in e["crop"]) for e in entries], captions=captions)

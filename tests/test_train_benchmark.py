@@ -1,0 +1,73 @@
+"""benchmarks/train.py (issue 21): it runs on tiny, and it feeds --no-cache steps as `mora train` does
+(windows decoded ahead by the DataLoader workers), so its cached-vs---no-cache ratio is the one users get."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks" / "train.py"
+SMALL = ["--scale", "tiny", "--device", "cpu", "--steps", "1", "--threads", "1", "--size", "32x32",
+         "--source-size", "64x48", "--source-frames", "8"]
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("mora_benchmark_train", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # four configurations, each loading the tiny models
+def test_train_benchmark_runs_every_configuration_on_tiny(tmp_path):
+    result = subprocess.run([sys.executable, str(BENCH), *SMALL, "--json", str(tmp_path / "bench.json")],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from mora.training import TrainConfig
+    from mora.training.timing import PHASES
+
+    workers = TrainConfig.model_fields["workers"].default
+    rows = json.loads((tmp_path / "bench.json").read_text())["results"]
+    assert [(r["coupling"], r["cache"], r["workers"]) for r in rows] == [
+        (True, True, None), (False, True, None), (True, False, workers), (True, False, 0)]
+    for r in rows:
+        assert set(r["split"]) == set(PHASES) and r["mean_s"] > 0 and len(r["losses"]) == 2
+    assert f"--no-cache with {workers} workers (mora train's way)" in result.stdout
+    assert "(goal on tiny: >= 1.5x: " in result.stdout
+    assert "--no-cache with no workers (decoding in the training process)" in result.stdout
+
+
+def test_train_benchmark_rejects_no_workers():
+    result = subprocess.run([sys.executable, str(BENCH), *SMALL, "--workers", "0"], capture_output=True, text=True,
+                            timeout=120, cwd=REPO)
+    assert result.returncode == 2
+    assert "--workers: 0;" in result.stderr and "pass at least 1" in result.stderr
+
+
+@pytest.mark.slow  # loads the tiny models
+def test_no_cache_steps_get_their_windows_from_the_workers(tmp_path, monkeypatch):
+    """The step is fed decoded windows (as `Trainer.run` does with --workers), not left to decode inline."""
+    from mora.training import Trainer
+
+    bench = _bench_module()
+    args = bench.parse_args([*SMALL, "--workers", "1"])
+    data = bench.write_clip(tmp_path / "data", args.source_size, args.source_frames)
+    fed = []
+    train_step = Trainer.train_step
+
+    def recording(self, step, windows=None):
+        fed.append(windows is not None)
+        return train_step(self, step, windows)
+
+    monkeypatch.setattr(Trainer, "train_step", recording)
+    ahead = bench.bench_config(args, "tiny", data, tmp_path, True, cache=False, workers=1)
+    inline = bench.bench_config(args, "tiny", data, tmp_path, True, cache=False, workers=0)
+    assert fed == [True, True, False, False]
+    assert ahead["workers"] == 1 and inline["workers"] == 0
+    assert ahead["losses"] == pytest.approx(inline["losses"], rel=1e-5)  # the same steps either way
