@@ -155,7 +155,7 @@ def bench_config(args: argparse.Namespace, preset: Any, data: Path, workdir: Pat
     """Load the models, one warm-up step, `--steps` timed steps; seconds per step and peak memory.
 
     The steps are fed as `Trainer.run` feeds them: with `--no-cache` and `workers`, the windows come
-    decoded from the DataLoader processes (`Trainer.prefetched`).
+    decoded from the DataLoader processes (`StepFeed.prefetched`).
     """
     import torch
 
@@ -176,7 +176,7 @@ def bench_config(args: argparse.Namespace, preset: Any, data: Path, workdir: Pat
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     seconds, losses, splits = [], [], []
-    ahead = trainer.prefetched(0)
+    ahead = trainer.feed.prefetched(0)
     for step in range(args.steps + 1):
         started = time.perf_counter()
         record = trainer.train_step(step, next(ahead) if ahead is not None else None)

@@ -63,7 +63,7 @@ def test_dataloader_workers_decode_ahead_without_changing_the_run(tmp_path):
     options = dict(cache=False, agents=("image_to_video_agent",), steps=3)
     _, inline = _run(data, tmp_path / "inline", workers=0, **options)
     trainer, ahead = _run(data, tmp_path / "ahead", workers=2, **options)
-    assert trainer.prefetched(0) is not None
+    assert trainer.feed.prefetched(0) is not None
     np.testing.assert_allclose(_losses(ahead), _losses(inline), rtol=1e-6)
 
 

@@ -56,7 +56,7 @@ def capture(module: torch.nn.Module) -> list[tuple[tuple, dict]]:
 def losses(trainer, step: int = 0, train: bool = True):
     from mora.training.coupled import compute_losses
 
-    return compute_losses(trainer.models, trainer.batch(step), trainer.draws(step), trainer.cfg,
+    return compute_losses(trainer.models, trainer.feed.batch(step), trainer.feed.draws(step), trainer.cfg,
                           train=train)
 
 

@@ -115,7 +115,7 @@ def test_video_loss_reaches_the_image_agent_only_when_coupled(data, tmp_path, co
                            real_frame_p=0.0)
     trainer.prepare()
     trainer.close()
-    losses = compute_losses(trainer.models, trainer.batch(0), trainer.draws(0), trainer.cfg)
+    losses = compute_losses(trainer.models, trainer.feed.batch(0), trainer.feed.draws(0), trainer.cfg)
     losses.total.backward()  # lambda = 0: only A4's loss
     a2, a4 = trainer.models[A2], trainer.models[A4]
     lora_grad = sum(float(p.grad.abs().sum()) for p in a2.lora_params if p.grad is not None)

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from mora.errors import InputError
+from mora.training.manifest import ADAPTER_DIR, MANIFEST
 
-MANIFEST = "train.json"
 TASK = "train-data-free"
 # What a data-free run leaves in RUN_DIR (`--overwrite` removes these, after every check passed).
-RUN_PARTS = ("adapter", MANIFEST, "candidates", "checkpoints", "data", "train", "loss.png")
+RUN_PARTS = (ADAPTER_DIR, MANIFEST, "candidates", "checkpoints", "data", "train", "loss.png")
 
 
 # Options a candidate job gets per candidate from the loop, never from the caller.

@@ -20,15 +20,14 @@ from typing import Any
 
 import torch
 
-from mora.adapters.adapter import ADAPTER_JSON, Adapter, write_adapter, write_folder_atomically
+from mora.adapters.adapter import Adapter, write_adapter, write_folder_atomically
 from mora.adapters.lora import lora_state, set_lora_state
-from mora.adapters.modulation import INIT_METHODS, modulation_factor
-from mora.adapters.spec import AGENTS, MOD_TOKEN
+from mora.adapters.modulation import modulation_factor
 from mora.errors import InputError
 from mora.training import checkpoints as ckpt
 from mora.training.config import TrainConfig
-from mora.training.coupled import Batch, compute_losses
-from mora.training.data import batch_indices, check_dataset, cover_crop, load_clip, window_start
+from mora.training.coupled import compute_losses
+from mora.training.data import check_dataset
 from mora.training.distributed import (
     Processes,
     average_gradients,
@@ -38,9 +37,9 @@ from mora.training.distributed import (
     mean_over_processes,
 )
 from mora.training.ema import EMA_FILE, Averaged
-from mora.training.encodings import EncodingCache, NoCache, cached_batch, clip_key, encode_frames
+from mora.training.feed import StepFeed, open_cache
+from mora.training.manifest import ADAPTER_DIR, adapter_info, write_manifest
 from mora.training.models import AgentModel, build_agent
-from mora.training.objectives import Draws
 from mora.training.report import (
     LOG_FILE,
     LOSS_PLOT,
@@ -49,19 +48,14 @@ from mora.training.report import (
     close_log,
     open_log,
     open_tracker,
-    peak_memory_gb,
     plot_losses,
-    relative,
     track,
-    versions,
 )
 from mora.training.timing import StepTimer, time_encoders
 from mora.training.validation import validate
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "train.json"
-ADAPTER_DIR = "adapter"
 
 
 @dataclass
@@ -159,7 +153,7 @@ class Trainer:
         self.ema: Averaged | None = None
         self.validations: list[dict[str, Any]] = []
         self.tracker: Any = None
-        self._started = time.time()
+        self.started = time.time()
         self._timer: StepTimer | None = None  # the running step's phase timer (metrics' `phase_seconds`)
 
     @property
@@ -202,7 +196,8 @@ class Trainer:
             self.optimizer = self._make_optimizer()
             self.ema = Averaged([p for g in self.optimizer.param_groups for p in g["params"]],
                                 self.cfg.ema_decay) if self.cfg.ema else None
-            self.encodings = self._open_cache()
+            self.encodings = open_cache(self.cfg, self.models, self.dtype, self.run_dir, self.processes)
+            self.feed = StepFeed(self.cfg, self.clips, self.models, self.processes, self.device, self.encodings)
             time_encoders([m.pipe for m in self.models.values()], lambda: self._timer)
             if resume_from is not None:
                 self._restore(resume_from)
@@ -256,75 +251,10 @@ class Trainer:
 
     # --- one step ---------------------------------------------------------------------------------
 
-    def batch(self, step: int, micro: int = 0, windows: list[Any] | None = None) -> Batch:
-        """This process's clips of micro-batch `micro` of training step `step` (0-based).
-
-        `windows`: the clips' frames already decoded (by the DataLoader workers, `--no-cache`).
-        """
-        cfg = self.cfg
-        picked = [self.clips[i] for i in batch_indices(step, self.global_batch, len(self.clips), cfg.seed)]
-        picked = [picked[k] for k in self.positions(micro)]
-        texts, fps = [c.text for c in picked], [c.fps for c in picked]
-        if not cfg.cache:
-            windows = windows or [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed,
-                                            step=step) for c in picked]
-            return Batch.from_windows(windows, texts, fps, self.device)
-        with self._phase("encode"):  # the cache read (or the clip's first encoding)
-            entries = [self.encodings.get(clip_key(c.path), lambda c=c: self._encode_clip(c)) for c in picked]
-        starts = [window_start(c, cfg.train_frames, cfg.seed, step) for c in picked]
-        return cached_batch(entries, starts, cfg.train_frames, texts, fps, self.device, self.encodings)
-
-    def _open_cache(self) -> EncodingCache:
-        if not self.cfg.cache:
-            return NoCache()
-        fingerprint = {"preset": self.cfg.preset_name, "models": {a: m.model for a, m in self.models.items()},
-                       "dtype": str(self.dtype), "train_size": list(self.cfg.train_size)}
-        return EncodingCache.open(self.run_dir, fingerprint, write=self.processes.main)
-
-    def _encode_clip(self, clip: Any) -> dict[str, torch.Tensor]:
-        """A whole clip at the training size and its latent distributions through every trained agent's VAE."""
-        from mora import media
-
-        window = cover_crop(media.read_video(clip.path, argument="file_name").frames, self.cfg.train_size)
-        if len(window.frames) < clip.num_frames:
-            raise InputError(f"--data: {clip.path.name!r} now has {len(window.frames)} frames, fewer than the "
-                             f"{clip.num_frames} it had when checked; restore the file or remove its line")
-        pixels = torch.from_numpy(window.frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-        return {"frames": torch.from_numpy(window.frames[:clip.num_frames].copy()),
-                "source_size": torch.tensor(window.source_size), "crop": torch.tensor(window.crop_top_left),
-                **encode_frames(self.models, pixels[:clip.num_frames])}
-
-    @property
-    def global_batch(self) -> int:
-        """Samples per optimizer step over every process and micro-batch."""
-        return self.cfg.batch_size * self.cfg.grad_accum * self.processes.world
-
-    def positions(self, micro: int = 0) -> list[int]:
-        """This process's sample positions in the step's global batch for micro-batch `micro`."""
-        start = (micro * self.processes.world + self.processes.rank) * self.cfg.batch_size
-        return list(range(start, start + self.cfg.batch_size))
-
-    def draws(self, step: int, micro: int = 0) -> Draws:
-        """The random draws of this process's samples of (step, micro): one generator per sample."""
-        return Draws.for_samples(self.cfg.seed, step, self.positions(micro))
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.startswith("cuda") and self.dtype != torch.float32:
             return torch.autocast("cuda", dtype=self.dtype)
         return contextlib.nullcontext()
-
-    def prefetched(self, start: int) -> Any:
-        """With `--no-cache` and `--workers N`: the windows of steps `start`.. decoded ahead; else None."""
-        if self.cfg.cache or self.cfg.workers == 0 or start >= self.cfg.steps:
-            return None
-        from mora.training.loader import StepWindows, prefetch
-
-        positions = [self.positions(m) for m in range(self.cfg.grad_accum)]
-        steps = [0 if self.cfg.overfit_batch else s for s in range(start, self.cfg.steps)]
-        return prefetch(StepWindows(self.clips, self.cfg, self.global_batch, positions), steps, self.cfg.workers)
-
-    def _phase(self, name: str) -> contextlib.AbstractContextManager:
-        return self._timer.phase(name) if self._timer is not None else contextlib.nullcontext()
 
     def train_step(self, step: int, windows: list[list[Any]] | None = None) -> dict[str, Any]:
         """Run optimizer step `step` (0-based): `grad_accum` micro-batches, gradients averaged over processes.
@@ -361,9 +291,9 @@ class Trainer:
         for micro in range(accum):
             with self._autocast():
                 with timer.phase("data"):
-                    batch = self.batch(source, micro, windows[micro] if windows else None)
+                    batch = self.feed.batch(source, micro, windows[micro] if windows else None, timer)
                 with timer.phase("forward"):
-                    losses = compute_losses(self.models, batch, self.draws(source, micro), self.cfg)
+                    losses = compute_losses(self.models, batch, self.feed.draws(source, micro), self.cfg)
             with timer.phase("backward"):
                 (losses.total / accum).backward()
             total += float(losses.total.detach()) / accum
@@ -421,7 +351,7 @@ class Trainer:
         values = []
         for step in at_steps:
             with self._autocast():
-                losses = compute_losses(self.models, self.batch(step), self.draws(step), self.cfg, train=False)
+                losses = compute_losses(self.models, self.feed.batch(step), self.feed.draws(step), self.cfg, train=False)
             values.append(float(losses.total))
         return sum(values) / len(values)
 
@@ -442,10 +372,10 @@ class Trainer:
             records = [r for r in records if "loss" in r]
             if not self.resumed_from:
                 metrics.path.write_text("", encoding="utf-8")
-            self._write_manifest("running", records)
+            write_manifest(self, "running", records)
             self.tracker = open_tracker(self.cfg.report_to, self.run_dir, self.cfg.to_json())
             bar = self._progress_bar()
-            ahead = self.prefetched(self.step)
+            ahead = self.feed.prefetched(self.step)
             for step in range(self.step, self.cfg.steps):
                 record = self.train_step(step, next(ahead) if ahead is not None else None)
                 metrics.append(record)
@@ -468,14 +398,14 @@ class Trainer:
             return result
         except Exception:  # noqa: BLE001 - recorded in train.json, then re-raised as it is
             with contextlib.suppress(OSError, TypeError, ValueError):  # the record is best effort (disk, JSON)
-                self._write_manifest("failed", MetricsLog(self.run_dir / METRICS).read())
+                write_manifest(self, "failed", MetricsLog(self.run_dir / METRICS).read())
             raise
         except KeyboardInterrupt:
             newest = ckpt.checkpoints(self.run_dir)
             where = f"newest checkpoint: {newest[-1][1]}" if newest else "no checkpoint yet"
             logger.warning("interrupted at step %d; %s; continue with --resume", self.step, where)
             with contextlib.suppress(OSError, TypeError, ValueError):  # the record of the interruption is best effort
-                self._write_manifest("interrupted", MetricsLog(self.run_dir / METRICS).read())
+                write_manifest(self, "interrupted", MetricsLog(self.run_dir / METRICS).read())
             raise
         finally:
             if bar is not None:
@@ -486,7 +416,7 @@ class Trainer:
 
     def _run_worker(self) -> TrainResult:
         """Processes other than 0 train in step with it (the same updates) and write nothing."""
-        ahead = self.prefetched(self.step)
+        ahead = self.feed.prefetched(self.step)
         for step in range(self.step, self.cfg.steps):
             self.train_step(step, next(ahead) if ahead is not None else None)
         return TrainResult(adapter_dir=self.run_dir / ADAPTER_DIR, metrics_path=self.run_dir / METRICS,
@@ -507,24 +437,6 @@ class Trainer:
 
     # --- outputs ------------------------------------------------------------------------------------
 
-    def _info(self) -> dict[str, Any]:
-        """adapter.json content other than the files and modulation (which `write_adapter` adds)."""
-        from importlib.metadata import version
-
-        cfg = self.cfg
-        stats = self.modulation_stats()
-        return {
-            "base": {"preset": cfg.preset_name, "models": {
-                a: {"role": AGENTS[a].role, "family": m.family, "model": m.model} for a, m in self.models.items()}},
-            "agents": list(self.models), "rank": cfg.rank, "lora_alpha": cfg.rank, "mod_token": MOD_TOKEN,
-            "mod_tokens": cfg.mod_tokens, "modulation_init": {a: INIT_METHODS[m.family] for a, m in self.models.items()},
-            "coupling": cfg.coupled, "lambda_image": cfg.lambda_image, "train_size": list(cfg.train_size),
-            "train_frames": cfg.train_frames, "steps": self.step, "seed": cfg.seed, "mora_version": version("mora"),
-            "modulation_drift": stats["modulation_drift"], "modulation_cos": stats["modulation_cos"],
-            "ema": {"decay": cfg.ema_decay} if cfg.ema else None,
-            "svd_conditioning": {"motion_bucket_id": cfg.motion_bucket_id, "noise_aug": cfg.noise_aug},
-        }
-
     def averaged(self) -> contextlib.AbstractContextManager:
         """With `--ema`: the moving average in the parameters for the block; otherwise nothing changes."""
         return self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
@@ -537,7 +449,7 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         lora, modulation = self._weights()  # the trained values (the average, with --ema, goes in ema.pt)
         return ckpt.save_checkpoint(self.run_dir, self.step, lora=lora, modulation=modulation,
-                                    optimizer_state=self.optimizer.state_dict(), info=self._info(), config=self.cfg,
+                                    optimizer_state=self.optimizer.state_dict(), info=adapter_info(self), config=self.cfg,
                                     keep=self.cfg.keep_checkpoints,
                                     ema_state=self.ema.state_dict() if self.ema is not None else None)
 
@@ -545,19 +457,19 @@ class Trainer:
         """The current theta_i and z_i (their average with `--ema`) as an in-memory `Adapter`."""
         with self.averaged():
             lora, modulation = self._weights()
-            meta = {"format_version": 1, **self._info()}
+            meta = {"format_version": 1, **adapter_info(self)}
         return Adapter(path=None, meta=meta, modulation_tensors=modulation, lora_states=lora)
 
     def pipelines(self) -> dict[str, Any]:
         """agent -> its training pipeline (LoRA layers in place; append z via `mora.adapters.inference`)."""
         return {agent: m.pipe for agent, m in self.models.items()}
 
-    def save_adapter(self) -> Path:
-        """Write `RUN_DIR/adapter/` atomically (with `--ema`, the moving average)."""
+    def save_adapter(self, target: Path | None = None) -> Path:
+        """Write the adapter atomically to `target` (default `RUN_DIR/adapter/`); with `--ema`, the moving average."""
         with self.averaged():
             lora, modulation = self._weights()
-            info = self._info()
-        target = self.run_dir / ADAPTER_DIR
+            info = adapter_info(self)
+        target = self.run_dir / ADAPTER_DIR if target is None else target
         write_folder_atomically(target, lambda tmp: write_adapter(tmp, lora=lora, modulation=modulation, info=info))
         return target
 
@@ -566,36 +478,7 @@ class Trainer:
         plot_losses(records + self.validations, self.run_dir / LOSS_PLOT)
         tail = [r["loss"] for r in records[-10:]]
         final = sum(tail) / len(tail) if tail else math.nan
-        manifest = self._write_manifest("complete", records, final_loss=final)
+        manifest = write_manifest(self, "complete", records, final_loss=final)
         logger.info("done: %d steps, final loss %.4f, adapter %s", self.step, final, adapter_dir)
         return TrainResult(adapter_dir=adapter_dir, metrics_path=self.run_dir / METRICS, final_loss=final,
                            run_dir=self.run_dir, steps=self.step, modulation=manifest["modulation"], manifest=manifest)
-
-    def _write_manifest(self, status: str, records: list[dict[str, Any]], final_loss: float | None = None) -> dict:
-        from mora.adapters.adapter import load_adapter
-        from mora.media import write_json
-
-        run = self.run_dir
-        adapter = None
-        if status == "complete":
-            adapter = load_adapter(run / ADAPTER_DIR).manifest_entry()
-            adapter["path"] = relative(run / ADAPTER_DIR, run)
-        seconds = [r["seconds"] for r in records]
-        manifest = {
-            "status": status, "task": "train", "preset": self.cfg.preset_name, "agents": list(self.cfg.agents),
-            "models": {a: m.model for a, m in self.models.items()}, "coupled": self.cfg.coupled,
-            "config": self.cfg.to_json(),
-            "data": {"dir": str(self.cfg.data), "clips": len(self.clips)},
-            "steps_done": self.step, "final_loss": final_loss,
-            **self.modulation_stats(),
-            "modulation_initial": {a: modulation_factor(m.z_init) for a, m in self.models.items()},
-            "adapter": adapter, "files": {"metrics": METRICS, "loss_plot": LOSS_PLOT, "log": LOG_FILE,
-                                          "adapter_json": f"{ADAPTER_DIR}/{ADAPTER_JSON}"},
-            "resumed_from": relative(self.resumed_from, run) if self.resumed_from else None,
-            "device": self.device, "dtype": str(self.dtype).removeprefix("torch."),
-            "timings": {"total_s": round(time.time() - self._started, 2),
-                        "s_per_step": round(sum(seconds) / len(seconds), 4) if seconds else None},
-            "peak_memory_gb": peak_memory_gb(self.device), "versions": versions(),
-        }
-        write_json(manifest, run / MANIFEST)
-        return manifest

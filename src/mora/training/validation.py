@@ -32,17 +32,12 @@ def validate(trainer: Any, step: int) -> dict[str, Any]:
         >>> row["validation"]["quality"]
         [0.41, 0.38]
     """
-    from mora.adapters.adapter import write_adapter, write_folder_atomically
     from mora.evaluation.critic import quality
     from mora.workflows.prepare import Hooks
     from mora.workflows.runner import run_job
 
     folder = trainer.run_dir / VALIDATION_DIR / f"step-{step}"
-    with trainer.averaged():
-        lora, modulation = trainer._weights()
-        info = trainer._info()
-    adapter = folder / "adapter"
-    write_folder_atomically(adapter, lambda tmp: write_adapter(tmp, lora=lora, modulation=modulation, info=info))
+    adapter = trainer.save_adapter(folder / "adapter")
     prompts = validation_prompts(trainer.cfg, trainer.clips)
     hooks = Hooks(progress=False, preset=trainer.cfg.preset_obj())
     videos, cards = [], []
