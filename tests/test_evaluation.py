@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mora.errors import InputError
-from mora.evaluation import METRIC_INFO, format_table, score_card_for_file, score_video
+from mora.evaluation import METRIC_INFO, format_table, score_card_for_file, score_video, seams
 from mora.evaluation import metrics as m
 from mora.evaluation.optional import optional_metrics
 
@@ -133,10 +133,10 @@ def test_flicker_is_worse_than_static_and_pan(cards):
 def test_seam_continuity():
     scene = pan(40, 3)
     seamless = score_video(np.concatenate([scene[:8], scene[8:16]]), boundaries=[8])["seam_continuity"]
-    jump = m.seam_continuity(np.concatenate([scene[:8], scene[30:38]]), [8])
+    jump = seams.seam_continuity(np.concatenate([scene[:8], scene[30:38]]), [8])
     assert seamless["boundaries"] == [8] and seamless["mean"] > 0.9
     assert jump["scores"][0] < 0.5 and jump["mean"] == jump["scores"][0]
-    two = m.seam_continuity(np.concatenate([scene[:6], scene[6:12], scene[30:36]]), [12, 6])
+    two = seams.seam_continuity(np.concatenate([scene[:6], scene[6:12], scene[30:36]]), [12, 6])
     assert two["boundaries"] == [6, 12]
     assert two["scores"][0] > 0.9 > 0.5 > two["scores"][1]
     assert two["mean"] == pytest.approx(np.mean(two["scores"]))

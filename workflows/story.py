@@ -211,7 +211,7 @@ def _score_seam(before: list, after: list, start: int) -> dict:
     """Seam continuity at one boundary and the cuts near it, from the frames around it."""
     import numpy as np
 
-    from mora.evaluation.metrics import cuts, seam_continuity
+    from mora.evaluation.seams import cuts, seam_continuity
 
     clip = np.stack([*before, *after])
     if not before or not after or len(clip) < 3:

@@ -21,17 +21,15 @@ from mora.errors import InputError
 from mora.evaluation.metrics import (
     METRIC_INFO,
     Clip,
-    _check_boundaries,
     _dynamic_stats,
     background_consistency,
-    cuts,
     imaging_quality,
     motion_smoothness,
-    seam_continuity,
     subject_consistency,
     temporal_flickering,
     tmean,
 )
+from mora.evaluation.seams import check_boundaries, cuts, seam_continuity
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +92,7 @@ def score_video(
     """
     start = time.perf_counter()
     clip = Clip.of(frames, min_frames=2)
-    bounds = None if boundaries is None else _check_boundaries(boundaries, clip.num_frames)
+    bounds = None if boundaries is None else check_boundaries(boundaries, clip.num_frames)
     dyn = _dynamic_stats(clip, fps)
     card = _pixel_metrics(clip, dyn)
     if bounds is not None:
@@ -151,7 +149,7 @@ def score_card_for_file(
     video = read_video(path, argument="video")
     boundaries = _manifest_boundaries(manifest)
     if boundaries is not None:
-        boundaries = _check_boundaries(boundaries, len(video.frames), argument="manifest video.boundaries")
+        boundaries = check_boundaries(boundaries, len(video.frames), argument="manifest video.boundaries")
     prompt = manifest.get("prompt") if isinstance(manifest, dict) else None
     return score_video(
         video.frames,
