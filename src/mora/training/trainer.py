@@ -57,7 +57,6 @@ from mora.training.validation import validate
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class TrainResult:
     """What `mora.train` returns.
@@ -128,7 +127,8 @@ class Trainer:
 
     Kept as an object so tests, notebooks and benchmarks can reach the models: `prepare()` loads
     them, `eval_loss()` measures the objective without training, `adapter()` is the in-memory
-    adapter, `pipelines()` the trained pipelines.
+    adapter, `pipelines()` the trained pipelines, `feed` (a `mora.training.feed.StepFeed`) what each
+    step is fed.
 
     Args:
         config: the run's options (validated here).
