@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mora.errors import InputError, MoraError
-from mora.workflows.jobspec import OPTIONS, parse_job, task_inputs
+from mora.workflows.jobspec import OPTIONS, as_field, parse_job, task_inputs
 from mora.workflows.prepare import prepare
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def load_jobs(source: str | os.PathLike | Iterable[dict], *, out_dir: str | os.P
         try:
             jobs.append(_make_job(line, entry, out_root, defaults, ray, overwrite))
         except InputError as e:
-            problems.append(f"{where}: {_as_field(str(e))}")
+            problems.append(f"{where}: {as_field(str(e))}")
     problems.extend(_clashes(jobs, out_root, ray, where_of={line: where for where, line, _ in entries}))
     if problems:
         raise JobsFileError(sorted(problems, key=_line_of))
@@ -162,11 +162,6 @@ def _read_entries(source: Any) -> tuple[list[tuple[str, int, Any]], list[str]]:
 def _line_of(problem: str) -> int:
     match = re.match(r"(?:job |[^:]*:)(\d+)", problem)
     return int(match.group(1)) if match else 0
-
-
-def _as_field(message: str) -> str:
-    """The runner's messages name command-line flags (`--num-frames: ...`); a job line has fields."""
-    return re.sub(r"^--([a-z][a-z-]*):", lambda m: m.group(1).replace("-", "_") + ":", message)
 
 
 def _make_job(line: int, entry: Any, out_root: Path, defaults: dict, ray: bool, overwrite: bool) -> BatchJob:

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -252,6 +253,17 @@ def spell_flag(name: str) -> str:
     return OPTIONS[name].flag if name in OPTIONS else name
 
 
+def as_field(message: str) -> str:
+    """An error that opens with a command-line flag, reworded for a caller who wrote fields (a job
+    line, a request): `--num-frames: ...` -> `num_frames: ...`. The inverse of `spell_flag`.
+
+    Example:
+        >>> as_field("--num-frames: 7 is not 8k+1")
+        'num_frames: 7 is not 8k+1'
+    """
+    return re.sub(r"^--([a-z][a-z-]*):", lambda m: m.group(1).replace("-", "_") + ":", message)
+
+
 ALL_SCOPES = ("job", "host", "person")
 
 
@@ -344,4 +356,4 @@ def job_schema(task: str, scopes: tuple[str, ...] = ("job",)) -> dict:
 
 
 __all__ = ["JOB_TASKS", "OPTIONS", "STORY", "JobBase", "Option", "job_model", "job_problems", "job_schema",
-           "parse_job", "spell_flag", "task_inputs", "task_options", "tool_options"]
+           "as_field", "parse_job", "spell_flag", "task_inputs", "task_options", "tool_options"]

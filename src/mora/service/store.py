@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import sqlite3
 import threading
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mora.errors import InputError
-from mora.workflows.jobspec import JOB_TASKS, parse_job, task_inputs
+from mora.workflows.jobspec import JOB_TASKS, as_field, parse_job, task_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +287,7 @@ class JobStore:
             p = prepare({**data, **self.host, "out": str(folder / VIDEO_NAME), "overwrite": True},
                         Hooks(progress=False))
         except InputError as e:  # the preset checks name command-line flags; a request names fields
-            raise InputError(re.sub(r"^--([a-z-]+):", lambda m: m[1].replace("-", "_") + ":", str(e))) from None
+            raise InputError(as_field(str(e))) from None
         return {**data, "seed": p.seed} if data.get("seed") is None and p.seed is not None else data
 
     def _insert(self, job_id: str, data: dict, key: str | None, meta: dict) -> JobRow:
