@@ -3,7 +3,7 @@
 
     python benchmarks/train.py --scale tiny --device cpu              # toy models: the script works (CI)
     python benchmarks/train.py --scale full --device cuda             # SDXL base + SVD-XT, random weights
-    python benchmarks/train.py --scale full --dry-run                 # no GPU: meta-device shapes and sizes
+    python benchmarks/train.py --scale full --dry-run                 # no GPU: meta-device sizes and FLOPs
 
 `full` builds SDXL base 1.0 (UNet, VAE, both text encoders) and SVD-XT (UNet, VAE, CLIP ViT-H image
 encoder) from the public configs in fullsize_architectures.json with random weights, directly on
@@ -25,8 +25,9 @@ fed as `Trainer.run` feeds them (data loading included); mean and median seconds
 per step; peak memory (the CUDA allocator's peak on a GPU; on a CPU the process's max RSS, which
 only grows, so later columns include earlier ones).
 Then the mean per-step split of the timed steps (metrics.jsonl's `phase_seconds`: data, encode,
-forward, backward, optimizer; CUDA synchronised at each boundary). The dry run runs no step, so it
-only says what a GPU run would measure.
+forward, backward, optimizer; CUDA synchronised at each boundary). The dry run times nothing: on
+the meta device it counts one full-size step's FLOPs per phase (encode, forward, backward), cached
+and --no-cache, with `torch.utils.flop_counter` and the same phase rules (`StepTimer`).
 
 Goals: one H100, full size: <= 1.0 s per step and <= 40 GB peak (issue 12); on tiny, cached
 training >= 1.5x the steps per second of --no-cache (issue 21), read against the --no-cache run with
@@ -40,6 +41,7 @@ import argparse
 import gc
 import importlib.util
 import json
+import math
 import platform
 import statistics
 import sys
@@ -58,6 +60,7 @@ GOAL_S_PER_STEP = 1.0
 SOURCE_SIZE = "596x336"
 SOURCE_FRAMES = 80  # 10 s at 8 fps; WebVid's clips average about 18 s at 25-30 fps (hundreds of frames)
 GOAL_PEAK_GB = 40.0
+H100_BF16_TFLOPS = 989.0  # NVIDIA's H100 SXM datasheet: dense BF16 tensor-core peak
 
 
 def log(message: str) -> None:
@@ -93,7 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--dry-run", action="store_true",
                         help="with --scale full: build the models on the meta device, attach LoRA, check the "
-                             "modulation widths and estimate static memory (no GPU, no step)")
+                             "modulation widths, estimate static memory and count a step's FLOPs per phase, "
+                             "cached and --no-cache (no GPU, no weights, no time)")
     args = parser.parse_args(argv)
     if args.dry_run and args.scale != "full":
         parser.error("--dry-run: only with --scale full")
@@ -231,11 +235,104 @@ def dry_run(args: argparse.Namespace, bench: Any) -> int:
     print(f"static memory: {frozen_total * 2 / 1e9:.1f} GB frozen bf16 weights + {trainable_total * 16 / 1e9:.2f} GB "
           f"trainable state (fp32 parameters, gradients, AdamW moments) = {static / 1e9:.1f} GB before activations "
           f"(goal: <= {GOAL_PEAK_GB:.0f} GB peak with activations; measure with --device cuda)")
-    from mora.training.timing import PHASES
-
-    print(f"per-step split: not measured here (no step runs on the meta device); --device cuda prints the mean "
-          f"seconds per phase ({', '.join(PHASES)}) of each configuration, from metrics.jsonl's phase_seconds")
+    flop_split(args, preset)
     return 0
+
+
+class MetaCaptions:
+    """The caption cache's interface (`EncodingCache.get`) for meta tensors, which cannot go to the CPU."""
+
+    def __init__(self) -> None:
+        from mora.training.encodings import EncodingCache
+
+        self.text_key, self.memory = EncodingCache.text_key, {}
+
+    def get(self, key: str, compute: Any) -> dict:
+        if key not in self.memory:
+            self.memory[key] = compute()
+        return self.memory[key]
+
+
+def meta_batches(args: argparse.Namespace, models: dict) -> tuple[Any, Any]:
+    """(--no-cache batch, cached batch) of one clip on the meta device; the cached one's latents,
+    CLIP embedding and caption embeddings are encoded here, outside the count, as the cache holds them."""
+    import torch
+
+    from mora.adapters.modulation import clip_image_tokens
+    from mora.training.coupled import A2, A4, Batch, sdxl_caption_embeds
+
+    width, height = args.size
+    texts = ["a red fox in snow"]
+    plain = Batch(first=torch.empty(1, 3, height, width, device="meta"), last=torch.empty(1, 3, height, width, device="meta"),
+                  texts=texts, fps=[8.0], clips=torch.empty(1, args.frames, 3, height, width, device="meta"))
+    with torch.no_grad():
+        dists = {}
+        for kind, agent, pixels in (("sdxl_first", A2, plain.first), ("svd_clip", A4, plain.clips.flatten(0, 1))):
+            dist = models[agent].pipe.vae.encode(pixels.to(models[agent].dtype)).latent_dist
+            dists[kind] = (dist.mean, dist.std)
+        captions = MetaCaptions()
+        sdxl_caption_embeds(models[A2].pipe, [*texts, ""], captions)
+        embeds = clip_image_tokens(models[A4].pipe, plain.first, 1)
+    cached = Batch(first=plain.first, last=plain.last, texts=texts, fps=[8.0], dists=dists, captions=captions,
+                   first_image_embeds=embeds)
+    return plain, cached
+
+
+def count_step(models: dict, batch: Any, cfg: Any) -> dict[str, float]:
+    """FLOPs of one step's phases (encode, forward, backward), counted on the meta device: the same
+    exclusive phases `StepTimer` times, with FLOPs for its clock."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mora.training.coupled import compute_losses
+    from mora.training.objectives import Draws
+    from mora.training.timing import StepTimer, time_encoders
+
+    with FlopCounterMode(display=False) as counter:
+        timer = StepTimer(clock=counter.get_total_flops)
+        handles = time_encoders([m.pipe for m in models.values()], lambda: timer)
+        try:
+            with timer.phase("forward"):
+                losses = compute_losses(models, batch, Draws.for_samples(0, 0, [0]), cfg)
+            with timer.phase("backward"):
+                losses.total.backward()
+        finally:
+            for handle in handles:
+                handle.remove()
+    for m in models.values():
+        for p in [*m.lora_params, m.z]:
+            p.grad = None
+    return {k: v for k, v in timer.seconds.items() if k in ("encode", "forward", "backward")}
+
+
+def flop_split(args: argparse.Namespace, preset: Any) -> None:
+    """Print the per-step FLOPs of encode, forward and backward, cached vs --no-cache, at full size.
+
+    Counted with `torch.utils.flop_counter` on the meta device (matmuls, convolutions, attention;
+    no weights, no time): what the cache removes from a step, in compute, before a GPU says in seconds.
+    """
+    import torch
+
+    from mora.adapters import modulation
+    from mora.training.config import TrainConfig
+    from mora.training.models import build_agent
+
+    modulation.modulation_factor = lambda z: math.nan  # its log line reads a value, which a meta tensor has not
+    models = {a: build_agent(preset, a, "meta", torch.bfloat16, rank=args.rank, mod_tokens=1, gradient_checkpointing=True)
+              for a in ("text_to_image_agent", "image_to_video_agent")}
+    # A4 on A2's estimate (the coupled case, 1 - --real-frame-p of the samples): CLIP and the VAE run on it each step.
+    cfg = TrainConfig(data=Path("unused"), out=Path("unused"), preset=preset, real_frame_p=0.0).validate()
+    plain, cached = meta_batches(args, models)
+    rows = {"on": count_step(models, cached, cfg), "off": count_step(models, plain, cfg)}
+    print(f"per-step FLOPs (TFLOP, counted on the meta device; {args.size[0]}x{args.size[1]}, {args.frames} frames, "
+          "batch 1, coupled, A4 on A2's estimate)")
+    print(bench_run_module().table(["cache", "encode", "forward", "backward", "total"],
+                                   [[k, *(f"{v[p] / 1e12:.2f}" for p in ("encode", "forward", "backward")),
+                                     f"{sum(v.values()) / 1e12:.2f}"] for k, v in rows.items()]))
+    total = {k: sum(v.values()) for k, v in rows.items()}
+    print(f"--no-cache computes {total['off'] / total['on']:.2f}x the FLOPs of a cached step; the GPU run says what "
+          f"that is in seconds (kernels differ in speed per FLOP)")
+    print(f"floor at 100% of an H100's {H100_BF16_TFLOPS:.0f} dense bf16 TFLOP/s: {total['on'] / 1e12 / H100_BF16_TFLOPS:.3f} "
+          f"s per cached step (real steps take several times this; the GPU run measures them)")
 
 
 CONFIG_COLUMNS = ("coupling", "cache", "workers")

@@ -71,3 +71,18 @@ def test_no_cache_steps_get_their_windows_from_the_workers(tmp_path, monkeypatch
     assert fed == [True, True, False, False]
     assert ahead["workers"] == 1 and inline["workers"] == 0
     assert ahead["losses"] == pytest.approx(inline["losses"], rel=1e-5)  # the same steps either way
+
+
+@pytest.mark.slow  # builds SDXL and SVD-XT at full size on the meta device (no weights): about a minute
+def test_full_dry_run_counts_a_steps_flops_per_phase():
+    result = subprocess.run([sys.executable, str(BENCH), "--scale", "full", "--dry-run"], capture_output=True,
+                            text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    rows = {line.split()[0]: [float(x) for x in line.split()[1:]] for line in lines if line.split()[:1] in (["on"], ["off"])}
+    cached, plain = rows["on"], rows["off"]  # encode, forward, backward, total (TFLOP)
+    assert all(v > 0 for v in cached + plain)
+    assert cached[0] < plain[0] and cached[1:3] == plain[1:3]  # the cache removes encoder work, nothing else
+    assert abs(sum(cached[:3]) - cached[3]) < 0.02 and abs(sum(plain[:3]) - plain[3]) < 0.02
+    ratio = next(line for line in lines if line.startswith("--no-cache computes"))
+    assert f"{plain[3] / cached[3]:.2f}x" in ratio

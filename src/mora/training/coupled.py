@@ -146,14 +146,14 @@ def compute_losses(models: dict[str, AgentModel], batch: Batch, draws: Draws, cf
     first = batch.first
     per_agent: dict[str, torch.Tensor] = {}
     cond_frame = first
-    real = torch.ones(first.shape[0], dtype=torch.bool, device=first.device)  # A4 sees the real first frame
+    real = torch.ones(first.shape[0], dtype=torch.bool)  # A4 sees the real first frame (a CPU mask, as the draws)
     if A2 in models:
         per_agent[A2], estimate = text_to_image_pass(models[A2], first, batch, draws, couple=cfg.coupled,
                                                      coupling_noise=cfg.coupling_noise, dropout=dropout)
         if estimate is not None:
             # Some samples see the real first frame: at inference A4 gets SDXL's finished (sharp) frame.
-            real = (draws.rand() < (cfg.real_frame_p if train else 0.0)).to(first.device)
-            cond_frame = torch.where(real.view(-1, 1, 1, 1), first, estimate)
+            real = draws.rand() < (cfg.real_frame_p if train else 0.0)
+            cond_frame = torch.where(real.to(first.device).view(-1, 1, 1, 1), first, estimate)
     if A3 in models:
         per_agent[A3] = image_to_image_loss(models[A3], batch, draws, dropout)
     if A4 in models:
@@ -285,10 +285,12 @@ def conditioning_embeds(pipe: Any, batch: Batch, cond_frame: torch.Tensor, real:
     """SVD's CLIP image embedding of the conditioning frames, (B, 1, D): the cache's for samples that
     see the real first frame (`real`), computed (with gradients, for A2's estimates) for the others."""
     cached = batch.first_image_embeds
-    if cached is not None and bool(real.all()):
+    if cached is not None and bool(real.all()):  # `real` is on the CPU: no device sync
         return cached
     embeds = clip_image_tokens(pipe, cond_frame, 1)  # the clean frame, as the pipeline
-    return embeds if cached is None else torch.where(real.view(-1, 1, 1), cached.to(embeds.dtype), embeds)
+    if cached is None:
+        return embeds
+    return torch.where(real.to(embeds.device).view(-1, 1, 1), cached.to(embeds.dtype), embeds)
 
 
 def image_to_video_loss(m: AgentModel, batch: Batch, cond_frame: torch.Tensor, real: torch.Tensor,
@@ -296,7 +298,7 @@ def image_to_video_loss(m: AgentModel, batch: Batch, cond_frame: torch.Tensor, r
                         dropout: float) -> torch.Tensor:
     """A4 (SVD): the EDM v-loss of the clip, conditioned on `cond_frame` (B, 3, H, W) as the pipeline feeds an image.
 
-    `real` (B,): which samples' `cond_frame` is the clip's real first frame. The conditioning frame
+    `real` (B,), on the CPU: which samples' `cond_frame` is the clip's real first frame. The conditioning frame
     gets `noise_aug` noise and the motion bucket the preset runs with (`StableVideoDiffusionPipeline`'s
     `noise_aug_strength` and `motion_bucket_id`).
     """
