@@ -41,7 +41,6 @@ import argparse
 import gc
 import importlib.util
 import json
-import math
 import platform
 import statistics
 import sys
@@ -312,11 +311,9 @@ def flop_split(args: argparse.Namespace, preset: Any) -> None:
     """
     import torch
 
-    from mora.adapters import modulation
     from mora.training.config import TrainConfig
     from mora.training.models import build_agent
 
-    modulation.modulation_factor = lambda z: math.nan  # its log line reads a value, which a meta tensor has not
     models = {a: build_agent(preset, a, "meta", torch.bfloat16, rank=args.rank, mod_tokens=1, gradient_checkpointing=True)
               for a in ("text_to_image_agent", "image_to_video_agent")}
     # A4 on A2's estimate (the coupled case, 1 - --real-frame-p of the samples): CLIP and the VAE run on it each step.

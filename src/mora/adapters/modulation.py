@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -47,12 +48,15 @@ INIT_METHODS = {
 
 
 def modulation_factor(z: torch.Tensor) -> float:
-    """||z||: the Euclidean (Frobenius) norm over all K tokens.
+    """||z||: the Euclidean (Frobenius) norm over all K tokens; NaN for a tensor on the meta device,
+    which has a shape and no values (the training benchmark's dry run builds the agents there).
 
     Example:
         >>> modulation_factor(torch.tensor([[3.0, 4.0]]))
         5.0
     """
+    if z.is_meta:
+        return math.nan
     return float(torch.linalg.vector_norm(z.detach().float()))
 
 
