@@ -234,7 +234,7 @@ def dry_run(args: argparse.Namespace, bench: Any) -> int:
     print(f"static memory: {frozen_total * 2 / 1e9:.1f} GB frozen bf16 weights + {trainable_total * 16 / 1e9:.2f} GB "
           f"trainable state (fp32 parameters, gradients, AdamW moments) = {static / 1e9:.1f} GB before activations "
           f"(goal: <= {GOAL_PEAK_GB:.0f} GB peak with activations; measure with --device cuda)")
-    flop_split(args, preset)
+    flop_split(args, preset, bench)
     return 0
 
 
@@ -303,7 +303,7 @@ def count_step(models: dict, batch: Any, cfg: Any) -> dict[str, float]:
     return {k: v for k, v in timer.seconds.items() if k in ("encode", "forward", "backward")}
 
 
-def flop_split(args: argparse.Namespace, preset: Any) -> None:
+def flop_split(args: argparse.Namespace, preset: Any, bench: Any) -> None:
     """Print the per-step FLOPs of encode, forward and backward, cached vs --no-cache, at full size.
 
     Counted with `torch.utils.flop_counter` on the meta device (matmuls, convolutions, attention;
@@ -322,9 +322,9 @@ def flop_split(args: argparse.Namespace, preset: Any) -> None:
     rows = {"on": count_step(models, cached, cfg), "off": count_step(models, plain, cfg)}
     print(f"per-step FLOPs (TFLOP, counted on the meta device; {args.size[0]}x{args.size[1]}, {args.frames} frames, "
           "batch 1, coupled, A4 on A2's estimate)")
-    print(bench_run_module().table(["cache", "encode", "forward", "backward", "total"],
-                                   [[k, *(f"{v[p] / 1e12:.2f}" for p in ("encode", "forward", "backward")),
-                                     f"{sum(v.values()) / 1e12:.2f}"] for k, v in rows.items()]))
+    print(bench.table(["cache", "encode", "forward", "backward", "total"],
+                      [[k, *(f"{v[p] / 1e12:.2f}" for p in ("encode", "forward", "backward")),
+                        f"{sum(v.values()) / 1e12:.2f}"] for k, v in rows.items()]))
     total = {k: sum(v.values()) for k, v in rows.items()}
     print(f"--no-cache computes {total['off'] / total['on']:.2f}x the FLOPs of a cached step; the GPU run says what "
           f"that is in seconds (kernels differ in speed per FLOP)")
