@@ -17,6 +17,8 @@ from PIL import Image  # noqa: E402
 
 from mora.service.app import build_service  # noqa: E402
 
+LOCAL = "http://127.0.0.1"  # the Host a loopback caller sends (the service refuses other names without keys)
+
 
 @pytest.fixture
 def svc(tmp_path):
@@ -27,7 +29,7 @@ def svc(tmp_path):
 
 
 def test_routes_queue_jobs_and_answer_in_openai_shape(svc):
-    c = TestClient(svc.app)
+    c = TestClient(svc.app, base_url=LOCAL)
     video = c.post("/v1/videos", data={"prompt": "a fox", "model": "tiny", "steps": "1"}).json()
     assert video["object"] == "video" and video["status"] == "queued" and video["size"] == "96x64"
     assert video["seconds"] == "1" and video["model"] == "tiny"
@@ -66,7 +68,7 @@ def test_routes_queue_jobs_and_answer_in_openai_shape(svc):
 ])
 def test_errors(svc, call, status, param, start):
     method, path, kwargs = call
-    r = getattr(TestClient(svc.app), method)(path, **kwargs)
+    r = getattr(TestClient(svc.app, base_url=LOCAL), method)(path, **kwargs)
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["param"] == param
@@ -76,7 +78,7 @@ def test_errors(svc, call, status, param, start):
 def test_uploads_are_limited_and_kept_in_the_job_folder(tmp_path):
     service = build_service(db=tmp_path / "j.db", out_dir=tmp_path / "out", defaults={"preset": "tiny"},
                             max_upload_mb=1, start_worker=False)
-    c = TestClient(service.app)
+    c = TestClient(service.app, base_url=LOCAL)
     big = c.post("/v1/videos", data={"prompt": "x"}, files={"input_reference": ("a.png", b"\0" * (2 << 20), "image/png")})
     assert big.status_code == 413 and big.json()["error"]["code"] == "too_large"
     buf = io.BytesIO()
@@ -91,7 +93,7 @@ def test_uploads_are_limited_and_kept_in_the_job_folder(tmp_path):
 def test_bearer_auth(tmp_path):
     service = build_service(db=tmp_path / "j.db", out_dir=tmp_path / "out", api_keys=frozenset({"k1"}),
                             start_worker=False)
-    c = TestClient(service.app)
+    c = TestClient(service.app, base_url=LOCAL)
     assert c.get("/healthz").status_code == 200
     assert c.get("/v1/videos").status_code == 401
     assert c.get("/v1/videos", headers={"Authorization": "Bearer k2"}).json()["error"]["code"] == "invalid_api_key"
@@ -101,5 +103,5 @@ def test_bearer_auth(tmp_path):
 def test_web_page_mounted_at_ui(tmp_path):
     pytest.importorskip("gradio")
     service = build_service(db=tmp_path / "j.db", out_dir=tmp_path / "out", ui=True, start_worker=False)
-    r = TestClient(service.app).get("/ui/")
+    r = TestClient(service.app, base_url=LOCAL).get("/ui/")
     assert r.status_code == 200 and "gradio" in r.text.lower()

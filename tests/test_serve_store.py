@@ -60,7 +60,7 @@ def test_idempotency_key_returns_the_same_job(store):
 def test_file_inputs_upload_paths_and_job_refs(store, tmp_path):
     img = media.write_image(Image.new("RGB", (64, 64), "red"), tmp_path / "up.png")
     row = store.submit({"task": "image-to-video", "prompt": "go", **TINY}, files={"image": img})
-    assert row.job["image"] == str(store.folder(row.id) / "image.png") and not img.exists()  # moved in
+    assert row.job["image"] == str(store.folder(row.id) / "inputs" / "image.png") and not img.exists()  # moved in
     with pytest.raises(InputError, match=r"^video: '/etc/hosts' is a path on the server"):
         store.submit({"task": "extend", "video": "/etc/hosts"})
     with pytest.raises(InputError, match=r"^video: job:nope is not a job of this server"):

@@ -40,7 +40,7 @@ def test_page_job_goes_through_the_queue(queue, tmp_path):
     updates = list(app.run_job("image-to-video", {"prompt": "a fox", "image": str(img)}, TINY, False))
     [row] = store.list()
     assert row.status == "completed" and row.task == "image-to-video", row.error
-    assert row.job["image"] == str(store.folder(row.id) / "image.png") and img.exists()  # the page's copy moved in
+    assert row.job["image"] == str(store.folder(row.id) / "inputs" / "image.png") and img.exists()  # the page's copy moved in
     log, _, _, video, _, route, manifest = updates[-1]
     assert video == row.video and media.probe_video(video)[3] == row.manifest["video"]["num_frames"]
     steps = [e["data"]["step"] for e in store.events(row.id) if e["type"] == "step"]

@@ -29,9 +29,17 @@ def number_type(kind: type, what: str):
 
 def positive_int(text: str) -> int:
     """An argparse `type`: a whole number of at least 1."""
-    value = number_type(int, "a whole number")(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive; pass a number of at least 1")
+    return _positive(number_type(int, "a whole number")(text), "of at least 1")
+
+
+def positive_float(text: str) -> float:
+    """An argparse `type`: a number above 0."""
+    return _positive(number_type(float, "a number")(text), "above 0")
+
+
+def _positive(value: Any, least: str) -> Any:
+    if not value > 0:  # `not >`: NaN is refused too
+        raise argparse.ArgumentTypeError(f"{value} must be positive; pass a number {least}")
     return value
 
 

@@ -47,18 +47,19 @@ class Links:
 
     Attributes:
         uri: `(job_id, video path, base URL of the request or None) -> URI`.
-        path_of: `URI -> the video's path`, None when the URI is not a video of this server.
+        path_of: `(URI, owner) -> the video's path`, None when the URI is not a video of this server (or
+            of that owner's jobs).
     """
 
     uri: Callable[[str, str, str | None], str]
-    path_of: Callable[[str], str | None]
+    path_of: Callable[[str, str | None], str | None]
 
 
 def file_links(out_dir: str | Path) -> Links:
     """stdio: a job's video is its file URI; only files under `out_dir` are served back."""
     root = Path(out_dir).resolve()
 
-    def path_of(uri: str) -> str | None:
+    def path_of(uri: str, owner: str | None = None) -> str | None:  # stdio: one caller, its own machine
         parsed = urlparse(uri)
         if parsed.scheme != "file":
             return None
@@ -83,9 +84,9 @@ def url_links(store: Any, base_url: str | None = None) -> Links:
     def uri(job_id: str, path: str, base: str | None) -> str:
         return (base or base_url or "").rstrip("/") + route.format(id=job_id)
 
-    def path_of(link: str) -> str | None:
+    def path_of(link: str, owner: str | None = None) -> str | None:
         found = pattern.search(urlparse(link).path)
-        row = store.get(found[1]) if found else None
+        row = store.get(found[1], owner=owner) if found else None
         return row.video if row is not None and row.status == "completed" and row.video else None
 
     return Links(uri=uri, path_of=path_of)
@@ -143,14 +144,14 @@ class MoraMcp:
             return _error(str(e))
 
     async def list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
-        rows = [r for r in self.store.list(limit=LISTED) if r.status == "completed" and r.video]
+        rows = [r for r in self.store.list(limit=LISTED, owner=_owner(ctx)) if r.status == "completed" and r.video]
         base = _base(ctx)
         return types.ListResourcesResult(resources=[
             types.Resource(uri=self.links.uri(r.id, r.video, base), name=f"{r.id}.mp4", mime_type="video/mp4",
                            description=r.job.get("prompt") or r.task) for r in rows])
 
     async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
-        path = self.links.path_of(str(params.uri))
+        path = self.links.path_of(str(params.uri), _owner(ctx))
         if path is None:
             from mcp.shared.exceptions import MCPError
 
@@ -164,7 +165,8 @@ class MoraMcp:
 
     async def _run_task(self, ctx: Any, name: str, arguments: dict) -> types.CallToolResult:
         data, wait = mt.job_arguments(name, arguments)
-        row = await anyio.to_thread.run_sync(lambda: self.store.submit(data))  # checks files, preset: not instant
+        owner = _owner(ctx)  # checks files, preset: not instant
+        row = await anyio.to_thread.run_sync(lambda: self.store.submit(data, owner=owner))
         logger.info("%s: job %s queued", name, row.id)
         if not wait:
             return self._result(row, ctx)
@@ -198,6 +200,10 @@ class MoraMcp:
     def _result(self, row: Any, ctx: Any) -> types.CallToolResult:
         uri = self.links.uri(row.id, row.video, _base(ctx)) if row.status == "completed" and row.video else None
         rep = mt.report(row, uri)
+        if not self.local_files:  # over HTTP a caller sees no server path (stdio: the caller's own machine)
+            from mora.service.guards import public_text
+
+            rep.error = public_text(rep.error, row.id, self.store.folder(row.id))
         content: list[Any] = [types.TextContent(text=mt.report_text(rep))]
         if uri is not None:
             content.append(types.ResourceLink(uri=uri, name=f"{row.id}.mp4", title=f"Mora job {row.id}",
@@ -206,12 +212,12 @@ class MoraMcp:
                                     is_error=row.status == "failed")
 
     async def _get_job(self, ctx: Any, args: mt.JobId) -> types.CallToolResult:
-        return self._result(self._row(args.job_id), ctx)
+        return self._result(self._row(args.job_id, _owner(ctx)), ctx)
 
     async def _cancel_job(self, ctx: Any, args: mt.JobId) -> types.CallToolResult:
-        self._row(args.job_id)
-        self.store.cancel(args.job_id)
-        return self._result(self._row(args.job_id), ctx)
+        self._row(args.job_id, _owner(ctx))
+        self.store.cancel(args.job_id, owner=_owner(ctx))
+        return self._result(self._row(args.job_id, _owner(ctx)), ctx)
 
     async def _list_presets(self, ctx: Any, args: Any) -> types.CallToolResult:
         from mora.config import preset_rows
@@ -223,23 +229,33 @@ class MoraMcp:
     async def _score_video(self, ctx: Any, args: mt.VideoRef) -> types.CallToolResult:
         from mora.evaluation import format_table, score_card_for_file
 
-        path = mt.video_path(args.video, local_files=self.local_files, resolve_job=self._video_of)
+        owner = _owner(ctx)
+        path = mt.video_path(args.video, local_files=self.local_files,
+                             resolve_job=lambda job_id: self._video_of(job_id, owner))
         card = await anyio.to_thread.run_sync(lambda: score_card_for_file(path, manifest=mt.manifest_beside(path)))
         return types.CallToolResult(content=[types.TextContent(text=format_table(card))], structured_content=card)
 
-    def _row(self, job_id: str) -> Any:
-        row = self.store.get(job_id)
+    def _row(self, job_id: str, owner: str) -> Any:
+        row = self.store.get(job_id, owner=owner)
         if row is None:
             raise InputError(f"job_id: {job_id!r} is not a job of this server; pass the job_id a task tool returned")
         return row
 
-    def _video_of(self, job_id: str) -> str:
-        row = self.store.get(job_id)
+    def _video_of(self, job_id: str, owner: str) -> str:
+        row = self.store.get(job_id, owner=owner)
         if row is None:
             raise InputError(f"video: job:{job_id} is not a job of this server; pass the id of an earlier job")
         if row.status != "completed" or not row.video:
             raise InputError(f"video: job:{job_id} is {row.status}, not completed; wait for it (get_job)")
         return row.video
+
+
+def _owner(ctx: Any) -> str:
+    """Who calls: the service's key id for the HTTP request (`security.BearerGate`); over stdio the one
+    local caller."""
+    request = getattr(ctx, "request", None)
+    state = getattr(request, "state", None)
+    return getattr(state, "owner", "") or ""
 
 
 def _base(ctx: Any) -> str | None:

@@ -81,15 +81,16 @@ class McpHttp:
     lifespan: Callable[[], AbstractAsyncContextManager[Any]]
 
 
-def http_app(store: Any, *, base_url: str | None = None, preset: str | None = None, local: bool = True) -> McpHttp:
+def http_app(store: Any, *, base_url: str | None = None, preset: str | None = None) -> McpHttp:
     """The streamable-HTTP MCP endpoint over the service's store (stateless: any request stands alone).
 
     Args:
         store: the service's `JobStore` (its worker runs the jobs).
         base_url: the service's URL for video links; None: the URL each request came in on.
         preset: the task tools' default preset (shown in the schemas; the store fills it in).
-        local: the service is reachable from this machine only: the SDK's DNS-rebinding check is on
-            (Host and Origin must be loopback). A service open to other machines has bearer keys instead.
+
+    The SDK's own DNS-rebinding check is off: the service checks Host and Origin of every route,
+    `/mcp` included, with one rule (`mora.service.security.HostGate`), and sets each request's owner.
 
     Example:
         >>> mcp_http = http_app(store, preset="tiny")  # doctest: +SKIP
@@ -101,18 +102,16 @@ def http_app(store: Any, *, base_url: str | None = None, preset: str | None = No
     from mora.mcp.server import MoraMcp, url_links
 
     server = MoraMcp(store, url_links(store, base_url), local_files=False, preset=preset).server()
-    security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=local,
-        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"] if local else [],
-        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"] if local else [])
+    security = TransportSecuritySettings(enable_dns_rebinding_protection=False)  # the service's HostGate does it
     manager = StreamableHTTPSessionManager(app=server, stateless=True, security_settings=security)
     return McpHttp(app=StreamableHTTPASGIApp(manager), lifespan=manager.run)
 
 
-def mount_mcp(app: Any, store: Any, *, preset: str | None = None, local: bool = True, path: str = "/mcp") -> bool:
+def mount_mcp(app: Any, store: Any, *, preset: str | None = None, path: str = "/mcp") -> bool:
     """Serve MCP at `path` of a Starlette/FastAPI app, its session manager run by the app's lifespan.
 
-    The app's middleware (the service's bearer auth) applies to it as to every route.
+    The app's middleware (the service's Host/Origin check, bearer keys, body limit) applies to it as to
+    every route.
 
     Returns:
         False when the MCP SDK is not installed (the service runs without `/mcp`).
@@ -128,7 +127,7 @@ def mount_mcp(app: Any, store: Any, *, preset: str | None = None, local: bool = 
         return False
     from starlette.routing import Route
 
-    endpoint = http_app(store, preset=preset, local=local)
+    endpoint = http_app(store, preset=preset)
     app.router.routes.append(Route(path, endpoint=endpoint.app))
     inner = app.router.lifespan_context
 

@@ -11,11 +11,10 @@ Example:
 
 from __future__ import annotations
 
-import hmac
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +23,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mora.errors import InputError
 from mora.service import jobs, videos
+from mora.service.guards import MAX_QUEUED_PER_KEY, WORK_FACTOR
 from mora.service.http import ApiError, error_response, from_input_error
+from mora.service.security import BearerGate, BodyLimit, HostGate
 from mora.service.store import STATUSES, JobStore
 from mora.service.worker import Worker
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from mora.service.ray_worker import RayWorker
 
 logger = logging.getLogger(__name__)
-PUBLIC_PATHS = ("/healthz",)  # for load balancers: says nothing about jobs
 
 
 @dataclass
@@ -51,7 +51,9 @@ def build_service(*, db: str | Path, out_dir: str | Path, host: dict | None = No
                   api_keys: frozenset[str] = frozenset(), max_upload_mb: int = 200,
                   inputs_dir: str | Path | None = None, ui: bool = False, start_worker: bool = True,
                   worker_process: bool = False, ray: str | bool | None = None,
-                  ray_workers: int | None = None) -> Service:
+                  ray_workers: int | None = None, allowed_hosts: tuple[str, ...] = (),
+                  max_job_work: float | None = WORK_FACTOR, max_queued_per_key: int | None = MAX_QUEUED_PER_KEY
+                  ) -> Service:
     """Make the store (recovering jobs a killed server left running), the worker and the app.
 
     Args:
@@ -68,6 +70,9 @@ def build_service(*, db: str | Path, out_dir: str | Path, host: dict | None = No
         ray: run the jobs on a Ray actor pool (`mora batch --ray`'s): True for `$RAY_ADDRESS` or a new
             local instance, or a cluster address.
         ray_workers: with `ray`, this many CPU actors (default: one actor per GPU).
+        allowed_hosts: names besides loopback that Host and Origin may carry (a reverse proxy's).
+        max_job_work: a job may cost this many times its preset's own job (None: no budget).
+        max_queued_per_key: jobs one key may have queued or running (None: no limit).
 
     Raises:
         InputError: `ray_workers` without `ray`, Ray not installed or its cluster unreachable.
@@ -75,7 +80,8 @@ def build_service(*, db: str | Path, out_dir: str | Path, host: dict | None = No
     if ray_workers is not None and not ray:  # before anything is written
         raise InputError(f"--workers: {ray_workers} needs --ray; without Ray one worker runs the jobs (add --ray, "
                          "or drop --workers)")
-    store = JobStore(db, out_dir, host=host, defaults=defaults, inputs_dir=inputs_dir)
+    store = JobStore(db, out_dir, host=host, defaults=defaults, inputs_dir=inputs_dir, max_job_work=max_job_work,
+                     max_queued_per_key=max_queued_per_key)
     store.recover()
     worker = _worker(store, host, worker_process, ray, ray_workers)
     app = FastAPI(title="Mora", summary="Multi-agent video generation: the OpenAI Videos API shape and Mora's jobs",
@@ -84,13 +90,16 @@ def build_service(*, db: str | Path, out_dir: str | Path, host: dict | None = No
                       max_bytes=max_upload_mb * 1024 * 1024, upload_dir=store.out_dir / ".uploads")
     app.state.service = service
     _errors(app)
-    _auth(app, service)
+    # outermost first (add_middleware wraps): who may call, with which key, how much they may send
+    app.add_middleware(BodyLimit, max_bytes=service.max_bytes)
+    app.add_middleware(BearerGate, keys=service.api_keys)
+    app.add_middleware(HostGate, allowed=allowed_hosts, on=not api_keys or bool(allowed_hosts))
     app.include_router(videos.router)
     app.include_router(jobs.router)
     _info_routes(app, service)
     from mora.mcp.transports import mount_mcp  # /mcp: the tasks as MCP tools (streamable HTTP), same auth
 
-    mount_mcp(app, store, preset=(defaults or {}).get("preset"), local=not api_keys)
+    mount_mcp(app, store, preset=(defaults or {}).get("preset"))
     if ui:
         _mount_ui(app, service, host or {}, defaults or {})
     if start_worker:
@@ -132,24 +141,6 @@ def _errors(app: FastAPI) -> None:
         if e.status_code == 404:
             message = f"path: {request.url.path} is not a route of this server; see docs/serve.md"
         return error_response(e.status_code, message, code="not_found" if e.status_code == 404 else None)
-
-
-def _auth(app: FastAPI, service: Service) -> None:
-    """Bearer tokens from --api-key-file on every route but /healthz (keys are never logged or stored)."""
-    if not service.api_keys:
-        return
-
-    @app.middleware("http")
-    async def bearer(request: Request, call_next: Any):
-        if request.url.path not in PUBLIC_PATHS:
-            header = request.headers.get("authorization", "")
-            token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-            # compare with every key in constant time: no timing hint of how much of a key matched
-            if not any(hmac.compare_digest(token.encode(), k.encode()) for k in service.api_keys):
-                return error_response(401, "authorization: missing or unknown API key; send Authorization: "
-                                      "Bearer <a key of the server's --api-key-file>", code="invalid_api_key",
-                                      headers={"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
 
 
 def _info_routes(app: FastAPI, service: Service) -> None:

@@ -23,6 +23,8 @@ def add_serve_parser(sub: Any, parsers: Any) -> None:
         parsers: the `mora.cli_parsers` module itself (its flag helpers, derived from the job
             model): passed in, because importing it here would make an import cycle.
     """
+    from mora.cli_flags import positive_float
+    from mora.service.guards import MAX_QUEUED_PER_KEY, WORK_FACTOR
     from mora.workflows.jobspec import OPTIONS
 
     add_job_options, add_option = parsers.add_job_options, parsers.add_option
@@ -38,14 +40,23 @@ def add_serve_parser(sub: Any, parsers: Any) -> None:
     p.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
     p.add_argument("--out-dir", default="outputs/serve", help="one folder per job: uploads, video, manifest, "
                    "artifacts (default outputs/serve)")
-    p.add_argument("--db", metavar="PATH", help="the job queue's SQLite file (default OUT_DIR/jobs.db); a "
-                   "restart on the same file runs every accepted job")
+    p.add_argument("--db", metavar="PATH", help="the job queue's SQLite file (default OUT_DIR.db, beside the "
+                   "jobs' folder, never inside a served one); a restart on the same file runs every accepted job")
     p.add_argument("--api-key-file", metavar="FILE", help="bearer tokens, one per line: every request but "
                    "/healthz needs one (required for a --host other than loopback)")
     p.add_argument("--max-upload-mb", type=positive_int, default=200, metavar="N",
                    help="largest upload in MB (default 200; larger: 413)")
     p.add_argument("--inputs-dir", metavar="DIR", help="a folder on the server whose files jobs may name by path "
                    "(other paths are refused)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name besides 127.0.0.1/localhost that requests' Host and Origin may carry (the name "
+                   "a reverse proxy serves); repeatable. Without keys, or with this flag, others get 403")
+    p.add_argument("--max-job-work", type=positive_float, default=WORK_FACTOR, metavar="X",
+                   help=f"refuse a job costing more than X times its preset's own job, counted as pixels x frames x "
+                   f"steps x candidates (default {WORK_FACTOR:g})")
+    p.add_argument("--max-queued-per-key", type=positive_int, default=MAX_QUEUED_PER_KEY, metavar="N",
+                   help=f"jobs one key (or, without keys, the one local user) may have queued or running; more: 429 "
+                   f"with Retry-After (default {MAX_QUEUED_PER_KEY})")
     p.add_argument("--no-ui", action="store_true", help="do not mount the web page at /ui")
     p.add_argument("--thread-worker", action="store_true", help="run jobs in a thread of the server process "
                    "(default: one warm child process, so HTTP answers never wait on a job's Python work)")
@@ -83,6 +94,20 @@ def read_api_keys(path: str | Path) -> frozenset[str]:
     return keys
 
 
+def default_db(out_dir: Path) -> Path:
+    """`OUT_DIR.db` beside the jobs' folder: nothing that serves files from OUT_DIR can reach it.
+
+    A queue of an older release (`OUT_DIR/jobs.db`) is moved there once, with its WAL files.
+    """
+    new, old = out_dir.with_name(out_dir.name + ".db"), out_dir / "jobs.db"
+    if old.is_file() and not new.exists():
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{old}{suffix}").is_file():
+                Path(f"{old}{suffix}").rename(f"{new}{suffix}")
+        logger.warning("moved the job queue %s to %s (outside the jobs' folder)", old, new)
+    return new
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Check the options, recover the queue, start the worker and serve until stopped."""
     import importlib.util
@@ -104,10 +129,12 @@ def run_serve(args: argparse.Namespace) -> int:
     from mora.service.app import build_service
 
     out_dir = Path(args.out_dir)
-    service = build_service(db=args.db or out_dir / "jobs.db", out_dir=out_dir, host=host,
+    service = build_service(db=args.db or default_db(out_dir), out_dir=out_dir, host=host,
                             defaults={"preset": args.preset} if args.preset else {}, api_keys=keys,
                             max_upload_mb=args.max_upload_mb, inputs_dir=args.inputs_dir, ui=not args.no_ui,
-                            worker_process=not args.thread_worker, ray=args.ray, ray_workers=args.workers)
+                            worker_process=not args.thread_worker, ray=args.ray, ray_workers=args.workers,
+                            allowed_hosts=tuple(args.allowed_host), max_job_work=args.max_job_work,
+                            max_queued_per_key=args.max_queued_per_key)
     logger.warning("mora serve on http://%s:%d/v1 (jobs in %s)", args.host, args.port, service.store.db)
     try:
         uvicorn.run(service.app, host=args.host, port=args.port, log_level="warning", access_log=False)

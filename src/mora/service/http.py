@@ -27,9 +27,10 @@ UPLOAD_SUFFIXES = {"image": (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"),
                    "video": (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif"),
                    "storyboard": (".json",)}
 _GENERIC_TYPES = ("application/octet-stream", "")
-_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-          409: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
-          422: "invalid_request_error", 500: "server_error", 503: "server_error"}
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
+          404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
+          415: "invalid_request_error", 422: "invalid_request_error", 429: "requests", 500: "server_error",
+          503: "server_error"}
 
 
 class ApiError(Exception):
@@ -42,12 +43,13 @@ class ApiError(Exception):
         code: a machine-readable code (`invalid_value`, `not_found`, ...).
     """
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict | None = None):
         super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
 
     def response(self) -> JSONResponse:
-        return error_response(self.status, self.message, param=self.param, code=self.code)
+        return error_response(self.status, self.message, param=self.param, code=self.code, headers=self.headers)
 
 
 def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
@@ -64,11 +66,16 @@ def field_of(message: str) -> str | None:
 
 
 def from_input_error(e: InputError, status: int = 400) -> ApiError:
-    """An InputError as an ApiError naming its field."""
-    return ApiError(status, str(e), param=field_of(str(e)), code="invalid_value")
+    """An InputError as an ApiError naming its field (an error with its own `status`, such as the
+    store's `QueueFull` 429 or `IdempotencyConflict` 409, keeps it)."""
+    status = getattr(e, "status", status)
+    retry = getattr(e, "retry_after", None)
+    return ApiError(status, str(e), param=field_of(str(e)), code=getattr(e, "code", "invalid_value"),
+                    headers={"Retry-After": str(retry)} if retry is not None else None)
 
 
 def not_found(what: str, ident: str) -> ApiError:
+    ident = ident if len(ident) <= 80 else ident[:80] + "..."
     return ApiError(404, f"{what}: {ident!r} is not a {what} of this server; list them with GET /v1/{what}s",
                     param=what, code="not_found")
 
@@ -84,11 +91,10 @@ class Body:
         return self.fields.pop(name, default)
 
 
-async def read_body(request: Request, max_bytes: int) -> Body:
-    """The fields and uploads of a JSON or multipart/form-data body (413 when larger than max_bytes)."""
+async def read_body(request: Request) -> Body:
+    """The fields and uploads of a JSON or multipart/form-data body (its size is limited as it streams:
+    `mora.service.security.BodyLimit`)."""
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > max_bytes:
-        raise too_large(int(length), max_bytes)
     kind = request.headers.get("content-type", "")
     if kind.startswith("application/json"):
         try:
@@ -103,8 +109,6 @@ async def read_body(request: Request, max_bytes: int) -> Body:
         body = Body()
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
-                if value.size is not None and value.size > max_bytes:
-                    raise too_large(value.size, max_bytes)
                 body.uploads[name] = value
             else:
                 body.fields[name] = value
@@ -120,12 +124,31 @@ def service(request: Request) -> Any:
     return request.app.state.service
 
 
+def owner(request: Request) -> str:
+    """Who calls: the id of the request's key (`mora.service.security.BearerGate`), "" without keys."""
+    return getattr(request.state, "owner", "")
+
+
 def stored_row(request: Request, job_id: str, what: str) -> Any:
-    """The store's row of `job_id`, or a 404 naming it as a `what` (job, video)."""
-    row = service(request).store.get(job_id)
+    """The caller's row of `job_id`, or a 404 naming it as a `what` (job, video): another key's job
+    is not found, exactly as an unknown one."""
+    row = service(request).store.get(job_id, owner=owner(request))
     if row is None:
         raise not_found(what, job_id)
     return row
+
+
+def public_row(request: Request, row: Any) -> dict[str, Any]:
+    """A job row as the native API shows it (JSON-ready): no server path (`guards.public`), its
+    files as `job:<id>/<name>`."""
+    from mora.service.guards import public, public_text
+
+    folder = service(request).store.folder(row.id)
+    return {"id": row.id, "object": "job", "status": row.status, "progress": row.progress, "step": row.step,
+            "error": public_text(row.error, row.id, folder), "task": row.task,
+            "job": public(row.job, row.id, folder), "created_at": row.created_at, "started_at": row.started_at,
+            "completed_at": row.completed_at, "manifest": public(row.manifest, row.id, folder),
+            "video": row.video is not None, "attempts": row.attempts}
 
 
 def page_of_rows(request: Request, after: str | None, limit: int, order: str) -> tuple[list, bool]:
@@ -133,15 +156,10 @@ def page_of_rows(request: Request, after: str | None, limit: int, order: str) ->
     if not 1 <= limit <= 100:
         raise ApiError(400, f"limit: {limit} is out of range; pass 1 to 100", param="limit", code="invalid_value")
     try:
-        rows = service(request).store.list(after=after, limit=limit + 1, order=order)
+        rows = service(request).store.list(after=after, limit=limit + 1, order=order, owner=owner(request))
     except InputError as e:
         raise from_input_error(e) from None
     return rows[:limit], len(rows) > limit
-
-
-def too_large(size: int, max_bytes: int) -> ApiError:
-    return ApiError(413, f"body: {size} bytes is larger than this server's limit of {max_bytes} bytes; send a "
-                    "smaller file (the server's --max-upload-mb)", code="too_large")
 
 
 def check_upload(name: str, upload: Any, kind: str) -> str:
@@ -159,19 +177,17 @@ def check_upload(name: str, upload: Any, kind: str) -> str:
     return suffix
 
 
-async def save_upload(upload: Any, folder: Path, suffix: str, max_bytes: int) -> Path:
-    """Write an upload to `folder` (413 past max_bytes, the partial file removed)."""
+async def save_upload(upload: Any, folder: Path, suffix: str) -> Path:
+    """Write an upload to `folder` (its size was limited with the body's: `security.BodyLimit`)."""
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / f"{uuid.uuid4().hex}{suffix}"
-    written = 0
-    with dest.open("wb") as f:
-        while chunk := await upload.read(1 << 20):
-            written += len(chunk)
-            if written > max_bytes:
-                f.close()
-                dest.unlink(missing_ok=True)
-                raise too_large(written, max_bytes)
-            f.write(chunk)
+    try:
+        with dest.open("wb") as f:
+            while chunk := await upload.read(1 << 20):
+                f.write(chunk)
+    except BaseException:  # a disk error or a cancelled request: no partial file stays
+        dest.unlink(missing_ok=True)
+        raise
     return dest
 
 
@@ -198,5 +214,6 @@ def coerce(name: str, value: Any) -> Any:
 
 
 def idempotency_key(request: Request) -> str | None:
+    """The request's Idempotency-Key, scoped to its route (the store scopes it to the caller too)."""
     key = request.headers.get("idempotency-key")
     return f"{request.url.path}:{key}" if key else None

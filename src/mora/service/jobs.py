@@ -20,18 +20,20 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from mora.errors import InputError
+from mora.service.guards import public
 from mora.service.http import (
     ApiError,
     check_upload,
     from_input_error,
     idempotency_key,
+    owner,
     page_of_rows,
+    public_row,
     read_body,
     save_upload,
     service,
     stored_row,
 )
-from mora.service.store import as_dict
 
 router = APIRouter(prefix="/v1/jobs")
 END_EVENTS = ("done", "failed", "cancelled")
@@ -45,7 +47,7 @@ async def submit(request: Request) -> dict:
     from mora.workflows.jobspec import JOB_TASKS, task_inputs
 
     svc = service(request)
-    body = await read_body(request, svc.max_bytes)
+    body = await read_body(request)
     job = body.fields
     if body.uploads or "job" in body.fields and isinstance(body.fields["job"], str):
         try:
@@ -64,15 +66,15 @@ async def submit(request: Request) -> dict:
                 raise ApiError(422, f"{name}: an upload is not a file input of {job.get('task')!r}; upload only "
                                f"{', '.join(k for k, v in kinds.items() if v != 'text') or 'no files'}",
                                param=name, code="invalid_value")
-            files[name] = await save_upload(upload, svc.upload_dir, check_upload(name, upload, kinds[name]),
-                                            svc.max_bytes)
-        row = await run_in_threadpool(svc.store.submit, job, idempotency_key=idempotency_key(request), files=files)
+            files[name] = await save_upload(upload, svc.upload_dir, check_upload(name, upload, kinds[name]))
+        row = await run_in_threadpool(svc.store.submit, job, owner=owner(request),
+                                      idempotency_key=idempotency_key(request), files=files)
     except InputError as e:
         raise from_input_error(e, 422) from None
     finally:
         for path in files.values():
             path.unlink(missing_ok=True)
-    return as_dict(row)
+    return public_row(request, row)
 
 
 # The read routes are `async def`: a read of the store takes tens of microseconds, while in the thread
@@ -81,18 +83,18 @@ async def submit(request: Request) -> dict:
 @router.get("")
 async def list_jobs(request: Request, after: str | None = None, limit: int = 20, order: str = "desc") -> dict:
     rows, more = page_of_rows(request, after, limit, order)
-    return {"object": "list", "data": [as_dict(r) for r in rows], "has_more": more}
+    return {"object": "list", "data": [public_row(request, r) for r in rows], "has_more": more}
 
 
 @router.get("/{job_id}")
 async def get(request: Request, job_id: str) -> dict:
-    return as_dict(stored_row(request, job_id, "job"))
+    return public_row(request, stored_row(request, job_id, "job"))
 
 
 @router.delete("/{job_id}")
 def cancel(request: Request, job_id: str) -> dict:
     stored_row(request, job_id, "job")
-    return as_dict(service(request).store.cancel(job_id))
+    return public_row(request, service(request).store.cancel(job_id, owner=owner(request)))
 
 
 @router.get("/{job_id}/files/{name:path}")
@@ -118,11 +120,13 @@ async def events(request: Request, job_id: str) -> StreamingResponse:
 async def _stream(request: Request, job_id: str, after: int) -> AsyncIterator[str]:
     """One SSE event per stored event (id = seq, so a client resumes with Last-Event-ID), until the end."""
     store = service(request).store
+    folder = store.folder(job_id)
     while True:
         found = await run_in_threadpool(store.events, job_id, after)
         for event in found:
             after = event["seq"]
-            yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event['data'])}\n\n"
+            data = json.dumps(public(event["data"], job_id, folder))
+            yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n"
             if event["type"] in END_EVENTS:
                 return
         if await request.is_disconnected():

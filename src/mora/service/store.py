@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -27,20 +28,19 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mora.errors import InputError
+from mora.service.inputs import FILE_KINDS, INPUTS, JOB_REF, place_files, short  # noqa: F401  (JOB_REF: front doors import it here)
+from mora.service.rows import LOCAL_OWNER, IdempotencyConflict, JobRow, QueueFull, row_of
 from mora.workflows.jobspec import JOB_TASKS, as_field, parse_job, task_inputs
 
 logger = logging.getLogger(__name__)
 
 STATUSES = ("queued", "in_progress", "completed", "failed", "cancelled")
-EVENT_TYPES = ("step", "progress", "done", "failed", "cancelled")
-FILE_KINDS = ("image", "video", "storyboard")  # inputs that name a file
-JOB_REF = "job:"  # `job:<id>`: an earlier job's video as an input
+ACTIVE = ("queued", "in_progress")  # what counts against a key's queue limit
 VIDEO_NAME = "video.mp4"  # a job's output in its folder (manifest video.json, artifacts video_artifacts/)
+RETRY_AFTER_S = 10  # Retry-After of a full queue when no job has completed yet to measure by
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -58,6 +58,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     manifest TEXT,
     video TEXT,
     idempotency_key TEXT UNIQUE,
+    request_hash TEXT,
+    owner TEXT NOT NULL DEFAULT '',
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     deleted INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0
@@ -72,58 +74,11 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (job_id, seq)
 );
 """
+# Columns added since the first release: a store made before them gains them on open.
+_ADDED = {"request_hash": "TEXT", "owner": "TEXT NOT NULL DEFAULT ''"}
+_INDEXES = "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, status, n);"
 # A running job back in the queue (a restart, a dead worker): one rule for `recover` and `requeue`.
 _BACK_TO_QUEUE = "UPDATE jobs SET status = 'queued', step = NULL, progress = 0 WHERE id = ? AND status = 'in_progress'"
-
-
-@dataclass
-class JobRow:
-    """One job as the store holds it.
-
-    Attributes:
-        id: `job_<hex>`.
-        status: queued, in_progress, completed, failed or cancelled.
-        progress: 0-100 (acting steps done / the route's acting steps).
-        step: the current agent step (`image_to_video_agent: animates the image`) or None.
-        error: one line when failed, else None.
-        job: the job as queued (file inputs are paths in the job's folder).
-        created_at, started_at, completed_at: unix seconds (None until then).
-        manifest: the manifest when completed.
-        video: the video's path when completed.
-        meta: what the front door recorded with it (the Videos API's model, seconds, size, ...).
-        attempts: how many times a worker started it (more than 1 after a restart).
-    """
-
-    id: str
-    status: str
-    progress: int
-    step: str | None
-    error: str | None
-    job: dict
-    created_at: float
-    started_at: float | None
-    completed_at: float | None
-    manifest: dict | None
-    video: str | None
-    meta: dict
-    attempts: int = 0
-    cancel_requested: bool = False
-
-    @property
-    def task(self) -> str:
-        return self.job["task"]
-
-    @property
-    def finished(self) -> bool:
-        return self.status in ("completed", "failed", "cancelled")
-
-
-def _row(r: sqlite3.Row) -> JobRow:
-    return JobRow(id=r["id"], status=r["status"], progress=r["progress"], step=r["step"], error=r["error"],
-                  job=json.loads(r["job"]), created_at=r["created_at"], started_at=r["started_at"],
-                  completed_at=r["completed_at"], manifest=json.loads(r["manifest"]) if r["manifest"] else None,
-                  video=r["video"], meta=json.loads(r["meta"]), attempts=r["attempts"],
-                  cancel_requested=bool(r["cancel_requested"]))
 
 
 class JobStore:
@@ -137,6 +92,10 @@ class JobStore:
         defaults: job options filled in when a job omits them (e.g. `{"preset": "tiny"}`).
         inputs_dir: a folder on the server whose files jobs may name by path; any other path is refused.
         local_paths: accept any path on this machine (a local front door such as stdio MCP).
+        max_job_work: refuse a job costing more than this many times its preset's own job
+            (`mora.service.guards.check_work`); None: no budget.
+        max_queued_per_key: refuse a job (`QueueFull`) while its owner has this many jobs queued or
+            running; None: no limit.
 
     Example:
         >>> store = JobStore("jobs.db", "outputs/serve", defaults={"preset": "tiny"})
@@ -145,19 +104,30 @@ class JobStore:
     """
 
     def __init__(self, db: str | Path, out_dir: str | Path, *, host: dict | None = None,
-                 defaults: dict | None = None, inputs_dir: str | Path | None = None, local_paths: bool = False):
+                 defaults: dict | None = None, inputs_dir: str | Path | None = None, local_paths: bool = False,
+                 max_job_work: float | None = None, max_queued_per_key: int | None = None):
         self.db = Path(db).expanduser()
-        self.out_dir = Path(out_dir).expanduser()
+        self.out_dir = Path(out_dir).expanduser().resolve()  # absolute: responses are scrubbed of it by prefix
         self.host = dict(host or {})
         self.defaults = dict(defaults or {})
         self.inputs_dir = Path(inputs_dir).expanduser().resolve() if inputs_dir else None
         self.local_paths = local_paths
+        self.max_job_work, self.max_queued_per_key = max_job_work, max_queued_per_key
         self.db.parent.mkdir(parents=True, exist_ok=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._lock = threading.Lock()  # one writer at a time in this process
         self._work = threading.Event()  # set when a job is queued: wakes a waiting worker at once
-        self._conn().executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        con = self._conn()
+        con.executescript(_SCHEMA)
+        have = {r["name"] for r in con.execute("PRAGMA table_info(jobs)")}
+        for column, kind in _ADDED.items():
+            if column not in have:
+                con.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        con.executescript(_INDEXES)
 
     # --- connections -------------------------------------------------------------------------------
 
@@ -197,27 +167,33 @@ class JobStore:
 
     # --- submit ------------------------------------------------------------------------------------
 
-    def submit(self, job: dict, *, idempotency_key: str | None = None, files: dict[str, Path] | None = None,
-               meta: dict | None = None) -> JobRow:
+    def submit(self, job: dict, *, owner: str = LOCAL_OWNER, idempotency_key: str | None = None,
+               files: dict[str, Path] | None = None, meta: dict | None = None) -> JobRow:
         """Check a job and queue it; returns its row (the same row again for a known idempotency key).
 
         Args:
             job: `{"task": ..., inputs..., options...}` (job-scope options only).
-            idempotency_key: a client's key; a retried submit with it returns the first job.
-            files: uploaded files by input name (moved into the job's folder; their paths go in the job).
+            owner: who submits it (a key's id): only they see the job, and `job:<id>` inputs name only theirs.
+            idempotency_key: a client's key, scoped to `owner`; a retried submit with it and the same
+                request returns the first job.
+            files: uploaded files by input name (moved into the job's `inputs/`; their paths go in the job).
             meta: what the front door wants kept with the job (e.g. the Videos API's fields).
 
         Raises:
             InputError: the job is not valid, names a path outside `inputs_dir`, or a `job:<id>` that
                 is unknown or not completed (nothing is queued or kept).
+            IdempotencyConflict: the key was used before with a different request.
+            QueueFull: `owner` has `max_queued_per_key` jobs queued or running.
 
         Example:
             >>> store.submit({"task": "extend", "video": "job:job_ab12", "preset": "tiny"}).status
             'queued'
         """
-        if idempotency_key is not None and (known := self._by_key(idempotency_key)) is not None:
-            return known
         files = dict(files or {})
+        digest = _request_hash(job, files, meta) if idempotency_key is not None else None
+        key = f"{owner}:{idempotency_key}" if idempotency_key is not None else None
+        if key is not None and (known := self._by_key(key, digest)) is not None:
+            return known
         data = {**self.defaults, **{k: v for k, v in job.items() if v is not None}}
         kinds = {i.name: i.kind for i in task_inputs(data["task"])} if data.get("task") in JOB_TASKS else {}
         for name in files if kinds else ():
@@ -226,61 +202,24 @@ class JobStore:
                                  f"{', '.join(k for k, v in kinds.items() if v in FILE_KINDS) or 'no files'}")
         data |= {name: str(path) for name, path in files.items()}
         parse_job(data, scopes=("job",), door="a request")
+        if self._full(self._conn(), owner):  # before any file is placed: a full queue costs the server nothing
+            raise self._queue_full()
         job_id = f"job_{uuid.uuid4().hex[:24]}"
         folder = self.folder(job_id)
-        folder.mkdir(parents=True)
+        (folder / INPUTS).mkdir(parents=True)
         try:
-            data = self._place_files(data, kinds, files, folder)
+            data = place_files(self, data, kinds, files, folder / INPUTS, owner)
             data = self._check(data, folder)
-            return self._insert(job_id, data, idempotency_key, meta or {})
+            return self._insert(job_id, data, owner, key, digest, meta or {})
         except BaseException:  # refused or interrupted: keep nothing of it (then re-raise)
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
-    def _place_files(self, data: dict, kinds: dict, files: dict[str, Path], folder: Path) -> dict:
-        """Uploads moved into the folder, `job:<id>` resolved, server paths allowed only under inputs_dir."""
-        data = dict(data)
-        for name, kind in kinds.items():
-            value = data.get(name)
-            if kind not in FILE_KINDS or not isinstance(value, str):
-                continue
-            if name in files:
-                src = Path(files[name])
-                dest = folder / f"{name}{src.suffix.lower()}"
-                shutil.move(src, dest)
-                data[name] = str(dest)
-            elif value.startswith(JOB_REF):
-                data[name] = self._job_video(name, kind, value[len(JOB_REF):], folder)
-            else:
-                data[name] = self._server_path(name, value)
-        return data
-
-    def _job_video(self, name: str, kind: str, ref: str, folder: Path) -> str:
-        row = self.get(ref)
-        if row is None:
-            raise InputError(f"{name}: job:{ref} is not a job of this server; pass the id of an earlier job")
-        if row.status != "completed" or not row.video:
-            raise InputError(f"{name}: job:{ref} is {row.status}, not completed; wait for it to complete "
-                             "or pass another job")
-        if kind != "image":
-            return row.video
-        from mora import media  # an image input takes the earlier video's first frame
-
-        return str(media.write_image(media.read_frame(row.video, 0, argument=name), folder / f"{name}.png"))
-
-    def _server_path(self, name: str, value: str) -> str:
-        path = Path(value).expanduser()
-        if self.local_paths:
-            return str(path)
-        if self.inputs_dir is not None and path.resolve().is_relative_to(self.inputs_dir):
-            return str(path.resolve())
-        where = f", or a path under {self.inputs_dir}" if self.inputs_dir else ""
-        raise InputError(f"{name}: {value!r} is a path on the server, which a request may not name; upload the "
-                         f"file or pass job:<id> of an earlier job{where}")
-
     def _check(self, data: dict, folder: Path) -> dict:
-        """Every check of the job as the worker will run it (prepare: nothing loads, nothing is written);
-        returns the job with its seed fixed, so a job run again after a restart makes the same video."""
+        """Every check of the job as the worker will run it (prepare: nothing loads, nothing is written),
+        its work budget included; returns the job with its seed fixed, so a job run again after a
+        restart makes the same video."""
+        from mora.service.guards import check_work
         from mora.workflows.prepare import Hooks, prepare
 
         try:
@@ -288,16 +227,38 @@ class JobStore:
                         Hooks(progress=False))
         except InputError as e:  # the preset checks name command-line flags; a request names fields
             raise InputError(as_field(str(e))) from None
+        check_work(p, self.max_job_work)
         return {**data, "seed": p.seed} if data.get("seed") is None and p.seed is not None else data
 
-    def _insert(self, job_id: str, data: dict, key: str | None, meta: dict) -> JobRow:
+    def _full(self, con: sqlite3.Connection, owner: str) -> bool:
+        """Whether `owner` has `max_queued_per_key` jobs queued or running."""
+        if self.max_queued_per_key is None:
+            return False
+        marks = ", ".join("?" * len(ACTIVE))
+        return con.execute(f"SELECT COUNT(*) FROM jobs WHERE owner = ? AND deleted = 0 AND status IN ({marks})",
+                           (owner, *ACTIVE)).fetchone()[0] >= self.max_queued_per_key
+
+    def _queue_full(self) -> QueueFull:
+        return QueueFull(f"queue: this key has {self.max_queued_per_key} jobs queued or running, the server's limit "
+                         "(--max-queued-per-key); wait for one to finish, or cancel one", retry_after=self.retry_after())
+
+    def retry_after(self) -> int:
+        """Seconds a caller with a full queue should wait: the mean length of the last completed jobs."""
+        r = self._conn().execute("SELECT AVG(s) FROM (SELECT completed_at - started_at AS s FROM jobs WHERE "
+                                 "status = 'completed' AND started_at IS NOT NULL ORDER BY n DESC LIMIT 20)").fetchone()
+        return max(1, round(r[0])) if r and r[0] is not None else RETRY_AFTER_S
+
+    def _insert(self, job_id: str, data: dict, owner: str, key: str | None, digest: str | None,
+                meta: dict) -> JobRow:
         try:
             with self._write() as con:
-                con.execute("INSERT INTO jobs (id, status, job, meta, created_at, idempotency_key) "
-                            "VALUES (?, 'queued', ?, ?, ?, ?)",
-                            (job_id, json.dumps(data), json.dumps(meta), time.time(), key))
+                if self._full(con, owner):  # again in the transaction: concurrent submits of one key
+                    raise self._queue_full()
+                con.execute("INSERT INTO jobs (id, status, job, meta, created_at, idempotency_key, request_hash, owner) "
+                            "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                            (job_id, json.dumps(data), json.dumps(meta), time.time(), key, digest, owner))
         except sqlite3.IntegrityError:  # the same key submitted twice at once: the first one wins
-            known = self._by_key(key) if key is not None else None
+            known = self._by_key(key, digest) if key is not None else None
             if known is None:
                 raise
             shutil.rmtree(self.folder(job_id), ignore_errors=True)
@@ -306,31 +267,44 @@ class JobStore:
         logger.info("queued %s (%s)", job_id, data["task"])
         return self.get(job_id)
 
-    def _by_key(self, key: str) -> JobRow | None:
+    def _by_key(self, key: str, digest: str | None) -> JobRow | None:
         r = self._conn().execute("SELECT * FROM jobs WHERE idempotency_key = ? AND deleted = 0", (key,)).fetchone()
-        return _row(r) if r else None
+        if r is None:
+            return None
+        if r["request_hash"] != digest:  # Stripe's rule: a key names one request, not whatever comes with it
+            raise IdempotencyConflict("idempotency_key: this Idempotency-Key was used with a different request (job "
+                                      f"{r['id']}); send a new key for a new request")
+        return row_of(r)
 
     # --- reading -----------------------------------------------------------------------------------
 
-    def get(self, job_id: str) -> JobRow | None:
-        """The job, or None (unknown or deleted)."""
-        r = self._conn().execute("SELECT * FROM jobs WHERE id = ? AND deleted = 0", (job_id,)).fetchone()
-        return _row(r) if r else None
+    def get(self, job_id: str, owner: str | None = None) -> JobRow | None:
+        """The job, or None (unknown, deleted, or with `owner` given, someone else's).
 
-    def list(self, *, after: str | None = None, limit: int = 20, order: str = "desc") -> list[JobRow]:
-        """Jobs in submit order (`desc`: newest first), starting after the job `after`."""
+        Args:
+            owner: the caller (a key's id); None: any owner (the server's own use: workers, recovery).
+        """
+        where, args = _owned("id = ? AND deleted = 0", [job_id], owner)
+        r = self._conn().execute(f"SELECT * FROM jobs WHERE {where}", args).fetchone()
+        return row_of(r) if r else None
+
+    def list(self, *, after: str | None = None, limit: int = 20, order: str = "desc",
+             owner: str | None = None) -> list[JobRow]:
+        """Jobs in submit order (`desc`: newest first), starting after the job `after` (of `owner`'s, if given)."""
         if order not in ("asc", "desc"):
             raise InputError(f"order: {order!r} is not an order; pass asc or desc")
-        where, args = "deleted = 0", []
+        where, args = _owned("deleted = 0", [], owner)
         if after is not None:
-            r = self._conn().execute("SELECT n FROM jobs WHERE id = ?", (after,)).fetchone()
+            mark, mark_args = _owned("id = ?", [after], owner)
+            r = self._conn().execute(f"SELECT n FROM jobs WHERE {mark}", mark_args).fetchone()
             if r is None:
-                raise InputError(f"after: {after!r} is not a job of this server; pass the id of the last job listed")
+                raise InputError(f"after: {short(after)!r} is not a job of this server; pass the id of the last "
+                                 "job listed")
             where += " AND n < ?" if order == "desc" else " AND n > ?"
             args.append(r["n"])
         rows = self._conn().execute(f"SELECT * FROM jobs WHERE {where} ORDER BY n {order.upper()} LIMIT ?",
                                     (*args, int(limit))).fetchall()
-        return [_row(r) for r in rows]
+        return [row_of(r) for r in rows]
 
     def events(self, job_id: str, after: int = 0) -> list[dict]:
         """The job's events with seq > after: `{"seq", "type", "data", "at"}`, in order."""
@@ -369,7 +343,16 @@ class JobStore:
                 return None
             con.execute("UPDATE jobs SET status = 'in_progress', started_at = ?, progress = 0, step = NULL, "
                         "attempts = attempts + 1 WHERE id = ?", (time.time(), r["id"]))
+        self.clear_outputs(r["id"])
         return self.get(r["id"])
+
+    def clear_outputs(self, job_id: str) -> None:
+        """Empty a job's folder but for its `inputs/`: a job run again (a restart, a dead worker) starts
+        from its inputs, never from what an earlier attempt left."""
+        folder = self.folder(job_id)
+        for item in folder.iterdir() if folder.is_dir() else ():
+            if item.name != INPUTS:
+                shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink(missing_ok=True)
 
     def wait_for_work(self, timeout: float) -> None:
         """Block until a job is queued in this process, or `timeout` seconds."""
@@ -389,6 +372,7 @@ class JobStore:
                         "manifest = ?, video = ? WHERE id = ?", (time.time(), json.dumps(manifest), video, job_id))
             self._event(con, job_id, "progress", {"progress": 100})
             self._event(con, job_id, "done", {"video": video})
+        self._purge_if_deleted(job_id)
 
     def fail(self, job_id: str, error: str) -> None:
         """The job failed with a one-line error (a `failed` event)."""
@@ -396,17 +380,22 @@ class JobStore:
             con.execute("UPDATE jobs SET status = 'failed', completed_at = ?, error = ? WHERE id = ?",
                         (time.time(), error, job_id))
             self._event(con, job_id, "failed", {"error": error})
+        self._purge_if_deleted(job_id)
 
-    def cancel(self, job_id: str) -> JobRow:
+    def cancel(self, job_id: str, owner: str | None = None) -> JobRow:
         """Cancel a job: a queued one at once, a running one at its next step; a finished one stays as it is.
 
+        Args:
+            owner: the caller; None: any owner.
+
         Raises:
-            InputError: no such job.
+            InputError: no such job (or not `owner`'s).
         """
         with self._write() as con:
-            r = con.execute("SELECT status FROM jobs WHERE id = ? AND deleted = 0", (job_id,)).fetchone()
+            where, args = _owned("id = ? AND deleted = 0", [job_id], owner)
+            r = con.execute(f"SELECT status FROM jobs WHERE {where}", args).fetchone()
             if r is None:
-                raise InputError(f"job: {job_id!r} is not a job of this server; pass the id of a job")
+                raise InputError(f"job: {short(job_id)!r} is not a job of this server; pass the id of a job")
             if r["status"] == "queued":
                 self._mark_cancelled(con, job_id)
             elif r["status"] == "in_progress":
@@ -422,26 +411,49 @@ class JobStore:
         """The worker stopped a running job that was cancelled."""
         with self._write() as con:
             self._mark_cancelled(con, job_id)
+        self._purge_if_deleted(job_id)
 
     def cancel_requested(self, job_id: str) -> bool:
         r = self._conn().execute("SELECT cancel_requested, deleted FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return r is None or bool(r["cancel_requested"] or r["deleted"])
 
-    def delete(self, job_id: str) -> bool:
-        """Forget a job (a running one is cancelled first); its folder goes when nothing writes to it.
+    def delete(self, job_id: str, owner: str | None = None) -> bool:
+        """Forget a job: its row, events and folder go now, or for a running job when its worker stops it.
+
+        Args:
+            owner: the caller; None: any owner.
 
         Returns:
-            False when there was no such job.
+            False when there was no such job (or not `owner`'s).
         """
         with self._write() as con:
-            r = con.execute("SELECT status FROM jobs WHERE id = ? AND deleted = 0", (job_id,)).fetchone()
+            where, args = _owned("id = ? AND deleted = 0", [job_id], owner)
+            r = con.execute(f"SELECT status FROM jobs WHERE {where}", args).fetchone()
             if r is None:
                 return False
-            con.execute("UPDATE jobs SET deleted = 1, cancel_requested = 1, idempotency_key = NULL WHERE id = ?",
-                        (job_id,))
-        if r["status"] != "in_progress":  # a running job's folder is removed by its worker when it stops
+            if r["status"] == "in_progress":  # its worker still writes there: it stops at its next step
+                con.execute("UPDATE jobs SET deleted = 1, cancel_requested = 1, idempotency_key = NULL WHERE id = ?",
+                            (job_id,))
+            else:
+                self._purge(con, job_id)
+        if r["status"] != "in_progress":
             shutil.rmtree(self.folder(job_id), ignore_errors=True)
         return True
+
+    @staticmethod
+    def _purge(con: sqlite3.Connection, job_id: str) -> None:
+        con.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+        con.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def _purge_if_deleted(self, job_id: str) -> None:
+        """After a job stops: if it was deleted while it ran, its row, events and folder go now."""
+        with self._write() as con:
+            r = con.execute("SELECT deleted FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            gone = r is not None and bool(r["deleted"])
+            if gone:
+                self._purge(con, job_id)
+        if gone:
+            shutil.rmtree(self.folder(job_id), ignore_errors=True)
 
     def is_deleted(self, job_id: str) -> bool:
         r = self._conn().execute("SELECT deleted FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -454,11 +466,16 @@ class JobStore:
             The ids put back in the queue.
         """
         with self._write() as con:
-            rows = con.execute("SELECT id, cancel_requested FROM jobs WHERE status = 'in_progress'").fetchall()
+            rows = con.execute("SELECT id, cancel_requested, deleted FROM jobs WHERE status = 'in_progress'").fetchall()
             back = [r["id"] for r in rows if not r["cancel_requested"]]
             for r in rows:
-                if r["cancel_requested"]:
+                if r["deleted"]:
+                    self._purge(con, r["id"])
+                elif r["cancel_requested"]:
                     self._mark_cancelled(con, r["id"])
+        for r in rows:
+            if r["deleted"]:
+                shutil.rmtree(self.folder(r["id"]), ignore_errors=True)
             con.executemany(_BACK_TO_QUEUE, [(i,) for i in back])
         if back:
             logger.warning("%d job(s) were running when the server stopped; queued again: %s", len(back),
@@ -484,9 +501,17 @@ class JobStore:
             self._local.con = None
 
 
-def as_dict(row: JobRow) -> dict[str, Any]:
-    """A job row as the native API shows it (JSON-ready)."""
-    return {"id": row.id, "object": "job", "status": row.status, "progress": row.progress, "step": row.step,
-            "error": row.error, "task": row.task, "job": row.job, "created_at": row.created_at,
-            "started_at": row.started_at, "completed_at": row.completed_at, "manifest": row.manifest,
-            "video": row.video is not None, "attempts": row.attempts}
+def _owned(where: str, args: list, owner: str | None) -> tuple[str, list]:
+    """A WHERE clause narrowed to `owner`'s jobs (None: anyone's)."""
+    return (where, args) if owner is None else (f"{where} AND owner = ?", [*args, owner])
+
+
+def _request_hash(job: dict, files: dict[str, Path], meta: dict | None) -> str:
+    """What a request asked for (its job, its uploads' bytes, the front door's fields): an
+    Idempotency-Key is bound to it."""
+    h = hashlib.sha256(json.dumps([job, meta or {}], sort_keys=True, default=str).encode())
+    for name in sorted(files):
+        h.update(name.encode())
+        with open(files[name], "rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()

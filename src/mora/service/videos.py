@@ -35,6 +35,7 @@ from mora.service.http import (
     from_input_error,
     idempotency_key,
     not_found,
+    owner,
     page_of_rows,
     read_body,
     save_upload,
@@ -48,14 +49,17 @@ VARIANTS = {"video": "video/mp4", "thumbnail": "image/png", "spritesheet": "imag
 STANDARD = ("prompt", "model", "seconds", "size", "input_reference")
 
 
-def video_object(row: JobRow) -> dict[str, Any]:
-    """A job as OpenAI's `Video` object (a cancelled job shows as failed with code `cancelled`)."""
+def video_object(row: JobRow, request: Request) -> dict[str, Any]:
+    """A job as OpenAI's `Video` object (a cancelled job shows as failed with code `cancelled`; no server path)."""
+    from mora.service.guards import public_text
+
     meta, info = row.meta, (row.manifest or {}).get("video") or {}
     status = row.status if row.status != "cancelled" else "failed"
     error = None
     if status == "failed":
         error = {"code": "cancelled" if row.status == "cancelled" else "generation_failed",
-                 "message": row.error or "the job was cancelled"}
+                 "message": public_text(row.error, row.id, service(request).store.folder(row.id))
+                 or "the job was cancelled"}
     size = f"{info['width']}x{info['height']}" if info else meta.get("size", "")
     seconds = f"{info['num_frames'] / info['fps']:.2f}".rstrip("0").rstrip(".") if info else meta.get("seconds", "")
     return {"id": row.id, "object": "video", "created_at": int(row.created_at),
@@ -127,9 +131,9 @@ async def _submit(request: Request, job: dict, meta: dict, uploads: dict, rename
     files: dict[str, Path] = {}
     try:
         for name, (upload, kind, shown) in uploads.items():
-            files[name] = await save_upload(upload, svc.upload_dir, check_upload(shown, upload, kind), svc.max_bytes)
-        row = await run_in_threadpool(svc.store.submit, job, idempotency_key=idempotency_key(request),
-                                      files=files, meta=meta)
+            files[name] = await save_upload(upload, svc.upload_dir, check_upload(shown, upload, kind))
+        row = await run_in_threadpool(svc.store.submit, job, owner=owner(request),
+                                      idempotency_key=idempotency_key(request), files=files, meta=meta)
     except InputError as e:
         error = from_input_error(e, 400)
         if error.param in (renames or {}):
@@ -139,7 +143,7 @@ async def _submit(request: Request, job: dict, meta: dict, uploads: dict, rename
     finally:
         for path in files.values():  # the store moved the ones it kept
             path.unlink(missing_ok=True)
-    return video_object(row)
+    return video_object(row, request)
 
 
 def _reference(body: Body, name: str, key: str) -> str | None:
@@ -152,7 +156,7 @@ def _reference(body: Body, name: str, key: str) -> str | None:
 
 @router.post("")
 async def create(request: Request) -> dict:
-    body = await read_body(request, service(request).max_bytes)
+    body = await read_body(request)
     prompt, model = body.pop("prompt"), body.pop("model")
     seconds, size = body.pop("seconds"), body.pop("size")
     if body.fields.get("input_reference[image_url]") or isinstance(body.fields.get("input_reference"), dict) \
@@ -182,7 +186,7 @@ def _default_size(preset: Any) -> str:
 @router.get("")  # the read routes are async: a store read, see jobs.py
 async def list_videos(request: Request, after: str | None = None, limit: int = 20, order: str = "desc") -> dict:
     rows, more = page_of_rows(request, after, limit, order)
-    data = [video_object(r) for r in rows]
+    data = [video_object(r, request) for r in rows]
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None, "has_more": more}
 
@@ -190,12 +194,12 @@ async def list_videos(request: Request, after: str | None = None, limit: int = 2
 
 @router.get("/{video_id}")
 async def retrieve(request: Request, video_id: str) -> dict:
-    return video_object(stored_row(request, video_id, "video"))
+    return video_object(stored_row(request, video_id, "video"), request)
 
 
 @router.delete("/{video_id}")
 def delete(request: Request, video_id: str) -> dict:
-    if not service(request).store.delete(video_id):
+    if not service(request).store.delete(video_id, owner=owner(request)):
         raise not_found("video", video_id)
     return {"id": video_id, "object": "video.deleted", "deleted": True}
 
@@ -249,7 +253,7 @@ async def _video_input(request: Request, body: Body) -> tuple[str | None, dict]:
 
 @router.post("/edits")
 async def edit(request: Request) -> dict:
-    body = await read_body(request, service(request).max_bytes)
+    body = await read_body(request)
     prompt, model = body.pop("prompt"), body.pop("model")
     ref, uploads = await _video_input(request, body)
     preset = _preset(request, model or _source_preset(request, ref))
@@ -262,19 +266,19 @@ async def edit(request: Request) -> dict:
 
 def _source_size(request: Request, ref: str | None) -> str:
     """The size of an earlier video (edit and extend keep it); "" for an upload until the job is done."""
-    row = service(request).store.get(ref[len(JOB_REF):]) if ref else None
+    row = service(request).store.get(ref[len(JOB_REF):], owner=owner(request)) if ref else None
     info = (row.manifest or {}).get("video") if row else None
     return f"{info['width']}x{info['height']}" if info else ""
 
 
 def _source_preset(request: Request, ref: str | None) -> str | None:
-    row = service(request).store.get(ref[len(JOB_REF):]) if ref else None
+    row = service(request).store.get(ref[len(JOB_REF):], owner=owner(request)) if ref else None
     return row.job.get("preset") if row else None
 
 
 @router.post("/extensions")
 async def extend(request: Request) -> dict:
-    body = await read_body(request, service(request).max_bytes)
+    body = await read_body(request)
     prompt, model, seconds = body.pop("prompt"), body.pop("model"), body.pop("seconds")
     ref, uploads = await _video_input(request, body)
     preset = _preset(request, model or _source_preset(request, ref))
@@ -298,7 +302,7 @@ def _frames_for(request: Request, seconds: Any, ref: str | None, uploads: dict) 
     except ValueError:
         raise ApiError(400, f"seconds: {seconds!r} is not a number of seconds; pass e.g. 4", param="seconds",
                        code="invalid_value") from None
-    row = service(request).store.get(ref[len(JOB_REF):]) if ref else None
+    row = service(request).store.get(ref[len(JOB_REF):], owner=owner(request)) if ref else None
     info = (row.manifest or {}).get("video") if row else None
     fps = info["fps"] if info else None
     if fps is None:  # an upload: its frame rate is known once saved; the preset's meanwhile
@@ -312,7 +316,7 @@ def _frames_for(request: Request, seconds: Any, ref: str | None, uploads: dict) 
 
 @router.post("/{video_id}/remix")
 async def remix(request: Request, video_id: str) -> dict:
-    body = await read_body(request, service(request).max_bytes)
+    body = await read_body(request)
     prompt = body.pop("prompt")
     source = stored_row(request, video_id, "video")
     preset = source.job.get("preset")
