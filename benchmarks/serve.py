@@ -78,6 +78,9 @@ def start_server(work: Path, args: argparse.Namespace, env: dict, inputs: Path) 
     port = free_port()
     cmd = [*batch_bench.mora_cmd(), "serve", "--port", str(port), "--out-dir", str(work / "out"), "--preset",
            args.preset, "--device", args.device, "--no-ui", "--inputs-dir", str(inputs),
+           # one caller queues hundreds of jobs and a 400-step one here: the per-key queue limit and the
+           # work budget would refuse them, and they are not what this measures (their checks still run)
+           "--max-queued-per-key", "100000", "--max-job-work", "1000",
            *(["--thread-worker"] if args.thread_worker else [])]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=(work / "server.log").open("ab"))
     url = f"http://127.0.0.1:{port}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sqlite3
 
 import pytest
@@ -310,3 +311,11 @@ def test_the_queue_lives_outside_the_jobs_folder(tmp_path):
     (out / "jobs.db-wal").write_bytes(b"wal")
     assert default_db(out) == tmp_path / "serve.db" and (tmp_path / "serve.db").read_bytes() == b"old queue"
     assert (tmp_path / "serve.db-wal").is_file() and not (out / "jobs.db").exists()
+
+
+def test_refusals_name_no_server_path(local):
+    c = TestClient(local.app, base_url=LOCAL)
+    r = c.post("/v1/jobs", json={"task": "text-to-video", "prompt": "x", "preset": "nope"})
+    message = r.json()["error"]["message"]
+    assert r.status_code == 422 and message.startswith("preset: unknown preset 'nope'; choose one of")
+    assert not re.search(r"/[\w.-]+/", message), message  # the presets folder by its name alone

@@ -141,7 +141,11 @@ class MoraMcp:
                 return await self._run_task(ctx, name, arguments)
             return await getattr(self, f"_{name}")(ctx, mt.other_arguments(name, arguments))
         except InputError as e:  # the command line's one-line message; the server keeps serving
-            return _error(str(e))
+            if self.local_files:
+                return _error(str(e))
+            from mora.service.guards import public_text  # over HTTP: no server path in the message
+
+            return _error(public_text(str(e)) or "")
 
     async def list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
         rows = [r for r in self.store.list(limit=LISTED, owner=_owner(ctx)) if r.status == "completed" and r.video]

@@ -113,9 +113,11 @@ def public(value: Any, job_id: str, folder: Path) -> Any:
 _PATH_IN_TEXT = re.compile(r"(?<![\w.~])/(?:[^\s'\"/:]+/)+([^\s'\"/:]*)")
 
 
-def public_text(text: str | None, job_id: str, folder: Path) -> str | None:
-    """A message (a job's error) with the job's folder as `job:<id>` and any other absolute path as its name."""
+def public_text(text: str | None, job_id: str | None = None, folder: Path | None = None) -> str | None:
+    """A message (a job's error, a refusal) with the job's folder as `job:<id>` and any other absolute
+    path as its name (`/root/.cache/mora/presets` -> `presets`)."""
     if not text:
         return text
-    text = text.replace(str(folder), f"{PUBLIC_PREFIX}{job_id}")
+    if folder is not None:
+        text = text.replace(str(folder), f"{PUBLIC_PREFIX}{job_id}")
     return _PATH_IN_TEXT.sub(lambda m: m[1] or "/", text)

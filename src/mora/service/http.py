@@ -68,9 +68,12 @@ def field_of(message: str) -> str | None:
 def from_input_error(e: InputError, status: int = 400) -> ApiError:
     """An InputError as an ApiError naming its field (an error with its own `status`, such as the
     store's `QueueFull` 429 or `IdempotencyConflict` 409, keeps it)."""
+    from mora.service.guards import public_text
+
     status = getattr(e, "status", status)
     retry = getattr(e, "retry_after", None)
-    return ApiError(status, str(e), param=field_of(str(e)), code=getattr(e, "code", "invalid_value"),
+    message = public_text(str(e)) or ""  # the caller learns no server path (a presets folder, a model dir)
+    return ApiError(status, message, param=field_of(message), code=getattr(e, "code", "invalid_value"),
                     headers={"Retry-After": str(retry)} if retry is not None else None)
 
 
