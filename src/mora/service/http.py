@@ -98,6 +98,7 @@ class Body:
 
     fields: dict[str, Any] = field(default_factory=dict)
     uploads: dict[str, Any] = field(default_factory=dict)  # name -> UploadFile (not yet saved)
+    form: bool = False  # a form's fields are text, parsed to their types (`coerce`); JSON's are typed already
 
     def pop(self, name: str, default: Any = None) -> Any:
         return self.fields.pop(name, default)
@@ -119,7 +120,7 @@ async def read_body(request: Request, max_bytes: int) -> Body:
         return Body(fields=data)
     if kind.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         form = await request.form(max_files=16, max_fields=200)
-        body = Body()
+        body = Body(form=True)
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
                 if value.size is not None and value.size > max_bytes:
@@ -239,8 +240,8 @@ def parse_text(name: str, value: str, kind: type) -> Any:
 
 
 def coerce(name: str, value: Any) -> Any:
-    """A form field's text as the job option's type (`"3"` -> 3 for num_frames, strictly: `parse_text`);
-    JSON values as given (the job model takes no text for a number, no number for a switch)."""
+    """A form field's text as the job option's type (`"3"` -> 3 for num_frames, strictly: `parse_text`).
+    Only for forms: a JSON value goes as given (the job model takes no text for a number)."""
     from mora.workflows.jobspec import OPTIONS
 
     option = OPTIONS.get(name)

@@ -161,7 +161,7 @@ def _options(body: Body, task: str, route: str) -> dict:
             raise ApiError(400, f"{name}: {route} has no such field Mora can honour; pass "
                            f"{', '.join(STANDARD)} or a job option ({', '.join(sorted(takes))})", param=name,
                            code="unknown_field")
-        out[name] = coerce(name, value)
+        out[name] = coerce(name, value) if body.form else value
     return out
 
 
