@@ -165,8 +165,10 @@ def test_bad_batch_arguments(tmp_path):
 def test_job_lines_are_the_job_model_and_llm_config_for_ray(tmp_path, monkeypatch):
     from mora.workflows.batch import with_llm_configs
 
-    [job] = load_jobs([{"task": "text-to-video", "prompt": " a fox ", "preset": "tiny", "seed": 1.0}], out_dir=tmp_path)
+    [job] = load_jobs([{"task": "text-to-video", "prompt": " a fox ", "preset": "tiny", "seed": 1}], out_dir=tmp_path)
     assert (job.inputs, job.options["seed"], job.preset) == ({"prompt": "a fox"}, 1, "tiny")
+    with pytest.raises(JobsFileError, match=r"seed: 1.0 is not a whole number"):  # never converted
+        load_jobs([{"task": "text-to-video", "prompt": "a fox", "seed": 1.0}], out_dir=tmp_path)
     with pytest.raises(JobsFileError, match="review: a batch line cannot set it"):
         load_jobs([{"task": "text-to-video", "prompt": "a fox", "review": True}], out_dir=tmp_path)
     # Ray actors may run on machines without the config file: it is read once, where the batch starts.

@@ -60,7 +60,7 @@ def test_routes_queue_jobs_and_answer_in_openai_shape(svc):
     (("post", "/v1/videos", {"content": b"x", "headers": {"content-type": "text/plain"}}), 415, "content-type",
      "content-type: 'text/plain' is not accepted"),
     (("post", "/v1/jobs", {"json": {"task": "extend", "video": "job:nope"}}), 422, "video",
-     "video: job:nope is not a job of this server"),
+     "video: 'job:nope' is not a job of this server"),
     (("post", "/v1/jobs", {"json": {"task": "text-to-video", "prompt": "x", "out": "/tmp/x.mp4"}}), 422, "out",
      "out: a request cannot set it"),
     (("get", "/v1/jobs/nope", {}), 404, "job", "job: 'nope' is not a job of this server"),

@@ -82,7 +82,7 @@ def test_other_keys_get_404_on_every_route_of_a_job(keyed):
     assert c.get("/v1/jobs", params={"after": job}, headers=bob).status_code == 400  # not even as a cursor
     # nor as an input of bob's jobs
     r = c.post("/v1/jobs", json={"task": "extend", "video": f"job:{job}"}, headers=bob)
-    assert r.status_code == 422 and f"job:{job} is not a job of this server" in r.json()["error"]["message"]
+    assert r.status_code == 422 and f"'job:{job}' is not a job of this server" in r.json()["error"]["message"]
     assert c.post(f"/v1/videos/{job}/remix", json={"prompt": "x"}, headers=bob).status_code == 404
     r = c.post("/v1/videos/edits", json={"prompt": "x", "video": {"id": job}}, headers=bob)
     assert r.status_code == 400 and "is not a job of this server" in r.json()["error"]["message"]

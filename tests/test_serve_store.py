@@ -63,7 +63,7 @@ def test_file_inputs_upload_paths_and_job_refs(store, tmp_path):
     assert row.job["image"] == str(store.folder(row.id) / "inputs" / "image.png") and not img.exists()  # moved in
     with pytest.raises(InputError, match=r"^video: '/etc/hosts' is a path on the server"):
         store.submit({"task": "extend", "video": "/etc/hosts"})
-    with pytest.raises(InputError, match=r"^video: job:nope is not a job of this server"):
+    with pytest.raises(InputError, match=r"^video: 'job:nope' is not a job of this server"):
         store.submit({"task": "extend", "video": "job:nope"})
     with pytest.raises(InputError, match=rf"^video: job:{row.id} is queued, not completed"):
         store.submit({"task": "extend", "video": f"job:{row.id}"})

@@ -33,7 +33,17 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
 from mora import validation
 from mora.errors import InputError
@@ -209,8 +219,23 @@ def _input_field(item: Any) -> tuple[Any, Any]:
                              json_schema_extra=extra)
 
 
+# Numbers and switches are taken as they are typed, never converted: "7", 7.0 and true are not the
+# seed 7 (pydantic's lax mode would take them), "yes" is not true. A form's text is parsed before.
+_STRICT = {bool: StrictBool, int: StrictInt, float: StrictFloat}
+
+
+def _strict(annotation: Any) -> Any:
+    """`annotation` with int, float and bool strict (`int | None` -> `StrictInt | None`)."""
+    if annotation in _STRICT:
+        return _STRICT[annotation]
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and any(a in _STRICT for a in args):
+        return functools.reduce(lambda a, b: a | b, (_STRICT.get(a, a) for a in args))
+    return annotation
+
+
 def _option_field(option: Option) -> tuple[Any, Any]:
-    kind = StrictBool if option.type is bool else option.type  # "yes" is not true: say so, never guess
+    kind = _strict(option.type)
     extra = {"scope": option.scope, **({"fix": option.fix} if option.fix else {})}
     return kind, Field(option.default, description=option.help, **option.bounds, json_schema_extra=extra)
 
@@ -218,6 +243,12 @@ def _option_field(option: Option) -> tuple[Any, Any]:
 def _no_blank(cls, value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         raise ValueError("is empty; pass a non-empty value")
+    return value
+
+
+def _no_nul(cls, value: Any) -> Any:
+    if isinstance(value, str) and "\0" in value:  # no file system takes it (os calls raise ValueError)
+        raise ValueError("holds a NUL character, which no file name has; pass the file's name without it")
     return value
 
 
@@ -236,15 +267,17 @@ def job_model(task: str) -> type[JobBase]:
         ['task', 'video_a', 'video_b']
     """
     if task not in JOB_TASKS:
-        raise InputError(f"task: {task!r} is not a task; choose one of {', '.join(JOB_TASKS)}")
+        raise InputError(f"task: {validation.quote(task)} is not a task; choose one of {', '.join(JOB_TASKS)}")
     fields: dict[str, Any] = {"task": (Literal[task], Field(task, description="the task"))}
     fields |= {i.name: _input_field(i) for i in task_inputs(task)}
     fields |= {o.name: _option_field(o) for o in task_options(task)}
     name = "".join(part.capitalize() for part in task.split("-")) + "Job"
     texts = [i.name for i in task_inputs(task) if i.kind == "text"]
     strings = [n for n, (annotation, _) in fields.items() if annotation in (str, str | None) and n not in texts]
-    validators = {"_no_blank_text": field_validator(*texts, mode="before")(_no_blank_text),
-                  "_no_blank": field_validator(*strings, mode="before")(_no_blank)}
+    files = [i.name for i in task_inputs(task) if i.kind != "text"]
+    checks = {"_no_blank_text": (texts, _no_blank_text), "_no_blank": (strings, _no_blank), "_no_nul": (files, _no_nul)}
+    validators = {name: field_validator(*names, mode="before")(check)
+                  for name, (names, check) in checks.items() if names}
     return create_model(name, __base__=JobBase, __validators__=validators, **fields)
 
 
@@ -312,7 +345,7 @@ def _validate(data: Any, flags: bool, scopes: tuple[str, ...], door: str) -> Job
                          '{"task": "text-to-video", "prompt": "a fox"}')
     task = data.get("task")
     if not isinstance(task, str) or task not in JOB_TASKS:
-        raise InputError(f"task: {task!r} is not a task; choose one of {', '.join(JOB_TASKS)}")
+        raise InputError(f"task: {validation.quote(task)} is not a task; choose one of {', '.join(JOB_TASKS)}")
     model = job_model(task)
     given = {k: v for k, v in data.items() if v is not None}
     required = [i.name for i in task_inputs(task) if i.required]
@@ -333,7 +366,7 @@ def _validate(data: Any, flags: bool, scopes: tuple[str, ...], door: str) -> Job
         elsewhere = [t for t in JOB_TASKS if unknown[0] in job_model(t).model_fields]
         hint = f"it is for {', '.join(elsewhere)}" if elsewhere else f"{task} takes {', '.join(takes)} and the options"
         name = spell_flag(unknown[0]) if flags else unknown[0]
-        raise InputError(f"{name}: {given[unknown[0]]!r} is not an input or option of {task}; {hint}")
+        raise InputError(f"{name}: {validation.quote(given[unknown[0]])} is not an input or option of {task}; {hint}")
     return model.model_validate(given)
 
 

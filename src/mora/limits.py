@@ -16,6 +16,7 @@ from typing import Any
 
 from mora.errors import InputError
 from mora.tooltable import TOOL_ROLES, TOOL_TABLE  # TOOL_ROLES: also re-exported for older callers
+from mora.validation import quote
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,13 @@ MAX_FPS = 120
 MAX_SEGMENTS = 16
 MAX_PROMPT_CHARS = 2000
 MAX_BEST_OF = 8
+# Input files are checked against these from their headers, before anything is decoded: a request's
+# 13000x13000 PNG decoded to 0.5 GB (1.26 GB in all) and a 200,000-frame video to 7.9 GB.
+MAX_INPUT_PIXELS = 40_000_000  # an image or a video frame: 40 MP, past any camera's default; Pillow's own bomb
+# limit (179 MP) is far above it. The models work at about 1 MP, so nothing of a larger input is used anyway.
+MAX_INPUT_FRAMES = 2048  # an input video: 8x the longest clip a family makes in one call (LTX's 257 frames);
+# extend and edit decode their input whole: 2048 frames of 1024x576 are 3.6 GB
+MAX_INPUT_SECONDS = 600.0  # an input video's declared duration: longer than a story of many shots
 LLM_FACTOR = 2  # an LLM may ask for at most this multiple of the preset's steps, frames, segments and size
 
 
@@ -39,7 +47,7 @@ def check_text(value: Any, argument: str, *, required: bool = True) -> str | Non
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{argument}: {value!r} is empty or not text; pass a non-empty description")
+        raise InputError(f"{argument}: {quote(value)} is empty or not text; pass a non-empty description")
     if len(value) > MAX_PROMPT_CHARS:
         raise InputError(f"{argument}: text of {len(value)} characters is too long; keep it under {MAX_PROMPT_CHARS}")
     return value.strip()
@@ -59,7 +67,7 @@ def check_int(value: Any, argument: str, *, low: int = 1, high: int | None = Non
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise InputError(f"{argument}: {value!r} is not an integer; pass a whole number{hint}")
+            raise InputError(f"{argument}: {quote(value)} is not an integer; pass a whole number{hint}")
     value = int(value)
     if value < low or (high is not None and value > high):
         span = f"between {low} and {high}" if high is not None else f"at least {low}"

@@ -23,10 +23,26 @@ except ImportError as e:  # pragma: no cover
     raise ImportError("mora needs pydantic>=2: pip install 'pydantic>=2'") from e
 
 _MISSING = object()
+#: How much of a value an error message quotes: a caller's 50 MB prompt is not echoed back whole.
+QUOTE_CHARS = 80
 # pydantic error type prefix -> what the value should have been
 _EXPECTED = (("int", "a whole number"), ("float", "a number"), ("bool", "true or false"), ("string", "text"),
              ("str", "text"), ("list", "a list"), ("dict", "an object"), ("model", "an object"),
              ("literal", "one of the listed values"))
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """`repr(value)` for an error message, cut after `limit` characters (then `...` and the full length).
+
+    Example:
+        >>> quote("y" * 5000)[-22:]
+        "yyy... (5000 characters)"
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters written out"
+    return f"{text[:limit]}... ({size})"
 
 
 def _field_name(loc: tuple, spell: Callable[[str], str] | None) -> str:
@@ -39,7 +55,7 @@ def _field_name(loc: tuple, spell: Callable[[str], str] | None) -> str:
 def _problem(err: dict, fix: str | None) -> str:
     """`VALUE PROBLEM; FIX` for one of pydantic's error dicts."""
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input", _MISSING)
-    shown = "" if value is _MISSING else f"{value!r} "
+    shown = "" if value is _MISSING else f"{quote(value)} "
     if kind in ("value_error", "assertion_error"):
         text = str(ctx.get("error", err["msg"]))
         return f"{shown}{text}" if ";" in text else f"{shown}{text}; {fix or 'fix the value'}"

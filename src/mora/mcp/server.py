@@ -28,7 +28,7 @@ import mcp_types as types
 from mcp.server.lowlevel import Server
 
 from mora import __version__
-from mora.errors import InputError
+from mora.errors import InputError, ModelUnavailableError
 from mora.mcp import tools as mt
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class MoraMcp:
             if name in mt.TASK_OF_TOOL:
                 return await self._run_task(ctx, name, arguments)
             return await getattr(self, f"_{name}")(ctx, mt.other_arguments(name, arguments))
-        except InputError as e:  # the command line's one-line message; the server keeps serving
+        except (InputError, ModelUnavailableError) as e:  # the command line's one line (its exit 2); serving on
             if self.local_files:
                 return _error(str(e))
             from mora.service.guards import public_text  # over HTTP: no server path in the message

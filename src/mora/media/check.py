@@ -9,7 +9,7 @@ from pathlib import Path
 from mora.errors import InputError, bad_input
 from mora.media.files import check_path
 from mora.media.images import IMAGE_FIX, open_image
-from mora.media.video import VIDEO_FIX, probe_video
+from mora.media.video import VIDEO_FIX, check_video_limits, probe_video
 
 _FIXES = {"image": IMAGE_FIX, "video": VIDEO_FIX}
 _KIND_WORDS = {"image": "an image", "video": "a video"}
@@ -20,7 +20,8 @@ def check_file(path: str | os.PathLike, *, argument: str, kinds: tuple[str, ...]
 
     Opens the file as far as needed to be sure: images are fully decoded, videos are probed
     (decoded without colour conversion) so truncated files fail here rather than after minutes
-    of model loading.
+    of model loading. The sizes (`mora.limits.MAX_INPUT_PIXELS`, `MAX_INPUT_FRAMES`,
+    `MAX_INPUT_SECONDS`) are checked from the header first, so an oversized input costs nothing.
 
     Args:
         path: the path as the user gave it.
@@ -48,6 +49,7 @@ def check_file(path: str | os.PathLike, *, argument: str, kinds: tuple[str, ...]
             if kind == "image":
                 open_image(p, path, argument)
             else:
+                check_video_limits(p, argument=argument)  # from the header, before the probe decodes it all
                 probe_video(p, argument=argument)
             return p
         except InputError as err:

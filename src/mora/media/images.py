@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from mora.errors import bad_input
+from mora.errors import InputError, bad_input
+from mora.limits import MAX_INPUT_PIXELS
 from mora.media.files import atomic_path, check_path
 
 logger = logging.getLogger(__name__)
@@ -54,11 +55,14 @@ def open_image(p: Path, shown: str | os.PathLike, argument: str) -> Image.Image:
         argument, os.fspath(shown), "is not a readable image (truncated or not an image file)", IMAGE_FIX
     )
     try:
-        with Image.open(p) as img:
+        with Image.open(p) as img:  # reads the header only
+            check_pixels(img.size, shown, argument)
             img.seek(0)  # first frame of GIF/WebP/APNG animations
             img.load()  # decode everything now so a truncated file fails here, not later
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
+    except InputError:  # ours (too many pixels), not PIL's ValueError
+        raise
     except Image.DecompressionBombError as err:
         raise bad_input(
             argument, os.fspath(shown), f"is too large to decode safely ({err})", "pass a smaller image"
@@ -70,6 +74,20 @@ def open_image(p: Path, shown: str | os.PathLike, argument: str) -> Image.Image:
     except PIL_BAD_DATA as err:
         logger.debug("PIL could not read %s: %r", p, err)
         raise unreadable from err
+
+
+def check_pixels(size: tuple[int, int], shown: str | os.PathLike, argument: str) -> None:
+    """Refuse an image or video frame larger than `MAX_INPUT_PIXELS`, from its header's size (nothing decoded).
+
+    Example:
+        >>> check_pixels((13000, 13000), "big.png", "image")
+        InputError: image: 'big.png' is 13000x13000 (169.0 MP), more than the 40 MP an input may have; ...
+    """
+    width, height = size
+    if width * height > MAX_INPUT_PIXELS:
+        raise InputError(f"{argument}: {os.fspath(shown)!r} is {width}x{height} ({width * height / 1e6:.1f} MP), "
+                         f"more than the {MAX_INPUT_PIXELS / 1e6:g} MP an input may have; pass a smaller image "
+                         "(the models work at about 1 MP)")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageSequence
 
-from mora.errors import MediaTimeoutError, bad_input
+from mora.errors import InputError, MediaTimeoutError, bad_input
+from mora.limits import MAX_INPUT_FRAMES, MAX_INPUT_SECONDS
 from mora.media.files import check_path
-from mora.media.images import PIL_BAD_DATA, to_rgb
+from mora.media.images import PIL_BAD_DATA, check_pixels, to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -314,6 +315,46 @@ def probe_video(path: str | os.PathLike, *, argument: str = "video") -> tuple[in
             _PROBED.clear()
         _PROBED[key] = (w, h, decoder.fps, decoder.count)
     return _PROBED[key]
+
+
+def check_video_limits(path: str | os.PathLike, *, argument: str = "video") -> None:
+    """Refuse an input video past `MAX_INPUT_PIXELS` a frame, `MAX_INPUT_FRAMES` or `MAX_INPUT_SECONDS`.
+
+    Read from the container's header (PyAV: its frame count and duration; GIF: its size), so a long
+    video is refused before any frame is decoded; a container that declares neither is counted up
+    to the limit (one frame in memory, no colour conversion). Mora's own outputs are not limited.
+
+    Raises:
+        InputError: naming `argument`, the file, what it holds and the limit.
+    """
+    p = check_path(path, argument, VIDEO_FIX)
+    if _is_gif(p):
+        try:
+            with Image.open(p) as img:
+                size = img.size
+        except PIL_BAD_DATA as err:
+            raise _unreadable(argument, path) from err
+        check_pixels(size, path, argument)
+        return
+    decoder = _Decoder(p, path, argument)
+    try:
+        check_pixels(decoder.size, path, argument)
+        declared, duration = int(decoder.stream.frames or 0), decoder._declared_duration()
+        if declared > MAX_INPUT_FRAMES:
+            raise _too_long(argument, path, f"{declared} frames", f"{MAX_INPUT_FRAMES} frames")
+        if duration is not None and duration > MAX_INPUT_SECONDS:
+            raise _too_long(argument, path, f"{duration:.0f} s", f"{MAX_INPUT_SECONDS:g} s")
+        if not declared and duration is None:
+            for _ in decoder.frames(rgb=False):
+                if decoder.count > MAX_INPUT_FRAMES:
+                    raise _too_long(argument, path, f"more than {MAX_INPUT_FRAMES} frames", f"{MAX_INPUT_FRAMES} frames")
+    finally:
+        decoder.close()
+
+
+def _too_long(argument: str, shown: str | os.PathLike, has: str, limit: str) -> InputError:
+    return InputError(f"{argument}: {os.fspath(shown)!r} has {has}, more than the {limit} an input video may "
+                      "have; pass a shorter video (cut it)")
 
 
 def read_video(path: str | os.PathLike, *, argument: str = "video") -> Video:

@@ -21,10 +21,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mora.errors import InputError
+from mora.errors import InputError, ModelUnavailableError
 from mora.service import jobs, videos
 from mora.service.guards import MAX_QUEUED_PER_KEY, WORK_FACTOR
-from mora.service.http import ApiError, error_response, from_input_error
+from mora.service.http import ApiError, NoNulInPath, error_response, field_of, from_input_error
 from mora.service.security import BearerGate, BodyLimit, HostGate
 from mora.service.store import STATUSES, JobStore
 from mora.service.worker import Worker
@@ -118,7 +118,8 @@ def _worker(store: JobStore, host: dict | None, process: bool, ray: str | bool |
 
 
 def _errors(app: FastAPI) -> None:
-    """Every error in OpenAI's shape."""
+    """Every error in OpenAI's shape: the caller's mistakes 4xx naming the field, anything else a JSON 500."""
+    app.add_middleware(NoNulInPath)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
@@ -134,6 +135,19 @@ def _errors(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body", "path"))
         return error_response(422, f"{where or 'request'}: {first.get('msg', 'invalid')}", param=where or None,
                               code="invalid_value")
+
+    @app.exception_handler(ModelUnavailableError)
+    async def model_unavailable(request: Request, e: ModelUnavailableError):
+        # the request named (or defaulted to) a preset this server cannot load: the command line's line
+        # (exit 2 there), naming the models; the Videos API calls the preset `model`
+        param = "model" if request.url.path.startswith(videos.router.prefix) else field_of(str(e))
+        return error_response(400, str(e), param=param, code="model_unavailable")
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, e: Exception):
+        # Starlette re-raises after this answer, so the server (uvicorn) logs the traceback once
+        return error_response(500, f"server: {type(e).__name__} while answering {request.method} "
+                              f"{request.url.path}; the server's log has the traceback", code="server_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException):

@@ -8,6 +8,7 @@ one-line message.
 from __future__ import annotations
 
 import json
+import math
 import mimetypes
 import re
 import uuid
@@ -17,9 +18,11 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from mora.errors import InputError
+from mora.validation import input_error, quote
 
 # Upload types by input kind: a suffix or a content type outside these is 415 (the file itself is
 # then checked by the job model's media checks).
@@ -59,9 +62,25 @@ def error_response(status: int, message: str, *, param: str | None = None, code:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+class NoNulInPath:
+    """400 for a URL path holding a NUL (`%00`): no job id or file name has one, and the file system
+    raises ValueError on it (a 500) wherever a path parameter reaches it. Pure ASGI: no per-request cost
+    of BaseHTTPMiddleware on the hot routes."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and "\0" in scope.get("path", ""):
+            response = error_response(400, "path: holds a NUL character (%00), which no id or file name has; "
+                                      "remove it", param="path", code="invalid_value")
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def field_of(message: str) -> str | None:
-    """The field an InputError names (`steps: 0 is out of range` -> steps)."""
-    m = re.match(r"^([a-z_][a-z0-9_]*|--[a-z-]+):", message)
+    """The field an InputError names (`steps: 0 is out of range` -> steps, `video.id: ...` -> video)."""
+    m = re.match(r"^([a-z_][a-z0-9_]*|--[a-z-]+)[.:\[]", message)
     return m[1].lstrip("-").replace("-", "_") if m else None
 
 
@@ -78,8 +97,7 @@ def from_input_error(e: InputError, status: int = 400) -> ApiError:
 
 
 def not_found(what: str, ident: str) -> ApiError:
-    ident = ident if len(ident) <= 80 else ident[:80] + "..."
-    return ApiError(404, f"{what}: {ident!r} is not a {what} of this server; list them with GET /v1/{what}s",
+    return ApiError(404, f"{what}: {quote(ident)} is not a {what} of this server; list them with GET /v1/{what}s",
                     param=what, code="not_found")
 
 
@@ -89,6 +107,7 @@ class Body:
 
     fields: dict[str, Any] = field(default_factory=dict)
     uploads: dict[str, Any] = field(default_factory=dict)  # name -> UploadFile (not yet saved)
+    form: bool = False  # a form's fields are text, parsed to their types (`coerce`); JSON's are typed already
 
     def pop(self, name: str, default: Any = None) -> Any:
         return self.fields.pop(name, default)
@@ -109,7 +128,7 @@ async def read_body(request: Request) -> Body:
         return Body(fields=data)
     if kind.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         form = await request.form(max_files=16, max_fields=200)
-        body = Body()
+        body = Body(form=True)
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
                 body.uploads[name] = value
@@ -118,7 +137,7 @@ async def read_body(request: Request) -> Body:
         return body
     if not kind and not length:
         return Body()
-    raise ApiError(415, f"content-type: {kind!r} is not accepted; send application/json or multipart/form-data",
+    raise ApiError(415, f"content-type: {quote(kind)} is not accepted; send application/json or multipart/form-data",
                    param="content-type", code="unsupported_media_type")
 
 
@@ -174,7 +193,7 @@ def check_upload(name: str, upload: Any, kind: str) -> str:
         suffix = ".jpg" if suffix == ".jpe" else suffix
     type_ok = ctype in _GENERIC_TYPES or ctype.startswith(kind + "/") or (kind == "storyboard" and "json" in ctype)
     if suffix not in UPLOAD_SUFFIXES[kind] or not type_ok:
-        raise ApiError(415, f"{name}: {upload.filename!r} ({ctype or 'no type'}) is not an accepted {kind} upload; "
+        raise ApiError(415, f"{name}: {quote(upload.filename)} ({ctype[:40] or 'no type'}) is not an accepted {kind} upload; "
                        f"send {', '.join(s.lstrip('.') for s in UPLOAD_SUFFIXES[kind])}", param=name,
                        code="unsupported_media_type")
     return suffix
@@ -194,26 +213,96 @@ async def save_upload(upload: Any, folder: Path, suffix: str) -> Path:
     return dest
 
 
+def request_body(schema: dict) -> dict:
+    """`openapi_extra` giving a route's JSON body `schema` in the OpenAPI document.
+
+    The routes read their bodies by hand (`read_body`: JSON or a form with uploads, size-limited), so
+    FastAPI sees no body parameter; this documents it for clients and for the fuzz test. Nested
+    models' `$defs` are inlined (a `#/$defs/...` reference would point into the OpenAPI document).
+    """
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref[len("#/$defs/"):]])
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
+
+
+# A form's text as a number: plain decimal digits only ("7", "-2", "0.5", "1e3"), so nothing that
+# Python's int()/float() would also take ("7_0", " 7", "nan", "inf", "1.0" for a whole number) is
+# converted quietly. Bounded length: a 10,000-digit "number" is refused before int() parses it.
+_INT_TEXT = re.compile(r"-?[0-9]{1,30}")
+_NUMBER_TEXT = re.compile(r"-?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][-+]?[0-9]{1,2})?")
+_WORDS = {bool: "true or false", int: "a whole number", float: "a number"}
+
+
+def parse_text(name: str, value: str, kind: type) -> Any:
+    """A form field's text as `kind` (bool, int, float), strictly: `"7"` is 7, `"7.0"` and `"true"` are
+    not a whole number, `"1"` is not true, `"nan"` is not a number. 400 naming the field otherwise."""
+    parsed: Any = None
+    if kind is bool and value in ("true", "false"):
+        parsed = value == "true"
+    elif kind is int and _INT_TEXT.fullmatch(value):
+        parsed = int(value)
+    elif kind is float and _NUMBER_TEXT.fullmatch(value) and math.isfinite(float(value)):
+        parsed = float(value)
+    if parsed is None:
+        word = _WORDS[kind]
+        raise ApiError(400, f"{name}: {quote(value)} is not {word}; pass {word}", param=name, code="invalid_value")
+    return parsed
+
+
 def coerce(name: str, value: Any) -> Any:
-    """A form field's text as the job option's type (`"3"` -> 3 for num_frames); other values as given."""
+    """A form field's text as the job option's type (`"3"` -> 3 for num_frames, strictly: `parse_text`).
+    Only for forms: a JSON value goes as given (the job model takes no text for a number)."""
     from mora.workflows.jobspec import OPTIONS
 
     option = OPTIONS.get(name)
-    if option is None or not isinstance(value, str):
-        return value
-    kind = option.kind
+    if option is None or not isinstance(value, str) or option.kind not in _WORDS:
+        return value  # text, choices (the job model checks them)
+    return parse_text(name, value, option.kind)
+
+
+def parse_fields(body: Body, model: type[BaseModel]) -> BaseModel:
+    """`model`'s fields taken out of the body and checked (a strict pydantic model: 400 naming the field).
+
+    A form sends an object field as `name[key]` (OpenAI's `input_reference[file_id]`): it is read as
+    `{"name": {"key": ...}}`, the same as JSON.
+    """
+    data = {}
+    for name in model.model_fields:
+        if name in body.fields:
+            data[name] = body.fields.pop(name)
+        prefix = f"{name}["
+        for key in [k for k in body.fields if k.startswith(prefix) and k.endswith("]")]:
+            nested = data.setdefault(name, {})
+            if isinstance(nested, dict):
+                nested[key[len(prefix):-1]] = body.fields.pop(key)
     try:
-        if kind is bool:
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1")
-        if kind in (int, float):
-            return kind(value)
-    except ValueError:
-        word = "true or false" if kind is bool else "a whole number" if kind is int else "a number"
-        raise ApiError(400, f"{name}: {value!r} is not {word}; pass {word}", param=name,
-                       code="invalid_value") from None
-    return value  # text, choices (the job model checks them)
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise from_input_error(input_error(e, model=model)) from None
+
+
+# Last-Event-ID is an SSE event's `seq` (SQLite INTEGER: 63 bits). Anything else is a client's bug:
+# a 400 says so (replaying from the start would hide it; a larger number overflowed SQLite: a 500).
+MAX_EVENT_ID = 2**63 - 1
+
+
+def last_event_id(request: Request) -> int:
+    """The `Last-Event-ID` header as the seq to resume after (0 when absent); 400 when not one."""
+    text = request.headers.get("last-event-id")
+    if text is None or text == "":
+        return 0
+    if not (_INT_TEXT.fullmatch(text) and 0 <= int(text) <= MAX_EVENT_ID):
+        raise ApiError(400, f"last-event-id: {quote(text)} is not an event id; send the id: of the last event "
+                       "received, or no header to start from the first", param="last-event-id", code="invalid_value")
+    return int(text)
 
 
 def idempotency_key(request: Request) -> str | None:

@@ -13,16 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from mora.errors import InputError
+from mora.validation import quote
 
 FILE_KINDS = ("image", "video", "storyboard")  # inputs that name a file
 JOB_REF = "job:"  # `job:<id>`: an earlier job's video as an input
 INPUTS = "inputs"  # `<job>/inputs/`: the job's input files, never overwritten by its outputs
-
-
-def short(value: Any) -> str:
-    """A value as an error message quotes it: at most a short prefix."""
-    text = str(value)
-    return text if len(text) <= 80 else text[:80] + "..."
 
 
 def place_files(store: Any, data: dict, kinds: dict, files: dict[str, Path], inputs: Path, owner: str) -> dict:
@@ -49,7 +44,7 @@ def job_video(store: Any, name: str, kind: str, ref: str, inputs: Path, owner: s
     the job runs from its inputs even if that job is deleted meanwhile."""
     row = store.get(ref, owner=owner)
     if row is None:
-        raise InputError(f"{name}: job:{short(ref)} is not a job of this server; pass the id of an earlier job")
+        raise InputError(f"{name}: {quote(JOB_REF + ref)} is not a job of this server; pass the id of an earlier job")
     if row.status != "completed" or not row.video:
         raise InputError(f"{name}: job:{ref} is {row.status}, not completed; wait for it to complete "
                          "or pass another job")
@@ -70,5 +65,5 @@ def server_path(store: Any, name: str, value: str) -> str:
     if store.inputs_dir is not None and path.resolve().is_relative_to(store.inputs_dir):
         return str(path.resolve())
     where = f", or a path under {store.inputs_dir}" if store.inputs_dir else ""
-    raise InputError(f"{name}: {short(value)!r} is a path on the server, which a request may not name; upload "
+    raise InputError(f"{name}: {quote(value)} is a path on the server, which a request may not name; upload "
                      f"the file or pass job:<id> of an earlier job{where}")

@@ -26,10 +26,12 @@ from mora.service.http import (
     check_upload,
     from_input_error,
     idempotency_key,
+    last_event_id,
     owner,
     page_of_rows,
     public_row,
     read_body,
+    request_body,
     save_upload,
     service,
     stored_row,
@@ -42,7 +44,14 @@ SSE_POLL_S = 0.25
 
 
 
-@router.post("")
+def _jobs_schema() -> dict:
+    """A job of any task (the job model's schema of each, job options only) as `POST /v1/jobs`'s body."""
+    from mora.workflows.jobspec import JOB_TASKS, job_schema
+
+    return {"oneOf": [job_schema(task) for task in JOB_TASKS]}
+
+
+@router.post("", openapi_extra=request_body(_jobs_schema()))
 async def submit(request: Request) -> dict:
     from mora.workflows.jobspec import JOB_TASKS, task_inputs
 
@@ -111,8 +120,7 @@ def file(request: Request, job_id: str, name: str) -> FileResponse:
 @router.get("/{job_id}/events")
 async def events(request: Request, job_id: str) -> StreamingResponse:
     stored_row(request, job_id, "job")
-    last = request.headers.get("last-event-id", "0")
-    after = int(last) if last.isdigit() else 0
+    after = last_event_id(request)
     return StreamingResponse(_stream(request, job_id, after), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

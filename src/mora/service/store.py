@@ -31,8 +31,9 @@ import uuid
 from pathlib import Path
 
 from mora.errors import InputError
-from mora.service.inputs import FILE_KINDS, INPUTS, JOB_REF, place_files, short  # noqa: F401  (JOB_REF: front doors import it here)
+from mora.service.inputs import FILE_KINDS, INPUTS, JOB_REF, place_files  # noqa: F401  (JOB_REF: front doors import it here)
 from mora.service.rows import LOCAL_OWNER, IdempotencyConflict, JobRow, QueueFull, row_of
+from mora.validation import quote
 from mora.workflows.jobspec import JOB_TASKS, as_field, parse_job, task_inputs
 
 logger = logging.getLogger(__name__)
@@ -298,7 +299,7 @@ class JobStore:
             mark, mark_args = _owned("id = ?", [after], owner)
             r = self._conn().execute(f"SELECT n FROM jobs WHERE {mark}", mark_args).fetchone()
             if r is None:
-                raise InputError(f"after: {short(after)!r} is not a job of this server; pass the id of the last "
+                raise InputError(f"after: {quote(after)} is not a job of this server; pass the id of the last "
                                  "job listed")
             where += " AND n < ?" if order == "desc" else " AND n > ?"
             args.append(r["n"])
@@ -395,7 +396,7 @@ class JobStore:
             where, args = _owned("id = ? AND deleted = 0", [job_id], owner)
             r = con.execute(f"SELECT status FROM jobs WHERE {where}", args).fetchone()
             if r is None:
-                raise InputError(f"job: {short(job_id)!r} is not a job of this server; pass the id of a job")
+                raise InputError(f"job: {quote(job_id)} is not a job of this server; pass the id of a job")
             if r["status"] == "queued":
                 self._mark_cancelled(con, job_id)
             elif r["status"] == "in_progress":

@@ -19,11 +19,13 @@ Any job option of the job model (seed, steps, num_frames, ...) may be sent as an
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from mora.errors import InputError
@@ -37,16 +39,75 @@ from mora.service.http import (
     not_found,
     owner,
     page_of_rows,
+    parse_fields,
+    parse_text,
     read_body,
+    request_body,
     save_upload,
     service,
     stored_row,
 )
 from mora.service.store import JOB_REF, JobRow
+from mora.validation import quote
 
 router = APIRouter(prefix="/v1/videos")
 VARIANTS = {"video": "video/mp4", "thumbnail": "image/png", "spritesheet": "image/png"}
 STANDARD = ("prompt", "model", "seconds", "size", "input_reference")
+
+
+# The Videos API's own fields, typed as OpenAI's API types them (text; `seconds` too: "4"). Strict: a
+# list for `model` or a number for `file_id` is a 400 naming the field, never a 500 or a conversion.
+# A prompt's length and the job options are the job model's to check (`mora.workflows.jobspec`).
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class _FileRef(_Strict):
+    file_id: str | None = Field(None, min_length=1, description="the id of an earlier video: its first frame")
+    image_url: str | None = Field(None, description="not supported (the server fetches no URLs)")
+
+
+class _VideoRef(_Strict):
+    id: str = Field(min_length=1, description="the id of a completed video")
+
+
+class VideoFields(_Strict):
+    """The fields of `POST /v1/videos` besides the job options (`input_reference` may also be an upload)."""
+
+    prompt: str | None = None
+    model: str | None = Field(None, description="the preset (GET /v1/presets lists them)")
+    seconds: str | None = Field(None, description="the clip's length, as text (\"4\"); omitted: the preset's",
+                                json_schema_extra={"fix": "pass the length as text, like \"4\""})
+    size: str | None = Field(None, description="WIDTHxHEIGHT (\"96x64\"); omitted: the preset's",
+                             json_schema_extra={"fix": "pass WIDTHxHEIGHT as text, like \"96x64\""})
+    input_reference: _FileRef | None = None
+
+
+class EditFields(_Strict):
+    """The fields of `POST /v1/videos/edits` and `/extensions` besides the job options and the upload."""
+
+    prompt: str | None = None
+    model: str | None = Field(None, description="the preset; omitted: the source video's")
+    seconds: str | None = Field(None, description="extensions: seconds to add, as text (\"2\")",
+                                json_schema_extra={"fix": "pass the seconds as text, like \"2\""})
+    video: _VideoRef | None = Field(None, description="an earlier video (or upload the file as `video`)")
+
+
+class RemixFields(_Strict):
+    """The fields of `POST /v1/videos/{id}/remix` besides the job options."""
+
+    prompt: str | None = None
+
+
+def body_schema(fields: type[BaseModel], task: str) -> dict:
+    """The JSON schema of a Videos API body: `fields` and the job options of `task` (the job model's)."""
+    from mora.workflows.jobspec import job_schema, task_inputs
+
+    schema = fields.model_json_schema()
+    options = job_schema(task)["properties"]
+    skip = {"task", "preset", *(i.name for i in task_inputs(task))}
+    schema["properties"] |= {k: v for k, v in options.items() if k not in skip}
+    return schema
 
 
 def video_object(row: JobRow, request: Request) -> dict[str, Any]:
@@ -78,20 +139,19 @@ def _preset(request: Request, model: str | None) -> Any:
     name = model or svc.store.defaults.get("preset") or "mora"
     presets = load_presets(svc.store.host.get("preset_file"))
     if name not in presets:
-        raise ApiError(400, f"model: {name!r} is not a preset of this server; pass one of {', '.join(presets)}",
+        raise ApiError(400, f"model: {quote(name)} is not a preset of this server; pass one of {', '.join(presets)}",
                        param="model", code="invalid_value")
     return get_preset(name, svc.store.host.get("preset_file"))
 
 
 def _size(size: str | None) -> dict:
+    found = re.fullmatch(r"([0-9]{1,5})[xX]([0-9]{1,5})", size) if size is not None else None
     if size is None:
         return {}
-    try:
-        w, h = (int(v) for v in str(size).lower().split("x"))
-    except ValueError:
-        raise ApiError(400, f"size: {size!r} is not WIDTHxHEIGHT; pass e.g. 96x64, or omit it for the preset's",
-                       param="size", code="invalid_value") from None
-    return {"width": w, "height": h}
+    if found is None:
+        raise ApiError(400, f"size: {quote(size)} is not WIDTHxHEIGHT; pass e.g. 96x64, or omit it for the "
+                       "preset's", param="size", code="invalid_value")
+    return {"width": int(found[1]), "height": int(found[2])}
 
 
 def _options(body: Body, task: str, route: str) -> dict:
@@ -105,7 +165,7 @@ def _options(body: Body, task: str, route: str) -> dict:
             raise ApiError(400, f"{name}: {route} has no such field Mora can honour; pass "
                            f"{', '.join(STANDARD)} or a job option ({', '.join(sorted(takes))})", param=name,
                            code="unknown_field")
-        out[name] = coerce(name, value)
+        out[name] = coerce(name, value) if body.form else value
     return out
 
 
@@ -117,7 +177,7 @@ def _check_seconds(seconds: str | None, preset: Any, options: dict) -> str:
     allowed = str(max(1, round(made)))
     if seconds is None or str(seconds) == allowed:
         return allowed
-    raise ApiError(400, f"seconds: {seconds!r} is not a length preset {preset.name} makes; pass {allowed!r} (its "
+    raise ApiError(400, f"seconds: {quote(seconds)} is not a length preset {preset.name} makes; pass {allowed!r} (its "
                    f"{made:g} s clip) or omit it, or set num_frames and fps for another length", param="seconds",
                    code="invalid_value")
 
@@ -146,25 +206,17 @@ async def _submit(request: Request, job: dict, meta: dict, uploads: dict, rename
     return video_object(row, request)
 
 
-def _reference(body: Body, name: str, key: str) -> str | None:
-    """`{"id": ...}` sent as JSON or as the form field `name[key]`."""
-    value = body.fields.pop(f"{name}[{key}]", None)
-    if value is None and isinstance(body.fields.get(name), dict):
-        value = body.fields.pop(name).get(key)
-    return value
-
-
-@router.post("")
+@router.post("", openapi_extra=request_body(body_schema(VideoFields, "image-to-video")))
 async def create(request: Request) -> dict:
     body = await read_body(request)
-    prompt, model = body.pop("prompt"), body.pop("model")
-    seconds, size = body.pop("seconds"), body.pop("size")
-    if body.fields.get("input_reference[image_url]") or isinstance(body.fields.get("input_reference"), dict) \
-            and body.fields["input_reference"].get("image_url"):
+    fields = parse_fields(body, VideoFields)
+    prompt, model, seconds, size = fields.prompt, fields.model, fields.seconds, fields.size
+    reference = fields.input_reference or _FileRef()
+    if reference.image_url:
         raise ApiError(400, "input_reference: image_url is not supported (the server fetches no URLs); upload the "
                        "image, or pass {\"file_id\": <id of an earlier video>}", param="input_reference",
                        code="unsupported_value")
-    file_id = _reference(body, "input_reference", "file_id")
+    file_id = reference.file_id
     upload = body.uploads.pop("input_reference", None)
     task = "image-to-video" if upload is not None or file_id else "text-to-video"
     preset = _preset(request, model)
@@ -241,9 +293,9 @@ def _spritesheet(video: str, path: Path) -> None:
     contact_sheet(Path(video), path)
 
 
-async def _video_input(request: Request, body: Body) -> tuple[str | None, dict]:
+async def _video_input(request: Request, body: Body, fields: EditFields) -> tuple[str | None, dict]:
     """The `video` of edit/extend: `{"id": ...}` (as `job:<id>`) or an upload."""
-    ref = _reference(body, "video", "id")
+    ref = fields.video.id if fields.video is not None else None
     upload = body.uploads.pop("video", None)
     if (ref is None) == (upload is None):
         raise ApiError(400, "video: pass either {\"id\": <id of a completed video>} or an uploaded video file",
@@ -251,11 +303,15 @@ async def _video_input(request: Request, body: Body) -> tuple[str | None, dict]:
     return (JOB_REF + ref if ref else None), ({"video": (upload, "video", "video")} if upload is not None else {})
 
 
-@router.post("/edits")
+@router.post("/edits", openapi_extra=request_body(body_schema(EditFields, "edit")))
 async def edit(request: Request) -> dict:
     body = await read_body(request)
-    prompt, model = body.pop("prompt"), body.pop("model")
-    ref, uploads = await _video_input(request, body)
+    fields = parse_fields(body, EditFields)
+    if fields.seconds is not None:
+        raise ApiError(400, "seconds: an edit keeps its source's length; drop seconds (or extend the video)",
+                       param="seconds", code="unknown_field")
+    prompt, model = fields.prompt, fields.model
+    ref, uploads = await _video_input(request, body, fields)
     preset = _preset(request, model or _source_preset(request, ref))
     job = {"task": "edit", "instruction": prompt, "preset": preset.name, **_options(body, "edit", "edits")}
     if ref:
@@ -276,11 +332,12 @@ def _source_preset(request: Request, ref: str | None) -> str | None:
     return row.job.get("preset") if row else None
 
 
-@router.post("/extensions")
+@router.post("/extensions", openapi_extra=request_body(body_schema(EditFields, "extend")))
 async def extend(request: Request) -> dict:
     body = await read_body(request)
-    prompt, model, seconds = body.pop("prompt"), body.pop("model"), body.pop("seconds")
-    ref, uploads = await _video_input(request, body)
+    fields = parse_fields(body, EditFields)
+    prompt, model, seconds = fields.prompt, fields.model, fields.seconds
+    ref, uploads = await _video_input(request, body, fields)
     preset = _preset(request, model or _source_preset(request, ref))
     options = _options(body, "extend", "extensions")
     if seconds is not None:
@@ -295,13 +352,9 @@ async def extend(request: Request) -> dict:
     return await _submit(request, job, meta, uploads, {"num_frames": "seconds"} if seconds is not None else {})
 
 
-def _frames_for(request: Request, seconds: Any, ref: str | None, uploads: dict) -> int:
-    """Frames to add for `seconds` at the source video's frame rate (extend keeps it)."""
-    try:
-        s = float(seconds)
-    except ValueError:
-        raise ApiError(400, f"seconds: {seconds!r} is not a number of seconds; pass e.g. 4", param="seconds",
-                       code="invalid_value") from None
+def _frames_for(request: Request, seconds: str, ref: str | None, uploads: dict) -> int:
+    """Frames to add for `seconds` (text, like "2") at the source video's frame rate (extend keeps it)."""
+    s = parse_text("seconds", seconds, float)
     row = service(request).store.get(ref[len(JOB_REF):], owner=owner(request)) if ref else None
     info = (row.manifest or {}).get("video") if row else None
     fps = info["fps"] if info else None
@@ -309,15 +362,15 @@ def _frames_for(request: Request, seconds: Any, ref: str | None, uploads: dict) 
         fps = _preset(request, None).spec("extend").settings.fps
     frames = round(s * fps)
     if frames < 1:
-        raise ApiError(400, f"seconds: {seconds!r} adds no frame at {fps:g} fps; pass at least {1 / fps:.2f}",
+        raise ApiError(400, f"seconds: {quote(seconds)} adds no frame at {fps:g} fps; pass at least {1 / fps:.2f}",
                        param="seconds", code="invalid_value")
     return frames
 
 
-@router.post("/{video_id}/remix")
+@router.post("/{video_id}/remix", openapi_extra=request_body(body_schema(RemixFields, "edit")))
 async def remix(request: Request, video_id: str) -> dict:
     body = await read_body(request)
-    prompt = body.pop("prompt")
+    prompt = parse_fields(body, RemixFields).prompt
     source = stored_row(request, video_id, "video")
     preset = source.job.get("preset")
     job = {"task": "edit", "video": JOB_REF + video_id, "instruction": prompt, "preset": preset,
