@@ -159,8 +159,11 @@ class ChildProcess:
         self.store, self.host = store, host
         self._proc: Any = None
         self._conn: Any = None
+        self._lock = threading.Lock()  # a close() (server stop) waits for a restart under way (`_kill`)
+        self._closed = False
 
     def start(self) -> None:
+        self._closed = False
         if self._proc is None or not self._proc.is_alive():
             self._start()
 
@@ -168,11 +171,12 @@ class ChildProcess:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads and a GPU context
-        self._conn, theirs = ctx.Pipe()
-        self._proc = ctx.Process(target=child_main, args=(str(self.store.db), str(self.store.out_dir), self.host,
-                                                          theirs, os.getpid()), name="mora-worker", daemon=True)
-        self._proc.start()
-        theirs.close()
+        with self._lock:
+            self._conn, theirs = ctx.Pipe()
+            self._proc = ctx.Process(target=child_main, args=(str(self.store.db), str(self.store.out_dir), self.host,
+                                                              theirs, os.getpid()), name="mora-worker", daemon=True)
+            self._proc.start()
+            theirs.close()
 
     def run(self, job_id: str) -> None:
         """Run one claimed job in the child; a child that dies fails the job and is started again.
@@ -214,9 +218,15 @@ class ChildProcess:
         if self.store.is_deleted(job_id):
             shutil.rmtree(self.store.folder(job_id), ignore_errors=True)
         self._proc = None
-        self._start()  # warm again before the next job: the new child imports torch and diffusers now
+        if not self._closed:
+            self._start()  # warm again before the next job: the new child imports torch and diffusers now
 
     def close(self, timeout: float | None) -> None:
+        with self._lock:
+            self._closed = True
+            self._close(timeout)
+
+    def _close(self, timeout: float | None) -> None:
         if self._proc is None:
             return
         try:
