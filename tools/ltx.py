@@ -54,7 +54,7 @@ def _call(spec: ModelSpec, rt: Runtime, conditions, *, prompt, width, height, nu
         height=height, num_frames=num_frames, frame_rate=fps, num_inference_steps=steps,
         guidance_scale=spec.settings.guidance_scale, decode_timestep=spec.settings.decode_timestep,
         image_cond_noise_scale=spec.settings.image_cond_noise_scale, generator=generator(seed),
-        output_type="np",
+        output_type="np", **rt.step_end(pipe),
     ).frames[0]
     return to_uint8(out)
 

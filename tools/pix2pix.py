@@ -51,5 +51,6 @@ def edit_image(spec: ModelSpec, rt: Runtime, *, image: Image.Image, instruction:
     edited = pipe(
         image=image, num_inference_steps=steps, guidance_scale=spec.settings.guidance_scale,
         image_guidance_scale=spec.settings.image_guidance_scale, generator=generator(seed), **embeds,
+        **rt.step_end(pipe),
     ).images[0]
     return edited, tokens.as_dict()

@@ -87,6 +87,6 @@ def text_to_image(
     image = pipe(
         prompt=prompt, negative_prompt=negative_prompt or s.empty_negative, true_cfg_scale=s.true_cfg_scale,
         width=width, height=height, num_inference_steps=steps, max_sequence_length=s.max_sequence_length,
-        generator=generator(seed),
+        generator=generator(seed), **rt.step_end(pipe),
     ).images[0]
     return image, tokens

@@ -114,6 +114,6 @@ def edit_image(spec: ModelSpec, rt: Runtime, *, image: Image.Image, instruction:
     edited = pipe(
         image=image, prompt=instruction, negative_prompt=s.negative_prompt, true_cfg_scale=s.true_cfg_scale,
         width=w, height=h, num_inference_steps=steps, max_sequence_length=s.max_sequence_length,
-        generator=generator(seed),
+        generator=generator(seed), **rt.step_end(pipe),
     ).images[0]
     return edited, tokens

@@ -8,21 +8,50 @@ or offloaded (`low-vram`), never both.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
+import inspect
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from mora.config import PROFILES
-from mora.errors import InputError, ModelUnavailableError
+from mora.errors import Cancelled, InputError, ModelUnavailableError
 from mora.tools.quiet import no_library_bars
 
 logger = logging.getLogger(__name__)
 
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.RLock()
+# The running job's "was I cancelled?" check (`cancellable`), read by each Runtime made under it: a
+# context variable, so the runner sets it once for a job and no tool or family signature carries it.
+_CANCELLED: ContextVar[Callable[[], bool] | None] = ContextVar("mora_cancelled", default=None)
+
+
+@contextlib.contextmanager
+def cancellable(cancelled: Callable[[], bool] | None) -> Iterator[None]:
+    """Within this block, every `Runtime` made polls `cancelled()` after each denoising step.
+
+    Example:
+        >>> with cancellable(lambda: False):
+        ...     Runtime(device="cpu").cancelled is not None
+        True
+    """
+    token = _CANCELLED.set(cancelled)
+    try:
+        yield
+    finally:
+        _CANCELLED.reset(token)
+
+
+@functools.cache
+def takes_step_callback(cls: type) -> bool:
+    """Whether the diffusers pipeline class's `__call__` takes `callback_on_step_end`."""
+    return "callback_on_step_end" in inspect.signature(cls.__call__).parameters
 
 
 def resolve_device(device: str | None = "auto") -> str:
@@ -364,11 +393,14 @@ class Runtime:
         adapter: a trained adapter (`mora.adapters.load_adapter`): its LoRA goes into the pipelines of
             the agents it trained and their conditioning gets its modulation tokens. Duck-typed
             (`has`, `apply`, `append`, `sha256`): the tools never import the training package.
+        cancelled: polled after every denoising step (`step_end`); True stops the call with
+            `mora.errors.Cancelled`. Default: the job's, set by the runner (`cancellable`).
     """
 
     def __init__(self, device: str = "auto", dtype: str = "auto", profile: str = "balanced", progress: bool = True,
-                 adapter: Any = None):
+                 adapter: Any = None, cancelled: Callable[[], bool] | None = None):
         self.adapter = adapter  # a trained adapter (mora.adapters.Adapter) or None
+        self.cancelled = cancelled if cancelled is not None else _CANCELLED.get()
         self.device = resolve_device(device)
         self.dtype_setting = dtype
         self.profile = check_profile(profile)
@@ -414,3 +446,24 @@ class Runtime:
         pipe = get_pipeline(key, load)
         pipe.set_progress_bar_config(disable=not self.progress, leave=False)
         return pipe
+
+    def step_end(self, pipe: Any, then: Callable[..., dict] | None = None) -> dict:
+        """The keyword arguments that make a pipeline call stop within one denoising step when the job is cancelled.
+
+        Every family passes them to its pipeline call: `pipe(..., **rt.step_end(pipe))`. The callback
+        raises `Cancelled` when `self.cancelled()` says so, else runs `then` (a family's own
+        `callback_on_step_end` function, if it has one) and returns what diffusers expects.
+
+        Example:
+            >>> image = pipe(prompt="a fox", num_inference_steps=50, **rt.step_end(pipe)).images[0]
+        """
+        check = self.cancelled
+        if check is None or not takes_step_callback(type(pipe)):
+            return {"callback_on_step_end": then} if then is not None else {}
+
+        def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict) -> dict:
+            if check():
+                raise Cancelled(f"cancelled at denoising step {step + 1} of {type(pipeline).__name__}")
+            return then(pipeline, step, timestep, tensors) if then is not None else tensors
+
+        return {"callback_on_step_end": on_step_end}

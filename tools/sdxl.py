@@ -54,8 +54,10 @@ def text_to_image(
             embeds[key] = rt.adapter.append(AGENT, embeds[key])
     common = dict(num_inference_steps=steps, guidance_scale=spec.settings.guidance_scale, generator=generator(seed))
     if refiner is None:
-        return base(width=width, height=height, **embeds, **common).images[0], tokens.as_dict()
+        return base(width=width, height=height, **embeds, **common, **rt.step_end(base)).images[0], tokens.as_dict()
     split = spec.settings.high_noise_frac
-    latents = base(width=width, height=height, denoising_end=split, output_type="latent", **embeds, **common).images
+    latents = base(width=width, height=height, denoising_end=split, output_type="latent", **embeds, **common,
+                   **rt.step_end(base)).images
     refiner_embeds, _ = clip_text.sdxl_embeds(refiner, prompt, negative_prompt)
-    return refiner(image=latents, denoising_start=split, **refiner_embeds, **common).images[0], tokens.as_dict()
+    return (refiner(image=latents, denoising_start=split, **refiner_embeds, **common, **rt.step_end(refiner)).images[0],
+            tokens.as_dict())

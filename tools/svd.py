@@ -72,7 +72,7 @@ def generate(
                 start, width=width, height=height, num_frames=num_frames, num_inference_steps=steps, fps=fps,
                 motion_bucket_id=s.motion_bucket_id, noise_aug_strength=s.noise_aug_strength,
                 min_guidance_scale=s.min_guidance_scale, max_guidance_scale=s.max_guidance_scale,
-                decode_chunk_size=chunk, generator=generator(clip_seed), output_type="np",
+                decode_chunk_size=chunk, generator=generator(clip_seed), output_type="np", **rt.step_end(pipe),
             ).frames[0]
         return to_uint8(out)
 

@@ -50,6 +50,8 @@ class Toolset:
             (the agent layer uses it to accept only the current job's inputs and artifacts).
         adapter: a trained adapter (`mora train` output: its folder, or a loaded
             `mora.adapters.Adapter`): its LoRA and modulation tokens apply to the agents it trained.
+        cancelled: polled after every denoising step; True stops the tool with `mora.errors.Cancelled`
+            (default: the running job's, `mora.tools.runtime.cancellable`).
 
     Example:
         >>> tools = Toolset(preset="tiny", device="cpu", output_dir="outputs")
@@ -61,10 +63,11 @@ class Toolset:
         self, preset: str | Preset = "mora", device: str = "auto", dtype: str = "auto", profile: str = "balanced",
         output_dir: str | Path = "outputs", progress: bool = True,
         input_guard: Callable[[str, str], Path] | None = None, adapter: Any = None,
+        cancelled: Callable[[], bool] | None = None,
     ):
         self.preset = get_preset(preset)
         self.runtime = Runtime(device=device, dtype=dtype, profile=profile, progress=progress,
-                               adapter=_load_adapter(adapter, self.preset))
+                               adapter=_load_adapter(adapter, self.preset), cancelled=cancelled)
         self.runtime.preset_loras = {spec.model: spec.adapters for spec in self.preset.roles.values() if spec.adapters}
         self.output_dir = Path(output_dir)
         if self.output_dir.exists() and not self.output_dir.is_dir():

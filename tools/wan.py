@@ -38,6 +38,6 @@ def transition(
         image=cover_resize(first, width, height), last_image=cover_resize(last, width, height),
         prompt=prompt or DEFAULT_PROMPT, negative_prompt=NEGATIVE_PROMPT, height=height, width=width,
         num_frames=num_frames, num_inference_steps=steps, guidance_scale=spec.settings.guidance_scale,
-        generator=generator(seed), output_type="np",
+        generator=generator(seed), output_type="np", **rt.step_end(pipe),
     ).frames[0]
     return to_uint8(out)[1:-1]

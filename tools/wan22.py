@@ -54,7 +54,7 @@ def _clip(spec: ModelSpec, rt: Runtime, image: Image.Image, *, prompt, width, he
         image=cover_resize(image.convert("RGB"), width, height), prompt=prompt or DEFAULT_PROMPT,
         negative_prompt=WAN_NEGATIVE_PROMPT, height=height, width=width, num_frames=num_frames,
         num_inference_steps=steps, guidance_scale=spec.settings.guidance_scale, generator=generator(seed),
-        output_type="np",
+        output_type="np", **rt.step_end(pipe),
     ).frames[0]
     return to_uint8(out)
 

@@ -85,10 +85,12 @@ def _check_size(spec: ModelSpec, width: int, height: int) -> None:
 def _call(spec: ModelSpec, rt: Runtime, *, video, mask, reference_images, prompt, width, height, steps,
           seed) -> np.ndarray:
     s = spec.settings
-    out = load(spec, rt)(
+    pipe = load(spec, rt)
+    out = pipe(
         video=video, mask=mask, reference_images=reference_images, conditioning_scale=s.conditioning_scale,
         prompt=prompt, negative_prompt=WAN_NEGATIVE_PROMPT, height=height, width=width, num_frames=len(video),
         num_inference_steps=steps, guidance_scale=s.guidance_scale, generator=generator(seed), output_type="np",
+        **rt.step_end(pipe),
     ).frames[0]
     return to_uint8(out)
 

@@ -10,6 +10,7 @@ model load, and a refused job writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ from typing import Any
 
 from mora import media
 from mora.config import Preset, get_preset
-from mora.errors import InputError
+from mora.errors import Cancelled, InputError
 from mora.limits import MAX_SEED, MAX_SEGMENTS, check_int, check_options, check_seed
 from mora.tooltable import TOOL_TABLE, video_tool
 from mora.workflows.jobspec import STORY, JobBase, parse_job, task_inputs, tool_options
@@ -54,6 +55,8 @@ class Hooks:
         progress: diffusion step bars.
         preset: a `mora.config.Preset` object to use instead of the job's preset name.
         adapter: an adapter already loaded (`mora.adapters.load_adapter`), instead of the job's folder.
+        cancelled: `() -> bool`, asked before each agent step and after each denoising step; True stops
+            the job with `mora.errors.Cancelled` (a cancel, a deleted job, Ctrl-C). Keep it cheap.
     """
 
     review: Callable[[str, dict], Any] | None = None
@@ -61,6 +64,40 @@ class Hooks:
     progress: bool = True
     preset: Preset | None = None
     adapter: Any = None
+    cancelled: Callable[[], bool] | None = None
+
+    def checked(self) -> Hooks:
+        """These hooks with `on_step` asking `cancelled` first: a cancelled job stops before its next agent step."""
+        cancelled, on_step = self.cancelled, self.on_step
+        if cancelled is None:
+            return self
+
+        def checked_step(agent: str, doing: str) -> None:
+            if cancelled():
+                raise Cancelled(f"cancelled before {agent}")
+            if on_step is not None:
+                on_step(agent, doing)
+
+        return dataclasses.replace(self, on_step=checked_step)
+
+
+def throttled(check: Callable[[], bool], interval_s: float) -> Callable[[], bool]:
+    """`check`, asked at most once per `interval_s` (its last answer in between); once True, always True.
+
+    For a `Hooks.cancelled` that costs a round trip (a Ray actor): denoising steps can be milliseconds.
+
+    Example:
+        >>> cancelled = throttled(lambda: board_says_so(job_id), 0.2)
+    """
+    last = [float("-inf"), False]
+
+    def ask() -> bool:
+        now = time.monotonic()
+        if not last[1] and now - last[0] >= interval_s:
+            last[0], last[1] = now, bool(check())
+        return last[1]
+
+    return ask
 
 
 @dataclass
@@ -351,7 +388,7 @@ def job_from_call(task: str, inputs: dict, options: dict) -> tuple[JobBase, Hook
         (True, True)
     """
     options = dict(options)
-    hook_names = ("on_step", "progress")
+    hook_names = ("on_step", "progress", "cancelled")
     hooks = Hooks(**{k: options.pop(k) for k in hook_names if k in options})
     review = options.get("review")
     if callable(review):  # Python gives the reviewer itself; the job only says "review"

@@ -81,7 +81,7 @@ def run(task: str, *, prompt: str | None = None, image: str | Path | None = None
         prompt, image, video, instruction, video_a, video_b: the task's inputs (`mora.workflows.tasks`).
         **options: the job model's options (`mora.workflows.jobspec.OPTIONS`: preset, seed, out,
             num_frames, ...; `mora.workflows.jobspec.task_options(task)` lists a task's), plus the
-            callbacks `review` (a reviewer function), `on_step` and `progress`. `preset` may be a
+            callbacks `review` (a reviewer function), `on_step`, `progress` and `cancelled`. `preset` may be a
             `Preset` and `adapter` a loaded adapter.
 
     Returns:
@@ -89,6 +89,7 @@ def run(task: str, *, prompt: str | None = None, image: str | Path | None = None
 
     Raises:
         InputError: bad inputs or options (nothing is loaded or written).
+        Cancelled: the `cancelled` callback said so (artifacts kept, nothing at `out`).
         ReviewAborted: the reviewer aborted (artifacts kept, nothing at `out`).
 
     Example:
@@ -105,17 +106,23 @@ def run(task: str, *, prompt: str | None = None, image: str | Path | None = None
 def run_job(spec: JobBase | dict, hooks: Hooks | None = None) -> RunResult:
     """Run a job of the job model (a task or `story`): prepare, execute, write.
 
+    A `hooks.cancelled()` that turns True stops the job within one denoising step (`mora.errors.Cancelled`).
+
     Example:
         >>> run_job({"task": "simulate", "prompt": "a village", "preset": "tiny"}).manifest["task"]
         'simulate'
     """
-    job_spec = prepare(spec, hooks)
-    if job_spec.task == "story":
-        from mora.workflows.story import run_story
+    from mora.tools.runtime import cancellable  # no torch: that loads with the Toolset
 
-        return run_story(job_spec)
-    job, tools, chat_s = execute(job_spec)
-    return write(job_spec, job, tools, chat_s)
+    job_spec = prepare(spec, hooks)
+    job_spec.hooks = job_spec.hooks.checked()  # `cancelled` before each agent step, then in each denoising step
+    with cancellable(job_spec.hooks.cancelled):
+        if job_spec.task == "story":
+            from mora.workflows.story import run_story
+
+            return run_story(job_spec)
+        job, tools, chat_s = execute(job_spec)
+        return write(job_spec, job, tools, chat_s)
 
 
 def _score(path: str, info: dict, prompt: str | None) -> dict | None:

@@ -71,7 +71,9 @@ def _terminal_review(image_path: str, info: dict) -> Any:
 def _hooks(args: argparse.Namespace) -> Any:
     from mora.workflows.prepare import Hooks
 
-    return Hooks(review=_terminal_review, on_step=_Progress(args.quiet), progress=not args.quiet)
+    # Ctrl-C also stops the job at its next denoising step, should a library swallow the KeyboardInterrupt
+    return Hooks(review=_terminal_review, on_step=_Progress(args.quiet), progress=not args.quiet,
+                 cancelled=lambda: _Interrupts.seen)
 
 
 def _run_task(args: argparse.Namespace) -> int:
@@ -127,7 +129,8 @@ def _run_chat(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in job_data(args, "text-to-video").items() if k not in ("task", "prompt", "review")}
     outcome = mora.chat(message, ask=ask, review=_terminal_review if args.review else None,
-                        on_step=_Progress(args.quiet), progress=not args.quiet, **options)
+                        on_step=_Progress(args.quiet), progress=not args.quiet, cancelled=lambda: _Interrupts.seen,
+                        **options)
     if outcome.result is None:
         print(f"director: {outcome.reply}", file=sys.stderr)
         return 0
@@ -306,7 +309,8 @@ def _run_ui(args: argparse.Namespace) -> int:
 
 class _Interrupts:
     """Remembers Ctrl-C. Libraries sometimes turn the KeyboardInterrupt raised inside their native
-    code into another error (e.g. an OSError while loading weights); the exit code stays 130."""
+    code into another error (e.g. an OSError while loading weights), or swallow it; the exit code
+    stays 130, and a running job stops at its next denoising step (`Hooks.cancelled`)."""
 
     seen = False
 
@@ -363,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     if threading.current_thread() is threading.main_thread():
+        _Interrupts.seen = False  # a Ctrl-C of an earlier main() in this process (tests) is not this one's
         signal.signal(signal.SIGINT, _Interrupts.handler)
     command = None
     try:

@@ -51,6 +51,15 @@ class LLMError(MoraError):
     """The LLM endpoint failed or answered with something we cannot use."""
 
 
+class Cancelled(MoraError):
+    """The job was stopped on request (a cancel, a deleted job, Ctrl-C) between two denoising or agent steps.
+
+    A clean stop: the artifacts finished so far are kept, nothing is written at `out`.
+    """
+
+    exit_code = 130  # as an interrupted command
+
+
 class ReviewAborted(MoraError):
     """The human reviewer aborted the job: a clean stop, nothing is written at `out`."""
 

@@ -15,8 +15,10 @@ Two transports: `run_stdio` (`mora mcp`: local paths allowed, file URIs) and `ht
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import re
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from mcp.server.lowlevel import Server
 from mora import __version__
 from mora.errors import InputError, ModelUnavailableError
 from mora.mcp import tools as mt
+from mora.validation import quote
 
 logger = logging.getLogger(__name__)
 
@@ -112,14 +115,29 @@ class MoraMcp:
     def __init__(self, store: Any, links: Links, *, local_files: bool, preset: str | None = None):
         self.store, self.links, self.local_files, self.preset = store, links, local_files, preset
         self.tools = {t["name"]: t for t in mt.all_tools(preset=preset, local_files=local_files)}
+        # (caller, request id) -> the cancel scopes of the task calls waiting under that id (see `cancelled`)
+        self._waiting: defaultdict[tuple[str, str], set[anyio.CancelScope]] = defaultdict(set)
 
     def server(self) -> Server:
         """The SDK's low-level server with Mora's handlers."""
-        return Server("mora", version=__version__, title="Mora", instructions=INSTRUCTIONS,
-                      on_list_tools=self.list_tools, on_call_tool=self.call_tool,
-                      on_list_resources=self.list_resources, on_read_resource=self.read_resource)
+        server = Server("mora", version=__version__, title="Mora", instructions=INSTRUCTIONS,
+                        on_list_tools=self.list_tools, on_call_tool=self.call_tool,
+                        on_list_resources=self.list_resources, on_read_resource=self.read_resource)
+        server.add_notification_handler("notifications/cancelled", types.CancelledNotificationParams, self.cancelled)
+        return server
 
     # --- handlers ---------------------------------------------------------------------------------
+
+    async def cancelled(self, ctx: Any, params: types.CancelledNotificationParams) -> None:
+        """`notifications/cancelled`: stop the caller's waiting task call of that request id, and so its job.
+
+        Over stdio the SDK cancels the call itself. Over stateless HTTP the notification comes in a
+        POST of its own, whose per-request dispatcher knows no call to cancel (the SDK acknowledges it
+        and drops it), so the calls waiting here are found by the caller's credential and the request
+        id: nobody cancels another key's call by guessing an id.
+        """
+        for scope in list(self._waiting.get((_owner(ctx), str(params.request_id)), ())):
+            scope.cancel()
 
     async def list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[self._tool(t) for t in self.tools.values()])
@@ -174,12 +192,21 @@ class MoraMcp:
         logger.info("%s: job %s queued", name, row.id)
         if not wait:
             return self._result(row, ctx)
+        job_id, key, done = row.id, (owner, str(ctx.request_id)), False
         try:
-            row = await self._follow(ctx, row.id)
-        except anyio.get_cancelled_exc_class():  # the caller gave up on the call: the job stops too
-            self.store.cancel(row.id)
-            raise
-        return self._result(row, ctx)
+            with anyio.CancelScope() as scope:  # cancelled by `cancelled` (notifications/cancelled)
+                self._waiting[key].add(scope)
+                row = await self._follow(ctx, job_id)
+                done = True
+        finally:
+            self._waiting[key].discard(scope)
+            if not self._waiting[key]:
+                del self._waiting[key]
+            if not done:  # the caller gave up (cancelled, disconnected, gone mid-notification): the job stops too
+                logger.info("%s: the call waiting for job %s ended early; cancelling the job", name, job_id)
+                with contextlib.suppress(InputError):  # deleted meanwhile: nothing left to cancel
+                    self.store.cancel(job_id)
+        return self._result(self._row(job_id, owner) if scope.cancelled_caught else row, ctx)
 
     async def _follow(self, ctx: Any, job_id: str) -> Any:
         """Wait for the job, one progress notification per agent step; returns its final row."""
@@ -242,13 +269,13 @@ class MoraMcp:
     def _row(self, job_id: str, owner: str) -> Any:
         row = self.store.get(job_id, owner=owner)
         if row is None:
-            raise InputError(f"job_id: {job_id!r} is not a job of this server; pass the job_id a task tool returned")
+            raise InputError(f"job_id: {quote(job_id)} is not a job of this server; pass the job_id a task tool returned")
         return row
 
     def _video_of(self, job_id: str, owner: str) -> str:
         row = self.store.get(job_id, owner=owner)
         if row is None:
-            raise InputError(f"video: job:{job_id} is not a job of this server; pass the id of an earlier job")
+            raise InputError(f"video: {quote('job:' + job_id)} is not a job of this server; pass the id of an earlier job")
         if row.status != "completed" or not row.video:
             raise InputError(f"video: job:{job_id} is {row.status}, not completed; wait for it (get_job)")
         return row.video

@@ -8,9 +8,9 @@ the store, so the APIs and the page see a Ray job as they see a local one. The a
 shared storage (`<out-dir>` and `--inputs-dir` at the same paths), never the SQLite file.
 
 Cancels, dead actors and the LLM config:
-- a cancelled (or deleted) running job stops at its next agent step, as with the local worker: the
-  dispatcher puts its id on a small board actor (`CancelBoard`), which the job's actor asks before
-  each step;
+- a cancelled (or deleted) running job stops within one denoising step, as with the local worker:
+  the dispatcher puts its id on a small board actor (`CancelBoard`), which the job's actor asks
+  before each agent step and after denoising steps (at most every `BOARD_POLL_S`: a round trip);
 - a job whose actor died (its process or node gone) is queued again once, as a server restart does,
   and a new actor takes the dead one's place; a job whose actor died twice fails;
 - the LLM config is read once when the pool starts (`--llm-config`, else `$OAI_CONFIG_LIST`) and
@@ -30,12 +30,14 @@ import threading
 from collections import deque
 from typing import Any
 
-from mora.errors import MoraError
+from mora.errors import Cancelled, MoraError
 from mora.service.store import VIDEO_NAME, JobRow, JobStore
-from mora.service.worker import JobCancelled, acting_steps, first_line
+from mora.service.worker import acting_steps, first_line
 from mora.workflows.ray_pool import MAX_ATTEMPTS, BatchWorker, connect, import_ray, pool_shape, worker_env
 
 logger = logging.getLogger(__name__)
+
+BOARD_POLL_S = 0.2  # a job's actor asks the CancelBoard at most this often (a Ray round trip per ask)
 
 
 class CancelBoard:
@@ -65,7 +67,8 @@ class ServiceActor(BatchWorker):
             job_id: the job's id in the store.
             job: the job as `RayWorker.job_for` made it (host options and LLM config included).
             events: where each step goes as `(job_id, agent, what it does)`.
-            board: the `CancelBoard` actor, asked before each step: a job on it stops there.
+            board: the `CancelBoard` actor, asked before each agent step and between denoising steps:
+                a job on it stops there.
 
         Returns:
             `{"manifest", "video"}`, `{"cancelled": True}` when it stopped at a step because it was
@@ -73,19 +76,19 @@ class ServiceActor(BatchWorker):
         """
         import ray
 
-        from mora.workflows.prepare import Hooks
+        from mora.workflows.prepare import Hooks, throttled
         from mora.workflows.runner import run_job
 
         def on_step(agent: str, doing: str) -> None:
-            if ray.get(board.has.remote(job_id)):
-                raise JobCancelled(f"job: {job_id} was cancelled; it stops before {agent}")
             events.put((job_id, agent, doing))
+
+        cancelled = throttled(lambda: ray.get(board.has.remote(job_id)), BOARD_POLL_S)
 
         if self.device and job.get("device", "auto") == "auto":  # a CPU actor never takes a GPU Ray did not give
             job = {**job, "device": self.device}
         try:
-            result = run_job(job, Hooks(on_step=on_step, progress=False))
-        except JobCancelled:
+            result = run_job(job, Hooks(on_step=on_step, progress=False, cancelled=cancelled))
+        except Cancelled:
             logger.info("job %s cancelled", job_id)
             return {"cancelled": True}
         # Every error of a job must end that job as failed and keep the actor (its warm models) for the

@@ -4,7 +4,9 @@ The runtime caches pipelines process-wide (`mora.tools.runtime`), so the second 
 preset loads nothing: one worker in the server process keeps the GPU busy while the HTTP side
 answers at once. Each job runs through `mora.workflows.runner.run_job`, the same path as
 `mora run` and `mora batch`; its steps become events (`step`, `progress`), its end `done`,
-`failed` or `cancelled`.
+`failed` or `cancelled`. A cancelled or deleted job stops within one denoising step (its
+`Hooks.cancelled` reads the store's flag, a few microseconds); in a child process, a step that
+does not return within `CANCEL_GRACE_S` gets the child killed and a new one started.
 
 Example:
     >>> worker = Worker(store, {"device": "cpu"}).start()
@@ -13,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -22,14 +25,13 @@ import threading
 import time
 from typing import Any
 
-from mora.errors import MoraError
+from mora.errors import Cancelled, MoraError
 from mora.service.store import VIDEO_NAME, JobRow, JobStore
 
 logger = logging.getLogger(__name__)
 
-
-class JobCancelled(MoraError):
-    """Raised from a step callback to stop a job that was cancelled or deleted."""
+CANCEL_GRACE_S = 5.0  # a cancelled job's child process has this long to stop at a step, then it is killed
+CHILD_POLL_S = 0.2  # how often the parent looks at a running job's cancel flag while its child works
 
 
 def acting_steps(job: dict) -> int:
@@ -120,17 +122,17 @@ class Worker:
             done = [0]
 
             def on_step(agent: str, doing: str) -> None:
-                if self.store.cancel_requested(row.id):
-                    raise JobCancelled(f"job {row.id} was cancelled")
                 progress = min(99, round(100 * done[0] / total))
                 self.store.step(row.id, f"{agent}: {doing}", progress, {"agent": agent, "doing": doing,
                                                                          "index": done[0]})
                 done[0] += 1
 
-            result = run_job(job, Hooks(on_step=on_step, progress=False))
+            # asked before each agent step and after each denoising step (an SQLite read: microseconds)
+            cancelled = functools.partial(self.store.cancel_requested, row.id)
+            result = run_job(job, Hooks(on_step=on_step, progress=False, cancelled=cancelled))
             # a storyboard-only story makes no video: its row keeps none (not the text "None")
             self.store.complete(row.id, result.manifest, str(result.video_path) if result.video_path else None)
-        except JobCancelled:
+        except Cancelled:
             self.store.cancelled(row.id)
         # Every error of a job, whatever its type, must end that job as failed and leave the worker
         # running for the next one: this is the one place where a broad except means exactly that.
@@ -157,8 +159,11 @@ class ChildProcess:
         self.store, self.host = store, host
         self._proc: Any = None
         self._conn: Any = None
+        self._lock = threading.Lock()  # a close() (server stop) waits for a restart under way (`_kill`)
+        self._closed = False
 
     def start(self) -> None:
+        self._closed = False
         if self._proc is None or not self._proc.is_alive():
             self._start()
 
@@ -166,17 +171,30 @@ class ChildProcess:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads and a GPU context
-        self._conn, theirs = ctx.Pipe()
-        self._proc = ctx.Process(target=child_main, args=(str(self.store.db), str(self.store.out_dir), self.host,
-                                                          theirs, os.getpid()), name="mora-worker", daemon=True)
-        self._proc.start()
-        theirs.close()
+        with self._lock:
+            self._conn, theirs = ctx.Pipe()
+            self._proc = ctx.Process(target=child_main, args=(str(self.store.db), str(self.store.out_dir), self.host,
+                                                              theirs, os.getpid()), name="mora-worker", daemon=True)
+            self._proc.start()
+            theirs.close()
 
     def run(self, job_id: str) -> None:
-        """Run one claimed job in the child; a child that dies fails the job and is started again."""
+        """Run one claimed job in the child; a child that dies fails the job and is started again.
+
+        The parent never blocks on the child: it polls, and a job cancelled (or deleted) whose child
+        has not answered `CANCEL_GRACE_S` later (a step that never returns) gets the child killed,
+        ends `cancelled`, and a new child starts at once (warm, as the first one).
+        """
         self.start()
         try:
             self._conn.send(job_id)
+            stop_by = None
+            while not self._conn.poll(CHILD_POLL_S):  # True on an answer, and on EOF (a dead child)
+                if stop_by is None and self.store.cancel_requested(job_id):
+                    stop_by = time.monotonic() + CANCEL_GRACE_S
+                elif stop_by is not None and time.monotonic() >= stop_by:
+                    self._kill(job_id)
+                    return
             self._conn.recv()
         except (EOFError, OSError, BrokenPipeError):
             self._proc.join(5)
@@ -187,7 +205,28 @@ class ChildProcess:
                 self.store.fail(job_id, f"the worker process died (exit code {code}); submit the job again")
             self._proc = None
 
+    def _kill(self, job_id: str) -> None:
+        """The cancelled job's child did not stop in time: kill it, end the job, start a new child."""
+        logger.warning("job %s was cancelled but its worker process did not stop within %gs; killing it "
+                       "(pid %s) and starting a new one", job_id, CANCEL_GRACE_S, self._proc.pid)
+        self._proc.kill()
+        self._proc.join(5)
+        self._conn.close()
+        row = self.store.get(job_id)
+        if row is not None and row.status == "in_progress":
+            self.store.cancelled(job_id)
+        if self.store.is_deleted(job_id):
+            shutil.rmtree(self.store.folder(job_id), ignore_errors=True)
+        self._proc = None
+        if not self._closed:
+            self._start()  # warm again before the next job: the new child imports torch and diffusers now
+
     def close(self, timeout: float | None) -> None:
+        with self._lock:
+            self._closed = True
+            self._close(timeout)
+
+    def _close(self, timeout: float | None) -> None:
         if self._proc is None:
             return
         try:
