@@ -23,6 +23,7 @@ from mora.service.worker import Worker
 STEPS = 50  # asked of every tool: a cancel that waited for the next agent step would let all of them run
 AT = 3  # the denoising step during which the cancel arrives
 JOB = {"task": "text-to-video", "prompt": "a fox in snow", "steps": STEPS, "seed": 1, "metrics": False}
+WORK = STEPS  # the service's work budget (x the preset's own job) admits tiny's 2 steps as 50
 HANG_DIR = Path(__file__).parent / "hang_child"
 
 
@@ -63,9 +64,9 @@ def test_delete_stops_a_running_job_within_a_denoising_step(tmp_path, monkeypatc
     from mora.service.app import build_service
 
     service = build_service(db=tmp_path / "jobs.db", out_dir=tmp_path / "out", host={"device": "cpu"},
-                            defaults={"preset": "tiny"}, start_worker=False)
+                            defaults={"preset": "tiny"}, start_worker=False, max_job_work=WORK)
     steps = Steps(monkeypatch)
-    with TestClient(service.app) as client:
+    with TestClient(service.app, base_url="http://127.0.0.1") as client:
         job = client.post("/v1/jobs", json=JOB).json()
         service.worker.start()
         try:
@@ -148,7 +149,7 @@ def _service(tmp_path, **kwargs):
     from mora.service.app import build_service
 
     return build_service(db=tmp_path / "jobs.db", out_dir=tmp_path / "out", host={"device": "cpu"},
-                         defaults={"preset": "tiny"}, **kwargs)
+                         defaults={"preset": "tiny"}, max_job_work=WORK, **kwargs)
 
 
 def test_mcp_notifications_cancelled_over_stateless_http_cancels_the_waiting_calls_job(tmp_path):
