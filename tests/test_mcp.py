@@ -92,7 +92,7 @@ def test_bad_arguments_are_tool_errors_and_the_server_keeps_serving(tmp_path):
         await _expect_error(client, "text_to_video", {"prompt": "a fox", "device": "cuda"},
                             "device: an MCP tool call cannot set it")
         await _expect_error(client, "get_job", {"job_id": "job_nope"}, "job_id: 'job_nope' is not a job")
-        await _expect_error(client, "score_video", {"video": "job:job_nope"}, "video: job:job_nope is not a job")
+        await _expect_error(client, "score_video", {"video": "job:job_nope"}, "video: 'job:job_nope' is not a job")
         await _expect_error(client, "no_such_tool", {}, "tool: 'no_such_tool' is not a tool of Mora")
         assert store.list() == []  # nothing was queued by a refused call
         queued = await client.call_tool("text_to_video", {"prompt": "a fox", "wait": False, **SMALL})
