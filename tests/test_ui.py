@@ -44,7 +44,7 @@ def server(tmp_path_factory):
     demo = app.build()
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(root)])
+                **app.file_access())  # `mora ui`'s file rules
     yield {"url": f"http://127.0.0.1:{port}/", "root": root, "demo": demo}
     demo.close()
 

@@ -6,6 +6,9 @@ frame waits in the page for Approve / Regenerate / Edit / Abort. One job runs at
 queue; others see their position), uploads are copied into the job's own folder, and the server
 binds to 127.0.0.1 unless told otherwise. Needs the `ui` extra (`pip install -e ".[ui]"`).
 
+Files cross the page only through gradio's upload cache (`mora.ui_files`): no client-named path in,
+no server path served.
+
 Mounted by `mora serve` at /ui, the page is given the service's job store instead: each job is
 submitted to that queue (it shows in GET /v1/jobs like any other) and the page follows its events;
 the review gate needs a person at the page, so it is not offered there.
@@ -26,6 +29,7 @@ from typing import Any
 import gradio as gr
 
 from mora.errors import MoraError
+from mora.ui_files import cached, file_access, owner, received
 from mora.workflows.jobspec import OPTIONS, STORY, task_inputs, task_options
 from mora.workflows.tasks import TASK_TABLE
 
@@ -107,6 +111,12 @@ class App:
         self.preset = self.shared.get("preset", OPTIONS["preset"].default)
         self.output_root = Path(output_root).resolve()
         self.store = store
+        self.demo: gr.Blocks | None = None  # set by build(): its upload record says which files the page received
+
+    def file_access(self, *also_blocked: str | Path) -> dict:
+        """gradio's file rules for this page (`launch` / `mount_gradio_app` keywords): nothing served by
+        path; the job folders and `also_blocked` (the service's folders, its database) refused."""
+        return file_access((self.output_root, *also_blocked))
 
     # --- one job ---------------------------------------------------------------------------------
 
@@ -117,7 +127,8 @@ class App:
 
     @staticmethod
     def _keep_upload(upload: Any, job_dir: Path, key: str) -> str | None:
-        """Copy an uploaded file into the job folder: the job reads only its own copies."""
+        """Copy an uploaded file into the job folder: the job reads only its own copies (the page's
+        handlers pass only files `ui_files.received` checked; Python callers of run_job are trusted)."""
         if not upload:
             return None
         source = Path(upload if isinstance(upload, str) else getattr(upload, "name", upload))
@@ -129,7 +140,7 @@ class App:
                 ) -> Iterator[tuple]:
         """Generator for Gradio: yields (log, review row, frame, video, enhanced prompt, route, manifest)."""
         if self.store is not None:
-            yield from self._show_job(self._queue_job(task, inputs, options, review_on))
+            yield from self._show_job(self._queue_job(task, inputs, options, review_on, owner(request)))
             return
         session = _session(request)
         try:
@@ -199,14 +210,15 @@ class App:
                        str(payload.manifest_path))
                 return
 
-    def run_story(self, story: str, shots: Any, seconds: Any, storyboard_only: bool) -> Iterator[tuple]:
+    def run_story(self, story: str, shots: Any, seconds: Any, storyboard_only: bool,
+                  request: gr.Request | None = None) -> Iterator[tuple]:
         """Generator for Gradio: yields (log, storyboard, film, contact sheet, manifest).
 
         The storyboard is written first (`storyboard_only`) and shown; the film is then made from
         that file, so the page shows exactly the storyboard the shots follow.
         """
         if self.store is not None:
-            yield from self._show_story(self._queue_story(story, shots, seconds, storyboard_only))
+            yield from self._show_story(self._queue_story(story, shots, seconds, storyboard_only, owner(request)))
             return
         from mora.workflows.prepare import Hooks
         from mora.workflows.runner import run_job
@@ -261,26 +273,31 @@ class App:
         _session(request).decisions.put(decision)
 
     def evaluate(self, video: Any) -> tuple[str, dict]:
+        """The Evaluate tab's handler: the score card of a video uploaded to the page (no other path)."""
         from mora.evaluation import format_table, score_card_for_file
 
         if not video:
             raise gr.Error("video: nothing uploaded; choose a video file to score", duration=None)
+        path = received(self.demo, video, "video")
         try:
-            card = score_card_for_file(video if isinstance(video, str) else video.name)
+            card = score_card_for_file(path)
         except MoraError as e:
             raise gr.Error(str(e), duration=None) from None
         return f"```\n{format_table(card)}\n```", card
 
     # --- the service's queue (`mora serve` mounts the page with its store) ------------------------------
 
-    def _submit(self, job: dict, files: dict[str, Path] | None = None) -> Any:
-        """Queue the job in the store; a refused job is the page's error (the store keeps nothing of it)."""
+    def _submit(self, job: dict, files: dict[str, Path] | None = None, owner: str | None = None) -> Any:
+        """Queue the job in the store, as the caller's key's (`owner`) when the request has one; a refused
+        job is the page's error (the store keeps nothing of it)."""
+        mine = {"owner": owner} if owner else {}  # no key (loopback, `mora ui`): the store's default owner
         try:
-            return self.store.submit(job, files=files, meta={"door": "ui"})
+            return self.store.submit(job, files=files, meta={"door": "ui"}, **mine)
         except MoraError as e:
             raise gr.Error(_message(e), duration=None) from None
 
-    def _queue_job(self, task: str, inputs: dict, options: dict, review_on: bool) -> Iterator[tuple]:
+    def _queue_job(self, task: str, inputs: dict, options: dict, review_on: bool, owner: str | None = None
+                   ) -> Iterator[tuple]:
         """A task job through the queue: its uploads moved into the job's folder by the store, its events followed."""
         if review_on:
             raise gr.Error(QUEUE_REVIEW, duration=None)
@@ -290,19 +307,20 @@ class App:
             files = {k: Path(self._keep_upload(v, staging, k)) for k, v in inputs.items()
                      if kinds[k] in ("image", "video") and v}
             given = {k: v for k, v in {**inputs, **options}.items() if v not in (None, "") and k not in files}
-            row = self._submit({"task": task, **given}, files)
+            row = self._submit({"task": task, **given}, files, owner)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         yield "step", f"queued as {row.id}"
-        yield from self._follow(row.id)
+        yield from self._follow(row.id, owner)
 
-    def _queue_story(self, story: str, shots: Any, seconds: Any, storyboard_only: bool) -> Iterator[tuple]:
+    def _queue_story(self, story: str, shots: Any, seconds: Any, storyboard_only: bool, owner: str | None = None
+                     ) -> Iterator[tuple]:
         """A story through the queue as one job; its storyboard is shown when the job is done."""
         given = {k: v for k, v in (("shots", shots), ("shot_seconds", seconds)) if v not in (None, "")}
         row = self._submit({"task": STORY, "story": story, **given, **({"storyboard_only": True}
-                                                                        if storyboard_only else {})})
+                                                                        if storyboard_only else {})}, owner=owner)
         yield "step", f"queued as {row.id}"
-        for kind, result in self._follow(row.id):
+        for kind, result in self._follow(row.id, owner):
             if kind != "done":
                 yield kind, result
             elif storyboard_only:
@@ -316,7 +334,7 @@ class App:
                 yield "storyboard", RunResult(None, board, board_path, result.artifacts_dir)
                 yield "done", result
 
-    def _follow(self, job_id: str) -> Iterator[tuple]:
+    def _follow(self, job_id: str, owner: str | None = None) -> Iterator[tuple]:
         """The queued job's events as the page shows them: ("step", line)..., then ("done", RunResult) or
         ("error", e) once it is completed, failed or cancelled."""
         from mora.service.store import VIDEO_NAME
@@ -324,7 +342,8 @@ class App:
 
         seq = 0
         while True:
-            row = self.store.get(job_id)  # read before the events: a finished row's events are all written
+            # read before the events: a finished row's events are all written
+            row = self.store.get(job_id, **({"owner": owner} if owner else {}))
             for event in self.store.events(job_id, after=seq):
                 seq = event["seq"]
                 if event["type"] == "step":
@@ -360,6 +379,7 @@ class App:
                 table = gr.Markdown()
                 card = gr.JSON(label="Score card")
                 button.click(self.evaluate, [video], [table, card], concurrency_id=_JOB_SLOT)
+        self.demo = demo
         # In-process, one job at a time; on a service's queue the page only submits and follows, and the
         # queue orders the jobs (one worker, or a Ray pool running several at once): no slot to wait for.
         demo.queue(default_concurrency_limit=1 if self.store is None else None)
@@ -384,12 +404,15 @@ class App:
                        gr.Textbox(label="Route", interactive=False), gr.File(label="Manifest")]
             keys = [item.name for item in task.inputs]
 
+            files = {item.name for item in task.inputs if item.kind in ("image", "video")}
+
             def start(*values: Any):
                 *given, review_v, request = values
                 inputs, picked = given[:len(keys)], given[len(keys):]
+                inputs = [received(self.demo, v, k) if k in files else v for k, v in zip(keys, inputs, strict=True)]
                 chosen = {n: _value(OPTIONS[n], v) for n, v in zip(names, picked, strict=True)}
-                yield from self.run_job(task.name, dict(zip(keys, inputs, strict=True)), chosen, bool(review_v),
-                                        request)
+                yield from cached(self.run_job(task.name, dict(zip(keys, inputs, strict=True)), chosen,
+                                                bool(review_v), request), (2, 3, 6))  # frame, video, manifest
 
             # Gradio passes inputs positionally and injects the request where a positional parameter
             # is annotated gr.Request: spell that signature out for this tab's number of inputs.
@@ -418,8 +441,9 @@ class App:
                        gr.Image(label="Contact sheet", type="filepath", interactive=False),
                        gr.File(label="Manifest")]
 
-            def start_story(story_v: str, shots_v: Any, seconds_v: Any, only_v: bool):
-                yield from self.run_story(story_v, shots_v, seconds_v, bool(only_v))
+            def start_story(story_v: str, shots_v: Any, seconds_v: Any, only_v: bool, request: gr.Request):
+                yield from cached(self.run_story(story_v, shots_v, seconds_v, bool(only_v), request),
+                                   (2, 3, 4))  # film, contact sheet, manifest
 
             button.click(start_story, [story, shots, seconds, only], outputs, concurrency_id=_JOB_SLOT)
 
@@ -458,7 +482,9 @@ def _input_component(item: Any) -> Any:
     if item.kind == "text":
         return gr.Textbox(label=label, placeholder=item.help, lines=2)
     if item.kind == "image":
-        return gr.Image(label=label, type="filepath", sources=["upload"])
+        # image_mode None: the handler gets the uploaded file itself, not a converted copy outside gradio's
+        # upload record (the job converts to RGB when it reads it)
+        return gr.Image(label=label, type="filepath", sources=["upload"], image_mode=None)
     return gr.File(label=label, file_types=["video", ".gif"])
 
 
@@ -496,5 +522,4 @@ def launch(host: str = "127.0.0.1", port: int = 7860, **app_options: Any) -> Non
     """Serve the page (blocks). Binds to 127.0.0.1 unless `host` says otherwise."""
     app = App(**app_options)
     logger.info("Mora UI on http://%s:%d", host, port)
-    app.build().launch(server_name=host, server_port=port, show_error=True,
-                       allowed_paths=[str(app.output_root)])
+    app.build().launch(server_name=host, server_port=port, show_error=True, **app.file_access())

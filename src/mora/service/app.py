@@ -206,7 +206,8 @@ def preset_rows(preset_file: str | None) -> list[dict]:
 
 def _mount_ui(app: FastAPI, service: Service, host: dict, defaults: dict) -> None:
     """The web page at /ui when gradio is installed: its jobs go to the service's queue (the page follows
-    their events; it may serve their videos from `<out_dir>`)."""
+    their events). It takes only files gradio's /upload received and serves only the copies of its jobs'
+    files in gradio's cache: nothing by path, never `<out_dir>` or the database."""
     import importlib.util
 
     if importlib.util.find_spec("gradio") is None:
@@ -216,5 +217,12 @@ def _mount_ui(app: FastAPI, service: Service, host: dict, defaults: dict) -> Non
 
     from mora.ui import App
 
-    page = App(output_root=service.store.out_dir / "ui", shared={**defaults, **host}, store=service.store).build()
-    gr.mount_gradio_app(app, page, path="/ui", allowed_paths=[str(service.store.out_dir)])
+    page = App(output_root=service.store.out_dir / "ui", shared={**defaults, **host}, store=service.store)
+    db = service.store.db
+    blocks = page.build()
+    gr.mount_gradio_app(app, blocks, path="/ui", **page.file_access(
+        service.store.out_dir, db, *(db.with_name(db.name + end) for end in ("-wal", "-shm", "-journal"))))
+    # gradio checks that an input's file is one its /upload received only once the Blocks has launched,
+    # and mount_gradio_app never marks it so (a forged FileData path would be copied in): mark it here,
+    # as launch() does.
+    blocks.has_launched = True
