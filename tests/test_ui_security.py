@@ -112,7 +112,7 @@ def test_served_page_refuses_a_forged_upload_path_and_copies_nothing(tmp_path, c
     picture, _ = secrets
     service = _service(tmp_path, cache)
     submitted = _stop_at_submit(service, monkeypatch)
-    with TestClient(service.app) as client:
+    with TestClient(service.app, base_url="http://127.0.0.1") as client:
         api, data = _api(client.get("/ui/config").json(), "Image")
         data[0], data[1] = _forged(picture), "a fox"
         event, payload = _call(client, "/ui", api, data)
@@ -126,7 +126,7 @@ def test_served_page_refuses_a_forged_upload_path_and_copies_nothing(tmp_path, c
 def test_served_evaluate_tab_refuses_a_forged_path(tmp_path, cache, secrets):
     _, video = secrets
     service = _service(tmp_path, cache)
-    with TestClient(service.app) as client:
+    with TestClient(service.app, base_url="http://127.0.0.1") as client:
         event, payload = _call(client, "/ui", "evaluate", [_forged(video)])
     assert event == "error", payload  # today: a score card of the server's file
     assert _holders(cache, video.read_bytes()) == []
@@ -140,7 +140,7 @@ def test_served_page_never_serves_the_database(tmp_path, cache, monkeypatch):
     service.store.list()
     assert db.exists() and db.with_name("jobs.db-wal").exists()  # WAL: the open queue has both
     (tmp_path / "outputs" / "serve" / "notes.txt").write_text("another job's file")
-    with TestClient(service.app) as client:
+    with TestClient(service.app, base_url="http://127.0.0.1") as client:
         for path in (db, db.with_name("jobs.db-wal"), "outputs/serve/jobs.db", "outputs/serve/jobs.db-wal",
                      tmp_path / "outputs" / "serve" / "notes.txt", "outputs/serve/notes.txt"):
             r = client.get(f"/ui/gradio_api/file={path}")
@@ -153,7 +153,7 @@ def test_finished_job_files_reach_only_the_page_that_made_it(tmp_path, cache):
     picture = tmp_path / "upload.png"
     Image.new("RGB", (64, 64), "red").save(picture)
     try:
-        with TestClient(service.app) as client:
+        with TestClient(service.app, base_url="http://127.0.0.1") as client:
             r = client.post("/ui/gradio_api/upload", files={"files": ("upload.png", picture.read_bytes(), "image/png")})
             [received] = r.json()
             api, data = _api(client.get("/ui/config").json(), "Image")
@@ -177,21 +177,20 @@ def test_finished_job_files_reach_only_the_page_that_made_it(tmp_path, cache):
 
 
 def test_page_submits_with_the_callers_owner(tmp_path, cache, monkeypatch):
-    service = _service(tmp_path, cache)
-    submitted = _stop_at_submit(service, monkeypatch)  # the lead's store takes owner=; this branch's not yet
+    """Under keys, the page's jobs belong to the key of the request that started them (`BearerGate`)."""
+    from mora.service.app import build_service
+    from mora.service.security import owner_of
 
-    @service.app.middleware("http")
-    async def owner(request, call_next):  # what `mora serve`'s key check sets
-        request.state.owner = request.headers.get("x-test-owner") or None
-        return await call_next(request)
-
-    with TestClient(service.app) as client:
-        api, data = _api(client.get("/ui/config").json(), "Prompt")
+    service = build_service(db=tmp_path / "jobs.db", out_dir=tmp_path / "out", ui=True, start_worker=False,
+                            defaults={"preset": "tiny"}, host={"device": "cpu"}, api_keys=frozenset({"ka", "kb"}))
+    submitted = _stop_at_submit(service, monkeypatch)
+    with TestClient(service.app, base_url="http://127.0.0.1") as client:
+        api, data = _api(client.get("/ui/config", headers={"Authorization": "Bearer ka"}).json(), "Prompt")
         data[0] = "a fox"
-        for who in ("key-a", ""):
-            _call(client, "/ui", api, data, headers={"x-test-owner": who})
-    assert [s.get("owner") for s in submitted] == ["key-a", None]
-    assert "owner" not in submitted[1]  # no key: the store's own default
+        for key in ("ka", "kb"):
+            _call(client, "/ui", api, data, headers={"Authorization": f"Bearer {key}"})
+        assert client.get("/ui/config").status_code == 401  # the page itself needs a key
+    assert [s["owner"] for s in submitted] == [owner_of("ka"), owner_of("kb")]
     service.store.close()
 
 
@@ -237,7 +236,7 @@ def test_served_page_refuses_a_forged_path_even_without_gradios_check(tmp_path, 
     submitted = _stop_at_submit(service, monkeypatch)
     [mount] = [r for r in service.app.routes if isinstance(r, Mount) and r.path == "/ui"]
     mount.app.get_blocks().has_launched = False  # gradio skips its check for a Blocks never launched
-    with TestClient(service.app) as client:
+    with TestClient(service.app, base_url="http://127.0.0.1") as client:
         api, data = _api(client.get("/ui/config").json(), "Image")
         data[0], data[1] = _forged(picture), "a fox"
         event, payload = _call(client, "/ui", api, data)

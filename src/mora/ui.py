@@ -29,6 +29,7 @@ from typing import Any
 import gradio as gr
 
 from mora.errors import MoraError
+from mora.service.rows import LOCAL_OWNER
 from mora.ui_files import cached, file_access, owner, received
 from mora.workflows.jobspec import OPTIONS, STORY, task_inputs, task_options
 from mora.workflows.tasks import TASK_TABLE
@@ -290,9 +291,8 @@ class App:
     def _submit(self, job: dict, files: dict[str, Path] | None = None, owner: str | None = None) -> Any:
         """Queue the job in the store, as the caller's key's (`owner`) when the request has one; a refused
         job is the page's error (the store keeps nothing of it)."""
-        mine = {"owner": owner} if owner else {}  # no key (loopback, `mora ui`): the store's default owner
         try:
-            return self.store.submit(job, files=files, meta={"door": "ui"}, **mine)
+            return self.store.submit(job, files=files, meta={"door": "ui"}, owner=owner or LOCAL_OWNER)
         except MoraError as e:
             raise gr.Error(_message(e), duration=None) from None
 
@@ -343,7 +343,7 @@ class App:
         seq = 0
         while True:
             # read before the events: a finished row's events are all written
-            row = self.store.get(job_id, **({"owner": owner} if owner else {}))
+            row = self.store.get(job_id, owner=owner or LOCAL_OWNER)
             for event in self.store.events(job_id, after=seq):
                 seq = event["seq"]
                 if event["type"] == "step":
