@@ -304,8 +304,11 @@ def test_image_to_video_seed_is_reproducible(ltx_tools, landscape_png):
         return media.read_video(path).frames
 
     first, again, other = frames(11), frames(11), frames(12)
-    assert np.array_equal(first, again)
-    assert not np.array_equal(first, other)
+    # The model's frames are equal bit for bit; the mp4's H.264 encode of them is not always (the first
+    # encode in a process can round differently from later ones: a few levels here and there), so the
+    # decoded frames are compared to that rounding, far below another seed's difference.
+    same, changed = np.abs(first.astype(int) - again), np.abs(first.astype(int) - other)
+    assert same.mean() < 1.0 and changed.mean() > 5 * max(same.mean(), 1.0), (same.mean(), changed.mean())
 
 
 def test_image_to_video_ltx_needs_4k_plus_1_frames(ltx_tools, landscape_png):

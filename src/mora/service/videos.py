@@ -145,12 +145,16 @@ def _preset(request: Request, model: str | None) -> Any:
 
 
 def _size(size: str | None) -> dict:
-    found = re.fullmatch(r"([0-9]{1,5})[xX]([0-9]{1,5})", size) if size is not None else None
+    """`WIDTHxHEIGHT` as the job's width and height (their range is the job model's to check)."""
+    found = re.fullmatch(r"([0-9]+)[xX]([0-9]+)", size) if size is not None else None
     if size is None:
         return {}
     if found is None:
         raise ApiError(400, f"size: {quote(size)} is not WIDTHxHEIGHT; pass e.g. 96x64, or omit it for the "
                        "preset's", param="size", code="invalid_value")
+    if max(len(found[1]), len(found[2])) > 9:  # no whole number of thousands of digits to convert
+        raise ApiError(400, f"size: {quote(size)} is out of range; pass a size the preset makes, e.g. 96x64",
+                       param="size", code="invalid_value")
     return {"width": int(found[1]), "height": int(found[2])}
 
 
