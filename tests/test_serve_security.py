@@ -319,3 +319,14 @@ def test_refusals_name_no_server_path(local):
     message = r.json()["error"]["message"]
     assert r.status_code == 422 and message.startswith("preset: unknown preset 'nope'; choose one of")
     assert not re.search(r"/[\w.-]+/", message), message  # the presets folder by its name alone
+
+
+def test_sse_done_gives_the_videos_url_and_a_remix_its_length_while_it_runs(local):
+    c = TestClient(local.app, base_url=LOCAL)
+    job = c.post("/v1/jobs", json={"task": "text-to-video", "prompt": "a fox"}).json()["id"]
+    _completed(local, job)
+    events = [line for line in c.get(f"/v1/jobs/{job}/events").text.splitlines() if line.startswith("data:")]
+    assert json.loads(events[-1][5:]) == {"video": f"{LOCAL}/v1/jobs/{job}/files/video.mp4"}
+    assert c.get(f"{LOCAL}/v1/jobs/{job}/files/video.mp4").status_code == 200  # the link serves the video
+    remix = c.post(f"/v1/videos/{job}/remix", json={"prompt": "make it night"}).json()
+    assert remix["status"] == "queued" and remix["seconds"] == "0.43" and remix["size"] == "64x64", remix

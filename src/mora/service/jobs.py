@@ -36,6 +36,7 @@ from mora.service.http import (
     service,
     stored_row,
 )
+from mora.service.store import VIDEO_NAME
 
 router = APIRouter(prefix="/v1/jobs")
 END_EVENTS = ("done", "failed", "cancelled")
@@ -133,7 +134,10 @@ async def _stream(request: Request, job_id: str, after: int) -> AsyncIterator[st
         found = await run_in_threadpool(store.events, job_id, after)
         for event in found:
             after = event["seq"]
-            data = json.dumps(public(event["data"], job_id, folder))
+            data = public(event["data"], job_id, folder)
+            if event["type"] == "done" and event["data"].get("video"):  # the video as the URL that serves it
+                data["video"] = f"{str(request.base_url).rstrip('/')}{router.prefix}/{job_id}/files/{VIDEO_NAME}"
+            data = json.dumps(data)
             yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n"
             if event["type"] in END_EVENTS:
                 return

@@ -122,7 +122,7 @@ def video_object(row: JobRow, request: Request) -> dict[str, Any]:
                  "message": public_text(row.error, row.id, service(request).store.folder(row.id))
                  or "the job was cancelled"}
     size = f"{info['width']}x{info['height']}" if info else meta.get("size", "")
-    seconds = f"{info['num_frames'] / info['fps']:.2f}".rstrip("0").rstrip(".") if info else meta.get("seconds", "")
+    seconds = _seconds(info) if info else meta.get("seconds", "")
     return {"id": row.id, "object": "video", "created_at": int(row.created_at),
             "completed_at": int(row.completed_at) if row.completed_at else None, "expires_at": None,
             "model": meta.get("model") or row.job.get("preset", ""), "progress": row.progress,
@@ -320,15 +320,22 @@ async def edit(request: Request) -> dict:
     job = {"task": "edit", "instruction": prompt, "preset": preset.name, **_options(body, "edit", "edits")}
     if ref:
         job["video"] = ref
-    return await _submit(request, job, {"model": preset.name, "prompt": prompt, "size": _source_size(request, ref)},
+    return await _submit(request, job, {"model": preset.name, "prompt": prompt, **_source_shape(request, ref)},
                          uploads)
 
 
-def _source_size(request: Request, ref: str | None) -> str:
-    """The size of an earlier video (edit and extend keep it); "" for an upload until the job is done."""
+def _seconds(info: dict) -> str:
+    """A video's length as the Videos API's text (`"1.14"`, `"2"`) from its manifest's `video` entry."""
+    return f"{info['num_frames'] / info['fps']:.2f}".rstrip("0").rstrip(".")
+
+
+def _source_shape(request: Request, ref: str | None) -> dict:
+    """The size and seconds of an earlier video (an edit keeps both, an extension its size); both ""
+    for an upload until the job is done."""
     row = service(request).store.get(ref[len(JOB_REF):], owner=owner(request)) if ref else None
     info = (row.manifest or {}).get("video") if row else None
-    return f"{info['width']}x{info['height']}" if info else ""
+    return {"size": f"{info['width']}x{info['height']}", "seconds": _seconds(info)} if info else \
+        {"size": "", "seconds": ""}
 
 
 def _source_preset(request: Request, ref: str | None) -> str | None:
@@ -352,7 +359,8 @@ async def extend(request: Request) -> dict:
     job = {"task": "extend", "prompt": prompt, "preset": preset.name, **options}
     if ref:
         job["video"] = ref
-    meta = {"model": preset.name, "prompt": prompt, "seconds": str(seconds or ""), "size": _source_size(request, ref)}
+    meta = {"model": preset.name, "prompt": prompt, "seconds": str(seconds or ""),
+            "size": _source_shape(request, ref)["size"]}
     return await _submit(request, job, meta, uploads, {"num_frames": "seconds"} if seconds is not None else {})
 
 
@@ -380,5 +388,5 @@ async def remix(request: Request, video_id: str) -> dict:
     job = {"task": "edit", "video": JOB_REF + video_id, "instruction": prompt, "preset": preset,
            **_options(body, "edit", "remix")}
     meta = {"model": preset, "prompt": prompt, "remixed_from_video_id": video_id,
-            "size": _source_size(request, JOB_REF + video_id)}
+            **_source_shape(request, JOB_REF + video_id)}
     return await _submit(request, job, meta, {})
