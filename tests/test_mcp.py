@@ -151,9 +151,10 @@ def test_mora_mcp_over_stdio_runs_a_job_with_progress_and_serves_its_video(tmp_p
         job_id, path = _check_video(result, out_dir)
         assert result.structured_content["route"] == ["prompt_agent", "text_to_image_agent", "image_to_video_agent"]
         assert "red fox in snow" in result.structured_content["enhanced_prompt"]
-        # one notification per agent step, increasing, each naming its agent
-        assert [m.split(":")[0] for _, _, m in steps] == result.structured_content["route"]
+        # one notification per agent step, increasing, each naming its agent, then 100% when done
+        assert [m.split(":")[0] for _, _, m in steps] == [*result.structured_content["route"], "done"]
         assert [p for p, _, _ in steps] == sorted({p for p, _, _ in steps}) and all(t == 100 for _, t, _ in steps)
+        assert steps[-1][0] == 100
         # the link reads back as the file's bytes through the server too
         read = await client.read_resource(result.structured_content["video"])
         assert base64.b64decode(read.contents[0].blob) == path.read_bytes()
@@ -163,8 +164,11 @@ def test_mora_mcp_over_stdio_runs_a_job_with_progress_and_serves_its_video(tmp_p
         await _expect_error(client, "text_to_video", {"prompt": "a fox", "preset": "nope"}, "preset: unknown preset")
         await _expect_error(client, "text_to_video", {"prompt": "a fox", "fps": 0}, "fps: 0 is out of range")
         # then a job that continues the first one's video (job:<id>), and its score card
-        more = await client.call_tool("extend_video", {"video": f"job:{job_id}", **SMALL})
+        steps.clear()
+        more = await client.call_tool("extend_video", {"video": f"job:{job_id}", **SMALL},
+                                      progress_callback=on_progress)
         _, longer = _check_video(more, out_dir)
+        assert steps[-1][:2] == (100, 100)  # its one agent step reported at its start, then done
         assert len(media.read_video(str(longer), argument="video").frames) > \
             len(media.read_video(str(path), argument="video").frames)
         card = await client.call_tool("score_video", {"video": str(path)})

@@ -225,6 +225,8 @@ class MoraMcp:
                 last = max(float(pct), last + 0.01)  # MCP: progress increases with every notification
                 await ctx.session.report_progress(last, 100.0, event["data"].get("step"))
             if row.finished:
+                if row.status == "completed" and last < 100.0:  # the last step's notification said its start
+                    await ctx.session.report_progress(100.0, 100.0, "done")
                 return row
             await anyio.sleep(POLL_S)
 
