@@ -271,7 +271,7 @@ def test_cli_prompts_run_prints_progress_the_table_and_the_data_summary(tmp_path
     assert "dropped: prompts dropped" in proc.stderr  # the columns say what they count
     summary = proc.stdout.strip()
     assert summary.startswith(str(tmp_path / "run" / "adapter"))
-    assert "1 steps, final loss" in summary and "(mean of the last 10 steps)" in summary and "modulation" in summary
+    assert "1 steps, final loss" in summary and "(mean of the last 1 steps)" in summary and "modulation" in summary
     assert json.loads((tmp_path / "run/train/iter-1/train.json").read_text())["config"]["train_frames"] == 7
     both = subprocess.run([sys.executable, "-m", "mora.cli", "train", "--prompts", "p.txt", "--data", "d", "--out",
                            "r"], capture_output=True, text=True, timeout=120, cwd=tmp_path)

@@ -216,8 +216,11 @@ def _print_iterations(rows: list[dict]) -> None:
 
 def _print_trained(result: Any) -> None:
     """The summary line of a finished training (the same after --data and --prompts)."""
+    from mora.training.manifest import FINAL_LOSS_STEPS
+
     factors = ", ".join(f"{agent} {value:.3f}" for agent, value in result.modulation.items())
-    print(f"{result.adapter_dir}  ({result.steps} steps, final loss {result.final_loss:.4f} (mean of the last 10 "
+    last = min(FINAL_LOSS_STEPS, result.steps)
+    print(f"{result.adapter_dir}  ({result.steps} steps, final loss {result.final_loss:.4f} (mean of the last {last} "
           f"steps); modulation {factors})")
 
 

@@ -12,6 +12,8 @@ from typing import Any
 MANIFEST = "train.json"
 ADAPTER_DIR = "adapter"
 
+FINAL_LOSS_STEPS = 10  # a run's final loss: the mean of its last this-many steps (one step is noise)
+
 
 def adapter_info(trainer: Any) -> dict[str, Any]:
     """adapter.json content other than the files and modulation (which `write_adapter` adds)."""

@@ -38,7 +38,7 @@ from mora.training.distributed import (
 )
 from mora.training.ema import EMA_FILE, Averaged
 from mora.training.feed import StepFeed, open_cache
-from mora.training.manifest import ADAPTER_DIR, adapter_info, write_manifest
+from mora.training.manifest import ADAPTER_DIR, FINAL_LOSS_STEPS, adapter_info, write_manifest
 from mora.training.models import AgentModel, build_agent
 from mora.training.report import (
     LOG_FILE,
@@ -476,7 +476,7 @@ class Trainer:
     def _finish(self, records: list[dict[str, Any]]) -> TrainResult:
         adapter_dir = self.save_adapter()
         plot_losses(records + self.validations, self.run_dir / LOSS_PLOT)
-        tail = [r["loss"] for r in records[-10:]]
+        tail = [r["loss"] for r in records[-FINAL_LOSS_STEPS:]]
         final = sum(tail) / len(tail) if tail else math.nan
         manifest = write_manifest(self, "complete", records, final_loss=final)
         logger.info("done: %d steps, final loss %.4f, adapter %s", self.step, final, adapter_dir)
