@@ -194,17 +194,18 @@ class Job:
             self.pending_instruction = instruction
             self._insert_next(EDIT_IMAGE, GATE)
 
-    def choose_candidate(self, by_scores: list[int], by_judge: list[int] | None, judge_error: str | None) -> int:
-        """Keep one candidate: the rankings agree, or the reviewer settles it, or the score card decides."""
+    def choose_candidate(self, by_scores: list[int], judge_choice: int | str | None, judge_error: str | None) -> int:
+        """Keep one candidate: the judge's choice is the score card's best, or the reviewer settles it, or the
+        score card decides (`judge_choice`: a candidate index, "none", or None without a judge)."""
         reviewer_pick = None
-        if by_judge is not None and by_judge[0] != by_scores[0] and self.reviewer is not None:
-            pick = self.candidates[by_judge[0]]
+        if isinstance(judge_choice, int) and judge_choice != by_scores[0] and self.reviewer is not None:
+            pick = self.candidates[judge_choice]
             action, _ = normalize_decision(self.reviewer(pick["image"], {
                 "task": self.task, "prompt": self.prompt, "critic": "the vision judge prefers this first frame; "
                 "approve to keep it, anything else keeps the score card's choice"}))
-            reviewer_pick = by_judge[0] if action == "approve" else by_scores[0]
-        best, reason = choose(by_scores, by_judge, reviewer_pick)
-        self.critic = {"winner": best, "reason": reason, "score_ranking": by_scores, "judge_ranking": by_judge,
+            reviewer_pick = judge_choice if action == "approve" else by_scores[0]
+        best, reason = choose(by_scores, judge_choice, reviewer_pick)
+        self.critic = {"winner": best, "reason": reason, "score_ranking": by_scores, "judge_choice": judge_choice,
                        **({"judge_error": judge_error} if judge_error else {})}
         self.videos.append(self.candidates[best]["video"])
         return best
