@@ -30,7 +30,7 @@ from typing import Any
 from mora import media
 from mora.agents.roles import STORYBOARD_AGENT_NAME
 from mora.errors import InputError
-from mora.limits import check_seed, derive_seed
+from mora.limits import derive_seed
 from mora.workflows.job import Job
 from mora.workflows.prepare import RunResult, StoryPrepared, job_from_call, prepare, seconds_range, shot_route
 from mora.workflows.storyboard import edit_instruction, shot_prompt, split_story, validate_storyboard
@@ -291,9 +291,7 @@ def contact_sheet(shots: list[dict], path: Path) -> Path:
 def _start(p: StoryPrepared) -> None:
     """Own the artifacts folder: keep it when resuming, else start empty (overwrite was checked).
 
-    The seed was fixed by `prepare` (given, a resumed run's, or drawn), as for every task."""
-    if p.seed is None:  # prepared with files=False (a jobs file's first read): fixed now, once
-        p.seed = check_seed(None)
+    The seed was fixed by `prepare` (given, a resumed run's, or drawn), as every task's is."""
     if p.artifacts_dir.is_dir() and not p.resume:
         shutil.rmtree(p.artifacts_dir)
     p.artifacts_dir.mkdir(parents=True, exist_ok=True)
