@@ -1,9 +1,11 @@
-"""The critic's vision judge: an LLM that sees the candidates' first frames and ranks them.
+"""The critic's vision judge: an LLM that sees the candidates and picks the best (or none).
 
 The paper filters generated data with a multimodal LLM; here the judge is used only when an
 entry of the LLM config is tagged "vision" (`"tags": ["vision"]`), since nothing else says which
-models accept images. Its answer is untrusted: it must be a JSON ranking that is a permutation of
-the candidate indices, else the score card alone decides.
+models accept images. It judges for best-of (the candidates' first frames) and for the training
+filter (contact sheets), always in one answer format (`mora.agents.roles.JUDGE_ANSWER`, quoted by
+the system message and every request) read by one function (`parse_choice`). Its answer is
+untrusted: anything but a valid choice is a fault, and the score card alone decides.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import autogen
 
 from mora.agents.llm import autogen_llm_config
-from mora.agents.roles import CRITIC, CRITIC_AGENT_NAME
+from mora.agents.roles import CRITIC, CRITIC_AGENT_NAME, JUDGE_ANSWER
 
 logger = logging.getLogger(__name__)
 
@@ -57,35 +59,49 @@ def _json_object(answer: object, pattern: str) -> Any:
         raise ValueError(f"the JSON object is malformed ({e.msg})") from None
 
 
-def parse_ranking(answer: object, count: int) -> list[int]:
-    """A ranking from the judge's answer; ValueError unless it is a permutation of range(count)."""
-    data = _json_object(answer, r"\{.*\}")
-    ranking = data.get("ranking") if isinstance(data, dict) else None
-    if not isinstance(ranking, list) or sorted(ranking) != list(range(count)) or any(
-        isinstance(i, bool) for i in ranking
-    ):
-        raise ValueError(f"ranking {ranking!r} is not a permutation of 0..{count - 1}")
-    return [int(i) for i in ranking]
+def parse_choice(answer: object, count: int) -> int | str:
+    """The judge's answer (`JUDGE_ANSWER`) read: the chosen candidate's index (0-based, in the order shown)
+    or "none"; ValueError for anything else. The one reader of the judge's answers.
+
+    Example:
+        >>> parse_choice('{"choice": 2}', 3), parse_choice('sure: {"choice": "none"}', 3)
+        (1, 'none')
+    """
+    data = _json_object(answer, r"\{.*?\}")
+    choice = data.get("choice") if isinstance(data, dict) else None
+    if isinstance(choice, str) and choice.strip().lower() == "none":
+        return "none"
+    if isinstance(choice, int) and not isinstance(choice, bool) and 1 <= choice <= count:
+        return choice - 1  # the judge names candidates as labelled, from 1
+    raise ValueError(f"choice {choice!r} is neither a candidate number 1..{count} nor \"none\"")
 
 
-def judge(critic: autogen.ConversableAgent, image_paths: list[str], prompt: str | None) -> list[int]:
-    """Ask the vision LLM to rank the first frames; raises on any fault (the caller falls back)."""
-    content: list[dict] = [{"type": "text", "text": f"Prompt: {prompt or '(none)'}. {len(image_paths)} candidates:"}]
-    for i, path in enumerate(image_paths):
-        content += [{"type": "text", "text": f"Candidate {i}:"},
+def judge_request(images: list[str], prompt: str | None, shown: str) -> list[dict]:
+    """The user message to the judge: the prompt, each image labelled "Candidate N" (from 1), the answer format."""
+    content: list[dict] = [{"type": "text", "text": f"Prompt: {prompt or '(none)'}. {len(images)} candidates, "
+                                                    f"{shown}:"}]
+    for number, path in enumerate(images, start=1):
+        content += [{"type": "text", "text": f"Candidate {number}:"},
                     {"type": "image_url", "image_url": {"url": _data_uri(path)}}]
-    ok, answer = critic.generate_oai_reply(messages=[{"role": "user", "content": content}])
+    content.append({"type": "text", "text": f"Answer with {JUDGE_ANSWER}."})
+    return [{"role": "user", "content": content}]
+
+
+def judge(critic: autogen.ConversableAgent, image_paths: list[str], prompt: str | None) -> int | str:
+    """Ask the vision LLM to pick among the first frames: the pick's index, or "none"; raises on any fault."""
+    ok, answer = critic.generate_oai_reply(messages=judge_request(image_paths, prompt, "each shown by its first frame"))
     if not ok:
         raise ValueError("the vision judge gave no answer")
-    return parse_ranking(answer, len(image_paths))
+    return parse_choice(answer, len(image_paths))
 
 
 def rank_candidates(
     critic: autogen.ConversableAgent, candidates: list[dict], prompt: str | None, config_list: list[dict] | None,
-) -> tuple[list[int], list[int] | None, str | None]:
+) -> tuple[list[int], int | str | None, str | None]:
     """Score every candidate video (adds `scores` and `quality` to each) and ask the vision judge.
 
-    Returns (ranking by the score card, ranking by the judge or None, the judge's error or None).
+    Returns (ranking by the score card, the judge's choice: an index, "none" or None when there is no
+    judge or it failed, the judge's error or None).
     A judge that fails (HTTP error, unusable answer) abstains: its error, scrubbed of API keys,
     is returned for the manifest and the score card decides.
     """
@@ -100,25 +116,21 @@ def rank_candidates(
         card = score_video(video.frames, fps=video.fps)
         candidate.update(scores=card, quality=quality(card))
         cards.append(card)
-    by_judge, judge_error = None, None
+    judge_choice, judge_error = None, None
     if vision_config(config_list):
         try:
-            by_judge = judge(critic, [c["image"] for c in candidates], prompt)
+            judge_choice = judge(critic, [c["image"] for c in candidates], prompt)
         except (ValueError, *llm_errors()) as e:
             judge_error = scrub(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}", config_list)
             logger.warning("critic_agent: the vision judge abstains (%s); the score card decides", judge_error)
-    return rank_by_scores(cards), by_judge, judge_error
+    return rank_by_scores(cards), judge_choice, judge_error
 
 
 # --- the data-free loop's filter: every vision LLM votes for one candidate (or none) --------------
 
 VOTE_RETRIES = 2  # an answer that is not a valid choice is asked again this many times, then abstains
-VOTE_INSTRUCTION = (
-    "You are a strict judge of generated training videos. Each candidate below is shown as a contact "
-    "sheet of frames in time order, left to right. Pick the one candidate that best matches the prompt "
-    "with a coherent subject and smooth, plausible motion, or none if no candidate is usable. Answer "
-    'with JSON only: {"choice": N} with N a candidate number, or {"choice": "none"}.'
-)
+VOTE_SHOWN = ("each shown as a contact sheet of frames in time order, left to right; be strict: these are training "
+              "videos")
 
 
 def vision_judges(config_list: list[dict] | None) -> list[tuple[str, dict]]:
@@ -132,36 +144,11 @@ def vision_judges(config_list: list[dict] | None) -> list[tuple[str, dict]]:
     return judges
 
 
-def parse_choice(answer: object, count: int) -> int | str:
-    """A validated vote: a candidate number in 1..count or "none"; ValueError for anything else.
-
-    Example:
-        >>> parse_choice('{"choice": 2}', 3), parse_choice('sure: {"choice": "none"}', 3)
-        (2, 'none')
-    """
-    data = _json_object(answer, r"\{.*?\}")
-    choice = data.get("choice") if isinstance(data, dict) else None
-    if isinstance(choice, str) and choice.strip().lower() == "none":
-        return "none"
-    if isinstance(choice, int) and not isinstance(choice, bool) and 1 <= choice <= count:
-        return choice
-    raise ValueError(f"choice {choice!r} is neither a candidate number 1..{count} nor \"none\"")
-
-
-def _vote_request(sheets: list[str], prompt: str | None) -> list[dict]:
-    content: list[dict] = [{"type": "text", "text": f"{VOTE_INSTRUCTION}\nPrompt: {prompt or '(none)'}. "
-                                                    f"{len(sheets)} candidates:"}]
-    for i, path in enumerate(sheets, start=1):
-        content += [{"type": "text", "text": f"Candidate {i}:"},
-                    {"type": "image_url", "image_url": {"url": _data_uri(path)}}]
-    return [{"role": "user", "content": content}]
-
-
 def vote(entry: dict, sheets: list[str], prompt: str | None, config_list: list[dict] | None = None,
          retries: int = VOTE_RETRIES) -> tuple[int | str | None, str | None]:
     """One vision LLM's vote on candidates shown as contact sheets (several frames each).
 
-    Returns (choice, error): choice is a candidate number (1-based), "none", or None when the judge
+    Returns (choice, error): choice is the chosen sheet's index (0-based), "none", or None when the judge
     abstains (an HTTP error, or no valid choice after `retries` corrections); error is why, scrubbed
     of every key in `config_list` (and `entry`), for the record. Never raises for the judge's faults.
     """
@@ -170,7 +157,7 @@ def vote(entry: dict, sheets: list[str], prompt: str | None, config_list: list[d
     secrets = [entry, *(config_list or [])]
     agent = autogen.ConversableAgent("vision_judge", system_message=CRITIC, llm_config=autogen_llm_config([entry]),
                                      human_input_mode="NEVER", code_execution_config=False)
-    messages = _vote_request(sheets, prompt)
+    messages = judge_request(sheets, prompt, VOTE_SHOWN)
     error = None
     for _attempt in range(retries + 1):
         ok, answer = False, None
@@ -183,8 +170,7 @@ def vote(entry: dict, sheets: list[str], prompt: str | None, config_list: list[d
             error = f"invalid answer: {e}"
             text = answer.get("content") if isinstance(answer, dict) else answer
             messages = [*messages, {"role": "assistant", "content": str(text)[:2000]},
-                        {"role": "user", "content": 'Answer with JSON only: {"choice": N} (a candidate number) '
-                                                    'or {"choice": "none"}.'}]
+                        {"role": "user", "content": f"Answer with {JUDGE_ANSWER}."}]
         except llm_errors() as e:
             error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             break

@@ -64,10 +64,16 @@ DIRECTOR = """You are Mora's director. Talk with the user to understand the vide
 task with the tool `start_task`. Tasks: {tasks}. Only use file paths the user typed. If something required is
 missing, ask one short question instead of calling the tool. Never write code."""
 
-CRITIC = """You are critic_agent, the quality judge of Mora. You receive N candidate first frames of
-a video and the prompt they were made for. Rank them by how well they match the prompt, their visual quality and how
-good a starting frame they make for animation. Answer with JSON only: {"ranking": [best index, ..., worst index]}
-using the 0-based candidate indices, each exactly once. Never add prose, never invent candidates."""
+# The vision judge's answer, stated once: the system message below and every request to the judge
+# (best-of's first frames, the training filter's contact sheets, a correction) quote it, and
+# `mora.agents.critic.parse_choice` reads it. Candidates are labelled "Candidate 1", "Candidate 2", ...
+JUDGE_ANSWER = ('JSON only: {"choice": N} with N the number of the best candidate as labelled (Candidate N), '
+                'or {"choice": "none"} if no candidate is usable')
+
+CRITIC = f"""You are critic_agent, the quality judge of Mora. You receive candidates (first frames, or contact
+sheets of frames in time order) and the prompt they were made for. Pick the one that best matches the prompt, with
+the best visual quality and a coherent subject in smooth, plausible motion. Answer with {JUDGE_ANSWER}. Never add
+prose, never invent candidates."""
 
 SYSTEM_MESSAGES = {
     "prompt_agent": PROMPT_AGENT,

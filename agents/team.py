@@ -70,7 +70,7 @@ class Route(Protocol):
     def edit_instruction(self) -> str: ...
     def default_enhancement(self) -> str: ...
     def record_output(self, tool: str, path: str) -> None: ...
-    def choose_candidate(self, by_scores: list[int], by_judge: list[int] | None, judge_error: str | None) -> int: ...
+    def choose_candidate(self, by_scores: list[int], judge_choice: int | str | None, judge_error: str | None) -> int: ...
     def time(self, label: str, seconds: float) -> None: ...
 
 
@@ -203,11 +203,11 @@ class Team:
         from mora.agents.critic import rank_candidates
 
         job = self.job
-        by_scores, by_judge, judge_error = rank_candidates(recipient, job.candidates, job.prompt, self.config_list)
+        by_scores, judge_choice, judge_error = rank_candidates(recipient, job.candidates, job.prompt, self.config_list)
         if judge_error:
             job.llm_faults.append(f"{recipient.name}: {judge_error}")
             job.fallbacks += 1
-        best = job.choose_candidate(by_scores, by_judge, judge_error)
+        best = job.choose_candidate(by_scores, judge_choice, judge_error)
         logger.info("critic_agent: candidate %d of %d wins (%s)", best, len(job.candidates), job.critic["reason"])
         return True, json.dumps({"winner": best, "reason": job.critic["reason"],
                                  "quality": [c["quality"] for c in job.candidates]})

@@ -68,7 +68,7 @@ def _candidates(tmp_path, qualities=(0.5, 0.7)) -> list[dict]:
 def test_parse_choice_validates():
     from mora.agents.critic import parse_choice
 
-    assert parse_choice('{"choice": 2}', 2) == 2 and parse_choice('ok {"choice": "None"}', 2) == "none"
+    assert parse_choice('{"choice": 2}', 2) == 1 and parse_choice('ok {"choice": "None"}', 2) == "none"
     for bad in ('{"choice": 3}', '{"choice": 0}', '{"choice": true}', '{"choice": "2"}', "2", "{nope}", None):
         with pytest.raises(ValueError):
             parse_choice(bad, 2)

@@ -51,7 +51,7 @@ def test_vision_judge_that_echoes_the_key_on_401_leaves_no_key_anywhere(tmp_path
     with caplog.at_level("DEBUG", logger="mora"):
         result = _run(tmp_path, best_of=2, llm_config=config)
     m = result.manifest
-    assert m["critic"]["judge_ranking"] is None and "judge_error" in m["critic"]
+    assert m["critic"]["judge_choice"] is None and "judge_error" in m["critic"]
     assert "***" in m["critic"]["judge_error"] and "401" in m["critic"]["judge_error"] + str(m["llm"]["faults"])
     on_disk = result.manifest_path.read_text()
     assert API_KEY not in on_disk and API_KEY not in json.dumps(m)

@@ -21,17 +21,19 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from mora.limits import derive_seed
+
 logger = logging.getLogger(__name__)
 
 
 def segment_seed(seed: int, index: int) -> int:
-    """The seed of segment (or window) `index` of a chained video: seed + index.
+    """The seed of segment (or window) `index` of a chained video: seed + index (`mora.limits.derive_seed`).
 
     Example:
         >>> [segment_seed(41, i) for i in range(3)]
         [41, 42, 43]
     """
-    return seed + index
+    return derive_seed(seed, index)
 
 
 def chained_length(num_frames: int, segments: int) -> int:

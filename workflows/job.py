@@ -24,7 +24,7 @@ from typing import Any
 from mora.agents.enhance import SIMULATE_NEGATIVE, edit_instruction, enhance_prompt
 from mora.errors import InputError, ReviewAborted
 from mora.evaluation.critic import choose
-from mora.limits import check_text
+from mora.limits import check_text, derive_seed
 from mora.tooltable import FRAME_TOOLS, TOOL_TABLE
 from mora.workflows.tasks import EDIT_IMAGE, GATE, REVIEW, Step
 
@@ -42,6 +42,7 @@ class Job:
         inputs: the user's inputs as given (`prompt`, `image`, `video`, `instruction`, `video_a`, `video_b`).
         options: options the user pinned (`width`, `height`, `steps`, `num_frames`, `fps`); None = model default.
         seed: the job's seed; regenerating a reviewed image uses seed + 1, + 2, ...
+            (`mora.limits.derive_seed`: wrapped to stay a valid seed)
         steps: the route; the review gate may insert steps.
         artifacts_dir: where tools write; input paths are accepted only from here and `inputs`.
         best_of: candidates for the critic (text-to-video, simulate).
@@ -126,7 +127,7 @@ class Job:
     @property
     def call_seed(self) -> int:
         """The seed of the current candidate's calls: candidate k of best_of uses seed + k."""
-        return self.seed + self.candidate
+        return derive_seed(self.seed, self.candidate)
 
     def edit_instruction(self) -> str:
         if self.pending_instruction:
@@ -162,7 +163,7 @@ class Job:
         (self.videos if path.endswith(".mp4") else self.images).append(path)
         self.allow(path)
         if self.best_of > 1 and tool == "image_to_video":
-            self.candidates.append({"index": self.candidate, "seed": self.seed + self.candidate,
+            self.candidates.append({"index": self.candidate, "seed": self.call_seed,
                                     "image": self.images[-1], "video": path})
 
     def review_gate(self) -> None:
@@ -193,17 +194,18 @@ class Job:
             self.pending_instruction = instruction
             self._insert_next(EDIT_IMAGE, GATE)
 
-    def choose_candidate(self, by_scores: list[int], by_judge: list[int] | None, judge_error: str | None) -> int:
-        """Keep one candidate: the rankings agree, or the reviewer settles it, or the score card decides."""
+    def choose_candidate(self, by_scores: list[int], judge_choice: int | str | None, judge_error: str | None) -> int:
+        """Keep one candidate: the judge's choice is the score card's best, or the reviewer settles it, or the
+        score card decides (`judge_choice`: a candidate index, "none", or None without a judge)."""
         reviewer_pick = None
-        if by_judge is not None and by_judge[0] != by_scores[0] and self.reviewer is not None:
-            pick = self.candidates[by_judge[0]]
+        if isinstance(judge_choice, int) and judge_choice != by_scores[0] and self.reviewer is not None:
+            pick = self.candidates[judge_choice]
             action, _ = normalize_decision(self.reviewer(pick["image"], {
                 "task": self.task, "prompt": self.prompt, "critic": "the vision judge prefers this first frame; "
                 "approve to keep it, anything else keeps the score card's choice"}))
-            reviewer_pick = by_judge[0] if action == "approve" else by_scores[0]
-        best, reason = choose(by_scores, by_judge, reviewer_pick)
-        self.critic = {"winner": best, "reason": reason, "score_ranking": by_scores, "judge_ranking": by_judge,
+            reviewer_pick = judge_choice if action == "approve" else by_scores[0]
+        best, reason = choose(by_scores, judge_choice, reviewer_pick)
+        self.critic = {"winner": best, "reason": reason, "score_ranking": by_scores, "judge_choice": judge_choice,
                        **({"judge_error": judge_error} if judge_error else {})}
         self.videos.append(self.candidates[best]["video"])
         return best
@@ -218,14 +220,14 @@ class Job:
 # --- the scripted call of each tool (one function per tool of `mora.tooltable.TOOL_TABLE`) ----------
 
 def _text_to_image_call(job: Job) -> dict:
-    return dict(prompt=job.prompt, seed=job.call_seed + job.image_seed_offset,
+    return dict(prompt=job.prompt, seed=derive_seed(job.call_seed, job.image_seed_offset),
                 negative_prompt=SIMULATE_NEGATIVE if job.task == "simulate" else "")
 
 
 def _edit_image_call(job: Job) -> dict:
     # The route's own edit starts from the job's source image; a reviewer's edit, from the latest frame.
     source = job.images[-1] if job.pending_instruction else job.images[0]
-    return dict(image_path=source, instruction=job.edit_instruction(), seed=job.call_seed + job.image_seed_offset)
+    return dict(image_path=source, instruction=job.edit_instruction(), seed=derive_seed(job.call_seed, job.image_seed_offset))
 
 
 def _image_to_video_call(job: Job) -> dict:

@@ -24,7 +24,7 @@ from typing import Any
 from mora import media
 from mora.config import Preset, get_preset
 from mora.errors import Cancelled, InputError
-from mora.limits import MAX_SEED, MAX_SEGMENTS, check_int, check_options, check_seed
+from mora.limits import MAX_SEGMENTS, check_options, check_seed
 from mora.tooltable import TOOL_TABLE, video_tool
 from mora.workflows.jobspec import STORY, JobBase, parse_job, task_inputs, tool_options
 from mora.workflows.tasks import (
@@ -350,6 +350,20 @@ def _check_resume(spec: JobBase, out: Path, artifacts: Path) -> None:
                          "finished shot); drop --resume to start it, or pass the --out of the earlier run")
 
 
+def _story_seed(spec: JobBase, artifacts: Path, files: bool) -> int | None:
+    """The story's seed, fixed here as every task's is (a queued or recovered job must not draw a new one):
+    the given one, else a resumed run's recorded one (shot 1 runs with the story's seed), else a fresh one."""
+    first = artifacts / "shot-01" / "shot.json"
+    if spec.seed is None and spec.resume and first.is_file():
+        try:
+            recorded = json.loads(first.read_text(encoding="utf-8"))["seed"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"--resume: {str(first)!r} has no readable seed ({e}); pass the earlier run's --seed, "
+                             "or drop --resume and pass --overwrite") from None
+        return check_seed(recorded, f"--resume: {str(first)!r}'s seed")
+    return check_seed(spec.seed) if files else spec.seed
+
+
 def _prepare_story(spec: JobBase, hooks: Hooks, preset: Preset, pinned: dict, files: bool) -> StoryPrepared:
     from mora.workflows.storyboard import validate_storyboard
 
@@ -370,9 +384,8 @@ def _prepare_story(spec: JobBase, hooks: Hooks, preset: Preset, pinned: dict, fi
     roles = {TOOL_TABLE[t].role for t in ("text_to_image", "image_to_video", "extend_video", "connect_videos")}
     roles |= {"image_to_image"} if spec.continuity == "keyframe" else set()
     config_list, adapter = _host_checks(spec, hooks, preset, roles, files and not spec.storyboard_only)
-    seed = check_int(spec.seed, "--seed", low=0, high=MAX_SEED)
     return StoryPrepared(spec=spec, hooks=hooks, task=STORY, inputs=spec.inputs(), preset=preset, pinned=pinned,
-                         seed=seed, best_of=1, route=(), out=out, manifest_path=manifest_path,
+                         seed=_story_seed(spec, artifacts_dir, files), best_of=1, route=(), out=out, manifest_path=manifest_path,
                          artifacts_dir=artifacts_dir, config_list=config_list, adapter=adapter, story=spec.story,
                          shots=spec.shots, shot_seconds=float(seconds), storyboard=board, storyboard_source=source,
                          storyboard_only=spec.storyboard_only, transition=spec.transition,

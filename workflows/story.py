@@ -30,7 +30,7 @@ from typing import Any
 from mora import media
 from mora.agents.roles import STORYBOARD_AGENT_NAME
 from mora.errors import InputError
-from mora.limits import check_seed
+from mora.limits import derive_seed
 from mora.workflows.job import Job
 from mora.workflows.prepare import RunResult, StoryPrepared, job_from_call, prepare, seconds_range, shot_route
 from mora.workflows.storyboard import edit_instruction, shot_prompt, split_story, validate_storyboard
@@ -38,6 +38,7 @@ from mora.workflows.tasks import CONNECT, EDIT_IMAGE
 
 logger = logging.getLogger(__name__)
 
+TRANSITION_SEED_OFFSET = 1000  # transition k uses seed + 1000 + k: apart from the shots' seed + k
 SEAM_WINDOW = 4  # frames each side of a boundary scored for the film's seams and cuts
 
 
@@ -116,7 +117,7 @@ def run_shot(p: StoryPrepared, board: dict, k: int, keyframe: str | None) -> dic
     folder = p.artifacts_dir / where
     steps = shot_route(k, board["shots"][k]["seconds"], p.continuity, p.preset, p.pinned)
     prompt = shot_prompt(board, k, p.continuity)
-    seed = check_seed(p.seed + k)  # related seeds: the story's seed + k
+    seed = derive_seed(p.seed, k)  # related seeds: the story's seed + k
     expect = {"prompt": prompt, "seed": seed, "route": [s.agent for s in steps]}
     record_path = folder / "shot.json"
     if p.resume and record_path.is_file():
@@ -156,7 +157,7 @@ def run_transition(p: StoryPrepared, board: dict, k: int, a: dict, b: dict) -> d
     """video_connection_agent's transition from shot k (1-based) into shot k+1; returns its record."""
     where = f"transition-{k:02d}"
     folder = p.artifacts_dir / where
-    seed = check_seed(p.seed + 1000 + k)
+    seed = derive_seed(p.seed, TRANSITION_SEED_OFFSET, k)
     prompt = board["shots"][k]["prompt"]  # what the transition leads into
     expect = {"prompt": prompt, "seed": seed, "route": [CONNECT.agent]}
     record_path = folder / "transition.json"
@@ -288,15 +289,9 @@ def contact_sheet(shots: list[dict], path: Path) -> Path:
 # --- the whole story ------------------------------------------------------------------------------------
 
 def _start(p: StoryPrepared) -> None:
-    """Own the artifacts folder: keep it when resuming, else start empty (overwrite was checked)."""
-    if p.seed is None and p.resume:  # a resumed story keeps its recorded seed
-        first = p.artifacts_dir / "shot-01" / "shot.json"
-        if first.is_file():
-            p.seed = json.loads(first.read_text(encoding="utf-8"))["seed"]
-    if p.seed is None:
-        import secrets
+    """Own the artifacts folder: keep it when resuming, else start empty (overwrite was checked).
 
-        p.seed = secrets.randbelow(2**31)
+    The seed was fixed by `prepare` (given, a resumed run's, or drawn), as every task's is."""
     if p.artifacts_dir.is_dir() and not p.resume:
         shutil.rmtree(p.artifacts_dir)
     p.artifacts_dir.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,20 @@ def check_seed(seed: Any, argument: str = "seed") -> int:
     return check_int(seed, argument, low=0, high=MAX_SEED)
 
 
+def derive_seed(seed: int, *offsets: int) -> int:
+    """A seed related to `seed` (a best-of candidate's, a regenerated image's, a shot's, a segment's):
+    seed plus the offsets, wrapped modulo 2**32 so it is always a seed the tools accept.
+
+    Every derived seed goes through here: `seed + k` past MAX_SEED would be refused by the tools
+    after earlier steps had already run. Wrapping keeps the seeds deterministic and distinct.
+
+    Example:
+        >>> derive_seed(7, 1000, 2), derive_seed(MAX_SEED, 1)
+        (1009, 0)
+    """
+    return (seed + sum(offsets)) % (MAX_SEED + 1)
+
+
 def check_options(preset: Any, options: dict, *, video_tool: str) -> dict:
     """A job's numeric options checked against its preset's models (size multiples, frame rules).
 

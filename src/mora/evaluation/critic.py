@@ -3,8 +3,8 @@
 `quality` is the mean of the score card's [0, 1] quality dimensions (subject and background
 consistency, motion smoothness, temporal flickering, imaging quality), with a 0.1 weight on
 dynamic degree so that a frozen video does not win on consistency alone (VBench's quality score
-likewise mixes consistency with dynamics). The vision judge (an LLM that sees the first frames)
-lives in `mora.agents.critic`; this module only decides between the rankings.
+likewise mixes consistency with dynamics). The vision judge (an LLM that sees the first frames and
+picks one) lives in `mora.agents.critic`; this module only decides between the two.
 """
 
 from __future__ import annotations
@@ -34,14 +34,19 @@ def rank_by_scores(cards: list[dict[str, Any]]) -> list[int]:
     return sorted(range(len(cards)), key=lambda i: (-quality(cards[i]), i))
 
 
-def choose(score_ranking: list[int], judge_ranking: list[int] | None, reviewer_pick: int | None = None
+def choose(score_ranking: list[int], judge_choice: int | str | None, reviewer_pick: int | None = None
            ) -> tuple[int, str]:
     """The winner and why: score card alone, judge and score card agreeing, or a disagreement settled
-    by the reviewer (when there is one) or else by the score card."""
+    by the reviewer (when there is one) or else by the score card.
+
+    `judge_choice` is the vision judge's pick (a candidate index), "none" (it found none usable: a
+    candidate must still be kept), or None (no judge, or it failed)."""
     best = score_ranking[0]
-    if judge_ranking is None:
+    if judge_choice is None:
         return best, "score card"
-    if judge_ranking[0] == best:
+    if judge_choice == "none":
+        return best, "the vision judge found no candidate usable; the score card decides"
+    if judge_choice == best:
         return best, "score card and vision judge agree"
     if reviewer_pick is not None:
         return reviewer_pick, "vision judge and score card disagree; the reviewer chose"

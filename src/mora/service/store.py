@@ -229,7 +229,7 @@ class JobStore:
         except InputError as e:  # the preset checks name command-line flags; a request names fields
             raise InputError(as_field(str(e))) from None
         check_work(p, self.max_job_work)
-        return {**data, "seed": p.seed} if data.get("seed") is None and p.seed is not None else data
+        return {**data, "seed": p.seed}  # prepare fixes every task's seed, a story's included
 
     def _full(self, con: sqlite3.Connection, owner: str) -> bool:
         """Whether `owner` has `max_queued_per_key` jobs queued or running."""

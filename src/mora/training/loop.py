@@ -160,7 +160,7 @@ class DataFreeLoop:
         votes: dict[str, Any] = {SCORE_JUDGE: best["number"]}
         for name, entry in self.judges:
             choice, error = vote(entry, [c["sheet"] for c in eligible], prompt, self.cfg.config_list)
-            votes[name] = "abstain" if choice is None else choice if choice == "none" else eligible[choice - 1]["number"]
+            votes[name] = "abstain" if choice is None else choice if choice == "none" else eligible[choice]["number"]
             if error:
                 decision["judge_errors"][name] = error
         decision["votes"] = votes
