@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import numpy as np
 
 from mora import media
-from mora.config import ModelSpec, Preset, get_preset
+from mora.config import ROLE_FAMILIES, ModelSpec, Preset, get_preset
 from mora.errors import InputError
 from mora.limits import MAX_FPS, MAX_SEGMENTS, MAX_SIDE, MAX_STEPS, check_int, check_seed, check_text
 from mora.tools import ltx, pix2pix, qwen_image, qwen_image_edit, sdxl, svd, wan, wan22, wan_vace
@@ -27,11 +27,20 @@ from mora.tooltable import TOOL_NAMES  # the tool table (`mora.tooltable`): one 
 
 logger = logging.getLogger(__name__)
 
-_IMAGE_FAMILIES = {"sdxl": sdxl, "qwen-image": qwen_image}
-_EDIT_FAMILIES = {"pix2pix": pix2pix, "qwen-image-edit": qwen_image_edit}
-_VIDEO_FAMILIES = {"svd": svd, "ltx": ltx, "wan22": wan22}
-_TRANSITION_FAMILIES = {"ltx": ltx, "wan": wan, "wan-vace": wan_vace}  # first-last-frame models
-_VIDEO_EDIT_FAMILIES = {"wan-vace": wan_vace}  # video-to-video: the source as control, a reference frame
+_MODULES = {"sdxl": sdxl, "qwen-image": qwen_image, "pix2pix": pix2pix, "qwen-image-edit": qwen_image_edit, "svd": svd,
+            "ltx": ltx, "wan": wan, "wan22": wan22, "wan-vace": wan_vace}  # family -> its module
+
+
+def _playing(role: str) -> dict[str, Any]:
+    """family -> module for the families that can play `role` (`ROLE_FAMILIES`, which the preset loader checks)."""
+    return {family: _MODULES[family] for family in ROLE_FAMILIES[role]}
+
+
+_IMAGE_FAMILIES = _playing("text_to_image")
+_EDIT_FAMILIES = _playing("image_to_image")
+_VIDEO_FAMILIES = _playing("image_to_video")  # extend_video too: ROLE_FAMILIES["extend"] is the same
+_TRANSITION_FAMILIES = _playing("connect")  # first-last-frame models
+_VIDEO_EDIT_FAMILIES = _playing("edit_video")  # video-to-video: the source as control, a reference frame
 # settings that describe the model, not a call: left out of the manifest's per-call settings
 _STRUCTURAL = ("size_multiple", "frame_multiple", "max_frames", "fp16_variant", "tail_frames", "max_area")
 

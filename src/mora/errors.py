@@ -40,6 +40,15 @@ class ModelUnavailableError(MoraError):
     exit_code = 2
 
 
+class ModelLoadError(MoraError):
+    """A model's weights are here but cannot be read: a corrupt or truncated file, a full disk, a read-only
+    or failing file system, a file this user may not read.
+
+    Never reported as "not available" (`ModelUnavailableError`): the message names the model, the path
+    when known and the OS error, on one line. Exit 1: no option of the command fixes it, the machine does.
+    """
+
+
 class MediaTimeoutError(MoraError, TimeoutError):
     """Reading a media file took longer than its bound: the file may be fine, the machine too busy.
 

@@ -53,6 +53,7 @@ from mora.config.settings import (  # noqa: F401
     FAMILY_SETTINGS,
     OPTIONAL_ROLES,
     PROFILES,
+    ROLE_FAMILIES,
     ROLES,
     LoraAdapter,
     LTXSettings,

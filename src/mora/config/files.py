@@ -19,6 +19,7 @@ from mora.config.settings import (
     FAMILIES,
     FAMILY_SETTINGS,
     OPTIONAL_ROLES,
+    ROLE_FAMILIES,
     ROLES,
     LoraAdapter,
     ModelSpec,
@@ -235,7 +236,10 @@ def _role(source: _Source, role: str, table: Any, base: ModelSpec | None) -> Mod
     where = f"roles.{role}"  # the table's keys and types were checked by `_RoleTable`
     family = table.get("family", base.family if base else None)
     if family is None:
-        raise source.fail(f"{where}.family", "missing", f"use one of {', '.join(FAMILIES)}")
+        raise source.fail(f"{where}.family", "missing", f"use one of {', '.join(ROLE_FAMILIES[role])}")
+    if family not in ROLE_FAMILIES[role]:  # refused here, not as a KeyError when the role's tool first runs
+        raise source.fail(f"{where}.family", f"{family!r} cannot play {role}",
+                          f"use one of {', '.join(ROLE_FAMILIES[role])}")
     same = base is not None and base.family == family  # a new family starts from its own defaults
     if "model" not in table and not same:
         raise source.fail(f"{where}.model", "missing", "give a Hub id, a local directory or tiny/<name>")

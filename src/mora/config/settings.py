@@ -17,6 +17,17 @@ from mora.errors import InputError
 ROLES = ("text_to_image", "image_to_image", "image_to_video", "extend", "connect")
 FAMILIES = ("sdxl", "pix2pix", "svd", "ltx", "wan", "qwen-image", "qwen-image-edit", "wan22", "wan-vace")
 OPTIONAL_ROLES = ("edit_video",)  # video-to-video editing: only presets with the `video-edit` capability
+# role -> the families that can play it: those whose module in tools/ has the role's function (text_to_image,
+# edit_image, generate, continue_video, transition, edit_video). Declared here, without importing those modules
+# (they need diffusers), so a preset is checked when it loads; `mora.tools.toolset` dispatches on this table.
+ROLE_FAMILIES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
+    "text_to_image": ("sdxl", "qwen-image"),
+    "image_to_image": ("pix2pix", "qwen-image-edit"),
+    "image_to_video": ("svd", "ltx", "wan22"),
+    "extend": ("svd", "ltx", "wan22"),  # continues a video from its last frame(s)
+    "connect": ("ltx", "wan", "wan-vace"),  # first-last-frame models
+    "edit_video": ("wan-vace",),  # video-to-video: the source as control, a reference frame
+})
 # capability -> (the role whose family provides it, the families that can). A preset declares the ones it
 # wants; the task table picks routes from them (mora.workflows.tasks).
 CAPABILITIES = {
@@ -291,6 +302,10 @@ class Preset:
         if not isinstance(self.roles, MappingProxyType):
             object.__setattr__(self, "roles", MappingProxyType(dict(self.roles)))
         object.__setattr__(self, "capabilities", frozenset(self.capabilities))
+        for role, spec in self.roles.items():
+            if spec.family not in ROLE_FAMILIES[role]:
+                raise InputError(f"preset {self.name!r}: roles.{role}.family: {spec.family!r} cannot play {role}; "
+                                 f"use one of {', '.join(ROLE_FAMILIES[role])}")
         for capability in self.capabilities:
             role, families = CAPABILITIES[capability]
             if role not in self.roles or self.roles[role].family not in families:
