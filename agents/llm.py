@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60  # seconds per request, unless an entry says otherwise
 # One retry layer: Mora's. The openai client's own retries (which autogen configures from an entry's
 # `max_retries`) would multiply Mora's tries, so they are off and an entry may not turn them on.
-CLIENT_MAX_RETRIES = 0
+CLIENT_MAX_RETRIES: Literal[0] = 0
 LLM_ATTEMPTS = 3  # requests per agent step, in all; then the scripted fallback
 _SECRET_KEYS = ("api_key", "azure_ad_token", "default_headers", "extra_headers")
 _FORMAT_FIX = "see OAI_CONFIG_LIST.example for the format"
@@ -203,7 +203,7 @@ def load_llm_config(llm_config: str | os.PathLike | list | None = None) -> list[
     return None
 
 
-def autogen_llm_config(config_list: list[dict] | None) -> dict | bool:
+def autogen_llm_config(config_list: list[dict] | None) -> dict | Literal[False]:
     """AutoGen's llm_config for a config list (False: no LLM). No disk cache: answers differ per job.
 
     Entries without a `price` get `[0, 0]`: AutoGen warns on stdout, through its own handler, for
@@ -227,7 +227,7 @@ def describe(config_list: list[dict] | None) -> dict:
 
 
 def _secrets(config_list: list[dict] | None) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for entry in config_list or []:
         for key in _SECRET_KEYS:
             value = entry.get(key)

@@ -31,7 +31,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -194,6 +194,9 @@ class JobBase(BaseModel):
     """Fields and helpers every task's model shares."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, arbitrary_types_allowed=True)
+
+    if TYPE_CHECKING:  # the fields come from the option table (create_model): type checkers see them as Any
+        def __getattr__(self, name: str) -> Any: ...
 
     def inputs(self) -> dict:
         """The task's inputs that were given."""

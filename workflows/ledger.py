@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,7 @@ class Ledger:
         self.result = BatchResult(jobs=list(self.rows.values()), path=out_dir / "batch.json", out_dir=out_dir,
                                   mode=mode)
         self.source, self.on_job, self.started = source, on_job, time.perf_counter()
-        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.bar = _progress_bar(len(jobs), progress)
 
     def start(self, job: Any, worker: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 def versions() -> dict:
     """Installed versions of Mora and the libraries that shape its output."""
-    out = {}
+    out: dict[str, str | None] = {}
     for name in ("mora", "torch", "diffusers", "transformers", "autogen"):
         try:
             out[name] = metadata.version(name)

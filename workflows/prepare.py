@@ -89,7 +89,7 @@ def throttled(check: Callable[[], bool], interval_s: float) -> Callable[[], bool
     Example:
         >>> cancelled = throttled(lambda: board_says_so(job_id), 0.2)
     """
-    last = [float("-inf"), False]
+    last: list[Any] = [float("-inf"), False]  # [time of the last check, its answer]
 
     def ask() -> bool:
         now = time.monotonic()
@@ -160,13 +160,13 @@ class RunResult:
     """What `mora.run` made.
 
     Attributes:
-        video_path: the final video.
+        video_path: the final video (None for a storyboard-only story).
         manifest: the manifest as written beside it.
         manifest_path: `<out stem>.json`.
         artifacts_dir: `<out stem>_artifacts/`, the intermediate images and videos.
     """
 
-    video_path: Path
+    video_path: Path | None
     manifest: dict
     manifest_path: Path
     artifacts_dir: Path

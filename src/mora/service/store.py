@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import builtins  # `list` below is JobStore.list inside the class
 import hashlib
 import json
 import logging
@@ -307,7 +308,7 @@ class JobStore:
                                     (*args, int(limit))).fetchall()
         return [row_of(r) for r in rows]
 
-    def events(self, job_id: str, after: int = 0) -> list[dict]:
+    def events(self, job_id: str, after: int = 0) -> builtins.list[dict]:
         """The job's events with seq > after: `{"seq", "type", "data", "at"}`, in order."""
         rows = self._conn().execute("SELECT seq, type, data, at FROM events WHERE job_id = ? AND seq > ? ORDER BY seq",
                                     (job_id, after)).fetchall()
@@ -318,7 +319,7 @@ class JobStore:
         rows = self._conn().execute("SELECT status, COUNT(*) AS c FROM jobs WHERE deleted = 0 GROUP BY status")
         return {s: 0 for s in STATUSES} | {r["status"]: r["c"] for r in rows}
 
-    def durations(self) -> list[float]:
+    def durations(self) -> builtins.list[float]:
         """Seconds of each completed job (start to end), for /metrics."""
         rows = self._conn().execute("SELECT completed_at - started_at AS s FROM jobs WHERE status = 'completed' "
                                     "AND started_at IS NOT NULL")
@@ -460,7 +461,7 @@ class JobStore:
         r = self._conn().execute("SELECT deleted FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return r is None or bool(r["deleted"])
 
-    def recover(self) -> list[str]:
+    def recover(self) -> builtins.list[str]:
         """On start: jobs left in_progress by a killed server go back to the queue (cancelled if asked).
 
         Returns:

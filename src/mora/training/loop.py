@@ -151,7 +151,7 @@ class DataFreeLoop:
         """The judges' votes over the eligible candidates (those at or above the quality floor) only."""
         from mora.agents.critic import vote
 
-        decision = {"kept": None, "dropped": None, "decided_by": None, "votes": {}, "judge_errors": {}}
+        decision: dict[str, Any] = {"kept": None, "dropped": None, "decided_by": None, "votes": {}, "judge_errors": {}}
         eligible = [c for c in candidates if c["quality"] >= self.cfg.options.quality_floor]
         if not eligible:
             decision["dropped"] = "quality"

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ class MetricsLog:
             f.flush()
 
 
-def plot_losses(records: list[dict[str, Any]], path: Path, boundaries: list[int] = ()) -> Path | None:
+def plot_losses(records: list[dict[str, Any]], path: Path, boundaries: Sequence[int] = ()) -> Path | None:
     """`loss.png`: loss (total and per agent), modulation ||z_i||, drift and cosine, and (when `records` has
     validation rows) the validation videos' quality, over steps. None if nothing to plot.
 

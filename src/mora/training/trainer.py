@@ -286,7 +286,7 @@ class Trainer:
                     timer: StepTimer) -> tuple[float, dict[str, float]]:
         """Forward and backward of the step's `grad_accum` micro-batches: (mean loss, mean loss per agent)."""
         source = 0 if self.cfg.overfit_batch else step  # the overfit check replays step 1's batch and draws
-        total, per_agent = 0.0, {}
+        total, per_agent = 0.0, dict[str, float]()
         accum = self.cfg.grad_accum
         for micro in range(accum):
             with self._autocast():
