@@ -262,10 +262,8 @@ def logs_off_stdout() -> None:
 
 
 def describe(config_list: list[dict] | None) -> dict:
-    """What a manifest may show of the config: the model names, never a key or a header."""
-    if not config_list:
-        return {"used": False, "model": None}
-    return {"used": True, "model": config_list[0]["model"]}
+    """What a manifest may show of the config: whether one is set and its first model, never a key or a header."""
+    return {"configured": bool(config_list), "model": config_list[0]["model"] if config_list else None}
 
 
 def _secrets(config_list: list[dict] | None) -> set[str]:

@@ -126,6 +126,7 @@ def test_vision_judge_disagreeing_without_reviewer_leaves_it_to_the_score_card(t
     assert len(images) == 2 and images[0]["image_url"]["url"].startswith("data:image/png;base64,")
     assert m["critic"]["judge_ranking"] == list(reversed(baseline))
     assert m["critic"]["winner"] == m["critic"]["score_ranking"][0]
+    assert {"agent": "critic_agent", "answer": "llm"} in m["llm"]["steps"]
     assert "score card decides" in m["critic"]["reason"]
 
 
@@ -153,3 +154,4 @@ def test_malformed_judge_answer_falls_back_to_the_score_card(tmp_path, fake_open
     assert "judge_error" in m["critic"]
     assert m["critic"]["winner"] == m["critic"]["score_ranking"][0]
     assert any(f.startswith("critic_agent") for f in m["llm"]["faults"])
+    assert {"agent": "critic_agent", "answer": "fallback"} in m["llm"]["steps"]

@@ -17,8 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import gradient_frames
 
-from mora.agents.llm import PLACEHOLDERS, load_llm_config
+from mora import media
+from mora.agents.llm import LLM_ATTEMPTS, PLACEHOLDERS, load_llm_config
 from mora.errors import InputError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "OAI_CONFIG_LIST.example"
@@ -127,3 +129,41 @@ def test_the_cli_keeps_library_warnings_quiet_after_autogen_is_imported(tmp_path
         assert proc.returncode == 0 and proc.stdout == "", proc.stderr
         assert "a library error" in proc.stderr and "a mora warning" in proc.stderr
         assert ("a library warning" in proc.stderr) is debug
+
+
+# --- the manifest says what the LLM did ----------------------------------------------------------------
+
+
+@pytest.mark.slow  # a subprocess and a tiny run
+def test_a_failing_server_gives_every_step_fallen_back_and_stdout_only_the_path(fake_openai, tmp_path):
+    fake_openai.default = None  # every request: HTTP 500
+    clip = media.write_video(gradient_frames(5, 96, 64), tmp_path / "clip.mp4", fps=7)
+    (tmp_path / "llm.json").write_text(json.dumps(fake_openai.config_list))
+    proc = _mora("extend", str(clip), "more snow falls", "--preset", "tiny", "--no-metrics",
+                 "--llm-config", "llm.json", "--out", "out/x.mp4", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("out/x.mp4"), proc.stdout
+    llm = json.loads((tmp_path / "out" / "x.json").read_text())["llm"]
+    assert llm["configured"] is True and llm["used"] is False
+    assert llm["steps"] == [{"agent": "prompt_agent", "answer": "fallback"},
+                            {"agent": "image_to_video_agent", "answer": "fallback"}]
+    assert llm["fallbacks"] == 2 and len(llm["faults"]) == 2 * LLM_ATTEMPTS == len(fake_openai.requests)
+    assert "SECRET" not in proc.stdout + proc.stderr
+
+
+def test_a_step_that_used_the_llm_makes_it_used(fake_openai, tmp_path):
+    """One step answered by the LLM, one fallen back: used, and the record says which."""
+    import mora
+
+    fake_openai.default = None
+    fake_openai.push_text("LLM: more snow falls, heavier, slow dolly-in")
+    clip = media.write_video(gradient_frames(5, 96, 64), tmp_path / "clip.mp4", fps=7)
+    result = mora.run("extend", preset="tiny", device="cpu", progress=False, metrics=False, seed=0,
+                      out=tmp_path / "x.mp4", video=str(clip), prompt="more snow falls",
+                      llm_config=fake_openai.config_list)
+    llm = result.manifest["llm"]
+    assert result.manifest["enhanced_prompt"].startswith("LLM: more snow falls")
+    assert llm["used"] is True and llm["fallbacks"] == 1
+    assert llm["steps"] == [{"agent": "prompt_agent", "answer": "llm"},
+                            {"agent": "image_to_video_agent", "answer": "fallback"}]
