@@ -5,7 +5,8 @@ string, as AutoGen accepts), else `./OAI_CONFIG_LIST` if present, else no LLM. A
 OpenAI-compatible endpoint works through `base_url` (OpenAI, Azure OpenAI, Ollama, vLLM).
 
 Each entry is checked by `LLMEntry` (a pydantic model; its errors in Mora's one-line shape through
-`mora.validation`, never showing a key). Retries have one layer, Mora's: at most `LLM_ATTEMPTS`
+`mora.validation`, never showing a key); an entry still holding one of OAI_CONFIG_LIST.example's
+placeholders (`PLACEHOLDERS`) is refused: every request would fail and fall back. Retries have one layer, Mora's: at most `LLM_ATTEMPTS`
 requests per agent step, each bounded by the entry's `timeout`; the openai client retries nothing.
 """
 
@@ -15,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,6 +33,9 @@ DEFAULT_TIMEOUT_S = 60  # seconds per request, unless an entry says otherwise
 CLIENT_MAX_RETRIES: Literal[0] = 0
 LLM_ATTEMPTS = 3  # requests per agent step, in all; then the scripted fallback
 _SECRET_KEYS = ("api_key", "azure_ad_token", "default_headers", "extra_headers")
+# What OAI_CONFIG_LIST.example asks a user to replace (its key and its Azure endpoint). The example is
+# not in the package, so this is the one definition; tests/test_llm_config.py checks the example against it.
+PLACEHOLDERS = ("REPLACE-ME", "YOUR-RESOURCE")
 _FORMAT_FIX = "see OAI_CONFIG_LIST.example for the format"
 _MODEL_FIX = 'each entry needs {"model": NAME} (plus api_key / base_url); ' + _FORMAT_FIX
 
@@ -101,18 +106,21 @@ def llm_errors() -> tuple[type[BaseException], ...]:
     return (openai.OpenAIError, httpx.HTTPError, TimeoutError, ConnectionError)
 
 
-def _parse(text: str, where: str) -> list[dict]:
+def _parse(text: str, where: str, without: str) -> list[dict]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(
             f"--llm-config: {where} is not valid JSON ({e.msg} at line {e.lineno}); {_FORMAT_FIX}"
         ) from None
-    return _check(data, where)
+    return _check(data, where, without)
 
 
-def _check(data: Any, where: str) -> list[dict]:
-    """Validate every entry (`LLMEntry`); the entries as autogen takes them, with timeout and retries set."""
+def _check(data: Any, where: str, without: str) -> list[dict]:
+    """Validate every entry (`LLMEntry`); the entries as autogen takes them, with timeout and retries set.
+
+    `without` says how to run without an LLM from this source (the other fix of a placeholder entry).
+    """
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not data:
@@ -132,10 +140,25 @@ def _check(data: Any, where: str) -> list[dict]:
         except ValidationError as e:
             raise validation.input_error(_without_secrets(e), where=f"--llm-config: entry {i} of {where}",
                                          model=LLMEntry) from None
+        field = _placeholder(entry)
+        if field is not None:  # a copied example: each request would fail, every step fall back
+            shown = "" if field in _SECRET_KEYS else f" ({entry[field]!r})"
+            raise InputError(f"--llm-config: entry {i} of {where}: {field}{shown} is still OAI_CONFIG_LIST.example's "
+                             f"placeholder; put your real {field} there and keep only the entries you use, "
+                             f"or {without} to run without an LLM")
         # The entry as given (extra keys included, for autogen and the openai client), plus Mora's settings.
         entries.append({**entry, **checked.model_dump(exclude_unset=True, exclude_none=True),
                         "timeout": checked.timeout, "max_retries": CLIENT_MAX_RETRIES})
     return entries
+
+
+def _placeholder(entry: dict) -> str | None:
+    """The first field of `entry` (api_key first) whose text still holds one of the example's `PLACEHOLDERS`."""
+    for field in sorted(entry, key=lambda name: name != "api_key"):
+        value = entry[field]
+        if isinstance(value, str) and any(marker in value.upper() for marker in PLACEHOLDERS):
+            return field
+    return None
 
 
 @functools.cache
@@ -177,7 +200,7 @@ def load_llm_config(llm_config: str | os.PathLike | list | None = None) -> list[
         'llama3.1'
     """
     if isinstance(llm_config, (list, dict)):
-        return _check(llm_config, "the llm_config list")
+        return _check(llm_config, "the llm_config list", "pass llm_config=None")
     if llm_config is not None:
         path = Path(llm_config).expanduser()
         if not path.is_file():
@@ -185,21 +208,21 @@ def load_llm_config(llm_config: str | os.PathLike | list | None = None) -> list[
                 f"--llm-config: {str(llm_config)!r} is not a file; pass the path of an OAI_CONFIG_LIST JSON file "
                 "(see OAI_CONFIG_LIST.example)"
             )
-        return _parse(path.read_text(encoding="utf-8"), repr(str(llm_config)))
+        return _parse(path.read_text(encoding="utf-8"), repr(str(llm_config)), "drop --llm-config")
     env = os.environ.get("OAI_CONFIG_LIST")
     if env:
         path = Path(env).expanduser()
         if path.is_file():
-            return _parse(path.read_text(encoding="utf-8"), f"$OAI_CONFIG_LIST ({env!r})")
+            return _parse(path.read_text(encoding="utf-8"), f"$OAI_CONFIG_LIST ({env!r})", "unset OAI_CONFIG_LIST")
         if env.lstrip().startswith(("[", "{")):
-            return _parse(env, "$OAI_CONFIG_LIST")
+            return _parse(env, "$OAI_CONFIG_LIST", "unset OAI_CONFIG_LIST")
         raise InputError(
             f"OAI_CONFIG_LIST: {env!r} is neither a file nor a JSON list; point it at an OAI_CONFIG_LIST file "
             "or unset it to run without an LLM"
         )
     local = Path("OAI_CONFIG_LIST")
     if local.is_file():
-        return _parse(local.read_text(encoding="utf-8"), "./OAI_CONFIG_LIST")
+        return _parse(local.read_text(encoding="utf-8"), "./OAI_CONFIG_LIST", "remove ./OAI_CONFIG_LIST")
     return None
 
 
@@ -216,14 +239,31 @@ def autogen_llm_config(config_list: list[dict] | None) -> dict | Literal[False]:
     """
     if not config_list:
         return False
+    logs_off_stdout()  # before the caller builds its clients: their constructors warn
     return {"config_list": [{"price": [0.0, 0.0], **entry} for entry in config_list], "cache_seed": None}
 
 
+def logs_off_stdout() -> None:
+    """Take the stdout handlers off autogen's loggers: its records then go where the application's logging sends them.
+
+    autogen's client modules attach a `StreamHandler(sys.stdout)` at import, so a library warning
+    ("The API key specified is not a valid OpenAI format", once per client) lands on stdout, which
+    carries the CLI's result (the video path, `--json`) and MCP's stdio protocol. Without it the
+    records propagate to the root logger (the CLI's handler: stderr; Python's last resort: stderr).
+    """
+    import autogen.oai.client  # noqa: F401 - the import that attaches them
+
+    for name, log in list(logging.Logger.manager.loggerDict.items()):
+        if not name.startswith("autogen") or not isinstance(log, logging.Logger):
+            continue
+        for handler in list(log.handlers):
+            if type(handler) is logging.StreamHandler and handler.stream not in (sys.stderr, sys.__stderr__):
+                log.removeHandler(handler)
+
+
 def describe(config_list: list[dict] | None) -> dict:
-    """What a manifest may show of the config: the model names, never a key or a header."""
-    if not config_list:
-        return {"used": False, "model": None}
-    return {"used": True, "model": config_list[0]["model"]}
+    """What a manifest may show of the config: whether one is set and its first model, never a key or a header."""
+    return {"configured": bool(config_list), "model": config_list[0]["model"] if config_list else None}
 
 
 def _secrets(config_list: list[dict] | None) -> set[str]:

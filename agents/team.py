@@ -9,7 +9,8 @@ schemas. A `GroupChatManager` runs the chat; speaker selection walks the task's 
 Without an LLM the prompt agent answers with the deterministic enhancer and tool agents emit
 scripted tool calls. With one, their answers come from the LLM, are validated as untrusted input
 (`mora.agents.toolcalls`), retried a bounded number of times, and fall back to the scripted answer
-with a warning counted in `manifest.llm.fallbacks`. Mora's tries are the one retry layer: at most
+with a warning; each step that asked the LLM is recorded in `job.llm_steps` (`manifest.llm.steps`:
+its answer used, or fallen back). Mora's tries are the one retry layer: at most
 `LLM_ATTEMPTS` requests per step, each bounded by the entry's `timeout` (the openai client's own
 retries are off, `mora.agents.llm`).
 """
@@ -58,7 +59,7 @@ class Route(Protocol):
     prompt: str | None
     gated: bool
     best_of: int
-    fallbacks: int
+    llm_steps: list[dict]
     llm_faults: list[str]
     call_origin: str
 
@@ -206,7 +207,9 @@ class Team:
         by_scores, judge_choice, judge_error = rank_candidates(recipient, job.candidates, job.prompt, self.config_list)
         if judge_error:
             job.llm_faults.append(f"{recipient.name}: {judge_error}")
-            job.fallbacks += 1
+            job.llm_steps.append({"agent": recipient.name, "answer": "fallback"})
+        elif judge_choice is not None:  # the judge answered ("none" too: it chose to abstain)
+            job.llm_steps.append({"agent": recipient.name, "answer": "llm"})
         best = job.choose_candidate(by_scores, judge_choice, judge_error)
         logger.info("critic_agent: candidate %d of %d wins (%s)", best, len(job.candidates), job.critic["reason"])
         return True, json.dumps({"winner": best, "reason": job.critic["reason"],
@@ -223,6 +226,7 @@ class Team:
                     text = check_text(content, "prompt_agent answer")
                     if len(text.split()) > MAX_PROMPT_WORDS:
                         raise InputError(f"answer has {len(text.split())} words; at most {MAX_PROMPT_WORDS}")
+                    job.llm_steps.append({"agent": recipient.name, "answer": "llm"})
                     break
                 except (InputError, ToolCallFault, *llm_errors()) as e:  # HTTP, timeout, empty or unusable answer
                     self._fault(recipient.name, attempt, e)
@@ -258,6 +262,7 @@ class Team:
                 # scripted call fills what the LLM left out (e.g. simulate's negative prompt).
                 args = {**scripted, **validate_args(tool, raw, job.guard, bounds), **_always_scripted(scripted),
                         **job.pinned(tool)}
+                job.llm_steps.append({"agent": agent.name, "answer": "llm"})
                 return args, call_id, "llm"
             except (ToolCallFault, *llm_errors()) as e:
                 reason = self._fault(agent.name, attempt, e)
@@ -288,8 +293,15 @@ class Team:
         logger.debug("%s: LLM answer %d/%d unusable: %s", agent, attempt, step_attempts(self.config_list), reason)
         return reason
 
-    def _fallback(self, agent: str) -> None:
-        self.job.fallbacks += 1
+    def _fallback(self, agent: str, *, refused: bool = False) -> None:
+        """Record that `agent`'s step uses the scripted answer.
+
+        `refused`: the step's LLM call, recorded as used, passed our checks but the tool refused it:
+        the step fell back after all, so its record changes (one record per step).
+        """
+        if refused:
+            self.job.llm_steps.pop()
+        self.job.llm_steps.append({"agent": agent, "answer": "fallback"})
         last = self.job.llm_faults[-1] if self.job.llm_faults else "unknown"
         logger.warning("%s: no usable LLM answer after %d tries (%s); using the scripted answer", agent,
                        step_attempts(self.config_list), last)
@@ -312,7 +324,7 @@ class Team:
                         raise
                     # The LLM's values passed our checks but not the model's (e.g. a size multiple).
                     self._fault(job.active.agent, LLM_ATTEMPTS, e)
-                    self._fallback(job.active.agent)
+                    self._fallback(job.active.agent, refused=True)
                     path = method(**job.scripted_call(tool))
                 job.record_output(tool, path)
                 return path

@@ -187,11 +187,11 @@ def test_manifest_video_and_artifacts(runs, case):
     m = result.manifest
     assert MANIFEST_KEYS <= set(m)
     assert {"path", "num_frames", "fps", "width", "height"} <= set(m["video"])
-    assert {"used", "model", "fallbacks"} <= set(m["llm"])
+    assert {"configured", "used", "model", "steps", "fallbacks"} <= set(m["llm"])
     assert "total_s" in m["timings"] and m["timings"]["total_s"] > 0
     assert {"mora", "torch", "diffusers", "transformers", "autogen"} <= set(m["versions"])
     assert m["task"] == CASES[case][0] and m["preset"] == "tiny" and m["seed"] == 0
-    assert m["llm"] == {"used": False, "model": None, "fallbacks": 0, "faults": []}
+    assert m["llm"] == {"configured": False, "used": False, "model": None, "steps": [], "fallbacks": 0, "faults": []}
     # the manifest beside the video is the one returned
     assert result.manifest_path == result.video_path.with_suffix(".json")
     assert json.loads(result.manifest_path.read_text()) == json.loads(json.dumps(m))
@@ -283,7 +283,8 @@ def test_llm_answers_are_used(fake_openai, tmp_path, monkeypatch, caplog, capfd)
     m = result.manifest
 
     assert m["enhanced_prompt"] == "LLM: a red fox leaping over snowdrifts at dawn, low tracking shot"
-    assert m["llm"] == {"used": True, "model": "fake-model", "fallbacks": 0, "faults": []}
+    assert m["llm"] == {"configured": True, "used": True, "model": "fake-model", "fallbacks": 0, "faults": [],
+                        "steps": [{"agent": a, "answer": "llm"} for a in (P, T2I, I2V)]}
     assert m["route"] == speakers(teams[0]) == [P, T2I, I2V]
     t2i, i2v = m["tool_calls"]
     assert t2i["args"]["prompt"] == "an LLM-chosen first frame of a fox"
@@ -363,6 +364,10 @@ def test_llm_untrusted_arguments_fall_back(fake_openai, tmp_path, monkeypatch):
     m = result.manifest
 
     assert m["llm"]["fallbacks"] == 2
+    # text_to_image's second answer passed Mora's checks but not the model's: one record, a fallback
+    assert m["llm"]["steps"] == [{"agent": P, "answer": "llm"}, {"agent": T2I, "answer": "fallback"},
+                                 {"agent": I2V, "answer": "fallback"}]
+    assert m["llm"]["used"] is True
     faults = m["llm"]["faults"]
     assert "prompt: missing; add it" in faults[0]  # mora.validation's one line (was "missing required argument")
     assert any("width" in f and "100" in f for f in faults)
@@ -434,7 +439,9 @@ def test_llm_fault_falls_back_to_scripted(fake_openai, inputs, tmp_path, fault, 
     with caplog.at_level(logging.WARNING, logger="mora"):
         result = run("extend", tmp_path / "x.mp4", video=inputs["video"], llm_config=fake_openai.config_list)
     m = result.manifest
-    assert m["llm"]["used"] is True and m["llm"]["fallbacks"] == 1
+    # its only LLM step fell back: the LLM was configured, not used
+    assert m["llm"]["configured"] is True and m["llm"]["used"] is False and m["llm"]["fallbacks"] == 1
+    assert m["llm"]["steps"] == [{"agent": I2V, "answer": "fallback"}]
     assert len(m["llm"]["faults"]) == LLM_ATTEMPTS and reason in m["llm"]["faults"][-1]
     assert len(fake_openai.requests) == requests and fake_openai.pending == 0
     assert "using the scripted answer" in caplog.text

@@ -149,6 +149,7 @@ def test_vision_judge_disagreeing_without_reviewer_leaves_it_to_the_score_card(t
     assert len(images) == 2 and images[0]["image_url"]["url"].startswith("data:image/png;base64,")
     assert m["critic"]["judge_choice"] == baseline[-1]
     assert m["critic"]["winner"] == m["critic"]["score_ranking"][0]
+    assert {"agent": "critic_agent", "answer": "llm"} in m["llm"]["steps"]
     assert "score card decides" in m["critic"]["reason"]
 
 
@@ -176,6 +177,7 @@ def test_malformed_judge_answer_falls_back_to_the_score_card(tmp_path, fake_open
     assert "judge_error" in m["critic"]
     assert m["critic"]["winner"] == m["critic"]["score_ranking"][0]
     assert any(f.startswith("critic_agent") for f in m["llm"]["faults"])
+    assert {"agent": "critic_agent", "answer": "fallback"} in m["llm"]["steps"]
 
 
 def test_training_filter_vote_uses_the_same_format_and_picks_the_intended_sheet(tmp_path, fake_openai):

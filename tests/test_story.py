@@ -102,6 +102,7 @@ def test_llm_storyboard_bad_three_times_falls_back(tmp_path, fake_openai):
     r = story(STORY, shots=2, shot_seconds=0.6, seed=0, out=tmp_path / "f.mp4", llm_config=fake_openai.config_list,
               **OPTS)
     assert r.manifest["llm"]["fallbacks"] == 1 and r.manifest["llm"]["storyboard"] == "deterministic"
+    assert r.manifest["llm"]["used"] is False  # its one LLM step fell back
     assert r.manifest["shots"][0]["prompt"].startswith("A red fox wakes")
     assert "SECRET" not in json.dumps(r.manifest)
 

@@ -67,7 +67,7 @@ class Job:
     videos: list[str] = field(default_factory=list)
     acted: list[str] = field(default_factory=list)
     review: list[dict] = field(default_factory=list)
-    fallbacks: int = 0
+    llm_steps: list[dict] = field(default_factory=list)  # {"agent", "answer": "llm"|"fallback"} per LLM step
     llm_faults: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     error: BaseException | None = None

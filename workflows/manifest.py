@@ -17,6 +17,29 @@ def versions() -> dict:
     return out
 
 
+def llm_record(config_list: list[dict] | None, steps: list[dict], faults: list[str]) -> dict:
+    """The manifest's `llm`: what was configured, and what the LLM actually did, step by step.
+
+    Args:
+        config_list: the job's LLM entries, or None.
+        steps: one `{"agent", "answer"}` per agent step that asked the LLM; `answer` is "llm" (its
+            answer was used) or "fallback" (no usable answer: the scripted one was used).
+        faults: the reason of every unusable answer, keys scrubbed.
+
+    `used` is true only when some step used an LLM answer: a run whose every call fell back
+    (a wrong key, a server down) says so, whatever was configured.
+
+    Example:
+        >>> llm_record([{"model": "m"}], [{"agent": "prompt_agent", "answer": "fallback"}], ["500"])["used"]
+        False
+    """
+    from mora.agents.llm import describe
+
+    fallbacks = sum(step["answer"] == "fallback" for step in steps)
+    return {**describe(config_list), "used": len(steps) > fallbacks, "steps": steps, "fallbacks": fallbacks,
+            "faults": faults}
+
+
 def build_manifest(job_spec: Any, job: Any, tools: Any, *, info: dict, card: dict | None, chat_s: float) -> dict:
     """Everything a user needs to understand and repeat a job; never an API key.
 
@@ -28,8 +51,6 @@ def build_manifest(job_spec: Any, job: Any, tools: Any, *, info: dict, card: dic
         card: the score card, or None.
         chat_s: seconds in the group chat.
     """
-    from mora.agents.llm import describe
-
     calls = tools.calls
     tool_s = sum(v for k, v in job.timings.items() if k.startswith("tool:"))
     per_turn = max(0.0, chat_s - tool_s - job.timings.get("llm", 0.0)) / max(1, job.turns)
@@ -45,7 +66,7 @@ def build_manifest(job_spec: Any, job: Any, tools: Any, *, info: dict, card: dic
         "tool_calls": [{k: c[k] for k in ("tool", "args", "seed", "output", "seconds", "model", "profile",
                                             "prompt_tokens") if k in c} for c in calls],
         "timings": timings,
-        "llm": {**describe(job_spec.config_list), "fallbacks": job.fallbacks, "faults": job.llm_faults},
+        "llm": llm_record(job_spec.config_list, job.llm_steps, job.llm_faults),
         "review": job.review, "metrics": card, "oom_retries": tools.oom_retries,
         **({"candidates": job.candidates, "critic": job.critic} if job_spec.best_of > 1 else {}),
         "device": tools.device, "profile": tools.runtime.profile, "versions": versions(),

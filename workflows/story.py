@@ -46,9 +46,9 @@ SEAM_WINDOW = 4  # frames each side of a boundary scored for the film's seams an
 
 def make_storyboard(p: StoryPrepared) -> tuple[dict, dict]:
     """(storyboard, llm record): the user's file, a resumed run's file, or storyboard_agent's answer."""
-    from mora.agents.llm import describe
+    from mora.workflows.manifest import llm_record
 
-    llm = {**describe(p.config_list), "fallbacks": 0, "faults": [], "storyboard": "file"}
+    llm = {**llm_record(p.config_list, [], []), "storyboard": "file"}
     board = p.storyboard
     if board is None and p.resume and p.storyboard_path.is_file():
         board = validate_storyboard(json.loads(p.storyboard_path.read_text(encoding="utf-8")),
@@ -63,7 +63,9 @@ def make_storyboard(p: StoryPrepared) -> tuple[dict, dict]:
             validate=lambda data: validate_storyboard(data, seconds_range=rng, source="storyboard_agent answer"),
             fallback=lambda: split_story(p.story, p.shots, p.shot_seconds))
         board = answer.storyboard
-        llm.update(fallbacks=answer.fallbacks, faults=answer.faults, storyboard=answer.source, llm_s=answer.seconds)
+        asked = [{"agent": STORYBOARD_AGENT_NAME, "answer": "fallback" if answer.fallbacks else "llm"}]
+        llm.update(llm_record(p.config_list, asked if answer.source == "llm" or answer.fallbacks else [], answer.faults),
+                   storyboard=answer.source, llm_s=answer.seconds)
     if p.transition is not None:  # --transition overrides every shot's
         board = {**board, "shots": [{**s, "transition": p.transition} for s in board["shots"]]}
     media.write_json(board, p.storyboard_path)

@@ -29,9 +29,14 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logging.getLogger("mora").setLevel(level)
     # Silence what a user cannot act on: library deprecation chatter, load bars, tokenizer notes.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not args.debug:
-        for name in ("httpx", "autogen", "openai"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    if not args.debug:  # a filter on the handler, not logger levels: importing autogen resets its level to INFO
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_libraries)
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    """Keep only errors of the libraries whose warnings a user cannot act on."""
+    return record.levelno >= logging.ERROR or record.name.split(".")[0] not in ("httpx", "autogen", "openai")
 
 
 class _Progress:
