@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mora.config import PROFILES
-from mora.errors import Cancelled, InputError, ModelUnavailableError
+from mora.errors import Cancelled, InputError, ModelUnavailableError, one_line
 from mora.tools.quiet import no_library_bars
 
 logger = logging.getLogger(__name__)
@@ -212,10 +212,9 @@ def from_pretrained(cls: type, model: str, **kwargs: Any):
     try:
         return cls.from_pretrained(source, **kwargs)
     except hub_errors as error:
-        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise ModelUnavailableError(
             f"model {model!r} is not available: no local copy and the Hugging Face Hub could not provide it "
-            f"({type(error).__name__}: {reason}); {download_fix([model])}"
+            f"({one_line(error, limit=120)}); {download_fix([model])}"
         ) from error
 
 
