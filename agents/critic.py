@@ -21,6 +21,7 @@ import autogen
 
 from mora.agents.llm import autogen_llm_config
 from mora.agents.roles import CRITIC, CRITIC_AGENT_NAME, JUDGE_ANSWER
+from mora.errors import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def rank_candidates(
         try:
             judge_choice = judge(critic, [c["image"] for c in candidates], prompt)
         except (ValueError, *llm_errors()) as e:
-            judge_error = scrub(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}", config_list)
+            judge_error = scrub(one_line(e, limit=200), config_list)
             logger.warning("critic_agent: the vision judge abstains (%s); the score card decides", judge_error)
     return rank_by_scores(cards), judge_choice, judge_error
 
@@ -172,7 +173,7 @@ def vote(entry: dict, sheets: list[str], prompt: str | None, config_list: list[d
             messages = [*messages, {"role": "assistant", "content": str(text)[:2000]},
                         {"role": "user", "content": f"Answer with {JUDGE_ANSWER}."}]
         except llm_errors() as e:
-            error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            error = one_line(e, limit=200)
             break
     error = scrub(error or "no answer", secrets)
     logger.warning("vision judge %s abstains: %s", entry.get("model"), error)

@@ -20,7 +20,7 @@ import autogen
 
 from mora.agents.llm import autogen_llm_config, llm_errors, scrub, step_attempts
 from mora.agents.roles import DESCRIPTIONS, STORYBOARD_AGENT, STORYBOARD_AGENT_NAME
-from mora.errors import InputError
+from mora.errors import InputError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def write_storyboard(story: str, shots: int, seconds: float, *, config_list: lis
             logger.info("storyboard_agent: LLM storyboard %r, %d shots", board["title"], len(board["shots"]))
             return StoryboardAnswer(board, "llm", 0, faults, round(time.perf_counter() - started, 3))
         except (InputError, *llm_errors()) as e:
-            reason = scrub(str(e) or type(e).__name__, config_list)[:500]
+            reason = scrub(one_line(e), config_list)[:500]
             faults.append(f"{STORYBOARD_AGENT_NAME} try {attempt}: {reason}")
             logger.debug("storyboard_agent: answer %d/%d unusable: %s", attempt, attempts, reason)
             messages = [*messages[:1], {"role": "user", "content": f"That answer was unusable: {reason}. {request}"}]

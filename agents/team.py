@@ -32,7 +32,7 @@ from autogen.io import IOStream
 from mora.agents import roles
 from mora.agents.llm import LLM_ATTEMPTS, autogen_llm_config, llm_errors, scrub, step_attempts
 from mora.agents.toolcalls import ToolCallFault, extract_call, tool_schema, validate_args
-from mora.errors import InputError
+from mora.errors import InputError, one_line
 from mora.limits import check_text, llm_bounds
 from mora.tools.toolset import Toolset
 from mora.tooltable import TOOL_TABLE
@@ -288,7 +288,7 @@ class Team:
 
     def _fault(self, agent: str, attempt: int, error: BaseException) -> str:
         """Record an unusable answer; returns the reason, safe to log and to show the LLM."""
-        reason = scrub(_reason(error), self.config_list)  # an endpoint's error text may echo the key
+        reason = scrub(one_line(error, limit=200), self.config_list)  # an endpoint's error text may echo the key
         self.job.llm_faults.append(f"{agent} try {attempt}: {reason}")
         logger.debug("%s: LLM answer %d/%d unusable: %s", agent, attempt, step_attempts(self.config_list), reason)
         return reason
@@ -347,11 +347,6 @@ class Team:
 
 def _always_scripted(args: dict) -> dict:
     return {k: args[k] for k in ("seed",) if k in args}
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text[:200]}" if not isinstance(error, ToolCallFault) else text[:200]
 
 
 def _describe(step: Any) -> str:

@@ -27,14 +27,14 @@ from pydantic import (
 )
 
 from mora import validation
-from mora.errors import InputError
+from mora.errors import InputError, MoraError
 from mora.limits import MAX_PROMPT_CHARS
 from mora.tools.toolset import Toolset
 from mora.tooltable import TOOL_TABLE
 
 
-class ToolCallFault(Exception):
-    """The LLM's answer cannot be used as the step's tool call (the reason is the message)."""
+class ToolCallFault(MoraError):
+    """The LLM's answer cannot be used as the step's tool call (the reason is the message, shown without a type)."""
 
 
 def _whole_number(value: Any) -> Any:

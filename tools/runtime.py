@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mora.config import PROFILES
-from mora.errors import Cancelled, InputError, ModelLoadError, ModelUnavailableError
+from mora.errors import Cancelled, InputError, ModelLoadError, ModelUnavailableError, one_line
 from mora.tools.quiet import no_library_bars
 
 logger = logging.getLogger(__name__)
@@ -216,10 +216,9 @@ def from_pretrained(cls: type, model: str, **kwargs: Any):
     try:
         return _read(cls, model, source, **kwargs)
     except hub_errors as error:
-        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise ModelUnavailableError(
             f"model {model!r} is not available: no local copy and the Hugging Face Hub could not provide it "
-            f"({type(error).__name__}: {reason}); {download_fix([model])}"
+            f"({one_line(error, limit=120)}); {download_fix([model])}"
         ) from error
 
 
@@ -277,8 +276,7 @@ def _read(cls: type, model: str, source: str, **kwargs: Any) -> Any:
         path = path or (source if folder else None)
         if what == _CORRUPT[0] and folder:
             fix = _CORRUPT_FOLDER[model.startswith("tiny/")]
-        lines = dict.fromkeys(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0].strip()[:200]}"
-                              for e in (error, cause))
+        lines = dict.fromkeys(one_line(e, limit=200) for e in (error, cause))
         raise ModelLoadError(f"model {model!r} could not be read{f' at {path}' if path else ''}: {what} "
                              f"({'; '.join(lines)}); {fix.format(model=model, path=source)}") from error
 

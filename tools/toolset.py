@@ -17,7 +17,7 @@ import numpy as np
 
 from mora import media
 from mora.config import ROLE_FAMILIES, ModelSpec, Preset, get_preset
-from mora.errors import InputError
+from mora.errors import InputError, one_line
 from mora.limits import MAX_FPS, MAX_SEGMENTS, MAX_SIDE, MAX_STEPS, check_int, check_seed, check_text
 from mora.tools import ltx, pix2pix, qwen_image, qwen_image_edit, sdxl, svd, wan, wan22, wan_vace
 from mora.tools.runtime import Runtime, release
@@ -168,7 +168,7 @@ class Toolset:
         except torch.OutOfMemoryError as error:
             if self.runtime.profile == "low-vram":
                 raise
-            reason = str(error).splitlines()[0][:200] if str(error) else "CUDA out of memory"
+            reason = one_line(error, limit=200)
         previous = self.runtime.profile
         logger.warning("out of GPU memory in profile %s (%s); releasing models and retrying this step in low-vram",
                        previous, reason)

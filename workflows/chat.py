@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from mora.errors import InputError, LLMError
+from mora.errors import InputError, LLMError, one_line
 from mora.workflows.jobspec import OPTIONS, parse_job
 from mora.workflows.tasks import INPUT_NAMES, TASK_TABLE, TASKS, director_task_list, input_help
 
@@ -139,7 +139,7 @@ def chat(message: str, *, llm_config: Any = None, ask: Callable[[str], str | Non
         try:
             answer = ask_director(director, messages)
         except llm_errors() as e:
-            reason = scrub(f"{type(e).__name__}: {str(e)[:200]}", config_list)  # the text may echo the key
+            reason = scrub(one_line(e, limit=200), config_list)  # the text may echo the key
             raise LLMError(f"chat: the LLM endpoint failed ({reason})") from None
         calls = answer.get("tool_calls") if isinstance(answer, dict) else None
         if calls:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mora.errors import InputError, MoraError
+from mora.errors import InputError, MoraError, one_line
 from mora.workflows.jobspec import OPTIONS, as_field, parse_job, task_inputs
 from mora.workflows.prepare import prepare
 
@@ -241,12 +241,11 @@ def run_job(job: BatchJob, worker: str = "local") -> dict:
         result = run_one(job.data(), Hooks(progress=False))
         status, error, video = "ok", None, str(result.video_path)
     except MoraError as e:  # the user's to fix (a missing input) or a clean stop: the message says it
-        status, error, video = "failed", str(e), None
+        status, error, video = "failed", one_line(e), None
     except Exception as e:  # noqa: BLE001 - one job's crash must not stop the batch; its row says what happened
         logger.debug("job %s failed", job.id, exc_info=True)
-        status, error, video = "failed", f"{type(e).__name__}: {e}", None
-    if error:
-        error = " ".join(error.split())  # one line in the table and in batch.json
+        status, error, video = "failed", one_line(e), None
+    if error:  # one line (one_line) in the table and in batch.json
         logger.warning("job %s (line %d) failed: %s", job.id, job.line, error)
     return {"status": status, "error": error, "seconds": round(time.perf_counter() - started, 3),
             "worker": worker, "video": video}

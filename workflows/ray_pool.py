@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import replace
 from typing import Any
 
-from mora.errors import InputError
+from mora.errors import InputError, one_line
 from mora.workflows.jobs_file import BatchJob, run_job
 from mora.workflows.ledger import Ledger, worker_name
 
@@ -196,7 +196,7 @@ def _dispatch(ray, actors: _Actors, jobs: list[BatchJob], ledger: Ledger, fail_f
             actors.idle.append((actor, name))
         except RayActorError as e:  # the process or its node is gone: a new actor takes its place
             actors.replace(actor)
-            reason = _first_line(e)
+            reason = one_line(e)
             if attempt < MAX_ATTEMPTS:
                 logger.warning("worker %s died running job %s (%s); retrying it on another worker", name, job.id,
                                reason)
@@ -207,16 +207,11 @@ def _dispatch(ray, actors: _Actors, jobs: list[BatchJob], ledger: Ledger, fail_f
                        "error": f"the worker died on each of {attempt} attempts (last {name}: {reason})"}
         except RayError as e:  # the call failed past run_job's own handling; the actor lives on
             actors.idle.append((actor, name))
-            outcome = {"status": "failed", "worker": name, "video": None, "error": _first_line(e)}
+            outcome = {"status": "failed", "worker": name, "video": None, "error": one_line(e)}
         row = ledger.finish(job.id, **outcome)
         if fail_fast and row.status == "failed":
             rest = [j for j, _ in queue] + [r[2] for r in running.values()]
             ledger.skip(rest, f"not run: --fail-fast stopped the batch after job {job.id} failed")
             return
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 

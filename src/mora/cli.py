@@ -18,7 +18,7 @@ import traceback
 from typing import Any
 
 from mora.cli_parsers import PROG, UsageError, build_parser, job_data
-from mora.errors import InputError, MoraError
+from mora.errors import InputError, MoraError, one_line
 
 # --- running ---------------------------------------------------------------------------------------
 
@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         hint = "" if debug else " (run with --debug for the traceback)"
-        print(f"{PROG}: error: unexpected failure: {type(e).__name__}: {e}{hint}", file=sys.stderr)
+        print(f"{PROG}: error: unexpected failure: {one_line(e)}{hint}", file=sys.stderr)
         return 1
 
 

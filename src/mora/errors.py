@@ -73,3 +73,28 @@ class ReviewAborted(MoraError):
     """The human reviewer aborted the job: a clean stop, nothing is written at `out`."""
 
     exit_code = 1
+
+
+def one_line(error: BaseException, limit: int | None = None) -> str:
+    """`Type: message` on one line: for a job's error, a log line, a fault shown to an LLM.
+
+    The message's first line only (the rest of an endpoint's or a library's error is detail that
+    belongs in a traceback, and a line of a table or a tool answer must stay one line). A
+    `MoraError`'s message was written for the user and says what failed, so it comes without its
+    type; an empty message gives the type alone.
+
+    Args:
+        error: the exception.
+        limit: the most characters of the message kept (the type is always whole); None keeps all.
+
+    Example:
+        >>> one_line(RuntimeError("CUDA out of memory.\\nTried to allocate 2 GiB"))
+        'RuntimeError: CUDA out of memory.'
+        >>> one_line(InputError("--steps: got 0; pass a positive integer"))
+        '--steps: got 0; pass a positive integer'
+    """
+    lines = str(error).strip().splitlines()
+    text = lines[0].strip()[:limit] if lines else ""
+    if not text:
+        return type(error).__name__
+    return text if isinstance(error, MoraError) else f"{type(error).__name__}: {text}"

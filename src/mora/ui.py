@@ -28,7 +28,7 @@ from typing import Any
 
 import gradio as gr
 
-from mora.errors import MoraError
+from mora.errors import MoraError, one_line
 from mora.service.rows import LOCAL_OWNER
 from mora.ui_files import cached, file_access, owner, received
 from mora.workflows.jobspec import OPTIONS, STORY, task_inputs, task_options
@@ -514,8 +514,8 @@ def _value(option: Any, value: Any) -> Any:
 
 def _message(error: BaseException) -> str:
     if isinstance(error, MoraError):
-        return str(error)
-    return f"unexpected failure: {type(error).__name__}: {error}"
+        return one_line(error)
+    return f"unexpected failure: {one_line(error)}"
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, **app_options: Any) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import gradio as gr
 
+from mora.paths import is_inside
+
 
 def file_access(blocked: Iterable[str | Path]) -> dict:
     """gradio's file rules (`Blocks.launch` / `gr.mount_gradio_app` keywords): no folder served by path,
@@ -37,7 +39,7 @@ def received(demo: gr.Blocks | None, value: Any, name: str) -> str | None:
     path = str(value if isinstance(value, str) else getattr(value, "name", value))
     real = Path(path).resolve()
     uploads = demo.upload_file_set if demo is not None else set()
-    if real.is_relative_to(Path(get_upload_folder()).resolve()) and (
+    if is_inside(real, get_upload_folder()) and (
             path in uploads or any(Path(p).resolve() == real for p in uploads)):
         return path
     label = name.replace("_", " ").capitalize()

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from mora.errors import one_line
+
 logger = logging.getLogger(__name__)
 
 #: Environment variable naming a local directory with a `transformers` CLIP model and processor.
@@ -88,7 +90,7 @@ def optional_metrics(
         # card; these are what transformers raises for one. Anything else is a bug and propagates.
         except (OSError, ValueError, RuntimeError, KeyError, ImportError) as exc:
             logger.warning("CLIP similarity skipped: could not use %s: %s", model_dir, exc)
-            reason = " ".join(str(exc).split())[:300]
+            reason = one_line(exc, limit=300)
             skipped["clip_text_similarity"] = (
                 f"could not load or run the CLIP model in {model_dir!r}: {reason}"
             )

@@ -32,6 +32,7 @@ from mcp.server.lowlevel import Server
 from mora import __version__
 from mora.errors import InputError, ModelUnavailableError
 from mora.mcp import tools as mt
+from mora.paths import is_inside
 from mora.validation import quote
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def file_links(out_dir: str | Path) -> Links:
         if parsed.scheme != "file":
             return None
         path = Path(unquote(parsed.path)).resolve()
-        return str(path) if path.is_relative_to(root) and path.is_file() else None
+        return str(path) if is_inside(path, root) and path.is_file() else None
 
     return Links(uri=lambda job_id, path, base: mt.file_uri(path), path_of=path_of)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mora.errors import InputError
+from mora.paths import is_inside
 
 WORK_FACTOR = 4.0  # --max-job-work's default: room for a longer or finer clip, not for 1000x one
 MAX_QUEUED_PER_KEY = 32  # --max-queued-per-key's default: a busy client's backlog, not a flood
@@ -104,8 +105,8 @@ def public(value: Any, job_id: str, folder: Path) -> Any:
     if not isinstance(value, str) or not os.path.isabs(value) or "\n" in value:
         return value
     path = Path(value)
-    if path.is_relative_to(folder):
-        return f"{PUBLIC_PREFIX}{job_id}/{path.relative_to(folder).as_posix()}".rstrip("/")
+    if is_inside(path, folder):  # resolved: `<folder>/../x` is not the job's
+        return f"{PUBLIC_PREFIX}{job_id}/{path.resolve().relative_to(folder.resolve()).as_posix()}".rstrip("/")
     return path.name
 
 

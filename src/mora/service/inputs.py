@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mora.errors import InputError
+from mora.paths import is_inside
 from mora.validation import quote
 
 FILE_KINDS = ("image", "video", "storyboard")  # inputs that name a file
@@ -62,7 +63,7 @@ def server_path(store: Any, name: str, value: str) -> str:
     path = Path(value).expanduser()
     if store.local_paths:
         return str(path)
-    if store.inputs_dir is not None and path.resolve().is_relative_to(store.inputs_dir):
+    if store.inputs_dir is not None and is_inside(path, store.inputs_dir):
         return str(path.resolve())
     where = f", or a path under {store.inputs_dir}" if store.inputs_dir else ""
     raise InputError(f"{name}: {quote(value)} is a path on the server, which a request may not name; upload "

@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from mora.errors import InputError
+from mora.paths import is_inside
 from mora.service.guards import public
 from mora.service.http import (
     ApiError,
@@ -110,9 +111,9 @@ def cancel(request: Request, job_id: str) -> dict:
 @router.get("/{job_id}/files/{name:path}")
 def file(request: Request, job_id: str, name: str) -> FileResponse:
     stored_row(request, job_id, "job")
-    folder = service(request).store.folder(job_id).resolve()
+    folder = service(request).store.folder(job_id)
     path = (folder / name).resolve()
-    if not path.is_relative_to(folder) or not path.is_file():  # only the job's own folder, no `..`
+    if not is_inside(path, folder) or not path.is_file():  # only the job's own folder, no `..`
         raise ApiError(404, f"name: {name!r} is not a file of job {job_id}; the manifest lists them", param="name",
                        code="not_found")
     return FileResponse(path)

@@ -30,9 +30,9 @@ import threading
 from collections import deque
 from typing import Any
 
-from mora.errors import Cancelled, MoraError
+from mora.errors import Cancelled, MoraError, one_line
 from mora.service.store import VIDEO_NAME, JobRow, JobStore
-from mora.service.worker import acting_steps, first_line
+from mora.service.worker import acting_steps
 from mora.workflows.ray_pool import MAX_ATTEMPTS, BatchWorker, connect, import_ray, pool_shape, worker_env
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class ServiceActor(BatchWorker):
         # next one: this broad except means exactly that; the error travels back as the job's one line.
         except Exception as e:  # noqa: BLE001
             logger.exception("job %s failed", job_id)
-            return {"error": first_line(e)}
+            return {"error": one_line(e)}
         return {"manifest": result.manifest, "video": str(result.video_path) if result.video_path else None}
 
 
@@ -224,7 +224,7 @@ class RayWorker:
         try:
             total = acting_steps(job)
         except (MoraError, OSError) as e:  # checked at submit; a file gone since then fails the job alone
-            self.store.fail(row.id, first_line(e))
+            self.store.fail(row.id, one_line(e))
             return
         actor, name = idle.popleft()
         self._done[row.id] = 0
@@ -257,12 +257,12 @@ class RayWorker:
         try:
             outcome = ray.get(ref)
         except RayActorError as e:  # the process or its node is gone: a new actor takes its place
-            outcome, died = {}, first_line(e)
+            outcome, died = {}, one_line(e)
             _kill(ray, actor)
             actor = self._new.remote(name, self._device)
             self._actors.append((actor, name))
         except RayError as e:
-            outcome = {"error": first_line(e)}
+            outcome = {"error": one_line(e)}
         self._record(row, name, outcome, died)
         if row.id in self._flagged:
             self._flagged.discard(row.id)

@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any
 
-from mora.errors import Cancelled, MoraError
+from mora.errors import Cancelled, one_line
 from mora.service.store import VIDEO_NAME, JobRow, JobStore
 
 logger = logging.getLogger(__name__)
@@ -45,12 +45,6 @@ def acting_steps(job: dict) -> int:
     shots = len(p.storyboard["shots"]) if p.storyboard else p.shots
     per_shot = sum(len(shot_route(k, p.shot_seconds, p.continuity, p.preset, p.pinned)) for k in range(shots))
     return 1 + per_shot + (shots - 1)  # storyboard_agent, every shot's steps, the transitions at most
-
-
-def first_line(error: BaseException) -> str:
-    """`Type: message` on one line (a job's error)."""
-    text = str(error).strip().splitlines()
-    return text[0] if isinstance(error, MoraError) and text else f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 class Worker:
@@ -138,7 +132,7 @@ class Worker:
         # running for the next one: this is the one place where a broad except means exactly that.
         except Exception as e:  # noqa: BLE001
             logger.exception("job %s failed", row.id)
-            self.store.fail(row.id, first_line(e))
+            self.store.fail(row.id, one_line(e))
         finally:
             self.current = None
             if self.store.is_deleted(row.id):

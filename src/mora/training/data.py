@@ -22,6 +22,7 @@ from PIL import Image
 
 from mora import media
 from mora.errors import InputError
+from mora.paths import is_inside
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def _parse_lines(root: Path, meta: Path) -> tuple[list[tuple[int, Path, str]], l
             problems.append((number, "has no file_name"))
             continue
         path = (root / name).resolve()
-        if not path.is_relative_to(root.resolve()):
+        if not is_inside(path, root):
             problems.append((number, f"{name!r} is outside the data folder"))
             continue
         if not isinstance(text, str) or not text.strip():
