@@ -4,7 +4,7 @@ Wiring (classic AutoGen): each role agent is a `ConversableAgent` with its syste
 are registered for execution on the user proxy (`code_execution_config=False`, always) and, when
 an LLM is configured, for LLM use on the agent that calls them, so the LLM sees their typed
 schemas. A `GroupChatManager` runs the chat; speaker selection walks the task's route (data in
-`mora.workflows.routes`), so the order never depends on an LLM.
+`mora.workflows.tasks`), so the order never depends on an LLM.
 
 Without an LLM the prompt agent answers with the deterministic enhancer and tool agents emit
 scripted tool calls. With one, their answers come from the LLM, are validated as untrusted input

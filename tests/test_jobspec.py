@@ -54,7 +54,7 @@ def test_errors_name_the_field_the_value_and_the_fix():
         ("extend", "best_of", 2): "best_of: 2 is not an input or option of extend; it is for text-to-video, simulate",
         ("extend", "device", "gpu"): "device: 'gpu' is not allowed; use auto, cpu, cuda, cuda:N or mps",
         ("extend", "metrics", "yes"): "metrics: 'yes' is not true or false; pass true or false",
-        ("extend", "profile", "x"): "profile: 'x' is not allowed; use 'fast', 'balanced', 'low-vram' or 'auto'",
+        ("extend", "profile", "x"): "profile: 'x' is not allowed; use 'balanced', 'fast', 'low-vram', 'auto' or 'paper'",
     }
     for (task, name, value), message in cases.items():
         with pytest.raises(InputError) as info:

@@ -7,8 +7,10 @@
 - `low-vram`: model CPU offload (each model on the GPU only while it runs), VAE slicing, and
   smaller SVD decode chunks when free GPU memory cannot hold the preset's.
 - `auto`: picks one of the above by free GPU memory.
-- `paper` (benchmarks only, not offered by the CLI): the original Mora code's runtime choices:
-  fp16, SDXL and InstructPix2Pix resident, SVD with model CPU offload, decode chunks of 12.
+- `paper`: the original Mora code's runtime choices (the benchmarks' baseline): SDXL and
+  InstructPix2Pix resident, SVD with model CPU offload, SVD decode chunks of 12.
+
+The list is `mora.config.PROFILES`.
 
 Each profile applies only what the device supports and logs what it applied; the list is kept
 on the pipeline (`pipe._mora_profile`) for manifests and benchmarks.

@@ -113,8 +113,8 @@ def resolve_dtype(dtype: str | Any = "auto", device: str = "cpu", gpu_default: s
 
 
 def check_profile(profile: str) -> str:
-    if profile not in (*PROFILES, "auto", "paper"):
-        raise InputError(f"--profile: {profile!r} is not a profile; use one of {', '.join(PROFILES)} or auto")
+    if profile not in PROFILES:
+        raise InputError(f"--profile: {profile!r} is not a profile; use one of {', '.join(PROFILES)}")
     return profile
 
 
@@ -450,7 +450,7 @@ class Runtime:
     Args:
         device: `auto`, `cpu`, `cuda`, `cuda:N` or `mps`.
         dtype: `auto` (fp16/bf16 on GPU, fp32 on CPU), `float16`, `bfloat16` or `float32`.
-        profile: `fast`, `balanced` or `low-vram`.
+        profile: one of `mora.config.PROFILES` (`mora.tools.profiles`; `auto` picks one by free GPU memory).
         progress: show the diffusion step bars.
         adapter: a trained adapter (`mora.adapters.load_adapter`): its LoRA goes into the pipelines of
             the agents it trained and their conditioning gets its modulation tokens. Duck-typed

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import numpy as np
 
 from mora import media
-from mora.config import ROLE_FAMILIES, ModelSpec, Preset, get_preset
+from mora.config import DEFAULT_PRESET, ROLE_FAMILIES, ModelSpec, Preset, get_preset
 from mora.errors import InputError, one_line
 from mora.limits import MAX_FPS, MAX_SEGMENTS, MAX_SIDE, MAX_STEPS, check_int, check_seed, check_text
 from mora.tools import ltx, pix2pix, qwen_image, qwen_image_edit, sdxl, svd, wan, wan22, wan_vace
@@ -52,7 +52,7 @@ class Toolset:
         preset: preset name (`mora`, `ltx`, `tiny`, `tiny-ltx`) or a `Preset`.
         device: `auto` (CUDA, else MPS, else CPU), `cpu`, `cuda`, `cuda:N` or `mps`.
         dtype: `auto` (fp16/bf16 on GPU, fp32 on CPU), `float16`, `bfloat16` or `float32`.
-        profile: `fast`, `balanced` or `low-vram` (CPU offload, small VAE decode chunks).
+        profile: one of `mora.config.PROFILES` (`mora.tools.profiles` says what each does).
         output_dir: where every tool writes; file names are chosen by the tool.
         progress: show diffusion step bars.
         input_guard: optional `(path, argument) -> Path` check applied to every input path
@@ -69,7 +69,7 @@ class Toolset:
     """
 
     def __init__(
-        self, preset: str | Preset = "mora", device: str = "auto", dtype: str = "auto", profile: str = "balanced",
+        self, preset: str | Preset = DEFAULT_PRESET, device: str = "auto", dtype: str = "auto", profile: str = "balanced",
         output_dir: str | Path = "outputs", progress: bool = True,
         input_guard: Callable[[str, str], Path] | None = None, adapter: Any = None,
         cancelled: Callable[[], bool] | None = None,

@@ -30,6 +30,7 @@ from mora.workflows.jobs_file import BatchJob, JobsFileError, load_jobs, run_job
 from mora.workflows.jobspec import task_inputs
 from mora.workflows.ledger import BatchResult, JobRecord, Ledger, format_summary
 from mora.workflows.ray_pool import run_on_ray, with_llm_configs
+from mora.workflows.tasks import FILE_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def finished_video(job: BatchJob) -> str | None:
 
     def norm(inputs: Any) -> dict:
         items = inputs.items() if isinstance(inputs, dict) else ()
-        return {k: os.path.abspath(v) if kinds.get(k) in ("image", "video") and isinstance(v, str) else v
+        return {k: os.path.abspath(v) if kinds.get(k) in FILE_KINDS and isinstance(v, str) else v
                 for k, v in items}
 
     seed = job.options.get("seed")

@@ -21,6 +21,7 @@ from typing import Any
 from mora.errors import InputError, MoraError, one_line
 from mora.workflows.jobspec import OPTIONS, as_field, parse_job, task_inputs
 from mora.workflows.prepare import prepare
+from mora.workflows.tasks import FILE_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -181,8 +182,8 @@ def _make_job(line: int, entry: Any, out_root: Path, defaults: dict, ray: bool, 
     if ray and re.fullmatch(r"cuda:\d+", spec.device):
         raise InputError(f"device: {spec.device!r} with Ray: each actor sees only its own GPU; use cuda or auto")
     kinds = {i.name: i.kind for i in task_inputs(spec.task)}
-    inputs = {k: (str(Path(v).expanduser().absolute()) if kinds[k] in ("image", "video") else v)  # any worker's cwd
-              for k, v in spec.inputs().items()}
+    inputs = {k: (str(Path(v).expanduser().absolute()) if kinds[k] in FILE_KINDS and isinstance(v, str) else v)
+              for k, v in spec.inputs().items()}  # file paths absolute: any worker's cwd (a storyboard may be a dict)
     given = {k: v for k, v in spec.options().items() if k in data and v is not None}
     return BatchJob(id=job_id, line=line, task=spec.task, inputs=inputs, options=given, preset=prepared.preset.name)
 

@@ -46,15 +46,14 @@ from pydantic import (
 )
 
 from mora import validation
+from mora.config import DEFAULT_PRESET, PROFILES
 from mora.errors import InputError
 from mora.limits import MAX_BEST_OF, MAX_FPS, MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MAX_STEPS
+from mora.workflows.storyboard import MAX_SHOTS, Transition
 from mora.workflows.tasks import TASK_TABLE, TASKS, TaskInput
 
 STORY = "story"  # the multi-shot film: a job like the six tasks, with options of its own
-MAX_SHOTS = 64
-DEFAULT_PRESET = "mora"
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
-PROFILES = ("fast", "balanced", "low-vram", "auto")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 
 
@@ -143,8 +142,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            bounds=dict(pattern=f"^({DEVICE_PATTERN})$"), fix="use auto, cpu, cuda, cuda:N or mps"),
     Option("dtype", Literal[DTYPES], "auto", "auto (fp16/bf16 on a GPU, fp32 on a CPU), float16, bfloat16, float32",
            scope="host"),
-    Option("profile", Literal[PROFILES], "balanced", "fast: resident, compiled; balanced (default): resident; "
-           "low-vram: CPU offload; auto: by free GPU memory", scope="host"),
+    Option("profile", Literal[PROFILES], "balanced", "balanced (default): resident; fast: resident, compiled; "
+           "low-vram: CPU offload; auto: by free GPU memory; paper: the original code's choices (the benchmarks' "
+           "baseline; SVD offloaded, its own decode chunks)", scope="host"),
     Option("llm_config", str | list[dict] | None, None, "OAI_CONFIG_LIST file (default: $OAI_CONFIG_LIST or "
            "./OAI_CONFIG_LIST if present; without one, prompts are enhanced deterministically)", scope="host",
            metavar="PATH"),
@@ -156,7 +156,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("shot_seconds", float | None, None, "seconds per shot (default: the preset's video length; within the "
            "preset's range)", tasks=(STORY,), bounds=dict(gt=0), metavar="S"),
     Option("storyboard_only", bool, False, "write the storyboard and stop", tasks=(STORY,)),
-    Option("transition", Literal["connect", "cut"] | None, None, "every boundary: a generated transition (connect) "
+    Option("transition", Transition | None, None, "every boundary: a generated transition (connect) "
            "or a hard cut (default: the storyboard's)", tasks=(STORY,)),
     Option("continuity", Literal["keyframe", "prompt"], "keyframe", "keyframe (default): each shot starts from an "
            "edit of the previous shot's last frame; prompt: style sheet and characters in every prompt, related "

@@ -33,6 +33,7 @@ from mora.workflows.tasks import (
     EXTEND,
     GATE,
     IMAGE_TO_VIDEO,
+    MEDIA_KINDS,
     TEXT_TO_IMAGE,
     Step,
     route_for,
@@ -221,7 +222,7 @@ def check_input_files(task: str, inputs: dict) -> dict:
     kinds = {i.name: i.kind for i in task_inputs(task)}
     clean = dict(inputs)
     for key, value in inputs.items():
-        if kinds.get(key) in ("image", "video"):
+        if kinds.get(key) in MEDIA_KINDS:
             media.check_file(value, argument=key, kinds=(kinds[key],))
             clean[key] = str(value)
     return clean

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -28,12 +28,12 @@ from pydantic import (
 )
 
 from mora.errors import InputError
+from mora.limits import MAX_PROMPT_CHARS
 from mora.validation import problems
 
-TRANSITIONS = ("connect", "cut")
-CONTINUITY = ("keyframe", "prompt")
-MAX_SHOTS = 64
-MAX_TEXT = 2000  # characters of any storyboard text
+Transition = Literal["connect", "cut"]  # how a shot leads into the next (`mora story --transition` too)
+TRANSITIONS: tuple[str, ...] = get_args(Transition)
+MAX_SHOTS = 64  # shots in a storyboard (`mora story --shots` too)
 _STOP = set("""a an the and or but of to in on at by for with from into onto over under as is are was were be been
 it its this that these those then than so very he she they we you i his her their our your him them there here
 while when where who whom which what after before again once out up down off not no yes all each every some""".split())
@@ -42,12 +42,12 @@ _STYLE_WORDS = ("cinematic", "watercolor", "watercolour", "anime", "cartoon", "n
 _CAMERAS = ("wide establishing shot", "medium shot", "close-up", "tracking shot", "low-angle shot", "over-the-shoulder")
 
 
-_Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT)]
-_OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TEXT)]
+_Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROMPT_CHARS)]
+_OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_PROMPT_CHARS)]
 # the fix of each field, wherever it sits (`mora.validation.problems(fixes=...)`)
 _FIXES = {"title": "write a short text", "style": "write a short text", "name": "write a short text",
           "description": "write a short text", "prompt": "write a short text", "camera": "write a short text",
-          "characters": 'write [{"name": ..., "description": ...}]', "transition": "use connect or cut",
+          "characters": 'write [{"name": ..., "description": ...}]', "transition": f"use {' or '.join(TRANSITIONS)}",
           "shots": f"write 1 to {MAX_SHOTS} shots", "seconds": "write the shot's length in seconds, e.g. 2"}
 
 
@@ -66,7 +66,7 @@ class Shot(BaseModel):
     prompt: _Text
     seconds: float
     camera: _OptionalText = ""
-    transition: Literal[TRANSITIONS] = "connect"
+    transition: Transition = "connect"
 
     @field_validator("seconds", mode="before")
     @classmethod

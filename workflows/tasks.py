@@ -42,6 +42,11 @@ EDIT_VIDEO = Step(IMAGE_TO_VIDEO_AGENT_NAME, "edit_video")  # whole-clip video-t
 GATE = Step(REVIEW)
 CRITIC = Step(CRITIC_AGENT_NAME)
 
+FILE_KINDS = ("image", "video", "storyboard")  # input kinds that name a file (every other input is text)
+# Image and video inputs are media: uploads on the page, `job:<id>` (an earlier job's video) at the service
+# and MCP. A storyboard is JSON that a caller may also pass as the object itself, so it is handled apart.
+MEDIA_KINDS = tuple(kind for kind in FILE_KINDS if kind != "storyboard")
+
 
 @dataclass(frozen=True)
 class TaskInput:
@@ -49,7 +54,7 @@ class TaskInput:
 
     Args:
         name: the keyword of `mora.run` and of `start_task` (`prompt`, `image`, `video`, ...).
-        kind: `text`, `image` or `video` (files are checked as such before any model loads).
+        kind: `text`, or one of `FILE_KINDS` (files are checked as such before any model loads).
         help: one line for `--help`, the web page and the director's schema.
         required: whether the task needs it.
         option: on the command line a `--name` option rather than a positional argument.
@@ -153,7 +158,6 @@ TASK_TABLE: dict[str, Task] = {t.name: t for t in (
          _simulate, review=True, critic=True),
 )}
 TASKS = tuple(TASK_TABLE)
-CRITIC_TASKS = tuple(name for name, task in TASK_TABLE.items() if task.critic)
 INPUT_NAMES = ("prompt", "image", "video", "instruction", "video_a", "video_b")  # every task input, once
 
 

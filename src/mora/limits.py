@@ -25,7 +25,7 @@ MAX_SIDE = 4096  # pixels a side: past this every family runs out of memory or p
 MAX_STEPS = 500
 MAX_FPS = 120
 MAX_SEGMENTS = 16
-MAX_PROMPT_CHARS = 2000
+MAX_PROMPT_CHARS = 2000  # characters of any text a job takes: prompts, stories, storyboard fields
 MAX_BEST_OF = 8
 # Input files are checked against these from their headers, before anything is decoded: a request's
 # 13000x13000 PNG decoded to 0.5 GB (1.26 GB in all) and a 200,000-frame video to 7.9 GB.
@@ -129,14 +129,6 @@ def check_options(preset: Any, options: dict, *, video_tool: str) -> dict:
     opts["num_frames"] = check_int(options.get("num_frames"), "--num-frames", low=2, high=video.max_frames,
                                    multiple=m, remainder=1 if m else 0)
     return opts
-
-
-def check_best_of(task: str, best_of: Any, tasks_with_critic: tuple[str, ...]) -> int:
-    """`--best-of`: 1..MAX_BEST_OF, and more than 1 only where a critic can choose."""
-    n = check_int(best_of, "--best-of", low=1, high=MAX_BEST_OF) or 1
-    if n > 1 and task not in tasks_with_critic:
-        raise InputError(f"--best-of: {n} is only for {' and '.join(tasks_with_critic)}, not {task}; drop --best-of")
-    return n
 
 
 def llm_bounds(preset: Any, tool: str) -> dict[str, tuple[int, int]]:

@@ -32,7 +32,7 @@ from mora.errors import MoraError, one_line
 from mora.service.rows import LOCAL_OWNER
 from mora.ui_files import cached, file_access, owner, received
 from mora.workflows.jobspec import OPTIONS, STORY, task_inputs, task_options
-from mora.workflows.tasks import TASK_TABLE
+from mora.workflows.tasks import MEDIA_KINDS, TASK_TABLE
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class App:
             session.decisions.get_nowait()
         job_dir = self._job_dir()
         kinds = {i.name: i.kind for i in task_inputs(task)}
-        inputs = {k: (self._keep_upload(v, job_dir, k) if kinds[k] in ("image", "video") else v)
+        inputs = {k: (self._keep_upload(v, job_dir, k) if kinds[k] in MEDIA_KINDS else v)
                   for k, v in inputs.items()}
         inputs = {k: v for k, v in inputs.items() if v not in (None, "")}
         events: queue.Queue = queue.Queue()
@@ -305,7 +305,7 @@ class App:
         staging = self._job_dir()  # the uploads' copies wait here until submit moves them into the job's folder
         try:
             files = {k: Path(self._keep_upload(v, staging, k)) for k, v in inputs.items()
-                     if kinds[k] in ("image", "video") and v}
+                     if kinds[k] in MEDIA_KINDS and v}
             given = {k: v for k, v in {**inputs, **options}.items() if v not in (None, "") and k not in files}
             row = self._submit({"task": task, **given}, files, owner)
         finally:
@@ -404,7 +404,7 @@ class App:
                        gr.Textbox(label="Route", interactive=False), gr.File(label="Manifest")]
             keys = [item.name for item in task.inputs]
 
-            files = {item.name for item in task.inputs if item.kind in ("image", "video")}
+            files = {item.name for item in task.inputs if item.kind in MEDIA_KINDS}
 
             def start(*values: Any):
                 *given, review_v, request = values

@@ -76,8 +76,6 @@ def _problem(err: dict, fix: str | None) -> str:
     expect = next((text for prefix, text in _EXPECTED if kind.startswith(prefix)), None)
     if expect is not None:
         return f"{shown}is not {expect}; {fix or 'pass ' + expect}"
-    if kind in ("too_short", "too_long"):
-        return f"{shown}{err['msg'].lower()}; {fix or 'change its length'}"
     return f"{shown}{err['msg']}; {fix or 'fix the value'}"
 
 

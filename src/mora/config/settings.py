@@ -34,7 +34,9 @@ CAPABILITIES = {
     "text-motion": ("image_to_video", ("ltx", "wan22")),  # the video model follows the prompt
     "video-edit": ("edit_video", ("wan-vace",)),  # edits a whole clip keeping the source's motion
 }
-PROFILES = ("fast", "balanced", "low-vram")
+# Execution profiles, the one list (`mora.tools.profiles` applies them, `--profile` offers them). `paper` is the
+# original Mora code's runtime choices: the benchmarks' baseline, offered so their numbers can be rerun.
+PROFILES = ("balanced", "fast", "low-vram", "auto", "paper")
 
 
 def mora_home() -> Path:

@@ -28,7 +28,7 @@ from mora import media, validation
 from mora.errors import InputError
 from mora.service.store import JOB_REF  # `job:<id>`: the video of an earlier job of the same store
 from mora.workflows.jobspec import JOB_TASKS, STORY, STORY_HELP, job_schema, parse_job, task_inputs
-from mora.workflows.tasks import TASK_TABLE
+from mora.workflows.tasks import MEDIA_KINDS, TASK_TABLE
 
 # task -> MCP tool name: the one place these names are written (the tool names read as verbs)
 TOOL_NAMES: dict[str, str] = {
@@ -36,7 +36,6 @@ TOOL_NAMES: dict[str, str] = {
     "edit": "edit_video", "connect": "connect_videos", "simulate": "simulate_world", STORY: "make_story",
 }
 TASK_OF_TOOL = {name: task for task, name in TOOL_NAMES.items()}
-FILE_KINDS = ("image", "video")
 DOOR = "an MCP tool call"
 WAIT_HELP = ("wait for the video (default true; progress notifications per agent step); false: return the job id "
              "at once, for get_job")
@@ -104,7 +103,7 @@ def tool_schema(task: str, *, preset: str | None = None, local_files: bool = Tru
     props.pop("task")
     schema["required"] = [k for k in schema["required"] if k != "task"]
     for item in task_inputs(task):
-        if item.kind in FILE_KINDS:
+        if item.kind in MEDIA_KINDS:
             props[item.name]["description"] += _file_help(item.kind, local_files)
         elif item.kind == "storyboard" and not local_files:
             props[item.name]["description"] += " (over HTTP: the storyboard object itself, not a path)"

@@ -15,8 +15,8 @@ from typing import Any
 from mora.errors import InputError
 from mora.paths import is_inside
 from mora.validation import quote
+from mora.workflows.tasks import FILE_KINDS
 
-FILE_KINDS = ("image", "video", "storyboard")  # inputs that name a file
 JOB_REF = "job:"  # `job:<id>`: an earlier job's video as an input
 INPUTS = "inputs"  # `<job>/inputs/`: the job's input files, never overwritten by its outputs
 

@@ -56,6 +56,7 @@ def _jobs_schema() -> dict:
 @router.post("", openapi_extra=request_body(_jobs_schema()))
 async def submit(request: Request) -> dict:
     from mora.workflows.jobspec import JOB_TASKS, task_inputs
+    from mora.workflows.tasks import FILE_KINDS
 
     svc = service(request)
     body = await read_body(request)
@@ -73,7 +74,7 @@ async def submit(request: Request) -> dict:
     files: dict[str, Path] = {}
     try:
         for name, upload in body.uploads.items():
-            if name not in kinds or kinds[name] not in ("image", "video", "storyboard"):
+            if name not in kinds or kinds[name] not in FILE_KINDS:
                 raise ApiError(422, f"{name}: an upload is not a file input of {job.get('task')!r}; upload only "
                                f"{', '.join(k for k, v in kinds.items() if v != 'text') or 'no files'}",
                                param=name, code="invalid_value")

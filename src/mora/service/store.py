@@ -32,10 +32,11 @@ import uuid
 from pathlib import Path
 
 from mora.errors import InputError
-from mora.service.inputs import FILE_KINDS, INPUTS, JOB_REF, place_files  # noqa: F401  (JOB_REF: front doors import it here)
+from mora.service.inputs import INPUTS, JOB_REF, place_files  # noqa: F401  (JOB_REF: front doors import it here)
 from mora.service.rows import LOCAL_OWNER, IdempotencyConflict, JobRow, QueueFull, row_of
 from mora.validation import quote
 from mora.workflows.jobspec import JOB_TASKS, as_field, parse_job, task_inputs
+from mora.workflows.tasks import FILE_KINDS
 
 logger = logging.getLogger(__name__)
 

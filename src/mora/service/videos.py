@@ -133,10 +133,10 @@ def video_object(row: JobRow, request: Request) -> dict[str, Any]:
 
 
 def _preset(request: Request, model: str | None) -> Any:
-    from mora.config import get_preset, load_presets
+    from mora.config import DEFAULT_PRESET, get_preset, load_presets
 
     svc = service(request)
-    name = model or svc.store.defaults.get("preset") or "mora"
+    name = model or svc.store.defaults.get("preset") or DEFAULT_PRESET
     presets = load_presets(svc.store.host.get("preset_file"))
     if name not in presets:
         raise ApiError(400, f"model: {quote(name)} is not a preset of this server; pass one of {', '.join(presets)}",

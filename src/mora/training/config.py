@@ -18,14 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mora import validation
 from mora.adapters.spec import AGENTS
-from mora.config import Preset, get_preset
+from mora.config import DEFAULT_PRESET, Preset, get_preset
 from mora.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_AGENTS = ("text_to_image_agent", "image_to_video_agent")
-OPTIMIZERS = ("adamw", "adamw8bit")
-LR_SCHEDULES = ("constant", "cosine")
 MAX_MOD_TOKENS = 16
 MAX_RANK = 256
 MAX_FRAMES = 64
@@ -75,7 +73,7 @@ class TrainConfig(BaseModel):
 
     data: Path = Field(description="folder of videos plus metadata.jsonl")
     out: Path = Field(description="the run folder (RUN_DIR)")
-    preset: str | Preset = Field("mora", description="preset whose models are fine-tuned")
+    preset: str | Preset = Field(DEFAULT_PRESET, description="preset whose models are fine-tuned")
     preset_file: Path | None = Field(None, description="a preset TOML file (as every task takes)")
     agents: tuple[str, ...] = Field(DEFAULT_AGENTS, **_help(
         "agents to train, comma-separated (default text_to_image_agent,image_to_video_agent; "
