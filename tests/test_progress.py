@@ -1,5 +1,6 @@
 """Progress on stderr (issue 29, item 16): diffusion step bars on a terminal, drawn to their end; written
-to a pipe or a log file, no bar fragments at all, only the one line per agent step."""
+to a pipe or a log file, no bar fragments at all, only the one line per agent step; and the step lines
+say which candidate a `--best-of` step makes and when storyboard_agent writes (item 17)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ import termios
 import pytest
 from test_cli import RUN_TIMEOUT, _env, _mora_cmd
 
-pytestmark = pytest.mark.slow  # a tiny text-to-video in a subprocess each
-
 ARGS = ("text-to-video", "a fox", "--preset", "tiny", "--out", "out/fox.mp4")
 STEP_LINES = ["[1] prompt_agent:", "[2] text_to_image_agent:", "[3] image_to_video_agent:"]
 
 
+@pytest.mark.slow  # a tiny text-to-video in a subprocess
 def test_no_bar_fragments_when_stderr_is_a_pipe(tmp_path):
     proc = subprocess.run([*_mora_cmd(), *ARGS], cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=RUN_TIMEOUT)
@@ -49,6 +49,7 @@ def _on_a_terminal(cwd) -> tuple[int, str]:
     return proc.wait(timeout=RUN_TIMEOUT), received.decode("utf-8", "replace")
 
 
+@pytest.mark.slow  # a tiny text-to-video in a subprocess
 def test_bars_shown_and_finished_on_a_terminal(tmp_path):
     code, received = _on_a_terminal(tmp_path)
     assert code == 0, received
@@ -58,3 +59,30 @@ def test_bars_shown_and_finished_on_a_terminal(tmp_path):
     assert bars and all(line.lstrip().startswith("100%|") for line in bars), screen
     assert any(re.search(r"\| 2/2 ", line) for line in bars), bars  # the video agent's 2 denoising steps
     assert all(any(line.startswith(s) for line in screen) for s in STEP_LINES), screen
+
+
+def _step_lines(job: dict) -> list[str]:
+    from mora.workflows.prepare import Hooks
+    from mora.workflows.runner import run_job
+
+    lines: list[str] = []
+    run_job(job, Hooks(on_step=lambda agent, doing: lines.append(f"{agent}: {doing}"), progress=False))
+    return lines
+
+
+@pytest.mark.slow  # two tiny candidates
+def test_best_of_step_lines_number_the_candidates(tmp_path):
+    lines = _step_lines({"task": "text-to-video", "prompt": "a fox", "preset": "tiny", "best_of": 2,
+                         "out": str(tmp_path / "fox.mp4")})
+    assert lines == ["prompt_agent: writing the detailed prompt",
+                     "text_to_image_agent: painting the first frame (candidate 1 of 2)",
+                     "image_to_video_agent: animating the frame into video (candidate 1 of 2)",
+                     "text_to_image_agent: painting the first frame (candidate 2 of 2)",
+                     "image_to_video_agent: animating the frame into video (candidate 2 of 2)",
+                     "critic_agent: scoring the candidates and keeping the best"], lines
+
+
+def test_story_step_lines_start_with_storyboard_agent(tmp_path):
+    lines = _step_lines({"task": "story", "story": "A fox wakes. The fox runs.", "preset": "tiny",
+                         "storyboard_only": True, "out": str(tmp_path / "story.mp4")})
+    assert lines == ["storyboard_agent: writing the storyboard"], lines
