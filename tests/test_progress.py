@@ -13,7 +13,7 @@ import subprocess
 import termios
 
 import pytest
-from test_cli import RUN_TIMEOUT, _env, _mora_cmd
+from test_cli import RUN_TIMEOUT, _env, _mora_cmd, mora
 
 ARGS = ("text-to-video", "a fox", "--preset", "tiny", "--out", "out/fox.mp4")
 STEP_LINES = ["[1] prompt_agent:", "[2] text_to_image_agent:", "[3] image_to_video_agent:"]
@@ -86,3 +86,14 @@ def test_story_step_lines_start_with_storyboard_agent(tmp_path):
     lines = _step_lines({"task": "story", "story": "A fox wakes. The fox runs.", "preset": "tiny",
                          "storyboard_only": True, "out": str(tmp_path / "story.mp4")})
     assert lines == ["storyboard_agent: writing the storyboard"], lines
+
+
+@pytest.mark.slow  # a one-job batch in a subprocess
+def test_batch_summary_prints_paths_as_the_single_commands_do(tmp_path):
+    (tmp_path / "jobs.jsonl").write_text('{"id": "fox", "task": "text-to-video", "prompt": "a fox"}\n')
+    proc = mora("batch", "jobs.jsonl", "--out-dir", "out", "--preset", "tiny", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    summary = "\n".join(lines[next(i for i, line in enumerate(lines) if "video / error" in line):])
+    assert str(tmp_path) not in summary, summary  # relative, like `mora text-to-video --out out/fox.mp4`
+    assert "  out/fox.mp4" in summary and "rows in out/batch.json" in summary, summary

@@ -117,6 +117,16 @@ def _report(args: argparse.Namespace, manifest: dict) -> None:
             print(f"note: {manifest['note']}", file=sys.stderr)
 
 
+def _shown(path: str) -> str:
+    """A path as the single commands print their `--out`: relative to the working directory when under it
+    (a batch's jobs hold absolute paths, for Ray workers that start elsewhere)."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # Windows: another drive
+        return path
+    return path if relative.startswith(os.pardir) else relative
+
+
 def _run_chat(args: argparse.Namespace) -> int:
     import mora
 
@@ -183,12 +193,12 @@ def _run_batch(args: argparse.Namespace) -> int:
             print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
     except BatchInterrupted as stop:
-        print(format_summary(stop.result), file=sys.stderr)
+        print(format_summary(stop.result, _shown), file=sys.stderr)
         return _interrupted("batch")
     if args.json:
         print(json.dumps({"jobs": [vars(r) for r in result.jobs], "path": str(result.path)}, indent=2, default=str))
     if not args.quiet:
-        print(format_summary(result), file=sys.stderr)
+        print(format_summary(result, _shown), file=sys.stderr)
     return result.exit_code
 
 
