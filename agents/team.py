@@ -35,7 +35,7 @@ from mora.agents.toolcalls import ToolCallFault, extract_call, tool_schema, vali
 from mora.errors import InputError, one_line
 from mora.limits import check_text, llm_bounds
 from mora.tools.toolset import Toolset
-from mora.tooltable import TOOL_TABLE
+from mora.tooltable import FRAME_TOOLS, TOOL_TABLE
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class Route(Protocol):
     prompt: str | None
     gated: bool
     best_of: int
+    candidate: int  # index of the candidate being made (the step lines number it)
     llm_steps: list[dict]
     llm_faults: list[str]
     call_origin: str
@@ -193,8 +194,8 @@ class Team:
             return None  # route done: the manager ends the chat
         self._calls_at_step = len(self.tools.calls)
         if self.on_step:
-            self.on_step(step.agent, _describe(step))
-        logger.info("%s: %s", step.agent, _describe(step))
+            self.on_step(step.agent, _describe(step, job))
+        logger.info("%s: %s", step.agent, _describe(step, job))
         return self.agents[step.agent]
 
     # --- replies ---------------------------------------------------------------------------------
@@ -349,7 +350,10 @@ def _always_scripted(args: dict) -> dict:
     return {k: args[k] for k in ("seed",) if k in args}
 
 
-def _describe(step: Any) -> str:
+def _describe(step: Any, job: Route) -> str:
     if step.agent == roles.CRITIC_AGENT_NAME:
         return "scoring the candidates and keeping the best"
-    return TOOL_TABLE[step.tool].doing if step.tool else "writing the detailed prompt"
+    doing = TOOL_TABLE[step.tool].doing if step.tool else "writing the detailed prompt"
+    if job.best_of > 1 and step.tool in (*FRAME_TOOLS, "image_to_video"):  # the steps each candidate repeats
+        doing += f" (candidate {job.candidate + 1} of {job.best_of})"
+    return doing

@@ -506,7 +506,7 @@ class Runtime:
                 return place(pipe, self.device, self.profile)
 
         pipe = get_pipeline(key, load)
-        pipe.set_progress_bar_config(disable=not self.progress, leave=False)
+        pipe.set_progress_bar_config(disable=not self.progress)  # a finished bar stays: its last state drawn
         return pipe
 
     def step_end(self, pipe: Any, then: Callable[..., dict] | None = None) -> dict:

@@ -145,8 +145,9 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="job", desc="batch", file=sys.stderr, dynamic_ncols=True)
 
 
-def format_summary(result: BatchResult) -> str:
-    """A plain-text table of the rows and a totals line (what `mora batch` prints at the end).
+def format_summary(result: BatchResult, shown: Callable[[str], str] = str) -> str:
+    """A plain-text table of the rows and a totals line (what `mora batch` prints at the end); `shown`
+    writes each path (the CLI's: relative to the working directory, as its single commands print them).
 
     Example:
         >>> print(format_summary(result))
@@ -156,7 +157,8 @@ def format_summary(result: BatchResult) -> str:
     """
     header = ("id", "task", "status", "seconds", "worker", "video / error")
     rows = [(r.id, r.task, r.status, "" if r.seconds is None else f"{r.seconds:.1f}", r.worker or "",
-             r.video if r.status in ("ok", "skipped") and r.video else (r.error or r.note or "")) for r in result.jobs]
+             shown(r.video) if r.status in ("ok", "skipped") and r.video else (r.error or r.note or ""))
+            for r in result.jobs]
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header) - 1)]
 
     def fmt(row: tuple) -> str:
@@ -166,7 +168,7 @@ def format_summary(result: BatchResult) -> str:
     n = len(result.jobs)
     counts = ", ".join(f"{result.count(s)} {s}" for s in ("ok", "failed", "skipped", "pending"))
     total = (f"{n} job{'s' if n != 1 else ''}: {counts} in {result.seconds:.1f} s "
-             f"({result.jobs_per_minute:.1f} jobs/min); rows in {result.path}")
+             f"({result.jobs_per_minute:.1f} jobs/min); rows in {shown(str(result.path))}")
     if result.interrupted:
         total += "; interrupted (run again with --resume to finish)"
     return "\n".join([fmt(header), *map(fmt, rows), total])

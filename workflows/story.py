@@ -58,6 +58,8 @@ def make_storyboard(p: StoryPrepared) -> tuple[dict, dict]:
         from mora.agents.storyboard import write_storyboard
 
         rng = seconds_range(p.preset, p.pinned)
+        if p.hooks.on_step:  # the story's first step line, as each shot's agents have theirs
+            p.hooks.on_step(STORYBOARD_AGENT_NAME, "writing the storyboard")
         answer = write_storyboard(
             p.story, p.shots, p.shot_seconds, config_list=p.config_list,
             validate=lambda data: validate_storyboard(data, seconds_range=rng, source="storyboard_agent answer"),

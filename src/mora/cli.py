@@ -51,6 +51,12 @@ class _Progress:
             print(f"[{self.n}] {agent}: {doing}", file=sys.stderr, flush=True)
 
 
+def _bars(args: argparse.Namespace) -> bool:
+    """Diffusion step bars only on a terminal: written to a pipe or a log file, tqdm's redraws are `\\r`
+    fragments (`0%| | 0/1`); there the one line per agent step (`_Progress`) says what runs."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def _terminal_review(image_path: str, info: dict) -> Any:
     """Ask the person at the terminal about the first frame."""
     print(f"\nFirst frame: {image_path}\n  prompt: {info.get('prompt')}", file=sys.stderr)
@@ -77,7 +83,7 @@ def _hooks(args: argparse.Namespace) -> Any:
     from mora.workflows.prepare import Hooks
 
     # Ctrl-C also stops the job at its next denoising step, should a library swallow the KeyboardInterrupt
-    return Hooks(review=_terminal_review, on_step=_Progress(args.quiet), progress=not args.quiet,
+    return Hooks(review=_terminal_review, on_step=_Progress(args.quiet), progress=_bars(args),
                  cancelled=lambda: _Interrupts.seen)
 
 
@@ -111,6 +117,16 @@ def _report(args: argparse.Namespace, manifest: dict) -> None:
             print(f"note: {manifest['note']}", file=sys.stderr)
 
 
+def _shown(path: str) -> str:
+    """A path as the single commands print their `--out`: relative to the working directory when under it
+    (a batch's jobs hold absolute paths, for Ray workers that start elsewhere)."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # Windows: another drive
+        return path
+    return path if relative.startswith(os.pardir) else relative
+
+
 def _run_chat(args: argparse.Namespace) -> int:
     import mora
 
@@ -134,7 +150,7 @@ def _run_chat(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in job_data(args, "text-to-video").items() if k not in ("task", "prompt", "review")}
     outcome = mora.chat(message, ask=ask, review=_terminal_review if args.review else None,
-                        on_step=_Progress(args.quiet), progress=not args.quiet, cancelled=lambda: _Interrupts.seen,
+                        on_step=_Progress(args.quiet), progress=_bars(args), cancelled=lambda: _Interrupts.seen,
                         **options)
     if outcome.result is None:
         print(f"director: {outcome.reply}", file=sys.stderr)
@@ -177,12 +193,12 @@ def _run_batch(args: argparse.Namespace) -> int:
             print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
     except BatchInterrupted as stop:
-        print(format_summary(stop.result), file=sys.stderr)
+        print(format_summary(stop.result, _shown), file=sys.stderr)
         return _interrupted("batch")
     if args.json:
         print(json.dumps({"jobs": [vars(r) for r in result.jobs], "path": str(result.path)}, indent=2, default=str))
     if not args.quiet:
-        print(format_summary(result), file=sys.stderr)
+        print(format_summary(result, _shown), file=sys.stderr)
     return result.exit_code
 
 

@@ -3,8 +3,8 @@
 Each job runs `mora.run` in a worker thread; the page streams one line per agent step, then
 shows the video, the enhanced prompt, the route and the manifest. With review on, the first
 frame waits in the page for Approve / Regenerate / Edit / Abort. One job runs at a time (Gradio's
-queue; others see their position), uploads are copied into the job's own folder, and the server
-binds to 127.0.0.1 unless told otherwise. Needs the `ui` extra (`pip install -e ".[ui]"`).
+queue; others see their position; and a lock held by the job's thread, which outlives a closed
+page), uploads are copied into the job's own folder, and the server binds to 127.0.0.1 unless told otherwise. Needs the `ui` extra (`pip install -e ".[ui]"`).
 
 Files cross the page only through gradio's upload cache (`mora.ui_files`): no client-named path in,
 no server path served.
@@ -41,6 +41,9 @@ QUEUE_POLL_S = 0.2  # how often a queued job's new events are read (the store is
 QUEUE_REVIEW = ("review: a job of the server's queue cannot wait for a person's review; untick it, or run "
                 "`mora ui` (or mora run --review) to review the first frame")
 _JOB_SLOT = "mora-job"  # every tab's Generate shares one concurrency slot: one job at a time
+# gradio's slot is held by the handler only: a closed page frees it while the job's thread runs on. The
+# pipelines are cached per process, so the thread itself holds this lock for the whole job.
+_RUNNING = threading.Lock()
 
 
 class _Session:
@@ -147,6 +150,7 @@ class App:
         try:
             yield from self._job_updates(session, task, inputs, options, review_on)
         finally:
+            session.decisions.put("abort")  # a closed page's job reaching its review gate ends, freeing the lock
             _end_session(request)
 
     def _job_updates(self, session: _Session, task: str, inputs: dict, options: dict, review_on: bool
@@ -178,13 +182,9 @@ class App:
             from mora.workflows.prepare import Hooks
             from mora.workflows.runner import run_job
 
-            try:
-                result = run_job(job, Hooks(review=review, on_step=on_step, progress=False))
-                events.put(("done", result))
-            except BaseException as e:  # reported in the page; the server keeps serving
-                events.put(("error", e))
+            events.put(("done", run_job(job, Hooks(review=review, on_step=on_step, progress=False))))
 
-        threading.Thread(target=work, name=f"mora-{task}", daemon=True).start()
+        _start_alone(work, events, f"mora-{task}")
         yield from self._show_job(iter(events.get, None))
 
     @staticmethod
@@ -231,15 +231,12 @@ class App:
                **{k: v for k, v in (("shots", shots), ("shot_seconds", seconds)) if v not in (None, "")}}
 
         def work() -> None:
-            try:
-                board = run_job({**job, "storyboard_only": True}, hooks)
-                events.put(("storyboard", board))
-                film = None if storyboard_only else run_job({**job, "storyboard": str(board.manifest_path)}, hooks)
-                events.put(("done", film))
-            except BaseException as e:  # reported in the page; the server keeps serving
-                events.put(("error", e))
+            board = run_job({**job, "storyboard_only": True}, hooks)
+            events.put(("storyboard", board))
+            film = None if storyboard_only else run_job({**job, "storyboard": str(board.manifest_path)}, hooks)
+            events.put(("done", film))
 
-        threading.Thread(target=work, name="mora-story", daemon=True).start()
+        _start_alone(work, events, "mora-story")
         yield from self._show_story(iter(events.get, None))
 
     @staticmethod
@@ -465,6 +462,24 @@ class App:
         for button, decision in ((approve, "approve"), (regenerate, "regenerate"), (abort, "abort")):
             button.click(_decider(self, decision), None, None, queue=False)
         edit.click(edit_fn, [instruction], None, queue=False)
+
+
+def _start_alone(work: Any, events: queue.Queue, name: str) -> None:
+    """Run `work` in a thread of its own once no other job of this process runs (`_RUNNING`); its failure
+    is the page's ("error", e) event."""
+
+    def alone() -> None:
+        if not _RUNNING.acquire(blocking=False):
+            events.put(("step", "waiting for the job already running to finish"))
+            _RUNNING.acquire()
+        try:
+            work()
+        except BaseException as e:  # reported in the page; the server keeps serving
+            events.put(("error", e))
+        finally:
+            _RUNNING.release()
+
+    threading.Thread(target=alone, name=name, daemon=True).start()
 
 
 def _decider(app: App, decision: str):
