@@ -336,3 +336,11 @@ def test_sigkill_mid_job_loses_nothing(tmp_path):
         assert all(Path(tmp_path / "out" / i / "video.mp4").is_file() for i in ids)
     finally:
         again.kill()
+
+
+def test_the_start_line_is_information_not_a_warning(tmp_path):
+    s = Server(tmp_path).start()
+    s.kill()
+    log = s.log.read_text()
+    assert f"mora serve on {s.url}/v1 (jobs in {s.db})" in log, log
+    assert "WARNING" not in log.split(f"mora serve on {s.url}")[0][-200:], log  # not logged as a warning

@@ -373,16 +373,21 @@ def _run_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_extra(module: str, name: str, args: argparse.Namespace) -> int:
+def _run_extra(module: str, name: str, args: argparse.Namespace, **kwargs: Any) -> int:
     """A command whose code lives in its own package (imported only when it runs)."""
     import importlib
 
-    return getattr(importlib.import_module(module), name)(args)
+    return getattr(importlib.import_module(module), name)(args, **kwargs)
+
+
+def _say(args: argparse.Namespace):
+    """A status line for the person at the terminal (stderr; nothing with --quiet)."""
+    return lambda line: None if getattr(args, "quiet", False) else print(line, file=sys.stderr, flush=True)
 
 
 # command -> its runner (every task and `story` runs through _run_task)
 _COMMANDS = {"eval": _run_eval, "presets": _run_presets, "chat": _run_chat, "ui": _run_ui, "batch": _run_batch,
-             "train": _run_train, "serve": lambda args: _run_extra("mora.service.cli", "run_serve", args),
+             "train": _run_train, "serve": lambda args: _run_extra("mora.service.cli", "run_serve", args, announce=_say(args)),
              "mcp": lambda args: _run_extra("mora.mcp.cli", "run_mcp", args)}
 
 

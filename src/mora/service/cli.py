@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,14 @@ def default_db(out_dir: Path) -> Path:
     return new
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    """Check the options, recover the queue, start the worker and serve until stopped."""
+def run_serve(args: argparse.Namespace, announce: Callable[[str], None] | None = None) -> int:
+    """Check the options, recover the queue, start the worker and serve until stopped.
+
+    Args:
+        args: `mora serve`'s parsed options.
+        announce: shows the start line (where the service listens); the `mora` command prints it to
+            stderr, a library caller gets it as an INFO log line.
+    """
     import importlib.util
 
     missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
@@ -135,7 +142,8 @@ def run_serve(args: argparse.Namespace) -> int:
                             worker_process=not args.thread_worker, ray=args.ray, ray_workers=args.workers,
                             allowed_hosts=tuple(args.allowed_host), max_job_work=args.max_job_work,
                             max_queued_per_key=args.max_queued_per_key)
-    logger.warning("mora serve on http://%s:%d/v1 (jobs in %s)", args.host, args.port, service.store.db)
+    line = f"mora serve on http://{args.host}:{args.port}/v1 (jobs in {service.store.db})"
+    (announce or logger.info)(line)  # where to reach it is information, not a warning
     try:
         uvicorn.run(service.app, host=args.host, port=args.port, log_level="warning", access_log=False)
     finally:
