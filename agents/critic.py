@@ -14,14 +14,15 @@ import base64
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import autogen
 
-from mora.agents.llm import autogen_llm_config
+from mora.agents.asking import Answer, Retry, ask
+from mora.agents.llm import autogen_llm_config, step_attempts
 from mora.agents.roles import CRITIC, CRITIC_AGENT_NAME, JUDGE_ANSWER
-from mora.errors import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -88,26 +89,37 @@ def judge_request(images: list[str], prompt: str | None, shown: str) -> list[dic
     return [{"role": "user", "content": content}]
 
 
-def judge(critic: autogen.ConversableAgent, image_paths: list[str], prompt: str | None) -> int | str:
-    """Ask the vision LLM to pick among the first frames: the pick's index, or "none"; raises on any fault."""
-    ok, answer = critic.generate_oai_reply(messages=judge_request(image_paths, prompt, "each shown by its first frame"))
-    if not ok:
-        raise ValueError("the vision judge gave no answer")
-    return parse_choice(answer, len(image_paths))
+def _judge_asking(agent: autogen.ConversableAgent, images: list[str], prompt: str | None, shown: str
+                  ) -> Callable[[Retry | None], Any]:
+    """`ask_once` for the judge: the request, and on a retry its unusable answer and the reason."""
+    request = judge_request(images, prompt, shown)
+
+    def ask_once(retry: Retry | None) -> Any:
+        again = []
+        if retry is not None:
+            if retry.answer is not None:
+                text = retry.answer.get("content") if isinstance(retry.answer, dict) else retry.answer
+                again.append({"role": "assistant", "content": str(text)[:2000]})
+            again.append({"role": "user", "content": f"That answer was unusable: {retry.reason}. "
+                                                     f"Answer with {JUDGE_ANSWER}."})
+        ok, answer = agent.generate_oai_reply(messages=[*request, *again])
+        if not ok:
+            raise ValueError("the vision judge gave no answer")
+        return answer
+
+    return ask_once
 
 
 def rank_candidates(
     critic: autogen.ConversableAgent, candidates: list[dict], prompt: str | None, config_list: list[dict] | None,
-) -> tuple[list[int], int | str | None, str | None]:
+) -> tuple[list[int], Answer[int | str] | None]:
     """Score every candidate video (adds `scores` and `quality` to each) and ask the vision judge.
 
-    Returns (ranking by the score card, the judge's choice: an index, "none" or None when there is no
-    judge or it failed, the judge's error or None).
-    A judge that fails (HTTP error, unusable answer) abstains: its error, scrubbed of API keys,
-    is returned for the manifest and the score card decides.
+    Returns (ranking by the score card, the judge's `Answer`: its value an index or "none"; None
+    when there is no judge). A judge that fails (HTTP errors, unusable answers, `LLM_ATTEMPTS`
+    requests) abstains: its faults, keys masked, go to the manifest and the score card decides.
     """
     from mora import media
-    from mora.agents.llm import llm_errors, scrub
     from mora.evaluation import score_video
     from mora.evaluation.critic import quality, rank_by_scores
 
@@ -117,19 +129,19 @@ def rank_candidates(
         card = score_video(video.frames, fps=video.fps)
         candidate.update(scores=card, quality=quality(card))
         cards.append(card)
-    judge_choice, judge_error = None, None
-    if vision_config(config_list):
-        try:
-            judge_choice = judge(critic, [c["image"] for c in candidates], prompt)
-        except (ValueError, *llm_errors()) as e:
-            judge_error = scrub(one_line(e, limit=200), config_list)
-            logger.warning("critic_agent: the vision judge abstains (%s); the score card decides", judge_error)
-    return rank_by_scores(cards), judge_choice, judge_error
+    vision = vision_config(config_list)
+    judged = None
+    if vision:
+        images = [c["image"] for c in candidates]
+        judged = ask(_judge_asking(critic, images, prompt, "each shown by its first frame"),
+                     lambda answer: parse_choice(answer, len(images)), agent=critic.name,
+                     config_list=config_list, attempts=step_attempts(vision),
+                     fallback="the vision judge abstains; the score card decides")
+    return rank_by_scores(cards), judged
 
 
 # --- the data-free loop's filter: every vision LLM votes for one candidate (or none) --------------
 
-VOTE_RETRIES = 2  # an answer that is not a valid choice is asked again this many times, then abstains
 VOTE_SHOWN = ("each shown as a contact sheet of frames in time order, left to right; be strict: these are training "
               "videos")
 
@@ -146,35 +158,24 @@ def vision_judges(config_list: list[dict] | None) -> list[tuple[str, dict]]:
 
 
 def vote(entry: dict, sheets: list[str], prompt: str | None, config_list: list[dict] | None = None,
-         retries: int = VOTE_RETRIES) -> tuple[int | str | None, str | None]:
+         ) -> tuple[int | str | None, str | None]:
     """One vision LLM's vote on candidates shown as contact sheets (several frames each).
 
     Returns (choice, error): choice is the chosen sheet's index (0-based), "none", or None when the judge
-    abstains (an HTTP error, or no valid choice after `retries` corrections); error is why, scrubbed
-    of every key in `config_list` (and `entry`), for the record. Never raises for the judge's faults.
+    abstains (no valid choice in `LLM_ATTEMPTS` requests: HTTP errors or invalid answers); error is
+    the last fault's reason, keys of `config_list` (and `entry`) masked, for the record. Never raises
+    for the judge's faults.
     """
-    from mora.agents.llm import llm_errors, scrub
-
-    secrets = [entry, *(config_list or [])]
     agent = autogen.ConversableAgent("vision_judge", system_message=CRITIC, llm_config=autogen_llm_config([entry]),
                                      human_input_mode="NEVER", code_execution_config=False)
-    messages = judge_request(sheets, prompt, VOTE_SHOWN)
-    error = None
-    for _attempt in range(retries + 1):
-        ok, answer = False, None
+
+    def valid(answer: Any) -> int | str:
         try:
-            ok, answer = agent.generate_oai_reply(messages=messages)
-            if not ok:
-                raise ValueError("the judge gave no answer")
-            return parse_choice(answer, len(sheets)), None
+            return parse_choice(answer, len(sheets))
         except ValueError as e:
-            error = f"invalid answer: {e}"
-            text = answer.get("content") if isinstance(answer, dict) else answer
-            messages = [*messages, {"role": "assistant", "content": str(text)[:2000]},
-                        {"role": "user", "content": f"Answer with {JUDGE_ANSWER}."}]
-        except llm_errors() as e:
-            error = one_line(e, limit=200)
-            break
-    error = scrub(error or "no answer", secrets)
-    logger.warning("vision judge %s abstains: %s", entry.get("model"), error)
-    return None, error
+            raise ValueError(f"invalid answer: {e}") from None
+
+    judged = ask(_judge_asking(agent, sheets, prompt, VOTE_SHOWN), valid, agent=f"vision judge {entry.get('model')}",
+                 config_list=[entry, *(config_list or [])], attempts=step_attempts([entry]),
+                 fallback="it abstains")
+    return (judged.value, None) if judged.used else (None, judged.reason)

@@ -2,8 +2,9 @@
 
 With an LLM, its answer is untrusted JSON: parsed (never evaluated), checked by the caller's
 validator (`mora.workflows.storyboard.validate_storyboard`, passed in so imports flow one way) and
-retried with the reason; after `LLM_ATTEMPTS` unusable answers the deterministic storyboard is used
-and counted as a fallback. Without an LLM the agent answers with the deterministic storyboard.
+retried with the reason (`mora.agents.asking.ask`); after `LLM_ATTEMPTS` unusable answers the
+deterministic storyboard is used and counted as a fallback. Without an LLM the agent answers with
+the deterministic storyboard.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import autogen
 
-from mora.agents.llm import autogen_llm_config, llm_errors, scrub, step_attempts
+from mora.agents.asking import Retry, ask
+from mora.agents.llm import autogen_llm_config
 from mora.agents.roles import DESCRIPTIONS, STORYBOARD_AGENT, STORYBOARD_AGENT_NAME
-from mora.errors import InputError, one_line
+from mora.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,13 @@ class StoryboardAnswer:
     fallbacks: int = 0
     faults: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def steps(self) -> list[dict]:
+        """The manifest's `llm.steps` for this answer (`mora.agents.asking.Answer.step`): none when no LLM was asked."""
+        if self.source == "llm" or self.fallbacks:
+            return [{"agent": STORYBOARD_AGENT_NAME, "answer": "fallback" if self.fallbacks else "llm"}]
+        return []
 
 
 def make_storyboard_agent(config_list: list[dict] | None) -> autogen.ConversableAgent:
@@ -83,25 +91,25 @@ def write_storyboard(story: str, shots: int, seconds: float, *, config_list: lis
     agent = make_storyboard_agent(config_list)
     request = (f"Story: {story}\nShots: exactly {shots}. Seconds per shot: {seconds:g}.\n"
                "Answer with the storyboard JSON only.")
-    messages = [{"role": "user", "content": request}]
-    faults: list[str] = []
-    started = time.perf_counter()
-    attempts = step_attempts(config_list)  # at most LLM_ATTEMPTS requests in all
-    for attempt in range(1, attempts + 1):
-        try:
-            ok, answer = agent.generate_oai_reply(messages=messages, sender=None)
-            if not ok:
-                raise InputError("storyboard_agent answer: none")
-            board = validate(parse_json_answer(answer))
-            if len(board["shots"]) != shots:
-                raise InputError(f"shots: {len(board['shots'])} shots; write exactly {shots}")
-            logger.info("storyboard_agent: LLM storyboard %r, %d shots", board["title"], len(board["shots"]))
-            return StoryboardAnswer(board, "llm", 0, faults, round(time.perf_counter() - started, 3))
-        except (InputError, *llm_errors()) as e:
-            reason = scrub(one_line(e), config_list)[:500]
-            faults.append(f"{STORYBOARD_AGENT_NAME} try {attempt}: {reason}")
-            logger.debug("storyboard_agent: answer %d/%d unusable: %s", attempt, attempts, reason)
-            messages = [*messages[:1], {"role": "user", "content": f"That answer was unusable: {reason}. {request}"}]
-    logger.warning("storyboard_agent: no usable LLM storyboard after %d tries (%s); using the deterministic one",
-                   attempts, faults[-1])
-    return StoryboardAnswer(fallback(), "deterministic", 1, faults, round(time.perf_counter() - started, 3))
+
+    def ask_once(retry: Retry | None) -> Any:
+        messages = [{"role": "user", "content": request}]
+        if retry is not None:
+            messages.append({"role": "user", "content": f"That answer was unusable: {retry.reason}. {request}"})
+        ok, answer = agent.generate_oai_reply(messages=messages, sender=None)
+        if not ok:
+            raise InputError("storyboard_agent answer: none")
+        return answer
+
+    def valid(answer: Any) -> dict:
+        board = validate(parse_json_answer(answer))
+        if len(board["shots"]) != shots:
+            raise InputError(f"shots: {len(board['shots'])} shots; write exactly {shots}")
+        return board
+
+    asked = ask(ask_once, valid, agent=STORYBOARD_AGENT_NAME, config_list=config_list,
+                fallback="using the deterministic storyboard")
+    if asked.value is None:
+        return StoryboardAnswer(fallback(), "deterministic", 1, asked.faults, asked.seconds)
+    logger.info("storyboard_agent: LLM storyboard %r, %d shots", asked.value["title"], len(asked.value["shots"]))
+    return StoryboardAnswer(asked.value, "llm", 0, asked.faults, asked.seconds)

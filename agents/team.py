@@ -8,9 +8,9 @@ schemas. A `GroupChatManager` runs the chat; speaker selection walks the task's 
 
 Without an LLM the prompt agent answers with the deterministic enhancer and tool agents emit
 scripted tool calls. With one, their answers come from the LLM, are validated as untrusted input
-(`mora.agents.toolcalls`), retried a bounded number of times, and fall back to the scripted answer
-with a warning; each step that asked the LLM is recorded in `job.llm_steps` (`manifest.llm.steps`:
-its answer used, or fallen back). Mora's tries are the one retry layer: at most
+(`mora.agents.toolcalls`), retried with the reason by `mora.agents.asking.ask` (the one retry
+loop), and fall back to the scripted answer with a warning; each step that asked the LLM is
+recorded in `job.llm_steps` (`manifest.llm.steps`: its answer used, or fallen back). Mora's tries are the one retry layer: at most
 `LLM_ATTEMPTS` requests per step, each bounded by the entry's `timeout` (the openai client's own
 retries are off, `mora.agents.llm`).
 """
@@ -30,9 +30,10 @@ import autogen
 from autogen.io import IOStream
 
 from mora.agents import roles
-from mora.agents.llm import LLM_ATTEMPTS, autogen_llm_config, llm_errors, scrub, step_attempts
+from mora.agents.asking import Retry, ask, reason
+from mora.agents.llm import LLM_ATTEMPTS, autogen_llm_config
 from mora.agents.toolcalls import ToolCallFault, extract_call, tool_schema, validate_args
-from mora.errors import InputError, one_line
+from mora.errors import InputError
 from mora.limits import check_text, llm_bounds
 from mora.tools.toolset import Toolset
 from mora.tooltable import FRAME_TOOLS, TOOL_TABLE
@@ -205,13 +206,12 @@ class Team:
         from mora.agents.critic import rank_candidates
 
         job = self.job
-        by_scores, judge_choice, judge_error = rank_candidates(recipient, job.candidates, job.prompt, self.config_list)
-        if judge_error:
-            job.llm_faults.append(f"{recipient.name}: {judge_error}")
-            job.llm_steps.append({"agent": recipient.name, "answer": "fallback"})
-        elif judge_choice is not None:  # the judge answered ("none" too: it chose to abstain)
-            job.llm_steps.append({"agent": recipient.name, "answer": "llm"})
-        best = job.choose_candidate(by_scores, judge_choice, judge_error)
+        by_scores, judged = rank_candidates(recipient, job.candidates, job.prompt, self.config_list)
+        if judged is not None:  # the judge was asked: its answer ("none" too: it chose to abstain) or a fallback
+            judged.record(job.llm_steps, job.llm_faults)
+        choice = judged.value if judged is not None and judged.used else None
+        error = judged.reason if judged is not None and not judged.used else None
+        best = job.choose_candidate(by_scores, choice, error)
         logger.info("critic_agent: candidate %d of %d wins (%s)", best, len(job.candidates), job.critic["reason"])
         return True, json.dumps({"winner": best, "reason": job.critic["reason"],
                                  "quality": [c["quality"] for c in job.candidates]})
@@ -220,20 +220,20 @@ class Team:
         job = self.job
         text = None
         if self.llm_config:
-            for attempt in range(1, step_attempts(self.config_list) + 1):
-                try:
-                    answer = self._ask_llm(recipient, messages, sender)
-                    content = answer.get("content") if isinstance(answer, dict) else answer
-                    text = check_text(content, "prompt_agent answer")
-                    if len(text.split()) > MAX_PROMPT_WORDS:
-                        raise InputError(f"answer has {len(text.split())} words; at most {MAX_PROMPT_WORDS}")
-                    job.llm_steps.append({"agent": recipient.name, "answer": "llm"})
-                    break
-                except (InputError, ToolCallFault, *llm_errors()) as e:  # HTTP, timeout, empty or unusable answer
-                    self._fault(recipient.name, attempt, e)
-                    text = None
-            if text is None:
-                self._fallback(recipient.name)
+            def ask_once(retry: Retry | None) -> Any:
+                again = [] if retry is None else [{"role": "user", "content": (
+                    f"That answer was unusable: {retry.reason}. Answer with the detailed prompt only.")}]
+                return self._ask_llm(recipient, [*messages, *again], sender)
+
+            def valid(answer: Any) -> str:
+                text = check_text(answer.get("content") if isinstance(answer, dict) else answer, "prompt_agent answer")
+                if len(text.split()) > MAX_PROMPT_WORDS:
+                    raise InputError(f"answer has {len(text.split())} words; at most {MAX_PROMPT_WORDS}")
+                return text
+
+            answer = ask(ask_once, valid, agent=recipient.name, config_list=self.config_list)
+            answer.record(job.llm_steps, job.llm_faults)
+            text = answer.value
         job.enhanced_prompt = text or job.default_enhancement()
         return True, job.enhanced_prompt
 
@@ -253,23 +253,26 @@ class Team:
     def _llm_call(self, agent, messages, sender, tool: str, scripted: dict, call_id: str) -> tuple[dict, str, str]:
         """The LLM's call of `tool`, validated, retried; the scripted call when no answer is usable."""
         job = self.job
-        hint = {"role": "user", "content": self._llm_hint(tool)}
         bounds = llm_bounds(self.tools.preset, tool)
-        for attempt in range(1, step_attempts(self.config_list) + 1):
-            try:
-                answer = self._ask_llm(agent, [*messages, hint], sender)
-                call_id, raw = extract_call(answer, tool)
-                # The job's seed and the user's pinned options always win over the LLM's values; the
-                # scripted call fills what the LLM left out (e.g. simulate's negative prompt).
-                args = {**scripted, **validate_args(tool, raw, job.guard, bounds), **_always_scripted(scripted),
-                        **job.pinned(tool)}
-                job.llm_steps.append({"agent": agent.name, "answer": "llm"})
-                return args, call_id, "llm"
-            except (ToolCallFault, *llm_errors()) as e:
-                reason = self._fault(agent.name, attempt, e)
-                hint = {"role": "user", "content": f"That answer was unusable: {reason}. " + self._llm_hint(tool)}
-        self._fallback(agent.name)
-        return scripted, call_id, "scripted"
+
+        def ask_once(retry: Retry | None) -> Any:
+            unusable = "" if retry is None else f"That answer was unusable: {retry.reason}. "
+            return self._ask_llm(agent, [*messages, {"role": "user", "content": unusable + self._llm_hint(tool)}],
+                                 sender)
+
+        def valid(answer: Any) -> tuple[dict, str]:
+            llm_id, raw = extract_call(answer, tool)
+            # The job's seed and the user's pinned options always win over the LLM's values; the
+            # scripted call fills what the LLM left out (e.g. simulate's negative prompt).
+            return {**scripted, **validate_args(tool, raw, job.guard, bounds), **_always_scripted(scripted),
+                    **job.pinned(tool)}, llm_id
+
+        answer = ask(ask_once, valid, agent=agent.name, config_list=self.config_list)
+        answer.record(job.llm_steps, job.llm_faults)
+        if answer.value is None:
+            return scripted, call_id, "scripted"
+        args, llm_id = answer.value
+        return args, llm_id, "llm"
 
     def _llm_hint(self, tool: str) -> str:
         files = ", ".join(repr(p) for p in [*self.job.images, *self.job.videos]) or "none"
@@ -287,25 +290,14 @@ class Team:
             raise ToolCallFault("the LLM gave no answer")
         return answer
 
-    def _fault(self, agent: str, attempt: int, error: BaseException) -> str:
-        """Record an unusable answer; returns the reason, safe to log and to show the LLM."""
-        reason = scrub(one_line(error, limit=200), self.config_list)  # an endpoint's error text may echo the key
-        self.job.llm_faults.append(f"{agent} try {attempt}: {reason}")
-        logger.debug("%s: LLM answer %d/%d unusable: %s", agent, attempt, step_attempts(self.config_list), reason)
-        return reason
-
-    def _fallback(self, agent: str, *, refused: bool = False) -> None:
-        """Record that `agent`'s step uses the scripted answer.
-
-        `refused`: the step's LLM call, recorded as used, passed our checks but the tool refused it:
-        the step fell back after all, so its record changes (one record per step).
-        """
-        if refused:
-            self.job.llm_steps.pop()
+    def _refused(self, agent: str, error: InputError) -> None:
+        """The step's LLM call, recorded as used, passed our checks but the tool refused it (e.g. a
+        size multiple): the step falls back after all, so its one record changes to a fallback."""
+        why = reason(error, self.config_list)
+        self.job.llm_faults.append(f"{agent} try {LLM_ATTEMPTS}: {why}")
+        self.job.llm_steps.pop()
         self.job.llm_steps.append({"agent": agent, "answer": "fallback"})
-        last = self.job.llm_faults[-1] if self.job.llm_faults else "unknown"
-        logger.warning("%s: no usable LLM answer after %d tries (%s); using the scripted answer", agent,
-                       step_attempts(self.config_list), last)
+        logger.warning("%s: the tool refused the LLM's call (%s); using the scripted answer", agent, why)
 
     # --- tool execution ----------------------------------------------------------------------------
 
@@ -324,8 +316,7 @@ class Team:
                     if job.call_origin != "llm":
                         raise
                     # The LLM's values passed our checks but not the model's (e.g. a size multiple).
-                    self._fault(job.active.agent, LLM_ATTEMPTS, e)
-                    self._fallback(job.active.agent, refused=True)
+                    self._refused(job.active.agent, e)
                     path = method(**job.scripted_call(tool))
                 job.record_output(tool, path)
                 return path

@@ -635,7 +635,7 @@ def test_chat_rejects_a_piece_of_a_typed_path(fake_openai, inputs, monkeypatch):
 def test_chat_endpoint_error_never_shows_the_key(fake_openai, caplog):
     caplog.set_level(logging.DEBUG)
     fake_openai.default = None
-    fake_openai.push_error(401, f"Incorrect API key provided: {API_KEY}")
+    fake_openai.push_error(401, f"Incorrect API key provided: {API_KEY}", times=LLM_ATTEMPTS)
     with pytest.raises(LLMError, match="AuthenticationError") as error:
         mora.chat("make a video of a fox", llm_config=fake_openai.config_list)
     assert API_KEY not in str(error.value) and "***" in str(error.value)
@@ -670,10 +670,10 @@ def test_chat_asks_then_answer_reaches_the_director(fake_openai):
 
 def test_chat_endpoint_down_is_an_llm_error(fake_openai):
     fake_openai.default = None
-    fake_openai.push_error(500, times=OPENAI_ATTEMPTS)
+    fake_openai.push_error(500, times=OPENAI_ATTEMPTS * LLM_ATTEMPTS)
     with pytest.raises(LLMError, match="endpoint"):
         mora.chat("make a video of a fox", llm_config=fake_openai.config_list)
-    assert len(fake_openai.requests) == OPENAI_ATTEMPTS
+    assert len(fake_openai.requests) == OPENAI_ATTEMPTS * LLM_ATTEMPTS  # the one retry layer: LLM_ATTEMPTS tries
 
 
 def test_fake_server_default_answer(fake_openai):

@@ -1,5 +1,6 @@
 """`mora.chat()`: conversational prompting. A director LLM talks with the user and starts a task
-through a `start_task` tool call, validated like any LLM output; then the task's route runs.
+through a `start_task` tool call, validated like any LLM output (`mora.agents.asking.ask`: retried
+with the reason, `LLM_ATTEMPTS` requests per turn at most); then the task's route runs.
 
 The director's task list and the `start_task` schema are generated from the task table.
 """
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from mora.errors import InputError, LLMError, one_line
+from mora.errors import InputError, LLMError
 from mora.workflows.jobspec import OPTIONS, parse_job
 from mora.workflows.tasks import INPUT_NAMES, TASK_TABLE, TASKS, director_task_list, input_help
 
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 _PATH_KEYS = tuple(n for n in INPUT_NAMES if any(i.name == n and i.kind != "text"
                                                  for t in TASK_TABLE.values() for i in t.inputs))
-ATTEMPTS = 3
+DIRECTOR = "director"
 
 
 def director_options() -> list:
@@ -41,6 +42,7 @@ class ChatResult:
     result: Any = None  # a RunResult when a task ran
     reply: str | None = None  # the director's last words when no task started
     messages: list[dict] = field(default_factory=list)
+    llm: dict = field(default_factory=dict)  # the director's steps, in the manifest's `llm` shape (`llm_record`)
 
 
 def start_task_function() -> Callable[..., str]:
@@ -120,12 +122,16 @@ def chat(message: str, *, llm_config: Any = None, ask: Callable[[str], str | Non
 
     Raises:
         InputError: no LLM is configured (chat needs one), or the config is malformed.
+        LLMError: no usable director answer in `LLM_ATTEMPTS` requests (the endpoint failed, or its
+            start_task calls were invalid), within one turn (`mora.agents.asking.ask`).
 
     Example:
         >>> mora.chat("a fox running in snow, as a video", llm_config="OAI_CONFIG_LIST", preset="tiny")
     """
+    from mora.agents import asking
     from mora.agents.director import ask_director, make_director
-    from mora.agents.llm import llm_errors, load_llm_config, scrub
+    from mora.agents.llm import load_llm_config
+    from mora.workflows.manifest import llm_record
 
     config_list = load_llm_config(llm_config)
     if not config_list:
@@ -134,35 +140,42 @@ def chat(message: str, *, llm_config: Any = None, ask: Callable[[str], str | Non
             "(see OAI_CONFIG_LIST.example), or run a task directly, e.g. mora text-to-video \"a fox\""
         )
     director = make_director(config_list, director_task_list(), start_task_function())
-    messages, user_text, faults = [{"role": "user", "content": message}], message, 0
-    for _ in range(max_turns):
-        try:
-            answer = ask_director(director, messages)
-        except llm_errors() as e:
-            reason = scrub(one_line(e, limit=200), config_list)  # the text may echo the key
-            raise LLMError(f"chat: the LLM endpoint failed ({reason})") from None
+    messages, steps, faults = [{"role": "user", "content": message}], [], []
+    user_text = message
+
+    def ask_once(retry: asking.Retry | None) -> Any:
+        again = [] if retry is None else [{"role": "user", "content": f"That call was invalid: {retry.reason}. "
+                                                                      "Try again."}]
+        return ask_director(director, [*messages, *again])
+
+    def valid(answer: Any) -> tuple[str, dict, dict] | str:
+        """The task the director starts (task, inputs, options chosen), or its words to the user."""
         calls = answer.get("tool_calls") if isinstance(answer, dict) else None
         if calls:
-            try:
-                task, inputs, chosen = _parse_call(calls[0], user_text)
-            except InputError as e:
-                faults += 1
-                logger.warning("director's start_task call unusable (%s)", e)
-                if faults >= ATTEMPTS:
-                    raise LLMError(f"chat: the director made no valid start_task call in {ATTEMPTS} tries ({e})") from e
-                messages.append({"role": "user", "content": f"That call was invalid: {e}. Try again."})
-                continue
+            return _parse_call(calls[0], user_text)
+        return ((answer.get("content") if isinstance(answer, dict) else answer) or "").strip()
+
+    for _ in range(max_turns):
+        turn = asking.ask(ask_once, valid, agent=DIRECTOR, config_list=config_list, fallback="the chat ends")
+        turn.record(steps, faults)
+        if not turn.used:
+            what = "the LLM endpoint failed" if turn.endpoint_failed else "the director made no valid start_task call"
+            raise LLMError(f"chat: {what} in {turn.tries} tries ({turn.reason})") from None
+        if isinstance(turn.value, tuple):
             from mora.workflows.runner import run
 
+            task, inputs, chosen = turn.value
             logger.info("director starts %s with %s %s", task, inputs, chosen)
             options = {**chosen, **{k: v for k, v in run_options.items() if v is not None}}  # the user's win
             return ChatResult(task=task, inputs=inputs, options=chosen, messages=messages,
+                              llm=llm_record(config_list, steps, faults),
                               result=run(task, llm_config=config_list, **inputs, **options))
-        text = ((answer.get("content") if isinstance(answer, dict) else answer) or "").strip()
+        text = turn.value or ""
         messages.append({"role": "assistant", "content": text})
         reply = ask(text) if ask else None
         if not reply:
-            return ChatResult(reply=text, messages=messages)
+            return ChatResult(reply=text, messages=messages, llm=llm_record(config_list, steps, faults))
         messages.append({"role": "user", "content": reply})
         user_text += "\n" + reply
-    return ChatResult(reply="(no task started within the turn limit)", messages=messages)
+    return ChatResult(reply="(no task started within the turn limit)", messages=messages,
+                      llm=llm_record(config_list, steps, faults))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class MoraError(Exception):
     """Base class of every error Mora raises on purpose."""
@@ -75,7 +77,8 @@ class ReviewAborted(MoraError):
     exit_code = 1
 
 
-def one_line(error: BaseException, limit: int | None = None) -> str:
+def one_line(error: BaseException, limit: int | None = None, mask: Callable[[str], str] | None = None,
+             typed: bool | None = None) -> str:
     """`Type: message` on one line: for a job's error, a log line, a fault shown to an LLM.
 
     The message's first line only (the rest of an endpoint's or a library's error is detail that
@@ -86,6 +89,9 @@ def one_line(error: BaseException, limit: int | None = None) -> str:
     Args:
         error: the exception.
         limit: the most characters of the message kept (the type is always whole); None keeps all.
+        mask: applied to the whole message before it is cut (a secret cut in two would leak its head).
+        typed: prefix the type (True), never (False: a message written for its reader, such as an
+            LLM's unusable answer), or by the rule above (None).
 
     Example:
         >>> one_line(RuntimeError("CUDA out of memory.\\nTried to allocate 2 GiB"))
@@ -93,8 +99,9 @@ def one_line(error: BaseException, limit: int | None = None) -> str:
         >>> one_line(InputError("--steps: got 0; pass a positive integer"))
         '--steps: got 0; pass a positive integer'
     """
-    lines = str(error).strip().splitlines()
+    lines = (mask(str(error)) if mask else str(error)).strip().splitlines()
     text = lines[0].strip()[:limit] if lines else ""
     if not text:
         return type(error).__name__
-    return text if isinstance(error, MoraError) else f"{type(error).__name__}: {text}"
+    plain = isinstance(error, MoraError) if typed is None else not typed
+    return text if plain else f"{type(error).__name__}: {text}"
