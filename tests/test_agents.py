@@ -553,8 +553,8 @@ def test_review_bad_decision_is_an_input_error(tmp_path):
         ("text-to-video", {"prompt": FOX, "video": "video"}, "video: .* not an input or option of text-to-video"),
         ("image-to-video", {"image": "missing.png", "prompt": FOX}, "image"),
         ("connect", {"video_a": "video_a"}, "video_b: missing"),
-        ("text-to-video", {"prompt": FOX, "out": "x.avi"}, "--out"),
-        ("text-to-video", {"prompt": FOX, "width": 100}, "--width: 100"),
+        ("text-to-video", {"prompt": FOX, "out": "x.avi"}, "^out: 'x.avi' does not end in .mp4"),
+        ("text-to-video", {"prompt": FOX, "width": 100}, "^width: 100"),
         ("text-to-video", {"prompt": FOX, "num_frames": 0}, "^num_frames: 0 is out of range"),  # Python names the keyword; the CLI --num-frames
         ("text-to-video", {"prompt": FOX, "seed": -1}, "^seed: -1 is out of range"),
         ("text-to-video", {"prompt": FOX, "preset": "enormous"}, "enormous"),

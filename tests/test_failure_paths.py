@@ -242,7 +242,7 @@ def test_review_on_a_capability_route_without_a_gate_is_refused(tmp_path):
     """tiny-modern animates the user's image as given (no image step, so no gate): --review is refused."""
     image = media.write_image(media.read_frame(media.write_video(gradient_frames(5, 96, 64), tmp_path / "c.mp4", fps=8)),
                               tmp_path / "in.png")
-    with pytest.raises(InputError, match="--review: image-to-video has no image to review with preset tiny-modern"):
+    with pytest.raises(InputError, match="^review: image-to-video has no image to review with preset tiny-modern"):
         _run(tmp_path, "image-to-video", image=image, prompt=FOX, preset="tiny-modern",
              review=lambda image, info: "approve")
     assert not (tmp_path / "x_artifacts").exists()

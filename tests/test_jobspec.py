@@ -9,7 +9,7 @@ import pytest
 import mora
 from mora.errors import InputError
 from mora.workflows import jobspec
-from mora.workflows.jobspec import OPTIONS, Option, job_model, job_schema, parse_job, task_options
+from mora.workflows.jobspec import OPTIONS, Option, job_model, job_schema, parse_job, spell_flag, task_options
 
 TINY = {"preset": "tiny", "device": "cpu"}
 
@@ -34,10 +34,10 @@ def test_a_new_option_reaches_every_front_door(test_option, tmp_path):
 
     # the command line: a flag with the model's help, checked by the model
     args = build_parser().parse_args(["text-to-video", "a fox", "--test-knob", "3", "--preset", "tiny"])
-    assert parse_job(job_data(args, "text-to-video"), flags=True).test_knob == 3
-    with pytest.raises(InputError, match="^--test-knob: 12 is out of range"):
-        parse_job(job_data(build_parser().parse_args(["extend", "v.mp4", "--test-knob", "12"]), "extend"),
-                  flags=True)
+    assert parse_job(job_data(args, "text-to-video")).test_knob == 3
+    with pytest.raises(InputError) as e:
+        parse_job(job_data(build_parser().parse_args(["extend", "v.mp4", "--test-knob", "12"]), "extend"))
+    assert e.value.param == "test_knob" and e.value.spelled(spell_flag).startswith("--test-knob: 12 is out of range")
     # mora.run's keywords, a batch line, the web page's fields, the chat director's schema, the service's schema
     spec, _ = job_from_call("simulate", {"prompt": "a village"}, {"test_knob": 4, **TINY})
     assert spec.test_knob == 4
@@ -116,7 +116,7 @@ def test_batch_resume_with_a_preset_file_skips_finished_jobs(tmp_path):
 
 def test_resume_and_overwrite_follow_one_rule(tmp_path):
     """--resume with nothing to resume is exit 2 naming the folder; writing over outputs needs --overwrite."""
-    with pytest.raises(InputError, match=r"^--resume: .*holds no earlier run of this story"):
+    with pytest.raises(InputError, match=r"^resume: .*holds no earlier run of this story"):
         mora.story("A fox wakes. The fox runs.", shots=2, out=str(tmp_path / "s.mp4"), resume=True, **TINY)
     with pytest.raises(InputError, match=r"^--resume: .*holds no batch.json of an earlier run"):
         mora.batch([{"task": "text-to-video", "prompt": "a fox"}], out_dir=tmp_path / "b", resume=True, **TINY)

@@ -111,7 +111,7 @@ def test_llm_storyboard_bad_three_times_falls_back(tmp_path, fake_openai):
     (dict(story="  "), "story"),
     (dict(shots=0), "^shots: 0 is out of range"),  # from Python, the keyword; the command line says --shots
     (dict(shots=65), "^shots: 65 is out of range"),
-    (dict(shot_seconds=99), "--shot-seconds"),
+    (dict(shot_seconds=99), "^shot_seconds: 99.0 is outside"),
     (dict(transition="fade"), "^transition: 'fade' is not allowed"),
     (dict(storyboard={"shots": [{"seconds": "two"}]}), r"shots\[0\] \(shot 1\)\.prompt: missing.*seconds"),
 ])

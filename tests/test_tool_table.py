@@ -119,7 +119,7 @@ def test_check_options_takes_the_frame_rules_of_the_video_tool():
     ltx = get_preset("ltx")  # 8k+1 frames for a whole clip; extend counts added frames (any count)
     assert check_options(ltx, {"num_frames": 20}, video_tool="extend_video")["num_frames"] == 20
     for tool in ("connect_videos", "image_to_video"):
-        with pytest.raises(InputError, match="--num-frames: 20 is not 8k\\+1"):
+        with pytest.raises(InputError, match="^num_frames: 20 is not 8k\\+1"):
             check_options(ltx, {"num_frames": 20}, video_tool=tool)
     tiny = get_preset("tiny")  # tiny's connect model has 4k+1 frames, its image-to-video model any count
     assert check_options(tiny, {"num_frames": 6}, video_tool="image_to_video")["num_frames"] == 6

@@ -350,7 +350,7 @@ def test_missing_metadata_or_folder(tmp_path):
     (dict(lr_schedule="linear"), "--lr-schedule: 'linear' is not allowed"),
     (dict(mod_tokens=99), "--mod-tokens: 99 is out of range"),
     (dict(preset="tiny-ltx"), "--agents: image_to_video_agent runs a 'ltx' model"),
-    (dict(preset="nope"), "--preset: unknown preset"),
+    (dict(preset="nope"), "preset: unknown preset"),  # the command line spells it --preset
     (dict(optimizer="adamw8bit"), "--optimizer: adamw8bit needs a CUDA GPU"),
     (dict(resume=True), "--resume: .* has no checkpoint"),
 ])

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mora.errors import InputError, MoraError, one_line
-from mora.workflows.jobspec import OPTIONS, as_field, parse_job, task_inputs
+from mora.workflows.jobspec import OPTIONS, parse_job, task_inputs
 from mora.workflows.prepare import prepare
 from mora.workflows.tasks import FILE_KINDS
 
@@ -116,7 +116,7 @@ def load_jobs(source: str | os.PathLike | Iterable[dict], *, out_dir: str | os.P
         try:
             jobs.append(_make_job(line, entry, out_root, defaults, ray, overwrite))
         except InputError as e:
-            problems.append(f"{where}: {as_field(str(e))}")
+            problems.append(str(e.at(where)))
     problems.extend(_clashes(jobs, out_root, ray, where_of={line: where for where, line, _ in entries}))
     if problems:
         raise JobsFileError(sorted(problems, key=_line_of))

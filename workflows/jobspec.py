@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -270,7 +269,7 @@ def job_model(task: str) -> type[JobBase]:
         ['task', 'video_a', 'video_b']
     """
     if task not in JOB_TASKS:
-        raise InputError(f"task: {validation.quote(task)} is not a task; choose one of {', '.join(JOB_TASKS)}")
+        raise InputError(f"{validation.quote(task)} is not a task; choose one of {', '.join(JOB_TASKS)}", param="task")
     fields: dict[str, Any] = {"task": (Literal[task], Field(task, description="the task"))}
     fields |= {i.name: _input_field(i) for i in task_inputs(task)}
     fields |= {o.name: _option_field(o) for o in task_options(task)}
@@ -285,91 +284,83 @@ def job_model(task: str) -> type[JobBase]:
 
 
 def spell_flag(name: str) -> str:
-    """How the command line names a field: `num_frames` -> `--num-frames` (inputs keep their names)."""
-    return OPTIONS[name].flag if name in OPTIONS else name
+    """How the command line names a field: `num_frames` -> `--num-frames` (inputs keep their names).
 
-
-def as_field(message: str) -> str:
-    """An error that opens with a command-line flag, reworded for a caller who wrote fields (a job
-    line, a request): `--num-frames: ...` -> `num_frames: ...`. The inverse of `spell_flag`.
-
-    Example:
-        >>> as_field("--num-frames: 7 is not 8k+1")
-        'num_frames: 7 is not 8k+1'
+    The command line's speller of an InputError's field: `e.spelled(spell_flag)`.
     """
-    return re.sub(r"^--([a-z][a-z-]*):", lambda m: m.group(1).replace("-", "_") + ":", message)
+    return OPTIONS[name].flag if name in OPTIONS else name
 
 
 ALL_SCOPES = ("job", "host", "person")
 
 
-def parse_job(data: dict, *, where: str | None = None, flags: bool = False, scopes: tuple[str, ...] = ALL_SCOPES,
+def parse_job(data: dict, *, where: str | None = None, scopes: tuple[str, ...] = ALL_SCOPES,
               door: str = "this job") -> JobBase:
     """Validate one job (a batch line, `mora.run`'s keywords, a service request) into its task's model.
 
     Args:
         data: `{"task": ..., inputs..., options...}`; None values mean "not given".
         where: a prefix for the error (`jobs.jsonl:3`).
-        flags: name options as command-line flags in errors (`--num-frames: ...`).
         scopes: the option scopes this front door accepts (a batch line: job and host, not person).
         door: the front door, for the error when an option is out of its scopes (`a batch line`).
 
     Raises:
-        InputError: the first problem, as `FIELD: VALUE problem; fix` (see `problems` for all).
+        InputError: the first problem, as `FIELD: VALUE problem; fix` (see `problems` for all), its field
+            as `param` (the command line spells it `--num-frames`: `spell_flag`).
 
     Example:
         >>> parse_job({"task": "extend", "video": "a.mp4", "steps": 0})
         InputError: steps: 0 is out of range; pass a number >= 1
     """
     try:
-        return _validate(data, flags, scopes, door)
+        return _validate(data, scopes, door)
     except ValidationError as e:
-        raise validation.input_error(e, where=where, model=job_model(data["task"]),
-                                     spell=spell_flag if flags else None) from None
+        raise validation.input_error(e, where=where, model=job_model(data["task"])) from None
     except InputError as e:
-        raise InputError(f"{where}: {e}" if where else str(e)) from None
+        raise e.at(where) from None
 
 
 def job_problems(data: dict, *, where: str | None = None, scopes: tuple[str, ...] = ALL_SCOPES,
                  door: str = "this job") -> list[str]:
     """Every problem of one job, one line each (empty when it is valid)."""
     try:
-        _validate(data, False, scopes, door)
+        _validate(data, scopes, door)
     except ValidationError as e:
         return validation.problems(e, where=where, model=job_model(data["task"]))
     except InputError as e:
-        return [f"{where}: {e}" if where else str(e)]
+        return [str(e.at(where))]
     return []
 
 
-def _validate(data: Any, flags: bool, scopes: tuple[str, ...], door: str) -> JobBase:
+def _validate(data: Any, scopes: tuple[str, ...], door: str) -> JobBase:
     if not isinstance(data, dict):
-        raise InputError(f"job: a JSON {type(data).__name__} is not a job; write an object like "
-                         '{"task": "text-to-video", "prompt": "a fox"}')
+        raise InputError(f"a JSON {type(data).__name__} is not a job; write an object like "
+                         '{"task": "text-to-video", "prompt": "a fox"}', param="job")
     task = data.get("task")
     if not isinstance(task, str) or task not in JOB_TASKS:
-        raise InputError(f"task: {validation.quote(task)} is not a task; choose one of {', '.join(JOB_TASKS)}")
+        raise InputError(f"{validation.quote(task)} is not a task; choose one of {', '.join(JOB_TASKS)}",
+                         param="task")
     model = job_model(task)
     given = {k: v for k, v in data.items() if v is not None}
     required = [i.name for i in task_inputs(task) if i.required]
     missing = [name for name in required if name not in given]
     if missing:
-        raise InputError(f"{missing[0]}: missing; {task} needs {' and '.join(required)}")
+        raise InputError(f"missing; {task} needs {' and '.join(required)}", param=missing[0])
     unknown = sorted(set(given) - set(model.model_fields))
     for name in unknown:
         option = OPTIONS.get(name)
         if option is not None and option.elsewhere and task in TASKS:
-            raise InputError(f"{spell_flag(name) if flags else name}: {option.elsewhere.format(task=task)}")
+            raise InputError(option.elsewhere.format(task=task), param=name)
     outside = [n for n in given if n in OPTIONS and OPTIONS[n].scope not in scopes]
     if outside:
-        raise InputError(f"{outside[0]}: {door} cannot set it ({OPTIONS[outside[0]].scope} option: "
-                         f"{_SCOPE_WHY[OPTIONS[outside[0]].scope]}); drop it")
+        raise InputError(f"{door} cannot set it ({OPTIONS[outside[0]].scope} option: "
+                         f"{_SCOPE_WHY[OPTIONS[outside[0]].scope]}); drop it", param=outside[0])
     if unknown:  # name what the task does take (pydantic's extra_forbidden would not)
         takes = [i.name for i in task_inputs(task)]
         elsewhere = [t for t in JOB_TASKS if unknown[0] in job_model(t).model_fields]
         hint = f"it is for {', '.join(elsewhere)}" if elsewhere else f"{task} takes {', '.join(takes)} and the options"
-        name = spell_flag(unknown[0]) if flags else unknown[0]
-        raise InputError(f"{name}: {validation.quote(given[unknown[0]])} is not an input or option of {task}; {hint}")
+        raise InputError(f"{validation.quote(given[unknown[0]])} is not an input or option of {task}; {hint}",
+                         param=unknown[0])
     return model.model_validate(given)
 
 
@@ -392,4 +383,4 @@ def job_schema(task: str, scopes: tuple[str, ...] = ("job",)) -> dict:
 
 
 __all__ = ["JOB_TASKS", "OPTIONS", "STORY", "JobBase", "Option", "job_model", "job_problems", "job_schema",
-           "as_field", "parse_job", "spell_flag", "task_inputs", "task_options", "tool_options"]
+           "parse_job", "spell_flag", "task_inputs", "task_options", "tool_options"]

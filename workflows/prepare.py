@@ -201,17 +201,17 @@ def output_paths(out: str | Path | None, task: str, overwrite: bool = False) -> 
     """
     path = Path(out).expanduser() if out else default_out(task)
     if path.suffix.lower() != ".mp4":
-        raise InputError(f"--out: {str(out)!r} does not end in .mp4; pass a path like outputs/{task}.mp4")
+        raise InputError(f"{str(out)!r} does not end in .mp4; pass a path like outputs/{task}.mp4", param="out")
     if path.is_dir():
-        raise InputError(f"--out: {str(out)!r} is a directory; pass a file path ending in .mp4")
+        raise InputError(f"{str(out)!r} is a directory; pass a file path ending in .mp4", param="out")
     artifacts = path.with_name(f"{path.stem}_artifacts")
     if artifacts.exists() and not artifacts.is_dir():
-        raise InputError(f"--out: {str(artifacts)!r} (the artifacts folder of {str(out)!r}) is a file; move it or "
-                         "choose another --out")
+        raise InputError(f"{str(artifacts)!r} (the artifacts folder of {str(out)!r}) is a file; move it or "
+                         "choose another --out", param="out")
     earlier = earlier_outputs(path)
     if earlier and not overwrite:
-        raise InputError(f"--out: {str(path)!r} already has an earlier job's outputs ({str(earlier[-1])!r}); pass "
-                         "--overwrite (overwrite=True) to replace that job, or choose another --out")
+        raise InputError(f"{str(path)!r} already has an earlier job's outputs ({str(earlier[-1])!r}); pass "
+                         "--overwrite (overwrite=True) to replace that job, or choose another --out", param="out")
     return path, path.with_suffix(".json"), artifacts
 
 
@@ -255,8 +255,8 @@ def prepare(job: JobBase | dict, hooks: Hooks | None = None, *, files: bool = Tr
     route = route_for(spec.task, inputs, best_of, preset.capabilities)
     pinned = _pin(spec, preset, tuple(s.tool for s in route if s.tool))
     if getattr(spec, "review", False) and GATE not in route and CRITIC not in route:  # never ignored silently
-        raise InputError(f"--review: {spec.task} has no image to review with preset {preset.name} (its route has "
-                         "no review gate); drop --review")
+        raise InputError(f"{spec.task} has no image to review with preset {preset.name} (its route has "
+                         "no review gate); drop --review", param="review")
     out, manifest_path, artifacts_dir = output_paths(spec.out, spec.task, spec.overwrite)
     roles = {TOOL_TABLE[s.tool].role for s in route if s.tool}
     config_list, adapter = _host_checks(spec, hooks, preset, roles, files)
@@ -335,11 +335,11 @@ def _read_storyboard(path: str | Path, rng: tuple[float, float]) -> dict:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"--storyboard: {str(path)!r} does not exist; pass the path of a storyboard JSON file") \
-            from None
+        raise InputError(f"{str(path)!r} does not exist; pass the path of a storyboard JSON file",
+                         param="storyboard") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"--storyboard: {str(path)!r} is not readable JSON ({e}); fix the file or write a new one "
-                         "with --storyboard-only") from None
+        raise InputError(f"{str(path)!r} is not readable JSON ({e}); fix the file or write a new one "
+                         "with --storyboard-only", param="storyboard") from None
     return validate_storyboard(data, seconds_range=rng, source=f"--storyboard {path}")
 
 
@@ -347,8 +347,9 @@ def _check_resume(spec: JobBase, out: Path, artifacts: Path) -> None:
     """`--resume` needs an earlier run of this story at `--out` (one rule for every command)."""
     earlier = out.with_name(f"{out.stem}_storyboard.json").is_file() or any(artifacts.glob("shot-*/shot.json"))
     if spec.resume and not earlier:
-        raise InputError(f"--resume: {str(artifacts)!r} holds no earlier run of this story (no storyboard, no "
-                         "finished shot); drop --resume to start it, or pass the --out of the earlier run")
+        raise InputError(f"{str(artifacts)!r} holds no earlier run of this story (no storyboard, no "
+                         "finished shot); drop --resume to start it, or pass the --out of the earlier run",
+                         param="resume")
 
 
 def _story_seed(spec: JobBase, artifacts: Path, files: bool) -> int | None:
@@ -359,8 +360,8 @@ def _story_seed(spec: JobBase, artifacts: Path, files: bool) -> int | None:
         try:
             recorded = json.loads(first.read_text(encoding="utf-8"))["seed"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InputError(f"--resume: {str(first)!r} has no readable seed ({e}); pass the earlier run's --seed, "
-                             "or drop --resume and pass --overwrite") from None
+            raise InputError(f"{str(first)!r} has no readable seed ({e}); pass the earlier run's --seed, "
+                             "or drop --resume and pass --overwrite", param="resume") from None
         return check_seed(recorded, f"--resume: {str(first)!r}'s seed")
     return check_seed(spec.seed) if files else spec.seed
 
@@ -370,8 +371,8 @@ def _prepare_story(spec: JobBase, hooks: Hooks, preset: Preset, pinned: dict, fi
 
     rng = seconds_range(preset, pinned)
     if spec.shot_seconds is not None and not rng[0] <= spec.shot_seconds <= rng[1]:
-        raise InputError(f"--shot-seconds: {spec.shot_seconds!r} is outside preset {preset.name}'s range; pass "
-                         f"{rng[0]:g} to {rng[1]:g}")
+        raise InputError(f"{spec.shot_seconds!r} is outside preset {preset.name}'s range; pass "
+                         f"{rng[0]:g} to {rng[1]:g}", param="shot_seconds")
     seconds = spec.shot_seconds if spec.shot_seconds is not None else default_seconds(preset, pinned)
     board, source = None, None
     if isinstance(spec.storyboard, dict):
@@ -379,7 +380,7 @@ def _prepare_story(spec: JobBase, hooks: Hooks, preset: Preset, pinned: dict, fi
     elif spec.storyboard is not None and files:
         board, source = _read_storyboard(spec.storyboard, rng), spec.storyboard
     if spec.story is None and spec.storyboard is None:
-        raise InputError("story: missing; pass the story text, or --storyboard FILE.json")
+        raise InputError("missing; pass the story text, or --storyboard FILE.json", param="story")
     out, manifest_path, artifacts_dir = output_paths(spec.out, STORY, spec.overwrite or spec.resume)
     _check_resume(spec, out, artifacts_dir)
     roles = {TOOL_TABLE[t].role for t in ("text_to_image", "image_to_video", "extend_video", "connect_videos")}
@@ -431,7 +432,7 @@ def check_shared_options(shared: dict, what: str = "the shared options") -> None
     from mora.workflows.jobspec import OPTIONS
 
     spec = parse_job({"task": STORY, "story": f"a check of {what}",
-                      **{k: v for k, v in shared.items() if k in OPTIONS}}, flags=True)
+                      **{k: v for k, v in shared.items() if k in OPTIONS}})
     get_preset(spec.preset, spec.preset_file)
     if spec.device not in ("auto", "cpu"):
         from mora.tools.runtime import resolve_device

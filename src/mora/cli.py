@@ -92,7 +92,7 @@ def _run_task(args: argparse.Namespace) -> int:
     from mora.workflows.jobspec import parse_job
     from mora.workflows.runner import run_job
 
-    spec = parse_job(job_data(args, args.command), flags=True)
+    spec = parse_job(job_data(args, args.command))
     result = run_job(spec, _hooks(args))
     if getattr(spec, "storyboard_only", False):
         print(json.dumps(result.manifest, indent=2) if args.json else str(result.manifest_path))
@@ -391,6 +391,15 @@ _COMMANDS = {"eval": _run_eval, "presets": _run_presets, "chat": _run_chat, "ui"
              "mcp": lambda args: _run_extra("mora.mcp.cli", "run_mcp", args)}
 
 
+def _spelled(e: MoraError) -> str:
+    """The error's line as the command line names things: a field of the job model as its flag."""
+    if not isinstance(e, InputError):
+        return str(e)
+    from mora.workflows.jobspec import spell_flag
+
+    return e.spelled(spell_flag)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mora` command; returns the exit code."""
     parser = build_parser()
@@ -417,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(command)
         if debug:  # the traceback too, but the same exit code (2 stays "bad input")
             traceback.print_exc()
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {_spelled(e)}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:
         # The reader of stdout went away (`mora eval x.mp4 | head -1`): nothing to report to, and

@@ -3,8 +3,9 @@
 Each task's subcommand gets its inputs from the task table and its options from
 `mora.workflows.jobspec.OPTIONS` (flag, type, choices, help); nothing here lists an option.
 argparse (standard library) keeps `mora --help` fast: the job model is pydantic, not torch.
-The values are checked by the job model itself (`parse_job(..., flags=True)`), so a bad
-`--num-frames` gets the same message on the command line, in a batch line and from `mora.run`.
+The values are checked by the job model itself (`parse_job`), so a bad `--num-frames` gets the same
+message on the command line, in a batch line and from `mora.run`, each naming the field its own way
+(`--num-frames` here: the error's `param` spelled by `jobspec.spell_flag`).
 """
 
 from __future__ import annotations

@@ -15,25 +15,52 @@ class MoraError(Exception):
 class InputError(MoraError, ValueError):
     """Bad input: a path, a value or an option the user can fix.
 
-    The message names the argument, the value and the fix, on one line.
+    The message names the argument, the value and the fix, on one line. An error about one field of
+    the job model carries that field's name as `param` (`num_frames`) and its message is the text
+    after it; each front door names the field its own way (`spelled`): the command line
+    `--num-frames: ...`, the service and MCP `num_frames: ...` (and OpenAI's `param`). `str(e)` is
+    the field's own name, as a job line, a request or a Python caller writes it.
+
+    An error built from a message alone (`param` None) names what it is about in its own text: the
+    transitional form of raise sites not yet converted, and of errors about no field (`job: ...`).
 
     Example:
-        >>> raise InputError("--num-frames: got 0; pass a positive integer such as 25")
+        >>> e = InputError("0 is out of range; pass a number >= 2", param="num_frames")
+        >>> str(e), e.spelled(spell_flag)  # mora.workflows.jobspec.spell_flag: the command line's names
+        ('num_frames: 0 is out of range; pass a number >= 2', '--num-frames: 0 is out of range; pass a number >= 2')
     """
 
     exit_code = 2
 
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).strip().splitlines()))  # one line, always
+    def __init__(self, message: str, *, param: str | None = None, path: str = "", where: str | None = None):
+        """`message`: the text after the field when `param` is given, else the whole line. `path`: a
+        place inside the field (`.id`, `[0]`). `where`: a prefix naming the source (`jobs.jsonl:3`)."""
+        self.detail = " ".join(str(message).strip().splitlines())  # one line, always
+        self.param, self.path, self.where = param, path, where
+        super().__init__(self.spelled())
+
+    def spelled(self, spell: Callable[[str], str] | None = None) -> str:
+        """The line with the field named by `spell` (a front door's speller; None: the field's own name)."""
+        head = f"{self.where}: " if self.where else ""
+        if self.param is not None:
+            head += f"{spell(self.param) if spell else self.param}{self.path}: "
+        return head + self.detail
+
+    def at(self, where: str | None) -> InputError:
+        """This error with a source prefix (`jobs.jsonl:3: steps: ...`), its field kept."""
+        if not where:
+            return self
+        return InputError(self.detail, param=self.param, path=self.path,
+                          where=f"{where}: {self.where}" if self.where else where)
 
 
 def bad_input(argument: str, value: object, problem: str, fix: str) -> InputError:
-    """Build an `InputError` with the standard shape: `ARGUMENT: VALUE PROBLEM; FIX`.
+    """Build an `InputError` about `argument` with the standard shape: `ARGUMENT: VALUE PROBLEM; FIX`.
 
     Example:
         >>> raise bad_input("image", "cat.txt", "is not an image", "pass a PNG, JPEG, WebP or GIF file")
     """
-    return InputError(f"{argument}: {value!r} {problem}; {fix}")
+    return InputError(f"{value!r} {problem}; {fix}", param=argument)
 
 
 class ModelUnavailableError(MoraError):

@@ -47,9 +47,10 @@ def check_text(value: Any, argument: str, *, required: bool = True) -> str | Non
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{argument}: {quote(value)} is empty or not text; pass a non-empty description")
+        raise InputError(f"{quote(value)} is empty or not text; pass a non-empty description", param=argument)
     if len(value) > MAX_PROMPT_CHARS:
-        raise InputError(f"{argument}: text of {len(value)} characters is too long; keep it under {MAX_PROMPT_CHARS}")
+        raise InputError(f"text of {len(value)} characters is too long; keep it under {MAX_PROMPT_CHARS}",
+                         param=argument)
     return value.strip()
 
 
@@ -57,8 +58,10 @@ def check_int(value: Any, argument: str, *, low: int = 1, high: int | None = Non
               remainder: int = 0, hint: str = "") -> int | None:
     """An integer in [low, high]; optionally `value % multiple == remainder`. None passes through.
 
+    `argument` is the field's name (`num_frames`): the error's `param`, which each front door spells.
+
     Example:
-        >>> check_int(25, "--num-frames", low=2, high=64)
+        >>> check_int(25, "num_frames", low=2, high=64)
         25
     """
     if value is None:
@@ -67,16 +70,17 @@ def check_int(value: Any, argument: str, *, low: int = 1, high: int | None = Non
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise InputError(f"{argument}: {quote(value)} is not an integer; pass a whole number{hint}")
+            raise InputError(f"{quote(value)} is not an integer; pass a whole number{hint}", param=argument)
     value = int(value)
     if value < low or (high is not None and value > high):
         span = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise InputError(f"{argument}: {value} is out of range; pass a number {span}{hint}")
+        raise InputError(f"{value} is out of range; pass a number {span}{hint}", param=argument)
     if multiple and value % multiple != remainder:
         below = (value - remainder) // multiple * multiple + remainder
         options = [v for v in (below, below + multiple) if v >= max(low, remainder or multiple)]
         kind = f"a multiple of {multiple}" if not remainder else f"{multiple}k+{remainder}"
-        raise InputError(f"{argument}: {value} is not {kind} as this model needs; use {' or '.join(map(str, options))}")
+        raise InputError(f"{value} is not {kind} as this model needs; use {' or '.join(map(str, options))}",
+                         param=argument)
     return value
 
 
@@ -121,12 +125,12 @@ def check_options(preset: Any, options: dict, *, video_tool: str) -> dict:
     multiple = max(video.size_multiple, preset.spec("text_to_image").settings.size_multiple)
     opts = dict(options)
     for side in ("width", "height"):
-        opts[side] = check_int(options.get(side), f"--{side}", low=multiple, high=MAX_SIDE, multiple=multiple,
+        opts[side] = check_int(options.get(side), side, low=multiple, high=MAX_SIDE, multiple=multiple,
                                hint=f" (a multiple of {multiple} for preset {preset.name})")
-    opts["steps"] = check_int(options.get("steps"), "--steps", low=1, high=MAX_STEPS)
-    opts["fps"] = check_int(options.get("fps"), "--fps", low=1, high=MAX_FPS)
+    opts["steps"] = check_int(options.get("steps"), "steps", low=1, high=MAX_STEPS)
+    opts["fps"] = check_int(options.get("fps"), "fps", low=1, high=MAX_FPS)
     m = None if tool.added_frames else video.frame_multiple
-    opts["num_frames"] = check_int(options.get("num_frames"), "--num-frames", low=2, high=video.max_frames,
+    opts["num_frames"] = check_int(options.get("num_frames"), "num_frames", low=2, high=video.max_frames,
                                    multiple=m, remainder=1 if m else 0)
     return opts
 

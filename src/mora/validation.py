@@ -106,7 +106,8 @@ def problems(error: ValidationError, *, where: str | None = None, model: type[Ba
         error: pydantic's ValidationError.
         where: a prefix such as `jobs.jsonl:3` or `--preset-file my.toml`.
         model: the model validated (its fields' `fix` hints are used).
-        spell: how a field is named to the user (e.g. `num_frames` -> `--num-frames` on the command line).
+        spell: how a field is named, for a model that is not the job model (the training options' flags);
+            without `spell` or `name` an error carries its field as `param` and each front door spells it.
         name: how a whole location is named (e.g. `("shots", 0, "seconds")` -> `shots[0] (shot 1).seconds`);
             it replaces the default dotted name and `spell`.
         fixes: field name (the location's last text part, at any depth) -> its fix, for nested
@@ -117,21 +118,37 @@ def problems(error: ValidationError, *, where: str | None = None, model: type[Ba
         >>> problems(exc, where="jobs.jsonl:2")
         ["jobs.jsonl:2: seed: -1 is out of range; pass a number >= 0"]
     """
+    return [e.spelled() for e in _errors(error, where, model, spell, name, fixes)]
+
+
+def _errors(error: ValidationError, where: str | None, model: type[BaseModel] | None,
+            spell: Callable[[str], str] | None, name: Callable[[tuple], str] | None,
+            fixes: dict[str, str] | None) -> list[InputError]:
+    """Each of pydantic's errors as an InputError: about the field at the head of its location
+    (`param`), unless the caller names the location itself (`spell`, `name`)."""
     out = []
     for err in error.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        field = name(loc) if name else _field_name(loc, spell)
-        fix = _fix_of(model, loc) or _nested_fix(fixes, loc, err["type"])
-        line = f"{field}: {_problem(err, fix)}"
-        out.append(f"{where}: {line}" if where else line)
+        problem = _problem(err, _fix_of(model, loc) or _nested_fix(fixes, loc, err["type"]))
+        if name or spell or not loc or not isinstance(loc[0], str):
+            field = name(loc) if name else _field_name(loc, spell)
+            out.append(InputError(f"{field}: {problem}", where=where))
+        else:
+            out.append(InputError(problem, param=loc[0], path="".join(f".{p}" for p in loc[1:]), where=where))
     return out
 
 
-def input_error(error: ValidationError, **kwargs: Any) -> InputError:
-    """The first problem of `error` as an InputError (exit 2); see `problems` for the arguments."""
-    found = problems(error, **kwargs)
-    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    return InputError(found[0] + more)
+def input_error(error: ValidationError, *, where: str | None = None, model: type[BaseModel] | None = None,
+                spell: Callable[[str], str] | None = None, name: Callable[[tuple], str] | None = None,
+                fixes: dict[str, str] | None = None) -> InputError:
+    """The first problem of `error` as an InputError (exit 2) carrying its field (`param`); see `problems`
+    for the arguments."""
+    found = _errors(error, where, model, spell, name, fixes)
+    if len(found) == 1:
+        return found[0]
+    first = found[0]
+    return InputError(f"{first.detail} (and {len(found) - 1} more)", param=first.param, path=first.path,
+                      where=first.where)
 
 
 def validate(model: type[BaseModel], data: Any, **kwargs: Any) -> BaseModel:

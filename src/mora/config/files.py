@@ -47,15 +47,22 @@ def user_preset_dir() -> Path:
 @dataclass(frozen=True)
 class _Source:
     path: Path
-    argument: str  # what the error names: --preset-file, or the folder the file was found in
+    argument: str  # what the error names: the job field preset_file, or the folder the file was found in
+
+    def error(self, text: str, *, named: bool = False) -> InputError:
+        """`text` about this file (after its path, unless the text `named` it): an error of the field
+        `preset_file` (each front door spells it), or of a file in a presets folder (named in the text)."""
+        text = text if named else f"{self.path}: {text}"
+        if self.argument == PRESET_FILE:
+            return InputError(text, param=PRESET_FILE)
+        return InputError(f"{self.argument}: {text}")
 
     def fail(self, field: str, problem: str, fix: str) -> InputError:
-        return InputError(f"{self.argument}: {self.path}: {field}: {problem}; {fix}")
+        return self.error(f"{field}: {problem}; {fix}")
 
     def invalid(self, error: ValidationError, prefix: str, fixes: dict[str, str]) -> InputError:
         """A model's errors as one line naming this file and the field (`mora.validation`'s formatter)."""
-        return input_error(error, where=f"{self.argument}: {self.path}", name=lambda loc: _dotted(prefix, loc),
-                           fixes=fixes)
+        return self.error(str(input_error(error, name=lambda loc: _dotted(prefix, loc), fixes=fixes)))
 
 
 def _dotted(prefix: str, loc: tuple) -> str:
@@ -157,18 +164,21 @@ def _unsettable(hint: Any) -> bool:
     return type(None) in args and bool not in args
 
 
-def read_preset_file(path: str | Path, argument: str = "--preset-file") -> tuple[dict, _Source]:
+PRESET_FILE = "preset_file"  # the job model's field that names a preset file
+
+
+def read_preset_file(path: str | Path, argument: str = PRESET_FILE) -> tuple[dict, _Source]:
     """A preset file's table and where it came from (InputError when unreadable or not TOML)."""
     import tomllib
 
     path = Path(path).expanduser()
     source = _Source(path, argument)
     if not path.is_file():
-        raise InputError(f"{argument}: {str(path)!r} is not a file; pass the path of a .toml preset file")
+        raise source.error(f"{str(path)!r} is not a file; pass the path of a .toml preset file", named=True)
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{argument}: {path}: not valid TOML ({error}); fix the file's syntax") from None
+        raise source.error(f"not valid TOML ({error}); fix the file's syntax") from None
     try:
         checked = _PresetFile.model_validate({"name": path.stem, **table})
     except ValidationError as error:
@@ -381,8 +391,8 @@ def get_preset(preset: str | Preset | None, preset_file: str | Path | None = Non
         return presets[preset]
     except (KeyError, TypeError):
         raise InputError(
-            f"--preset: unknown preset {preset!r}; choose one of {', '.join(presets)} (or add a file to "
-            f"{user_preset_dir()} or pass --preset-file)"
+            f"unknown preset {preset!r}; choose one of {', '.join(presets)} (or add a file to "
+            f"{user_preset_dir()} or pass --preset-file)", param="preset"
         ) from None
 
 

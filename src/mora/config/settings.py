@@ -316,8 +316,8 @@ class Preset:
 
     def spec(self, role: str) -> ModelSpec:
         if role not in self.roles:
-            raise InputError(f"--preset: {self.name!r} has no {role} model; use a preset with the capability that "
-                             f"needs it (e.g. modern or tiny-modern)")
+            raise InputError(f"{self.name!r} has no {role} model; use a preset with the capability that "
+                             f"needs it (e.g. modern or tiny-modern)", param="preset")
         return self.roles[role]
 
     def models(self) -> dict[str, str]:

@@ -177,9 +177,9 @@ def job_arguments(tool: str, arguments: dict | None) -> tuple[dict, bool]:
     data = {k: v for k, v in (arguments or {}).items() if v is not None}
     wait = data.pop("wait", True)
     if not isinstance(wait, bool):
-        raise InputError(f"wait: {wait!r} is not true or false; pass true or false")
+        raise InputError(f"{wait!r} is not true or false; pass true or false", param="wait")
     if data.get("task", task) != task:
-        raise InputError(f"task: {data['task']!r} is not {tool}'s task; drop it (the tool names the task)")
+        raise InputError(f"{data['task']!r} is not {tool}'s task; drop it (the tool names the task)", param="task")
     data["task"] = task
     parse_job(data, scopes=("job",), door=DOOR)
     return data, wait
@@ -190,8 +190,8 @@ def video_path(value: str, *, local_files: bool, resolve_job: Any) -> str:
     if value.startswith(JOB_REF):
         return resolve_job(value[len(JOB_REF):].strip())
     if not local_files:
-        raise InputError(f"video: {value!r} is a path on the server, which a request may not name; pass job:<id> "
-                         "of an earlier job")
+        raise InputError(f"{value!r} is a path on the server, which a request may not name; pass job:<id> "
+                         "of an earlier job", param="video")
     return str(media.check_file(value, argument="video", kinds=("video",)))
 
 

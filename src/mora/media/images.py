@@ -85,9 +85,9 @@ def check_pixels(size: tuple[int, int], shown: str | os.PathLike, argument: str)
     """
     width, height = size
     if width * height > MAX_INPUT_PIXELS:
-        raise InputError(f"{argument}: {os.fspath(shown)!r} is {width}x{height} ({width * height / 1e6:.1f} MP), "
+        raise InputError(f"{os.fspath(shown)!r} is {width}x{height} ({width * height / 1e6:.1f} MP), "
                          f"more than the {MAX_INPUT_PIXELS / 1e6:g} MP an input may have; pass a smaller image "
-                         "(the models work at about 1 MP)")
+                         "(the models work at about 1 MP)", param=argument)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -353,8 +353,8 @@ def check_video_limits(path: str | os.PathLike, *, argument: str = "video") -> N
 
 
 def _too_long(argument: str, shown: str | os.PathLike, has: str, limit: str) -> InputError:
-    return InputError(f"{argument}: {os.fspath(shown)!r} has {has}, more than the {limit} an input video may "
-                      "have; pass a shorter video (cut it)")
+    return InputError(f"{os.fspath(shown)!r} has {has}, more than the {limit} an input video may "
+                      "have; pass a shorter video (cut it)", param=argument)
 
 
 def read_video(path: str | os.PathLike, *, argument: str = "video") -> Video:

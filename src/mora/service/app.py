@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mora.errors import InputError, ModelUnavailableError
 from mora.service import jobs, videos
 from mora.service.guards import MAX_QUEUED_PER_KEY, WORK_FACTOR
-from mora.service.http import ApiError, NoNulInPath, error_response, field_of, from_input_error
+from mora.service.http import ApiError, NoNulInPath, error_response, from_input_error
 from mora.service.security import BearerGate, BodyLimit, HostGate
 from mora.service.store import STATUSES, JobStore
 from mora.service.worker import Worker
@@ -140,7 +140,7 @@ def _errors(app: FastAPI) -> None:
     async def model_unavailable(request: Request, e: ModelUnavailableError):
         # the request named (or defaulted to) a preset this server cannot load: the command line's line
         # (exit 2 there), naming the models; the Videos API calls the preset `model`
-        param = "model" if request.url.path.startswith(videos.router.prefix) else field_of(str(e))
+        param = "model" if request.url.path.startswith(videos.router.prefix) else "preset"
         return error_response(400, str(e), param=param, code="model_unavailable")
 
     @app.exception_handler(Exception)

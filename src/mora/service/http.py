@@ -78,21 +78,24 @@ class NoNulInPath:
         await self.app(scope, receive, send)
 
 
-def field_of(message: str) -> str | None:
-    """The field an InputError names (`steps: 0 is out of range` -> steps, `video.id: ...` -> video)."""
-    m = re.match(r"^([a-z_][a-z0-9_]*|--[a-z-]+)[.:\[]", message)
-    return m[1].lstrip("-").replace("-", "_") if m else None
+def from_input_error(e: InputError, status: int = 400, renames: dict[str, str] | None = None) -> ApiError:
+    """An InputError as an ApiError naming its field: OpenAI's `param` is the error's own (`e.param`), the
+    message names it as a request does (`num_frames: ...`). An error with its own `status`, such as the
+    store's `QueueFull` 429 or `IdempotencyConflict` 409, keeps it.
 
-
-def from_input_error(e: InputError, status: int = 400) -> ApiError:
-    """An InputError as an ApiError naming its field (an error with its own `status`, such as the
-    store's `QueueFull` 429 or `IdempotencyConflict` 409, keeps it)."""
+    `renames` maps a job field to the API field behind it (the Videos API's `width` -> `size`): the
+    param is the API's and the message opens with it (`size: width: 100 is not a multiple of 16`).
+    """
     from mora.service.guards import public_text
 
     status = getattr(e, "status", status)
     retry = getattr(e, "retry_after", None)
     message = public_text(str(e)) or ""  # the caller learns no server path (a presets folder, a model dir)
-    return ApiError(status, message, param=field_of(message), code=getattr(e, "code", "invalid_value"),
+    param = e.param
+    if renames and param in renames:
+        param = renames[param]
+        message = f"{param}: {message}"
+    return ApiError(status, message, param=param, code=getattr(e, "code", "invalid_value"),
                     headers={"Retry-After": str(retry)} if retry is not None else None)
 
 

@@ -45,10 +45,11 @@ def job_video(store: Any, name: str, kind: str, ref: str, inputs: Path, owner: s
     the job runs from its inputs even if that job is deleted meanwhile."""
     row = store.get(ref, owner=owner)
     if row is None:
-        raise InputError(f"{name}: {quote(JOB_REF + ref)} is not a job of this server; pass the id of an earlier job")
+        raise InputError(f"{quote(JOB_REF + ref)} is not a job of this server; pass the id of an earlier job",
+                         param=name)
     if row.status != "completed" or not row.video:
-        raise InputError(f"{name}: job:{ref} is {row.status}, not completed; wait for it to complete "
-                         "or pass another job")
+        raise InputError(f"job:{ref} is {row.status}, not completed; wait for it to complete or pass another job",
+                         param=name)
     if kind != "image":
         dest = inputs / f"{name}{Path(row.video).suffix}"
         shutil.copyfile(row.video, dest)
@@ -66,5 +67,5 @@ def server_path(store: Any, name: str, value: str) -> str:
     if store.inputs_dir is not None and is_inside(path, store.inputs_dir):
         return str(path.resolve())
     where = f", or a path under {store.inputs_dir}" if store.inputs_dir else ""
-    raise InputError(f"{name}: {quote(value)} is a path on the server, which a request may not name; upload "
-                     f"the file or pass job:<id> of an earlier job{where}")
+    raise InputError(f"{quote(value)} is a path on the server, which a request may not name; upload "
+                     f"the file or pass job:<id> of an earlier job{where}", param=name)

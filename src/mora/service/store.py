@@ -35,7 +35,7 @@ from mora.errors import InputError
 from mora.service.inputs import INPUTS, JOB_REF, place_files  # noqa: F401  (JOB_REF: front doors import it here)
 from mora.service.rows import LOCAL_OWNER, IdempotencyConflict, JobRow, QueueFull, row_of
 from mora.validation import quote
-from mora.workflows.jobspec import JOB_TASKS, as_field, parse_job, task_inputs
+from mora.workflows.jobspec import JOB_TASKS, parse_job, task_inputs
 from mora.workflows.tasks import FILE_KINDS
 
 logger = logging.getLogger(__name__)
@@ -201,8 +201,9 @@ class JobStore:
         kinds = {i.name: i.kind for i in task_inputs(data["task"])} if data.get("task") in JOB_TASKS else {}
         for name in files if kinds else ():
             if kinds.get(name) not in FILE_KINDS:
-                raise InputError(f"{name}: an uploaded file is not an input of {data['task']}; upload only "
-                                 f"{', '.join(k for k, v in kinds.items() if v in FILE_KINDS) or 'no files'}")
+                raise InputError(f"an uploaded file is not an input of {data['task']}; upload only "
+                                 f"{', '.join(k for k, v in kinds.items() if v in FILE_KINDS) or 'no files'}",
+                                 param=name)
         data |= {name: str(path) for name, path in files.items()}
         parse_job(data, scopes=("job",), door="a request")
         if self._full(self._conn(), owner):  # before any file is placed: a full queue costs the server nothing
@@ -225,11 +226,7 @@ class JobStore:
         from mora.service.guards import check_work
         from mora.workflows.prepare import Hooks, prepare
 
-        try:
-            p = prepare({**data, **self.host, "out": str(folder / VIDEO_NAME), "overwrite": True},
-                        Hooks(progress=False))
-        except InputError as e:  # the preset checks name command-line flags; a request names fields
-            raise InputError(as_field(str(e))) from None
+        p = prepare({**data, **self.host, "out": str(folder / VIDEO_NAME), "overwrite": True}, Hooks(progress=False))
         check_work(p, self.max_job_work)
         return {**data, "seed": p.seed}  # prepare fixes every task's seed, a story's included
 
@@ -275,8 +272,8 @@ class JobStore:
         if r is None:
             return None
         if r["request_hash"] != digest:  # Stripe's rule: a key names one request, not whatever comes with it
-            raise IdempotencyConflict("idempotency_key: this Idempotency-Key was used with a different request (job "
-                                      f"{r['id']}); send a new key for a new request")
+            raise IdempotencyConflict(f"this Idempotency-Key was used with a different request (job {r['id']}); "
+                                      "send a new key for a new request", param="idempotency_key")
         return row_of(r)
 
     # --- reading -----------------------------------------------------------------------------------
@@ -295,14 +292,14 @@ class JobStore:
              owner: str | None = None) -> list[JobRow]:
         """Jobs in submit order (`desc`: newest first), starting after the job `after` (of `owner`'s, if given)."""
         if order not in ("asc", "desc"):
-            raise InputError(f"order: {order!r} is not an order; pass asc or desc")
+            raise InputError(f"{order!r} is not an order; pass asc or desc", param="order")
         where, args = _owned("deleted = 0", [], owner)
         if after is not None:
             mark, mark_args = _owned("id = ?", [after], owner)
             r = self._conn().execute(f"SELECT n FROM jobs WHERE {mark}", mark_args).fetchone()
             if r is None:
-                raise InputError(f"after: {quote(after)} is not a job of this server; pass the id of the last "
-                                 "job listed")
+                raise InputError(f"{quote(after)} is not a job of this server; pass the id of the last "
+                                 "job listed", param="after")
             where += " AND n < ?" if order == "desc" else " AND n > ?"
             args.append(r["n"])
         rows = self._conn().execute(f"SELECT * FROM jobs WHERE {where} ORDER BY n {order.upper()} LIMIT ?",
@@ -398,7 +395,7 @@ class JobStore:
             where, args = _owned("id = ? AND deleted = 0", [job_id], owner)
             r = con.execute(f"SELECT status FROM jobs WHERE {where}", args).fetchone()
             if r is None:
-                raise InputError(f"job: {quote(job_id)} is not a job of this server; pass the id of a job")
+                raise InputError(f"{quote(job_id)} is not a job of this server; pass the id of a job", param="job")
             if r["status"] == "queued":
                 self._mark_cancelled(con, job_id)
             elif r["status"] == "in_progress":

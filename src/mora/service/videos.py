@@ -199,11 +199,7 @@ async def _submit(request: Request, job: dict, meta: dict, uploads: dict, rename
         row = await run_in_threadpool(svc.store.submit, job, owner=owner(request),
                                       idempotency_key=idempotency_key(request), files=files, meta=meta)
     except InputError as e:
-        error = from_input_error(e, 400)
-        if error.param in (renames or {}):
-            error.param = renames[error.param]
-            error.message = f"{error.param}: {error.message}"
-        raise error from None
+        raise from_input_error(e, 400, renames) from None
     finally:
         for path in files.values():  # the store moved the ones it kept
             path.unlink(missing_ok=True)

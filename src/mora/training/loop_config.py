@@ -121,7 +121,7 @@ def check_loop(prompts: Any, out: Any, *, resume: bool = False, job: dict | None
     bad = sorted(set(options) & {"data", "out", "resume"})
     if bad:
         raise InputError(f"{bad[0]}: not an option of the data-free loop")
-    checked = parse_job({"task": "text-to-video", "prompt": "a fox", **job}, flags=True)
+    checked = parse_job({"task": "text-to-video", "prompt": "a fox", **job})
     job = {k: v for k in job if (v := getattr(checked, k)) is not None}
     options.setdefault("steps", 50)
     for name in ("preset", "preset_file", "device"):  # the fine-tuning runs on the candidates' models
