@@ -107,6 +107,26 @@ def _parse_call(call: dict, user_text: str) -> tuple[str, dict, dict]:
     return validate_start_task(args, user_text)
 
 
+def _director_turn(director: Any, messages: list[dict], user_text: str, config_list: list[dict]) -> Any:
+    """One director answer through `mora.agents.asking.ask`: the task it starts (task, inputs, options
+    chosen) or its words to the user; an invalid start_task call is retried with its reason."""
+    from mora.agents import asking
+    from mora.agents.director import ask_director
+
+    def ask_once(retry: asking.Retry | None) -> Any:
+        again = [] if retry is None else [{"role": "user", "content": f"That call was invalid: {retry.reason}. "
+                                                                      "Try again."}]
+        return ask_director(director, [*messages, *again])
+
+    def valid(answer: Any) -> tuple[str, dict, dict] | str:
+        calls = answer.get("tool_calls") if isinstance(answer, dict) else None
+        if calls:
+            return _parse_call(calls[0], user_text)
+        return ((answer.get("content") if isinstance(answer, dict) else answer) or "").strip()
+
+    return asking.ask(ask_once, valid, agent=DIRECTOR, config_list=config_list, fallback="the chat ends")
+
+
 def chat(message: str, *, llm_config: Any = None, ask: Callable[[str], str | None] | None = None, max_turns: int = 8,
          **run_options: Any) -> ChatResult:
     """Talk with the director LLM until it starts a task, then run it.
@@ -128,8 +148,7 @@ def chat(message: str, *, llm_config: Any = None, ask: Callable[[str], str | Non
     Example:
         >>> mora.chat("a fox running in snow, as a video", llm_config="OAI_CONFIG_LIST", preset="tiny")
     """
-    from mora.agents import asking
-    from mora.agents.director import ask_director, make_director
+    from mora.agents.director import make_director
     from mora.agents.llm import load_llm_config
     from mora.workflows.manifest import llm_record
 
@@ -142,21 +161,8 @@ def chat(message: str, *, llm_config: Any = None, ask: Callable[[str], str | Non
     director = make_director(config_list, director_task_list(), start_task_function())
     messages, steps, faults = [{"role": "user", "content": message}], [], []
     user_text = message
-
-    def ask_once(retry: asking.Retry | None) -> Any:
-        again = [] if retry is None else [{"role": "user", "content": f"That call was invalid: {retry.reason}. "
-                                                                      "Try again."}]
-        return ask_director(director, [*messages, *again])
-
-    def valid(answer: Any) -> tuple[str, dict, dict] | str:
-        """The task the director starts (task, inputs, options chosen), or its words to the user."""
-        calls = answer.get("tool_calls") if isinstance(answer, dict) else None
-        if calls:
-            return _parse_call(calls[0], user_text)
-        return ((answer.get("content") if isinstance(answer, dict) else answer) or "").strip()
-
     for _ in range(max_turns):
-        turn = asking.ask(ask_once, valid, agent=DIRECTOR, config_list=config_list, fallback="the chat ends")
+        turn = _director_turn(director, messages, user_text, config_list)
         turn.record(steps, faults)
         if not turn.used:
             what = "the LLM endpoint failed" if turn.endpoint_failed else "the director made no valid start_task call"
