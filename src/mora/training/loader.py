@@ -42,8 +42,24 @@ class StepWindows(torch.utils.data.Dataset):
                  for k in micro] for micro in self.positions]
 
 
+def _workers_context() -> Any:
+    """Where the workers come from: a fork server that imported this module and nothing else.
+
+    Why not fork (DataLoader's default on Linux): a worker forked from a training process that runs
+    threads (torch's, FFmpeg's) can inherit a lock another thread held, and then wait on it forever
+    inside PyAV's decoder (seen: both workers idle in `_Decoder.frames`, the run hung). A fork server
+    is single-threaded when it forks, and preloading this module keeps each worker's start cheap.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
 def prefetch(dataset: StepWindows, steps: list[int], workers: int) -> Iterator[list[list[Any]]]:
     """The windows of `steps`, in order, decoded by `workers` processes (two steps ahead each)."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=steps, num_workers=workers,
-                                         collate_fn=_as_is, prefetch_factor=2, persistent_workers=False)
+                                         collate_fn=_as_is, prefetch_factor=2, persistent_workers=False,
+                                         multiprocessing_context=_workers_context())
     return iter(loader)
