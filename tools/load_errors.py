@@ -54,7 +54,7 @@ def unreadable(error: BaseException) -> tuple[BaseException, str, str] | None:
     return None
 
 
-def read_weights(cls: type, model: str, source: str, **kwargs: Any) -> Any:
+def read_weights(cls: Any, model: str, source: str, **kwargs: Any) -> Any:
     """`cls.from_pretrained(source, **kwargs)`; weights that are here but unreadable raise `ModelLoadError`."""
     try:
         return cls.from_pretrained(source, **kwargs)
