@@ -97,3 +97,18 @@ def test_batch_summary_prints_paths_as_the_single_commands_do(tmp_path):
     summary = "\n".join(lines[next(i for i, line in enumerate(lines) if "video / error" in line):])
     assert str(tmp_path) not in summary, summary  # relative, like `mora text-to-video --out out/fox.mp4`
     assert "  out/fox.mp4" in summary and "rows in out/batch.json" in summary, summary
+
+
+def test_progress_lines_mark_each_tenth_and_the_end(capsys):
+    from mora.progress import Lines, bar
+
+    assert isinstance(bar(5, desc="batch", unit="job"), Lines)  # capsys' stderr is no terminal
+    lines = Lines(25, desc="batch", unit="job", initial=5)
+    for _ in range(20):
+        lines.set_postfix({"ok": 1}, refresh=False)
+        lines.update(1)
+    lines.close()
+    shown = capsys.readouterr().err.splitlines()
+    # resumed at 5/25: a line at each tenth passed (every 2.5 jobs) after that, the end once
+    assert [s.split(" (")[0] for s in shown] == [f"batch: {n}/25 jobs" for n in (8, 10, 13, 15, 18, 20, 23, 25)]
+    assert shown[-1] == "batch: 25/25 jobs (ok=1)"

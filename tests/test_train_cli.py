@@ -4,6 +4,7 @@ and the one rule for --resume / --overwrite (issues 19.4, 20.4, 20.5, 21.8)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,21 @@ def test_a_new_run_over_an_earlier_one_needs_overwrite(tmp_path):
     assert result.manifest["status"] == "complete" and Path(result.adapter_dir).is_dir()
     with pytest.raises(InputError, match=r"--resume: .*never' has no checkpoint"):
         train(data, tmp_path / "never", steps=1, progress=False, resume=True, **FAST)
+
+
+@pytest.mark.slow  # a 20-step tiny training run in a subprocess
+def test_training_progress_off_a_terminal_is_whole_lines(tmp_path):
+    """Written to a pipe, the training bar's redraws were `\\r` fragments (`train:   1%|  | 2/200`):
+    now a whole line each tenth of the way, the last one at the final step."""
+    data = tmp_path / "clips"
+    data.mkdir()
+    media.write_video(gradient_frames(5, 64, 64), data / "a.mp4", fps=8)
+    (data / "metadata.jsonl").write_text(json.dumps({"file_name": "a.mp4", "text": "a fox"}) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "mora.cli", "train", "--data", str(data), "--out", str(tmp_path / "run"),
+                           "--preset", "tiny", "--device", "cpu", "--steps", "20", "--train-size", "64x64",
+                           "--train-frames", "4"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "%|" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("train: ")]
+    assert [line.split(" (")[0] for line in lines] == [f"train: {n}/20 steps" for n in range(2, 21, 2)], lines
+    assert all(re.search(r"\(loss=\d+\.\d{4}\)$", line) for line in lines), lines

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -140,9 +139,9 @@ class Ledger:
 def _progress_bar(total: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from mora.progress import bar
 
-    return tqdm(total=total, unit="job", desc="batch", file=sys.stderr, dynamic_ncols=True)
+    return bar(total, unit="job", desc="batch")
 
 
 def format_summary(result: BatchResult, shown: Callable[[str], str] = str) -> str:

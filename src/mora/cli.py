@@ -54,7 +54,9 @@ class _Progress:
 def _bars(args: argparse.Namespace) -> bool:
     """Diffusion step bars only on a terminal: written to a pipe or a log file, tqdm's redraws are `\\r`
     fragments (`0%| | 0/1`); there the one line per agent step (`_Progress`) says what runs."""
-    return not args.quiet and sys.stderr.isatty()
+    from mora.progress import on_terminal
+
+    return not args.quiet and on_terminal()
 
 
 def _terminal_review(image_path: str, info: dict) -> Any:

@@ -131,8 +131,8 @@ class DataFreeLoop:
                          "enhanced_prompt": manifest.get("enhanced_prompt") or prompt, "scores": card,
                          "quality": quality(card), "adapter": (manifest.get("adapter") or {}).get("path")})
             if bar is not None:
+                bar.set_postfix_str(f"prompt {i} candidate {j}: quality {made[-1]['quality']:.3f}", refresh=False)
                 bar.update(1)
-                bar.set_postfix_str(f"prompt {i} candidate {j}: quality {made[-1]['quality']:.3f}")
         return made
 
     def decide(self, k: int, i: int, prompt: str, candidates: list[dict]) -> dict:
@@ -215,10 +215,10 @@ class DataFreeLoop:
         """A progress line per candidate made (the first minute of a run would be silent otherwise)."""
         if not self.progress:
             return None
-        from tqdm.auto import tqdm
+        from mora.progress import bar
 
-        return tqdm(total=len(self.cfg.prompts) * self.cfg.options.candidates, unit="video", dynamic_ncols=True,
-                    desc=f"iteration {k}/{self.cfg.options.iterations}: candidates")
+        return bar(len(self.cfg.prompts) * self.cfg.options.candidates, unit="video",
+                   desc=f"iteration {k}/{self.cfg.options.iterations}: candidates")
 
     def fine_tune(self, k: int, adapter: Path | None) -> Any:
         """`steps` steps on everything kept so far, from `adapter`; None when nothing was kept yet.

@@ -382,8 +382,8 @@ class Trainer:
                 records.append(record)
                 track(self.tracker, record)
                 if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}")
                 if self.callback is not None:
                     self.callback(record)
                 if self.cfg.validate_every and self.step % self.cfg.validate_every == 0:
@@ -425,9 +425,9 @@ class Trainer:
     def _progress_bar(self):
         if not self.progress:
             return None
-        from tqdm.auto import tqdm
+        from mora.progress import bar
 
-        return tqdm(total=self.cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        return bar(self.cfg.steps, initial=self.step, desc="train", unit="step")
 
     def close(self) -> None:
         """Stop writing train.log (the models stay loaded)."""
