@@ -423,7 +423,10 @@ def test_review_regenerate_then_approve(tmp_path):
 # Ctrl-C
 
 
-def test_ctrl_c_exits_130_and_writes_nothing_at_out(tmp_path):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_stop_cleanly_and_write_nothing_at_out(tmp_path, sig, code):
+    """Ctrl-C and SIGTERM (a service manager, `kill`, a container stop) stop the job the same way; SIGTERM
+    used to kill the process where it stood."""
     video, manifest_path, artifacts = _job_files(tmp_path, "out/slow.mp4")
     stdout, stderr = open(tmp_path / "stdout.txt", "w+"), open(tmp_path / "stderr.txt", "w+")
     # Many frames and steps make the video step slow (tens of seconds even for the toy models), so
@@ -440,8 +443,8 @@ def test_ctrl_c_exits_130_and_writes_nothing_at_out(tmp_path):
             assert time.monotonic() < deadline, "no first frame in time"
             time.sleep(0.05)
         assert proc.poll() is None, "the run finished before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=120)
+        proc.send_signal(sig)
+        exit_code = proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -449,7 +452,7 @@ def test_ctrl_c_exits_130_and_writes_nothing_at_out(tmp_path):
         stdout.close()
         stderr.close()
     err = Path(stderr.name).read_text()
-    assert code == 130, err
+    assert exit_code == code, err
     assert "Traceback" not in err, err
     assert "interrupted" in err
     assert not video.exists() and not manifest_path.exists()

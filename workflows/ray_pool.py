@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from collections import deque
 from dataclasses import replace
 from typing import Any
@@ -79,11 +81,16 @@ def connect(ray, address: str | None, workers: int | None) -> bool:
             logging.getLogger(RAY_AUTH_LOGGER).setLevel(logging.ERROR)
         if workers:
             kwargs["num_cpus"] = max(os.cpu_count() or 1, workers)  # a CPU slot per actor
+    handler = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(**kwargs)
     except ConnectionError as e:
         raise InputError(f"--ray: cannot reach a Ray cluster at {address or os.environ.get('RAY_ADDRESS')!r} "
                          f"({e}); start one with `ray start --head` or pass its address") from None
+    # ray.init puts its own SIGTERM handler in place (a native stack dump, then exit): the command's
+    # handler (`mora.cli`: a clean stop, rows saved, exit 143) is put back where there was one.
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
     return True
 
 

@@ -86,7 +86,7 @@ def _hooks(args: argparse.Namespace) -> Any:
 
     # Ctrl-C also stops the job at its next denoising step, should a library swallow the KeyboardInterrupt
     return Hooks(review=_terminal_review, on_step=_Progress(args.quiet), progress=_bars(args),
-                 cancelled=lambda: _Interrupts.seen)
+                 cancelled=lambda: bool(_Interrupts.seen))
 
 
 def _run_task(args: argparse.Namespace) -> int:
@@ -152,7 +152,7 @@ def _run_chat(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in job_data(args, "text-to-video").items() if k not in ("task", "prompt", "review")}
     outcome = mora.chat(message, ask=ask, review=_terminal_review if args.review else None,
-                        on_step=_Progress(args.quiet), progress=_bars(args), cancelled=lambda: _Interrupts.seen,
+                        on_step=_Progress(args.quiet), progress=_bars(args), cancelled=lambda: bool(_Interrupts.seen),
                         **options)
     if outcome.result is None:
         print(f"director: {outcome.reply}", file=sys.stderr)
@@ -334,28 +334,39 @@ def _run_ui(args: argparse.Namespace) -> int:
 
 
 class _Interrupts:
-    """Remembers Ctrl-C. Libraries sometimes turn the KeyboardInterrupt raised inside their native
-    code into another error (e.g. an OSError while loading weights), or swallow it; the exit code
-    stays 130, and a running job stops at its next denoising step (`Hooks.cancelled`)."""
+    """Remembers Ctrl-C (SIGINT) and SIGTERM, and stops the run the same way for both: a
+    KeyboardInterrupt, finished work kept, nothing written at --out, exit 128 + the signal's number
+    (130, 143). Without it SIGTERM killed the process where it stood, leaving Python's and the
+    libraries' cleanup undone. Libraries sometimes turn the KeyboardInterrupt raised inside their
+    native code into another error (e.g. an OSError while loading weights), or swallow it; the exit
+    code stays, and a running job stops at its next denoising step (`Hooks.cancelled`)."""
 
-    seen = False
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    seen: int = 0  # the signal received (0: none)
 
     @classmethod
     def handler(cls, signum: int, frame: Any) -> None:
-        cls.seen = True
+        cls.seen = signum
         signal.default_int_handler(signum, frame)
+
+    @classmethod
+    def install(cls) -> None:
+        cls.seen = 0  # a signal of an earlier main() in this process (tests) is not this one's
+        for signum in cls.SIGNALS:
+            signal.signal(signum, cls.handler)
 
 
 def _interrupted(command: str | None = None) -> int:
+    code = 128 + (_Interrupts.seen or signal.SIGINT)
     if command == "train":
         from mora.training.distributed import reports_interrupt
 
         if not reports_interrupt():  # one of several training processes: the launcher or process 0 says it
-            return 130
+            return code
     again = " (run the same command with --resume to continue)" if command in ("story", "batch", "train") else ""
     print(f"{PROG}: interrupted; finished work (artifacts, shots, checkpoints) was kept, nothing was written at "
           f"--out{again}", file=sys.stderr)
-    return 130
+    return code
 
 
 def _run_presets(args: argparse.Namespace) -> int:
@@ -407,8 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     if threading.current_thread() is threading.main_thread():
-        _Interrupts.seen = False  # a Ctrl-C of an earlier main() in this process (tests) is not this one's
-        signal.signal(signal.SIGINT, _Interrupts.handler)
+        _Interrupts.install()
     command = None
     try:
         args = parser.parse_args(argv)
