@@ -82,7 +82,7 @@ def local_six(tmp_path_factory, inputs):
 
 def test_six_tasks_in_one_process(local_six):
     result, jobs_file, _ = local_six
-    assert result.exit_code == 0 and result.mode == "local", format_summary(result)
+    assert result.exit_code == 0 and result.mode == "in-process", format_summary(result)
     rows = _rows(result)
     assert list(rows) == ["t2v", "i2v", "extend", "edit", "connect", "6"]  # the 6th has no id: its line
     out = result.out_dir
@@ -90,7 +90,7 @@ def test_six_tasks_in_one_process(local_six):
     assert rows["6"].video == str(out / "sim" / "village.mp4")  # a relative `out` goes under --out-dir
     for job in load_jobs(jobs_file, out_dir=out, defaults={"preset": "tiny"}, overwrite=True):  # its own outputs
         row = rows[job.id]
-        assert (row.status, row.worker, row.attempts, row.error) == ("ok", "local", 1, None)
+        assert (row.status, row.worker, row.attempts, row.error) == ("ok", "in-process", 1, None)
         manifest = json.loads(Path(row.video).with_suffix(".json").read_text())
         assert manifest["task"] == job.task and manifest["seed"] == job.options["seed"]
         assert manifest["preset"] == "tiny" and manifest["route"]

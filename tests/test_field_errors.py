@@ -41,8 +41,8 @@ def _mcp_text(tmp_path: Path, arguments: dict) -> str:
     from mora.mcp.server import MoraMcp, file_links
     from mora.service.store import JobStore
 
-    store = JobStore(tmp_path / "mcp.db", tmp_path, defaults={"preset": "tiny"}, local_paths=True)
-    server = MoraMcp(store, file_links(tmp_path), local_files=True, preset="tiny").server()
+    store = JobStore(tmp_path / "mcp.db", tmp_path, defaults={"preset": "tiny"}, any_path=True)
+    server = MoraMcp(store, file_links(tmp_path), any_path=True, preset="tiny").server()
     texts = []
 
     async def conversation():

@@ -36,8 +36,8 @@ def _in_process(tmp_path: Path):
     from mora.mcp.server import MoraMcp, file_links
     from mora.service.store import JobStore
 
-    store = JobStore(tmp_path / "mcp.db", tmp_path, defaults={"preset": "tiny"}, local_paths=True)
-    return store, MoraMcp(store, file_links(tmp_path), local_files=True, preset="tiny").server()
+    store = JobStore(tmp_path / "mcp.db", tmp_path, defaults={"preset": "tiny"}, any_path=True)
+    return store, MoraMcp(store, file_links(tmp_path), any_path=True, preset="tiny").server()
 
 
 def _run(conversation, server) -> None:

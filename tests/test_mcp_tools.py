@@ -42,8 +42,8 @@ def test_bounds_and_help_come_from_the_options():
 
 
 def test_file_inputs_say_what_they_take_per_transport():
-    local = mt.tool_schema("connect", local_files=True)["properties"]["video_a"]["description"]
-    remote = mt.tool_schema("connect", local_files=False)["properties"]["video_a"]["description"]
+    local = mt.tool_schema("connect", any_path=True)["properties"]["video_a"]["description"]
+    remote = mt.tool_schema("connect", any_path=False)["properties"]["video_a"]["description"]
     assert "local path" in local and "job:<id>" in local
     assert "local path" not in remote and "job:<id>" in remote
 
@@ -89,12 +89,12 @@ def test_host_options_and_other_fields_are_refused():
 
 
 def test_score_video_takes_a_job_or_over_stdio_a_local_video(tmp_path):
-    assert mt.video_path("job:j1", local_files=False, resolve_job=lambda i: f"/jobs/{i}/video.mp4") == \
+    assert mt.video_path("job:j1", any_path=False, resolve_job=lambda i: f"/jobs/{i}/video.mp4") == \
         "/jobs/j1/video.mp4"
     with pytest.raises(InputError, match=r"^video: '/etc/passwd' is a path on the server"):
-        mt.video_path("/etc/passwd", local_files=False, resolve_job=None)
+        mt.video_path("/etc/passwd", any_path=False, resolve_job=None)
     with pytest.raises(InputError, match=r"^video: '.*nope.mp4' does not exist"):
-        mt.video_path(str(tmp_path / "nope.mp4"), local_files=True, resolve_job=None)
+        mt.video_path(str(tmp_path / "nope.mp4"), any_path=True, resolve_job=None)
 
 
 def _row(**kw):

@@ -196,8 +196,8 @@ def test_mcp_answers_an_unavailable_preset_with_is_error(tmp_path):
 
     preset_file, line = _missing_preset(tmp_path)
     store = JobStore(tmp_path / "mcp.db", tmp_path / "out", host={"preset_file": preset_file, "device": "cpu"},
-                     defaults={"preset": "tiny"}, local_paths=True)
-    server = MoraMcp(store, file_links(tmp_path / "out"), local_files=True, preset="tiny").server()
+                     defaults={"preset": "tiny"}, any_path=True)
+    server = MoraMcp(store, file_links(tmp_path / "out"), any_path=True, preset="tiny").server()
     results = []
 
     async def main():

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from mora.errors import InputError
-from mora.workflows.jobs_file import BatchJob, JobsFileError, load_jobs, run_job
+from mora.workflows.jobs_file import JobLine, JobsFileError, load_jobs, run_job
 from mora.workflows.jobspec import task_inputs
-from mora.workflows.ledger import BatchResult, JobRecord, Ledger, format_summary
+from mora.workflows.ledger import IN_PROCESS, BatchResult, BatchRow, Ledger, format_summary
 from mora.workflows.ray_pool import run_on_ray, with_llm_configs
 from mora.workflows.tasks import FILE_KINDS
 
@@ -45,7 +45,7 @@ class BatchInterrupted(KeyboardInterrupt):
 
 
 
-def finished_video(job: BatchJob) -> str | None:
+def finished_video(job: JobLine) -> str | None:
     """The job's video when an earlier run finished it: its manifest exists and its task, inputs,
     preset and seed (when the job fixes one) are the job's, and the video is there."""
     try:
@@ -68,17 +68,17 @@ def finished_video(job: BatchJob) -> str | None:
 
 # --- running ---
 
-def _run_here(jobs: list[BatchJob], ledger: Ledger, fail_fast: bool) -> None:
+def _run_here(jobs: list[JobLine], ledger: Ledger, fail_fast: bool) -> None:
     """In order, in this process: the runtime's pipeline cache keeps every model warm across jobs."""
     for i, job in enumerate(jobs):
-        ledger.start(job, "local")
-        row = ledger.finish(job.id, **run_job(job, "local"))
+        ledger.start(job, IN_PROCESS)
+        row = ledger.finish(job.id, **run_job(job, IN_PROCESS))
         if fail_fast and row.status == "failed":
             ledger.skip(jobs[i + 1:], f"not run: --fail-fast stopped the batch after job {job.id} failed")
             return
 
 
-def _skip_finished(jobs: list[BatchJob], ledger: Ledger) -> list[BatchJob]:
+def _skip_finished(jobs: list[JobLine], ledger: Ledger) -> list[JobLine]:
     """`--resume`: mark jobs whose manifest matches as skipped; return the others."""
     todo = []
     for job in jobs:
@@ -122,7 +122,7 @@ def batch(
     overwrite: bool = False,
     fail_fast: bool = False,
     progress: bool = True,
-    on_job: Callable[[JobRecord], None] | None = None,
+    on_job: Callable[[BatchRow], None] | None = None,
     **defaults: Any,
 ) -> BatchResult:
     """Run many jobs, models kept warm: in this process, or on Ray across GPUs and machines.
@@ -165,7 +165,7 @@ def batch(
         checked = with_llm_configs(checked)
     out.mkdir(parents=True, exist_ok=True)
     source = str(Path(jobs).absolute()) if isinstance(jobs, (str, os.PathLike)) else None
-    ledger = Ledger(checked, out, "ray" if use_ray else "local", source, progress, on_job)
+    ledger = Ledger(checked, out, "ray" if use_ray else IN_PROCESS, source, progress, on_job)
     todo = _skip_finished(checked, ledger) if resume else list(checked)
     ledger.save()
     try:
@@ -179,5 +179,5 @@ def batch(
     return ledger.close()
 
 
-__all__ = ["BatchJob", "BatchResult", "BatchInterrupted", "JobRecord", "JobsFileError", "batch", "finished_video",
+__all__ = ["JobLine", "BatchResult", "BatchInterrupted", "BatchRow", "JobsFileError", "batch", "finished_video",
            "format_summary", "load_jobs", "run_job"]

@@ -48,7 +48,7 @@ class JobsFileError(InputError):
 
 
 @dataclass(frozen=True)
-class BatchJob:
+class JobLine:
     """One checked job: what `mora.run` gets.
 
     Args:
@@ -81,7 +81,7 @@ class BatchJob:
 
 
 def load_jobs(source: str | os.PathLike | Iterable[dict], *, out_dir: str | os.PathLike,
-              defaults: dict | None = None, ray: bool = False, overwrite: bool = False) -> list[BatchJob]:
+              defaults: dict | None = None, ray: bool = False, overwrite: bool = False) -> list[JobLine]:
     """Read and check every job; report every bad one at once.
 
     Args:
@@ -111,7 +111,7 @@ def load_jobs(source: str | os.PathLike | Iterable[dict], *, out_dir: str | os.P
         raise InputError(f"jobs: {_label(source)} has no jobs; write one JSON object per line, e.g. "
                          '{"task": "text-to-video", "prompt": "a fox"}')
     out_root = Path(out_dir).expanduser().absolute()
-    jobs: list[BatchJob] = []
+    jobs: list[JobLine] = []
     for where, line, entry in entries:
         try:
             jobs.append(_make_job(line, entry, out_root, defaults, ray, overwrite))
@@ -165,7 +165,7 @@ def _line_of(problem: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _make_job(line: int, entry: Any, out_root: Path, defaults: dict, ray: bool, overwrite: bool) -> BatchJob:
+def _make_job(line: int, entry: Any, out_root: Path, defaults: dict, ray: bool, overwrite: bool) -> JobLine:
     """One line through the job model and `prepare` (without touching its input files)."""
     if not isinstance(entry, dict):
         raise InputError(f"job: a JSON {type(entry).__name__} is not a job; write an object like "
@@ -185,7 +185,7 @@ def _make_job(line: int, entry: Any, out_root: Path, defaults: dict, ray: bool, 
     inputs = {k: (str(Path(v).expanduser().absolute()) if kinds[k] in FILE_KINDS and isinstance(v, str) else v)
               for k, v in spec.inputs().items()}  # file paths absolute: any worker's cwd (a storyboard may be a dict)
     given = {k: v for k, v in spec.options().items() if k in data and v is not None}
-    return BatchJob(id=job_id, line=line, task=spec.task, inputs=inputs, options=given, preset=prepared.preset.name)
+    return JobLine(id=job_id, line=line, task=spec.task, inputs=inputs, options=given, preset=prepared.preset.name)
 
 
 def _check_id(value: Any) -> str:
@@ -195,11 +195,11 @@ def _check_id(value: Any) -> str:
     return str(value)
 
 
-def _clashes(jobs: list[BatchJob], out_root: Path, ray: bool, where_of: dict[int, str]) -> list[str]:
+def _clashes(jobs: list[JobLine], out_root: Path, ray: bool, where_of: dict[int, str]) -> list[str]:
     """Two jobs writing the same file, sharing an id, or (on Ray) one reading what another writes."""
     problems = []
-    ids: dict[str, BatchJob] = {}
-    outs: dict[Path, BatchJob] = {}
+    ids: dict[str, JobLine] = {}
+    outs: dict[Path, JobLine] = {}
     ledger = out_root / "batch.json"
     for job in jobs:
         where = where_of[job.line]
@@ -224,15 +224,15 @@ def _clashes(jobs: list[BatchJob], out_root: Path, ray: bool, where_of: dict[int
     return problems
 
 
-def run_job(job: BatchJob, worker: str = "local") -> dict:
+def run_job(job: JobLine, worker: str) -> dict:
     """Run one job with `mora.run`; never raises for the job's own failure.
 
     Returns:
         The row fields: `status` (ok/failed), `error` (one line), `seconds`, `worker`, `video`.
 
     Example:
-        >>> run_job(load_jobs([{"task": "text-to-video", "prompt": "a fox", "preset": "tiny"}], out_dir="o")[0])
-        {'status': 'ok', 'error': None, 'seconds': 8.2, 'worker': 'local', 'video': '/abs/o/1.mp4'}
+        >>> run_job(load_jobs([{"task": "text-to-video", "prompt": "a fox", "preset": "tiny"}], out_dir="o")[0], "in-process")
+        {'status': 'ok', 'error': None, 'seconds': 8.2, 'worker': 'in-process', 'video': '/abs/o/1.mp4'}
     """
     from mora.workflows.prepare import Hooks
     from mora.workflows.runner import run_job as run_one

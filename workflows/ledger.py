@@ -1,4 +1,4 @@
-"""A batch's rows: one `JobRecord` per job, rewritten to `<out_dir>/batch.json` after every change."""
+"""A batch's rows: one `BatchRow` per job, rewritten to `<out_dir>/batch.json` after every change."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from typing import Any
 
 from mora import media
 
+IN_PROCESS = "in-process"  # the worker and mode of a batch run in this process (else `ray`, or a Ray actor)
 STATUSES = ("pending", "ok", "failed", "skipped")  # pending: not finished (not started, running or interrupted)
 
 
 @dataclass
-class JobRecord:
+class BatchRow:
     """One row of batch.json.
 
     Args:
@@ -26,7 +27,7 @@ class JobRecord:
         error: the one-line error of a failed job.
         note: why a job was skipped or retried.
         seconds: wall time of its last attempt (model loading included on a cold worker).
-        worker: `local`, or the Ray actor (`ray-N@host:pid`) that ran it.
+        worker: `in-process`, or the Ray actor (`ray-N@host:pid`) that ran it.
         video: the output video (set when ok or skipped by resume).
         attempts: how many times it started (2 when its first worker died).
     """
@@ -52,15 +53,15 @@ class BatchResult:
         path: `<out_dir>/batch.json`, the same rows on disk.
         out_dir: where relative outputs went.
         seconds: wall time of the whole batch.
-        mode: `local` (in-process) or `ray`.
+        mode: `in-process` or `ray`.
         interrupted: stopped by Ctrl-C.
     """
 
-    jobs: list[JobRecord]
+    jobs: list[BatchRow]
     path: Path
     out_dir: Path
     seconds: float = 0.0
-    mode: str = "local"
+    mode: str = IN_PROCESS
     interrupted: bool = False
 
     def count(self, status: str) -> int:
@@ -86,8 +87,8 @@ class Ledger:
     """The rows of a batch: updated as jobs finish, each time rewritten to batch.json atomically."""
 
     def __init__(self, jobs: list[Any], out_dir: Path, mode: str, source: str,
-                 progress: bool, on_job: Callable[[JobRecord], None] | None):
-        self.rows = {j.id: JobRecord(id=j.id, line=j.line, task=j.task) for j in jobs}
+                 progress: bool, on_job: Callable[[BatchRow], None] | None):
+        self.rows = {j.id: BatchRow(id=j.id, line=j.line, task=j.task) for j in jobs}
         self.result = BatchResult(jobs=list(self.rows.values()), path=out_dir / "batch.json", out_dir=out_dir,
                                   mode=mode)
         self.source, self.on_job, self.started = source, on_job, time.perf_counter()
@@ -104,7 +105,7 @@ class Ledger:
     def postfix(self) -> dict:
         return {s: self.result.count(s) for s in ("ok", "failed", "skipped") if self.result.count(s)}
 
-    def finish(self, job_id: str, **changes: Any) -> JobRecord:
+    def finish(self, job_id: str, **changes: Any) -> BatchRow:
         row = self.rows[job_id]
         for key, value in changes.items():
             setattr(row, key, value)
@@ -151,7 +152,7 @@ def format_summary(result: BatchResult, shown: Callable[[str], str] = str) -> st
     Example:
         >>> print(format_summary(result))
         id  task           status  seconds  worker  video / error
-        1   text-to-video  ok          8.2  local   /abs/outputs/batch/1.mp4
+        1   text-to-video  ok          8.2  in-process  /abs/outputs/batch/1.mp4
         1 job: 1 ok, 0 failed, 0 skipped, 0 pending in 8.3 s (7.2 jobs/min); rows in /abs/outputs/batch/batch.json
     """
     header = ("id", "task", "status", "seconds", "worker", "video / error")

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from mora.errors import InputError, one_line
-from mora.workflows.jobs_file import BatchJob, run_job
+from mora.workflows.jobs_file import JobLine, run_job
 from mora.workflows.ledger import Ledger, worker_name
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class BatchWorker:
         self.name = worker_name(name)
         self.device = device
 
-    def run(self, job: BatchJob, attempt: int) -> dict:
+    def run(self, job: JobLine, attempt: int) -> dict:
         """Run one job here (`attempt` counts from 1: a job whose actor died runs again elsewhere)."""
         if self.device and job.options.get("device", "auto") == "auto":
             job = replace(job, options={**job.options, "device": self.device})
@@ -110,7 +110,7 @@ def pool_shape(ray, workers: int | None) -> tuple[int, int, str | None]:
     return workers, 0, "cpu"
 
 
-def with_llm_configs(jobs: list[BatchJob]) -> list[BatchJob]:
+def with_llm_configs(jobs: list[JobLine]) -> list[JobLine]:
     """The jobs with their LLM config read here: an actor on another node has neither the file nor
     `$OAI_CONFIG_LIST`. Configs travel with the job (Ray's object store), never in batch.json or logs."""
     from mora.agents.llm import load_llm_config
@@ -159,7 +159,7 @@ class _Actors:
             self.kill(actor)
 
 
-def run_on_ray(jobs: list[BatchJob], ledger: Ledger, *, address: str | None, workers: int | None,
+def run_on_ray(jobs: list[JobLine], ledger: Ledger, *, address: str | None, workers: int | None,
                fail_fast: bool) -> None:
     """Run `jobs` on Ray actors that keep their models warm; record each row in `ledger`.
 
@@ -185,12 +185,12 @@ def run_on_ray(jobs: list[BatchJob], ledger: Ledger, *, address: str | None, wor
             ray.shutdown()
 
 
-def _dispatch(ray, actors: _Actors, jobs: list[BatchJob], ledger: Ledger, fail_fast: bool) -> None:
+def _dispatch(ray, actors: _Actors, jobs: list[JobLine], ledger: Ledger, fail_fast: bool) -> None:
     """Give each idle actor the next job; `ray.wait` for whichever finishes first."""
     from ray.exceptions import RayActorError, RayError
 
     queue = deque((job, 1) for job in jobs)
-    running: dict[Any, tuple[Any, str, BatchJob, int]] = {}  # result ref -> (actor, name, job, attempt)
+    running: dict[Any, tuple[Any, str, JobLine, int]] = {}  # result ref -> (actor, name, job, attempt)
     while queue or running:
         while queue and actors.idle:
             (actor, name), (job, attempt) = actors.idle.popleft(), queue.popleft()

@@ -272,7 +272,7 @@ def film_card(seams: list[dict], pieces: list[dict], shots: list[dict], board: d
                      "unexpected": [c for c in found if c not in intended]}}
 
 
-def contact_sheet(shots: list[dict], path: Path) -> Path:
+def shot_sheet(shots: list[dict], path: Path) -> Path:
     """One frame per shot (its first), labelled `shot N`, in a grid of up to 4 columns (atomic write)."""
     from PIL import Image, ImageDraw
 
@@ -335,7 +335,7 @@ def write_story(p: StoryPrepared, board: dict, llm: dict, shots: list[dict], tra
     pieces = _pieces(shots, transitions)
     size, fps = (shots[0]["width"], shots[0]["height"]), shots[0]["fps"]
     started = time.perf_counter()
-    contact = contact_sheet(shots, p.contact_path)
+    contact = shot_sheet(shots, p.contact_path)
     count, seams = write_film(pieces, p.out, fps, size)
     card = film_card(seams, pieces, shots, board) if p.spec.metrics else None
     route, steps = _route(shots, transitions)

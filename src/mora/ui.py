@@ -53,12 +53,13 @@ class _Session:
         self.decisions: queue.Queue = queue.Queue()
 
 
+NO_SESSION = "no-session"  # the key of calls that come without a gradio session (the API, tests)
 _SESSIONS: dict[str, _Session] = {}
 _LOCK = threading.Lock()
 
 
 def _session(request: gr.Request | None) -> _Session:
-    key = getattr(request, "session_hash", None) or "local"
+    key = getattr(request, "session_hash", None) or NO_SESSION
     with _LOCK:
         return _SESSIONS.setdefault(key, _Session())
 
@@ -66,7 +67,7 @@ def _session(request: gr.Request | None) -> _Session:
 def _end_session(request: gr.Request | None) -> None:
     """A job is over: forget its session (the table holds only sessions with a running job)."""
     with _LOCK:
-        _SESSIONS.pop(getattr(request, "session_hash", None) or "local", None)
+        _SESSIONS.pop(getattr(request, "session_hash", None) or NO_SESSION, None)
 
 
 # The page's per-job fields: the job model's `job` and `person` options of each task. The preset

@@ -106,16 +106,16 @@ class MoraMcp:
     Args:
         store: a `JobStore` (submit, get, list, cancel, events).
         links: how videos are named (`file_links` over stdio, `url_links` over HTTP).
-        local_files: inputs may be local paths (stdio: the caller's machine is the server's).
+        any_path: inputs may be local paths (stdio: the caller's machine is the server's).
         preset: the default preset of the task tools (None: the job model's).
 
     Example:
-        >>> server = MoraMcp(store, file_links("outputs/mcp"), local_files=True, preset="tiny").server()
+        >>> server = MoraMcp(store, file_links("outputs/mcp"), any_path=True, preset="tiny").server()
     """
 
-    def __init__(self, store: Any, links: Links, *, local_files: bool, preset: str | None = None):
-        self.store, self.links, self.local_files, self.preset = store, links, local_files, preset
-        self.tools = {t["name"]: t for t in mt.all_tools(preset=preset, local_files=local_files)}
+    def __init__(self, store: Any, links: Links, *, any_path: bool, preset: str | None = None):
+        self.store, self.links, self.any_path, self.preset = store, links, any_path, preset
+        self.tools = {t["name"]: t for t in mt.all_tools(preset=preset, any_path=any_path)}
         # (caller, request id) -> the cancel scopes of the task calls waiting under that id (see `cancelled`)
         self._waiting: defaultdict[tuple[str, str], set[anyio.CancelScope]] = defaultdict(set)
 
@@ -160,7 +160,7 @@ class MoraMcp:
                 return await self._run_task(ctx, name, arguments)
             return await getattr(self, f"_{name}")(ctx, mt.other_arguments(name, arguments))
         except (InputError, ModelUnavailableError) as e:  # the command line's one line (its exit 2); serving on
-            if self.local_files:
+            if self.any_path:
                 return _error(str(e))
             from mora.service.guards import public_text  # over HTTP: no server path in the message
 
@@ -234,7 +234,7 @@ class MoraMcp:
     def _result(self, row: Any, ctx: Any) -> types.CallToolResult:
         uri = self.links.uri(row.id, row.video, _base(ctx)) if row.status == "completed" and row.video else None
         rep = mt.report(row, uri)
-        if not self.local_files:  # over HTTP a caller sees no server path (stdio: the caller's own machine)
+        if not self.any_path:  # over HTTP a caller sees no server path (stdio: the caller's own machine)
             from mora.service.guards import public_text
 
             rep.error = public_text(rep.error, row.id, self.store.folder(row.id))
@@ -264,7 +264,7 @@ class MoraMcp:
         from mora.evaluation import format_table, score_card_for_file
 
         owner = _owner(ctx)
-        path = mt.video_path(args.video, local_files=self.local_files,
+        path = mt.video_path(args.video, any_path=self.any_path,
                              resolve_job=lambda job_id: self._video_of(job_id, owner))
         card = await anyio.to_thread.run_sync(lambda: score_card_for_file(path, manifest=mt.manifest_beside(path)))
         return types.CallToolResult(content=[types.TextContent(text=format_table(card))], structured_content=card)

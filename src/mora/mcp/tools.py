@@ -80,18 +80,18 @@ class JobReport(BaseModel):
 
 # --- schemas -------------------------------------------------------------------------------------
 
-def _file_help(kind: str, local_files: bool) -> str:
+def _file_help(kind: str, any_path: bool) -> str:
     own = "an earlier job's video as job:<id>" if kind == "video" else "job:<id> (an earlier job's first frame)"
-    return f"; an absolute local path or {own}" if local_files else f"; {own} (a path on the server is refused)"
+    return f"; an absolute local path or {own}" if any_path else f"; {own} (a path on the server is refused)"
 
 
-def tool_schema(task: str, *, preset: str | None = None, local_files: bool = True) -> dict:
+def tool_schema(task: str, *, preset: str | None = None, any_path: bool = True) -> dict:
     """The input schema of `task`'s tool: its job schema (job-scope options) without `task`, plus `wait`.
 
     Args:
         task: one of `JOB_TASKS`.
         preset: the server's preset (`mora mcp --preset`), shown as the default.
-        local_files: image and video inputs may be local paths (stdio).
+        any_path: image and video inputs may be local paths (stdio).
 
     Example:
         >>> tool_schema("extend")["required"]
@@ -104,8 +104,8 @@ def tool_schema(task: str, *, preset: str | None = None, local_files: bool = Tru
     schema["required"] = [k for k in schema["required"] if k != "task"]
     for item in task_inputs(task):
         if item.kind in MEDIA_KINDS:
-            props[item.name]["description"] += _file_help(item.kind, local_files)
-        elif item.kind == "storyboard" and not local_files:
+            props[item.name]["description"] += _file_help(item.kind, any_path)
+        elif item.kind == "storyboard" and not any_path:
             props[item.name]["description"] += " (over HTTP: the storyboard object itself, not a path)"
     if preset is not None:
         props["preset"]["default"] = preset
@@ -113,13 +113,13 @@ def tool_schema(task: str, *, preset: str | None = None, local_files: bool = Tru
     return schema
 
 
-def task_tool(task: str, *, preset: str | None = None, local_files: bool = True) -> dict:
+def task_tool(task: str, *, preset: str | None = None, any_path: bool = True) -> dict:
     """One task's tool: name, title, description, input and output schemas (see `tool_schema`)."""
     text = STORY_HELP if task == STORY else TASK_TABLE[task].help
     return {"name": TOOL_NAMES[task], "title": text.split(" (")[0].rstrip("."),
             "description": f"{text} Runs Mora's agents ({task}); returns the video as a resource link and the "
                            "manifest's summary (route, enhanced prompt, seconds, score card).",
-            "input_schema": tool_schema(task, preset=preset, local_files=local_files),
+            "input_schema": tool_schema(task, preset=preset, any_path=any_path),
             "output_schema": report_schema()}
 
 
@@ -147,9 +147,9 @@ def other_tool(name: str) -> dict:
             "output_schema": out}
 
 
-def all_tools(*, preset: str | None = None, local_files: bool = True) -> list[dict]:
+def all_tools(*, preset: str | None = None, any_path: bool = True) -> list[dict]:
     """Every tool: one per task of the job model, then the others."""
-    return [task_tool(t, preset=preset, local_files=local_files) for t in JOB_TASKS] + \
+    return [task_tool(t, preset=preset, any_path=any_path) for t in JOB_TASKS] + \
         [other_tool(name) for name in OTHER_TOOLS]
 
 
@@ -185,11 +185,11 @@ def job_arguments(tool: str, arguments: dict | None) -> tuple[dict, bool]:
     return data, wait
 
 
-def video_path(value: str, *, local_files: bool, resolve_job: Any) -> str:
+def video_path(value: str, *, any_path: bool, resolve_job: Any) -> str:
     """score_video's input as a path: `job:<id>` through `resolve_job(id)`, else a local path (stdio only)."""
     if value.startswith(JOB_REF):
         return resolve_job(value[len(JOB_REF):].strip())
-    if not local_files:
+    if not any_path:
         raise InputError(f"{value!r} is a path on the server, which a request may not name; pass job:<id> "
                          "of an earlier job", param="video")
     return str(media.check_file(value, argument="video", kinds=("video",)))

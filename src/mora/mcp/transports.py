@@ -49,12 +49,12 @@ def run_stdio(*, out_dir: str | Path, preset: str | None = None, host: dict | No
         raise InputError(f"--out-dir: {str(out)!r} cannot be created ({type(e).__name__}); pass a writable "
                          "folder") from None
     store = JobStore(out / "mcp.db", out, host=host, defaults={"preset": preset} if preset else None,
-                     local_paths=True)  # stdio: the caller's machine is this one, its paths are allowed
+                     any_path=True)  # stdio: the caller's machine is this one, its paths are allowed
     store.recover()  # jobs a killed server left running are queued again
     # jobs run in a child process (models warm there): the protocol loop answers at once while a job
     # holds its GIL, and a crash in a model cannot take the server down
     worker = Worker(store, dict(host or {}), process=True)
-    server = MoraMcp(store, file_links(out), local_files=True, preset=preset).server()
+    server = MoraMcp(store, file_links(out), any_path=True, preset=preset).server()
 
     async def serve() -> None:
         async with stdio_server() as (read, write):
@@ -101,7 +101,7 @@ def http_app(store: Any, *, base_url: str | None = None, preset: str | None = No
 
     from mora.mcp.server import MoraMcp, url_links
 
-    server = MoraMcp(store, url_links(store, base_url), local_files=False, preset=preset).server()
+    server = MoraMcp(store, url_links(store, base_url), any_path=False, preset=preset).server()
     security = TransportSecuritySettings(enable_dns_rebinding_protection=False)  # the service's HostGate does it
     manager = StreamableHTTPSessionManager(app=server, stateless=True, security_settings=security)
     return McpHttp(app=StreamableHTTPASGIApp(manager), lifespan=manager.run)

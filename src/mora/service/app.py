@@ -170,7 +170,7 @@ def _info_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/v1/presets")
     def presets() -> dict:
-        return {"object": "list", "data": preset_rows(service.store.host.get("preset_file"))}
+        return {"object": "list", "data": model_objects(service.store.host.get("preset_file"))}
 
 
 def prometheus_text(store: JobStore) -> str:
@@ -190,7 +190,7 @@ def prometheus_text(store: JobStore) -> str:
     return "\n".join(lines) + "\n"
 
 
-def preset_rows(preset_file: str | None) -> list[dict]:
+def model_objects(preset_file: str | None) -> list[dict]:
     """Every preset as the Videos API's `model`: name, description, default seconds and size."""
     from mora.config import load_presets
     from mora.workflows.prepare import default_seconds

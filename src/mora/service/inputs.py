@@ -62,7 +62,7 @@ def job_video(store: Any, name: str, kind: str, ref: str, inputs: Path, owner: s
 def server_path(store: Any, name: str, value: str) -> str:
     """A path a job names on the server: any on a local front door, else only under `--inputs-dir`."""
     path = Path(value).expanduser()
-    if store.local_paths:
+    if store.any_path:
         return str(path)
     if store.inputs_dir is not None and is_inside(path, store.inputs_dir):
         return str(path.resolve())

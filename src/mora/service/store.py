@@ -94,7 +94,7 @@ class JobStore:
             llm_config, adapter): submit checks jobs with them, as the worker will run them.
         defaults: job options filled in when a job omits them (e.g. `{"preset": "tiny"}`).
         inputs_dir: a folder on the server whose files jobs may name by path; any other path is refused.
-        local_paths: accept any path on this machine (a local front door such as stdio MCP).
+        any_path: accept any path on this machine (a local front door such as stdio MCP).
         max_job_work: refuse a job costing more than this many times its preset's own job
             (`mora.service.guards.check_work`); None: no budget.
         max_queued_per_key: refuse a job (`QueueFull`) while its owner has this many jobs queued or
@@ -107,18 +107,18 @@ class JobStore:
     """
 
     def __init__(self, db: str | Path, out_dir: str | Path, *, host: dict | None = None,
-                 defaults: dict | None = None, inputs_dir: str | Path | None = None, local_paths: bool = False,
+                 defaults: dict | None = None, inputs_dir: str | Path | None = None, any_path: bool = False,
                  max_job_work: float | None = None, max_queued_per_key: int | None = None):
         self.db = Path(db).expanduser()
         self.out_dir = Path(out_dir).expanduser().resolve()  # absolute: responses are scrubbed of it by prefix
         self.host = dict(host or {})
         self.defaults = dict(defaults or {})
         self.inputs_dir = Path(inputs_dir).expanduser().resolve() if inputs_dir else None
-        self.local_paths = local_paths
+        self.any_path = any_path
         self.max_job_work, self.max_queued_per_key = max_job_work, max_queued_per_key
         self.db.parent.mkdir(parents=True, exist_ok=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        self._thread = threading.local()
         self._lock = threading.Lock()  # one writer at a time in this process
         self._work = threading.Event()  # set when a job is queued: wakes a waiting worker at once
         self._migrate()
@@ -135,13 +135,13 @@ class JobStore:
     # --- connections -------------------------------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
+        con = getattr(self._thread, "con", None)
         if con is None:  # one connection per thread: sqlite3 connections must not cross threads
             con = sqlite3.connect(self.db, timeout=30, isolation_level=None, check_same_thread=False)
             con.row_factory = sqlite3.Row
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses no commit
-            self._local.con = con
+            self._thread.con = con
         return con
 
     class _Tx:
@@ -495,10 +495,10 @@ class JobStore:
 
     def close(self) -> None:
         """Close this thread's connection."""
-        con = getattr(self._local, "con", None)
+        con = getattr(self._thread, "con", None)
         if con is not None:
             con.close()
-            self._local.con = None
+            self._thread.con = None
 
 
 def _owned(where: str, args: list, owner: str | None) -> tuple[str, list]:
