@@ -1,9 +1,11 @@
 """The team: five role agents, a user proxy that executes tools, and a route-following group chat.
 
-Wiring (classic AutoGen): each role agent is a `ConversableAgent` with its system message; tools
-are registered for execution on the user proxy (`code_execution_config=False`, always) and, when
-an LLM is configured, for LLM use on the agent that calls them, so the LLM sees their typed
-schemas. A `GroupChatManager` runs the chat; speaker selection walks the task's route (data in
+Wiring (classic AutoGen, docs/ARCHITECTURE.md "Inside the team"): each role agent is a
+`ConversableAgent` with its system message and a reply function (`register_reply`, position 0);
+tools are registered with `register_for_execution` on the user proxy (`code_execution_config=False`,
+always) and, when an LLM is configured, with `register_for_llm` on the agent that calls them, so the
+LLM sees their typed schemas with the preset's bounds (`mora.agents.toolcalls.llm_function`). A
+`GroupChatManager` runs the chat; speaker selection (`Team._select`) walks the job's route (data in
 `mora.workflows.tasks`), so the order never depends on an LLM.
 
 Without an LLM the prompt agent answers with the deterministic enhancer and tool agents emit
@@ -32,7 +34,7 @@ from autogen.io import IOStream
 from mora.agents import roles
 from mora.agents.asking import Retry, ask, reason
 from mora.agents.llm import LLM_ATTEMPTS, autogen_llm_config
-from mora.agents.toolcalls import ToolCallFault, extract_call, tool_schema, validate_args
+from mora.agents.toolcalls import ToolCallFault, extract_call, llm_function, validate_args
 from mora.errors import InputError
 from mora.limits import check_text, llm_bounds
 from mora.tools.toolset import Toolset
@@ -45,11 +47,13 @@ MAX_PROMPT_WORDS = 200
 
 
 class Route(Protocol):
-    """What the team needs of a job's route state machine (`mora.workflows.job.Job` implements it)."""
+    """What the team reads and sets of a job's route state machine (`mora.workflows.job.Job` implements it).
+
+    Exactly the attributes this module uses on a job (tests/test_team_wiring.py checks it).
+    """
 
     task: str
     inputs: dict
-    steps: list
     active: Any  # the acting step: `.agent`, `.tool`
     turns: int
     error: BaseException | None
@@ -63,7 +67,6 @@ class Route(Protocol):
     candidate: int  # index of the candidate being made (the step lines number it)
     llm_steps: list[dict]
     llm_faults: list[str]
-    call_origin: str
 
     def advance(self) -> Any: ...
     def remaining(self) -> list[str]: ...
@@ -73,7 +76,7 @@ class Route(Protocol):
     def edit_instruction(self) -> str: ...
     def default_enhancement(self) -> str: ...
     def record_output(self, tool: str, path: str) -> None: ...
-    def choose_candidate(self, by_scores: list[int], judge_choice: int | str | None, judge_error: str | None) -> int: ...
+    def choose_candidate(self, by_scores: list[int], judge_choice: int | str | None, judge_error: str | None) -> dict: ...
     def time(self, label: str, seconds: float) -> None: ...
 
 
@@ -112,6 +115,7 @@ class Team:
     ):
         self.job, self.tools, self.config_list, self.on_step = job, tools, config_list, on_step
         self._calls_at_step = 0  # len(tools.calls) when the current tool step started
+        self._call_origin = "scripted"  # where the pending tool call came from: "scripted" or "llm"
         self.llm_config = autogen_llm_config(config_list)
         self.user_proxy = autogen.ConversableAgent(
             USER_PROXY, system_message=roles.USER_PROXY, human_input_mode="NEVER", llm_config=False,
@@ -146,11 +150,15 @@ class Team:
         for tool in roles.AGENT_TOOLS[name]:
             if TOOL_TABLE[tool].role not in self.tools.preset.roles:  # e.g. edit_video: only presets with a video editor
                 continue
+            # Not `autogen.register_function(f, caller=agent, executor=user_proxy)` with one `f`: AutoGen's
+            # executor validates a call against the registered function's signature, and the executor also
+            # runs scripted calls, whose values (the user's options, e.g. steps=100) may exceed what an LLM
+            # may ask for. So the LLM sees a function carrying the LLM's bounds; the executor runs the tool.
             self.user_proxy.register_for_execution(name=tool)(self._executable(tool))
-            if self.llm_config:  # the LLM sees the argument model's schema (the preset's bounds included)
+            if self.llm_config:
                 description = inspect.getdoc(getattr(Toolset, tool)).split("\n\n")[0]
-                agent.update_tool_signature(tool_schema(tool, llm_bounds(self.tools.preset, tool), description),
-                                            is_remove=False)
+                agent.register_for_llm(name=tool, description=description)(
+                    llm_function(tool, llm_bounds(self.tools.preset, tool)))
         return agent
 
     # --- running -------------------------------------------------------------------------------
@@ -169,7 +177,7 @@ class Team:
         job = self.job
         lines = [f"Task: {job.task}."]
         lines += [f"{key}: {value}" for key, value in job.inputs.items() if value is not None]
-        agents = [s.agent for s in job.steps if s.agent in self.agents or job.gated]  # gates act only with a reviewer
+        agents = [a for a in job.remaining() if a in self.agents or job.gated]  # gates act only with a reviewer
         lines.append("Route: " + " -> ".join(agents))
         return "\n".join(lines)
 
@@ -211,9 +219,10 @@ class Team:
             judged.record(job.llm_steps, job.llm_faults)
         choice = judged.value if judged is not None and judged.used else None
         error = judged.reason if judged is not None and not judged.used else None
-        best = job.choose_candidate(by_scores, choice, error)
-        logger.info("critic_agent: candidate %d of %d wins (%s)", best, len(job.candidates), job.critic["reason"])
-        return True, json.dumps({"winner": best, "reason": job.critic["reason"],
+        decision = job.choose_candidate(by_scores, choice, error)
+        logger.info("critic_agent: candidate %d of %d wins (%s)", decision["winner"], len(job.candidates),
+                    decision["reason"])
+        return True, json.dumps({"winner": decision["winner"], "reason": decision["reason"],
                                  "quality": [c["quality"] for c in job.candidates]})
 
     def _prompt_reply(self, recipient, messages=None, sender=None, config=None) -> tuple[bool, str]:
@@ -243,7 +252,7 @@ class Team:
         args, call_id, origin = job.scripted_call(tool), f"call_{job.turns}", "scripted"
         if self.llm_config:
             args, call_id, origin = self._llm_call(recipient, messages, sender, tool, args, call_id)
-        job.call_origin = origin
+        self._call_origin = origin
         return True, {
             "role": "assistant", "content": None,
             "tool_calls": [{"id": call_id, "type": "function",
@@ -313,7 +322,7 @@ class Team:
                 try:
                     path = method(**kwargs)
                 except InputError as e:
-                    if job.call_origin != "llm":
+                    if self._call_origin != "llm":
                         raise
                     # The LLM's values passed our checks but not the model's (e.g. a size multiple).
                     self._refused(job.active.agent, e)
@@ -326,8 +335,10 @@ class Team:
             finally:
                 job.time(f"tool:{tool}", time.perf_counter() - started)
 
-        # AutoGen builds the JSON schema from the signature: give it the evaluated annotations.
-        hints = typing.get_type_hints(method, include_extras=True)
+        # AutoGen's executor checks a call against the signature: give it the evaluated types. Without
+        # their descriptions: AutoGen rewrites `Annotated[T, "text"]` in place, and typing shares those
+        # objects with the Toolset's own signatures (where `args_model` reads the descriptions).
+        hints = typing.get_type_hints(method)
         signature = inspect.signature(method)
         run_tool.__signature__ = signature.replace(
             parameters=[p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()],

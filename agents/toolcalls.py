@@ -97,15 +97,40 @@ def args_model(tool: str, bounds: dict[str, tuple[int, int]]) -> type[BaseModel]
     return _model(tool, tuple(sorted(bounds.items())))
 
 
-def tool_schema(tool: str, bounds: dict[str, tuple[int, int]], description: str) -> dict:
-    """The OpenAI function schema of `tool` for an LLM, from `args_model` (so the LLM sees the bounds).
+def llm_function(tool: str, bounds: dict[str, tuple[int, int]]) -> Callable[..., str]:
+    """`tool` as an LLM sees it: a function whose signature is `args_model`'s fields, for AutoGen's `register_for_llm`.
+
+    AutoGen builds the JSON schema the LLM is sent from a function's signature; this one's parameters
+    carry `args_model`'s types, constraints (the preset's bounds as minimum/maximum), defaults and
+    descriptions (as AutoGen's own description marker; a parameter without one is described by its
+    name, as AutoGen does). AutoGen's schema has no `additionalProperties: false`; `validate_args`
+    refuses unknown keys all the same. The function only describes: the LLM's answer is checked by
+    `validate_args` in the agent's reply, and the executor runs the Toolset method.
 
     Example:
-        >>> tool_schema("extend_video", bounds, "Extend a video")["function"]["parameters"]["required"]
+        >>> agent.register_for_llm(name="extend_video", description="Extend a video")(
+        ...     llm_function("extend_video", llm_bounds(get_preset("tiny"), "extend_video")))
+        >>> agent.llm_config["tools"][0]["function"]["parameters"]["required"]
         ['video_path']
     """
-    return {"type": "function", "function": {"name": tool, "description": description,
-                                             "parameters": args_model(tool, bounds).model_json_schema()}}
+    from autogen.tools.dependency_injection import Field as Description  # what AutoGen's schema builder reads
+
+    def described(**kwargs: Any) -> str:
+        raise RuntimeError(f"{tool}: this function describes the tool to an LLM; the executor runs the tool")
+
+    parameters = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                          default=inspect.Parameter.empty if field.is_required() else field.default,
+                          annotation=Annotated[(field.annotation, Description(field.description or name),
+                                                *field.metadata)])
+        for name, field in args_model(tool, bounds).model_fields.items()
+    ]
+    described.__name__ = described.__qualname__ = tool
+    described.__signature__ = inspect.Signature(parameters, return_annotation=str)  # type: ignore[attr-defined]
+    described.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": str}
+    return described
+
+
 def extract_call(reply: Any, tool: str) -> tuple[str, dict]:
     """(call id, raw arguments) of the single call of `tool` in an LLM reply."""
     calls = reply.get("tool_calls") if isinstance(reply, dict) else None

@@ -79,7 +79,6 @@ class Job:
     candidate: int = 0  # index of the candidate being made (0 when best_of is 1)
     candidates: list[dict] = field(default_factory=list)
     critic: dict | None = None
-    call_origin: str = "scripted"  # where the pending tool call came from: "scripted" or "llm"
     _frames_started: int = 0
     _allowed: set = field(default_factory=set)
 
@@ -194,9 +193,10 @@ class Job:
             self.pending_instruction = instruction
             self._insert_next(EDIT_IMAGE, GATE)
 
-    def choose_candidate(self, by_scores: list[int], judge_choice: int | str | None, judge_error: str | None) -> int:
+    def choose_candidate(self, by_scores: list[int], judge_choice: int | str | None, judge_error: str | None) -> dict:
         """Keep one candidate: the judge's choice is the score card's best, or the reviewer settles it, or the
-        score card decides (`judge_choice`: a candidate index, "none", or None without a judge)."""
+        score card decides (`judge_choice`: a candidate index, "none", or None without a judge). Returns the
+        decision (`critic` of the manifest: `winner`, `reason`, ...)."""
         reviewer_pick = None
         if isinstance(judge_choice, int) and judge_choice != by_scores[0] and self.reviewer is not None:
             pick = self.candidates[judge_choice]
@@ -205,10 +205,11 @@ class Job:
                 "approve to keep it, anything else keeps the score card's choice"}))
             reviewer_pick = judge_choice if action == "approve" else by_scores[0]
         best, reason = choose(by_scores, judge_choice, reviewer_pick)
-        self.critic = {"winner": best, "reason": reason, "score_ranking": by_scores, "judge_choice": judge_choice,
-                       **({"judge_error": judge_error} if judge_error else {})}
+        decision = {"winner": best, "reason": reason, "score_ranking": by_scores, "judge_choice": judge_choice,
+                    **({"judge_error": judge_error} if judge_error else {})}
+        self.critic = decision
         self.videos.append(self.candidates[best]["video"])
-        return best
+        return decision
 
     def _insert_next(self, *steps: Step) -> None:
         self.steps[self.position:self.position] = list(steps)
