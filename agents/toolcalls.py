@@ -28,7 +28,7 @@ from pydantic import (
 
 from mora import validation
 from mora.errors import InputError, MoraError
-from mora.limits import MAX_PROMPT_CHARS
+from mora.limits import MAX_PROMPT_CHARS, Span
 from mora.tools.toolset import Toolset
 from mora.tooltable import TOOL_TABLE
 
@@ -52,7 +52,7 @@ def _none_if_blank(value: Any) -> Any:
 _TEXT = StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROMPT_CHARS)
 
 
-def _field(tool: str, parameter: inspect.Parameter, hint: Any, bounds: dict[str, tuple[int, int]]) -> tuple:
+def _field(tool: str, parameter: inspect.Parameter, hint: Any, bounds: dict[str, Span]) -> tuple:
     """(type, FieldInfo) of one tool parameter: its description from the signature, bounds as constraints."""
     base, *meta = typing.get_args(hint) if typing.get_origin(hint) is Annotated else (hint,)
     description = next((m for m in meta if isinstance(m, str)), None)
@@ -71,7 +71,7 @@ def _field(tool: str, parameter: inspect.Parameter, hint: Any, bounds: dict[str,
 
 
 @functools.lru_cache(maxsize=64)
-def _model(tool: str, bounds: tuple[tuple[str, tuple[int, int]], ...]) -> type[BaseModel]:
+def _model(tool: str, bounds: tuple[tuple[str, Span], ...]) -> type[BaseModel]:
     method = getattr(Toolset, tool)
     hints = typing.get_type_hints(method, include_extras=True)
     fields = {p.name: _field(tool, p, hints[p.name], dict(bounds))
@@ -79,7 +79,7 @@ def _model(tool: str, bounds: tuple[tuple[str, tuple[int, int]], ...]) -> type[B
     return create_model(f"{tool}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-def args_model(tool: str, bounds: dict[str, tuple[int, int]]) -> type[BaseModel]:
+def args_model(tool: str, bounds: dict[str, Span]) -> type[BaseModel]:
     """The pydantic model of an LLM's arguments for `tool`: the schema the LLM sees and the check, in one.
 
     Built from the Toolset method's signature (names, types, descriptions, defaults), the tool
@@ -97,7 +97,7 @@ def args_model(tool: str, bounds: dict[str, tuple[int, int]]) -> type[BaseModel]
     return _model(tool, tuple(sorted(bounds.items())))
 
 
-def llm_function(tool: str, bounds: dict[str, tuple[int, int]]) -> Callable[..., str]:
+def llm_function(tool: str, bounds: dict[str, Span]) -> Callable[..., str]:
     """`tool` as an LLM sees it: a function whose signature is `args_model`'s fields, for AutoGen's `register_for_llm`.
 
     AutoGen builds the JSON schema the LLM is sent from a function's signature; this one's parameters
@@ -153,7 +153,7 @@ def extract_call(reply: Any, tool: str) -> tuple[str, dict]:
     return call.get("id") or "call", args
 
 
-def validate_args(tool: str, args: dict, guard: Callable[[str, str], Path], bounds: dict[str, tuple[int, int]]) -> dict:
+def validate_args(tool: str, args: dict, guard: Callable[[str, str], Path], bounds: dict[str, Span]) -> dict:
     """Types, ranges and paths of an LLM's arguments for `tool` (`args_model`); raises ToolCallFault.
 
     The fault's text is `mora.validation`'s one line (`FIELD: VALUE PROBLEM; FIX`), also shown to

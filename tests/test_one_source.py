@@ -92,6 +92,27 @@ def test_the_text_limit_is_written_once():
     assert not found, f"a literal {MAX_PROMPT_CHARS} text limit at {found}; import MAX_PROMPT_CHARS"
 
 
+# limits' maxima of the numbers a job or a tool takes: read in `BOUNDS` only (the job model's bounds),
+# never restated as a check's `high=` elsewhere (the tools, `check_options` and `llm_bounds` derive theirs)
+RANGE_MAXIMA = ("MAX_SEED", "MAX_SIDE", "MAX_STEPS", "MAX_FPS", "MAX_SEGMENTS")
+
+
+def test_each_numbers_range_is_read_from_bounds_only():
+    found = []
+    for path, tree in SOURCES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "mora.limits":
+                found += [f"{path}:{node.lineno} imports {a.name}" for a in node.names if a.name in RANGE_MAXIMA]
+        if path != "src/mora/limits.py":
+            continue
+        home = next(n for n in tree.body if "BOUNDS" in _assigned(n))
+        inside = {id(n) for n in ast.walk(home)}
+        found += [f"{path}:{n.lineno} reads {n.id} outside BOUNDS" for n in ast.walk(tree)
+                  if isinstance(n, ast.Name) and n.id in RANGE_MAXIMA and isinstance(n.ctx, ast.Load)
+                  and id(n) not in inside]
+    assert not found, "\n".join(found) + "\n: read the range from mora.limits.BOUNDS (span, check_bounded)"
+
+
 def _is_default_preset(node: ast.AST, parent: ast.AST | None) -> bool:
     if not (isinstance(node, ast.Constant) and node.value == DEFAULT_PRESET):
         return False

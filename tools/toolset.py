@@ -18,7 +18,7 @@ import numpy as np
 from mora import media
 from mora.config import DEFAULT_PRESET, ROLE_FAMILIES, ModelSpec, Preset, get_preset
 from mora.errors import InputError, one_line
-from mora.limits import MAX_FPS, MAX_SEGMENTS, MAX_SIDE, MAX_STEPS, check_int, check_seed, check_text
+from mora.limits import check_bounded, check_seed, check_text, frame_rule, span
 from mora.tools import ltx, pix2pix, qwen_image, qwen_image_edit, sdxl, svd, wan, wan22, wan_vace
 from mora.tools.runtime import Runtime, release
 from mora.tools.segments import segment_boundaries
@@ -122,8 +122,8 @@ class Toolset:
     def _size(self, spec: ModelSpec, width: Any, height: Any, like: tuple[int, int] | None) -> tuple[int, int]:
         s = spec.settings
         m = s.size_multiple
-        width = check_int(width, "width", low=m, high=MAX_SIDE, multiple=m)
-        height = check_int(height, "height", low=m, high=MAX_SIDE, multiple=m)
+        width = check_bounded(width, "width", low=m, multiple=m)
+        height = check_bounded(height, "height", low=m, multiple=m)
         if width and height:
             return width, height
         area = s.width * s.height
@@ -135,23 +135,21 @@ class Toolset:
             w, h = max(m, round(height * like[0] / like[1] / m) * m), height
         else:
             w, h = fit_size(*like, area, m)
-        if max(w, h) > MAX_SIDE:  # an extreme aspect ratio would ask the model for a huge frame
-            raise InputError(
-                f"width/height: the input's {like[0]}x{like[1]} aspect ratio gives a {w}x{h} frame, over {MAX_SIDE} "
-                "pixels a side; crop the input or pass both width and height"
-            )
+        for side, value in (("width", w), ("height", h)):  # an extreme aspect ratio would ask for a huge frame
+            high = span(side)[1]
+            if high is not None and value > high:
+                raise InputError(
+                    f"width/height: the input's {like[0]}x{like[1]} aspect ratio gives a {w}x{h} frame, over {high} "
+                    "pixels a side; crop the input or pass both width and height"
+                )
         return w, h
 
     def _frames(self, spec: ModelSpec, num_frames: Any, argument: str = "num_frames", *, any_count: bool = False) -> int:
-        m = spec.settings.frame_multiple
-        n = check_int(
-            num_frames, argument, low=1 if any_count else 2, high=spec.settings.max_frames,
-            multiple=None if any_count else m, remainder=1 if m else 0,
-        )
+        n = check_bounded(num_frames, "num_frames", argument=argument, **frame_rule(spec.settings, added=any_count))
         return n if n is not None else spec.settings.num_frames
 
     def _steps(self, spec: ModelSpec, steps: Any) -> int:
-        return check_int(steps, "steps", low=1, high=MAX_STEPS) or spec.settings.steps
+        return check_bounded(steps, "steps") or spec.settings.steps
 
     def _generate(self, call: Callable[[], Any]) -> Any:
         """Run a model call; on GPU out-of-memory in `fast`/`balanced`, retry this step once in `low-vram`.
@@ -197,7 +195,7 @@ class Toolset:
         self,
         prompt: Annotated[str, "Detailed visual description of the first frame"],
         negative_prompt: Annotated[str, "What the image must not show"] = "",
-        seed: Annotated[int | None, "Random seed, 0..4294967295; omit for a random one"] = None,
+        seed: Annotated[int | None, "Random seed; omit for a random one"] = None,
         width: Annotated[int | None, "Width in pixels (the model's size multiple)"] = None,
         height: Annotated[int | None, "Height in pixels (the model's size multiple)"] = None,
         steps: Annotated[int | None, "Denoising steps"] = None,
@@ -321,8 +319,8 @@ class Toolset:
         image = media.read_image(self._input(image_path, "image_path"), argument="image_path")
         prompt = check_text(prompt, "prompt", required=False)
         n = self._frames(spec, num_frames)
-        fps = check_int(fps, "fps", low=1, high=MAX_FPS) or spec.settings.fps
-        segments = check_int(segments, "segments", low=1, high=MAX_SEGMENTS) or spec.settings.segments
+        fps = check_bounded(fps, "fps") or spec.settings.fps
+        segments = check_bounded(segments, "segments") or spec.settings.segments
         w, h = self._size(spec, width, height, image.size)
         steps, seed = self._steps(spec, steps), check_seed(seed)
         frames = self._generate(lambda: _VIDEO_FAMILIES[spec.family].generate(

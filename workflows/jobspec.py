@@ -47,7 +47,7 @@ from pydantic import (
 from mora import validation
 from mora.config import DEFAULT_PRESET, PROFILES
 from mora.errors import InputError
-from mora.limits import MAX_BEST_OF, MAX_FPS, MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MAX_STEPS
+from mora.limits import BOUNDS, MAX_BEST_OF, MAX_PROMPT_CHARS
 from mora.workflows.storyboard import MAX_SHOTS, Transition
 from mora.workflows.tasks import TASK_TABLE, TASKS, TaskInput
 
@@ -67,7 +67,8 @@ class Option:
         help: one line for `--help`, the web page, the service's schema and the MCP tool.
         scope: `job`, `host` or `person` (see the module docstring).
         tasks: the tasks that take it (None: every task); `story` is named like a task.
-        bounds: pydantic constraints (`ge`, `le`, `pattern`, ...).
+        bounds: pydantic constraints (`ge`, `le`, `pattern`, ...); a number the tools take too holds its
+            range from `mora.limits.BOUNDS`, the very dict the tools', the preset's and the LLM's checks read.
         tool: passed to the tools that take it (the tool table), overriding the preset's value.
         metavar: how `--help` shows its value.
         fix: what an error about it tells the user to do (default: derived from the bounds).
@@ -104,7 +105,6 @@ class Option:
 
 _CRITIC = tuple(t.name for t in TASK_TABLE.values() if t.critic)
 _REVIEW = tuple(t.name for t in TASK_TABLE.values() if t.review)
-_SIZE = dict(ge=1, le=MAX_SIDE)
 
 # Every option of a job, once. Order is the order of `--help` and of the web page's fields.
 OPTIONS: dict[str, Option] = {o.name: o for o in (
@@ -114,17 +114,17 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("preset_file", str | None, None, "a preset file (TOML, e.g. extends = \"mora\" and the fields to "
            "change); alone it selects that file's preset", scope="host", metavar="PATH.toml"),
     Option("seed", int | None, None, "random seed (default: random, recorded in the manifest)",
-           bounds=dict(ge=0, le=MAX_SEED), metavar="N"),
+           bounds=BOUNDS["seed"], metavar="N"),
     Option("num_frames", int | None, None, "frames per generated segment (SVD), clip (LTX, Wan) or frames to add "
-           "(extend); default: the preset's", bounds=dict(ge=1), tool=True, metavar="N"),
-    Option("width", int | None, None, "width in pixels (default: the preset's)", bounds=_SIZE, tool=True,
+           "(extend); default: the preset's", bounds=BOUNDS["num_frames"], tool=True, metavar="N"),
+    Option("width", int | None, None, "width in pixels (default: the preset's)", bounds=BOUNDS["width"], tool=True,
            metavar="W"),
-    Option("height", int | None, None, "height in pixels (default: the preset's)", bounds=_SIZE, tool=True,
+    Option("height", int | None, None, "height in pixels (default: the preset's)", bounds=BOUNDS["height"], tool=True,
            metavar="H"),
     Option("steps", int | None, None, "denoising steps of every model (default: each model's preset value)",
-           bounds=dict(ge=1, le=MAX_STEPS), tool=True, metavar="N"),
+           bounds=BOUNDS["steps"], tool=True, metavar="N"),
     Option("fps", int | None, None, "frame rate of generated videos (extend and connect keep the input's)",
-           bounds=dict(ge=1, le=MAX_FPS), tool=True, metavar="N"),
+           bounds=BOUNDS["fps"], tool=True, metavar="N"),
     Option("best_of", int, 1, "make N candidates (seeds seed..seed+N-1); critic_agent keeps the best by the score "
            "card (and a vision LLM judge when a config entry is tagged \"vision\")", tasks=_CRITIC,
            bounds=dict(ge=1, le=MAX_BEST_OF), metavar="N"),

@@ -24,7 +24,7 @@ from typing import Any
 from mora import media
 from mora.config import Preset, get_preset
 from mora.errors import Cancelled, InputError
-from mora.limits import MAX_SEGMENTS, check_options, check_seed
+from mora.limits import BOUNDS, check_options, check_seed
 from mora.tooltable import TOOL_TABLE, video_tool
 from mora.workflows.jobspec import STORY, JobBase, parse_job, task_inputs, tool_options
 from mora.workflows.tasks import (
@@ -308,9 +308,10 @@ def _frame_rules(preset: Preset, pinned: dict) -> tuple[int, int, int]:
 
 
 def seconds_range(preset: Preset, pinned: dict) -> tuple[float, float]:
-    """(low, high) seconds of a shot: one segment, up to MAX_SEGMENTS chained segments."""
+    """(low, high) seconds of a shot: one segment, up to the most chained segments a tool takes."""
     n, add, fps = _frame_rules(preset, pinned)
-    return math.floor(n / fps * 100) / 100, math.floor((n + (MAX_SEGMENTS - 1) * add) / fps * 100) / 100
+    most = BOUNDS["segments"]["le"]
+    return math.floor(n / fps * 100) / 100, math.floor((n + (most - 1) * add) / fps * 100) / 100
 
 
 def default_seconds(preset: Preset, pinned: dict) -> float:

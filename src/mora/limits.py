@@ -1,8 +1,12 @@
 """Limits and checks of every number and text a job takes: sizes, steps, frames, fps, segments, seeds.
 
-One module, used three ways: the tools check their arguments with `check_int` / `check_text`;
-`mora.run` checks a job's options once against its preset (`check_options`); and an LLM's tool
-arguments are bounded by the preset (`llm_bounds`: at most twice the preset's steps, frames,
+The range of each number is written once, in `BOUNDS`: the job model's options take these very
+constraints as their bounds (`mora.workflows.jobspec.OPTIONS`), so every front door derived from
+the job model (command line, service, MCP, web page, batch lines) checks them, and every check
+below derives its low and high from them, narrowed by the preset's models (`span`):
+the tools check their arguments with `check_bounded` / `check_text`; `mora.run` checks a job's
+options once against its preset (`check_options`: size multiples, frame rules); and an LLM's
+tool arguments are bounded by the preset (`llm_bounds`: at most twice the preset's steps, frames,
 segments and size), so one tool call cannot multiply the cost of a job. The command line keeps
 only argparse types. No torch here: the CLI validates before any heavy import.
 """
@@ -35,6 +39,22 @@ MAX_INPUT_FRAMES = 2048  # an input video: 8x the longest clip a family makes in
 # extend and edit decode their input whole: 2048 frames of 1024x576 are 3.6 GB
 MAX_INPUT_SECONDS = 600.0  # an input video's declared duration: longer than a story of many shots
 LLM_FACTOR = 2  # an LLM may ask for at most this multiple of the preset's steps, frames, segments and size
+MIN_CLIP_FRAMES = 2  # a clip a model makes whole has a first and a last frame (frames added to a video: any count)
+
+# The range of every number a job or a tool takes, once, as pydantic constraints. The job model's options
+# hold these very dicts as their bounds (after changing one, `mora.workflows.jobspec.job_model.cache_clear()`);
+# the checks below read them when they run. A preset narrows a range (a size multiple, a model's max_frames,
+# LLM_FACTOR times its value) and never widens it. `num_frames` has no upper bound of its own: each model's
+# `max_frames` is it. `segments` is a tool argument (chained clips of image_to_video), not a job option.
+BOUNDS: dict[str, dict[str, int]] = {
+    "seed": dict(ge=0, le=MAX_SEED),
+    "num_frames": dict(ge=1),
+    **{side: dict(ge=1, le=MAX_SIDE) for side in ("width", "height")},
+    "steps": dict(ge=1, le=MAX_STEPS),
+    "fps": dict(ge=1, le=MAX_FPS),
+    "segments": dict(ge=1, le=MAX_SEGMENTS),
+}
+Span = tuple[int, int | None]  # (low, high) of a number; None: no upper bound
 
 
 def check_text(value: Any, argument: str, *, required: bool = True) -> str | None:
@@ -84,13 +104,59 @@ def check_int(value: Any, argument: str, *, low: int = 1, high: int | None = Non
     return value
 
 
+def span(name: str, *, low: int | None = None, high: int | None = None) -> Span:
+    """(low, high) of the number `name` (`BOUNDS`), narrowed by a preset's `low` and `high`.
+
+    Example:
+        >>> span("steps"), span("steps", high=4), span("num_frames", low=2, high=64)
+        ((1, 500), (1, 4), (2, 64))
+    """
+    bounds = BOUNDS[name]
+    top = bounds.get("le")
+    if high is not None:
+        top = high if top is None else min(top, high)
+    return bounds["ge"] if low is None else max(bounds["ge"], low), top
+
+
+def check_bounded(value: Any, name: str, *, argument: str | None = None, low: int | None = None,
+                  high: int | None = None, multiple: int | None = None, remainder: int = 0, hint: str = "") -> int | None:
+    """`check_int` of the number `name` within its range (`span`: `BOUNDS`, narrowed by `low` and `high`).
+
+    Args:
+        value: the given value (None passes through).
+        name: a key of `BOUNDS`; also the error's field unless `argument` names another.
+        low, high, multiple, remainder, hint: the preset's narrower rules (see `check_int`).
+
+    Example:
+        >>> check_bounded(4, "steps")
+        4
+    """
+    lo, hi = span(name, low=low, high=high)
+    return check_int(value, argument or name, low=lo, high=hi, multiple=multiple, remainder=remainder, hint=hint)
+
+
+def frame_rule(settings: Any, *, added: bool = False) -> dict[str, Any]:
+    """`check_bounded`'s rules of `num_frames` for a video model: its max_frames and frame multiple.
+
+    A clip the model makes whole has at least MIN_CLIP_FRAMES and, with a frame multiple m, m*k+1
+    frames; frames `added` to an input video are any count (the model family rounds its own clip).
+
+    Example:
+        >>> frame_rule(get_preset("ltx").spec("image_to_video").settings)
+        {'low': 2, 'high': 257, 'multiple': 8, 'remainder': 1}
+    """
+    multiple = None if added else settings.frame_multiple
+    return dict(low=None if added else MIN_CLIP_FRAMES, high=settings.max_frames, multiple=multiple,
+                remainder=1 if multiple else 0)
+
+
 def check_seed(seed: Any, argument: str = "seed") -> int:
     """The given seed, or a fresh random one (logged, so the run can be repeated)."""
     if seed is None:
         seed = secrets.randbelow(2**31)
         logger.info("seed not given; using %d", seed)
         return seed
-    return check_int(seed, argument, low=0, high=MAX_SEED)
+    return check_bounded(seed, "seed", argument=argument)
 
 
 def derive_seed(seed: int, *offsets: int) -> int:
@@ -104,7 +170,7 @@ def derive_seed(seed: int, *offsets: int) -> int:
         >>> derive_seed(7, 1000, 2), derive_seed(MAX_SEED, 1)
         (1009, 0)
     """
-    return (seed + sum(offsets)) % (MAX_SEED + 1)
+    return (seed + sum(offsets)) % (BOUNDS["seed"]["le"] + 1)  # seeds are 0..le (`BOUNDS`)
 
 
 def check_options(preset: Any, options: dict, *, video_tool: str) -> dict:
@@ -125,18 +191,18 @@ def check_options(preset: Any, options: dict, *, video_tool: str) -> dict:
     multiple = max(video.size_multiple, preset.spec("text_to_image").settings.size_multiple)
     opts = dict(options)
     for side in ("width", "height"):
-        opts[side] = check_int(options.get(side), side, low=multiple, high=MAX_SIDE, multiple=multiple,
-                               hint=f" (a multiple of {multiple} for preset {preset.name})")
-    opts["steps"] = check_int(options.get("steps"), "steps", low=1, high=MAX_STEPS)
-    opts["fps"] = check_int(options.get("fps"), "fps", low=1, high=MAX_FPS)
-    m = None if tool.added_frames else video.frame_multiple
-    opts["num_frames"] = check_int(options.get("num_frames"), "num_frames", low=2, high=video.max_frames,
-                                   multiple=m, remainder=1 if m else 0)
+        opts[side] = check_bounded(options.get(side), side, low=multiple, multiple=multiple,
+                                   hint=f" (a multiple of {multiple} for preset {preset.name})")
+    for name in ("steps", "fps"):
+        opts[name] = check_bounded(options.get(name), name)
+    opts["num_frames"] = check_bounded(options.get("num_frames"), "num_frames",
+                                       **frame_rule(video, added=tool.added_frames))
     return opts
 
 
-def llm_bounds(preset: Any, tool: str) -> dict[str, tuple[int, int]]:
-    """(low, high) of each integer argument an LLM may give `tool`: at most LLM_FACTOR times the preset's.
+def llm_bounds(preset: Any, tool: str) -> dict[str, Span]:
+    """(low, high) of each integer argument an LLM may give `tool`: its range (`BOUNDS`) within the tool's
+    own rules, and at most LLM_FACTOR times the preset's value.
 
     Example:
         >>> llm_bounds(get_preset("mora"), "image_to_video")["steps"]
@@ -145,10 +211,11 @@ def llm_bounds(preset: Any, tool: str) -> dict[str, tuple[int, int]]:
     s = preset.spec(TOOL_ROLES[tool]).settings
     width, height = getattr(s, "width", None), getattr(s, "height", None)
     side = LLM_FACTOR * max(width or 0, height or 0, int((getattr(s, "max_area", 0) or 0) ** 0.5))
-    bounds = {"seed": (0, MAX_SEED), "steps": (1, LLM_FACTOR * s.steps), "width": (8, min(side, MAX_SIDE)),
-              "height": (8, min(side, MAX_SIDE))}
+    bounds = {"seed": span("seed"), "steps": span("steps", high=LLM_FACTOR * s.steps),
+              **{name: span(name, low=s.size_multiple, high=side) for name in ("width", "height")}}
     if hasattr(s, "num_frames"):
-        bounds["num_frames"] = (2, min(LLM_FACTOR * s.num_frames, s.max_frames))
-        bounds["fps"] = (1, MAX_FPS)
-        bounds["segments"] = (1, min(LLM_FACTOR * getattr(s, "segments", 1), MAX_SEGMENTS))
+        frames = frame_rule(s, added=TOOL_TABLE[tool].added_frames)
+        bounds["num_frames"] = span("num_frames", low=frames["low"], high=min(LLM_FACTOR * s.num_frames, s.max_frames))
+        bounds["fps"] = span("fps")
+        bounds["segments"] = span("segments", high=LLM_FACTOR * getattr(s, "segments", 1))
     return bounds

@@ -430,7 +430,9 @@ class App:
             story = gr.Textbox(label="Story", placeholder="A fox wakes in its den. The fox runs through the snow.",
                                lines=4)
             with gr.Row():
-                shots = gr.Number(label="Shots", precision=0, value=3, minimum=1)
+                count = OPTIONS["shots"]  # the job model's default and bounds
+                shots = gr.Number(label="Shots", precision=0, value=count.default, minimum=count.bounds["ge"],
+                                  maximum=count.bounds["le"])
                 seconds = gr.Number(label="Seconds per shot (empty: preset default)", value=None)
             only = gr.Checkbox(label="Storyboard only", value=False)
             button = gr.Button("Generate", variant="primary")
