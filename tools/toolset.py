@@ -106,7 +106,7 @@ class Toolset:
 
     def _input(self, path: Any, argument: str) -> Path:
         if not isinstance(path, (str, Path)) or not str(path).strip():
-            raise InputError(f"{argument}: {path!r} is not a path; pass the path of an existing file")
+            raise InputError(f"{path!r} is not a path; pass the path of an existing file", param=argument)
         if self.input_guard is not None:
             return self.input_guard(str(path), argument)
         return Path(path)
@@ -417,7 +417,8 @@ class Toolset:
         prompt = check_text(prompt, "prompt", required=False)
         n = self._frames(spec, num_frames)
         if n < 3:
-            raise InputError(f"num_frames: {n} leaves no transition frames; pass at least {(spec.settings.frame_multiple or 1) + 1}")
+            raise InputError(f"{n} leaves no transition frames; pass at least {(spec.settings.frame_multiple or 1) + 1}",
+                             param="num_frames")
         steps, seed = self._steps(spec, steps), check_seed(seed)
         if abs(a.fps - b.fps) > 0.01:
             logger.warning("connect_videos: second video is %.3g fps, first %.3g fps; playing both at %.3g",

@@ -167,8 +167,8 @@ def transition(
     """
     m = spec.settings.frame_multiple
     if num_frames < m + 1 or num_frames % m != 1:
-        raise InputError(f"num_frames: {num_frames} is not a Wan VACE clip length; use {m}k+1 frames, at least "
-                         f"{m + 1} (e.g. {round_frames(max(num_frames, m + 1), m)})")
+        raise InputError(f"{num_frames} is not a Wan VACE clip length; use {m}k+1 frames, at least "
+                         f"{m + 1} (e.g. {round_frames(max(num_frames, m + 1), m)})", param="num_frames")
     _check_size(spec, width, height)
     keep, generate = _masks(width, height)
     grey = Image.new("RGB", (width, height), (128, 128, 128))  # "nothing here": the frames to generate

@@ -93,8 +93,8 @@ class Job:
         resolved = Path(path).expanduser().resolve()
         if resolved not in self._allowed:
             raise InputError(
-                f"{argument}: {path!r} is not an input or artifact of this job; use one of "
-                f"{', '.join(sorted(repr(str(p)) for p in self._allowed)) or 'the job inputs'}"
+                f"{path!r} is not an input or artifact of this job; use one of "
+                f"{', '.join(sorted(repr(str(p)) for p in self._allowed)) or 'the job inputs'}", param=argument
             )
         return resolved
 

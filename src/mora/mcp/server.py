@@ -215,7 +215,7 @@ class MoraMcp:
         while True:
             row = self.store.get(job_id)
             if row is None:  # deleted through the service's API while this call waited
-                raise InputError(f"job_id: {job_id} was deleted while it ran; submit it again")
+                raise InputError(f"{job_id} was deleted while it ran; submit it again", param="job_id")
             events = self.store.events(job_id, after=seq)
             for i, event in enumerate(events):
                 seq = event["seq"]
@@ -272,15 +272,17 @@ class MoraMcp:
     def _row(self, job_id: str, owner: str) -> Any:
         row = self.store.get(job_id, owner=owner)
         if row is None:
-            raise InputError(f"job_id: {quote(job_id)} is not a job of this server; pass the job_id a task tool returned")
+            raise InputError(f"{quote(job_id)} is not a job of this server; pass the job_id a task tool returned",
+                             param="job_id")
         return row
 
     def _video_of(self, job_id: str, owner: str) -> str:
         row = self.store.get(job_id, owner=owner)
         if row is None:
-            raise InputError(f"video: {quote('job:' + job_id)} is not a job of this server; pass the id of an earlier job")
+            raise InputError(f"{quote('job:' + job_id)} is not a job of this server; pass the id of an earlier job",
+                             param="video")
         if row.status != "completed" or not row.video:
-            raise InputError(f"video: job:{job_id} is {row.status}, not completed; wait for it (get_job)")
+            raise InputError(f"job:{job_id} is {row.status}, not completed; wait for it (get_job)", param="video")
         return row.video
 
 
