@@ -307,6 +307,11 @@ def default_seconds(preset: Preset, pinned: dict) -> float:
     return round((n + (preset.spec("image_to_video").settings.segments - 1) * add) / fps, 1)
 
 
+def shot_seconds(spec: JobBase, preset: Preset, pinned: dict) -> float:
+    """A film job's seconds per shot: its own, else the preset's video length."""
+    return spec.shot_seconds if spec.shot_seconds is not None else default_seconds(preset, pinned)
+
+
 def shot_extends(seconds: float, preset: Preset, pinned: dict) -> int:
     """How many extends make a shot last `seconds` after its first segment."""
     n, add, fps = _frame_rules(preset, pinned)
@@ -333,8 +338,8 @@ def film_route(film: Film, spec: JobBase, preset: Preset, pinned: dict, board: d
     writes = spec.storyboard is None and not written  # storyboard_agent writes it (a step of its own)
     if spec.storyboard_only:
         return film.route((), (), False, storyboard=writes)
-    seconds = spec.shot_seconds if spec.shot_seconds is not None else default_seconds(preset, pinned)
-    shots: list[dict] = board["shots"] if board else [{"seconds": seconds, "transition": "connect"}] * spec.shots
+    estimate = {"seconds": shot_seconds(spec, preset, pinned), "transition": "connect"}
+    shots: list[dict] = board["shots"] if board else [estimate] * spec.shots
     joins = [(spec.transition or shot["transition"]) == "connect" for shot in shots[:-1]]
     extends = [shot_extends(shot["seconds"], preset, pinned) for shot in shots]
     return film.route(extends, joins, spec.continuity == "keyframe", storyboard=writes)
@@ -396,7 +401,7 @@ def _prepare_story(spec: JobBase, hooks: Hooks, preset: Preset, film: Film, file
     if spec.shot_seconds is not None and not rng[0] <= spec.shot_seconds <= rng[1]:
         raise InputError(f"{spec.shot_seconds!r} is outside preset {preset.name}'s range; pass "
                          f"{rng[0]:g} to {rng[1]:g}", param="shot_seconds")
-    seconds = spec.shot_seconds if spec.shot_seconds is not None else default_seconds(preset, pinned)
+    seconds = shot_seconds(spec, preset, pinned)
     board, source = None, None
     if isinstance(spec.storyboard, dict):
         board, source = validate_storyboard(spec.storyboard, seconds_range=rng), "dict"
