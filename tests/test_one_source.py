@@ -180,3 +180,34 @@ def test_a_batch_lines_storyboard_path_is_absolute_like_its_media(tmp_path, monk
     board = {"shots": [{"prompt": "a fox", "seconds": 1}]}  # a storyboard given as the object stays one
     job, = load_jobs([{"task": "story", "storyboard": board, "preset": "tiny"}], out_dir="out")
     assert job.inputs["storyboard"] == board
+
+
+def _names_a_film(node: ast.AST) -> bool:
+    """`"story"`, `STORY` or `jobspec.STORY`, or a tuple, list or set holding one."""
+    from mora.workflows.tasks import FILMS
+
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_names_a_film(e) for e in node.elts)
+    if isinstance(node, ast.Constant):
+        return node.value in FILMS
+    return (node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)) == "STORY"
+
+
+def test_no_code_asks_whether_a_task_is_story():
+    """`story` is a task of the table: its route (a Film) says how it runs, so no door compares task names
+    with it (worker, guards, runner, prepare, jobspec and the MCP tools each had `task == "story"`)."""
+    found = [f"{path}:{node.lineno}" for path, tree in SOURCES.items() if path != "workflows/tasks.py"
+             for node in ast.walk(tree) if isinstance(node, ast.Compare)
+             and any(_names_a_film(side) for side in (node.left, *node.comparators))]
+    assert not found, f"a comparison with the story task at {found}; ask the task table (Task.film)"
+
+
+def test_a_films_tools_are_not_listed_again():
+    """prepare listed story's tools (STORY_TOOLS) and again its roles' tools: the table's Film derives them."""
+    from mora.workflows.tasks import TASK_TABLE
+
+    films = [t.film for t in TASK_TABLE.values() if t.film is not None]
+    lists = [set(f.tools(keyframe)) for f in films for keyframe in (True, False)]
+    found = [f"{path}:{node.lineno}" for path, tree in SOURCES.items() for node in ast.walk(tree)
+             if (names := _strings(node)) is not None and set(names) in lists]
+    assert films and not found, f"a film's tools listed at {found}; use Film.tools()"

@@ -22,6 +22,10 @@ JOB_OPTIONS = tool_options()  # what Job.options may pin: the job model's tool o
 
 def _every_route():
     for name, task in TASK_TABLE.items():
+        if task.film is not None:  # a film's route: every kind of shot and boundary, both continuities
+            for keyframe in (True, False):
+                yield name, task.film.route([0, 1, 2], [True, False], keyframe)
+            continue
         capabilities = [frozenset(), *(frozenset({c}) for c, _ in task.variants)]
         best_ofs = (1, 2) if task.critic else (1,)
         for k in range(len(task.optional) + 1):

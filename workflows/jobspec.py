@@ -1,6 +1,6 @@
 """The job model: one typed definition of a job that every front door is derived from.
 
-A job is a task (one of the task table's, or `story`), its inputs and its options, as a flat
+A job is a task of the task table (the six, or `story`), its inputs and its options, as a flat
 pydantic v2 model (the shape of a `mora batch` line):
 
     {"task": "text-to-video", "prompt": "a fox", "preset": "tiny", "seed": 1, "num_frames": 7}
@@ -49,9 +49,8 @@ from mora.config import DEFAULT_PRESET, PROFILES
 from mora.errors import InputError
 from mora.limits import BOUNDS, MAX_BEST_OF, MAX_PROMPT_CHARS
 from mora.workflows.storyboard import MAX_SHOTS, Transition
-from mora.workflows.tasks import TASK_TABLE, TASKS, TaskInput
+from mora.workflows.tasks import FILMS, TASK_TABLE, TASKS, TaskInput
 
-STORY = "story"  # the multi-shot film: a job like the six tasks, with options of its own
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 
@@ -66,7 +65,7 @@ class Option:
         default: the value when not given (None: the preset's, or random for seed).
         help: one line for `--help`, the web page, the service's schema and the MCP tool.
         scope: `job`, `host` or `person` (see the module docstring).
-        tasks: the tasks that take it (None: every task); `story` is named like a task.
+        tasks: the tasks that take it (None: every task).
         bounds: pydantic constraints (`ge`, `le`, `pattern`, ...); a number the tools take too holds its
             range from `mora.limits.BOUNDS`, the very dict the tools', the preset's and the LLM's checks read.
         tool: passed to the tools that take it (the tool table), overriding the preset's value.
@@ -149,34 +148,27 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            metavar="PATH"),
     Option("adapter", str | None, None, "a trained adapter (mora train's RUN_DIR/adapter): LoRA and modulation "
            "tokens for the agents it trained", scope="host", metavar="DIR"),
-    # story's own options
-    Option("shots", int, 3, "number of shots (ignored with --storyboard)", tasks=(STORY,),
+    # a film's own options (story)
+    Option("shots", int, 3, "number of shots (ignored with --storyboard)", tasks=FILMS,
            bounds=dict(ge=1, le=MAX_SHOTS), metavar="N"),
     Option("shot_seconds", float | None, None, "seconds per shot (default: the preset's video length; within the "
-           "preset's range)", tasks=(STORY,), bounds=dict(gt=0), metavar="S"),
-    Option("storyboard_only", bool, False, "write the storyboard and stop", tasks=(STORY,)),
+           "preset's range)", tasks=FILMS, bounds=dict(gt=0), metavar="S"),
+    Option("storyboard_only", bool, False, "write the storyboard and stop", tasks=FILMS),
     Option("transition", Transition | None, None, "every boundary: a generated transition (connect) "
-           "or a hard cut (default: the storyboard's)", tasks=(STORY,)),
+           "or a hard cut (default: the storyboard's)", tasks=FILMS),
     Option("continuity", Literal["keyframe", "prompt"], "keyframe", "keyframe (default): each shot starts from an "
            "edit of the previous shot's last frame; prompt: style sheet and characters in every prompt, related "
-           "seeds", tasks=(STORY,)),
-    Option("resume", bool, False, "reuse the finished shots of an earlier run at --out", tasks=(STORY,),
+           "seeds", tasks=FILMS),
+    Option("resume", bool, False, "reuse the finished shots of an earlier run at --out", tasks=FILMS,
            scope="host"),
 )}
 
-# story's inputs, as the task table's `TaskInput`s
-STORY_HELP = "Make a multi-shot film from a story: storyboard_agent, then each shot through the agents."
+JOB_TASKS = tuple(TASK_TABLE)  # every task a job may name: the six and story
 
 
-STORY_INPUTS = (TaskInput("story", "text", "the story (optional with --storyboard)", required=False),
-                TaskInput("storyboard", "storyboard", "run this (edited) storyboard JSON file instead of writing "
-                          "one", required=False, option=True))
-JOB_TASKS = (*TASKS, STORY)
-
-
-def task_inputs(task: str) -> tuple:
-    """The inputs of `task` (the task table's `TaskInput`s; story's own for `story`)."""
-    return STORY_INPUTS if task == STORY else TASK_TABLE[task].inputs
+def task_inputs(task: str) -> tuple[TaskInput, ...]:
+    """The inputs of `task` (the task table's `TaskInput`s)."""
+    return TASK_TABLE[task].inputs
 
 
 def task_options(task: str, scopes: tuple[str, ...] = ("job", "host", "person")) -> list[Option]:
@@ -382,5 +374,5 @@ def job_schema(task: str, scopes: tuple[str, ...] = ("job",)) -> dict:
     return schema
 
 
-__all__ = ["JOB_TASKS", "OPTIONS", "STORY", "JobBase", "Option", "job_model", "job_problems", "job_schema",
+__all__ = ["JOB_TASKS", "OPTIONS", "JobBase", "Option", "job_model", "job_problems", "job_schema",
            "parse_job", "spell_flag", "task_inputs", "task_options", "tool_options"]

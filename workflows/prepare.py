@@ -26,24 +26,10 @@ from mora.config import Preset, get_preset
 from mora.errors import Cancelled, InputError
 from mora.limits import BOUNDS, check_options, check_seed
 from mora.tooltable import TOOL_TABLE, video_tool
-from mora.workflows.jobspec import STORY, JobBase, parse_job, task_inputs, tool_options
-from mora.workflows.tasks import (
-    CRITIC,
-    EDIT_IMAGE,
-    EXTEND,
-    GATE,
-    IMAGE_TO_VIDEO,
-    MEDIA_KINDS,
-    TEXT_TO_IMAGE,
-    Step,
-    route_for,
-)
+from mora.workflows.jobspec import JobBase, job_model, parse_job, task_inputs, tool_options
+from mora.workflows.tasks import CRITIC, GATE, MEDIA_KINDS, STORY, TASK_TABLE, Film, Step, route_for
 
 logger = logging.getLogger(__name__)
-
-
-# the tools a story's shots and transitions call; image_to_video last: its frame rules apply to every shot
-STORY_TOOLS = ("text_to_image", "edit_image", "extend_video", "connect_videos", "image_to_video")
 
 
 @dataclass
@@ -109,7 +95,8 @@ class Prepared:
         spec: the job as validated by its model (`spec.device`, `spec.metrics`, ...).
         hooks: the caller's callbacks.
         pinned: the tool options the job pins (None = the preset's), checked against its models.
-        route: the steps the route takes (a story's are per shot: see `story_route`).
+        route: the steps the route takes, in the order they run (a story's: `film_route`); its agent
+            steps are the job's progress lines.
     """
 
     spec: JobBase
@@ -248,8 +235,9 @@ def prepare(job: JobBase | dict, hooks: Hooks | None = None, *, files: bool = Tr
     spec = job if isinstance(job, JobBase) else parse_job(job)
     hooks = hooks or Hooks()
     preset = hooks.preset or get_preset(spec.preset, spec.preset_file)
-    if spec.task == STORY:
-        return _prepare_story(spec, hooks, preset, _pin(spec, preset, STORY_TOOLS), files)
+    film = TASK_TABLE[spec.task].film
+    if film is not None:
+        return _prepare_story(spec, hooks, preset, film, files)
     inputs = check_input_files(spec.task, spec.inputs()) if files else spec.inputs()
     best_of = spec.best_of if hasattr(spec, "best_of") else 1
     route = route_for(spec.task, inputs, best_of, preset.capabilities)
@@ -320,13 +308,51 @@ def default_seconds(preset: Preset, pinned: dict) -> float:
     return round((n + (preset.spec("image_to_video").settings.segments - 1) * add) / fps, 1)
 
 
-def shot_route(k: int, seconds: float, continuity: str, preset: Preset, pinned: dict) -> tuple[Step, ...]:
-    """The steps of shot k: its first frame, then image_to_video and extends until it lasts `seconds`."""
+def shot_seconds(spec: JobBase, preset: Preset, pinned: dict) -> float:
+    """A film job's seconds per shot: its own, else the preset's video length."""
+    return spec.shot_seconds if spec.shot_seconds is not None else default_seconds(preset, pinned)
+
+
+def shot_extends(seconds: float, preset: Preset, pinned: dict) -> int:
+    """How many extends make a shot last `seconds` after its first segment."""
     n, add, fps = _frame_rules(preset, pinned)
-    target = max(n, round(seconds * fps))
-    extends = math.ceil((target - n) / add)
-    frame = EDIT_IMAGE if (k > 0 and continuity == "keyframe") else TEXT_TO_IMAGE
-    return (frame, IMAGE_TO_VIDEO, *([EXTEND] * extends))
+    return math.ceil((max(n, round(seconds * fps)) - n) / add)
+
+
+def shot_route(film: Film, k: int, seconds: float, continuity: str, preset: Preset, pinned: dict) -> tuple[Step, ...]:
+    """The steps of shot k: its first frame, then the video and extends until it lasts `seconds`."""
+    return film.shot(k, shot_extends(seconds, preset, pinned), continuity == "keyframe")
+
+
+def film_route(film: Film, spec: JobBase, preset: Preset, pinned: dict, board: dict | None = None,
+               written: bool = False) -> tuple[Step, ...]:
+    """A film's steps in the order they run: its progress lines, and its shots for the service's work budget.
+
+    Exact when the storyboard is known (`board`; `written`: an earlier run's file is resumed); else
+    estimated from `shots` and `shot_seconds`, every boundary a generated transition unless `transition` is cut.
+
+    Example:
+        >>> spec = parse_job({"task": "story", "story": "A fox wakes.", "shots": 2, "preset": "tiny"})
+        >>> len(film_route(TASK_TABLE["story"].film, spec, get_preset("tiny"), {}))
+        6
+    """
+    writes = spec.storyboard is None and not written  # storyboard_agent writes it (a step of its own)
+    if spec.storyboard_only:
+        return film.route((), (), False, storyboard=writes)
+    estimate = {"seconds": shot_seconds(spec, preset, pinned), "transition": "connect"}
+    shots: list[dict] = board["shots"] if board else [estimate] * spec.shots
+    joins = [(spec.transition or shot["transition"]) == "connect" for shot in shots[:-1]]
+    extends = [shot_extends(shot["seconds"], preset, pinned) for shot in shots]
+    return film.route(extends, joins, spec.continuity == "keyframe", storyboard=writes)
+
+
+def default_route(p: Prepared) -> tuple[Step, ...]:
+    """The route of the preset's own job of `p.task` (the work budget's measure): its inputs with every
+    option at its default; a film's is its default shots of the preset's own length, storyboard written."""
+    film = TASK_TABLE[p.task].film
+    if film is None:
+        return route_for(p.task, p.inputs, 1, p.preset.capabilities)
+    return film_route(film, job_model(p.task).model_construct(), p.preset, {})
 
 
 def _read_storyboard(path: str | Path, rng: tuple[float, float]) -> dict:
@@ -367,14 +393,16 @@ def _story_seed(spec: JobBase, artifacts: Path, files: bool) -> int | None:
     return check_seed(spec.seed) if files else spec.seed
 
 
-def _prepare_story(spec: JobBase, hooks: Hooks, preset: Preset, pinned: dict, files: bool) -> StoryPrepared:
+def _prepare_story(spec: JobBase, hooks: Hooks, preset: Preset, film: Film, files: bool) -> StoryPrepared:
     from mora.workflows.storyboard import validate_storyboard
 
+    tools = film.tools(keyframe=spec.continuity == "keyframe")
+    pinned = _pin(spec, preset, tools)
     rng = seconds_range(preset, pinned)
     if spec.shot_seconds is not None and not rng[0] <= spec.shot_seconds <= rng[1]:
         raise InputError(f"{spec.shot_seconds!r} is outside preset {preset.name}'s range; pass "
                          f"{rng[0]:g} to {rng[1]:g}", param="shot_seconds")
-    seconds = spec.shot_seconds if spec.shot_seconds is not None else default_seconds(preset, pinned)
+    seconds = shot_seconds(spec, preset, pinned)
     board, source = None, None
     if isinstance(spec.storyboard, dict):
         board, source = validate_storyboard(spec.storyboard, seconds_range=rng), "dict"
@@ -382,13 +410,14 @@ def _prepare_story(spec: JobBase, hooks: Hooks, preset: Preset, pinned: dict, fi
         board, source = _read_storyboard(spec.storyboard, rng), spec.storyboard
     if spec.story is None and spec.storyboard is None:
         raise InputError("missing; pass the story text, or --storyboard FILE.json", param="story")
-    out, manifest_path, artifacts_dir = output_paths(spec.out, STORY, spec.overwrite or spec.resume)
+    out, manifest_path, artifacts_dir = output_paths(spec.out, spec.task, spec.overwrite or spec.resume)
     _check_resume(spec, out, artifacts_dir)
-    roles = {TOOL_TABLE[t].role for t in ("text_to_image", "image_to_video", "extend_video", "connect_videos")}
-    roles |= {"image_to_image"} if spec.continuity == "keyframe" else set()
+    roles = {TOOL_TABLE[t].role for t in tools}
     config_list, adapter = _host_checks(spec, hooks, preset, roles, files and not spec.storyboard_only)
-    return StoryPrepared(spec=spec, hooks=hooks, task=STORY, inputs=spec.inputs(), preset=preset, pinned=pinned,
-                         seed=_story_seed(spec, artifacts_dir, files), best_of=1, route=(), out=out, manifest_path=manifest_path,
+    written = board is None and spec.resume and out.with_name(f"{out.stem}_storyboard.json").is_file()
+    route = film_route(film, spec, preset, pinned, board, written)
+    return StoryPrepared(spec=spec, hooks=hooks, task=spec.task, inputs=spec.inputs(), preset=preset, pinned=pinned,
+                         seed=_story_seed(spec, artifacts_dir, files), best_of=1, route=route, out=out, manifest_path=manifest_path,
                          artifacts_dir=artifacts_dir, config_list=config_list, adapter=adapter, story=spec.story,
                          shots=spec.shots, shot_seconds=float(seconds), storyboard=board, storyboard_source=source,
                          storyboard_only=spec.storyboard_only, transition=spec.transition,

@@ -20,7 +20,7 @@ from typing import Any
 
 from mora import media
 from mora.workflows.jobspec import JobBase
-from mora.workflows.prepare import Hooks, Prepared, RunResult, job_from_call, prepare
+from mora.workflows.prepare import Hooks, Prepared, RunResult, StoryPrepared, job_from_call, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def run(task: str, *, prompt: str | None = None, image: str | Path | None = None
 
 
 def run_job(spec: JobBase | dict, hooks: Hooks | None = None) -> RunResult:
-    """Run a job of the job model (a task or `story`): prepare, execute, write.
+    """Run a job of the job model (any task of the task table, `story` included): prepare, execute, write.
 
     A `hooks.cancelled()` that turns True stops the job within one denoising step (`mora.errors.Cancelled`).
 
@@ -117,7 +117,7 @@ def run_job(spec: JobBase | dict, hooks: Hooks | None = None) -> RunResult:
     job_spec = prepare(spec, hooks)
     job_spec.hooks = job_spec.hooks.checked()  # `cancelled` before each agent step, then in each denoising step
     with cancellable(job_spec.hooks.cancelled):
-        if job_spec.task == "story":
+        if isinstance(job_spec, StoryPrepared):  # a film (the task table's route says so): shot by shot
             from mora.workflows.story import run_story
 
             return run_story(job_spec)

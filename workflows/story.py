@@ -1,6 +1,7 @@
 """`mora story`: a multi-shot film from a story (`mora.story`).
 
-The route is data composed from the task routes' steps (`mora.workflows.tasks`):
+The route is data: the story task's `Film` in the task table (`mora.workflows.tasks`), built from the
+task routes' steps:
 
     storyboard_agent
     shot 1:   text_to_image_agent -> image_to_video_agent (image_to_video, then extend_video until its seconds)
@@ -34,7 +35,7 @@ from mora.limits import derive_seed
 from mora.workflows.job import Job
 from mora.workflows.prepare import RunResult, StoryPrepared, job_from_call, prepare, seconds_range, shot_route
 from mora.workflows.storyboard import edit_instruction, shot_prompt, split_story, validate_storyboard
-from mora.workflows.tasks import CONNECT, EDIT_IMAGE
+from mora.workflows.tasks import STORY, TASK_TABLE, Film
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def make_storyboard(p: StoryPrepared) -> tuple[dict, dict]:
 
         rng = seconds_range(p.preset, p.pinned)
         if p.hooks.on_step:  # the story's first step line, as each shot's agents have theirs
-            p.hooks.on_step(STORYBOARD_AGENT_NAME, "writing the storyboard")
+            p.hooks.on_step(_film(p).storyboard.agent, "writing the storyboard")
         answer = write_storyboard(
             p.story, p.shots, p.shot_seconds, config_list=p.config_list,
             validate=lambda data: validate_storyboard(data, seconds_range=rng, source="storyboard_agent answer"),
@@ -85,6 +86,12 @@ class ShotJob(Job):
         if tool == "image_to_video":
             args["segments"] = 1
         return args
+
+
+def _film(p: StoryPrepared) -> Film:
+    film = TASK_TABLE[p.task].film
+    assert film is not None, p.task  # prepare made a StoryPrepared for a film only
+    return film
 
 
 def _record_matches(record: dict, expect: dict, where: str) -> bool:
@@ -119,7 +126,8 @@ def run_shot(p: StoryPrepared, board: dict, k: int, keyframe: str | None) -> dic
     """Shot k (0-based) through its agents, or its record when resuming; returns the record."""
     where = f"shot-{k + 1:02d}"
     folder = p.artifacts_dir / where
-    steps = shot_route(k, board["shots"][k]["seconds"], p.continuity, p.preset, p.pinned)
+    film = _film(p)
+    steps = shot_route(film, k, board["shots"][k]["seconds"], p.continuity, p.preset, p.pinned)
     prompt = shot_prompt(board, k, p.continuity)
     seed = derive_seed(p.seed, k)  # related seeds: the story's seed + k
     expect = {"prompt": prompt, "seed": seed, "route": [s.agent for s in steps]}
@@ -132,7 +140,7 @@ def run_shot(p: StoryPrepared, board: dict, k: int, keyframe: str | None) -> dic
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    edit = steps[0] is EDIT_IMAGE
+    edit = steps[0] == film.keyframe
     inputs = {"prompt": prompt, **({"instruction": edit_instruction(board, k), "image": keyframe} if edit else {})}
     job = ShotJob(task="edit" if edit else "text-to-video", inputs=inputs, options=p.pinned, seed=seed,
                   steps=list(steps), artifacts_dir=folder)
@@ -163,7 +171,8 @@ def run_transition(p: StoryPrepared, board: dict, k: int, a: dict, b: dict) -> d
     folder = p.artifacts_dir / where
     seed = derive_seed(p.seed, TRANSITION_SEED_OFFSET, k)
     prompt = board["shots"][k]["prompt"]  # what the transition leads into
-    expect = {"prompt": prompt, "seed": seed, "route": [CONNECT.agent]}
+    step = _film(p).transition
+    expect = {"prompt": prompt, "seed": seed, "route": [step.agent]}
     record_path = folder / "transition.json"
     if p.resume and record_path.is_file():
         record = json.loads(record_path.read_text(encoding="utf-8"))
@@ -177,7 +186,7 @@ def run_transition(p: StoryPrepared, board: dict, k: int, a: dict, b: dict) -> d
                               folder / "from.mp4", fps=a["fps"])
     start_b = media.write_video([media.read_frame(b["video"], 0, argument="video_b")], folder / "to.mp4", fps=a["fps"])
     job = Job(task="connect", inputs={"video_a": str(end_a), "video_b": str(start_b), "prompt": prompt}, options=p.pinned, seed=seed,
-              steps=[CONNECT], artifacts_dir=folder)
+              steps=[step], artifacts_dir=folder)
     for path in (end_a, start_b):
         job.allow(path)
         job.videos.append(str(path))
@@ -342,7 +351,7 @@ def write_story(p: StoryPrepared, board: dict, llm: dict, shots: list[dict], tra
     keep = ("index", "prompt", "seed", "seconds", "frames", "video", "first_image", "last_frame", "artifacts",
             "tool_calls", "timings", "metrics", "route", "resumed")
     manifest = {
-        "task": "story", "preset": p.preset.name, "seed": p.seed,
+        "task": p.task, "preset": p.preset.name, "seed": p.seed,
         "inputs": {"story": p.story, "storyboard": p.storyboard_source, "shots": p.shots,
                    "shot_seconds": p.shot_seconds, "transition": p.transition, "continuity": p.continuity},
         "prompt": p.story, "enhanced_prompt": None, "route": route, "steps": steps,
@@ -389,7 +398,7 @@ def story(story: str | None = None, **options: Any) -> RunResult:
         3
     """
     board = options.pop("storyboard", None)
-    spec, hooks = job_from_call("story", {"story": story, "storyboard": board}, options)
+    spec, hooks = job_from_call(STORY, {"story": story, "storyboard": board}, options)
     return run_story(prepare(spec, hooks))
 
 

@@ -363,7 +363,10 @@ def _interrupted(command: str | None = None) -> int:
 
         if not reports_interrupt():  # one of several training processes: the launcher or process 0 says it
             return code
-    again = " (run the same command with --resume to continue)" if command in ("story", "batch", "train") else ""
+    from mora.workflows.jobspec import OPTIONS
+
+    resumable = command in ("batch", "train") or (command is not None and OPTIONS["resume"].applies_to(command))
+    again = " (run the same command with --resume to continue)" if resumable else ""
     print(f"{PROG}: interrupted; finished work (artifacts, shots, checkpoints) was kept, nothing was written at "
           f"--out{again}", file=sys.stderr)
     return code
@@ -398,7 +401,7 @@ def _say(args: argparse.Namespace):
     return lambda line: None if getattr(args, "quiet", False) else print(line, file=sys.stderr, flush=True)
 
 
-# command -> its runner (every task and `story` runs through _run_task)
+# command -> its runner (every task of the task table, story included, runs through _run_task)
 _COMMANDS = {"eval": _run_eval, "presets": _run_presets, "chat": _run_chat, "ui": _run_ui, "batch": _run_batch,
              "train": _run_train, "serve": lambda args: _run_extra("mora.service.cli", "run_serve", args, announce=_say(args)),
              "mcp": lambda args: _run_extra("mora.mcp.cli", "run_mcp", args)}

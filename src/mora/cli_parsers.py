@@ -45,8 +45,7 @@ def add_inputs(p: argparse.ArgumentParser, task: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `mora` parser: one subcommand per task (from the task table), then the other commands."""
-    from mora.workflows.jobspec import STORY, STORY_HELP
+    """The `mora` parser: one subcommand per task (from the task table, story included), then the other commands."""
     from mora.workflows.tasks import TASK_TABLE  # data only: no torch
 
     parser = Parser(prog=PROG, description="Mora: multi-agent generalist video generation (arXiv 2403.13248) on "
@@ -55,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mora {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for task in TASK_TABLE.values():
-        p = sub.add_parser(task.name, help=task.help, description=task.help)
+        p = sub.add_parser(task.name, help=task.help, description=task.about or task.help)
         add_inputs(p, task.name)
         add_job_options(p, task.name)
         output_flags(p)
@@ -68,12 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ui_parser(sub)
     _add_batch_parser(sub)
     add_train_parser(sub)
-    story = sub.add_parser(STORY, help=STORY_HELP, description="storyboard_agent writes a storyboard (<out stem>"
-                           "_storyboard.json), then each shot runs through the agents and the shots are joined by "
-                           "transitions into one film.")
-    add_inputs(story, STORY)
-    add_job_options(story, STORY)
-    output_flags(story)
     _add_info_parsers(sub)
     from mora.service.cli import add_serve_parser  # argparse only
 

@@ -31,8 +31,8 @@ import gradio as gr
 from mora.errors import MoraError, one_line
 from mora.service.rows import LOCAL_OWNER
 from mora.ui_files import cached, file_access, owner, received
-from mora.workflows.jobspec import OPTIONS, STORY, task_inputs, task_options
-from mora.workflows.tasks import MEDIA_KINDS, TASK_TABLE
+from mora.workflows.jobspec import OPTIONS, task_inputs, task_options
+from mora.workflows.tasks import MEDIA_KINDS, STORY, TASK_TABLE
 
 logger = logging.getLogger(__name__)
 
@@ -369,8 +369,10 @@ class App:
                 + (f", adapter `{self.shared['adapter']}`" if self.shared.get("adapter") else "")
             )
             for task in TASK_TABLE.values():  # one tab per task, from the task table
-                self._task_tab(task)
-            self._story_tab()
+                if task.film is not None:  # a film's tab shows its storyboard, then the film
+                    self._story_tab()
+                else:
+                    self._task_tab(task)
             with gr.Tab("Evaluate"):
                 video = gr.File(label="Video", file_types=["video"])
                 button = gr.Button("Score", variant="primary")

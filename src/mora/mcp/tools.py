@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from mora import media, validation
 from mora.errors import InputError
 from mora.service.store import JOB_REF  # `job:<id>`: the video of an earlier job of the same store
-from mora.workflows.jobspec import JOB_TASKS, STORY, STORY_HELP, job_schema, parse_job, task_inputs
-from mora.workflows.tasks import MEDIA_KINDS, TASK_TABLE
+from mora.workflows.jobspec import JOB_TASKS, job_schema, parse_job, task_inputs
+from mora.workflows.tasks import MEDIA_KINDS, STORY, TASK_TABLE
 
 # task -> MCP tool name: the one place these names are written (the tool names read as verbs)
 TOOL_NAMES: dict[str, str] = {
@@ -115,7 +115,7 @@ def tool_schema(task: str, *, preset: str | None = None, any_path: bool = True) 
 
 def task_tool(task: str, *, preset: str | None = None, any_path: bool = True) -> dict:
     """One task's tool: name, title, description, input and output schemas (see `tool_schema`)."""
-    text = STORY_HELP if task == STORY else TASK_TABLE[task].help
+    text = TASK_TABLE[task].help
     return {"name": TOOL_NAMES[task], "title": text.split(" (")[0].rstrip("."),
             "description": f"{text} Runs Mora's agents ({task}); returns the video as a resource link and the "
                            "manifest's summary (route, enhanced prompt, seconds, score card).",

@@ -52,19 +52,19 @@ def job_work(prepared: Any, *, own: bool = False) -> Work:
 
     The video model dominates a job's cost, so its settings count: the options the job pins
     (width, height, num_frames, steps), else the preset's settings of the role that makes the video.
+    A film's shots are those of its route (`Prepared.route`, the steps its progress counts too).
     """
     from mora.tooltable import TOOL_TABLE, video_tool
+    from mora.workflows.prepare import default_route
+    from mora.workflows.tasks import TASK_TABLE
 
     p = prepared
-    story = p.task == "story"
-    tools = [s.tool for s in p.route if s.tool]
-    role = "image_to_video" if story or not tools else TOOL_TABLE[video_tool(tools)].role
-    s = p.preset.spec(role).settings
+    film = TASK_TABLE[p.task].film
+    tools = film.tools() if film else [s.tool for s in p.route if s.tool]
+    s = p.preset.spec(TOOL_TABLE[video_tool(tools)].role).settings
     pins = {} if own else {k: v for k, v in p.pinned.items() if v is not None}
     frames = pins.get("num_frames") or s.num_frames * max(1, getattr(s, "segments", 1) or 1)
-    shots = (len(p.storyboard["shots"]) if p.storyboard else p.shots) if story else 1
-    if story and own:
-        shots = type(p).__dataclass_fields__["shots"].default  # the story's own number of shots
+    shots = film.shots(default_route(p) if own else p.route) if film else 1
     return Work(width=pins.get("width") or s.width, height=pins.get("height") or s.height, frames=frames,
                 steps=pins.get("steps") or s.steps, candidates=1 if own else max(1, p.best_of or 1), shots=shots)
 

@@ -35,16 +35,13 @@ CHILD_POLL_S = 0.2  # how often the parent looks at a running job's cancel flag 
 
 
 def acting_steps(job: dict) -> int:
-    """How many agent steps the job's route takes (the progress denominator; a story's is estimated)."""
-    from mora.workflows.prepare import Hooks, prepare, shot_route
+    """How many agent steps the job's prepared route takes (the progress denominator; a story's is
+    estimated when its storyboard is not known yet: `mora.workflows.prepare.film_route`)."""
+    from mora.workflows.prepare import Hooks, prepare
     from mora.workflows.tasks import REVIEW
 
     p = prepare(job, Hooks(progress=False), files=False)
-    if p.task != "story":
-        return max(1, sum(1 for s in p.route if s.agent != REVIEW))
-    shots = len(p.storyboard["shots"]) if p.storyboard else p.shots
-    per_shot = sum(len(shot_route(k, p.shot_seconds, p.continuity, p.preset, p.pinned)) for k in range(shots))
-    return 1 + per_shot + (shots - 1)  # storyboard_agent, every shot's steps, the transitions at most
+    return max(1, sum(1 for s in p.route if s.agent != REVIEW))
 
 
 class Worker:
