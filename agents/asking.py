@@ -79,7 +79,7 @@ class Answer(Generic[T]):
         return self.reasons[-1] if self.reasons else None
 
     def record(self, steps: list[dict], faults: list[str]) -> None:
-        """Add this step to a job's record (`Job.llm_steps`, `Job.llm_faults`)."""
+        """Add this step to a job's record (`RouteRun.llm_steps`, `RouteRun.llm_faults`)."""
         steps.append(self.step)
         faults.extend(self.faults)
 

@@ -47,7 +47,7 @@ MAX_PROMPT_WORDS = 200
 
 
 class Route(Protocol):
-    """What the team reads and sets of a job's route state machine (`mora.workflows.job.Job` implements it).
+    """What the team reads and sets of a job's route state machine (`mora.workflows.route_run.RouteRun` implements it).
 
     Exactly the attributes this module uses on a job (tests/test_team_wiring.py checks it).
     """
@@ -97,7 +97,7 @@ class Team:
     """Mora's agents for one job: the AutoGen adapter of the job's route.
 
     Args:
-        job: the job's route state machine (`mora.workflows.job.Job`): who acts next, scripted
+        job: the job's route state machine (`mora.workflows.route_run.RouteRun`): who acts next, scripted
             calls, the input guard, review gates and the critic's choice all live there.
         tools: the Toolset whose methods the agents call.
         config_list: OpenAI-compatible model entries, or None for no LLM.

@@ -272,7 +272,7 @@ SCRIPTED_CHAT = [
     md("""
     # Inside a run: the agents' group chat, built by hand
 
-    `mora.run` validates the inputs, builds a `Job` (the route and the files of this run), a `Toolset`
+    `mora.run` validates the inputs, builds a `RouteRun` (the route and the files of this run), a `Toolset`
     (the model tools) and a `Team` (five AutoGen agents, a user proxy that executes their tool calls,
     and a `GroupChatManager`), runs the chat, then writes the video and its manifest. This notebook
     builds those three objects itself, runs one route, and reads the group chat message by message.
@@ -328,7 +328,7 @@ SCRIPTED_CHAT = [
     ## Build the job, the tools and the team
 
     The same steps as `mora.run` (see `workflows/runner.py`): `prepare` checks everything, then the
-    route state machine (`Job`), the tools and the AutoGen team are built. The job's `guard` makes
+    route state machine (`RouteRun`), the tools and the AutoGen team are built. The job's `guard` makes
     the tools accept input paths only from this job's inputs and artifacts.
     """),
     code("""
@@ -342,16 +342,16 @@ SCRIPTED_CHAT = [
     from mora.agents.roles import AGENT_TOOLS
     from mora.agents.team import Team
     from mora.tools.toolset import Toolset
-    from mora.workflows.job import Job
     from mora.workflows.prepare import prepare
+    from mora.workflows.route_run import RouteRun
 
     PRESET = "tiny"  # "mora" on a GPU for real videos
     TASK = "text-to-video"
 
     spec = prepare({"task": TASK, "prompt": "a paper boat drifting down a rainy street", "preset": PRESET, "seed": 0,
                     "out": str(OUT / "boat.mp4"), "overwrite": True})  # the job model's fields, checked
-    job = Job(task=TASK, inputs=spec.inputs, options=spec.pinned, seed=spec.seed,
-              steps=list(route_for(TASK, spec.inputs)), artifacts_dir=spec.artifacts_dir)
+    job = RouteRun(task=TASK, inputs=spec.inputs, options=spec.pinned, seed=spec.seed,
+              route=list(route_for(TASK, spec.inputs)), artifacts_dir=spec.artifacts_dir)
     tools = Toolset(preset=spec.preset, device="auto", output_dir=job.artifacts_dir, progress=False,
                     input_guard=job.guard)
     team = Team(job, tools, config_list=None,  # no LLM: deterministic prompt, scripted tool calls
@@ -365,7 +365,7 @@ SCRIPTED_CHAT = [
     ## Run the route
 
     `team.run()` starts the chat from the user proxy; the manager asks the speaker-selection function
-    who speaks next, which follows `job.steps`.
+    who speaks next, which follows `job.route`.
     """),
     code("""
     team.run()

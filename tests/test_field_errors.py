@@ -115,13 +115,13 @@ def test_tool_and_route_errors_about_a_field_carry_it(tmp_path):
     """A tool's or the route's refusal of an input or a frame count names its field as `param`,
     so a front door can spell it, rather than finding the name inside the text."""
     from mora.tools.toolset import Toolset
-    from mora.workflows.job import Job
+    from mora.workflows.route_run import RouteRun
     from mora.workflows.tasks import route_for
 
     tools = Toolset(preset="tiny", device="cpu", output_dir=tmp_path)
     with pytest.raises(InputError) as not_a_path:
         tools._input("  ", "image")
-    job = Job("extend", {"video": "a.mp4"}, {}, 0, list(route_for("extend", {"video": "a.mp4"})), tmp_path)
+    job = RouteRun("extend", {"video": "a.mp4"}, {}, 0, list(route_for("extend", {"video": "a.mp4"})), tmp_path)
     with pytest.raises(InputError) as outside:
         job.guard("/etc/passwd", "video")
     for caught, field in ((not_a_path, "image"), (outside, "video")):

@@ -425,7 +425,7 @@ def test_a_preset_files_lora_adapter_is_loaded_into_its_roles_pipeline(tmp_path,
 def test_image_to_video_edits_the_image_only_when_asked_with_a_text_motion_preset():
     from pathlib import Path
 
-    from mora.workflows.job import Job
+    from mora.workflows.route_run import RouteRun
     from mora.workflows.tasks import route_for
 
     given = {"image": "cat.png", "prompt": "the cat jumps"}
@@ -436,5 +436,5 @@ def test_image_to_video_edits_the_image_only_when_asked_with_a_text_motion_prese
     # the paper's route always adapts the image; a given instruction is the one it uses
     steps = list(route_for("image-to-video", asked))
     assert [s.tool for s in steps] == [None, "edit_image", None, "image_to_video"]
-    job = Job("image-to-video", asked, {}, 0, steps, Path("a"), images=["cat.png"])
+    job = RouteRun("image-to-video", asked, {}, 0, steps, Path("a"), images=["cat.png"])
     assert job.scripted_call("edit_image")["instruction"] == "make it night"

@@ -13,7 +13,7 @@ import mora
 from mora.limits import MAX_SEED, check_seed, derive_seed
 from mora.service.store import JobStore
 from mora.tools.segments import chain_segments
-from mora.workflows.job import Job
+from mora.workflows.route_run import RouteRun
 from mora.workflows.tasks import route_for
 
 TINY = dict(preset="tiny", device="cpu", progress=False, metrics=False, steps=1, width=64, height=64)
@@ -39,7 +39,7 @@ def test_chained_segments_at_the_max_seed():
 
 
 def test_best_of_and_regenerated_image_seeds_at_the_max_seed():
-    job = Job("text-to-video", {"prompt": "a fox"}, {}, MAX_SEED, list(route_for("text-to-video", {"prompt": "a"})),
+    job = RouteRun("text-to-video", {"prompt": "a fox"}, {}, MAX_SEED, list(route_for("text-to-video", {"prompt": "a"})),
               Path("a"), best_of=2)
     job.candidate, job.image_seed_offset = 1, 1  # candidate 2, its image regenerated once
     assert job.scripted_call("text_to_image")["seed"] == 1

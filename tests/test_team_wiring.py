@@ -22,7 +22,7 @@ from mora.config import get_preset
 from mora.limits import llm_bounds
 from mora.tools.toolset import Toolset
 from mora.tooltable import TOOL_TABLE
-from mora.workflows.job import Job
+from mora.workflows.route_run import RouteRun
 from mora.workflows.tasks import route_for
 
 TEAM_SOURCE = Path(__file__).resolve().parents[1] / "agents" / "team.py"
@@ -32,7 +32,7 @@ CONFIG_LIST = [{"model": "fake-model", "api_key": "sk-never-sent", "base_url": "
 
 def make_team(tmp_path: Path, config_list: list[dict] | None = CONFIG_LIST) -> Team:
     inputs = {"prompt": "a fox"}
-    job = Job("text-to-video", inputs, {}, 0, list(route_for("text-to-video", inputs)), tmp_path)
+    job = RouteRun("text-to-video", inputs, {}, 0, list(route_for("text-to-video", inputs)), tmp_path)
     return Team(job, Toolset(preset="tiny", device="cpu", output_dir=tmp_path, progress=False), config_list=config_list)
 
 

@@ -13,11 +13,11 @@ from mora.config import get_preset, load_presets
 from mora.limits import llm_bounds
 from mora.tools.toolset import Toolset
 from mora.tooltable import FRAME_TOOLS, PATH_ARGS, TOOL_NAMES, TOOL_TABLE, option_tools, video_tool
-from mora.workflows.job import SCRIPTED_CALLS, Job
 from mora.workflows.jobspec import tool_options
+from mora.workflows.route_run import SCRIPTED_CALLS, RouteRun
 from mora.workflows.tasks import TASK_TABLE, route_for
 
-JOB_OPTIONS = tool_options()  # what Job.options may pin: the job model's tool options
+JOB_OPTIONS = tool_options()  # what RouteRun.options may pin: the job model's tool options
 
 
 def _every_route():
@@ -76,8 +76,8 @@ def test_agents_tools_and_roles_come_from_the_table():
     assert set(PATH_ARGS) == {n for n, t in TOOL_TABLE.items() if t.paths}
 
 
-def _job(task: str, **kwargs) -> Job:
-    job = Job(task, {"prompt": "a fox", "instruction": "make it night"}, {o: 8 for o in JOB_OPTIONS}, 5,
+def _job(task: str, **kwargs) -> RouteRun:
+    job = RouteRun(task, {"prompt": "a fox", "instruction": "make it night"}, {o: 8 for o in JOB_OPTIONS}, 5,
               list(route_for(task, {"prompt": "a fox"})), None, **kwargs)
     job.images += ["a.png", "b.png"]
     job.videos += ["a.mp4", "b.mp4"]

@@ -181,7 +181,7 @@ def tool_options() -> tuple[str, ...]:
     return tuple(o.name for o in OPTIONS.values() if o.tool)
 
 
-class JobBase(BaseModel):
+class JobSpec(BaseModel):
     """Fields and helpers every task's model shares."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, arbitrary_types_allowed=True)
@@ -253,7 +253,7 @@ def _no_blank_text(cls, value: Any) -> Any:
 
 
 @functools.cache
-def job_model(task: str) -> type[JobBase]:
+def job_model(task: str) -> type[JobSpec]:
     """The pydantic model of one task's job (cached; `job_model.cache_clear()` after changing OPTIONS).
 
     Example:
@@ -272,7 +272,7 @@ def job_model(task: str) -> type[JobBase]:
     checks = {"_no_blank_text": (texts, _no_blank_text), "_no_blank": (strings, _no_blank), "_no_nul": (files, _no_nul)}
     validators = {name: field_validator(*names, mode="before")(check)
                   for name, (names, check) in checks.items() if names}
-    return create_model(name, __base__=JobBase, __validators__=validators, **fields)
+    return create_model(name, __base__=JobSpec, __validators__=validators, **fields)
 
 
 def spell_flag(name: str) -> str:
@@ -287,7 +287,7 @@ ALL_SCOPES = ("job", "host", "person")
 
 
 def parse_job(data: dict, *, where: str | None = None, scopes: tuple[str, ...] = ALL_SCOPES,
-              door: str = "this job") -> JobBase:
+              door: str = "this job") -> JobSpec:
     """Validate one job (a batch line, `mora.run`'s keywords, a service request) into its task's model.
 
     Args:
@@ -324,7 +324,7 @@ def job_problems(data: dict, *, where: str | None = None, scopes: tuple[str, ...
     return []
 
 
-def _validate(data: Any, scopes: tuple[str, ...], door: str) -> JobBase:
+def _validate(data: Any, scopes: tuple[str, ...], door: str) -> JobSpec:
     if not isinstance(data, dict):
         raise InputError(f"a JSON {type(data).__name__} is not a job; write an object like "
                          '{"task": "text-to-video", "prompt": "a fox"}', param="job")
@@ -374,5 +374,5 @@ def job_schema(task: str, scopes: tuple[str, ...] = ("job",)) -> dict:
     return schema
 
 
-__all__ = ["JOB_TASKS", "OPTIONS", "JobBase", "Option", "job_model", "job_problems", "job_schema",
+__all__ = ["JOB_TASKS", "OPTIONS", "JobSpec", "Option", "job_model", "job_problems", "job_schema",
            "parse_job", "spell_flag", "task_inputs", "task_options", "tool_options"]

@@ -26,7 +26,7 @@ from mora.config import Preset, get_preset
 from mora.errors import Cancelled, InputError
 from mora.limits import BOUNDS, check_options, check_seed
 from mora.tooltable import TOOL_TABLE, video_tool
-from mora.workflows.jobspec import JobBase, job_model, parse_job, task_inputs, tool_options
+from mora.workflows.jobspec import JobSpec, job_model, parse_job, task_inputs, tool_options
 from mora.workflows.tasks import CRITIC, GATE, MEDIA_KINDS, STORY, TASK_TABLE, Film, Step, route_for
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class Prepared:
             steps are the job's progress lines.
     """
 
-    spec: JobBase
+    spec: JobSpec
     hooks: Hooks
     task: str
     inputs: dict
@@ -217,7 +217,7 @@ def check_input_files(task: str, inputs: dict) -> dict:
 
 # --- prepare -----------------------------------------------------------------------------------------
 
-def prepare(job: JobBase | dict, hooks: Hooks | None = None, *, files: bool = True) -> Prepared:
+def prepare(job: JobSpec | dict, hooks: Hooks | None = None, *, files: bool = True) -> Prepared:
     """Check a job against its task, its preset and the disk; raises InputError, loads and writes nothing.
 
     Args:
@@ -232,7 +232,7 @@ def prepare(job: JobBase | dict, hooks: Hooks | None = None, *, files: bool = Tr
         >>> [s.agent for s in p.route]
         ['prompt_agent', 'text_to_image_agent', 'review', 'image_to_video_agent']
     """
-    spec = job if isinstance(job, JobBase) else parse_job(job)
+    spec = job if isinstance(job, JobSpec) else parse_job(job)
     hooks = hooks or Hooks()
     preset = hooks.preset or get_preset(spec.preset, spec.preset_file)
     film = TASK_TABLE[spec.task].film
@@ -254,7 +254,7 @@ def prepare(job: JobBase | dict, hooks: Hooks | None = None, *, files: bool = Tr
                     adapter=adapter)
 
 
-def _pin(spec: JobBase, preset: Preset, tools: tuple[str, ...]) -> dict:
+def _pin(spec: JobSpec, preset: Preset, tools: tuple[str, ...]) -> dict:
     """The tool options the job pins, checked against the models of its video tool (the route's last)."""
     pinned = check_options(preset, {k: getattr(spec, k) for k in tool_options()}, video_tool=video_tool(tools))
     used = {option for tool in tools for option in TOOL_TABLE[tool].options}
@@ -265,7 +265,7 @@ def _pin(spec: JobBase, preset: Preset, tools: tuple[str, ...]) -> dict:
     return pinned
 
 
-def _host_checks(spec: JobBase, hooks: Hooks, preset: Preset, roles: set, files: bool) -> tuple[Any, Any]:
+def _host_checks(spec: JobSpec, hooks: Hooks, preset: Preset, roles: set, files: bool) -> tuple[Any, Any]:
     """(LLM config list, adapter): the config read, and with `files` the device, models and adapter checked."""
     from mora.agents.llm import load_llm_config
 
@@ -308,7 +308,7 @@ def default_seconds(preset: Preset, pinned: dict) -> float:
     return round((n + (preset.spec("image_to_video").settings.segments - 1) * add) / fps, 1)
 
 
-def shot_seconds(spec: JobBase, preset: Preset, pinned: dict) -> float:
+def shot_seconds(spec: JobSpec, preset: Preset, pinned: dict) -> float:
     """A film job's seconds per shot: its own, else the preset's video length."""
     return spec.shot_seconds if spec.shot_seconds is not None else default_seconds(preset, pinned)
 
@@ -324,7 +324,7 @@ def shot_route(film: Film, k: int, seconds: float, continuity: str, preset: Pres
     return film.shot(k, shot_extends(seconds, preset, pinned), continuity == "keyframe")
 
 
-def film_route(film: Film, spec: JobBase, preset: Preset, pinned: dict, board: dict | None = None,
+def film_route(film: Film, spec: JobSpec, preset: Preset, pinned: dict, board: dict | None = None,
                written: bool = False) -> tuple[Step, ...]:
     """A film's steps in the order they run: its progress lines, and its shots for the service's work budget.
 
@@ -370,7 +370,7 @@ def _read_storyboard(path: str | Path, rng: tuple[float, float]) -> dict:
     return validate_storyboard(data, seconds_range=rng, source=f"--storyboard {path}")
 
 
-def _check_resume(spec: JobBase, out: Path, artifacts: Path) -> None:
+def _check_resume(spec: JobSpec, out: Path, artifacts: Path) -> None:
     """`--resume` needs an earlier run of this story at `--out` (one rule for every command)."""
     earlier = out.with_name(f"{out.stem}_storyboard.json").is_file() or any(artifacts.glob("shot-*/shot.json"))
     if spec.resume and not earlier:
@@ -379,7 +379,7 @@ def _check_resume(spec: JobBase, out: Path, artifacts: Path) -> None:
                          param="resume")
 
 
-def _story_seed(spec: JobBase, artifacts: Path, files: bool) -> int | None:
+def _story_seed(spec: JobSpec, artifacts: Path, files: bool) -> int | None:
     """The story's seed, fixed here as every task's is (a queued or recovered job must not draw a new one):
     the given one, else a resumed run's recorded one (shot 1 runs with the story's seed), else a fresh one."""
     first = artifacts / "shot-01" / "shot.json"
@@ -393,7 +393,7 @@ def _story_seed(spec: JobBase, artifacts: Path, files: bool) -> int | None:
     return check_seed(spec.seed) if files else spec.seed
 
 
-def _prepare_story(spec: JobBase, hooks: Hooks, preset: Preset, film: Film, files: bool) -> StoryPrepared:
+def _prepare_story(spec: JobSpec, hooks: Hooks, preset: Preset, film: Film, files: bool) -> StoryPrepared:
     from mora.workflows.storyboard import validate_storyboard
 
     tools = film.tools(keyframe=spec.continuity == "keyframe")
@@ -424,7 +424,7 @@ def _prepare_story(spec: JobBase, hooks: Hooks, preset: Preset, film: Film, file
                          continuity=spec.continuity, resume=spec.resume)
 
 
-def job_from_call(task: str, inputs: dict, options: dict) -> tuple[JobBase, Hooks]:
+def job_from_call(task: str, inputs: dict, options: dict) -> tuple[JobSpec, Hooks]:
     """`mora.run`/`mora.story`'s keywords as (job, hooks): callbacks and Python objects go to the hooks.
 
     Example:

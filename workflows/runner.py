@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mora import media
-from mora.workflows.jobspec import JobBase
+from mora.workflows.jobspec import JobSpec
 from mora.workflows.prepare import Hooks, Prepared, RunResult, StoryPrepared, job_from_call, prepare
 
 logger = logging.getLogger(__name__)
@@ -29,10 +29,10 @@ def execute(job_spec: Prepared) -> tuple[Any, Any, float]:
     """Run the route through the agent team; returns (job, tools, seconds in the group chat)."""
     from mora.agents.team import Team
     from mora.tools.toolset import Toolset  # torch loads here, after every check
-    from mora.workflows.job import Job
+    from mora.workflows.route_run import RouteRun
 
     p, spec = job_spec, job_spec.spec
-    job = Job(task=p.task, inputs=p.inputs, options=p.pinned, seed=p.seed, best_of=p.best_of, steps=list(p.route),
+    job = RouteRun(task=p.task, inputs=p.inputs, options=p.pinned, seed=p.seed, best_of=p.best_of, route=list(p.route),
               artifacts_dir=p.artifacts_dir, reviewer=p.reviewer)
     tools = Toolset(preset=p.preset, device=spec.device, dtype=spec.dtype, profile=spec.profile,
                     output_dir=p.artifacts_dir, progress=p.hooks.progress, input_guard=job.guard, adapter=p.adapter)
@@ -103,7 +103,7 @@ def run(task: str, *, prompt: str | None = None, image: str | Path | None = None
     return run_job(spec, hooks)
 
 
-def run_job(spec: JobBase | dict, hooks: Hooks | None = None) -> RunResult:
+def run_job(spec: JobSpec | dict, hooks: Hooks | None = None) -> RunResult:
     """Run a job of the job model (any task of the task table, `story` included): prepare, execute, write.
 
     A `hooks.cancelled()` that turns True stops the job within one denoising step (`mora.errors.Cancelled`).

@@ -9,7 +9,7 @@ task routes' steps:
               (prompt continuity: style sheet + characters in the prompt, seed + k) -> image_to_video_agent ...
     between:  video_connection_agent (a `connect` transition) or nothing (a `cut`)
 
-Each shot and each transition runs through the agent team (`mora.agents.team.Team` over a `Job`),
+Each shot and each transition runs through the agent team (`mora.agents.team.Team` over a `RouteRun`),
 in `<out stem>_artifacts/shot-NN/` (`transition-NN/`), and leaves a record (`shot.json`,
 `transition.json`, written atomically) that `--resume` reuses after checking its prompt and seed.
 The film is streamed frame by frame from those files into one writer (`media.write_video` over a
@@ -32,8 +32,8 @@ from mora import media
 from mora.agents.roles import STORYBOARD_AGENT_NAME
 from mora.errors import InputError
 from mora.limits import derive_seed
-from mora.workflows.job import Job
 from mora.workflows.prepare import RunResult, StoryPrepared, job_from_call, prepare, seconds_range, shot_route
+from mora.workflows.route_run import RouteRun
 from mora.workflows.storyboard import edit_instruction, shot_prompt, split_story, validate_storyboard
 from mora.workflows.tasks import STORY, TASK_TABLE, Film
 
@@ -78,7 +78,7 @@ def make_storyboard(p: StoryPrepared) -> tuple[dict, dict]:
 
 # --- running the shots -------------------------------------------------------------------------------
 
-class ShotJob(Job):
+class ShotRun(RouteRun):
     """A shot's route state machine: image_to_video makes one segment, extend_video chains the rest."""
 
     def scripted_call(self, tool: str) -> dict:
@@ -103,7 +103,7 @@ def _record_matches(record: dict, expect: dict, where: str) -> bool:
     return all(Path(f).is_file() for f in record.get("files", []))
 
 
-def _run_team(p: StoryPrepared, job: Job, folder: Path, label: str) -> tuple[Any, float]:
+def _run_team(p: StoryPrepared, job: RouteRun, folder: Path, label: str) -> tuple[Any, float]:
     """Run one job's route through the agent team with a fresh Toolset writing into `folder`."""
     from mora.agents.team import Team
     from mora.tools.toolset import Toolset
@@ -142,8 +142,8 @@ def run_shot(p: StoryPrepared, board: dict, k: int, keyframe: str | None) -> dic
     folder.mkdir(parents=True)
     edit = steps[0] == film.keyframe
     inputs = {"prompt": prompt, **({"instruction": edit_instruction(board, k), "image": keyframe} if edit else {})}
-    job = ShotJob(task="edit" if edit else "text-to-video", inputs=inputs, options=p.pinned, seed=seed,
-                  steps=list(steps), artifacts_dir=folder)
+    job = ShotRun(task="edit" if edit else "text-to-video", inputs=inputs, options=p.pinned, seed=seed,
+                  route=list(steps), artifacts_dir=folder)
     if edit:
         job.allow(keyframe)
         job.images.append(keyframe)
@@ -185,8 +185,8 @@ def run_transition(p: StoryPrepared, board: dict, k: int, a: dict, b: dict) -> d
     end_a = media.write_video([media.read_frame(a["video"], a["frames"] - 1, argument="video_a")],
                               folder / "from.mp4", fps=a["fps"])
     start_b = media.write_video([media.read_frame(b["video"], 0, argument="video_b")], folder / "to.mp4", fps=a["fps"])
-    job = Job(task="connect", inputs={"video_a": str(end_a), "video_b": str(start_b), "prompt": prompt}, options=p.pinned, seed=seed,
-              steps=[step], artifacts_dir=folder)
+    job = RouteRun(task="connect", inputs={"video_a": str(end_a), "video_b": str(start_b), "prompt": prompt},
+                   options=p.pinned, seed=seed, route=[step], artifacts_dir=folder)
     for path in (end_a, start_b):
         job.allow(path)
         job.videos.append(str(path))

@@ -6,7 +6,7 @@ Everything that lists tasks is generated from it: the job model (`mora.workflows
 command's subcommands (`mora.cli`), the web page's tabs (`mora.ui`), the MCP tools, the director's
 `start_task` schema and prompt (`mora.workflows.chat`: the six only) and the input checks of
 `mora.run`. A route is a tuple of `Step`s: the agent that acts and the tool it calls (None for a
-text answer), or the review gate. The route state machine (`mora.workflows.job.Job`) walks it; no
+text answer), or the review gate. The route state machine (`mora.workflows.route_run.RouteRun`) walks it; no
 LLM decides who speaks next. A prepared job's route (`Prepared.route`, a story's included) is
 what its progress counts and what the service's work budget measures.
 """

@@ -4,7 +4,7 @@ Beside the task table (`mora.workflows.tasks`), this is the one place that says,
 its name, the preset role whose model it runs (and whose settings bound an LLM's arguments),
 the agent that calls it, its arguments that name input files (checked by the job's input
 guard), the job options that apply to it, and what its step looks like in progress lines.
-Everything else reads it: `mora.limits` (LLM bounds), `mora.workflows.job` (pinned options,
+Everything else reads it: `mora.limits` (LLM bounds), `mora.workflows.route_run` (pinned options,
 the frame tools, the scripted call of each tool: `SCRIPTED_CALLS` there, one function per
 tool of this table), `mora.tools.toolset` (the tool methods), `mora.agents.roles` (agent ->
 tools), `mora.agents.team` (registration) and `mora.agents.toolcalls` (the LLM's argument model).

@@ -1,6 +1,6 @@
 """The route state machine: one job's route, walked step by step, with its state and transitions.
 
-`Job` holds everything a route needs and decides: the cursor over the steps, the review gate
+`RouteRun` holds everything a route needs and decides: the cursor over the steps, the review gate
 (approve, regenerate, edit, abort), best-of candidates and the critic's choice, the scripted tool
 call of each step (used without an LLM, and as the fallback when the LLM's call is unusable), the
 input-path guard (only this job's inputs and artifacts) and what the manifest reports.
@@ -34,7 +34,7 @@ MAX_REVIEW_ROUNDS = 10
 
 
 @dataclass
-class Job:
+class RouteRun:
     """One run of a task through its route.
 
     Args:
@@ -43,13 +43,13 @@ class Job:
         options: options the user pinned (`width`, `height`, `steps`, `num_frames`, `fps`); None = model default.
         seed: the job's seed; regenerating a reviewed image uses seed + 1, + 2, ...
             (`mora.limits.derive_seed`: wrapped to stay a valid seed)
-        steps: the route; the review gate may insert steps.
+        route: the steps of the task's route; the review gate may insert steps.
         artifacts_dir: where tools write; input paths are accepted only from here and `inputs`.
         best_of: candidates for the critic (text-to-video, simulate).
         reviewer: `(image_path, info) -> decision` at review gates and critic disagreements (None: no review).
 
     Example:
-        >>> job = Job("extend", {"video": "a.mp4"}, {}, 0, list(route_for("extend", {"video": "a.mp4"})), Path("a"))
+        >>> job = RouteRun("extend", {"video": "a.mp4"}, {}, 0, list(route_for("extend", {"video": "a.mp4"})), Path("a"))
         >>> job.advance().tool
         'extend_video'
     """
@@ -58,7 +58,7 @@ class Job:
     inputs: dict
     options: dict
     seed: int
-    steps: list[Step]
+    route: list[Step]
     artifacts_dir: Path
     best_of: int = 1
     reviewer: Callable[[str, dict], Any] | None = None
@@ -140,8 +140,8 @@ class Job:
     def advance(self) -> Step | None:
         """Finish the active step, pass any review gates, and start the next acting step (None: done)."""
         self.active = None
-        while self.position < len(self.steps):
-            step = self.steps[self.position]
+        while self.position < len(self.route):
+            step = self.route[self.position]
             self.position += 1
             if step.agent == REVIEW:
                 self.review_gate()
@@ -155,7 +155,7 @@ class Job:
 
     def remaining(self) -> list[str]:
         """Agents of the steps not started yet."""
-        return [s.agent for s in self.steps[self.position:]]
+        return [s.agent for s in self.route[self.position:]]
 
     def record_output(self, tool: str, path: str) -> None:
         """A tool call of the active step wrote `path`: later steps may read it."""
@@ -169,7 +169,7 @@ class Job:
         """Ask the reviewer about the latest image; regenerate and edit insert the steps that redo it."""
         if self.reviewer is None:
             return
-        frame_step = next(s for s in reversed(self.steps[:self.position]) if s.tool in FRAME_TOOLS)
+        frame_step = next(s for s in reversed(self.route[:self.position]) if s.tool in FRAME_TOOLS)
         if len(self.review) >= MAX_REVIEW_ROUNDS:
             raise InputError(f"review: more than {MAX_REVIEW_ROUNDS} rounds without approval; approve or abort")
         image = self.images[-1]
@@ -212,7 +212,7 @@ class Job:
         return decision
 
     def _insert_next(self, *steps: Step) -> None:
-        self.steps[self.position:self.position] = list(steps)
+        self.route[self.position:self.position] = list(steps)
 
     def time(self, label: str, seconds: float) -> None:
         self.timings[label] = round(self.timings.get(label, 0.0) + seconds, 3)
@@ -220,36 +220,36 @@ class Job:
 
 # --- the scripted call of each tool (one function per tool of `mora.tooltable.TOOL_TABLE`) ----------
 
-def _text_to_image_call(job: Job) -> dict:
+def _text_to_image_call(job: RouteRun) -> dict:
     return dict(prompt=job.prompt, seed=derive_seed(job.call_seed, job.image_seed_offset),
                 negative_prompt=SIMULATE_NEGATIVE if job.task == "simulate" else "")
 
 
-def _edit_image_call(job: Job) -> dict:
+def _edit_image_call(job: RouteRun) -> dict:
     # The route's own edit starts from the job's source image; a reviewer's edit, from the latest frame.
     source = job.images[-1] if job.pending_instruction else job.images[0]
     return dict(image_path=source, instruction=job.edit_instruction(), seed=derive_seed(job.call_seed, job.image_seed_offset))
 
 
-def _image_to_video_call(job: Job) -> dict:
+def _image_to_video_call(job: RouteRun) -> dict:
     return dict(image_path=job.images[-1], prompt=job.prompt, seed=job.call_seed)
 
 
-def _extend_video_call(job: Job) -> dict:
+def _extend_video_call(job: RouteRun) -> dict:
     return dict(video_path=job.videos[-1], prompt=job.enhanced_prompt, seed=job.call_seed)
 
 
-def _edit_video_call(job: Job) -> dict:  # the whole source clip, guided by the edited first frame
+def _edit_video_call(job: RouteRun) -> dict:  # the whole source clip, guided by the edited first frame
     return dict(video_path=job.videos[0], image_path=job.images[-1], prompt=job.prompt, seed=job.call_seed)
 
 
-def _connect_videos_call(job: Job) -> dict:
+def _connect_videos_call(job: RouteRun) -> dict:
     return dict(first_video=job.videos[0], second_video=job.videos[1], prompt=job.inputs.get("prompt"),
                 seed=job.call_seed)
 
 
 # tool -> (job -> the tool's arguments): used without an LLM, and as the fallback of an unusable LLM call
-SCRIPTED_CALLS: dict[str, Callable[[Job], dict]] = {
+SCRIPTED_CALLS: dict[str, Callable[[RouteRun], dict]] = {
     "text_to_image": _text_to_image_call,
     "edit_image": _edit_image_call,
     "image_to_video": _image_to_video_call,
