@@ -276,3 +276,42 @@ def test_cli_prompts_run_prints_progress_the_table_and_the_data_summary(tmp_path
     both = subprocess.run([sys.executable, "-m", "mora.cli", "train", "--prompts", "p.txt", "--data", "d", "--out",
                            "r"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_resuming_an_iteration_s_fine_tuning_keeps_the_previous_adapter_as_z0(tmp_path, monkeypatch):
+    """Issue 30 item 4: a fine-tuning resumed mid-iteration measured drift and modulation_initial from
+    E("[Mod]") instead of the previous iteration's z (what the uninterrupted run measures from)."""
+    import torch
+    from safetensors.torch import load_file
+
+    import mora
+    from mora.adapters.modulation import modulation_factor
+    from mora.training.trainer import Trainer
+
+    real = Trainer.train_step
+
+    def interrupting(self, step, windows=None):
+        if self.run_dir.name == "iter-2" and step == 1 and not self.resumed_from:
+            raise KeyboardInterrupt  # iteration 2, after its step-1 checkpoint
+        return real(self, step, windows)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupting)
+    out = tmp_path / "run"
+    options = dict(prompts=PROMPTS[:1], out=out, iterations=2, candidates=2, steps=2, checkpoint_every=1,
+                   lr=1e-2, mod_lr=1e-1, **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        mora.train(**options)
+    mora.train(resume=True, **options)
+    previous = load_file(str(out / "train/iter-1/adapter/modulation.safetensors"))
+    final = load_file(str(out / "train/iter-2/adapter/modulation.safetensors"))
+    manifest = json.loads((out / "train/iter-2/train.json").read_text())
+    adapter = json.loads((out / "train/iter-2/adapter/adapter.json").read_text())
+    assert manifest["resumed_from"]  # the interruption happened where it should
+    for agent, z0 in previous.items():
+        drift = float((final[agent] - z0).norm())
+        assert drift > 0
+        assert manifest["modulation_initial"][agent] == pytest.approx(modulation_factor(z0), rel=1e-6)
+        assert manifest["modulation_drift"][agent] == pytest.approx(drift, rel=1e-4)
+        assert adapter["modulation_drift"][agent] == pytest.approx(drift, rel=1e-4)
+        cos = float(torch.nn.functional.cosine_similarity(final[agent].flatten(), z0.flatten(), dim=0))
+        assert adapter["modulation_cos"][agent] == pytest.approx(cos, rel=1e-5)
