@@ -12,8 +12,10 @@ A4 makes of it; the VAE latent of the noise-augmented conditioning frame) is nev
 
 Entries live in memory (the newest `MEMORY_ENTRIES`) and under `RUN_DIR/cache/` as safetensors
 files, so a resumed run or a second run into the folder reuses them. A clip's key is its path,
-size and modification time: a changed clip gets a new entry. `index.json` holds what every entry
-depends on (base models, dtype, training size, format); when that differs the folder is cleared.
+size and modification time: a changed clip gets a new entry, and a run starts by removing the
+entries its data no longer has (clips changed or removed, captions no clip has; `prune`), so the
+folder holds one run's data, not every version of it. `index.json` holds what every entry depends
+on (base models, dtype, training size, format); when that differs the folder is cleared.
 """
 
 from __future__ import annotations
@@ -34,14 +36,16 @@ logger = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
 INDEX = "index.json"
-FORMAT = 2  # 2: SVD's CLIP image embedding of every frame
+FORMAT = 3  # 2: SVD's CLIP image embedding of every frame; 3: keys name their kind ("clip-...", "sdxl-...")
+CLIP_KIND = "clip"
 MEMORY_ENTRIES = 32
 
 
 def clip_key(path: Path) -> str:
     """A clip's cache key: its path, size and modification time (a changed file gets a new key)."""
     stat = Path(path).stat()
-    return hashlib.sha1(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    digest = hashlib.sha1(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    return f"{CLIP_KIND}-{digest}"
 
 
 class EncodingCache:
@@ -63,8 +67,8 @@ class EncodingCache:
 
     @staticmethod
     def text_key(kind: str, text: str) -> str:
-        """A caption's key: which encoder and the text."""
-        return hashlib.sha1(f"{kind}|{text}".encode()).hexdigest()
+        """A caption's key: which encoder (its prefix) and the text."""
+        return f"{kind}-" + hashlib.sha1(f"{kind}|{text}".encode()).hexdigest()
 
     @classmethod
     def open(cls, run_dir: Path, fingerprint: dict, *, write: bool) -> EncodingCache:
@@ -82,6 +86,32 @@ class EncodingCache:
                 folder.mkdir(parents=True)
                 (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
         return cls(folder if folder.is_dir() else None, index, write)
+
+    def prune(self, clips: list[Path], texts: list[str]) -> int:
+        """Remove the entries the data `clips` (with captions `texts`) no longer has; returns how many.
+
+        Kept: each clip's current key and, for every caption encoder with an entry, the captions and
+        the empty one (the unconditional branch). Gone: clips changed or removed, captions no clip
+        has, and temp files a crash left. Only the writing process prunes.
+        """
+        if self.folder is None or not self.write:
+            return 0
+        live = {clip_key(path) for path in clips}
+        live_texts: dict[str, set[str]] = {}
+        removed = 0
+        for path in self.folder.iterdir():
+            key, kind = path.name.split(".")[0], path.name.partition("-")[0]
+            if path.name == INDEX or (path.suffix == ".safetensors" and key in live):
+                continue
+            if path.suffix == ".safetensors" and kind != CLIP_KIND:
+                keys = live_texts.setdefault(kind, {self.text_key(kind, t) for t in [*texts, ""]})
+                if key in keys:
+                    continue
+            path.unlink(missing_ok=True)
+            removed += 1
+        if removed:
+            logger.info("cache: removed %d entries the data no longer has", removed)
+        return removed
 
     def get(self, key: str, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         if key in self.memory:

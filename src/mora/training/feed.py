@@ -26,13 +26,16 @@ from mora.training.timing import StepTimer
 
 
 def open_cache(cfg: TrainConfig, models: dict[str, Any], dtype: torch.dtype, run_dir: Path,
-               processes: Processes) -> EncodingCache:
-    """The run's `EncodingCache` (`NoCache` with `--no-cache`), keyed by what its entries depend on."""
+               processes: Processes, clips: list[Any]) -> EncodingCache:
+    """The run's `EncodingCache` (`NoCache` with `--no-cache`), keyed by what its entries depend on,
+    without the entries of clips and captions no longer in the data `clips`."""
     if not cfg.cache:
         return NoCache()
     fingerprint = {"preset": cfg.preset_name, "models": {a: m.model for a, m in models.items()},
                    "dtype": str(dtype), "train_size": list(cfg.train_size)}
-    return EncodingCache.open(run_dir, fingerprint, write=processes.main)
+    cache = EncodingCache.open(run_dir, fingerprint, write=processes.main)
+    cache.prune([c.path for c in clips], [c.text for c in clips])
+    return cache
 
 
 class StepFeed:

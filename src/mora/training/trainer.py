@@ -196,7 +196,8 @@ class Trainer:
             self.optimizer = self._make_optimizer()
             self.ema = Averaged([p for g in self.optimizer.param_groups for p in g["params"]],
                                 self.cfg.ema_decay) if self.cfg.ema else None
-            self.encodings = open_cache(self.cfg, self.models, self.dtype, self.run_dir, self.processes)
+            self.encodings = open_cache(self.cfg, self.models, self.dtype, self.run_dir, self.processes,
+                                        self.clips)
             self.feed = StepFeed(self.cfg, self.clips, self.models, self.processes, self.device, self.encodings)
             time_encoders([m.pipe for m in self.models.values()], lambda: self._timer)
             if resume_from is not None:
