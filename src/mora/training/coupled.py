@@ -315,7 +315,7 @@ def image_to_video_loss(m: AgentModel, batch: Batch, cond_frame: torch.Tensor, r
     fps_ids = torch.tensor([max(0.0, round(f) - 1.0) for f in fps])  # SVD is conditioned on fps - 1
     time_ids = torch.stack([fps_ids, torch.full((b,), float(motion_bucket_id)), torch.full((b,), float(noise_aug))],
                            dim=1)
-    return svd_edm_loss(pipe.unet, latents.to(dtype), cond_latents.to(dtype),
+    return svd_edm_loss(pipe.unet, latents, cond_latents.to(dtype),
                         append_modulation(image_embeds.to(dtype), m.z), time_ids.to(device, dtype), draws)
 
 

@@ -129,24 +129,30 @@ def svd_edm_loss(unet: Any, latents: torch.Tensor, cond_latents: torch.Tensor, e
                  added_time_ids: torch.Tensor, draws: Draws) -> torch.Tensor:
     """SVD's EDM v-objective for clip latents (B, T, C, h, w) given the conditioning frame's latents (B, C, h, w).
 
+    sigma, the noise, the noisy latents, c_in, c_noise and the loss are fp32 whatever the weights'
+    dtype (as the pipeline's scheduler keeps them): only the UNet's input is cast, to the
+    conditioning latents' dtype (the UNet's). In bf16, 0.25 log(sigma) would lose the timestep's
+    low bits and the noise its precision.
+
     Args:
         unet: the `UNetSpatioTemporalConditionModel`.
-        latents: the target clip's latents, scaled by the VAE's scaling factor.
-        cond_latents: the noise-augmented conditioning frame's VAE latents (mode, unscaled, as the pipeline).
+        latents: the target clip's latents, scaled by the VAE's scaling factor (any float dtype).
+        cond_latents: the noise-augmented conditioning frame's VAE latents (mode, unscaled, as the
+            pipeline), in the UNet's dtype.
         encoder_states: cross-attention input (B, 1 + K, D): image embedding then z.
         added_time_ids: (B, 3): fps - 1, motion bucket, conditioning noise.
         draws: the samples' generators.
     """
     b = latents.shape[0]
+    dtype = cond_latents.dtype
     sigma = draws.log_normal(*SVD_SIGMA_LOGNORMAL).to(latents.device)
-    s = sigma.view(b, 1, 1, 1, 1).to(latents.dtype)
-    noisy = latents + draws.randn(tuple(latents.shape[1:]), latents) * s
-    model_input = torch.cat([noisy / (s**2 + 1).sqrt(),
-                             cond_latents.unsqueeze(1).expand(-1, latents.shape[1], -1, -1, -1).to(latents.dtype)],
-                            dim=2)
-    pred = unet(model_input, (0.25 * sigma.log()).to(latents.dtype), encoder_hidden_states=encoder_states,
+    s = sigma.view(b, 1, 1, 1, 1)
+    clean = latents.float()
+    noisy = clean + draws.randn(tuple(latents.shape[1:]), clean) * s
+    model_input = torch.cat([(noisy / (s**2 + 1).sqrt()).to(dtype),
+                             cond_latents.unsqueeze(1).expand(-1, latents.shape[1], -1, -1, -1)], dim=2)
+    pred = unet(model_input, 0.25 * sigma.log(), encoder_hidden_states=encoder_states,
                 added_time_ids=added_time_ids, return_dict=False)[0]
-    s = s.float()
-    denoised = pred.float() * (-s / (s**2 + 1).sqrt()) + noisy.float() / (s**2 + 1)
+    denoised = pred.float() * (-s / (s**2 + 1).sqrt()) + noisy / (s**2 + 1)
     weight = (1 + s**2) / s**2
-    return (weight * (denoised - latents.float()) ** 2).mean()
+    return (weight * (denoised - clean) ** 2).mean()
