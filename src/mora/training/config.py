@@ -28,13 +28,14 @@ MAX_MOD_TOKENS = 16
 MAX_RANK = 256
 MAX_FRAMES = 64
 MAX_SIDE = 2048
+MAX_FPS = 240
 BIG = 10**8
 
 # Options that change what a run computes: `resume` refuses a checkpoint made with other values.
 # (device, progress and checkpoint cadence may change between the interrupted run and its resume.)
 RUN_DEFINING = (
     "data", "preset", "agents", "steps", "batch_size", "grad_accum", "lr", "mod_lr", "rank", "mod_tokens", "coupling",
-    "lambda_image", "train_size", "train_frames", "seed", "optimizer", "weight_decay", "max_grad_norm",
+    "lambda_image", "train_size", "train_frames", "train_fps", "seed", "optimizer", "weight_decay", "max_grad_norm",
     "lr_schedule", "warmup_steps", "cond_dropout", "coupling_noise", "real_frame_p", "motion_bucket_id",
     "noise_aug", "overfit_batch", "ema", "ema_decay",
 )
@@ -57,8 +58,8 @@ class TrainConfig(BaseModel):
     Each field's description is its `--help` line. Worth knowing beyond it:
     mod_lr is 10x lr because z_i is a handful of vectors at the encoder's scale (norms in the tens);
     z_i gets no weight decay (it would shrink ||z_i|| for no reason of the data's); `coupling` applies
-    only when both A2 and A4 are trained; `motion_bucket_id` and `noise_aug` default to what the
-    preset's image-to-video model runs with (None until `validate()` fills them in).
+    only when both A2 and A4 are trained; `motion_bucket_id`, `noise_aug` and `train_fps` default to
+    what the preset's image-to-video model runs with (None until `validate()` fills them in).
 
     Raises:
         InputError: a bad value (`--FLAG: VALUE problem; fix`), from the constructor or `validate()`.
@@ -93,6 +94,9 @@ class TrainConfig(BaseModel):
                                 **_help("weight of the image agent's own loss: L = L_A4 + lambda L_A2 (+ L_A3)", "X"))
     train_size: tuple[int, int] = Field((512, 288), **_help("training frame size, multiples of 8", "WxH", text=True))
     train_frames: int = Field(14, ge=2, le=MAX_FRAMES, **_help("frames per training clip", "N"))
+    train_fps: float | None = Field(None, gt=0, le=MAX_FPS, allow_inf_nan=False, **_help(
+        "frame rate of the training windows: each clip is read every round(its fps / this) frames, and SVD is "
+        "conditioned on it (default: the preset's image-to-video fps, what inference passes)", "FPS"))
     checkpoint_every: int = Field(500, ge=1, le=BIG, **_help("write checkpoints/step-N every N steps", "N"))
     keep_checkpoints: int = Field(2, ge=1, le=1000, **_help("how many newest checkpoints to keep", "N"))
     resume: bool = Field(False, description="continue from the newest checkpoint of RUN_DIR")
@@ -171,6 +175,8 @@ class TrainConfig(BaseModel):
                 self.motion_bucket_id = int(settings.motion_bucket_id)
             if self.noise_aug is None:
                 self.noise_aug = float(settings.noise_aug_strength)
+            if self.train_fps is None:
+                self.train_fps = float(settings.fps)
         if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
             raise InputError("--report-to: tensorboard is not installed; pip install 'mora[tensorboard]' or drop "
                              "--report-to")

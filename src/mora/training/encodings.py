@@ -192,22 +192,24 @@ def encode_frames(models: dict[str, Any], frames: torch.Tensor, chunk: int = 8) 
     return out
 
 
-def cached_batch(entries: list[dict[str, torch.Tensor]], starts: list[int], frames: int, texts: list[str],
-                 fps: list[float], device: str, captions: EncodingCache) -> Any:
-    """The step's `Batch` sliced out of the clips' cached entries (the window `start:start + frames` of each)."""
+def cached_batch(entries: list[dict[str, torch.Tensor]], starts: list[int], strides: list[int], frames: int,
+                 texts: list[str], fps: list[float], device: str, captions: EncodingCache) -> Any:
+    """The step's `Batch` sliced out of the clips' cached entries: `frames` frames of each from `start`,
+    every `stride`-th (as `mora.training.data.load_clip` reads them)."""
     from mora.training.coupled import Batch
 
-    windows = [e["frames"][s:s + frames] for e, s in zip(entries, starts, strict=True)]
+    picks = [torch.arange(frames) * stride + start for start, stride in zip(starts, strides, strict=True)]
+    windows = [e["frames"][idx] for e, idx in zip(entries, picks, strict=True)]
     pixels = [w[[0, -1]].permute(0, 3, 1, 2).float().div(127.5).sub(1.0) for w in windows]
     dists: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    slices = {"sdxl_first": ("sdxl", 0, 1), "pix2pix_first": ("pix2pix", 0, 1),
-              "pix2pix_last": ("pix2pix", frames - 1, frames), "svd_clip": ("svd", 0, frames)}
-    for kind, (family, a, b) in slices.items():
+    which = {"sdxl_first": ("sdxl", slice(0, 1)), "pix2pix_first": ("pix2pix", slice(0, 1)),
+             "pix2pix_last": ("pix2pix", slice(frames - 1, frames)), "svd_clip": ("svd", slice(0, frames))}
+    for kind, (family, part_of) in which.items():
         if f"{family}_mean" in entries[0]:
-            dists[kind] = tuple(torch.cat([e[f"{family}_{part}"][s + a:s + b] for e, s in zip(entries, starts,
-                                                                                            strict=True)])
+            dists[kind] = tuple(torch.cat([e[f"{family}_{part}"][idx[part_of]] for e, idx in zip(entries, picks,
+                                                                                                strict=True)])
                                 for part in ("mean", "std"))
-    embeds = [e["svd_image_embeds"][s] for e, s in zip(entries, starts, strict=True)] \
+    embeds = [e["svd_image_embeds"][idx[0]] for e, idx in zip(entries, picks, strict=True)] \
         if "svd_image_embeds" in entries[0] else None
     return Batch(first=torch.stack([p[0] for p in pixels]).to(device), last=torch.stack([p[1] for p in pixels]).to(device),
                  texts=list(texts), fps=[float(f) for f in fps], dists=dists,

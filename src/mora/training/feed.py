@@ -38,6 +38,12 @@ def open_cache(cfg: TrainConfig, models: dict[str, Any], dtype: torch.dtype, run
     return cache
 
 
+def conditioning_fps(clip: Any, cfg: TrainConfig) -> float:
+    """The fps SVD is conditioned on for `clip`'s windows: `--train-fps` (the preset's fps, what inference
+    passes), or without one (A4 not trained) the clip's own rate."""
+    return float(cfg.train_fps) if cfg.train_fps else float(clip.fps)
+
+
 class StepFeed:
     """This process's batches and draws, step by step.
 
@@ -83,7 +89,7 @@ class StepFeed:
         cfg = self.cfg
         picked = [self.clips[i] for i in batch_indices(step, self.global_batch, len(self.clips), cfg.seed)]
         picked = [picked[k] for k in self.positions(micro)]
-        texts, fps = [c.text for c in picked], [c.fps for c in picked]
+        texts, fps = [c.text for c in picked], [conditioning_fps(c, cfg) for c in picked]
         if not cfg.cache:
             windows = windows or [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed,
                                             step=step) for c in picked]
@@ -91,7 +97,8 @@ class StepFeed:
         with timer.phase("encode") if timer is not None else contextlib.nullcontext():  # the cache read
             entries = [self.encodings.get(clip_key(c.path), lambda c=c: self._encode_clip(c)) for c in picked]
         starts = [window_start(c, cfg.train_frames, cfg.seed, step) for c in picked]
-        return cached_batch(entries, starts, cfg.train_frames, texts, fps, self.device, self.encodings)
+        return cached_batch(entries, starts, [c.stride for c in picked], cfg.train_frames, texts, fps, self.device,
+                            self.encodings)
 
     def _encode_clip(self, clip: Any) -> dict[str, torch.Tensor]:
         """A whole clip at the training size and what every trained agent's frozen encoders make of it."""

@@ -176,7 +176,7 @@ class Trainer:
         self.processes, device = from_environment(self.cfg.device)
         self.device = resolve_device(device)
         self._check_optimizer()
-        self.clips = check_dataset(self.cfg.data, self.cfg.train_frames)
+        self.clips = check_dataset(self.cfg.data, self.cfg.train_frames, self.cfg.train_fps)
         if self.processes.main:  # only process 0 writes
             if self.cfg.overwrite:
                 ckpt.clear_run(self.run_dir)
