@@ -86,3 +86,43 @@ def test_the_training_fps_and_strides_are_recorded_and_can_be_overridden(fast_cl
     assert result.manifest["data"]["fps"] == 12 and result.manifest["data"]["frame_strides"] == {"2": 1}
     assert result.manifest["config"]["train_fps"] == 12
     assert np.isfinite(result.final_loss)
+
+
+# --- issue 30, item 5: defaults follow the preset ---------------------------------------------------------
+
+
+def test_size_frames_and_fps_default_to_the_presets_and_flags_override(tmp_path):
+    from mora.config import get_preset
+    from mora.training import TrainConfig
+
+    for name in ("tiny", "mora"):
+        video = get_preset(name).spec("image_to_video").settings
+        cfg = TrainConfig(data=tmp_path, out=tmp_path / "run", preset=name).validate()
+        assert cfg.train_size == (video.width, video.height) and cfg.train_frames == video.num_frames
+        assert cfg.train_fps == video.fps
+    assert (TrainConfig(data=tmp_path, out=tmp_path / "run", preset="mora").validate().train_size) == (1024, 576)
+    given = TrainConfig(data=tmp_path, out=tmp_path / "run", preset="mora", train_size="512x288", train_frames=14,
+                        train_fps=6).validate()
+    assert (given.train_size, given.train_frames, given.train_fps) == ((512, 288), 14, 6)
+    sdxl = get_preset("tiny").spec("text_to_image").settings  # SDXL alone: the size its inference conditions on
+    alone = TrainConfig(data=tmp_path, out=tmp_path / "run", preset="tiny", agents=("text_to_image_agent",))
+    assert alone.validate().train_size == (sdxl.width, sdxl.height) and alone.train_fps is None
+
+
+@pytest.mark.slow  # a data-free iteration, then a training run on its kept data
+def test_mora_train_on_a_data_free_runs_kept_data_works_on_the_defaults(tmp_path, capsys):
+    import mora
+    from mora import cli
+
+    out = tmp_path / "df"
+    result = mora.train(prompts=["a red fox running through snow"], out=out, iterations=1, candidates=2, steps=1,
+                        preset="tiny", rank=4, device="cpu", progress=False)  # the README's example, shorter
+    config = json.loads((out / "train/iter-1/train.json").read_text())["config"]
+    assert config["train_size"] == [96, 64] and config["train_frames"] == 4  # tiny's, not 512x288 x 14
+    assert result.iterations[0]["kept"] == 1
+    run = tmp_path / "run"
+    code = cli.main(["train", "--data", str(out / "data/iter-1"), "--out", str(run), "--preset", "tiny", "--device",
+                     "cpu", "--steps", "1", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((run / "train.json").read_text())
+    assert manifest["status"] == "complete" and manifest["config"]["train_frames"] == 4

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -176,7 +176,8 @@ class Trainer:
         self.processes, device = from_environment(self.cfg.device)
         self.device = resolve_device(device)
         self._check_optimizer()
-        self.clips = check_dataset(self.cfg.data, self.cfg.train_frames, self.cfg.train_fps)
+        frames = cast(int, self.cfg.train_frames)  # validate() filled it in from the preset if not given
+        self.clips = check_dataset(self.cfg.data, frames, self.cfg.train_fps)
         if self.processes.main:  # only process 0 writes
             if self.cfg.overwrite:
                 ckpt.clear_run(self.run_dir)
