@@ -37,7 +37,7 @@ RUN_DEFINING = (
     "data", "preset", "agents", "steps", "batch_size", "grad_accum", "lr", "mod_lr", "rank", "mod_tokens", "coupling",
     "lambda_image", "train_size", "train_frames", "train_fps", "seed", "optimizer", "weight_decay", "max_grad_norm",
     "lr_schedule", "warmup_steps", "cond_dropout", "coupling_noise", "real_frame_p", "motion_bucket_id",
-    "noise_aug", "overfit_batch", "ema", "ema_decay",
+    "noise_aug", "overfit_batch", "ema", "ema_decay", "noise_offset", "snr_gamma",
 )
 # Fields the `mora train` command line takes from elsewhere (its own source flags, the job model, --resume).
 NOT_FLAGS = ("data", "out", "preset", "preset_file", "device", "seed", "resume")
@@ -128,6 +128,12 @@ class TrainConfig(BaseModel):
         "SVD's motion conditioning (default: the preset's image-to-video setting)", "N"))
     noise_aug: float | None = Field(None, ge=0, le=10.0, allow_inf_nan=False, **_help(
         "SVD's conditioning-frame noise (default: the preset's noise_aug_strength)", "X"))
+    noise_offset: float = Field(0.0, ge=0, le=1.0, allow_inf_nan=False, **_help(
+        "the SDXL and InstructPix2Pix losses' noise offset (diffusers' --noise_offset): noise plus X x N(0, 1) per "
+        "sample and channel (0: off; 0.05-0.1 as used with it)", "X"))
+    snr_gamma: float | None = Field(None, gt=0, le=1000, allow_inf_nan=False, **_help(
+        "min-SNR weighting of the SDXL and InstructPix2Pix losses (diffusers' --snr_gamma, compute_snr; 5.0 "
+        "recommended there; default off)", "GAMMA"))
     validate_every: int = Field(0, ge=0, le=BIG, **_help(
         "every K steps, make a video per validation prompt with the current adapter into RUN_DIR/validation/"
         "step-K (scores in metrics.jsonl; 0: never)", "K"))

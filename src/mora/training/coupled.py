@@ -34,8 +34,9 @@ from mora.training.objectives import (
     Draws,
     add_noise,
     alphas_cumprod,
+    ddpm_loss,
+    ddpm_noise,
     ddpm_target,
-    mse,
     svd_edm_loss,
     x0_estimate,
 )
@@ -148,14 +149,14 @@ def compute_losses(models: dict[str, AgentModel], batch: Batch, draws: Draws, cf
     cond_frame = first
     real = torch.ones(first.shape[0], dtype=torch.bool)  # A4 sees the real first frame (a CPU mask, as the draws)
     if A2 in models:
-        per_agent[A2], estimate = text_to_image_pass(models[A2], first, batch, draws, couple=cfg.coupled,
-                                                     coupling_noise=cfg.coupling_noise, dropout=dropout)
+        per_agent[A2], estimate = text_to_image_pass(models[A2], first, batch, draws, cfg, couple=cfg.coupled,
+                                                     dropout=dropout)
         if estimate is not None:
             # Some samples see the real first frame: at inference A4 gets SDXL's finished (sharp) frame.
             real = draws.rand() < (cfg.real_frame_p if train else 0.0)
             cond_frame = torch.where(real.to(first.device).view(-1, 1, 1, 1), first, estimate)
     if A3 in models:
-        per_agent[A3] = image_to_image_loss(models[A3], batch, draws, dropout)
+        per_agent[A3] = image_to_image_loss(models[A3], batch, draws, dropout, cfg)
     if A4 in models:
         per_agent[A4] = image_to_video_loss(models[A4], batch, cond_frame, real, draws,
                                             motion_bucket_id=cfg.motion_bucket_id, noise_aug=cfg.noise_aug,
@@ -263,12 +264,14 @@ def _where(mask: torch.Tensor | None, x: torch.Tensor, other: torch.Tensor | Non
     return torch.where(mask.view(-1, *([1] * (x.ndim - 1))), other, x)
 
 
-def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: Draws, *,
-                       couple: bool, coupling_noise: float, dropout: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: Draws, cfg: TrainConfig, *,
+                       couple: bool, dropout: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A2 (SDXL): its own noise-prediction loss and, when coupled, its decoded one-step first-frame estimate.
 
-    Rows [0, B) train L_A2 at t ~ U[0, T); rows [B, 2B) (coupled only) noise the same frames at
-    t_c ~ U[0, coupling_noise * T) and return x0's decoding with gradients, in [-1, 1]. The
+    Rows [0, B) train L_A2 at t ~ U[0, T) (with `cfg.noise_offset` and `cfg.snr_gamma`, as
+    diffusers' SDXL script); rows [B, 2B) (coupled only) noise the same frames at
+    t_c ~ U[0, coupling_noise * T), as inference (no offset), and return x0's decoding with
+    gradients, in [-1, 1]. The
     unconditional branch is what SDXL inference uses for an empty negative prompt (zeros when the
     pipeline forces them, else the encoding of "").
     """
@@ -286,10 +289,10 @@ def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: 
     alphas = alphas_cumprod(pipe.scheduler)
     steps = len(alphas)
     t = draws.randint(steps)
-    noise = draws.randn(tuple(latents.shape[1:]), latents)
+    noise = ddpm_noise(draws, latents, cfg.noise_offset)
     time_ids = batch.sdxl_time_ids()
     if couple:  # the coupled rows are A2 as A4 sees it at inference: conditioned, never dropped
-        t = torch.cat([t, draws.randint(max(1, int(coupling_noise * steps)))])
+        t = torch.cat([t, draws.randint(max(1, int(cfg.coupling_noise * steps)))])
         noise = torch.cat([noise, draws.randn(tuple(latents.shape[1:]), latents)])
         latents = latents.repeat(2, 1, 1, 1)
         embeds, pooled = torch.cat([embeds, cond_embeds]), torch.cat([pooled, cond_pooled])
@@ -301,7 +304,8 @@ def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: 
                      added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids.to(first.device, embeds.dtype)},
                      return_dict=False)[0]
     kind = pipe.scheduler.config.prediction_type
-    loss = mse(pred[:b], ddpm_target(latents[:b], noise[:b], t[:b], alphas, kind))
+    loss = ddpm_loss(pred[:b], ddpm_target(latents[:b], noise[:b], t[:b], alphas, kind), t[:b], alphas, kind,
+                     cfg.snr_gamma)
     if not couple:
         return loss, None
     x0 = x0_estimate(noisy[b:].float(), pred[b:].float(), t[b:], alphas, kind)
@@ -360,11 +364,12 @@ def pix2pix_dropout(u: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tens
     return u < 2 * p, (u >= p) & (u < 3 * p)
 
 
-def image_to_image_loss(m: AgentModel, batch: Batch, draws: Draws, dropout: float) -> torch.Tensor:
+def image_to_image_loss(m: AgentModel, batch: Batch, draws: Draws, dropout: float, cfg: TrainConfig) -> torch.Tensor:
     """A3 (InstructPix2Pix): learn the first frame from the last frame and the text (noise prediction).
 
     The unconditional text is the encoding of "" (what InstructPix2Pix inference uses), the
-    unconditional image zeros, with the three-way dropout of `pix2pix_dropout`.
+    unconditional image zeros, with the three-way dropout of `pix2pix_dropout`; `cfg.noise_offset`
+    and `cfg.snr_gamma` as for SDXL.
     """
     pipe = m.pipe
     first = batch.first
@@ -380,9 +385,10 @@ def image_to_image_loss(m: AgentModel, batch: Batch, draws: Draws, dropout: floa
         source_latents = _where(image_drop.to(first.device), source_latents)
     alphas = alphas_cumprod(pipe.scheduler)
     t = draws.randint(len(alphas))
-    noise = draws.randn(tuple(latents.shape[1:]), latents)
+    noise = ddpm_noise(draws, latents, cfg.noise_offset)
     noisy = add_noise(latents, noise, t, alphas)
     model_input = torch.cat([noisy, source_latents.to(noisy.dtype)], dim=1).to(m.dtype)
     pred = pipe.unet(model_input, t.to(first.device), encoder_hidden_states=append_modulation(embeds, m.z),
                      encoder_attention_mask=attend, return_dict=False)[0]
-    return mse(pred, ddpm_target(latents, noise, t, alphas, pipe.scheduler.config.prediction_type))
+    kind = pipe.scheduler.config.prediction_type
+    return ddpm_loss(pred, ddpm_target(latents, noise, t, alphas, kind), t, alphas, kind, cfg.snr_gamma)

@@ -3,7 +3,8 @@
 - SDXL and InstructPix2Pix: DDPM noise prediction. Timesteps uniform over the training schedule
   (the pipeline scheduler's betas, as `DDPMScheduler.from_config`), target = noise for
   `prediction_type` "epsilon" or the velocity for "v_prediction"; MSE. As in diffusers' SDXL and
-  InstructPix2Pix training scripts.
+  InstructPix2Pix training scripts, with their `--noise_offset` and `--snr_gamma` (min-SNR weighting),
+  off by default as there (`ddpm_noise`, `ddpm_loss`).
 - SVD: EDM preconditioning with the v-objective, as the public SVD fine-tuning scripts do (e.g.
   pixeli99/SVD_Xtend, after Karras et al. 2022): sigma ~ LogNormal(0.7, 1.6); input
   x / sqrt(sigma^2 + 1); timestep input 0.25 * log(sigma); denoised = c_skip * x + c_out * F(x) with
@@ -123,6 +124,41 @@ def x0_estimate(noisy: torch.Tensor, pred: torch.Tensor, t: torch.Tensor, alphas
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred.float(), target.float())
+
+
+def ddpm_noise(draws: Draws, latents: torch.Tensor, offset: float) -> torch.Tensor:
+    """The DDPM losses' noise for `latents` (B, C, h, w), with diffusers' `--noise_offset`: plus `offset`
+    x N(0, 1) per sample and channel (a shift of the mean the model can learn; 0: off, as there).
+
+    Example:
+        >>> ddpm_noise(Draws.for_samples(0, 0, [0]), torch.zeros(1, 4, 8, 8), 0.0).shape
+        torch.Size([1, 4, 8, 8])
+    """
+    noise = draws.randn(tuple(latents.shape[1:]), latents)
+    if offset:
+        noise = noise + offset * draws.randn((latents.shape[1], 1, 1), latents)
+    return noise
+
+
+def ddpm_loss(pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, alphas: torch.Tensor,
+              prediction_type: str, snr_gamma: float | None) -> torch.Tensor:
+    """The MSE of the DDPM losses; with `snr_gamma`, diffusers' min-SNR weighting (`compute_snr`, Hang
+    et al. 2023): each sample's MSE times min(SNR(t), gamma) / SNR(t) (/ (SNR(t) + 1) for v-prediction).
+
+    Example:
+        >>> ddpm_loss(torch.ones(2, 4), torch.zeros(2, 4), torch.tensor([1, 2]), torch.ones(3), "epsilon", None)
+        tensor(1.)
+    """
+    if snr_gamma is None:
+        return mse(pred, target)
+    from types import SimpleNamespace
+
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(SimpleNamespace(alphas_cumprod=alphas), t.to(alphas.device))
+    weights = snr.clamp(max=snr_gamma) / (snr if prediction_type == "epsilon" else snr + 1)
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
+    return (per_sample * weights.to(per_sample.device)).mean()
 
 
 def svd_edm_loss(unet: Any, latents: torch.Tensor, cond_latents: torch.Tensor, encoder_states: torch.Tensor,
