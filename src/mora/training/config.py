@@ -224,7 +224,8 @@ def preset_defaults(preset: Preset, agents: tuple[str, ...]) -> dict[str, Any]:
         (96, 64)
     """
     video = preset.spec("image_to_video").settings
-    sized = preset.spec("text_to_image").settings if agents == ("text_to_image_agent",) else video
+    sdxl_only = "text_to_image_agent" in agents and "image_to_video_agent" not in agents
+    sized = preset.spec("text_to_image").settings if sdxl_only else video
     try:
         size = _parse_size((sized.width, sized.height))
     except ValueError as e:
