@@ -30,8 +30,9 @@ the meta device it counts one full-size step's FLOPs per phase (encode, forward,
 and --no-cache, with `torch.utils.flop_counter` and the same phase rules (`StepTimer`).
 
 Goals: one H100, full size: <= 1.0 s per step and <= 40 GB peak (issue 12); on tiny, cached
-training >= 1.5x the steps per second of --no-cache (issue 21), read against the --no-cache run with
-the default workers, what `mora train --no-cache` does. (Until 2026-12-06 the script decoded the
+training no slower than --no-cache (issue 30 restates issue 21's 1.5x: on tiny the UNets dominate a
+step, so the cache's gain is a full-size figure, about 21% of a step's FLOPs), read against the
+--no-cache run with the default workers, what `mora train --no-cache` does. (Until 2026-12-06 the script decoded the
 --no-cache windows in the training process whatever the workers, which overstated the cache's gain.)
 """
 
@@ -372,7 +373,8 @@ def report(args: argparse.Namespace, results: list[dict], bench: Any) -> None:
     speedup = uncached["mean_s"] / on["mean_s"]
     print(f"cached: {1 / on['mean_s']:.2f} steps/s, --no-cache with {args.workers} workers (mora train's way): "
           f"{1 / uncached['mean_s']:.2f} steps/s -> {speedup:.2f}x"
-          + (f" (goal on tiny: >= 1.5x: {'met' if speedup >= 1.5 else 'NOT met'})" if args.scale == "tiny" else ""))
+          + (f" (goal on tiny: not slower, >= 1.0x: {'met' if speedup >= 1.0 else 'NOT met'}; the gain is a "
+             "full-size figure)" if args.scale == "tiny" else ""))
     print(f"--no-cache with no workers (decoding in the training process): {1 / inline['mean_s']:.2f} steps/s -> "
           f"cached is {inline['mean_s'] / on['mean_s']:.2f}x")
     if args.scale == "full" and args.device.startswith("cuda"):

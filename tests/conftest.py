@@ -37,6 +37,14 @@ def tiny_tools_factory():
     return make
 
 
+# A caption longer than one 77-token CLIP window (several windows, as an enhanced prompt).
+LONG = ("a red fox with a bushy tail and black socks trots through deep fresh powder snow in a quiet pine forest "
+        "at dawn, soft golden light filtering between the trunks, breath steaming in the cold air, small clumps of "
+        "snow falling from the branches as a gentle wind moves through the trees, the camera tracking slowly beside "
+        "the fox at its eye level, shallow depth of field, fine detail in the fur, tiny ice crystals sparkling in "
+        "the air, distant mountains fading into a pale blue haze, cinematic, highly detailed, 35mm film grain")
+
+
 def gradient_frames(num_frames: int, width: int, height: int, shift: int = 3) -> np.ndarray:
     """A smooth, moving colour gradient: compresses well, so pixels survive H.264 closely."""
     y, x = np.mgrid[0:height, 0:width]

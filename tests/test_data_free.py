@@ -258,7 +258,8 @@ def test_cli_prompts_run_prints_progress_the_table_and_the_data_summary(tmp_path
     import subprocess
     import sys
 
-    # tiny's defaults (issue 20, item 7): no --train-frames; training reads the 7 frames a candidate has
+    # tiny's defaults (issue 20, item 7; issue 30, item 5): no --train-frames; training reads the preset's
+    # frames per image-to-video call (4) of the 7 a candidate has
     (tmp_path / "p.txt").write_text("a red fox running through snow\n\n")
     proc = subprocess.run([sys.executable, "-m", "mora.cli", "train", "--prompts", str(tmp_path / "p.txt"), "--out",
                            str(tmp_path / "run"), "--preset", "tiny", "--device", "cpu", "--iterations", "1",
@@ -272,7 +273,58 @@ def test_cli_prompts_run_prints_progress_the_table_and_the_data_summary(tmp_path
     summary = proc.stdout.strip()
     assert summary.startswith(str(tmp_path / "run" / "adapter"))
     assert "1 steps, final loss" in summary and "(mean of the last 1 steps)" in summary and "modulation" in summary
-    assert json.loads((tmp_path / "run/train/iter-1/train.json").read_text())["config"]["train_frames"] == 7
+    assert json.loads((tmp_path / "run/train/iter-1/train.json").read_text())["config"]["train_frames"] == 4
     both = subprocess.run([sys.executable, "-m", "mora.cli", "train", "--prompts", "p.txt", "--data", "d", "--out",
                            "r"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_resuming_an_iteration_s_fine_tuning_keeps_the_previous_adapter_as_z0(tmp_path, monkeypatch):
+    """Issue 30 item 4: a fine-tuning resumed mid-iteration measured drift and modulation_initial from
+    E("[Mod]") instead of the previous iteration's z (what the uninterrupted run measures from)."""
+    import torch
+    from safetensors.torch import load_file
+
+    import mora
+    from mora.adapters.modulation import modulation_factor
+    from mora.training.trainer import Trainer
+
+    real = Trainer.train_step
+
+    def interrupting(self, step, windows=None):
+        if self.run_dir.name == "iter-2" and step == 1 and not self.resumed_from:
+            raise KeyboardInterrupt  # iteration 2, after its step-1 checkpoint
+        return real(self, step, windows)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupting)
+    out = tmp_path / "run"
+    options = dict(prompts=PROMPTS[:1], out=out, iterations=2, candidates=2, steps=2, checkpoint_every=1,
+                   lr=1e-2, mod_lr=1e-1, **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        mora.train(**options)
+    mora.train(resume=True, **options)
+    previous = load_file(str(out / "train/iter-1/adapter/modulation.safetensors"))
+    final = load_file(str(out / "train/iter-2/adapter/modulation.safetensors"))
+    manifest = json.loads((out / "train/iter-2/train.json").read_text())
+    adapter = json.loads((out / "train/iter-2/adapter/adapter.json").read_text())
+    assert manifest["resumed_from"]  # the interruption happened where it should
+    for agent, z0 in previous.items():
+        drift = float((final[agent] - z0).norm())
+        assert drift > 0
+        assert manifest["modulation_initial"][agent] == pytest.approx(modulation_factor(z0), rel=1e-6)
+        assert manifest["modulation_drift"][agent] == pytest.approx(drift, rel=1e-4)
+        assert adapter["modulation_drift"][agent] == pytest.approx(drift, rel=1e-4)
+        cos = float(torch.nn.functional.cosine_similarity(final[agent].flatten(), z0.flatten(), dim=0))
+        assert adapter["modulation_cos"][agent] == pytest.approx(cos, rel=1e-5)
+
+
+def test_training_frames_at_a_lower_fps_than_the_candidates_are_checked_before_any_is_made(tmp_path):
+    """Issue 30 item 1: at --train-fps 3 a 7 fps candidate is read every 2nd frame: 4 frames span 7, 5 span 9."""
+    from mora.training.loop import check_loop
+
+    options = dict(iterations=1, candidates=2, steps=1, preset="tiny", device="cpu", train_fps=3)
+    assert check_loop(["a fox"], tmp_path / "a", train_frames=4, **options).train_options["train_frames"] == 4
+    with pytest.raises(InputError, match=r"--train-frames: 5 at --train-fps 3 \(every 2 frames\) is more than the 7 "
+                                         r"frames each candidate of preset 'tiny' has; pass --train-frames 4 or less"):
+        check_loop(["a fox"], tmp_path / "b", train_frames=5, **options)
+    assert not (tmp_path / "b").exists()

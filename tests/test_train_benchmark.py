@@ -39,7 +39,7 @@ def test_train_benchmark_runs_every_configuration_on_tiny(tmp_path):
     for r in rows:
         assert set(r["split"]) == set(PHASES) and r["mean_s"] > 0 and len(r["losses"]) == 2
     assert f"--no-cache with {workers} workers (mora train's way)" in result.stdout
-    assert "(goal on tiny: >= 1.5x: " in result.stdout
+    assert "(goal on tiny: not slower, >= 1.0x: " in result.stdout
     assert "--no-cache with no workers (decoding in the training process)" in result.stdout
 
 

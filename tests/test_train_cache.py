@@ -92,7 +92,7 @@ def test_load_clip_decodes_through_its_window_only(tmp_path, monkeypatch):
         assert decoded[-1] == start + 4
     assert min(window_start(clip, 4, 0, s) for s in range(4)) + 4 < 24  # so a later frame was never decoded
     media.write_video(gradient_frames(3, 96, 64), tmp_path / "a.mp4", fps=8)  # the file shrank since the check
-    with pytest.raises(Exception, match=r"^--data: 'a.mp4' now has \d+ frames, fewer than the 24 it had"):
+    with pytest.raises(Exception, match=r"^--data: 'a.mp4' now has fewer than \d+ frames, not the 24 it had"):
         load_clip(clip, frames=4, size=(64, 64), seed=0, step=0)
 
 
@@ -153,3 +153,31 @@ def test_conditioning_embeds_mix_cached_rows_and_computed_rows_with_gradients(mo
     batch.first_image_embeds = None  # --no-cache: always encoded
     assert coupled.conditioning_embeds(None, batch, frames, torch.tensor([True, True])).shape == (2, 1, 3)
     assert runs == [2, 2]
+
+
+def test_entries_of_clips_that_changed_or_left_the_data_are_pruned(tmp_path):
+    """Issue 30 item 7: the cache only grew; a run now removes the entries no clip or caption of its data has."""
+    from mora.training import TrainConfig, Trainer
+    from mora.training.encodings import EncodingCache, clip_key
+
+    data = tmp_path / "clips"
+    data.mkdir()
+    rows = [("a", "a red fox"), ("b", "a boat"), ("c", "a cat")]
+    for i, (name, _) in enumerate(rows):
+        media.write_video(gradient_frames(6, 64, 64, shift=3 + 30 * i), data / f"{name}.mp4", fps=8)
+    meta = data / "metadata.jsonl"
+    meta.write_text("".join(json.dumps({"file_name": f"{n}.mp4", "text": t}) + "\n" for n, t in rows))
+    run = tmp_path / "run"
+    trainer, _ = _run(data, run, steps=1, batch_size=3)
+    assert trainer.encodings.computed == 7  # three clips, three captions, the empty caption
+    stale_a = clip_key(data / "a.mp4")
+    media.write_video(gradient_frames(7, 64, 64, shift=50), data / "a.mp4", fps=8)  # a changes
+    (data / "b.mp4").unlink()  # b leaves the data, and a's caption changes
+    meta.write_text(json.dumps({"file_name": "a.mp4", "text": "a red fox at dusk"}) + "\n"
+                    + json.dumps({"file_name": "c.mp4", "text": "a cat"}) + "\n")
+    (run / "cache" / "left.123.tmp").write_bytes(b"cut")  # a write a crash interrupted
+    Trainer(TrainConfig(data=data, out=run, steps=1, overwrite=True, **FAST), progress=False).prepare()
+    kept = {p.name for p in (run / "cache").iterdir()}
+    live = {clip_key(data / "c.mp4"), EncodingCache.text_key("sdxl", "a cat"), EncodingCache.text_key("sdxl", "")}
+    assert kept == {"index.json", *(f"{k}.safetensors" for k in live)}
+    assert stale_a != clip_key(data / "a.mp4")

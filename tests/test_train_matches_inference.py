@@ -14,18 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import gradient_frames
+from conftest import LONG, gradient_frames
 
 from mora import media
 from mora.errors import InputError
 
 A2, A3, A4 = "text_to_image_agent", "image_to_image_agent", "image_to_video_agent"
 FAST = dict(preset="tiny", train_size=(64, 64), train_frames=4, rank=4, gradient_checkpointing=False, device="cpu")
-LONG = ("a red fox with a bushy tail and black socks trots through deep fresh powder snow in a quiet pine forest "
-        "at dawn, soft golden light filtering between the trunks, breath steaming in the cold air, small clumps of "
-        "snow falling from the branches as a gentle wind moves through the trees, the camera tracking slowly beside "
-        "the fox at its eye level, shallow depth of field, fine detail in the fur, tiny ice crystals sparkling in "
-        "the air, distant mountains fading into a pale blue haze, cinematic, highly detailed, 35mm film grain")
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +116,7 @@ def test_pix2pix_drops_text_to_the_empty_prompt_and_image_to_zeros(data, tmp_pat
                                                                   torch.ones_like(u, dtype=torch.bool)))
     losses(trainer)
     states = calls[0][1]["encoder_hidden_states"]
-    empty = coupled.clip_caption_embeds(pipe, [LONG, ""])[1:]  # "" padded to the caption's windows
+    empty = coupled.clip_caption_embeds(pipe, [LONG, ""])[0][1:]  # "" padded to the caption's windows
     torch.testing.assert_close(states[:, :-1], empty)  # not zeros: the encoding of "", as inference
     assert float(states[:, :-1].detach().abs().sum()) > 0
     assert float(calls[0][0][0][:, 4:].abs().sum()) == 0  # the source image's latents dropped
@@ -138,11 +133,12 @@ def test_captions_are_encoded_exactly_as_the_tools_encode_prompts(data, tmp_path
     sdxl, pix = trainer.models[A2].pipe, trainer.models[A3].pipe
     expected, tokens = clip_text.sdxl_embeds(sdxl, LONG, "")
     assert tokens.chunks >= 2  # longer than one 77-token window
-    embeds, pooled = sdxl_caption_embeds(sdxl, [LONG])
+    embeds, pooled, tokens_each = sdxl_caption_embeds(sdxl, [LONG])
+    assert tokens_each == [embeds.shape[1]]
     torch.testing.assert_close(embeds, expected["prompt_embeds"], rtol=0, atol=0)
     torch.testing.assert_close(pooled, expected["pooled_prompt_embeds"], rtol=0, atol=0)
     expected, _ = clip_text.single_encoder_embeds(pix, LONG)
-    torch.testing.assert_close(clip_caption_embeds(pix, [LONG]), expected["prompt_embeds"], rtol=0, atol=0)
+    torch.testing.assert_close(clip_caption_embeds(pix, [LONG])[0], expected["prompt_embeds"], rtol=0, atol=0)
     calls = capture(sdxl.unet)
     losses(trainer)
     assert calls[0][1]["encoder_hidden_states"].shape[1] == 77 * tokens.chunks + 1  # all windows, then z
@@ -233,3 +229,45 @@ def test_judges_and_the_human_see_only_candidates_above_the_floor(tmp_path, fake
     loop2 = DataFreeLoop(cfg, human=lambda c, v: 1, progress=False)
     with pytest.raises(InputError, match="not one of the candidates shown"):
         loop2._ask_human(_candidates(tmp_path, (0.5, 0.7, 0.65)), {})
+
+
+# --- issue 30, item 2: a caption conditions alike in a batch and alone -------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Path:
+    """Two clips: a short caption (one 77-token window) and LONG (several)."""
+    folder = tmp_path_factory.mktemp("mixed")
+    lines = []
+    for i, text in enumerate(("a red fox", LONG)):
+        media.write_video(gradient_frames(5, 64, 64, shift=3 + 20 * i), folder / f"{i}.mp4", fps=8)
+        lines.append(json.dumps({"file_name": f"{i}.mp4", "text": text}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_a_short_caption_beside_a_long_one_conditions_as_it_does_alone(mixed, tmp_path):
+    """No empty 77-token windows that inference never makes: the batch's UNet output for the short
+    caption equals the UNet's output for it alone (its own windows, then z), for SDXL and InstructPix2Pix."""
+    trainer = trainer_for(mixed, tmp_path / "run", agents=(A2, A3), batch_size=2, cond_dropout=0.0, coupling=False)
+    texts = trainer.feed.batch(0).texts
+    short = texts.index("a red fox")
+    for agent in (A2, A3):
+        unet, calls, outputs = trainer.models[agent].pipe.unet, [], []
+
+        def record(module, args, kwargs, out, calls=calls, outputs=outputs) -> None:
+            calls.append((args, kwargs))
+            outputs.append(out)
+
+        unet.register_forward_hook(record, with_kwargs=True)
+        with torch.no_grad():
+            losses(trainer)
+        (sample, t), kwargs = calls[0]
+        states = kwargs["encoder_hidden_states"]
+        assert states.shape[1] > 77 + 1  # the long caption's windows
+        alone = torch.cat([states[short:short + 1, :77], states[short:short + 1, -1:]], dim=1)  # 1 window, z
+        added = {k: v[short:short + 1] for k, v in (kwargs.get("added_cond_kwargs") or {}).items()}
+        with torch.no_grad():
+            expected = unet(sample[short:short + 1], t[short:short + 1], encoder_hidden_states=alone,
+                            added_cond_kwargs=added or None, return_dict=False)[0]
+        torch.testing.assert_close(outputs[0][0][short:short + 1], expected, rtol=1e-4, atol=1e-5)

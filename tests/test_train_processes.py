@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import gradient_frames
+from conftest import LONG, gradient_frames
 from safetensors.torch import load_file
 
 from mora import media
@@ -91,6 +91,23 @@ def test_a_samples_draws_do_not_depend_on_its_batch_or_micro_batch(data, tmp_pat
     np.testing.assert_allclose(loss2, loss_accum, rtol=1e-4)
     config = json.loads((tmp_path / "a2" / "train.json").read_text())["config"]
     assert config["grad_accum"] == 2
+
+
+def test_batch_2_equals_grad_accum_2_with_a_long_caption_beside_a_short_one(tmp_path, monkeypatch):
+    """Issue 30 item 2: the short caption was padded with empty windows in the batch (4e-2 relative in gradients)."""
+    data = tmp_path / "clips"
+    data.mkdir()
+    lines = []
+    for i, text in enumerate(("a red fox", LONG)):
+        media.write_video(gradient_frames(5, 64, 64, shift=3 + 20 * i), data / f"{i}.mp4", fps=8)
+        lines.append(json.dumps({"file_name": f"{i}.mp4", "text": text}))
+    (data / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    agents = ("text_to_image_agent", "image_to_image_agent", "image_to_video_agent")
+    grads2, loss2 = _first_gradients(data, tmp_path / "b2", monkeypatch, batch_size=2, agents=agents)
+    grads_accum, loss_accum = _first_gradients(data, tmp_path / "a2", monkeypatch, batch_size=1, grad_accum=2,
+                                               agents=agents)
+    _assert_same_gradients(grads2, grads_accum)
+    np.testing.assert_allclose(loss2, loss_accum, rtol=1e-4)
 
 
 @pytest.mark.slow

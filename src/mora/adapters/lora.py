@@ -60,11 +60,16 @@ def add_lora(unet: Any, rank: int) -> list[torch.nn.Parameter]:
 
 
 def lora_state(unet: Any) -> dict[str, torch.Tensor]:
-    """The adapter's weights in peft's key format (no adapter name), detached fp32 CPU copies."""
+    """The adapter's weights in peft's key format (no adapter name), detached fp32 CPU copies.
+
+    Always copies: peft returns the live parameters, and an fp32 CPU one would otherwise pass
+    through `.float().cpu()` as itself (with `--ema`, the average swapped out again after this read
+    would have been written as the raw weights).
+    """
     from peft.utils import get_peft_model_state_dict
 
     state = get_peft_model_state_dict(unet, adapter_name=ADAPTER_NAME)
-    return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+    return {k: v.detach().to("cpu", torch.float32, copy=True).contiguous() for k, v in state.items()}
 
 
 def set_lora_state(unet: Any, state: dict[str, torch.Tensor]) -> None:

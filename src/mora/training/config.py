@@ -28,15 +28,16 @@ MAX_MOD_TOKENS = 16
 MAX_RANK = 256
 MAX_FRAMES = 64
 MAX_SIDE = 2048
+MAX_FPS = 240
 BIG = 10**8
 
 # Options that change what a run computes: `resume` refuses a checkpoint made with other values.
 # (device, progress and checkpoint cadence may change between the interrupted run and its resume.)
 RUN_DEFINING = (
     "data", "preset", "agents", "steps", "batch_size", "grad_accum", "lr", "mod_lr", "rank", "mod_tokens", "coupling",
-    "lambda_image", "train_size", "train_frames", "seed", "optimizer", "weight_decay", "max_grad_norm",
+    "lambda_image", "train_size", "train_frames", "train_fps", "seed", "optimizer", "weight_decay", "max_grad_norm",
     "lr_schedule", "warmup_steps", "cond_dropout", "coupling_noise", "real_frame_p", "motion_bucket_id",
-    "noise_aug", "overfit_batch", "ema", "ema_decay",
+    "noise_aug", "overfit_batch", "ema", "ema_decay", "noise_offset", "snr_gamma",
 )
 # Fields the `mora train` command line takes from elsewhere (its own source flags, the job model, --resume).
 NOT_FLAGS = ("data", "out", "preset", "preset_file", "device", "seed", "resume")
@@ -52,13 +53,14 @@ def _help(line: str, metavar: str | None = None, **extra: Any) -> dict:
 
 
 class TrainConfig(BaseModel):
-    """Options of one training run (`mora train`, `mora.train`). Defaults fit one 80 GB GPU at full size.
+    """Options of one training run (`mora train`, `mora.train`). Size, frames and SVD's conditioning
+    default to what the preset runs at inference (`preset_defaults`); the rest fit one 80 GB GPU.
 
     Each field's description is its `--help` line. Worth knowing beyond it:
     mod_lr is 10x lr because z_i is a handful of vectors at the encoder's scale (norms in the tens);
     z_i gets no weight decay (it would shrink ||z_i|| for no reason of the data's); `coupling` applies
-    only when both A2 and A4 are trained; `motion_bucket_id` and `noise_aug` default to what the
-    preset's image-to-video model runs with (None until `validate()` fills them in).
+    only when both A2 and A4 are trained; `train_size`, `train_frames`, `train_fps`, `motion_bucket_id`
+    and `noise_aug` default to what the preset runs (None until `validate()` fills them in).
 
     Raises:
         InputError: a bad value (`--FLAG: VALUE problem; fix`), from the constructor or `validate()`.
@@ -66,7 +68,7 @@ class TrainConfig(BaseModel):
     Example:
         >>> cfg = TrainConfig(data="clips", out="runs/a", preset="tiny", steps=10, train_size=(64, 64))
         >>> cfg.validate().train_frames
-        14
+        4
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_default=False)
@@ -91,8 +93,14 @@ class TrainConfig(BaseModel):
                                          "frame, so A4's loss trains A2 too (--no-coupling: each on its own loss)"))
     lambda_image: float = Field(1.0, ge=0, le=1e4, allow_inf_nan=False,
                                 **_help("weight of the image agent's own loss: L = L_A4 + lambda L_A2 (+ L_A3)", "X"))
-    train_size: tuple[int, int] = Field((512, 288), **_help("training frame size, multiples of 8", "WxH", text=True))
-    train_frames: int = Field(14, ge=2, le=MAX_FRAMES, **_help("frames per training clip", "N"))
+    train_size: tuple[int, int] | None = Field(None, **_help(
+        "training frame size, multiples of 8 (default: the preset's video size, what inference makes and SDXL is "
+        "conditioned on)", "WxH", text=True))
+    train_frames: int | None = Field(None, ge=2, le=MAX_FRAMES, **_help(
+        "frames per training clip (default: the frames of one of the preset's image-to-video calls)", "N"))
+    train_fps: float | None = Field(None, gt=0, le=MAX_FPS, allow_inf_nan=False, **_help(
+        "frame rate of the training windows: each clip is read every round(its fps / this) frames, and SVD is "
+        "conditioned on it (default: the preset's image-to-video fps, what inference passes)", "FPS"))
     checkpoint_every: int = Field(500, ge=1, le=BIG, **_help("write checkpoints/step-N every N steps", "N"))
     keep_checkpoints: int = Field(2, ge=1, le=1000, **_help("how many newest checkpoints to keep", "N"))
     resume: bool = Field(False, description="continue from the newest checkpoint of RUN_DIR")
@@ -120,6 +128,12 @@ class TrainConfig(BaseModel):
         "SVD's motion conditioning (default: the preset's image-to-video setting)", "N"))
     noise_aug: float | None = Field(None, ge=0, le=10.0, allow_inf_nan=False, **_help(
         "SVD's conditioning-frame noise (default: the preset's noise_aug_strength)", "X"))
+    noise_offset: float = Field(0.0, ge=0, le=1.0, allow_inf_nan=False, **_help(
+        "the SDXL and InstructPix2Pix losses' noise offset (diffusers' --noise_offset): noise plus X x N(0, 1) per "
+        "sample and channel (0: off; 0.05-0.1 as used with it)", "X"))
+    snr_gamma: float | None = Field(None, gt=0, le=1000, allow_inf_nan=False, **_help(
+        "min-SNR weighting of the SDXL and InstructPix2Pix losses (diffusers' --snr_gamma, compute_snr; 5.0 "
+        "recommended there; default off)", "GAMMA"))
     validate_every: int = Field(0, ge=0, le=BIG, **_help(
         "every K steps, make a video per validation prompt with the current adapter into RUN_DIR/validation/"
         "step-K (scores in metrics.jsonl; 0: never)", "K"))
@@ -153,8 +167,8 @@ class TrainConfig(BaseModel):
 
     @field_validator("train_size", mode="before")
     @classmethod
-    def _size(cls, value: Any) -> tuple[int, int]:
-        return _parse_size(value)
+    def _size(cls, value: Any) -> tuple[int, int] | None:
+        return None if value is None else _parse_size(value)
 
     @field_validator("data", "out", "preset_file", mode="after")
     @classmethod
@@ -162,15 +176,12 @@ class TrainConfig(BaseModel):
         return None if value is None else Path(value).expanduser()
 
     def validate(self) -> TrainConfig:
-        """The checks that need the preset; fill in the preset's SVD conditioning. Returns self."""
+        """The checks that need the preset; fill in what is not given from the preset. Returns self."""
         preset = self.preset_obj()
         check_families(preset, self.agents)
-        if "image_to_video_agent" in self.agents:
-            settings = preset.spec("image_to_video").settings
-            if self.motion_bucket_id is None:
-                self.motion_bucket_id = int(settings.motion_bucket_id)
-            if self.noise_aug is None:
-                self.noise_aug = float(settings.noise_aug_strength)
+        for name, value in preset_defaults(preset, self.agents).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
             raise InputError("--report-to: tensorboard is not installed; pip install 'mora[tensorboard]' or drop "
                              "--report-to")
@@ -199,6 +210,31 @@ class TrainConfig(BaseModel):
         out = self.model_dump(mode="json", exclude={"preset"})
         out["preset"] = self.preset_name
         return out
+
+
+def preset_defaults(preset: Preset, agents: tuple[str, ...]) -> dict[str, Any]:
+    """The options that default to what `preset` runs at inference, for training `agents`.
+
+    Size: the video's (what SDXL's size ids say at inference too: 1024x576 for `mora`), or SDXL's
+    when it is trained without the video agent. Frames: one image-to-video call's. SVD's fps,
+    motion bucket and conditioning noise: the image-to-video settings (only when A4 is trained).
+
+    Example:
+        >>> preset_defaults(get_preset("tiny"), DEFAULT_AGENTS)["train_size"]
+        (96, 64)
+    """
+    video = preset.spec("image_to_video").settings
+    sdxl_only = "text_to_image_agent" in agents and "image_to_video_agent" not in agents
+    sized = preset.spec("text_to_image").settings if sdxl_only else video
+    try:
+        size = _parse_size((sized.width, sized.height))
+    except ValueError as e:
+        raise InputError(f"--train-size: preset {preset.name!r}'s {sized.width}x{sized.height} {e}") from None
+    out: dict[str, Any] = {"train_size": size, "train_frames": max(2, min(MAX_FRAMES, int(video.num_frames)))}
+    if "image_to_video_agent" in agents:
+        out.update(motion_bucket_id=int(video.motion_bucket_id), noise_aug=float(video.noise_aug_strength),
+                   train_fps=float(video.fps))
+    return out
 
 
 def flag_fields() -> list[tuple[str, Any]]:

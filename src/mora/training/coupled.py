@@ -34,8 +34,9 @@ from mora.training.objectives import (
     Draws,
     add_noise,
     alphas_cumprod,
+    ddpm_loss,
+    ddpm_noise,
     ddpm_target,
-    mse,
     svd_edm_loss,
     x0_estimate,
 )
@@ -148,14 +149,14 @@ def compute_losses(models: dict[str, AgentModel], batch: Batch, draws: Draws, cf
     cond_frame = first
     real = torch.ones(first.shape[0], dtype=torch.bool)  # A4 sees the real first frame (a CPU mask, as the draws)
     if A2 in models:
-        per_agent[A2], estimate = text_to_image_pass(models[A2], first, batch, draws, couple=cfg.coupled,
-                                                     coupling_noise=cfg.coupling_noise, dropout=dropout)
+        per_agent[A2], estimate = text_to_image_pass(models[A2], first, batch, draws, cfg, couple=cfg.coupled,
+                                                     dropout=dropout)
         if estimate is not None:
             # Some samples see the real first frame: at inference A4 gets SDXL's finished (sharp) frame.
             real = draws.rand() < (cfg.real_frame_p if train else 0.0)
             cond_frame = torch.where(real.to(first.device).view(-1, 1, 1, 1), first, estimate)
     if A3 in models:
-        per_agent[A3] = image_to_image_loss(models[A3], batch, draws, dropout)
+        per_agent[A3] = image_to_image_loss(models[A3], batch, draws, dropout, cfg)
     if A4 in models:
         per_agent[A4] = image_to_video_loss(models[A4], batch, cond_frame, real, draws,
                                             motion_bucket_id=cfg.motion_bucket_id, noise_aug=cfg.noise_aug,
@@ -164,11 +165,33 @@ def compute_losses(models: dict[str, AgentModel], batch: Batch, draws: Draws, cf
     return Losses(total=total, per_agent=per_agent)
 
 
-def _pad_windows(rows: list[torch.Tensor], empty: torch.Tensor, window: int) -> torch.Tensor:
-    """Captions of fewer windows get the encoding of an empty window (BOS, EOS, padding) appended, as
-    `tools/clip_text.py` encodes a text in more windows than it needs: each window is encoded alone."""
+def _pad_windows(rows: list[torch.Tensor], empty: torch.Tensor, window: int) -> tuple[torch.Tensor, list[int]]:
+    """(captions stacked, each caption's own token count): captions of fewer windows get the encoding
+    of an empty window (BOS, EOS, padding) appended to stack, which `caption_mask` then hides."""
     chunks = max(r.shape[1] // window for r in rows)
-    return torch.cat([torch.cat([r, *[empty] * (chunks - r.shape[1] // window)], dim=1) for r in rows])
+    stacked = torch.cat([torch.cat([r, *[empty] * (chunks - r.shape[1] // window)], dim=1) for r in rows])
+    return stacked, [r.shape[1] for r in rows]
+
+
+def caption_mask(tokens: list[int], extra: int, like: torch.Tensor) -> torch.Tensor | None:
+    """The UNet's `encoder_attention_mask` (B, L + extra): each sample attends to its own caption's
+    `tokens[i]` tokens and the `extra` modulation tokens after the L caption positions, never to the
+    empty windows a longer caption in its batch made it carry. None when every caption fills all L.
+
+    A caption thus conditions in a batch exactly as alone, as inference encodes it (its own windows;
+    the unconditional branch is as long as the prompt there too), and batch 2 equals --grad-accum 2.
+
+    Example:
+        >>> caption_mask([77, 154], 1, torch.zeros(2, 154, 8))[:, [76, 77, 154]]
+        tensor([[1., 0., 1.],
+                [1., 1., 1.]])
+    """
+    length = like.shape[1]
+    if all(n == length for n in tokens):
+        return None
+    keep = torch.arange(length + extra).unsqueeze(0) < torch.tensor(tokens).unsqueeze(1)
+    keep[:, length:] = True
+    return keep.to(like.device, like.dtype)
 
 
 def _cached(cache: Any, kind: str, text: str, compute: Any) -> dict[str, torch.Tensor]:
@@ -177,13 +200,15 @@ def _cached(cache: Any, kind: str, text: str, compute: Any) -> dict[str, torch.T
     return cache.get(cache.text_key(kind, text), compute)  # an `EncodingCache`
 
 
-def sdxl_caption_embeds(pipe: Any, texts: list[str], cache: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(prompt embeddings, pooled) of captions, encoded as inference encodes a prompt (`tools/clip_text.py`).
+def sdxl_caption_embeds(pipe: Any, texts: list[str],
+                        cache: Any = None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """(prompt embeddings, pooled, each caption's token count) of captions, encoded as inference
+    encodes a prompt (`tools/clip_text.py`).
 
     Long captions are not cut at 77 tokens: they are encoded in 75-token windows, as the SDXL tool
-    does. A batch shares one window count (its longest caption's), as inference pads its negative
-    prompt to the prompt's: one caption alone gives exactly the tool's embeddings. `cache` keeps
-    each caption's encoding (`mora.training.encodings`).
+    does; one caption alone gives exactly the tool's embeddings. A batch is stacked at its longest
+    caption's window count, the others' extra windows hidden by `caption_mask`. `cache` keeps each
+    caption's encoding (`mora.training.encodings`).
     """
     from mora.tools.clip_text import count_chunks, encode
 
@@ -204,12 +229,13 @@ def sdxl_caption_embeds(pipe: Any, texts: list[str], cache: Any = None) -> tuple
     found = [_cached(cache, "sdxl", t, lambda t=t: one(t)) for t in texts]
     empty = _cached(cache, "sdxl", "", lambda: one(""))["embeds"].to(device)
     window = pairs[-1][0].model_max_length
-    embeds = _pad_windows([f["embeds"].to(device) for f in found], empty, window)
-    return embeds, torch.cat([f["pooled"].to(device) for f in found])
+    embeds, tokens = _pad_windows([f["embeds"].to(device) for f in found], empty, window)
+    return embeds, torch.cat([f["pooled"].to(device) for f in found]), tokens
 
 
-def clip_caption_embeds(pipe: Any, texts: list[str], cache: Any = None) -> torch.Tensor:
-    """InstructPix2Pix's text embeddings of captions, as inference encodes them (`tools/clip_text.py`)."""
+def clip_caption_embeds(pipe: Any, texts: list[str], cache: Any = None) -> tuple[torch.Tensor, list[int]]:
+    """(InstructPix2Pix's text embeddings of captions, as inference encodes them (`tools/clip_text.py`),
+    each caption's token count): stacked as `sdxl_caption_embeds` stacks them."""
     from mora.tools.clip_text import count_chunks, encode
 
     device = pipe.unet.device
@@ -238,12 +264,14 @@ def _where(mask: torch.Tensor | None, x: torch.Tensor, other: torch.Tensor | Non
     return torch.where(mask.view(-1, *([1] * (x.ndim - 1))), other, x)
 
 
-def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: Draws, *,
-                       couple: bool, coupling_noise: float, dropout: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: Draws, cfg: TrainConfig, *,
+                       couple: bool, dropout: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A2 (SDXL): its own noise-prediction loss and, when coupled, its decoded one-step first-frame estimate.
 
-    Rows [0, B) train L_A2 at t ~ U[0, T); rows [B, 2B) (coupled only) noise the same frames at
-    t_c ~ U[0, coupling_noise * T) and return x0's decoding with gradients, in [-1, 1]. The
+    Rows [0, B) train L_A2 at t ~ U[0, T) (with `cfg.noise_offset` and `cfg.snr_gamma`, as
+    diffusers' SDXL script); rows [B, 2B) (coupled only) noise the same frames at
+    t_c ~ U[0, coupling_noise * T), as inference (no offset), and return x0's decoding with
+    gradients, in [-1, 1]. The
     unconditional branch is what SDXL inference uses for an empty negative prompt (zeros when the
     pipeline forces them, else the encoding of "").
     """
@@ -253,27 +281,31 @@ def text_to_image_pass(m: AgentModel, first: torch.Tensor, batch: Batch, draws: 
     mask = _drop(draws, dropout, first.device)
     zeros = mask is None or getattr(pipe.config, "force_zeros_for_empty_prompt", False)
     texts = batch.texts if zeros else [*batch.texts, ""]
-    cond_embeds, cond_pooled = sdxl_caption_embeds(pipe, texts, batch.captions)
+    cond_embeds, cond_pooled, tokens = sdxl_caption_embeds(pipe, texts, batch.captions)
+    attend = caption_mask(tokens[:b], m.z.shape[0], cond_embeds)  # a dropped sample: zeros or "" as long as its caption
     empty, empty_pooled = (None, None) if zeros else (cond_embeds[b:], cond_pooled[b:])
     cond_embeds, cond_pooled = cond_embeds[:b], cond_pooled[:b]
     embeds, pooled = _where(mask, cond_embeds, empty), _where(mask, cond_pooled, empty_pooled)
     alphas = alphas_cumprod(pipe.scheduler)
     steps = len(alphas)
     t = draws.randint(steps)
-    noise = draws.randn(tuple(latents.shape[1:]), latents)
+    noise = ddpm_noise(draws, latents, cfg.noise_offset)
     time_ids = batch.sdxl_time_ids()
     if couple:  # the coupled rows are A2 as A4 sees it at inference: conditioned, never dropped
-        t = torch.cat([t, draws.randint(max(1, int(coupling_noise * steps)))])
+        t = torch.cat([t, draws.randint(max(1, int(cfg.coupling_noise * steps)))])
         noise = torch.cat([noise, draws.randn(tuple(latents.shape[1:]), latents)])
         latents = latents.repeat(2, 1, 1, 1)
         embeds, pooled = torch.cat([embeds, cond_embeds]), torch.cat([pooled, cond_pooled])
         time_ids = time_ids.repeat(2, 1)
+        attend = None if attend is None else attend.repeat(2, 1)
     noisy = add_noise(latents, noise, t, alphas)
     pred = pipe.unet(noisy.to(m.dtype), t.to(first.device), encoder_hidden_states=append_modulation(embeds, m.z),
+                     encoder_attention_mask=attend,
                      added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids.to(first.device, embeds.dtype)},
                      return_dict=False)[0]
     kind = pipe.scheduler.config.prediction_type
-    loss = mse(pred[:b], ddpm_target(latents[:b], noise[:b], t[:b], alphas, kind))
+    loss = ddpm_loss(pred[:b], ddpm_target(latents[:b], noise[:b], t[:b], alphas, kind), t[:b], alphas, kind,
+                     cfg.snr_gamma)
     if not couple:
         return loss, None
     x0 = x0_estimate(noisy[b:].float(), pred[b:].float(), t[b:], alphas, kind)
@@ -315,7 +347,7 @@ def image_to_video_loss(m: AgentModel, batch: Batch, cond_frame: torch.Tensor, r
     fps_ids = torch.tensor([max(0.0, round(f) - 1.0) for f in fps])  # SVD is conditioned on fps - 1
     time_ids = torch.stack([fps_ids, torch.full((b,), float(motion_bucket_id)), torch.full((b,), float(noise_aug))],
                            dim=1)
-    return svd_edm_loss(pipe.unet, latents.to(dtype), cond_latents.to(dtype),
+    return svd_edm_loss(pipe.unet, latents, cond_latents.to(dtype),
                         append_modulation(image_embeds.to(dtype), m.z), time_ids.to(device, dtype), draws)
 
 
@@ -332,28 +364,31 @@ def pix2pix_dropout(u: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tens
     return u < 2 * p, (u >= p) & (u < 3 * p)
 
 
-def image_to_image_loss(m: AgentModel, batch: Batch, draws: Draws, dropout: float) -> torch.Tensor:
+def image_to_image_loss(m: AgentModel, batch: Batch, draws: Draws, dropout: float, cfg: TrainConfig) -> torch.Tensor:
     """A3 (InstructPix2Pix): learn the first frame from the last frame and the text (noise prediction).
 
     The unconditional text is the encoding of "" (what InstructPix2Pix inference uses), the
-    unconditional image zeros, with the three-way dropout of `pix2pix_dropout`.
+    unconditional image zeros, with the three-way dropout of `pix2pix_dropout`; `cfg.noise_offset`
+    and `cfg.snr_gamma` as for SDXL.
     """
     pipe = m.pipe
     first = batch.first
     b = first.shape[0]
     latents = batch.latents("pix2pix_first", m, lambda: first, draws)
     source_latents = batch.mode("pix2pix_last", m, lambda: batch.last)  # unscaled, as pix2pix
-    embeds = clip_caption_embeds(pipe, [*batch.texts, ""], batch.captions)
+    embeds, tokens = clip_caption_embeds(pipe, [*batch.texts, ""], batch.captions)
     embeds, empty = embeds[:b], embeds[b:]
+    attend = caption_mask(tokens[:b], m.z.shape[0], embeds)
     if dropout > 0:
         text_drop, image_drop = pix2pix_dropout(draws.rand(), dropout)
         embeds = _where(text_drop.to(first.device), embeds, empty)
         source_latents = _where(image_drop.to(first.device), source_latents)
     alphas = alphas_cumprod(pipe.scheduler)
     t = draws.randint(len(alphas))
-    noise = draws.randn(tuple(latents.shape[1:]), latents)
+    noise = ddpm_noise(draws, latents, cfg.noise_offset)
     noisy = add_noise(latents, noise, t, alphas)
     model_input = torch.cat([noisy, source_latents.to(noisy.dtype)], dim=1).to(m.dtype)
     pred = pipe.unet(model_input, t.to(first.device), encoder_hidden_states=append_modulation(embeds, m.z),
-                     return_dict=False)[0]
-    return mse(pred, ddpm_target(latents, noise, t, alphas, pipe.scheduler.config.prediction_type))
+                     encoder_attention_mask=attend, return_dict=False)[0]
+    kind = pipe.scheduler.config.prediction_type
+    return ddpm_loss(pred, ddpm_target(latents, noise, t, alphas, kind), t, alphas, kind, cfg.snr_gamma)

@@ -3,7 +3,9 @@
 Each line of `DIR/metadata.jsonl` is `{"file_name": "clip.mp4", "text": "..."}`. Every line is
 checked before training starts (all of them, so one run reports every problem): bad JSON, a
 missing or undecodable file, an empty text, a duplicate file, a clip shorter than the training
-clip. The data order is a pure function of (seed, step): a seeded permutation per epoch, so a
+clip. Windows are taken at the training frame rate (`--train-fps`, default the preset's SVD fps):
+every `stride`-th frame, stride = round(clip fps / train fps), so SVD learns the motion per frame
+that inference asks of it (a 24 fps clip trained at 7 fps takes every 3rd frame). The data order is a pure function of (seed, step): a seeded permutation per epoch, so a
 resumed run sees exactly the clips the uninterrupted one would have.
 """
 
@@ -39,7 +41,8 @@ class Clip:
         text: its caption (the prompt the image agent learns it from).
         line: the line number in `metadata.jsonl` (1-based).
         num_frames: decodable frames.
-        fps: frame rate from the file's metadata (SVD's fps micro-conditioning).
+        fps: frame rate from the file's metadata.
+        stride: a training window takes every `stride`-th frame (`frame_stride`).
     """
 
     path: Path
@@ -47,14 +50,34 @@ class Clip:
     line: int
     num_frames: int
     fps: float
+    stride: int = 1
+
+    def span(self, frames: int) -> int:
+        """Source frames a window of `frames` training frames covers."""
+        return (frames - 1) * self.stride + 1
 
 
-def check_dataset(data: str | os.PathLike, train_frames: int) -> list[Clip]:
+def frame_stride(clip_fps: float, train_fps: float | None) -> int:
+    """Every how many source frames a window takes one, to sample a clip at `train_fps` (None: every frame).
+
+    A clip slower than `train_fps` (or of unknown rate) is read frame by frame.
+
+    Example:
+        >>> frame_stride(24, 7), frame_stride(30, 7), frame_stride(8, 7), frame_stride(24, None)
+        (3, 4, 1, 1)
+    """
+    if not train_fps or clip_fps <= 0:
+        return 1
+    return max(1, round(clip_fps / train_fps))
+
+
+def check_dataset(data: str | os.PathLike, train_frames: int, train_fps: float | None = None) -> list[Clip]:
     """Read and check every line of `data/metadata.jsonl`; return the clips in file order.
 
     Args:
         data: the data folder.
-        train_frames: frames per training clip; shorter videos are errors.
+        train_frames: frames per training clip; videos shorter than the window spans are errors.
+        train_fps: the rate windows are sampled at (each clip's `stride`); None: every frame.
 
     Raises:
         InputError: no folder or no metadata file, no lines, or bad lines (the first ten listed, with the fix).
@@ -77,12 +100,18 @@ def check_dataset(data: str | os.PathLike, train_frames: int) -> list[Clip]:
     for (line, path, text), result in zip(entries, probed, strict=True):
         if isinstance(result, str):
             problems.append((line, result))
-        elif result[0] < train_frames:
-            problems.append((line, f"{path.name!r} has {result[0]} frames, fewer than --train-frames {train_frames}"))
+            continue
+        clip = Clip(path=path, text=text, line=line, num_frames=result[0], fps=result[1],
+                    stride=frame_stride(result[1], train_fps))
+        if clip.num_frames < clip.span(train_frames):
+            needed = f"--train-frames {train_frames}" if clip.stride == 1 else (
+                f"the {clip.span(train_frames)} that --train-frames {train_frames} spans at --train-fps "
+                f"{train_fps:g} (every {clip.stride} of its {clip.fps:g} fps)")
+            problems.append((line, f"{path.name!r} has {clip.num_frames} frames, fewer than {needed}"))
         else:
-            clips.append(Clip(path=path, text=text, line=line, num_frames=result[0], fps=result[1]))
+            clips.append(clip)
     if problems:
-        raise _bad_lines(meta, sorted(problems), train_frames)
+        raise _bad_lines(meta, sorted(problems), train_frames, train_fps)
     if not clips:
         raise InputError(f"--data: {os.fspath(meta)!r} lists no clips; add one line per video")
     logger.info("data: %d clips checked in %s", len(clips), meta)
@@ -141,7 +170,8 @@ def _probe_all(paths: list[Path]) -> list[tuple[int, float] | str]:
         return list(pool.map(probe, paths))
 
 
-def _bad_lines(meta: Path, problems: list[tuple[int, str]], train_frames: int) -> InputError:
+def _bad_lines(meta: Path, problems: list[tuple[int, str]], train_frames: int,
+               train_fps: float | None) -> InputError:
     for line, problem in problems:
         logger.debug("%s line %d: %s", meta, line, problem)  # the error lists them (one line)
     shown = "; ".join(f"line {line}: {problem}" for line, problem in problems[:SHOWN_ERRORS])
@@ -149,7 +179,8 @@ def _bad_lines(meta: Path, problems: list[tuple[int, str]], train_frames: int) -
     return InputError(
         f"--data: {len(problems)} bad line(s) in {os.fspath(meta)!r}: {shown}{more}; fix or remove them: "
         f'each line needs {{"file_name": ..., "text": ...}} naming a decodable video of at least '
-        f"{train_frames} frames in the folder, once, with a non-empty text"
+        f"{train_frames} frames{' at --train-fps ' + format(train_fps, 'g') if train_fps else ''} in the folder, "
+        "once, with a non-empty text (or lower --train-frames or raise --train-fps)"
     )
 
 
@@ -184,24 +215,25 @@ class ClipFrames:
 
 
 def load_clip(clip: Clip, *, frames: int, size: tuple[int, int], seed: int, step: int) -> ClipFrames:
-    """`frames` consecutive frames of `clip`, cover-resized to `size` and centre-cropped.
+    """`frames` frames of `clip`, every `clip.stride`-th, cover-resized to `size` and centre-cropped.
 
     The window's start is drawn from (seed, step, line), so a resumed run reads the same frames.
     Frames are decoded one at a time up to the window's end and only the window is kept: a step
     costs its window, not the whole clip (a 10 s clip at 30 fps is 300 frames to decode and hold).
     """
     start = window_start(clip, frames, seed, step)
-    window = list(itertools.islice(media.iter_frames(clip.path, argument="file_name"), start, start + frames))
+    window = list(itertools.islice(media.iter_frames(clip.path, argument="file_name"), start,
+                                   start + clip.span(frames), clip.stride))
     if len(window) < frames:  # the file changed since the check
-        raise InputError(f"--data: {clip.path.name!r} now has {start + len(window)} frames, fewer than the "
-                         f"{clip.num_frames} it had when checked; restore the file or remove its line")
+        raise InputError(f"--data: {clip.path.name!r} now has fewer than {start + clip.span(frames)} frames, not "
+                         f"the {clip.num_frames} it had when checked; restore the file or remove its line")
     return cover_crop(np.stack(window), size)
 
 
 def window_start(clip: Clip, frames: int, seed: int, step: int) -> int:
     """The first frame of step `step`'s window of `clip`: drawn from (seed, step, line), so a resumed run
     (and a cached one) reads the same frames."""
-    return int(np.random.default_rng([seed, step, clip.line]).integers(0, clip.num_frames - frames + 1))
+    return int(np.random.default_rng([seed, step, clip.line]).integers(0, clip.num_frames - clip.span(frames) + 1))
 
 
 def cover_crop(window: np.ndarray, size: tuple[int, int]) -> ClipFrames:

@@ -12,8 +12,10 @@ A4 makes of it; the VAE latent of the noise-augmented conditioning frame) is nev
 
 Entries live in memory (the newest `MEMORY_ENTRIES`) and under `RUN_DIR/cache/` as safetensors
 files, so a resumed run or a second run into the folder reuses them. A clip's key is its path,
-size and modification time: a changed clip gets a new entry. `index.json` holds what every entry
-depends on (base models, dtype, training size, format); when that differs the folder is cleared.
+size and modification time: a changed clip gets a new entry, and a run starts by removing the
+entries its data no longer has (clips changed or removed, captions no clip has; `prune`), so the
+folder holds one run's data, not every version of it. `index.json` holds what every entry depends
+on (base models, dtype, training size, format); when that differs the folder is cleared.
 """
 
 from __future__ import annotations
@@ -34,14 +36,16 @@ logger = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
 INDEX = "index.json"
-FORMAT = 2  # 2: SVD's CLIP image embedding of every frame
+FORMAT = 3  # 2: SVD's CLIP image embedding of every frame; 3: keys name their kind ("clip-...", "sdxl-...")
+CLIP_KIND = "clip"
 MEMORY_ENTRIES = 32
 
 
 def clip_key(path: Path) -> str:
     """A clip's cache key: its path, size and modification time (a changed file gets a new key)."""
     stat = Path(path).stat()
-    return hashlib.sha1(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    digest = hashlib.sha1(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    return f"{CLIP_KIND}-{digest}"
 
 
 class EncodingCache:
@@ -63,8 +67,8 @@ class EncodingCache:
 
     @staticmethod
     def text_key(kind: str, text: str) -> str:
-        """A caption's key: which encoder and the text."""
-        return hashlib.sha1(f"{kind}|{text}".encode()).hexdigest()
+        """A caption's key: which encoder (its prefix) and the text."""
+        return f"{kind}-" + hashlib.sha1(f"{kind}|{text}".encode()).hexdigest()
 
     @classmethod
     def open(cls, run_dir: Path, fingerprint: dict, *, write: bool) -> EncodingCache:
@@ -82,6 +86,32 @@ class EncodingCache:
                 folder.mkdir(parents=True)
                 (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
         return cls(folder if folder.is_dir() else None, index, write)
+
+    def prune(self, clips: list[Path], texts: list[str]) -> int:
+        """Remove the entries the data `clips` (with captions `texts`) no longer has; returns how many.
+
+        Kept: each clip's current key and, for every caption encoder with an entry, the captions and
+        the empty one (the unconditional branch). Gone: clips changed or removed, captions no clip
+        has, and temp files a crash left. Only the writing process prunes.
+        """
+        if self.folder is None or not self.write:
+            return 0
+        live = {clip_key(path) for path in clips}
+        live_texts: dict[str, set[str]] = {}
+        removed = 0
+        for path in self.folder.iterdir():
+            key, kind = path.name.split(".")[0], path.name.partition("-")[0]
+            if path.name == INDEX or (path.suffix == ".safetensors" and key in live):
+                continue
+            if path.suffix == ".safetensors" and kind != CLIP_KIND:
+                keys = live_texts.setdefault(kind, {self.text_key(kind, t) for t in [*texts, ""]})
+                if key in keys:
+                    continue
+            path.unlink(missing_ok=True)
+            removed += 1
+        if removed:
+            logger.info("cache: removed %d entries the data no longer has", removed)
+        return removed
 
     def get(self, key: str, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         if key in self.memory:
@@ -162,22 +192,24 @@ def encode_frames(models: dict[str, Any], frames: torch.Tensor, chunk: int = 8) 
     return out
 
 
-def cached_batch(entries: list[dict[str, torch.Tensor]], starts: list[int], frames: int, texts: list[str],
-                 fps: list[float], device: str, captions: EncodingCache) -> Any:
-    """The step's `Batch` sliced out of the clips' cached entries (the window `start:start + frames` of each)."""
+def cached_batch(entries: list[dict[str, torch.Tensor]], starts: list[int], strides: list[int], frames: int,
+                 texts: list[str], fps: list[float], device: str, captions: EncodingCache) -> Any:
+    """The step's `Batch` sliced out of the clips' cached entries: `frames` frames of each from `start`,
+    every `stride`-th (as `mora.training.data.load_clip` reads them)."""
     from mora.training.coupled import Batch
 
-    windows = [e["frames"][s:s + frames] for e, s in zip(entries, starts, strict=True)]
+    picks = [torch.arange(frames) * stride + start for start, stride in zip(starts, strides, strict=True)]
+    windows = [e["frames"][idx] for e, idx in zip(entries, picks, strict=True)]
     pixels = [w[[0, -1]].permute(0, 3, 1, 2).float().div(127.5).sub(1.0) for w in windows]
     dists: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    slices = {"sdxl_first": ("sdxl", 0, 1), "pix2pix_first": ("pix2pix", 0, 1),
-              "pix2pix_last": ("pix2pix", frames - 1, frames), "svd_clip": ("svd", 0, frames)}
-    for kind, (family, a, b) in slices.items():
+    which = {"sdxl_first": ("sdxl", slice(0, 1)), "pix2pix_first": ("pix2pix", slice(0, 1)),
+             "pix2pix_last": ("pix2pix", slice(frames - 1, frames)), "svd_clip": ("svd", slice(0, frames))}
+    for kind, (family, part_of) in which.items():
         if f"{family}_mean" in entries[0]:
-            dists[kind] = tuple(torch.cat([e[f"{family}_{part}"][s + a:s + b] for e, s in zip(entries, starts,
-                                                                                            strict=True)])
+            dists[kind] = tuple(torch.cat([e[f"{family}_{part}"][idx[part_of]] for e, idx in zip(entries, picks,
+                                                                                                strict=True)])
                                 for part in ("mean", "std"))
-    embeds = [e["svd_image_embeds"][s] for e, s in zip(entries, starts, strict=True)] \
+    embeds = [e["svd_image_embeds"][idx[0]] for e, idx in zip(entries, picks, strict=True)] \
         if "svd_image_embeds" in entries[0] else None
     return Batch(first=torch.stack([p[0] for p in pixels]).to(device), last=torch.stack([p[1] for p in pixels]).to(device),
                  texts=list(texts), fps=[float(f) for f in fps], dists=dists,

@@ -26,13 +26,22 @@ from mora.training.timing import StepTimer
 
 
 def open_cache(cfg: TrainConfig, models: dict[str, Any], dtype: torch.dtype, run_dir: Path,
-               processes: Processes) -> EncodingCache:
-    """The run's `EncodingCache` (`NoCache` with `--no-cache`), keyed by what its entries depend on."""
+               processes: Processes, clips: list[Any]) -> EncodingCache:
+    """The run's `EncodingCache` (`NoCache` with `--no-cache`), keyed by what its entries depend on,
+    without the entries of clips and captions no longer in the data `clips`."""
     if not cfg.cache:
         return NoCache()
     fingerprint = {"preset": cfg.preset_name, "models": {a: m.model for a, m in models.items()},
                    "dtype": str(dtype), "train_size": list(cfg.train_size)}
-    return EncodingCache.open(run_dir, fingerprint, write=processes.main)
+    cache = EncodingCache.open(run_dir, fingerprint, write=processes.main)
+    cache.prune([c.path for c in clips], [c.text for c in clips])
+    return cache
+
+
+def conditioning_fps(clip: Any, cfg: TrainConfig) -> float:
+    """The fps SVD is conditioned on for `clip`'s windows: `--train-fps` (the preset's fps, what inference
+    passes), or without one (A4 not trained) the clip's own rate."""
+    return float(cfg.train_fps) if cfg.train_fps else float(clip.fps)
 
 
 class StepFeed:
@@ -80,7 +89,7 @@ class StepFeed:
         cfg = self.cfg
         picked = [self.clips[i] for i in batch_indices(step, self.global_batch, len(self.clips), cfg.seed)]
         picked = [picked[k] for k in self.positions(micro)]
-        texts, fps = [c.text for c in picked], [c.fps for c in picked]
+        texts, fps = [c.text for c in picked], [conditioning_fps(c, cfg) for c in picked]
         if not cfg.cache:
             windows = windows or [load_clip(c, frames=cfg.train_frames, size=cfg.train_size, seed=cfg.seed,
                                             step=step) for c in picked]
@@ -88,7 +97,8 @@ class StepFeed:
         with timer.phase("encode") if timer is not None else contextlib.nullcontext():  # the cache read
             entries = [self.encodings.get(clip_key(c.path), lambda c=c: self._encode_clip(c)) for c in picked]
         starts = [window_start(c, cfg.train_frames, cfg.seed, step) for c in picked]
-        return cached_batch(entries, starts, cfg.train_frames, texts, fps, self.device, self.encodings)
+        return cached_batch(entries, starts, [c.stride for c in picked], cfg.train_frames, texts, fps, self.device,
+                            self.encodings)
 
     def _encode_clip(self, clip: Any) -> dict[str, torch.Tensor]:
         """A whole clip at the training size and what every trained agent's frozen encoders make of it."""

@@ -242,8 +242,12 @@ class DataFreeLoop:
         cfg = TrainConfig(data=data, out=run_dir, resume=resume, **self.cfg.train_options)
         trainer = Trainer(cfg, progress=self.progress)
         trainer.prepare()
-        if trainer.resumed_from is None and adapter is not None:
+        if adapter is not None and trainer.resumed_from is None:
             load_weights(trainer, adapter)
+        elif adapter is not None:  # the checkpoint holds the weights; the reference is still the adapter's z
+            from mora.adapters.adapter import load_adapter
+
+            set_reference(trainer, load_adapter(adapter, trainer.cfg.preset_obj()))
         return trainer.run()
 
     def run(self) -> LoopResult:
@@ -398,12 +402,20 @@ def load_weights(trainer: Any, adapter_dir: Path) -> None:
         set_lora_state(model.pipe.unet, state)
         with torch.no_grad():
             model.z.copy_(adapter.modulation(agent).to(model.z.device, model.z.dtype))
-        model.z_init = model.z.detach().clone()
+    set_reference(trainer, adapter)
     found = checkpoints(Path(adapter_dir).parent)
     if found and set(adapter.agents) == set(trainer.models):
         state = torch.load(found[-1][1] / OPTIMIZER, map_location="cpu", weights_only=True)
         trainer.optimizer.load_state_dict(state)
         logger.info("optimizer state carried over from %s", found[-1][1])
+
+
+def set_reference(trainer: Any, adapter: Any) -> None:
+    """Make a loaded adapter's z_i the run's reference `z_init` (modulation_initial, drift and cosine)
+    for every agent it has: a fine-tuning that starts from it, fresh or resumed, is measured from it."""
+    for agent, model in trainer.models.items():
+        if adapter.has(agent):
+            model.z_init = adapter.modulation(agent).to(model.z.device, model.z.dtype).clone()
 
 
 def _describe(decision: dict) -> str:

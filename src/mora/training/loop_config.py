@@ -138,23 +138,29 @@ def check_loop(prompts: Any, out: Any, *, resume: bool = False, job: dict | None
 
 
 def _frames_made(train: Any, options: dict) -> int:
-    """The frames training reads from each candidate: all a candidate has, up to the training default.
+    """The frames training reads from each candidate: the training default (the preset's), at most
+    what a candidate has.
 
-    Refuses `--train-frames` above what the preset's text-to-video makes, before any candidate is made.
+    Refuses `--train-frames` (at `--train-fps`) spanning more than what the preset's text-to-video
+    makes, before any candidate is made.
     """
     from mora.tools.segments import chained_length
+    from mora.training.data import frame_stride
 
     if "image_to_video_agent" not in train.agents and "train_frames" not in options:
         return train.train_frames
     settings = train.preset_obj().spec("image_to_video").settings
     made = chained_length(settings.num_frames, getattr(settings, "segments", 1))
+    stride = frame_stride(settings.fps, train.train_fps)  # the candidates are made at the preset's fps
     if "train_frames" in options:
-        if train.train_frames > made:
-            raise InputError(f"--train-frames: {train.train_frames} is more than the {made} frames each "
-                             f"candidate of preset {train.preset_name!r} has; pass --train-frames {made} or less "
+        if (train.train_frames - 1) * stride + 1 > made:
+            most = (made - 1) // stride + 1
+            at = f" at --train-fps {train.train_fps:g} (every {stride} frames)" if stride > 1 else ""
+            raise InputError(f"--train-frames: {train.train_frames}{at} is more than the {made} frames each "
+                             f"candidate of preset {train.preset_name!r} has; pass --train-frames {most} or less "
                              "(or leave it out: training then reads what the preset makes)")
         return train.train_frames
-    return min(train.train_frames, made)
+    return min(train.train_frames, (made - 1) // stride + 1)
 
 
 def _check_run_dir(cfg: LoopConfig) -> None:

@@ -33,8 +33,18 @@ def adapter_info(trainer: Any) -> dict[str, Any]:
         "train_frames": cfg.train_frames, "steps": trainer.step, "seed": cfg.seed, "mora_version": version("mora"),
         "modulation_drift": stats["modulation_drift"], "modulation_cos": stats["modulation_cos"],
         "ema": {"decay": cfg.ema_decay} if cfg.ema else None,
-        "svd_conditioning": {"motion_bucket_id": cfg.motion_bucket_id, "noise_aug": cfg.noise_aug},
+        "svd_conditioning": {"motion_bucket_id": cfg.motion_bucket_id, "noise_aug": cfg.noise_aug,
+                             "fps": cfg.train_fps},
+        "frame_strides": frame_strides(trainer.clips),
     }
+
+
+def frame_strides(clips: list[Any]) -> dict[str, int]:
+    """How many clips were read at each frame stride (`{"3": 10}`: ten clips, every 3rd frame)."""
+    counts: dict[str, int] = {}
+    for clip in sorted(clips, key=lambda c: c.stride):
+        counts[str(clip.stride)] = counts.get(str(clip.stride), 0) + 1
+    return counts
 
 
 def write_manifest(trainer: Any, status: str, records: list[dict[str, Any]],
@@ -55,7 +65,8 @@ def write_manifest(trainer: Any, status: str, records: list[dict[str, Any]],
         "status": status, "task": "train", "preset": cfg.preset_name, "agents": list(cfg.agents),
         "models": {a: m.model for a, m in trainer.models.items()}, "coupled": cfg.coupled,
         "config": cfg.to_json(),
-        "data": {"dir": str(cfg.data), "clips": len(trainer.clips)},
+        "data": {"dir": str(cfg.data), "clips": len(trainer.clips), "fps": cfg.train_fps,
+                 "frame_strides": frame_strides(trainer.clips)},
         "steps_done": trainer.step, "final_loss": final_loss,
         **trainer.modulation_stats(),
         "modulation_initial": {a: modulation_factor(m.z_init) for a, m in trainer.models.items()},

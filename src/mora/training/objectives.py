@@ -3,7 +3,8 @@
 - SDXL and InstructPix2Pix: DDPM noise prediction. Timesteps uniform over the training schedule
   (the pipeline scheduler's betas, as `DDPMScheduler.from_config`), target = noise for
   `prediction_type` "epsilon" or the velocity for "v_prediction"; MSE. As in diffusers' SDXL and
-  InstructPix2Pix training scripts.
+  InstructPix2Pix training scripts, with their `--noise_offset` and `--snr_gamma` (min-SNR weighting),
+  off by default as there (`ddpm_noise`, `ddpm_loss`).
 - SVD: EDM preconditioning with the v-objective, as the public SVD fine-tuning scripts do (e.g.
   pixeli99/SVD_Xtend, after Karras et al. 2022): sigma ~ LogNormal(0.7, 1.6); input
   x / sqrt(sigma^2 + 1); timestep input 0.25 * log(sigma); denoised = c_skip * x + c_out * F(x) with
@@ -125,28 +126,69 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred.float(), target.float())
 
 
+def ddpm_noise(draws: Draws, latents: torch.Tensor, offset: float) -> torch.Tensor:
+    """The DDPM losses' noise for `latents` (B, C, h, w), with diffusers' `--noise_offset`: plus `offset`
+    x N(0, 1) per sample and channel (a shift of the mean the model can learn; 0: off, as there).
+
+    Example:
+        >>> ddpm_noise(Draws.for_samples(0, 0, [0]), torch.zeros(1, 4, 8, 8), 0.0).shape
+        torch.Size([1, 4, 8, 8])
+    """
+    noise = draws.randn(tuple(latents.shape[1:]), latents)
+    if offset:
+        noise = noise + offset * draws.randn((latents.shape[1], 1, 1), latents)
+    return noise
+
+
+def ddpm_loss(pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, alphas: torch.Tensor,
+              prediction_type: str, snr_gamma: float | None) -> torch.Tensor:
+    """The MSE of the DDPM losses; with `snr_gamma`, diffusers' min-SNR weighting (`compute_snr`, Hang
+    et al. 2023): each sample's MSE times min(SNR(t), gamma) / SNR(t) (/ (SNR(t) + 1) for v-prediction).
+
+    Example:
+        >>> ddpm_loss(torch.ones(2, 4), torch.zeros(2, 4), torch.tensor([1, 2]), torch.ones(3), "epsilon", None)
+        tensor(1.)
+    """
+    if snr_gamma is None:
+        return mse(pred, target)
+    from types import SimpleNamespace
+
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(SimpleNamespace(alphas_cumprod=alphas), t.to(alphas.device))
+    weights = snr.clamp(max=snr_gamma) / (snr if prediction_type == "epsilon" else snr + 1)
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
+    return (per_sample * weights.to(per_sample.device)).mean()
+
+
 def svd_edm_loss(unet: Any, latents: torch.Tensor, cond_latents: torch.Tensor, encoder_states: torch.Tensor,
                  added_time_ids: torch.Tensor, draws: Draws) -> torch.Tensor:
     """SVD's EDM v-objective for clip latents (B, T, C, h, w) given the conditioning frame's latents (B, C, h, w).
 
+    sigma, the noise, the noisy latents, c_in, c_noise and the loss are fp32 whatever the weights'
+    dtype (as the pipeline's scheduler keeps them): only the UNet's input is cast, to the
+    conditioning latents' dtype (the UNet's). In bf16, 0.25 log(sigma) would lose the timestep's
+    low bits and the noise its precision.
+
     Args:
         unet: the `UNetSpatioTemporalConditionModel`.
-        latents: the target clip's latents, scaled by the VAE's scaling factor.
-        cond_latents: the noise-augmented conditioning frame's VAE latents (mode, unscaled, as the pipeline).
+        latents: the target clip's latents, scaled by the VAE's scaling factor (any float dtype).
+        cond_latents: the noise-augmented conditioning frame's VAE latents (mode, unscaled, as the
+            pipeline), in the UNet's dtype.
         encoder_states: cross-attention input (B, 1 + K, D): image embedding then z.
         added_time_ids: (B, 3): fps - 1, motion bucket, conditioning noise.
         draws: the samples' generators.
     """
     b = latents.shape[0]
+    dtype = cond_latents.dtype
     sigma = draws.log_normal(*SVD_SIGMA_LOGNORMAL).to(latents.device)
-    s = sigma.view(b, 1, 1, 1, 1).to(latents.dtype)
-    noisy = latents + draws.randn(tuple(latents.shape[1:]), latents) * s
-    model_input = torch.cat([noisy / (s**2 + 1).sqrt(),
-                             cond_latents.unsqueeze(1).expand(-1, latents.shape[1], -1, -1, -1).to(latents.dtype)],
-                            dim=2)
-    pred = unet(model_input, (0.25 * sigma.log()).to(latents.dtype), encoder_hidden_states=encoder_states,
+    s = sigma.view(b, 1, 1, 1, 1)
+    clean = latents.float()
+    noisy = clean + draws.randn(tuple(latents.shape[1:]), clean) * s
+    model_input = torch.cat([(noisy / (s**2 + 1).sqrt()).to(dtype),
+                             cond_latents.unsqueeze(1).expand(-1, latents.shape[1], -1, -1, -1)], dim=2)
+    pred = unet(model_input, 0.25 * sigma.log(), encoder_hidden_states=encoder_states,
                 added_time_ids=added_time_ids, return_dict=False)[0]
-    s = s.float()
-    denoised = pred.float() * (-s / (s**2 + 1).sqrt()) + noisy.float() / (s**2 + 1)
+    denoised = pred.float() * (-s / (s**2 + 1).sqrt()) + noisy / (s**2 + 1)
     weight = (1 + s**2) / s**2
-    return (weight * (denoised - latents.float()) ** 2).mean()
+    return (weight * (denoised - clean) ** 2).mean()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -176,7 +176,8 @@ class Trainer:
         self.processes, device = from_environment(self.cfg.device)
         self.device = resolve_device(device)
         self._check_optimizer()
-        self.clips = check_dataset(self.cfg.data, self.cfg.train_frames)
+        frames = cast(int, self.cfg.train_frames)  # validate() filled it in from the preset if not given
+        self.clips = check_dataset(self.cfg.data, frames, self.cfg.train_fps)
         if self.processes.main:  # only process 0 writes
             if self.cfg.overwrite:
                 ckpt.clear_run(self.run_dir)
@@ -196,7 +197,8 @@ class Trainer:
             self.optimizer = self._make_optimizer()
             self.ema = Averaged([p for g in self.optimizer.param_groups for p in g["params"]],
                                 self.cfg.ema_decay) if self.cfg.ema else None
-            self.encodings = open_cache(self.cfg, self.models, self.dtype, self.run_dir, self.processes)
+            self.encodings = open_cache(self.cfg, self.models, self.dtype, self.run_dir, self.processes,
+                                        self.clips)
             self.feed = StepFeed(self.cfg, self.clips, self.models, self.processes, self.device, self.encodings)
             time_encoders([m.pipe for m in self.models.values()], lambda: self._timer)
             if resume_from is not None:
