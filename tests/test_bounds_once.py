@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 
-import anyio
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from test_field_errors import _mcp_text
 
 from mora.agents.toolcalls import ToolCallFault, llm_function, validate_args
 from mora.cli import main
@@ -53,29 +53,6 @@ def test_the_job_model_holds_the_ranges_the_checks_read():
     assert "segments" not in OPTIONS  # a tool argument, not a job option: its range is still written once
 
 
-def _mcp_error(tmp_path, arguments: dict) -> str:
-    pytest.importorskip("mcp")
-    from mcp import Client
-
-    from mora.mcp.server import MoraMcp, file_links
-    from mora.service.store import JobStore
-
-    store = JobStore(tmp_path / "mcp.db", tmp_path, defaults={"preset": "tiny"}, any_path=True)
-    server = MoraMcp(store, file_links(tmp_path), any_path=True, preset="tiny").server()
-    texts = []
-
-    async def conversation():
-        with anyio.fail_after(60):
-            async with Client(server) as client:
-                result = await client.call_tool("text_to_video", arguments)
-                assert result.is_error
-                texts.append(result.content[0].text)
-
-    anyio.run(conversation)
-    store.close()
-    return texts[0]
-
-
 def test_a_changed_bound_reaches_every_door(steps_up_to_3, tmp_path, capsys):
     refused = "4 is out of range; pass a number <= 3"
     # the command line: exit 2, one line naming the flag
@@ -106,7 +83,7 @@ def test_a_changed_bound_reaches_every_door(steps_up_to_3, tmp_path, capsys):
 
     steps = next(s for s in mcp_schema("text-to-video")["properties"]["steps"]["anyOf"] if s.get("type") == "integer")
     assert steps["maximum"] == 3  # the schema an MCP client is shown
-    assert _mcp_error(tmp_path, {"prompt": "a fox", "steps": 4}).startswith(f"steps: {refused}")
+    assert _mcp_text(tmp_path, {"prompt": "a fox", "steps": 4}).startswith(f"steps: {refused}")
 
     gr = pytest.importorskip("gradio")
     from mora.ui import App
