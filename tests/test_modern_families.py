@@ -255,3 +255,26 @@ def test_wan_vaes_stay_float32_when_the_transformer_runs_in_bf16():
     middle = wan_vace.transition(tiny_modern.tiny_spec("wan-vace"), rt16, first=_image(8), last=_image(9), prompt=None,
                                  width=64, height=64, num_frames=5, steps=2, fps=16, seed=0)
     assert middle.shape == (3, 64, 64, 3) and middle.dtype == np.uint8
+
+
+def test_every_wan_family_passes_the_one_wan_negative_prompt(rt, capture):
+    """Wan 2.1 FLF2V, Wan 2.2 TI2V and VACE are all called with Wan's published negative prompt."""
+    from mora.config import get_preset
+    from mora.tools import wan
+    from mora.tools.wan_loader import WAN_NEGATIVE_PROMPT
+
+    args = dict(prompt="waves", width=64, height=64, num_frames=5, steps=2, seed=0)
+    flf2v = get_preset("tiny-wan").spec("connect")
+    vace, ti2v = tiny_modern.tiny_spec("wan-vace"), tiny_modern.tiny_spec("wan22-ti2v")
+    pipelines = {type(family.load(spec, rt)) for family, spec in ((wan, flf2v), (wan_vace, vace), (wan22, ti2v))}
+    calls = [capture(cls) for cls in pipelines]  # Wan 2.1 and 2.2 share WanImageToVideoPipeline
+    negatives = {}
+    for name, run in (("wan", lambda: wan.transition(flf2v, rt, first=_image(1), last=_image(2), fps=16, **args)),
+                      ("wan-vace", lambda: wan_vace.transition(vace, rt, first=_image(1), last=_image(2), fps=16,
+                                                               **args)),
+                      ("wan22", lambda: wan22.generate(ti2v, rt, image=_image(1), segments=1, fps=24, **args))):
+        before = [len(made) for made in calls]
+        run()
+        (call,) = [c for made, n in zip(calls, before) for c in made[n:]]  # this family's one call
+        negatives[name] = call["negative_prompt"]
+    assert negatives == dict.fromkeys(("wan", "wan-vace", "wan22"), WAN_NEGATIVE_PROMPT)

@@ -40,14 +40,6 @@ LICENCES = {
     WAN_VACE_MODEL: "Apache-2.0",
 }
 
-WAN_NEGATIVE_PROMPT = (  # the English rendering of Wan's published default negative prompt
-    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
-    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, "
-    "poorly drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still "
-    "picture, messy background, three legs, many people in the background, walking backwards"
-)
-
-
 MODERN_FAMILY_SETTINGS: dict[str, type] = {
     family: FAMILY_SETTINGS[family] for family in ("qwen-image", "qwen-image-edit", "wan22", "wan-vace")
 }

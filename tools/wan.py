@@ -15,12 +15,11 @@ from PIL import Image
 from mora.config import ModelSpec
 from mora.tools.runtime import Runtime, generator
 from mora.tools.sizing import cover_resize, to_uint8
-from mora.tools.wan_loader import load_wan
+from mora.tools.wan_loader import WAN_NEGATIVE_PROMPT, load_wan
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPT = "a smooth, natural transition between the two scenes, consistent lighting and camera"
-NEGATIVE_PROMPT = "blurry, low quality, jittery motion, distorted, static"
 
 
 def load(spec: ModelSpec, rt: Runtime):
@@ -36,7 +35,7 @@ def transition(
     pipe = load(spec, rt)
     out = pipe(
         image=cover_resize(first, width, height), last_image=cover_resize(last, width, height),
-        prompt=prompt or DEFAULT_PROMPT, negative_prompt=NEGATIVE_PROMPT, height=height, width=width,
+        prompt=prompt or DEFAULT_PROMPT, negative_prompt=WAN_NEGATIVE_PROMPT, height=height, width=width,
         num_frames=num_frames, num_inference_steps=steps, guidance_scale=spec.settings.guidance_scale,
         generator=generator(seed), output_type="np", **rt.step_end(pipe),
     ).frames[0]

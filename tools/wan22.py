@@ -17,11 +17,10 @@ import numpy as np
 from PIL import Image
 
 from mora.config import ModelSpec
-from mora.tools.modern_settings import WAN_NEGATIVE_PROMPT
 from mora.tools.runtime import Runtime, generator
 from mora.tools.segments import chain_segments
 from mora.tools.sizing import cover_resize, to_uint8
-from mora.tools.wan_loader import load_wan
+from mora.tools.wan_loader import WAN_NEGATIVE_PROMPT, load_wan
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 The Wan model cards and diffusers' examples run the VAE (and Wan 2.1's CLIP image encoder) in
 float32 while the transformer runs in bf16 on a GPU, and set UniPC's flow shift per resolution.
-Those choices are made here once; each family's file keeps its own pipeline call.
+Those choices are made here once, with the negative prompt every Wan call passes
+(`WAN_NEGATIVE_PROMPT`); each family's file keeps its own pipeline call.
 
 Example:
     >>> pipe = load_wan(spec, rt, "wan22", "WanImageToVideoPipeline")  # doctest: +SKIP
@@ -18,6 +19,14 @@ from mora.config import ModelSpec
 from mora.tools.runtime import Runtime, from_pretrained
 
 GPU_DTYPE = "bfloat16"
+# every Wan family's negative prompt (Wan 2.1 FLF2V, Wan 2.2 TI2V, VACE): the English rendering of Wan's
+# published default
+WAN_NEGATIVE_PROMPT = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
+    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, "
+    "poorly drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still "
+    "picture, messy background, three legs, many people in the background, walking backwards"
+)
 # parts that stay in float32 under a bf16 transformer: subfolder -> (library, class)
 FLOAT32_PARTS = {
     "vae": ("diffusers", "AutoencoderKLWan"),
