@@ -372,6 +372,24 @@ def test_extend_video_keeps_input_frames(tiny_tools_factory, tmp_path, monkeypat
         assert conditions == []
 
 
+def test_extend_conditions_svd_on_the_presets_fps_not_the_inputs(tools, tmp_path, monkeypatch):
+    """A 30 fps input: SVD's fps micro-conditioning is the preset's (7), not the input's rate minus one."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    src = media.write_video(gradient_frames(4, 96, 64), tmp_path / "fast.mp4", fps=30)
+    calls = []
+    original = StableVideoDiffusionPipeline.__call__
+
+    def recording(self, *args, **kwargs):
+        calls.append(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StableVideoDiffusionPipeline, "__call__", recording)
+    out = media.read_video(tools.extend_video(video_path=str(src), num_frames=2, seed=0))
+    assert [c["fps"] for c in calls] == [get_preset("tiny").spec("extend").settings.fps] == [7]
+    assert out.fps == pytest.approx(30)  # the output keeps the input's rate
+
+
 def test_extend_odd_sized_gif(tools, tmp_path):
     # Flat 15x15 blocks: the palette keeps them exact, so pixels survive GIF and H.264 closely.
     blocks = np.kron(np.arange(15, dtype=np.uint8).reshape(3, 5) * 17, np.ones((15, 15), np.uint8))

@@ -83,9 +83,16 @@ def continue_video(
     spec: ModelSpec, rt: Runtime, *, frames: np.ndarray, prompt: str | None, width: int, height: int,
     num_frames: int, steps: int, fps: int, seed: int,
 ) -> np.ndarray:
-    """New frames following `frames`, generated from its last frame (that frame is not repeated)."""
+    """New frames following `frames`, generated from its last frame (that frame is not repeated).
+
+    `fps` is the input's frame rate; SVD is conditioned on the preset's (`settings.fps`, the rate it
+    was trained at) whatever the input's, as its micro-conditioning sets how much it moves. SVD sees
+    only the last frame, so the input's rate is not resampled; the new frames keep the model's pace.
+    """
+    if fps != spec.settings.fps:
+        logger.info("svd: the input is %d fps; conditioning on the preset's %d fps", fps, spec.settings.fps)
     clip = generate(
         spec, rt, image=Image.fromarray(frames[-1]), prompt=prompt, width=width, height=height,
-        num_frames=num_frames + 1, segments=1, steps=steps, fps=fps, seed=seed,
+        num_frames=num_frames + 1, segments=1, steps=steps, fps=spec.settings.fps, seed=seed,
     )
     return clip[1:]
