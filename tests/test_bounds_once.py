@@ -155,5 +155,5 @@ def test_the_preset_check_takes_the_frame_counts_the_tool_takes():
     extend_video always took; the job's check used to refuse 1), a clip made whole has at least 2."""
     tiny = get_preset("tiny")
     assert check_options(tiny, {"num_frames": 1}, video_tool="extend_video")["num_frames"] == 1
-    with pytest.raises(InputError, match="^num_frames: 1 is out of range; pass a number between 2 and 64"):
+    with pytest.raises(InputError, match="^num_frames: 1 is out of range; pass a number between 2 and 25"):
         check_options(tiny, {"num_frames": 1}, video_tool="image_to_video")

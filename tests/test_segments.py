@@ -7,9 +7,16 @@ import pytest
 from PIL import Image
 
 from mora.config import get_preset
+from mora.errors import InputError
 from mora.tools import ltx, svd, tiny_modern, wan22
 from mora.tools.runtime import Runtime
-from mora.tools.segments import chain_segments, chained_length, segment_boundaries, segment_seed
+from mora.tools.segments import (
+    chain_segments,
+    chained_length,
+    extension_clips,
+    segment_boundaries,
+    segment_seed,
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +78,22 @@ def test_two_segments_follow_the_one_seeding_rule(rt, family):
     second = module.generate(spec, rt, image=Image.fromarray(video[n - 1]), prompt="waves roll in", segments=1,
                              seed=6, **args)
     assert np.array_equal(video[n:], second[1:])  # the joined video keeps the shared frame once
+
+
+def test_extension_clips_are_the_fewest_within_the_trained_length():
+    for new in range(1, 80):
+        for per_clip in (2, 3, 9, 25):
+            clips = extension_clips(new, per_clip)
+            assert max(clips) <= per_clip and max(clips) - min(clips) <= 1
+            assert sum(clips) - (len(clips) - 1) == new + 1  # the start frame and the new ones
+            assert len(clips) == -(-new // (per_clip - 1))  # no fewer clips could hold them
+    with pytest.raises(ValueError, match="per_clip"):
+        extension_clips(4, 1)
+
+
+def test_an_svd_segment_over_the_trained_length_is_refused(rt):
+    spec = get_preset("tiny").spec("image_to_video")
+    trained = svd.load(spec, rt).unet.config.num_frames
+    with pytest.raises(InputError, match=f"^num_frames: {trained + 1} is over the {trained} frames"):
+        svd.generate(spec, rt, image=_image(1, 64, 64), prompt=None, width=64, height=64, num_frames=trained + 1,
+                     segments=1, steps=2, fps=7, seed=0)

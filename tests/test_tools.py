@@ -390,6 +390,32 @@ def test_extend_conditions_svd_on_the_presets_fps_not_the_inputs(tools, tmp_path
     assert out.fps == pytest.approx(30)  # the output keeps the input's rate
 
 
+def test_extend_past_svds_trained_length_is_chained_in_segments(tools, tmp_path, monkeypatch):
+    """No SVD call makes more frames than the model's trained length (its UNet's num_frames)."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    from mora.tools import svd
+
+    spec = get_preset("tiny").spec("extend")
+    trained = svd.load(spec, tools.runtime).unet.config.num_frames
+    src = media.write_video(gradient_frames(4, 96, 64), tmp_path / "in.mp4", fps=7)
+    calls = []
+    original = StableVideoDiffusionPipeline.__call__
+
+    def recording(self, *args, **kwargs):
+        calls.append(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StableVideoDiffusionPipeline, "__call__", recording)
+    asked = spec.settings.max_frames  # the most new frames extend takes: with the start frame, one too many
+    assert asked + 1 > trained
+    out = media.read_video(tools.extend_video(video_path=str(src), num_frames=asked, seed=0))
+    made = [c["num_frames"] for c in calls]
+    assert len(made) > 1 and max(made) <= trained
+    assert sum(made) - (len(made) - 1) == asked + 1  # each join's shared frame once, the start frame dropped
+    assert out.num_frames == 4 + asked
+
+
 def test_extend_odd_sized_gif(tools, tmp_path):
     # Flat 15x15 blocks: the palette keeps them exact, so pixels survive GIF and H.264 closely.
     blocks = np.kron(np.arange(15, dtype=np.uint8).reshape(3, 5) * 17, np.ones((15, 15), np.uint8))
@@ -632,7 +658,7 @@ BAD_CALLS = [
     ("image_to_video", dict(image_path="{image}", fps=-5), ["fps", "-5"]),
     ("image_to_video", dict(image_path="{image}", num_frames=0), ["num_frames", "0", "range"]),
     ("image_to_video", dict(image_path="{image}", num_frames=1), ["num_frames", "1", "range"]),
-    ("image_to_video", dict(image_path="{image}", num_frames=1000), ["num_frames", "1000", "64"]),
+    ("image_to_video", dict(image_path="{image}", num_frames=1000), ["num_frames", "1000", "25"]),
     ("image_to_video", dict(image_path="{image}", segments=0), ["segments", "0"]),
     ("image_to_video", dict(image_path="{image}", width=100), ["width", "100", "96", "104"]),
     ("image_to_video", dict(image_path="{image}", seed="abc"), ["seed", "'abc'"]),

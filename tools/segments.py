@@ -8,9 +8,12 @@ The seeding rule, one for every family: segment i (from 0) runs with seed + i on
 Segment 0 is then the same clip a one-segment call with the same seed makes, and segment i's noise
 does not depend on how many noise draws the earlier segments' pipelines made.
 
+An extension adds frames after a given last frame in the fewest clips a model can make whole
+(`extension_clips`), chained the same way.
+
 Example:
-    >>> segment_seed(7, 2), chained_length(4, 3), segment_boundaries(4, 3)
-    (9, 10, [4, 7])
+    >>> segment_seed(7, 2), chained_length(4, 3), segment_boundaries(4, 3), extension_clips(30, 25)
+    (9, 10, [4, 7], [16, 16])
 """
 
 from __future__ import annotations
@@ -54,6 +57,22 @@ def segment_boundaries(num_frames: int, segments: int) -> list[int]:
         [5, 9]
     """
     return [chained_length(num_frames, i + 1) for i in range(segments - 1)]
+
+
+def extension_clips(new_frames: int, per_clip: int) -> list[int]:
+    """The clips that add `new_frames` after a start frame: the fewest of at most `per_clip` frames each
+    (a model's trained length), each starting from the previous one's last frame, lengths as even as
+    possible. Their frames, each join's shared frame once, are the start frame and the new frames.
+
+    Example:
+        >>> extension_clips(24, 25), extension_clips(25, 25), extension_clips(5, 3)
+        ([25], [14, 13], [3, 3, 2])
+    """
+    if per_clip < 2:
+        raise ValueError(f"per_clip must be at least 2 (a start frame and a new one), got {per_clip}")
+    clips = -(-new_frames // (per_clip - 1))
+    base, extra = divmod(new_frames, clips)
+    return [base + 1 + (i < extra) for i in range(clips)]
 
 
 def chain_segments(first: Image.Image, segments: int, seed: int,

@@ -1,7 +1,9 @@
 """Image-to-video with Stable Video Diffusion, chained segments, and extension from a last frame.
 
 SVD takes no text. Each further segment starts from the previous segment's last frame, whose
-regenerated copy is dropped so no frame is duplicated at a join (as in the paper's code).
+regenerated copy is dropped so no frame is duplicated at a join (as in the paper's code). No call
+makes more frames than the model was trained on (`trained_frames`: SVD-XT's 25); an extension
+longer than that is chained in segments.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import numpy as np
 from PIL import Image
 
 from mora.config import ModelSpec
+from mora.errors import InputError
 from mora.tools.profiles import decode_chunk
 from mora.tools.runtime import Runtime, from_pretrained, generator, variant
-from mora.tools.segments import chain_segments
+from mora.tools.segments import chain_segments, extension_clips
 from mora.tools.sizing import cover_resize, to_uint8
 
 logger = logging.getLogger(__name__)
@@ -53,20 +56,17 @@ def _modulated(pipe, rt: Runtime):
         del pipe._encode_image
 
 
-def generate(
-    spec: ModelSpec, rt: Runtime, *, image: Image.Image, prompt: str | None, width: int, height: int, num_frames: int,
-    segments: int, steps: int, fps: int, seed: int,
-) -> np.ndarray:
-    """`segments` chained clips of `num_frames` from `image`: (T, H, W, 3) uint8, T = n + (s-1)(n-1).
+def trained_frames(pipe, spec: ModelSpec) -> int:
+    """Frames per call the loaded model was trained on: its UNet's `num_frames`, else the settings' max_frames."""
+    return getattr(pipe.unet.config, "num_frames", None) or spec.settings.max_frames
 
-    Segment i runs with seed + i on a fresh generator (`mora.tools.segments`).
-    """
-    if prompt:
-        logger.info("SVD takes no text: the prompt is unused by image_to_video (it shaped the first frame)")
-    pipe, s = load(spec, rt), spec.settings
-    chunk = decode_chunk(rt.profile, rt.device, spec.settings.decode_chunk_size, num_frames, width, height)
 
-    def clip(start: Image.Image, clip_seed: int) -> np.ndarray:
+def _clip_maker(spec: ModelSpec, rt: Runtime, pipe, *, width: int, height: int, steps: int, fps: int):
+    """`clip(start, seed, num_frames)`: one SVD call from `start`, (num_frames, H, W, 3) uint8."""
+    s = spec.settings
+
+    def clip(start: Image.Image, clip_seed: int, num_frames: int) -> np.ndarray:
+        chunk = decode_chunk(rt.profile, rt.device, s.decode_chunk_size, num_frames, width, height)
         with _modulated(pipe, rt):
             out = pipe(
                 start, width=width, height=height, num_frames=num_frames, num_inference_steps=steps, fps=fps,
@@ -76,14 +76,35 @@ def generate(
             ).frames[0]
         return to_uint8(out)
 
-    return chain_segments(cover_resize(image, width, height), segments, seed, clip, "svd")
+    return clip
+
+
+def generate(
+    spec: ModelSpec, rt: Runtime, *, image: Image.Image, prompt: str | None, width: int, height: int, num_frames: int,
+    segments: int, steps: int, fps: int, seed: int,
+) -> np.ndarray:
+    """`segments` chained clips of `num_frames` from `image`: (T, H, W, 3) uint8, T = n + (s-1)(n-1).
+
+    Segment i runs with seed + i on a fresh generator (`mora.tools.segments`). A segment is at most
+    the model's trained length (`trained_frames`).
+    """
+    if prompt:
+        logger.info("SVD takes no text: the prompt is unused by image_to_video (it shaped the first frame)")
+    pipe = load(spec, rt)
+    if num_frames > (most := trained_frames(pipe, spec)):
+        raise InputError(f"num_frames: {num_frames} is over the {most} frames {spec.model} was trained on; "
+                         f"pass at most {most} and more segments for a longer video")
+    clip = _clip_maker(spec, rt, pipe, width=width, height=height, steps=steps, fps=fps)
+    return chain_segments(cover_resize(image, width, height), segments, seed,
+                          lambda start, clip_seed: clip(start, clip_seed, num_frames), "svd")
 
 
 def continue_video(
     spec: ModelSpec, rt: Runtime, *, frames: np.ndarray, prompt: str | None, width: int, height: int,
     num_frames: int, steps: int, fps: int, seed: int,
 ) -> np.ndarray:
-    """New frames following `frames`, generated from its last frame (that frame is not repeated).
+    """New frames following `frames`, generated from its last frame (that frame is not repeated), in
+    segments of at most the trained length (`extension_clips`); segment i runs with seed + i.
 
     `fps` is the input's frame rate; SVD is conditioned on the preset's (`settings.fps`, the rate it
     was trained at) whatever the input's, as its micro-conditioning sets how much it moves. SVD sees
@@ -91,8 +112,10 @@ def continue_video(
     """
     if fps != spec.settings.fps:
         logger.info("svd: the input is %d fps; conditioning on the preset's %d fps", fps, spec.settings.fps)
-    clip = generate(
-        spec, rt, image=Image.fromarray(frames[-1]), prompt=prompt, width=width, height=height,
-        num_frames=num_frames + 1, segments=1, steps=steps, fps=spec.settings.fps, seed=seed,
-    )
-    return clip[1:]
+    pipe = load(spec, rt)
+    lengths = extension_clips(num_frames, trained_frames(pipe, spec))  # each call within the trained length
+    clip = _clip_maker(spec, rt, pipe, width=width, height=height, steps=steps, fps=spec.settings.fps)
+    sizes = iter(lengths)
+    video = chain_segments(cover_resize(Image.fromarray(frames[-1]), width, height), len(lengths), seed,
+                           lambda start, clip_seed: clip(start, clip_seed, next(sizes)), "svd")
+    return video[1:]

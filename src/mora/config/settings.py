@@ -89,7 +89,7 @@ class SVDSettings:
     decode_chunk_size: int = 8  # frames per VAE decode call; part of the output (temporal decoder)
     size_multiple: int = 8
     frame_multiple: int | None = None  # any frame count works
-    max_frames: int = 64
+    max_frames: int = 25  # frames per call at most: SVD-XT's trained length (its unet.config.num_frames)
     fp16_variant: str | None = "fp16"
 
 
