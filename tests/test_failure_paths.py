@@ -228,7 +228,7 @@ def test_llm_tool_arguments_are_bounded_by_twice_the_preset():
 
     mora_preset = get_preset("mora")
     bounds = llm_bounds(mora_preset, "image_to_video")
-    assert bounds["steps"] == (1, 50) and bounds["num_frames"] == (2, 50) and bounds["segments"] == (1, 6)
+    assert bounds["steps"] == (1, 50) and bounds["num_frames"] == (2, 25) and bounds["segments"] == (1, 6)
     assert bounds["width"] == (8, 2048)
     ok = validate_args("image_to_video", {"image_path": "f.png", "steps": 50}, lambda p, a: p, bounds)
     assert ok["steps"] == 50
