@@ -18,7 +18,7 @@ from mora.agents.toolcalls import ToolCallFault, llm_function, validate_args
 from mora.cli import main
 from mora.config import get_preset
 from mora.errors import InputError
-from mora.limits import BOUNDS, LLM_FACTOR, check_options, check_seed, llm_bounds
+from mora.limits import BOUNDS, LLM_FACTOR, check_options, check_seed, frame_rule, llm_bounds
 from mora.tools.toolset import Toolset
 from mora.workflows.jobspec import OPTIONS, job_model, parse_job
 
@@ -157,3 +157,34 @@ def test_the_preset_check_takes_the_frame_counts_the_tool_takes():
     assert check_options(tiny, {"num_frames": 1}, video_tool="extend_video")["num_frames"] == 1
     with pytest.raises(InputError, match="^num_frames: 1 is out of range; pass a number between 2 and 25"):
         check_options(tiny, {"num_frames": 1}, video_tool="image_to_video")
+
+
+@pytest.mark.parametrize("preset", ["ltx", "modern", "tiny-ltx", "tiny-modern"])
+def test_an_extension_call_is_never_past_the_models_length(preset, monkeypatch):
+    """The default and the most new frames extend takes make one call within max_frames (its trained length)."""
+    import numpy as np
+
+    from mora.limits import default_added_frames
+    from mora.tools import ltx, wan22
+
+    spec = get_preset(preset).spec("extend")
+    s = spec.settings
+    made = []
+
+    def fake(*args, num_frames, **kwargs):
+        made.append(num_frames)
+        return np.zeros((num_frames, 8, 8, 3), np.uint8)
+
+    monkeypatch.setattr(ltx, "_call", fake)
+    monkeypatch.setattr(wan22, "_clip", fake)
+    module = {"ltx": ltx, "wan22": wan22}[spec.family]
+    most = frame_rule(s, added=True)["high"]
+    tail = np.zeros((20, 8, 8, 3), np.uint8)
+    for new in (default_added_frames(s), most):
+        out = module.continue_video(spec, None, frames=tail, prompt=None, width=s.size_multiple,
+                                    height=s.size_multiple, num_frames=new, steps=1, fps=s.fps, seed=0)
+        assert len(out) == new
+    assert max(made) <= s.max_frames, (made, s.max_frames)
+    assert default_added_frames(s) <= s.num_frames
+    with pytest.raises(InputError, match=f"between 1 and {most}"):
+        check_options(get_preset(preset), {"num_frames": most + 1}, video_tool="extend_video")

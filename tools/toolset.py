@@ -18,7 +18,7 @@ import numpy as np
 from mora import media
 from mora.config import DEFAULT_PRESET, ROLE_FAMILIES, ModelSpec, Preset, get_preset
 from mora.errors import InputError, one_line
-from mora.limits import check_bounded, check_seed, check_text, frame_rule, span
+from mora.limits import check_bounded, check_seed, check_text, default_added_frames, frame_rule, span
 from mora.tools import ltx, pix2pix, qwen_image, qwen_image_edit, sdxl, svd, wan, wan22, wan_vace
 from mora.tools.runtime import Runtime, release
 from mora.tools.segments import segment_boundaries
@@ -369,9 +369,8 @@ class Toolset:
         video = self._video(video_path, "video_path")
         prompt = check_text(prompt, "prompt", required=False)
         # num_frames counts new frames; the family rounds its own clip to what the model needs
-        n = self._frames(spec, num_frames, any_count=True)
-        if num_frames is None and spec.family == "svd":
-            n = spec.settings.num_frames - 1
+        n = self._frames(spec, num_frames, any_count=True) if num_frames is not None else \
+            default_added_frames(spec.settings)
         steps, seed = self._steps(spec, steps), check_seed(seed)
         w, h = self._size(spec, None, None, (video.width, video.height))
         fps = max(1, round(video.fps))

@@ -139,15 +139,38 @@ def frame_rule(settings: Any, *, added: bool = False) -> dict[str, Any]:
     """`check_bounded`'s rules of `num_frames` for a video model: its max_frames and frame multiple.
 
     A clip the model makes whole has at least MIN_CLIP_FRAMES and, with a frame multiple m, m*k+1
-    frames; frames `added` to an input video are any count (the model family rounds its own clip).
+    frames; frames `added` to an input video are any count (the model family rounds its own clip). A
+    family with a frame multiple makes an extension in one call, which holds the frames it is
+    conditioned on (`context_frames`) too: the new frames are at most max_frames less those, so the
+    call (rounded to m*k+1) is never past max_frames. SVD (no multiple) chains its extensions.
 
     Example:
         >>> frame_rule(get_preset("ltx").spec("image_to_video").settings)
         {'low': 2, 'high': 257, 'multiple': 8, 'remainder': 1}
+        >>> frame_rule(get_preset("ltx").spec("extend").settings, added=True)["high"]  # 257 less a 9-frame tail
+        248
     """
     multiple = None if added else settings.frame_multiple
-    return dict(low=None if added else MIN_CLIP_FRAMES, high=settings.max_frames, multiple=multiple,
-                remainder=1 if multiple else 0)
+    high = settings.max_frames - (context_frames(settings) if added and settings.frame_multiple else 0)
+    return dict(low=None if added else MIN_CLIP_FRAMES, high=high, multiple=multiple, remainder=1 if multiple else 0)
+
+
+def context_frames(settings: Any) -> int:
+    """Frames of the input an extension's call is conditioned on: its tail (`tail_frames`), else its last frame."""
+    return getattr(settings, "tail_frames", None) or 1
+
+
+def default_added_frames(settings: Any) -> int:
+    """New frames an extension makes by default: one clip's worth, within what one call holds (`frame_rule`).
+
+    A family that continues from its last frame alone (SVD, Wan 2.2) adds its clip less that frame.
+
+    Example:
+        >>> default_added_frames(get_preset("modern").spec("extend").settings)  # Wan 2.2: one 121-frame call
+        120
+    """
+    clip = settings.num_frames if hasattr(settings, "tail_frames") else settings.num_frames - 1
+    return min(clip, frame_rule(settings, added=True)["high"])
 
 
 def check_seed(seed: Any, argument: str = "seed") -> int:
@@ -215,7 +238,7 @@ def llm_bounds(preset: Any, tool: str) -> dict[str, Span]:
               **{name: span(name, low=s.size_multiple, high=side) for name in ("width", "height")}}
     if hasattr(s, "num_frames"):
         frames = frame_rule(s, added=TOOL_TABLE[tool].added_frames)
-        bounds["num_frames"] = span("num_frames", low=frames["low"], high=min(LLM_FACTOR * s.num_frames, s.max_frames))
+        bounds["num_frames"] = span("num_frames", low=frames["low"], high=min(LLM_FACTOR * s.num_frames, frames["high"]))
         bounds["fps"] = span("fps")
         bounds["segments"] = span("segments", high=LLM_FACTOR * getattr(s, "segments", 1))
     return bounds
