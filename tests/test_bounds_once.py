@@ -188,3 +188,14 @@ def test_an_extension_call_is_never_past_the_models_length(preset, monkeypatch):
     assert default_added_frames(s) <= s.num_frames
     with pytest.raises(InputError, match=f"between 1 and {most}"):
         check_options(get_preset(preset), {"num_frames": most + 1}, video_tool="extend_video")
+
+
+def test_a_story_plans_the_frames_extend_video_adds_by_default():
+    """The story planner's frames per extension are extend_video's own default (`default_added_frames`)."""
+    from mora.config import PRESETS
+    from mora.limits import default_added_frames
+    from mora.workflows.prepare import _frame_rules
+
+    for name in PRESETS:
+        preset = get_preset(name)
+        assert _frame_rules(preset, {})[1] == default_added_frames(preset.spec("extend").settings), name

@@ -24,7 +24,7 @@ from typing import Any
 from mora import media
 from mora.config import Preset, get_preset
 from mora.errors import Cancelled, InputError
-from mora.limits import BOUNDS, check_options, check_seed
+from mora.limits import BOUNDS, check_options, check_seed, default_added_frames
 from mora.tooltable import TOOL_TABLE, video_tool
 from mora.workflows.jobspec import JobSpec, job_model, parse_job, task_inputs, tool_options
 from mora.workflows.tasks import CRITIC, GATE, MEDIA_KINDS, STORY, TASK_TABLE, Film, Step, route_for
@@ -291,7 +291,7 @@ def _frame_rules(preset: Preset, pinned: dict) -> tuple[int, int, int]:
     """(frames of the first segment, frames one extend adds, fps) of a shot on this preset."""
     i2v, ext = preset.spec("image_to_video"), preset.spec("extend")
     n = pinned.get("num_frames") or i2v.settings.num_frames
-    add = pinned.get("num_frames") or (ext.settings.num_frames - 1 if ext.family == "svd" else ext.settings.num_frames)
+    add = pinned.get("num_frames") or default_added_frames(ext.settings)  # extend_video's own default
     return n, max(1, add), pinned.get("fps") or i2v.settings.fps
 
 
