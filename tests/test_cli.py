@@ -433,7 +433,7 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_write_nothing_at_out(tmp_path, sig,
     # the interrupt lands while it runs rather than racing the end of the job.
     proc = subprocess.Popen(
         [*_mora_cmd(), "text-to-video", "a red fox running through snow", "--preset", "tiny", "--seed", "0",
-         "--num-frames", "32", "--steps", "150", "--out", "out/slow.mp4", "--quiet"],
+         "--num-frames", "25", "--steps", "200", "--out", "out/slow.mp4", "--quiet"],
         cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
     )
     try:
