@@ -258,9 +258,10 @@ def test_ray_actors_make_the_same_frames(local_six, ray_session, tmp_path, monke
         # same seeds, same frames: to rounding. The model's frames match, but the H.264 encode of equal
         # frames is not always equal between processes (test_tools' seed test shows it in one process:
         # the first encode can round differently by a few levels); far below another seed's difference
-        # (a mean of about 20 levels on these noise videos)
+        # (a mean of about 20 levels on these noise videos). Seen: means of 0.4-0.6 and once 1.12 on a
+        # loaded 2-core machine, so the bound is 2.5: ten times below another seed's difference.
         diff = np.abs(ray_frames - local_frames)
-        assert diff.mean() < 1.0 and diff.max() <= 24, (row.id, diff.mean(), diff.max())
+        assert diff.mean() < 2.5 and diff.max() <= 40, (row.id, diff.mean(), diff.max())
 
 
 def _crashing_worker():
