@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import gradient_frames
 from PIL import Image
+from test_presets import _record
 
 from mora import media
 from mora.config import get_preset
@@ -377,14 +378,7 @@ def test_extend_conditions_svd_on_the_presets_fps_not_the_inputs(tools, tmp_path
     from diffusers import StableVideoDiffusionPipeline
 
     src = media.write_video(gradient_frames(4, 96, 64), tmp_path / "fast.mp4", fps=30)
-    calls = []
-    original = StableVideoDiffusionPipeline.__call__
-
-    def recording(self, *args, **kwargs):
-        calls.append(kwargs)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(StableVideoDiffusionPipeline, "__call__", recording)
+    calls = _record(monkeypatch, StableVideoDiffusionPipeline)
     out = media.read_video(tools.extend_video(video_path=str(src), num_frames=2, seed=0))
     assert [c["fps"] for c in calls] == [get_preset("tiny").spec("extend").settings.fps] == [7]
     assert out.fps == pytest.approx(30)  # the output keeps the input's rate
@@ -399,14 +393,7 @@ def test_extend_past_svds_trained_length_is_chained_in_segments(tools, tmp_path,
     spec = get_preset("tiny").spec("extend")
     trained = svd.load(spec, tools.runtime).unet.config.num_frames
     src = media.write_video(gradient_frames(4, 96, 64), tmp_path / "in.mp4", fps=7)
-    calls = []
-    original = StableVideoDiffusionPipeline.__call__
-
-    def recording(self, *args, **kwargs):
-        calls.append(kwargs)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(StableVideoDiffusionPipeline, "__call__", recording)
+    calls = _record(monkeypatch, StableVideoDiffusionPipeline)
     asked = spec.settings.max_frames  # the most new frames extend takes: with the start frame, one too many
     assert asked + 1 > trained
     out = media.read_video(tools.extend_video(video_path=str(src), num_frames=asked, seed=0))
