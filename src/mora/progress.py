@@ -46,7 +46,11 @@ class Lines:
 
     def _line(self) -> None:
         tail = f" ({self.postfix})" if self.postfix else ""
-        print(f"{self.desc}: {self.n}/{self.total} {self.unit}s{tail}", file=self.file, flush=True)
+        # A progress display, not a log record: it goes where tqdm's bar would go (the stream given,
+        # stderr by default), shown with the CLI's default WARNING level and silenced by --quiet
+        # (progress=False), as the bar is.
+        self.file.write(f"{self.desc}: {self.n}/{self.total} {self.unit}s{tail}\n")
+        self.file.flush()
         if self.n >= self.total:
             self._shown = STEPS + 1  # the last line once
 
