@@ -373,6 +373,17 @@ def test_extend_video_keeps_input_frames(tiny_tools_factory, tmp_path, monkeypat
         assert conditions == []
 
 
+def test_ltx_decodes_with_the_settings_lightricks_publish_for_0_9_5(ltx_tools, landscape_png, monkeypatch):
+    """configs/ltxv-2b-0.9.5.yaml: decode_timestep 0.05, decode_noise_scale 0.025; conditioning noise 0.15."""
+    from diffusers import LTXConditionPipeline
+
+    calls = _record(monkeypatch, LTXConditionPipeline)
+    ltx_tools.image_to_video(image_path=str(landscape_png), num_frames=5, seed=0)
+    (call,) = calls
+    assert (call["decode_timestep"], call["decode_noise_scale"], call["image_cond_noise_scale"]) == (0.05, 0.025, 0.15)
+    assert (call["guidance_scale"], get_preset("ltx").spec("image_to_video").settings.steps) == (3.0, 40)
+
+
 def test_extend_conditions_svd_on_the_presets_fps_not_the_inputs(tools, tmp_path, monkeypatch):
     """A 30 fps input: SVD's fps micro-conditioning is the preset's (7), not the input's rate minus one."""
     from diffusers import StableVideoDiffusionPipeline

@@ -53,6 +53,7 @@ def _call(spec: ModelSpec, rt: Runtime, conditions, *, prompt, width, height, nu
         conditions=conditions, prompt=prompt, negative_prompt=NEGATIVE_PROMPT, max_sequence_length=window, width=width,
         height=height, num_frames=num_frames, frame_rate=fps, num_inference_steps=steps,
         guidance_scale=spec.settings.guidance_scale, decode_timestep=spec.settings.decode_timestep,
+        decode_noise_scale=spec.settings.decode_noise_scale,
         image_cond_noise_scale=spec.settings.image_cond_noise_scale, generator=generator(seed),
         output_type="np", **rt.step_end(pipe),
     ).frames[0]

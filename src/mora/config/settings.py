@@ -104,8 +104,14 @@ class LTXSettings:
     steps: int = 40
     fps: int = 24
     guidance_scale: float = 3.0
-    decode_timestep: float = 0.05  # the 0.9.5 VAE decodes at a small timestep
-    image_cond_noise_scale: float = 0.025  # noise on the conditioning frames
+    # Decode and conditioning noise as Lightricks publish them for 0.9.5: configs/ltxv-2b-0.9.5.yaml in
+    # github.com/Lightricks/LTX-Video (commit 93af686) sets decode_timestep 0.05 and decode_noise_scale 0.025
+    # (with guidance 3 and 40 steps, as here); it leaves image_cond_noise_scale to inference.py's default,
+    # 0.15, which is also diffusers' LTXConditionPipeline default. Without decode_noise_scale the pipeline
+    # would use decode_timestep's 0.05. (The config's spatiotemporal guidance, STG, is not in diffusers.)
+    decode_timestep: float = 0.05
+    decode_noise_scale: float = 0.025
+    image_cond_noise_scale: float = 0.15  # noise on the conditioning frames
     size_multiple: int = 32
     frame_multiple: int = 8
     tail_frames: int = 9  # extend: frames of the input's tail the continuation is conditioned on (8k+1)
