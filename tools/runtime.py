@@ -9,6 +9,7 @@ or offloaded (`low-vram`), never both.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import inspect
@@ -19,6 +20,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from mora import memory
 from mora.config import PROFILES
 from mora.errors import Cancelled, InputError, ModelUnavailableError, one_line
 from mora.tools.load_errors import read_weights
@@ -28,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.RLock()
+# The memory policy's view of the cache (`mora.memory`): each pipeline's measured bytes on its device,
+# the ones it moved to the CPU (moved back when used) and the ones it loaded in low-vram.
+_RESIDENT: dict[tuple, memory.Resident] = {}
+_OFFLOADED: set[tuple] = set()
+_FORCED_LOW_VRAM: set[tuple] = set()
 # The running job's "was I cancelled?" check (`cancellable`), read by each Runtime made under it: a
 # context variable, so the runner sets it once for a job and no tool or family signature carries it.
 _CANCELLED: ContextVar[Callable[[], bool] | None] = ContextVar("mora_cancelled", default=None)
@@ -347,8 +354,17 @@ def release(family: str | None = None) -> int:
     """
     with _LOCK:
         keys = [k for k in _CACHE if family is None or k[0] == family]
+    return _drop(keys, f" of family {family}" if family else "")
+
+
+def _drop(keys: list[tuple], what: str = "") -> int:
+    """Remove these pipelines from the cache and free their memory; returns how many."""
+    with _LOCK:
         for k in keys:
             del _CACHE[k]
+            _RESIDENT.pop(k, None)
+            _OFFLOADED.discard(k)
+            _FORCED_LOW_VRAM.discard(k)
     gc.collect()
     try:
         import torch
@@ -358,7 +374,7 @@ def release(family: str | None = None) -> int:
     except ImportError:  # pragma: no cover
         pass
     if keys:
-        logger.info("released %d pipeline(s)%s", len(keys), f" of family {family}" if family else "")
+        logger.info("released %d pipeline(s)%s", len(keys), what)
     return len(keys)
 
 
@@ -384,6 +400,11 @@ def generator(seed: int):
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
+def _models(model: str) -> frozenset[str]:
+    """The model ids a pipeline cache name holds: `a`, `a#variant`, `refiner+base`."""
+    return frozenset(part.split("#", 1)[0] for part in model.split("+"))
+
+
 class Runtime:
     """Where and how pipelines run: device, dtype setting, profile, progress bars.
 
@@ -397,10 +418,13 @@ class Runtime:
             (`has`, `apply`, `append`, `sha256`): the tools never import the training package.
         cancelled: polled after every denoising step (`step_end`); True stops the call with
             `mora.errors.Cancelled`. Default: the job's, set by the runner (`cancellable`).
+        memory_budget: bytes the models' weights may take on the device before the memory policy
+            (`mora.memory`) releases or offloads others; default: a CUDA card's memory less the working
+            reserve, no limit on a CPU or MPS.
     """
 
     def __init__(self, device: str = "auto", dtype: str = "auto", profile: str = "balanced", progress: bool = True,
-                 adapter: Any = None, cancelled: Callable[[], bool] | None = None):
+                 adapter: Any = None, cancelled: Callable[[], bool] | None = None, memory_budget: int | None = None):
         self.adapter = adapter  # a trained adapter (mora.adapters.Adapter) or None
         self.cancelled = cancelled if cancelled is not None else _CANCELLED.get()
         self.device = resolve_device(device)
@@ -412,6 +436,10 @@ class Runtime:
             self.profile = auto_profile(self.device)
         self.progress = progress
         self.preset_loras: dict[str, tuple] = {}  # model id -> a preset's LoRA adapters (mora.config.LoraAdapter)
+        self.memory_budget = memory_budget  # bytes weights may take on the device (None: the card's, mora.memory)
+        self.needed_later: Callable[[], list[str]] | None = None  # the models the rest of the route uses
+        self.memory_events: list[dict] = []  # the memory policy's decisions (mora.memory.Decision.record)
+        self.in_use: set[tuple] = set()  # pipelines the running step got: never moved during it (begin_step)
         resolve_dtype(dtype, self.device)  # validate now, not at first load
 
     def dtype(self, gpu_default: str = "float16"):
@@ -443,11 +471,64 @@ class Runtime:
                     load_preset_loras(pipe, loras)
                 if adapted:
                     self.adapter.apply(pipe, agent)
-                return place(pipe, self.device, self.profile)
+                return place(pipe, self.device, key[4])
 
-        pipe = get_pipeline(key, load)
+        with _LOCK:
+            key = self._make_room(key, model, dtype)
+            pipe = get_pipeline(key, load)
+            if key not in _RESIDENT:
+                self._measure(key, model, pipe)
+            self.in_use.add(key)
         pipe.set_progress_bar_config(disable=not self.progress)  # a finished bar stays: its last state drawn
         return pipe
+
+    def begin_step(self) -> None:
+        """A tool step starts: the previous step's pipelines may move again."""
+        self.in_use = set()
+
+    def _make_room(self, key: tuple, model: str, dtype: Any) -> tuple:
+        """Apply the memory policy before `key` loads (or moves back from the CPU); returns the key to use
+        (its low-vram twin when the pipeline alone is over the budget)."""
+        from mora.tools.residency import device_budget, estimate
+
+        twin = (*key[:4], "low-vram")
+        if key in _CACHE and key not in _OFFLOADED:
+            return key
+        if twin in _FORCED_LOW_VRAM:
+            return twin
+        incoming = _RESIDENT[key].bytes if key in _OFFLOADED else estimate(model, dtype.itemsize, model_source)
+        budget = device_budget(self.device, self.memory_budget)
+        models = _models(model)
+        busy = models.union(*(_RESIDENT[k].models for k in self.in_use if k in _RESIDENT))  # this step's
+        resident = [dataclasses.replace(r, pinned=bool(r.models & busy)) for k, r in _RESIDENT.items()
+                    if k in _CACHE and k not in _OFFLOADED and k != key]
+        later = None if self.needed_later is None else set(self.needed_later())
+        decision = memory.plan(resident, incoming, budget, needed_later=later, can_offload=self.device != "cpu")
+        if decision.release or decision.offload or decision.low_vram:
+            logger.info("memory policy before %s %s: %s", key[0], model, decision.record())
+            self.memory_events.append({"load": f"{key[0]} {model}", **decision.record(), "budget_bytes": budget,
+                                       "incoming_bytes": incoming})
+        for k in decision.offload:
+            _CACHE[k].to("cpu")
+            _OFFLOADED.add(k)
+        if decision.release or decision.offload:
+            _drop(decision.release, " (memory policy)")  # also empties CUDA's cache after offloading
+        if key in _OFFLOADED:
+            _CACHE[key].to(self.device)
+            _OFFLOADED.discard(key)
+        elif decision.low_vram and key[4] != "low-vram":
+            _FORCED_LOW_VRAM.add(twin)
+            return twin
+        return key
+
+    def _measure(self, key: tuple, model: str, pipe: Any) -> None:
+        """Record what a newly loaded pipeline keeps on the device (tensors shared with others not counted)."""
+        from mora.tools.residency import device_bytes, pointers
+
+        others = pointers(p for k, p in _CACHE.items() if k != key)
+        size, _ = device_bytes(pipe, self.device, others)
+        _RESIDENT[key] = memory.Resident(key, _models(model), size, offloadable=key[4] in ("balanced", "fast"))
+
 
     def step_end(self, pipe: Any, then: Callable[..., dict] | None = None) -> dict:
         """The keyword arguments that make a pipeline call stop within one denoising step when the job is cancelled.

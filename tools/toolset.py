@@ -61,6 +61,8 @@ class Toolset:
             `mora.adapters.Adapter`): its LoRA and modulation tokens apply to the agents it trained.
         cancelled: polled after every denoising step; True stops the tool with `mora.errors.Cancelled`
             (default: the running job's, `mora.tools.runtime.cancellable`).
+        memory_budget: bytes the weights may take on the device (`mora.memory`; default: a CUDA card's
+            memory less the working reserve, no limit on a CPU).
 
     Example:
         >>> tools = Toolset(preset="tiny", device="cpu", output_dir="outputs")
@@ -72,11 +74,12 @@ class Toolset:
         self, preset: str | Preset = DEFAULT_PRESET, device: str = "auto", dtype: str = "auto", profile: str = "balanced",
         output_dir: str | Path = "outputs", progress: bool = True,
         input_guard: Callable[[str, str], Path] | None = None, adapter: Any = None,
-        cancelled: Callable[[], bool] | None = None,
+        cancelled: Callable[[], bool] | None = None, memory_budget: int | None = None,
     ):
         self.preset = get_preset(preset)
         self.runtime = Runtime(device=device, dtype=dtype, profile=profile, progress=progress,
-                               adapter=_load_adapter(adapter, self.preset), cancelled=cancelled)
+                               adapter=_load_adapter(adapter, self.preset), cancelled=cancelled,
+                               memory_budget=memory_budget)
         self.runtime.preset_loras = {spec.model: spec.adapters for spec in self.preset.roles.values() if spec.adapters}
         self.output_dir = Path(output_dir)
         if self.output_dir.exists() and not self.output_dir.is_dir():
@@ -86,6 +89,7 @@ class Toolset:
         self.oom_retries: list[dict] = []  # out-of-memory retries in low-vram (recorded in manifests)
         self._videos: dict[str, media.Video] = {}  # decoded input videos, by resolved path
         self._step_profile: str | None = None  # the profile the current step ran in (low-vram after an OOM)
+        self._events_from = 0  # the runtime's memory decisions before the current step
 
     @property
     def device(self) -> str:
@@ -94,6 +98,16 @@ class Toolset:
     def release(self) -> int:
         """Free every loaded pipeline (they reload on next use)."""
         return release()
+
+    def memory_budget(self) -> int | None:
+        """The bytes the memory policy lets weights take on this device (None: no limit)."""
+        from mora.tools.residency import device_budget
+
+        return device_budget(self.device, self.runtime.memory_budget)
+
+    def models_for(self, roles: list[str]) -> list[str]:
+        """The model ids the preset's `roles` load (what the memory policy keeps for later steps)."""
+        return [model for role in roles for model in self.preset.spec(role).model_ids()]
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -161,6 +175,8 @@ class Toolset:
         import torch
 
         self._step_profile = self.runtime.profile
+        self._events_from = len(self.runtime.memory_events)
+        self.runtime.begin_step()
         try:
             return call()
         except torch.OutOfMemoryError as error:
@@ -182,6 +198,10 @@ class Toolset:
 
     def _record(self, tool: str, spec: ModelSpec, args: dict, output: Path, started: float, **extra: Any) -> str:
         seconds = time.perf_counter() - started
+        for event in self.runtime.memory_events[self._events_from:]:  # the memory policy's, in this step
+            event["tool_call"] = len(self.calls) + 1
+            if event["low_vram"]:
+                self._step_profile = "low-vram"
         self.calls.append(
             dict(tool=tool, args=args, output=str(output), model=spec.model_ids(), family=spec.family,
                  seconds=round(seconds, 3), profile=self._step_profile or self.runtime.profile, **extra)

@@ -68,6 +68,7 @@ def build_manifest(job_spec: Any, job: Any, tools: Any, *, info: dict, card: dic
         "timings": timings,
         "llm": llm_record(job_spec.config_list, job.llm_steps, job.llm_faults),
         "review": job.review, "metrics": card, "oom_retries": tools.oom_retries,
+        "memory": {"budget_bytes": tools.memory_budget(), "decisions": tools.runtime.memory_events},
         **({"candidates": job.candidates, "critic": job.critic} if job_spec.best_of > 1 else {}),
         "device": tools.device, "profile": tools.runtime.profile, "versions": versions(),
     }

@@ -157,6 +157,10 @@ class RouteRun:
         """Agents of the steps not started yet."""
         return [s.agent for s in self.route[self.position:]]
 
+    def remaining_roles(self) -> list[str]:
+        """Preset roles whose models the steps not started yet run (the memory policy keeps those)."""
+        return [TOOL_TABLE[s.tool].role for s in self.route[self.position:] if s.tool]
+
     def record_output(self, tool: str, path: str) -> None:
         """A tool call of the active step wrote `path`: later steps may read it."""
         (self.videos if path.endswith(".mp4") else self.images).append(path)

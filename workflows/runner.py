@@ -36,6 +36,7 @@ def execute(job_spec: Prepared) -> tuple[Any, Any, float]:
               artifacts_dir=p.artifacts_dir, reviewer=p.reviewer)
     tools = Toolset(preset=p.preset, device=spec.device, dtype=spec.dtype, profile=spec.profile,
                     output_dir=p.artifacts_dir, progress=p.hooks.progress, input_guard=job.guard, adapter=p.adapter)
+    tools.runtime.needed_later = lambda: tools.models_for(job.remaining_roles())  # the memory policy's view ahead
     if p.artifacts_dir.is_dir():  # an earlier job's (overwrite was checked in prepare): this job owns the folder
         shutil.rmtree(p.artifacts_dir)
     p.artifacts_dir.mkdir(parents=True)

@@ -373,10 +373,12 @@ def _interrupted(command: str | None = None) -> int:
 
 
 def _run_presets(args: argparse.Namespace) -> int:
-    """`mora presets [--json]`: every preset with its description, capabilities and models per role."""
+    """`mora presets [--json] [--memory]`: every preset with its description, capabilities and models per role."""
     from mora.config import preset_rows
 
     rows = preset_rows(args.preset_file)
+    if args.memory:
+        return _print_memory([row["name"] for row in rows], args)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -386,6 +388,28 @@ def _run_presets(args: argparse.Namespace) -> int:
         print(f"{row['name']}{caps}{where}\n  {row['description']}")
         for role, spec in row["roles"].items():
             print(f"  {role:15} {spec['family']:16} {spec['model']}")
+    return 0
+
+
+def _print_memory(names: list[str], args: argparse.Namespace) -> int:
+    """`mora presets --memory`: `mora.memory.preset_rows` for each preset, as a table or JSON."""
+    from mora import memory
+    from mora.config import get_preset
+
+    rows = [row for name in names for row in memory.preset_rows(get_preset(name))]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cards = "".join(f"{gb:>4} GB" for gb in memory.CARDS_GB)
+    print(f"{'preset':14} {'profile':9} {'largest step':15} {'weights':>8}{cards}")
+    for row in rows:
+        fits = row["fits"] or {}
+        verdicts = "".join(f"{('yes' if fits[gb] else 'no') if fits else '-':>7}" for gb in memory.CARDS_GB)
+        weights = f"{row['weights_gb']:.1f} GB" if row["weights_gb"] is not None else "unknown"
+        print(f"{row['preset']:14} {row['profile']:9} {row['step'] or '-':15} {weights:>8}{verdicts}")
+    print(f"Weights at the GPU dtype from the full-size configs; a card fits when they take at most "
+          f"{1 - memory.WORKING_RESERVE:.0%} of it (the rest: activations). low-vram: the largest component "
+          "(model offload); group offloading needs less. Measured peaks: benchmarks/RESULTS.md (GPU pending).")
     return 0
 
 

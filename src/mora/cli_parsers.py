@@ -117,6 +117,9 @@ def _add_info_parsers(sub: Any) -> None:
                         description="List every preset: the built-in ones, $MORA_HOME/presets/*.toml and --preset-file.")
     pr.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     pr.add_argument("--preset-file", metavar="PATH.toml", help="also list (and check) this preset file")
+    pr.add_argument("--memory", action="store_true",
+                    help="print, from the full-size configs, the weights each preset's largest step keeps on the GPU "
+                         "per profile and whether it fits 24, 48 and 80 GB cards (estimates: weights only)")
     pr.add_argument("--debug", action="store_true", help="show tracebacks")
     ev = sub.add_parser("eval", help="Score a video: temporal flickering, dynamic degree, smoothness, ...",
                         description="Print the score card of a video (seam scores too for a Mora output).")
