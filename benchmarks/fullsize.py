@@ -28,7 +28,6 @@ if importlib.util.find_spec("mora") is None:  # run from a checkout without `pip
 from mora.data import fullsize_entries  # noqa: E402  (after the path above)
 
 
-
 def entry_class(entry: dict) -> type:
     """The class an entry names ("diffusers.X" or "transformers.X")."""
     library, name = entry["class"].split(".", 1)
@@ -54,7 +53,9 @@ def build(entry: dict, device: str = "meta", dtype: Any = None) -> Any:
                 module = cls(**entry["config"])
     finally:
         torch.set_default_dtype(previous)
-    return module.eval()
+    # SVD's one-element mix_factor parameters are made with torch.Tensor([...]), which ignores the device
+    # context: moved too, so a forward on meta tensors meets no CPU tensor
+    return module.to(device).eval()
 
 
 def meta_params(entry: dict) -> int:
@@ -153,7 +154,7 @@ def needed_components(loads: list[Load]) -> dict[tuple[str, str], Any]:
 
     A pipeline needs its weighted components (typed `torch.nn.Module` in its signature) except those
     passed in and those its repo lacks (`absent_components`, each one the class lists as optional); a
-    part loaded on its own (a subfolder) is needed in its dtype.
+    part with weights loaded on its own (a subfolder) is needed in its dtype.
     """
     from diffusers import DiffusionPipeline
 
@@ -165,7 +166,7 @@ def needed_components(loads: list[Load]) -> dict[tuple[str, str], Any]:
             for name, types in load.cls._get_signature_types().items():
                 if _weighted(types) and name not in load.given and name not in lacks:
                     needed.setdefault((load.model, name), load.dtype)
-        elif load.subfolder:
+        elif load.subfolder and _weighted((load.cls,)):  # not a processor
             needed[(load.model, load.subfolder)] = load.dtype
     return needed
 
