@@ -5,8 +5,8 @@
     python benchmarks/run.py --scale full --device cuda     # full-size architectures, random weights, one GPU
     python benchmarks/run.py --scale full --dry-run         # build full-size on the meta device, check sizes
 
-`full` builds every model from the public config.json values in
-../shared/data/fullsize_architectures.json (a copy ships in benchmarks/) with random weights (they take as long as real weights),
+`full` builds every model from the public config.json values in the package's
+mora/data/fullsize_architectures.json (`mora.data`; `--arch PATH` for another) with random weights (they take as long as real weights),
 in memory on the target device, and serves them through `mora.tools.runtime.register_model`, so
 the jobs run the real code path: a `mora.Toolset` on a preset with the paper's settings (preset
 `mora`), the pipeline cache, placement and profiles. `tiny` runs preset `tiny`.
@@ -47,6 +47,10 @@ REPO = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("mora") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO / "src"))
 
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (train.py, the tests): fullsize.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import video_dry_run  # noqa: E402  (benchmarks/)
+
 from mora.config import PROFILES as ALL_PROFILES  # noqa: E402  (after the path above)
 
 TASKS = ("text-to-video", "image-to-video", "extend", "connect")
@@ -70,19 +74,8 @@ FULL_IDS = {
     "pix2pix": f"{FULL}/instruct-pix2pix", "svd": f"{FULL}/svd-img2vid-xt", "ltx": f"{FULL}/ltx-video",
 }
 
-# Not in fullsize_architectures.json, written here from public sources (timing depends only on shapes):
-# Google's T5 v1.1 XXL encoder (LTX-Video's text encoder), from google/t5-v1_1-xxl config.json.
-T5_V1_1_XXL = dict(
-    vocab_size=32128, d_model=4096, d_ff=10240, num_layers=24, num_heads=64, d_kv=64,
-    feed_forward_proj="gated-gelu", relative_attention_num_buckets=32, relative_attention_max_distance=128,
-    layer_norm_epsilon=1e-6, dropout_rate=0.1, tie_word_embeddings=False,
-)
-# SD 1.5's VAE (InstructPix2Pix's), from its vae/config.json: SDXL's VAE architecture at 512 px, scale 0.18215.
-SD15_VAE_CHANGES = dict(sample_size=512, scaling_factor=0.18215)
-# LTX-Video's VAE: diffusers' AutoencoderKLLTXVideo class defaults (LTX-Video 0.9's VAE: 128 latent
-# channels, 32x spatial and 8x temporal compression). Its scheduler: FlowMatchEulerDiscreteScheduler's
-# defaults, as in mora.tools.tiny (LTXConditionPipeline passes explicit timesteps; the time per step
-# does not depend on the schedule).
+# LTX-Video's scheduler: FlowMatchEulerDiscreteScheduler's defaults, as in mora.tools.tiny (LTXConditionPipeline
+# passes explicit timesteps; the time per step does not depend on the schedule).
 # SVD-XT's scheduler_config.json (as in mora.tools.tiny).
 SVD_SCHEDULER = dict(
     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
@@ -98,14 +91,14 @@ CHECKS = (
     ("sdxl-base", "text_encoder_2", "sdxl_text_encoder_2_bigg", ""),
     ("sdxl-refiner", "unet", "sdxl_refiner_unet", "text_encoder_2 and vae shared with the base"),
     ("pix2pix", "unet", "instruct_pix2pix_unet", ""),
-    ("pix2pix", "vae", "sdxl_vae", "SD 1.5 VAE: same architecture as sdxl_vae"),
-    ("pix2pix", "text_encoder", "sdxl_text_encoder_clip_l", "SD 1.5 text encoder: CLIP ViT-L/14, as sdxl's"),
+    ("pix2pix", "vae", "sd15_vae", ""),
+    ("pix2pix", "text_encoder", "sd15_text_encoder_clip_l", ""),
     ("svd", "unet", "svd_xt_unet", ""),
     ("svd", "vae", "svd_vae_temporal_decoder", ""),
     ("svd", "image_encoder", "svd_image_encoder_vit_h14", ""),
     ("ltx", "transformer", "ltx_video_2b_transformer", ""),
-    ("ltx", "vae", None, "not in JSON: diffusers AutoencoderKLLTXVideo defaults"),
-    ("ltx", "text_encoder", None, "not in JSON: T5 v1.1 XXL public config"),
+    ("ltx", "vae", "ltx_095_vae", ""),
+    ("ltx", "text_encoder", "t5_v1_1_xxl_encoder", ""),
 )
 
 
@@ -139,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP-counting pass (no TFLOP/s)")
     parser.add_argument("--dry-run", action="store_true",
                         help="with --scale full: build every model on the meta device, check parameter counts, exit")
-    parser.add_argument("--arch", type=Path, help="fullsize_architectures.json (default: ../shared/data/ or "
-                                                  "$MORA_FULLSIZE_ARCH)")
+    parser.add_argument("--arch", type=Path, help="fullsize_architectures.json (default: $MORA_FULLSIZE_ARCH, "
+                                                  "else the package's, mora/data/)")
     parser.add_argument("--json", type=Path, help="also write all results to this JSON file")
     parser.add_argument("--keep", type=Path, help="keep generated images and videos in this directory")
     return parser
@@ -227,20 +220,23 @@ def _check_device(parser: argparse.ArgumentParser, given: str, scale: str) -> st
 
 
 def arch_candidates(given: Path | None) -> list[Path]:
+    """Where the architectures come from: `given` (--arch), else $MORA_FULLSIZE_ARCH, else the package's file."""
+    from importlib import resources
+
+    from mora.data import FULLSIZE_FILE
+
     if given:
         return [given]
     env = os.environ.get("MORA_FULLSIZE_ARCH")
-    rel = Path("shared") / "data" / "fullsize_architectures.json"
-    # The shared design data beside the checkout first; the copy in benchmarks/ for everyone else.
-    return [Path(env)] if env else [REPO.parent / rel, REPO / rel, Path(__file__).with_name(rel.name)]
+    return [Path(env)] if env else [Path(str(resources.files("mora.data").joinpath(FULLSIZE_FILE)))]
 
 
 def load_arch(given: Path | None, parser: argparse.ArgumentParser | None = None) -> dict:
     for path in arch_candidates(given):
         if path.is_file():
             return json.loads(path.read_text())
-    message = (f"--arch: fullsize_architectures.json not found (looked in "
-               f"{', '.join(map(str, arch_candidates(given)))}); pass --arch PATH")
+    message = (f"--arch: {', '.join(map(str, arch_candidates(given)))} is not a file; pass --arch PATH to a "
+               "fullsize_architectures.json")
     if parser:
         parser.error(message)
     raise SystemExit(message)
@@ -350,8 +346,8 @@ def _build_pix2pix(arch: dict, device: str, cls, *, dtype, **_):
 
     with building(device, dtype):
         unet = UNet2DConditionModel(**_cfg(arch, "instruct_pix2pix_unet"))
-        vae = AutoencoderKL(**_cfg(arch, "sdxl_vae", **SD15_VAE_CHANGES))
-        text_encoder = CLIPTextModel(CLIPTextConfig(**_cfg(arch, "sdxl_text_encoder_clip_l")))
+        vae = AutoencoderKL(**_cfg(arch, "sd15_vae"))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**_cfg(arch, "sd15_text_encoder_clip_l")))
     return cls(
         vae=_ready(vae, dtype), text_encoder=_ready(text_encoder, dtype), tokenizer=_clip_tokenizer(),
         unet=_ready(unet, dtype),
@@ -391,8 +387,8 @@ def _build_ltx(arch: dict, device: str, cls, *, dtype, **_):
 
     with building(device, dtype):
         transformer = LTXVideoTransformer3DModel(**_cfg(arch, "ltx_video_2b_transformer"))
-        vae = AutoencoderKLLTXVideo()
-        text_encoder = T5EncoderModel(T5Config(**T5_V1_1_XXL))
+        vae = AutoencoderKLLTXVideo(**_cfg(arch, "ltx_095_vae"))
+        text_encoder = T5EncoderModel(T5Config(**_cfg(arch, "t5_v1_1_xxl_encoder")))
     return cls(
         scheduler=FlowMatchEulerDiscreteScheduler(), vae=_ready(vae, dtype),
         text_encoder=_ready(text_encoder, dtype), tokenizer=_t5_tokenizer(),
@@ -519,7 +515,12 @@ def dry_run(args: argparse.Namespace) -> int:
     print()
     unused = sorted(set(k for k in arch if not k.startswith("_")) - {c[2] for c in CHECKS if c[2]})
     if unused:
-        print(f"not built (no preset role uses them): {', '.join(unused)} (connect uses LTX-Video)")
+        print(f"not timed (preset mora's roles do not use them): {', '.join(unused)}")
+    print()
+    steps = video_dry_run.video_dry_run()
+    print(f"video steps of every built-in preset, denoiser forward on meta tensors ({video_dry_run.__name__}.py):")
+    print(table(video_dry_run.HEADERS, video_dry_run.rows(steps)))
+    mismatches += sum(not step.ok for step in steps)
     mora = full_preset(args.steps, args.size)
     print("job settings (preset mora, the paper's): " + describe_t2v(mora))
     print("full run: python benchmarks/run.py --scale full --device cuda")

@@ -6,7 +6,8 @@
     python benchmarks/train.py --scale full --dry-run                 # no GPU: meta-device sizes and FLOPs
 
 `full` builds SDXL base 1.0 (UNet, VAE, both text encoders) and SVD-XT (UNet, VAE, CLIP ViT-H image
-encoder) from the public configs in fullsize_architectures.json with random weights, directly on
+encoder) from the public configs in mora/data/fullsize_architectures.json (`mora.data`; `--arch PATH` for
+another) with random weights, directly on
 the device, through the helpers of benchmarks/run.py (`register_full`, served by
 `mora.tools.runtime.register_model`), so training loads them through its real loading path. Settings
 are the training defaults: LoRA rank 16 on the UNets' attention, 1 modulation token, 512x288,

@@ -43,3 +43,4 @@ def test_the_build_ships_py_typed(tmp_path):
                     "--build-lib", str(lib)], cwd=src, check=True, capture_output=True, timeout=120)
     assert (lib / "mora/__init__.py").is_file() and (lib / "mora/agents").is_dir()  # the build ran, mapped
     assert (lib / "mora/py.typed").is_file()
+    assert (lib / "mora/data/fullsize_architectures.json").is_file()  # mora.data's full-size configs

@@ -77,6 +77,20 @@ def generate(
     return chain_segments(cover_resize(image, width, height), segments, seed, clip, "ltx")
 
 
+def extension_frames(settings, available: int, num_frames: int) -> tuple[int, int]:
+    """(tail, total): the input's last frames an extension is conditioned on and the frames of its one call.
+
+    Example:
+        >>> extension_frames(get_preset("ltx").spec("extend").settings, 100, 48)  # a 9-frame tail, 57 in all
+        (9, 57)
+    """
+    m = settings.frame_multiple
+    tail = min(settings.tail_frames, available)
+    tail = (tail - 1) // m * m + 1  # LTX encodes video conditions of k*m+1 frames
+    total = -(-(tail + num_frames - 1) // m) * m + 1  # round the whole clip up to k*m+1
+    return tail, total
+
+
 def continue_video(
     spec: ModelSpec, rt: Runtime, *, frames: np.ndarray, prompt: str | None, width: int, height: int,
     num_frames: int, steps: int, fps: int, seed: int,
@@ -84,11 +98,7 @@ def continue_video(
     """New frames following `frames`, conditioned on its last `tail_frames` frames (k*m+1 of them)."""
     from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 
-    m = spec.settings.frame_multiple
-    tail = min(spec.settings.tail_frames, len(frames))
-    tail = (tail - 1) // m * m + 1  # LTX encodes video conditions of k*m+1 frames
-    total = tail + num_frames
-    total = -(-(total - 1) // m) * m + 1  # round the whole clip up to k*m+1
+    tail, total = extension_frames(spec.settings, len(frames), num_frames)
     video = [cover_resize(Image.fromarray(f), width, height) for f in frames[-tail:]]
     clip = _call(
         spec, rt, [LTXVideoCondition(video=video, frame_index=0)], prompt=prompt, width=width, height=height,

@@ -91,6 +91,17 @@ def generate(
     return chain_segments(image, segments, seed, clip, "wan22")
 
 
+def extension_frames(settings, num_frames: int) -> int:
+    """Frames of the one call that adds `num_frames` after the input's last frame: 4k+1, that frame first.
+
+    Example:
+        >>> extension_frames(get_preset("modern").spec("extend").settings, 120)
+        121
+    """
+    m = settings.frame_multiple
+    return -(-num_frames // m) * m + 1  # the last frame, then at least num_frames more, 4k+1 in all
+
+
 def continue_video(
     spec: ModelSpec, rt: Runtime, *, frames: np.ndarray, prompt: str | None, width: int, height: int,
     num_frames: int, steps: int, fps: int, seed: int,
@@ -99,8 +110,7 @@ def continue_video(
 
     The clip is rounded up to 4k+1 frames (last frame included) and cut back to `num_frames`.
     """
-    m = spec.settings.frame_multiple
-    total = -(-num_frames // m) * m + 1  # the last frame, then at least num_frames more, 4k+1 in all
+    total = extension_frames(spec.settings, num_frames)
     _check(spec, width, height, total)
     clip = _clip(spec, rt, Image.fromarray(frames[-1]), prompt=prompt, width=width, height=height,
                  num_frames=total, steps=steps, seed=seed)
