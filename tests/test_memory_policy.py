@@ -10,6 +10,7 @@ import pytest
 
 from mora import memory
 from mora.config import get_preset
+from mora.data import fullsize_entries
 from mora.memory import GIB, Resident, plan
 from mora.tools import runtime
 from mora.tools.toolset import Toolset
@@ -68,12 +69,12 @@ def test_a_pipeline_over_the_budget_alone_loads_in_low_vram():
 
 def test_sizes_come_from_the_configs_with_shared_components_counted_once():
     base, refiner = "stabilityai/stable-diffusion-xl-base-1.0", "stabilityai/stable-diffusion-xl-refiner-1.0"
+    entries = fullsize_entries()
     both, alone = memory.weights_bytes([base, refiner]), memory.weights_bytes([base])
-    refiner_parts = memory.component_bytes([refiner])
-    assert both is not None and alone is not None and refiner_parts is not None
-    shared = set(refiner_parts) & set(memory.component_bytes([base]) or {})
-    assert shared  # the VAE and the second text encoder
-    assert both == alone + sum(size for entry, size in refiner_parts.items() if entry not in shared)
+    assert both == alone + 2 * entries["sdxl_refiner_unet"]["params"]  # the refiner's own UNet, in fp16
+    wan = memory.component_bytes([WAN22, VACE])
+    assert wan is not None and list(wan).count("umt5_xxl_encoder") == 1  # one text encoder for both
+    assert wan["wan22_vae"] == 4 * entries["wan22_vae"]["params"]  # Wan's VAE stays float32 on a GPU
     assert memory.weights_bytes(["some/local-dir"]) is None
 
 
@@ -84,9 +85,9 @@ def test_the_memory_table_answers_for_every_profile_and_card():
     rows = {(r["preset"], r["profile"]): r for name in ("mora", "modern") for r in memory.preset_rows(get_preset(name))}
     modern = rows[("modern", "balanced")]
     assert modern["step"] in ("text_to_image", "image_to_image", "connect", "edit_video")  # a 14-20B model's step
-    assert modern["fits"] == {24: False, 48: False, 80: modern["weights_gb"] * GIB <= memory.usable(80 * GIB)}
+    assert modern["fits"] == {"24": False, "48": False, "80": modern["weights_gb"] * GIB <= memory.usable(80 * GIB)}
     assert rows[("modern", "low-vram")]["weights_gb"] < modern["weights_gb"]
-    assert rows[("mora", "balanced")]["fits"][80] is True
+    assert rows[("mora", "balanced")]["fits"]["80"] is True
     tiny = memory.preset_rows(get_preset("tiny"))
     assert {r["fits"] for r in tiny} == {None}  # tiny models are not in the full-size configs
 
@@ -154,3 +155,21 @@ def test_a_local_models_estimate_is_read_from_its_safetensors_headers(tmp_path, 
     measured, _ = residency.device_bytes(svd.load(tools.preset.spec("image_to_video"), tools.runtime), "cpu")
     assert estimate is not None and abs(estimate - measured) <= 0.01 * measured  # buffers aside, the same
     assert residency.estimate("no/such-model", 4, runtime.model_source) is None
+
+
+def test_mora_presets_memory_prints_the_table_without_importing_torch():
+    import json
+    import subprocess
+    import sys
+
+    code = ("import sys; from mora.cli import main; code = main(['presets', '--memory', '--json']); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert {(r["preset"], r["profile"]) for r in rows} >= {(p, q) for p in ("mora", "modern") for q in memory.TABLE_PROFILES}
+    assert rows == [r for name in dict.fromkeys(r["preset"] for r in rows) for r in memory.preset_rows(get_preset(name))]
+    table = subprocess.run([sys.executable, "-m", "mora.cli", "presets", "--memory"], capture_output=True, text=True,
+                           timeout=120).stdout
+    modern = next(line.split() for line in table.splitlines() if line.startswith("modern ") and " balanced " in line)
+    assert modern[-3:] == ["no", "no", "yes"] and modern[2] == "text_to_image"

@@ -404,7 +404,7 @@ def _print_memory(names: list[str], args: argparse.Namespace) -> int:
     print(f"{'preset':14} {'profile':9} {'largest step':15} {'weights':>8}{cards}")
     for row in rows:
         fits = row["fits"] or {}
-        verdicts = "".join(f"{('yes' if fits[gb] else 'no') if fits else '-':>7}" for gb in memory.CARDS_GB)
+        verdicts = "".join(f"{('yes' if fits[str(gb)] else 'no') if fits else '-':>7}" for gb in memory.CARDS_GB)
         weights = f"{row['weights_gb']:.1f} GB" if row["weights_gb"] is not None else "unknown"
         print(f"{row['preset']:14} {row['profile']:9} {row['step'] or '-':15} {weights:>8}{verdicts}")
     print(f"Weights at the GPU dtype from the full-size configs; a card fits when they take at most "

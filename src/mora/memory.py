@@ -35,12 +35,10 @@ TABLE_PROFILES = {"balanced": "resident", "fast": "resident", "low-vram": "large
 @functools.cache
 def _components() -> dict[str, dict[str, int]]:
     """Hub model id -> {config entry: bytes on the GPU}, from the full-size configs."""
-    from mora.data import fullsize_architectures
+    from mora.data import fullsize_entries
 
     out: dict[str, dict[str, int]] = {}
-    for name, entry in fullsize_architectures().items():
-        if name.startswith("_"):
-            continue
+    for name, entry in fullsize_entries().items():
         size = int(entry["params"]) * (4 if entry.get("dtype") == "float32" else GPU_BYTES)
         for model in entry.get("models", ()):
             out.setdefault(model, {})[name] = size
@@ -53,8 +51,9 @@ def known(model: str) -> bool:
 
 
 def component_bytes(models: Iterable[str]) -> dict[str, int] | None:
-    """The weights of these models' components, each shared component once (an SDXL refiner reuses the
-    base's VAE and second text encoder); None when a model is not in the configs (a local directory)."""
+    """The weights of these models' components, each shared component once (Wan's UMT5 encoder; the
+    SDXL refiner lists only its UNet: its loader takes the base's VAE and second text encoder); None
+    when a model is not in the configs (a local directory)."""
     found: dict[str, int] = {}
     for model in models:
         if not known(model):
@@ -99,7 +98,7 @@ def preset_rows(preset: Any) -> list[dict]:
         role = max(sized, key=lambda r: sized[r])
         rows.append({"preset": preset.name, "profile": profile, "step": role,
                      "weights_gb": round(sized[role] / GIB, 1),
-                     "fits": {gb: sized[role] <= usable(gb * GIB) for gb in CARDS_GB}})
+                     "fits": {str(gb): sized[role] <= usable(gb * GIB) for gb in CARDS_GB}})  # JSON keys
     return rows
 
 
