@@ -98,7 +98,8 @@ def _fast(pipe: Any, cuda: bool) -> list[str]:
             applied.append(f"{name} channels_last")
     if denoiser is not None:
         if getattr(denoiser, "_repeated_blocks", None):
-            denoiser.compile_repeated_blocks(fullgraph=True)
+            # a step cache's hooks decide on the host between blocks (a graph break): no fullgraph then (GPU-pending)
+            denoiser.compile_repeated_blocks(fullgraph=not getattr(denoiser, "is_cache_enabled", False))
             applied.append("regional torch.compile")
         else:
             denoiser.compile()

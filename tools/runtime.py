@@ -21,6 +21,7 @@ from typing import Any
 
 from mora.config import PROFILES
 from mora.errors import Cancelled, InputError, ModelUnavailableError, one_line
+from mora.tools import speed
 from mora.tools.load_errors import read_weights
 from mora.tools.quiet import no_library_bars
 
@@ -397,10 +398,13 @@ class Runtime:
             (`has`, `apply`, `append`, `sha256`): the tools never import the training package.
         cancelled: polled after every denoising step (`step_end`); True stops the call with
             `mora.errors.Cancelled`. Default: the job's, set by the runner (`cancellable`).
+        cache, cache_threshold, attention: the step cache and attention backend (`mora.tools.speed`);
+            resolved here, so an unavailable one is an InputError before any load.
     """
 
     def __init__(self, device: str = "auto", dtype: str = "auto", profile: str = "balanced", progress: bool = True,
-                 adapter: Any = None, cancelled: Callable[[], bool] | None = None):
+                 adapter: Any = None, cancelled: Callable[[], bool] | None = None, cache: str | None = None,
+                 cache_threshold: float | None = None, attention: str = "auto"):
         self.adapter = adapter  # a trained adapter (mora.adapters.Adapter) or None
         self.cancelled = cancelled if cancelled is not None else _CANCELLED.get()
         self.device = resolve_device(device)
@@ -410,6 +414,7 @@ class Runtime:
             from mora.tools.profiles import auto_profile
 
             self.profile = auto_profile(self.device)
+        self.speed = speed.resolve(cache, cache_threshold, attention, self.profile, self.device)
         self.progress = progress
         self.preset_loras: dict[str, tuple] = {}  # model id -> a preset's LoRA adapters (mora.config.LoraAdapter)
         resolve_dtype(dtype, self.device)  # validate now, not at first load
@@ -434,7 +439,7 @@ class Runtime:
         loras = self.preset_loras.get(model.split("#", 1)[0], ())
         if loras:  # the preset's adapters are part of what is loaded, so of the cache key
             name += "+lora:" + ",".join(f"{a.path}@{a.weight:g}" for a in loras)
-        key = (family, name, self.device, str(dtype).removeprefix("torch."), self.profile)
+        key = (family, name, self.device, str(dtype).removeprefix("torch."), self.profile + self.speed.key)
 
         def load():
             with no_library_bars():
@@ -443,6 +448,7 @@ class Runtime:
                     load_preset_loras(pipe, loras)
                 if adapted:
                     self.adapter.apply(pipe, agent)
+                speed.apply(pipe, family, self.speed)  # before placing: `fast` compiles what the hooks wrap
                 return place(pipe, self.device, self.profile)
 
         pipe = get_pipeline(key, load)
