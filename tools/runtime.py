@@ -415,6 +415,7 @@ class Runtime:
 
             self.profile = auto_profile(self.device)
         self.speed = speed.resolve(cache, cache_threshold, attention, self.profile, self.device)
+        self.speed_applied: dict[str, dict] = {}  # family -> the cache and backend its pipeline runs with
         self.progress = progress
         self.preset_loras: dict[str, tuple] = {}  # model id -> a preset's LoRA adapters (mora.config.LoraAdapter)
         resolve_dtype(dtype, self.device)  # validate now, not at first load
@@ -452,6 +453,7 @@ class Runtime:
                 return place(pipe, self.device, self.profile)
 
         pipe = get_pipeline(key, load)
+        self.speed_applied[family] = getattr(pipe, "_mora_speed", None) or speed.applied(self.speed, family)
         pipe.set_progress_bar_config(disable=not self.progress)  # a finished bar stays: its last state drawn
         return pipe
 

@@ -177,15 +177,17 @@ def resolve(cache: str | None, threshold: float | None, attention: str, profile:
 
 
 def apply(pipe: Any, family: str, speed: Speed) -> dict:
-    """Put `speed`'s cache and backend on `pipe`'s denoiser(s) where `family` takes them; returns `applied`.
+    """Put `speed`'s cache and backend on `pipe`'s denoiser(s) where `family` takes them; returns what was
+    applied (`applied`, less a profile's cache a toy model cannot take), also kept as `pipe._mora_speed`.
 
     Called before the profile places the pipeline, so `fast`'s compile sees the hooks.
     """
     record = applied(speed, family)
     denoisers = [d for d in (getattr(pipe, name, None) for name in _DENOISERS) if d is not None]
+    if record["cache"] != "none" and not all(_has_blocks(d, speed) for d in denoisers):
+        record["cache"] = "none"  # the profile's cache, where the model cannot take it (`_has_blocks`)
     if record["cache"] != "none":
         for denoiser in denoisers:
-            _check_blocks(denoiser, speed.cache)
             denoiser.enable_cache(_cache_config(speed))
     if record["attention"] != "sdpa":
         for denoiser in denoisers:
@@ -196,17 +198,19 @@ def apply(pipe: Any, family: str, speed: Speed) -> dict:
     return record
 
 
-def _check_blocks(denoiser: Any, cache: str) -> None:
-    """FirstBlockCache decides on the first block and caches the rest: a one-block model has no rest
-    (diffusers 0.42 fails with "pop from empty list"); only toy models are that small (tiny-ltx)."""
-    if cache != "first-block":
-        return
+def _has_blocks(denoiser: Any, speed: Speed) -> bool:
+    """Whether the model has blocks for the cache to skip. FirstBlockCache decides on the first block and
+    caches the rest: a one-block model has no rest (diffusers 0.42 fails with "pop from empty list"); only
+    toy models are that small (tiny-ltx). An explicit --cache is refused there, the profile's is not applied."""
+    if speed.cache != "first-block":
+        return True
     from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
 
     blocks = sum(len(m) for name, m in denoiser.named_children() if name in _ALL_TRANSFORMER_BLOCK_IDENTIFIERS)
-    if blocks < 2:
+    if blocks < 2 and speed.explicit:
         raise InputError(f"'first-block' skips the blocks after the first, and this {type(denoiser).__name__} has "
                          f"{blocks}; use --cache none or taylor", param="cache")
+    return blocks >= 2
 
 
 def _cache_config(speed: Speed) -> Any:

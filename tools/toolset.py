@@ -189,7 +189,8 @@ class Toolset:
         self.calls.append(
             dict(tool=tool, args=args, output=str(output), model=spec.model_ids(), family=spec.family,
                  seconds=round(seconds, 3), profile=self._step_profile or self.runtime.profile,
-                 **speed.applied(self.runtime.speed, spec.family), **extra)
+                 **(self.runtime.speed_applied.get(spec.family) or speed.applied(self.runtime.speed, spec.family)),
+                 **extra)
         )
         logger.info("%s wrote %s in %.2fs", tool, output, seconds)
         return str(output)

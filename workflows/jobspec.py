@@ -140,7 +140,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            bounds=dict(pattern=f"^({DEVICE_PATTERN})$"), fix="use auto, cpu, cuda, cuda:N or mps"),
     Option("dtype", Literal[DTYPES], "auto", "auto (fp16/bf16 on a GPU, fp32 on a CPU), float16, bfloat16, float32",
            scope="host"),
-    Option("profile", Literal[PROFILES], "balanced", "balanced (default): resident; fast: resident, compiled; "
+    Option("profile", Literal[PROFILES], "balanced", "balanced (default): resident; fast: resident, compiled, step cache; "
            "low-vram: CPU offload; auto: by free GPU memory; paper: the original code's choices (the benchmarks' "
            "baseline; SVD offloaded, its own decode chunks)", scope="host"),
     Option("cache", Literal[CACHES] | None, None, "step cache of the transformer models (LTX, Wan, Qwen-Image; "
