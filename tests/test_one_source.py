@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mora.config import DEFAULT_PRESET, PROFILES
+from mora.config import ATTENTION_BACKENDS, CACHES, DEFAULT_PRESET, PROFILES
 from mora.limits import MAX_PROMPT_CHARS
 from mora.workflows.storyboard import MAX_SHOTS, TRANSITIONS
 from mora.workflows.tasks import FILE_KINDS, MEDIA_KINDS
@@ -24,6 +24,8 @@ SCANNED = ("src/mora", "agents", "tools", "workflows", "benchmarks", "examples",
 HOMES = {
     "DEFAULT_PRESET": "src/mora/config/files.py",
     "PROFILES": "src/mora/config/settings.py",
+    "CACHES": "src/mora/config/settings.py",
+    "ATTENTION_BACKENDS": "src/mora/config/settings.py",
     "MAX_SHOTS": "workflows/storyboard.py",
     "MAX_PROMPT_CHARS": "src/mora/limits.py",
     "TRANSITIONS": "workflows/storyboard.py",
@@ -31,7 +33,7 @@ HOMES = {
     "MEDIA_KINDS": "workflows/tasks.py",
 }
 # lists of names whose copies (a tuple or Literal with the same names, under any name) are refused
-VALUES = {"PROFILES": PROFILES, "TRANSITIONS": TRANSITIONS, "FILE_KINDS": FILE_KINDS, "MEDIA_KINDS": MEDIA_KINDS}
+VALUES = {"PROFILES": PROFILES, "CACHES": CACHES, "ATTENTION_BACKENDS": ATTENTION_BACKENDS, "TRANSITIONS": TRANSITIONS, "FILE_KINDS": FILE_KINDS, "MEDIA_KINDS": MEDIA_KINDS}
 
 
 def _sources() -> dict[str, ast.AST]:

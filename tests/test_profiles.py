@@ -79,11 +79,12 @@ def media_inputs(tmp_path_factory) -> dict[str, Path]:
 
 def test_profiles_give_the_same_pixels(tiny_tools_factory, media_inputs, tmp_path, one_thread):
     """Equal seeds: text_to_image, image_to_video (4 frames: the SVD decode chunk matters) and
-    connect_videos agree across balanced, fast and low-vram within SAME_OUTPUT_TOL."""
+    connect_videos agree across balanced, fast and low-vram within SAME_OUTPUT_TOL (placement only: fast's
+    step cache, approximate by design, is off)."""
     outputs = {}
     for profile in SAME_OUTPUT_PROFILES:
         runtime.release()  # separate pipelines per profile, never a cache hit across profiles
-        tools = tiny_tools_factory(tmp_path / profile, profile=profile)
+        tools = tiny_tools_factory(tmp_path / profile, profile=profile, cache="none")
         image = tools.text_to_image(prompt="a lighthouse at dusk", seed=11, steps=2)
         video = tools.image_to_video(image_path=str(media_inputs["image"]), seed=11, steps=2, segments=1)
         joined = tools.connect_videos(first_video=str(media_inputs["a"]), second_video=str(media_inputs["b"]),

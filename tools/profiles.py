@@ -1,6 +1,7 @@
 """Execution profiles: how a pipeline is placed and sped up on its device.
 
-- `fast`: every model resident in fp16/bf16, SDPA attention (diffusers' default on torch 2),
+- `fast`: the step cache `mora.tools.speed.FAST_CACHE` (approximate; `--cache` overrides it) on the
+  transformer families, every model resident in fp16/bf16, SDPA attention (diffusers' default on torch 2),
   `torch.compile` of the denoiser (regional, on its repeated blocks, where diffusers supports it),
   channels_last (2D convolutions), fused QKV projections where available.
 - `balanced`: resident, nothing compiled.
@@ -15,7 +16,7 @@ The list is `mora.config.PROFILES`.
 Each profile applies only what the device supports and logs what it applied; the list is kept
 on the pipeline (`pipe._mora_profile`) for manifests and benchmarks.
 
-`fast`, `balanced` and `low-vram` give the same pixels for the same seed (up to float summation
+Without a step cache (`--cache none`), `fast`, `balanced` and `low-vram` give the same pixels for the same seed (up to float summation
 order): they change where and how models run, never what they compute. So SVD's decode chunk size
 (its temporal decoder mixes the frames within a chunk) stays the preset's unless memory forces
 `low-vram` below it (logged), `fast` does not raise it, and VAE tiling (tiles are blended where
@@ -98,7 +99,8 @@ def _fast(pipe: Any, cuda: bool) -> list[str]:
             applied.append(f"{name} channels_last")
     if denoiser is not None:
         if getattr(denoiser, "_repeated_blocks", None):
-            denoiser.compile_repeated_blocks(fullgraph=True)
+            # a step cache's hooks decide on the host between blocks (a graph break): no fullgraph then (GPU-pending)
+            denoiser.compile_repeated_blocks(fullgraph=not getattr(denoiser, "is_cache_enabled", False))
             applied.append("regional torch.compile")
         else:
             denoiser.compile()

@@ -23,6 +23,7 @@ from typing import Any
 from mora import memory
 from mora.config import PROFILES
 from mora.errors import Cancelled, InputError, ModelUnavailableError, one_line
+from mora.tools import speed
 from mora.tools.load_errors import read_weights
 from mora.tools.quiet import no_library_bars
 
@@ -421,10 +422,13 @@ class Runtime:
         memory_budget: bytes the models' weights may take on the device before the memory policy
             (`mora.memory`) releases or offloads others; default: a CUDA card's memory less the working
             reserve, no limit on a CPU or MPS.
+        cache, cache_threshold, attention: the step cache and attention backend (`mora.tools.speed`);
+            resolved here, so an unavailable one is an InputError before any load.
     """
 
     def __init__(self, device: str = "auto", dtype: str = "auto", profile: str = "balanced", progress: bool = True,
-                 adapter: Any = None, cancelled: Callable[[], bool] | None = None, memory_budget: int | None = None):
+                 adapter: Any = None, cancelled: Callable[[], bool] | None = None, memory_budget: int | None = None,
+                 cache: str | None = None, cache_threshold: float | None = None, attention: str = "auto"):
         self.adapter = adapter  # a trained adapter (mora.adapters.Adapter) or None
         self.cancelled = cancelled if cancelled is not None else _CANCELLED.get()
         self.device = resolve_device(device)
@@ -434,6 +438,8 @@ class Runtime:
             from mora.tools.profiles import auto_profile
 
             self.profile = auto_profile(self.device)
+        self.speed = speed.resolve(cache, cache_threshold, attention, self.profile, self.device)
+        self.speed_applied: dict[str, dict] = {}  # family -> the cache and backend its pipeline runs with
         self.progress = progress
         self.preset_loras: dict[str, tuple] = {}  # model id -> a preset's LoRA adapters (mora.config.LoraAdapter)
         self.memory_budget = memory_budget  # bytes weights may take on the device (None: the card's, mora.memory)
@@ -462,7 +468,7 @@ class Runtime:
         loras = self.preset_loras.get(model.split("#", 1)[0], ())
         if loras:  # the preset's adapters are part of what is loaded, so of the cache key
             name += "+lora:" + ",".join(f"{a.path}@{a.weight:g}" for a in loras)
-        key = (family, name, self.device, str(dtype).removeprefix("torch."), self.profile)
+        key = (family, name, self.device, str(dtype).removeprefix("torch."), self.profile + self.speed.key)
 
         def load():
             with no_library_bars():
@@ -471,14 +477,16 @@ class Runtime:
                     load_preset_loras(pipe, loras)
                 if adapted:
                     self.adapter.apply(pipe, agent)
-                return place(pipe, self.device, key[4])
+                speed.apply(pipe, family, self.speed)  # before placing: `fast` compiles what the hooks wrap
+                return place(pipe, self.device, placed)
 
         with _LOCK:
-            key = self._make_room(key, model, dtype)
+            key, placed = self._make_room(key, model, dtype)
             pipe = get_pipeline(key, load)
             if key not in _RESIDENT:
-                self._measure(key, model, pipe)
+                self._measure(key, model, pipe, placed)
             self.in_use.add(key)
+        self.speed_applied[family] = getattr(pipe, "_mora_speed", None) or speed.applied(self.speed, family)
         pipe.set_progress_bar_config(disable=not self.progress)  # a finished bar stays: its last state drawn
         return pipe
 
@@ -486,20 +494,19 @@ class Runtime:
         """A tool step starts: the previous step's pipelines may move again."""
         self.in_use = set()
 
-    def _make_room(self, key: tuple, model: str, dtype: Any) -> tuple:
+    def _make_room(self, key: tuple, model: str, dtype: Any) -> tuple[tuple, str]:
         """Apply the memory policy before `key` loads (or moves back from the CPU); returns the key to use
-        (its low-vram twin when the pipeline alone is over the budget)."""
+        and the profile to place it in (low-vram when the pipeline alone is over the budget)."""
         from mora.tools.residency import device_budget, estimate
 
-        twin = (*key[:4], "low-vram")
+        twin = (*key[:4], "low-vram" + self.speed.key)
         if key in _CACHE and key not in _OFFLOADED:
-            return key
+            return key, self.profile
         if twin in _FORCED_LOW_VRAM:
-            return twin
+            return twin, "low-vram"
         incoming = _RESIDENT[key].bytes if key in _OFFLOADED else estimate(model, dtype.itemsize, model_source)
         budget = device_budget(self.device, self.memory_budget)
-        models = _models(model)
-        busy = models.union(*(_RESIDENT[k].models for k in self.in_use if k in _RESIDENT))  # this step's
+        busy = _models(model).union(*(_RESIDENT[k].models for k in self.in_use if k in _RESIDENT))  # this step's
         resident = [dataclasses.replace(r, pinned=bool(r.models & busy)) for k, r in _RESIDENT.items()
                     if k in _CACHE and k not in _OFFLOADED and k != key]
         later = None if self.needed_later is None else set(self.needed_later())
@@ -516,18 +523,18 @@ class Runtime:
         if key in _OFFLOADED:
             _CACHE[key].to(self.device)
             _OFFLOADED.discard(key)
-        elif decision.low_vram and key[4] != "low-vram":
+        elif decision.low_vram and self.profile != "low-vram":
             _FORCED_LOW_VRAM.add(twin)
-            return twin
-        return key
+            return twin, "low-vram"
+        return key, self.profile
 
-    def _measure(self, key: tuple, model: str, pipe: Any) -> None:
+    def _measure(self, key: tuple, model: str, pipe: Any, placed: str) -> None:
         """Record what a newly loaded pipeline keeps on the device (tensors shared with others not counted)."""
         from mora.tools.residency import device_bytes, pointers
 
         others = pointers(p for k, p in _CACHE.items() if k != key)
         size, _ = device_bytes(pipe, self.device, others)
-        _RESIDENT[key] = memory.Resident(key, _models(model), size, offloadable=key[4] in ("balanced", "fast"))
+        _RESIDENT[key] = memory.Resident(key, _models(model), size, offloadable=placed in ("balanced", "fast"))
 
 
     def step_end(self, pipe: Any, then: Callable[..., dict] | None = None) -> dict:

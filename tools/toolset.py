@@ -19,7 +19,7 @@ from mora import media
 from mora.config import DEFAULT_PRESET, ROLE_FAMILIES, ModelSpec, Preset, get_preset
 from mora.errors import InputError, one_line
 from mora.limits import check_bounded, check_seed, check_text, default_added_frames, frame_rule, span
-from mora.tools import ltx, pix2pix, qwen_image, qwen_image_edit, sdxl, svd, wan, wan22, wan_vace
+from mora.tools import ltx, pix2pix, qwen_image, qwen_image_edit, sdxl, speed, svd, wan, wan22, wan_vace
 from mora.tools.runtime import Runtime, release
 from mora.tools.segments import segment_boundaries
 from mora.tools.sizing import fit_size, resize_frames
@@ -63,6 +63,8 @@ class Toolset:
             (default: the running job's, `mora.tools.runtime.cancellable`).
         memory_budget: bytes the weights may take on the device (`mora.memory`; default: a CUDA card's
             memory less the working reserve, no limit on a CPU).
+        cache, cache_threshold, attention: step cache and attention backend (`mora.tools.speed`); each
+            call records what its model ran with.
 
     Example:
         >>> tools = Toolset(preset="tiny", device="cpu", output_dir="outputs")
@@ -74,12 +76,14 @@ class Toolset:
         self, preset: str | Preset = DEFAULT_PRESET, device: str = "auto", dtype: str = "auto", profile: str = "balanced",
         output_dir: str | Path = "outputs", progress: bool = True,
         input_guard: Callable[[str, str], Path] | None = None, adapter: Any = None,
-        cancelled: Callable[[], bool] | None = None, memory_budget: int | None = None,
+        cancelled: Callable[[], bool] | None = None, memory_budget: int | None = None, cache: str | None = None,
+        cache_threshold: float | None = None, attention: str = "auto",
     ):
         self.preset = get_preset(preset)
         self.runtime = Runtime(device=device, dtype=dtype, profile=profile, progress=progress,
                                adapter=_load_adapter(adapter, self.preset), cancelled=cancelled,
-                               memory_budget=memory_budget)
+                               memory_budget=memory_budget, cache=cache, cache_threshold=cache_threshold,
+                               attention=attention)
         self.runtime.preset_loras = {spec.model: spec.adapters for spec in self.preset.roles.values() if spec.adapters}
         self.output_dir = Path(output_dir)
         if self.output_dir.exists() and not self.output_dir.is_dir():
@@ -204,7 +208,9 @@ class Toolset:
                 self._step_profile = "low-vram"
         self.calls.append(
             dict(tool=tool, args=args, output=str(output), model=spec.model_ids(), family=spec.family,
-                 seconds=round(seconds, 3), profile=self._step_profile or self.runtime.profile, **extra)
+                 seconds=round(seconds, 3), profile=self._step_profile or self.runtime.profile,
+                 **(self.runtime.speed_applied.get(spec.family) or speed.applied(self.runtime.speed, spec.family)),
+                 **extra)
         )
         logger.info("%s wrote %s in %.2fs", tool, output, seconds)
         return str(output)

@@ -45,7 +45,7 @@ from pydantic import (
 )
 
 from mora import validation
-from mora.config import DEFAULT_PRESET, PROFILES
+from mora.config import ATTENTION_BACKENDS, CACHES, DEFAULT_PRESET, PROFILES
 from mora.errors import InputError
 from mora.limits import BOUNDS, MAX_BEST_OF, MAX_PROMPT_CHARS
 from mora.workflows.storyboard import MAX_SHOTS, Transition
@@ -140,9 +140,20 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            bounds=dict(pattern=f"^({DEVICE_PATTERN})$"), fix="use auto, cpu, cuda, cuda:N or mps"),
     Option("dtype", Literal[DTYPES], "auto", "auto (fp16/bf16 on a GPU, fp32 on a CPU), float16, bfloat16, float32",
            scope="host"),
-    Option("profile", Literal[PROFILES], "balanced", "balanced (default): resident; fast: resident, compiled; "
+    Option("profile", Literal[PROFILES], "balanced", "balanced (default): resident; fast: resident, compiled, step cache; "
            "low-vram: CPU offload; auto: by free GPU memory; paper: the original code's choices (the benchmarks' "
            "baseline; SVD offloaded, its own decode chunks)", scope="host"),
+    Option("cache", Literal[CACHES] | None, None, "step cache of the transformer models (LTX, Wan, Qwen-Image; "
+           "diffusers' hooks): none, first-block (skips the other blocks while the first one's output barely "
+           "changes), taylor (TaylorSeer: predicts attention between full steps), mag (needs ratios calibrated per "
+           "model: none ship for these); UNet models (SDXL, SVD, InstructPix2Pix) take none; default: the "
+           "profile's (fast: first-block)"),
+    Option("cache_threshold", float | None, None, "first-block's threshold: the relative change of the first "
+           "block's output under which a step reuses the cache (higher: faster, less exact; default 0.05)",
+           bounds=dict(gt=0, le=10), metavar="T"),
+    Option("attention", Literal[ATTENTION_BACKENDS], "auto", "attention backend of the transformer models: auto "
+           "(default: flash where installed on a CUDA GPU, else sdpa), sdpa (torch's), flash (flash-attn, CUDA), "
+           "sage (SageAttention, CUDA, approximate)"),
     Option("llm_config", str | list[dict] | None, None, "OAI_CONFIG_LIST file (default: $OAI_CONFIG_LIST or "
            "./OAI_CONFIG_LIST if present; without one, prompts are enhanced deterministically)", scope="host",
            metavar="PATH"),

@@ -64,13 +64,15 @@ def build_manifest(job_spec: Any, job: Any, tools: Any, *, info: dict, card: dic
         "video": {"path": str(job_spec.out), **info}, "models": job_spec.preset.models(),
         "settings": [{"tool": c["tool"], **(c.get("settings") or {})} for c in calls],
         "tool_calls": [{k: c[k] for k in ("tool", "args", "seed", "output", "seconds", "model", "profile",
-                                            "prompt_tokens") if k in c} for c in calls],
+                                            "cache", "attention", "prompt_tokens") if k in c} for c in calls],
         "timings": timings,
         "llm": llm_record(job_spec.config_list, job.llm_steps, job.llm_faults),
         "review": job.review, "metrics": card, "oom_retries": tools.oom_retries,
         "memory": {"budget_bytes": tools.memory_budget(), "decisions": tools.runtime.memory_events},
         **({"candidates": job.candidates, "critic": job.critic} if job_spec.best_of > 1 else {}),
-        "device": tools.device, "profile": tools.runtime.profile, "versions": versions(),
+        "device": tools.device, "profile": tools.runtime.profile,
+        "cache": tools.runtime.speed.cache, "cache_threshold": tools.runtime.speed.threshold,
+        "attention": tools.runtime.speed.attention, "versions": versions(),
     }
     if job_spec.adapter is not None:
         manifest["adapter"] = job_spec.adapter.manifest_entry()  # path, sha256, agents, modulation factors

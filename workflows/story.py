@@ -109,7 +109,8 @@ def _run_team(p: StoryPrepared, job: RouteRun, folder: Path, label: str) -> tupl
     from mora.tools.toolset import Toolset
 
     spec, hooks = p.spec, p.hooks
-    tools = Toolset(preset=p.preset, device=spec.device, dtype=spec.dtype, profile=spec.profile, output_dir=folder,
+    tools = Toolset(preset=p.preset, device=spec.device, dtype=spec.dtype, profile=spec.profile, cache=spec.cache,
+                    cache_threshold=spec.cache_threshold, attention=spec.attention, output_dir=folder,
                     progress=hooks.progress, input_guard=job.guard, adapter=p.adapter)
     on_step = (lambda agent, doing: hooks.on_step(agent, f"{label}: {doing}")) if hooks.on_step else None
     started = time.perf_counter()

@@ -48,6 +48,8 @@ from mora.config.files import (  # noqa: F401 - the public names of mora.config
     with_settings,
 )
 from mora.config.settings import (  # noqa: F401
+    ATTENTION_BACKENDS,
+    CACHES,
     CAPABILITIES,
     FAMILIES,
     FAMILY_SETTINGS,

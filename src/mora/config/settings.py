@@ -37,6 +37,10 @@ CAPABILITIES = {
 # Execution profiles, the one list (`mora.tools.profiles` applies them, `--profile` offers them). `paper` is the
 # original Mora code's runtime choices: the benchmarks' baseline, offered so their numbers can be rerun.
 PROFILES = ("balanced", "fast", "low-vram", "auto", "paper")
+# Step caches (`--cache`) and attention backends (`--attention`), the one lists: `mora.tools.speed` applies them
+# (diffusers' cache hooks and attention backends), the job model offers them.
+CACHES = ("none", "first-block", "mag", "taylor")
+ATTENTION_BACKENDS = ("auto", "sdpa", "flash", "sage")
 
 
 def mora_home() -> Path:
