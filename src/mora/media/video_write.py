@@ -119,7 +119,9 @@ def _encode(frames: Iterator[np.ndarray], tmp: Path, fps: float) -> int:
                 stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
             if pad[0][1] or pad[1][1]:
                 frame = np.pad(frame, pad, mode="edge")
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            picture.pts = count  # in frames: the stream's time base is 1/fps
+            container.mux(stream.encode(picture))
             count += 1
         if stream is not None:
             container.mux(stream.encode(None))  # flush the encoder's delayed frames
