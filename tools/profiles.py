@@ -25,10 +25,12 @@ decode chunk size (its temporal decoder mixes the frames within a chunk) stays t
 memory forces `low-vram` below it (logged), and `fast` does not raise it.
 
 `low-vram` on CUDA computes something slightly different, in two ways:
-- fp8 storage: the denoiser's weights are rounded to float8 (e4m3) and upcast to the pipeline's
-  dtype layer by layer for each forward; the layers its class names as precision-critical (norms,
-  embeddings: diffusers' `_skip_layerwise_casting_patterns`) stay in the pipeline's dtype. Every
-  denoising step sees these rounded weights, so the video differs visibly in detail, not in content.
+- fp8 storage: the denoiser's weights are rounded to float8 e4m3 (3 mantissa bits, bf16 has 7) and
+  upcast to the pipeline's dtype layer by layer for each forward; the layers its class names as
+  precision-critical (diffusers' `_skip_layerwise_casting_patterns`: norms, embeddings) and the
+  generic ones diffusers skips stay in the pipeline's dtype. Every denoising step computes with the
+  rounded weights, so the video differs from the other profiles' for the same seed (how much, at
+  full size, is not measured here).
 - VAE tiling: diffusers tiles only a decode (or encode) larger than the VAE's tile, blending the
   tiles where they overlap; smaller outputs decode in one piece, unchanged. SDXL's VAE tiles above
   1024 pixels a side (so not at the paper's 1024x576), LTX's above 512, Wan's and Qwen-Image's above
