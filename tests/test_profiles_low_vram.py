@@ -96,14 +96,21 @@ def test_group_offload_on_cpu_hooks_every_model_but_the_vae_and_keeps_the_frames
     np.testing.assert_allclose(out, reference, atol=1e-6)
 
 
-def test_group_offload_skips_a_model_shared_with_an_offloaded_pipeline():
-    """SDXL's refiner shares the base's second text encoder: offloading it twice would raise."""
+def test_group_offload_keeps_the_hooks_of_a_model_shared_with_a_pipeline_placed_before():
+    """SDXL's refiner shares the base's second text encoder: placing the refiner leaves its hooks as they are."""
     base = _load("tiny/sdxl-base")
     profiles.group_offload(base, "cpu")
+
+    def hooks(module):
+        return [m._diffusers_hook.get_hook("group_offloading") for m in module.modules() if hasattr(m, "_diffusers_hook")]
+
+    before = hooks(base.text_encoder_2)
     other = _load("tiny/sdxl-base")
     other.register_modules(text_encoder_2=base.text_encoder_2)
     profiles.group_offload(other, "cpu")
+    assert before and all(a is b for a, b in zip(hooks(base.text_encoder_2), before, strict=True))
     assert _group_offloaded(other.unet)
+    assert _run_small(other).shape == (64, 64, 3)
 
 
 def test_offload_settings_use_streams_on_cuda_only():

@@ -161,16 +161,17 @@ def offload_settings(device: str) -> dict[str, Any]:
 def group_offload(pipe: Any, device: str) -> list[str]:
     """Group offloading of each model of `pipe` but those in `RESIDENT_UNDER_OFFLOAD`, which go to `device`.
 
-    Per component, not `pipe.enable_group_offload`: a model shared with an already placed pipeline
-    (SDXL's refiner shares the base's second text encoder) is offloaded once, and a model whose class
-    does not support group offloading stays resident.
+    Per component, as `pipe.enable_group_offload` does, so that a model whose class does not support
+    group offloading stays resident instead of failing. A model shared with a pipeline placed before
+    (SDXL's refiner shares the base's second text encoder) keeps its first hooks: diffusers does not
+    register a second group offloading hook on a module.
     """
     import torch
     from diffusers.hooks import apply_group_offloading
 
     settings, resident = offload_settings(device), []
     for name, module in pipe.components.items():
-        if not isinstance(module, torch.nn.Module) or getattr(module, "_mora_group_offloaded", False):
+        if not isinstance(module, torch.nn.Module):
             continue
         if name in RESIDENT_UNDER_OFFLOAD or not getattr(module, "_supports_group_offloading", True):
             module.to(device)
@@ -179,7 +180,6 @@ def group_offload(pipe: Any, device: str) -> list[str]:
             module.enable_group_offload(**settings)
         else:
             apply_group_offloading(module=module, **settings)
-        module._mora_group_offloaded = name not in resident
     streams = ", CUDA streams" if settings["use_stream"] else ""
     return [f"group offload (leaf level{streams}; resident: {', '.join(resident) or 'none'})"]
 
