@@ -48,6 +48,7 @@ def test_keyframe_continuity_edits_previous_last_frame(film):
     first_call = shots[1]["tool_calls"][0]
     assert first_call["tool"] == "edit_image"
     assert first_call["args"]["image_path"] == shots[0]["last_frame"]
+    assert all(c["peak_memory"]["bytes"] > 0 for s in shots for c in s["tool_calls"])  # as in a job's manifest
 
 
 def test_prompt_continuity_and_cut(tmp_path):

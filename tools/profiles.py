@@ -5,8 +5,12 @@
   `torch.compile` of the denoiser (regional, on its repeated blocks, where diffusers supports it),
   channels_last (2D convolutions), fused QKV projections where available.
 - `balanced`: resident, nothing compiled.
-- `low-vram`: model CPU offload (each model on the GPU only while it runs), VAE slicing, and
-  smaller SVD decode chunks when free GPU memory cannot hold the preset's.
+- `low-vram` on CUDA: the denoiser's weights stored in fp8 (`fp8_storage`, for the model classes
+  `fp8_refusal` accepts), diffusers' group offloading of every model but the VAE (`group_offload`:
+  leaf level with CUDA streams, so only the layer running and the next one are on the GPU; the
+  pinned CPU copies need about twice the offloaded models' size in RAM while being made), VAE tiling
+  and slicing, and smaller SVD decode chunks when free GPU memory cannot hold the preset's. Off CUDA
+  it keeps every model resident with VAE slicing only.
 - `auto`: picks one of the above by free GPU memory.
 - `paper`: the original Mora code's runtime choices (the benchmarks' baseline): SDXL and
   InstructPix2Pix resident, SVD with model CPU offload, SVD decode chunks of 12.
@@ -16,11 +20,24 @@ The list is `mora.config.PROFILES`.
 Each profile applies only what the device supports and logs what it applied; the list is kept
 on the pipeline (`pipe._mora_profile`) for manifests and benchmarks.
 
-Without a step cache (`--cache none`), `fast`, `balanced` and `low-vram` give the same pixels for the same seed (up to float summation
-order): they change where and how models run, never what they compute. So SVD's decode chunk size
-(its temporal decoder mixes the frames within a chunk) stays the preset's unless memory forces
-`low-vram` below it (logged), `fast` does not raise it, and VAE tiling (tiles are blended where
-an image exceeds the VAE's tile size) is not used.
+Without a step cache (`--cache none`; `fast` turns one on, `mora.tools.speed`), `fast` and
+`balanced` give the same pixels for the same seed (up to float summation order), and so
+does `low-vram` off CUDA: they change where and how models run, never what they compute. So SVD's
+decode chunk size (its temporal decoder mixes the frames within a chunk) stays the preset's unless
+memory forces `low-vram` below it (logged), and `fast` does not raise it.
+
+`low-vram` on CUDA computes something slightly different, in two ways:
+- fp8 storage: the denoiser's weights are rounded to float8 e4m3 (3 mantissa bits, bf16 has 7) and
+  upcast to the pipeline's dtype layer by layer for each forward; the layers its class names as
+  precision-critical (diffusers' `_skip_layerwise_casting_patterns`: norms, embeddings) and the
+  generic ones diffusers skips stay in the pipeline's dtype. Every denoising step computes with the
+  rounded weights, so the video differs from the other profiles' for the same seed (how much, at
+  full size, is not measured here).
+- VAE tiling: diffusers tiles only a decode (or encode) larger than the VAE's tile, blending the
+  tiles where they overlap; smaller outputs decode in one piece, unchanged. SDXL's VAE tiles above
+  1024 pixels a side (so not at the paper's 1024x576), LTX's above 512, Wan's and Qwen-Image's above
+  256; SVD's temporal decoder has no tiling.
+Group offloading and VAE slicing are exact: they move weights and split batches, nothing else.
 """
 
 from __future__ import annotations
@@ -33,6 +50,9 @@ logger = logging.getLogger(__name__)
 GIB = 1024**3
 AUTO_FAST_MIN_FREE = 48 * GIB  # SDXL + refiner + SVD resident with compile headroom
 AUTO_BALANCED_MIN_FREE = 24 * GIB
+DENOISERS = ("unet", "transformer", "transformer_2")  # Wan 2.2 A14B has two transformers
+FP8_STORAGE = "float8_e4m3fn"  # the torch dtype low-vram stores denoiser weights in
+RESIDENT_UNDER_OFFLOAD = ("vae",)  # diffusers: group offloading with streams and VAE tiling do not mix
 
 
 def auto_profile(device: str) -> str:
@@ -55,29 +75,130 @@ def apply(pipe: Any, device: str, profile: str) -> list[str]:
     """Place `pipe` on `device` for `profile`; returns what was applied. Never `.to()` and offload both."""
     applied: list[str] = []
     cuda = device.startswith("cuda")
-    if profile == "paper":  # the original code offloads SVD only
-        profile = "low-vram" if type(pipe).__name__ == "StableVideoDiffusionPipeline" else "balanced"
-        applied.append("paper choices")
-    if profile == "low-vram" and cuda:
-        pipe.enable_model_cpu_offload(device=device)
-        applied.append("model CPU offload")
+    if profile == "paper":
+        applied += ["paper choices", *_paper(pipe, device)]
+    elif profile == "low-vram":
+        applied += _low_vram(pipe, device)
     else:
-        if profile == "low-vram":
-            applied.append(f"resident on {device} (offload needs CUDA)")
         pipe.to(device)
-    vae = getattr(pipe, "vae", None)
-    if profile == "low-vram" and vae is not None and "paper choices" not in applied:
-        # Slicing (one image per decode call) is exact; tiling would change pixels, see the module doc.
-        if hasattr(vae, "enable_slicing"):
-            try:
-                vae.enable_slicing()
-                applied.append("VAE slicing")
-            except (NotImplementedError, ValueError):  # some VAEs lack it
-                pass
     if profile == "fast":
         applied += _fast(pipe, cuda)
     logger.info("profile %s on %s: %s", profile, device, ", ".join(applied) or "defaults")
     pipe._mora_profile = applied
+    return applied
+
+
+def _paper(pipe: Any, device: str) -> list[str]:
+    """The original code's placement: SVD with model CPU offload, every other pipeline resident."""
+    if type(pipe).__name__ != "StableVideoDiffusionPipeline":
+        pipe.to(device)
+        return []
+    if not device.startswith("cuda"):
+        return _resident(pipe, device)
+    pipe.enable_model_cpu_offload(device=device)
+    return ["model CPU offload"]
+
+
+def _resident(pipe: Any, device: str) -> list[str]:
+    """Offloading's stand-in off CUDA: the pipeline moved to `device`, said so."""
+    pipe.to(device)
+    return [f"resident on {device} (offload needs CUDA)"]
+
+
+def _low_vram(pipe: Any, device: str) -> list[str]:
+    """low-vram's steps, in order: fp8 storage before group offloading, so the pinned CPU copies that
+    group offloading makes (and moves to the GPU layer by layer) are the fp8 ones."""
+    if not device.startswith("cuda"):  # nothing to offload to; only the exact savings
+        return _resident(pipe, device) + vae_savings(pipe, tiling=False)
+    applied = []
+    for name in DENOISERS:
+        model = getattr(pipe, name, None)
+        if model is not None:
+            applied += fp8_storage(model, name)
+    applied += group_offload(pipe, device)
+    return applied + vae_savings(pipe, tiling=True)
+
+
+def fp8_refusal(model: Any) -> str | None:
+    """Why `model`'s weights are not stored in fp8 under low-vram; None when they are.
+
+    The rule, from the diffusers model classes: a class that declares `_skip_layerwise_casting_patterns`
+    names the layers of its own that must keep the compute dtype (embeddings, modulation, norms), so
+    diffusers has prepared it for layerwise casting. A class that declares none (SVD's UNet) gets only
+    diffusers' generic patterns, and which of its layers are precision-critical is unknown: its
+    weights stay as loaded.
+    """
+    cls = type(model)
+    if not callable(getattr(model, "enable_layerwise_casting", None)):
+        return f"{cls.__name__} is not a diffusers model (no enable_layerwise_casting)"
+    if getattr(cls, "_skip_layerwise_casting_patterns", None) is None:
+        return f"{cls.__name__} declares no _skip_layerwise_casting_patterns (diffusers did not prepare it for fp8)"
+    return None
+
+
+def fp8_storage(model: Any, name: str) -> list[str]:
+    """Store `model`'s weights in float8, computing in its current dtype (diffusers' layerwise casting)."""
+    import torch
+
+    reason = fp8_refusal(model)
+    compute = getattr(model, "dtype", None) or next(model.parameters()).dtype  # diffusers: skips fp32-kept parts
+    dtype_name = str(compute).removeprefix("torch.")
+    if reason is not None:
+        logger.info("low-vram: %s weights kept in %s: %s", name, dtype_name, reason)
+        return [f"{name} not fp8 ({reason})"]
+    model.enable_layerwise_casting(storage_dtype=getattr(torch, FP8_STORAGE), compute_dtype=compute)
+    return [f"{name} fp8 storage (compute in {dtype_name})"]
+
+
+def offload_settings(device: str) -> dict[str, Any]:
+    """diffusers' group offloading settings for `device`: leaf level (each layer its own group, as the
+    diffusers docs recommend for video models with streams), with a CUDA stream that loads the next
+    layer while the current one runs; without a stream off CUDA, where diffusers has none."""
+    import torch
+
+    return dict(onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="leaf_level",
+                use_stream=device.startswith("cuda"))
+
+
+def group_offload(pipe: Any, device: str) -> list[str]:
+    """Group offloading of each model of `pipe` but those in `RESIDENT_UNDER_OFFLOAD`, which go to `device`.
+
+    Per component, as `pipe.enable_group_offload` does, so that a model whose class does not support
+    group offloading stays resident instead of failing. A model shared with a pipeline placed before
+    (SDXL's refiner shares the base's second text encoder) keeps its first hooks: diffusers does not
+    register a second group offloading hook on a module.
+    """
+    import torch
+    from diffusers.hooks import apply_group_offloading
+
+    settings, resident = offload_settings(device), []
+    for name, module in pipe.components.items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        if name in RESIDENT_UNDER_OFFLOAD or not getattr(module, "_supports_group_offloading", True):
+            module.to(device)
+            resident.append(name)
+        elif hasattr(module, "enable_group_offload"):
+            module.enable_group_offload(**settings)
+        else:
+            apply_group_offloading(module=module, **settings)
+    streams = ", CUDA streams" if settings["use_stream"] else ""
+    return [f"group offload (leaf level{streams}; resident: {', '.join(resident) or 'none'})"]
+
+
+def vae_savings(pipe: Any, *, tiling: bool) -> list[str]:
+    """VAE slicing (one image per decode call: exact) and, with `tiling`, VAE tiling where the VAE has them."""
+    vae = getattr(pipe, "vae", None)
+    applied = []
+    for what, wanted in (("tiling", tiling), ("slicing", True)):
+        method = getattr(vae, f"enable_{what}", None)
+        if not wanted or method is None:
+            continue
+        try:
+            method()
+            applied.append(f"VAE {what}")
+        except (NotImplementedError, ValueError) as e:  # e.g. SVD's temporal decoder has no tiling
+            logger.info("low-vram: no VAE %s for %s (%s)", what, type(vae).__name__, e)
     return applied
 
 

@@ -19,7 +19,19 @@ from mora import media
 from mora.config import DEFAULT_PRESET, ROLE_FAMILIES, ModelSpec, Preset, get_preset
 from mora.errors import InputError, one_line
 from mora.limits import check_bounded, check_seed, check_text, default_added_frames, frame_rule, span
-from mora.tools import ltx, pix2pix, qwen_image, qwen_image_edit, sdxl, speed, svd, wan, wan22, wan_vace
+from mora.tools import (
+    ltx,
+    memory_peak,
+    pix2pix,
+    qwen_image,
+    qwen_image_edit,
+    sdxl,
+    speed,
+    svd,
+    wan,
+    wan22,
+    wan_vace,
+)
 from mora.tools.runtime import Runtime, release
 from mora.tools.segments import segment_boundaries
 from mora.tools.sizing import fit_size, resize_frames
@@ -94,6 +106,7 @@ class Toolset:
         self._videos: dict[str, media.Video] = {}  # decoded input videos, by resolved path
         self._step_profile: str | None = None  # the profile the current step ran in (low-vram after an OOM)
         self._events_from = 0  # the runtime's memory decisions before the current step
+        self._peak_measure = memory_peak.SINCE_START_RSS  # what `memory_peak.start` chose at this step's model call
 
     @property
     def device(self) -> str:
@@ -175,12 +188,15 @@ class Toolset:
         The retry happens after the `except` block: inside it, the traceback still references the
         failed call's frames and so its pipelines, and releasing the cache would free nothing.
         The fallback applies to the failing step only; later steps run in the job's profile again.
+        The step's peak memory (`_record`) is measured from here (pipeline loading included; its inputs,
+        already decoded, are resident): from the retry's start after a retry.
         """
         import torch
 
         self._step_profile = self.runtime.profile
         self._events_from = len(self.runtime.memory_events)
         self.runtime.begin_step()
+        self._peak_measure = memory_peak.start(self.device)
         try:
             return call()
         except torch.OutOfMemoryError as error:
@@ -192,6 +208,7 @@ class Toolset:
                        previous, reason)
         release()
         self.runtime.profile = self._step_profile = "low-vram"
+        self._peak_measure = memory_peak.start(self.device)  # the step's peak is the retry's
         try:
             result = call()
         finally:
@@ -210,7 +227,7 @@ class Toolset:
             dict(tool=tool, args=args, output=str(output), model=spec.model_ids(), family=spec.family,
                  seconds=round(seconds, 3), profile=self._step_profile or self.runtime.profile,
                  **(self.runtime.speed_applied.get(spec.family) or speed.applied(self.runtime.speed, spec.family)),
-                 **extra)
+                 peak_memory=memory_peak.read(self.device, self._peak_measure), **extra)
         )
         logger.info("%s wrote %s in %.2fs", tool, output, seconds)
         return str(output)

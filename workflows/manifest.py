@@ -64,7 +64,8 @@ def build_manifest(job_spec: Any, job: Any, tools: Any, *, info: dict, card: dic
         "video": {"path": str(job_spec.out), **info}, "models": job_spec.preset.models(),
         "settings": [{"tool": c["tool"], **(c.get("settings") or {})} for c in calls],
         "tool_calls": [{k: c[k] for k in ("tool", "args", "seed", "output", "seconds", "model", "profile",
-                                            "cache", "attention", "prompt_tokens") if k in c} for c in calls],
+                                            "cache", "attention", "prompt_tokens", "peak_memory") if k in c}
+                       for c in calls],
         "timings": timings,
         "llm": llm_record(job_spec.config_list, job.llm_steps, job.llm_faults),
         "review": job.review, "metrics": card, "oom_retries": tools.oom_retries,

@@ -119,7 +119,8 @@ def _run_team(p: StoryPrepared, job: RouteRun, folder: Path, label: str) -> tupl
 
 
 def _calls(tools: Any) -> list[dict]:
-    return [{k: c[k] for k in ("tool", "args", "seed", "output", "seconds", "video", "settings") if k in c}
+    return [{k: c[k] for k in ("tool", "args", "seed", "output", "seconds", "video", "settings", "peak_memory")
+             if k in c}
             for c in tools.calls]
 
 
