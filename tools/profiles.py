@@ -45,6 +45,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mora import memory
+
 logger = logging.getLogger(__name__)
 
 GIB = 1024**3
@@ -52,7 +54,7 @@ AUTO_FAST_MIN_FREE = 48 * GIB  # SDXL + refiner + SVD resident with compile head
 AUTO_BALANCED_MIN_FREE = 24 * GIB
 DENOISERS = ("unet", "transformer", "transformer_2")  # Wan 2.2 A14B has two transformers
 FP8_STORAGE = "float8_e4m3fn"  # the torch dtype low-vram stores denoiser weights in
-RESIDENT_UNDER_OFFLOAD = ("vae",)  # diffusers: group offloading with streams and VAE tiling do not mix
+RESIDENT_UNDER_OFFLOAD = memory.RESIDENT_UNDER_OFFLOAD  # the VAE (what `mora presets --memory` counts too)
 
 
 def auto_profile(device: str) -> str:

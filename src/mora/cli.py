@@ -408,8 +408,9 @@ def _print_memory(names: list[str], args: argparse.Namespace) -> int:
         weights = f"{row['weights_gb']:.1f} GB" if row["weights_gb"] is not None else "unknown"
         print(f"{row['preset']:14} {row['profile']:9} {row['step'] or '-':15} {weights:>8}{verdicts}")
     print(f"Weights at the GPU dtype from the full-size configs; a card fits when they take at most "
-          f"{1 - memory.WORKING_RESERVE:.0%} of it (the rest: activations). low-vram: the largest component "
-          "(model offload); group offloading needs less. Measured peaks: benchmarks/RESULTS.md (GPU pending).")
+          f"{1 - memory.WORKING_RESERVE:.0%} of it (the rest: activations, not estimated). low-vram: what it does "
+          f"not offload ({', '.join(memory.RESIDENT_UNDER_OFFLOAD)}); the other weights stream in layer by layer "
+          "from CPU RAM. Measured peaks: benchmarks/RESULTS.md (GPU pending).")
     return 0
 
 

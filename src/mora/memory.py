@@ -27,9 +27,12 @@ GIB = 1024**3
 CARDS_GB = (24, 48, 80)  # the cards `mora presets --memory` answers for
 WORKING_RESERVE = 0.2  # of a card's memory, left to activations, the CUDA context and allocator slack
 GPU_BYTES = 2  # fp16 and bf16: every family's GPU dtype
-# what each profile keeps on the GPU during a step: every component (resident profiles), or the
-# largest one at a time (low-vram offloads the others; its group offloading goes lower still)
-TABLE_PROFILES = {"balanced": "resident", "fast": "resident", "low-vram": "largest component"}
+# low-vram on CUDA group-offloads every component but these (diffusers: group offloading with streams
+# and VAE tiling do not mix), layer by layer (`mora.tools.profiles`)
+RESIDENT_UNDER_OFFLOAD = ("vae",)
+# what each profile keeps on the GPU during a step: every component (resident profiles), or in
+# low-vram the components it does not offload (the offloaded layers in flight come on top: small)
+TABLE_PROFILES = {"balanced": "resident", "fast": "resident", "low-vram": "not offloaded"}
 
 
 @functools.cache
@@ -43,6 +46,14 @@ def _components() -> dict[str, dict[str, int]]:
         for model in entry.get("models", ()):
             out.setdefault(model, {})[name] = size
     return out
+
+
+@functools.cache
+def _pipeline_attribute() -> dict[str, str]:
+    """config entry -> the pipeline attribute it fills (`vae`, `transformer`, ...)."""
+    from mora.data import fullsize_entries
+
+    return {name: entry["component"] for name, entry in fullsize_entries().items()}
 
 
 def known(model: str) -> bool:
@@ -73,7 +84,9 @@ def step_peak(models: Iterable[str], profile: str) -> int | None:
     parts = component_bytes(models)
     if parts is None:
         return None
-    return sum(parts.values()) if TABLE_PROFILES[profile] == "resident" else max(parts.values())
+    if TABLE_PROFILES[profile] == "resident":
+        return sum(parts.values())
+    return sum(size for entry, size in parts.items() if _pipeline_attribute()[entry] in RESIDENT_UNDER_OFFLOAD)
 
 
 def usable(card_bytes: int) -> int:
