@@ -395,6 +395,26 @@ def test_extend_conditions_svd_on_the_presets_fps_not_the_inputs(tools, tmp_path
     assert out.fps == pytest.approx(30)  # the output keeps the input's rate
 
 
+def test_extend_makes_svds_continuation_at_its_rate_and_samples_it_to_the_inputs(tools, tmp_path, monkeypatch):
+    """30 new frames of a 14 fps input are 15 frames at SVD's 7 fps (plus the start frame), each held twice."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    from mora.tools import svd
+
+    spec = get_preset("tiny").spec("extend")
+    made: list[np.ndarray] = []
+    original = svd.chain_segments
+    monkeypatch.setattr(svd, "chain_segments", lambda *a, **k: made.append(original(*a, **k)) or made[-1])
+    src = media.write_video(gradient_frames(4, 96, 64), tmp_path / "in.mp4", fps=14)
+    calls = _record(monkeypatch, StableVideoDiffusionPipeline)
+    new = svd.continue_video(spec, tools.runtime, frames=media.read_video(src).frames, prompt=None, width=96,
+                             height=64, num_frames=30, steps=1, fps=14, seed=0)
+    assert sum(c["num_frames"] for c in calls) - (len(calls) - 1) == 15 + 1  # 30 frames at 14 fps = 15 at 7
+    assert len(new) == 30 and all(np.array_equal(new[k], made[0][1 + k // 2]) for k in range(30))
+    assert len(svd.continue_video(spec, tools.runtime, frames=media.read_video(src).frames, prompt=None, width=96,
+                                  height=64, num_frames=5, steps=1, fps=7, seed=0)) == 5  # its own rate: as asked
+
+
 def test_extend_past_svds_trained_length_is_chained_in_segments(tools, tmp_path, monkeypatch):
     """No SVD call makes more frames than the model's trained length (its UNet's num_frames)."""
     from diffusers import StableVideoDiffusionPipeline

@@ -103,19 +103,25 @@ def continue_video(
     spec: ModelSpec, rt: Runtime, *, frames: np.ndarray, prompt: str | None, width: int, height: int,
     num_frames: int, steps: int, fps: int, seed: int,
 ) -> np.ndarray:
-    """New frames following `frames`, generated from its last frame (that frame is not repeated), in
-    segments of at most the trained length (`extension_clips`); segment i runs with seed + i.
+    """`num_frames` new frames following `frames` at its rate `fps`, generated from its last frame (that
+    frame is not repeated), in segments of at most the trained length (`extension_clips`); segment i
+    runs with seed + i.
 
-    `fps` is the input's frame rate; SVD is conditioned on the preset's (`settings.fps`, the rate it
-    was trained at) whatever the input's, as its micro-conditioning sets how much it moves. SVD sees
-    only the last frame, so the input's rate is not resampled; the new frames keep the model's pace.
+    SVD is conditioned on the preset's rate (`settings.fps`, what it was trained at) whatever the
+    input's, as its micro-conditioning sets how much it moves per frame. So the continuation is made
+    at that rate, as many frames as the requested duration needs, and sampled to the input's rate:
+    new frame k (at k / fps seconds) is the model's frame nearest in time (held when the input is
+    faster, skipped when slower). Motion keeps its real speed; at the preset's own rate nothing changes.
     """
-    if fps != spec.settings.fps:
-        logger.info("svd: the input is %d fps; conditioning on the preset's %d fps", fps, spec.settings.fps)
+    rate = spec.settings.fps
+    made = max(1, round(num_frames * rate / fps))  # the requested duration, in frames at the model's rate
+    if fps != rate:
+        logger.info("svd: the input is %d fps; %d frames made at the preset's %d fps, sampled to %d", fps, made,
+                    rate, num_frames)
     pipe = load(spec, rt)
-    lengths = extension_clips(num_frames, trained_frames(pipe, spec))  # each call within the trained length
-    clip = _clip_maker(spec, rt, pipe, width=width, height=height, steps=steps, fps=spec.settings.fps)
+    lengths = extension_clips(made, trained_frames(pipe, spec))  # each call within the trained length
+    clip = _clip_maker(spec, rt, pipe, width=width, height=height, steps=steps, fps=rate)
     sizes = iter(lengths)
     video = chain_segments(cover_resize(Image.fromarray(frames[-1]), width, height), len(lengths), seed,
                            lambda start, clip_seed: clip(start, clip_seed, next(sizes)), "svd")
-    return video[1:]
+    return video[[min(made, max(1, int(k * rate / fps + 0.5))) for k in range(1, num_frames + 1)]]  # half up
