@@ -166,3 +166,22 @@ def test_a_one_block_toy_model_refuses_an_explicit_first_block_and_skips_the_pro
     fast = Toolset(preset="tiny", device="cpu", output_dir=tmp_path, progress=False, profile="fast")
     fast.connect_videos(**videos)
     assert fast.calls[-1]["cache"] == "none"  # recorded as run, not as asked
+
+
+def test_a_call_stopped_half_way_leaves_no_cache_state_for_the_next(tmp_path):
+    """diffusers resets a cache's state at the end of a completed call only: a cancelled one must not leak it."""
+    from mora.errors import Cancelled
+
+    def tools(cancelled=None) -> Toolset:
+        return Toolset(preset="tiny-modern", device="cpu", output_dir=tmp_path, progress=False, cache="first-block",
+                       cache_threshold=5.0, cancelled=cancelled)
+
+    runtime.release()
+    clean = open(tools().text_to_image("a fox", seed=4, steps=4), "rb").read()
+    runtime.release()
+    steps = [0]
+    stopping = tools(cancelled=lambda: steps.__setitem__(0, steps[0] + 1) or steps[0] >= 2)
+    with pytest.raises(Cancelled):
+        stopping.text_to_image("a fox", seed=9, steps=4)  # stops after its second step, cache state filled
+    after = open(tools().text_to_image("a fox", seed=4, steps=4), "rb").read()  # the same cached pipeline
+    assert after == clean

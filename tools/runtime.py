@@ -494,6 +494,15 @@ class Runtime:
         """A tool step starts: the previous step's pipelines may move again."""
         self.in_use = set()
 
+    def reset_step_state(self) -> None:
+        """Clear the step caches' state in the pipelines this step used. diffusers clears it at the end of
+        a completed call only, so a call stopped half-way (cancelled, an error) would hand the next call
+        stale activations to reuse."""
+        for key in self.in_use:
+            for component in getattr(_CACHE.get(key), "components", {}).values():
+                if getattr(component, "is_cache_enabled", False):
+                    component._reset_stateful_cache()
+
     def _make_room(self, key: tuple, model: str, dtype: Any) -> tuple[tuple, str]:
         """Apply the memory policy before `key` loads (or moves back from the CPU); returns the key to use
         and the profile to place it in (low-vram when the pipeline alone is over the budget)."""

@@ -200,9 +200,13 @@ class Toolset:
         try:
             return call()
         except torch.OutOfMemoryError as error:
+            self.runtime.reset_step_state()
             if self.runtime.profile == "low-vram":
                 raise
             reason = one_line(error, limit=200)
+        except BaseException:  # cancelled, Ctrl-C, an error: no half-filled step cache for the next call
+            self.runtime.reset_step_state()
+            raise
         previous = self.runtime.profile
         logger.warning("out of GPU memory in profile %s (%s); releasing models and retrying this step in low-vram",
                        previous, reason)
