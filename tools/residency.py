@@ -77,7 +77,13 @@ def estimate(name: str, element_size: int, source: Callable[[str], str]) -> int 
     folder = Path(source(own))  # `source`: where from_pretrained reads the model (runtime.model_source)
     if not folder.is_dir():
         return None
-    return local_params(folder) * element_size
+    from safetensors import SafetensorError
+
+    try:
+        return local_params(folder) * element_size
+    except (OSError, ValueError, SafetensorError) as error:  # unreadable: the load says so, in its own words
+        logger.debug("no size estimate for %s: %s", own, error)
+        return None
 
 
 def device_budget(device: str, budget: int | None) -> int | None:
