@@ -222,9 +222,10 @@ def bench_config(args: argparse.Namespace, config: Config, preset: Any, workdir:
                     cache_threshold=config.threshold, attention=config.attention)
     counter = BlockCounter()
     started = time.perf_counter()
-    for denoiser in job_denoisers(tools):
-        counter.attach(denoiser)
+    denoisers = job_denoisers(tools)
     load_s = time.perf_counter() - started
+    for denoiser in denoisers:
+        counter.attach(denoiser)
     try:
         warm = run_job(tools, args.seed)
         counter.reset()
@@ -233,8 +234,8 @@ def bench_config(args: argparse.Namespace, config: Config, preset: Any, workdir:
         counter.remove()
         runtime.release()
     log(f"[speed] {config.name}: warm-up {warm['seconds']:.2f} s, timed {timed['seconds']:.3f} s")
-    return dict(dataclasses.asdict(config), status="ran", load_s=load_s, warmup_s=warm["seconds"], **timed,
-                **counter.snapshot())
+    blocks = counter.snapshot() if denoisers else dict.fromkeys(counter.snapshot())  # UNets: no transformer blocks
+    return dict(dataclasses.asdict(config), status="ran", load_s=load_s, warmup_s=warm["seconds"], **timed, **blocks)
 
 
 def log(message: str) -> None:
@@ -256,10 +257,12 @@ def rows(results: list[dict]) -> list[list[str]]:
             out.append(cells + [r["status"].split(":")[0]] + ["-"] * (len(HEADERS) - len(cells) - 1))
             continue
         ratio = f"{base['seconds'] / r['seconds']:.2f}x" if base else "n/a"
-        layers = f"{100 * (r['layer_calls'] / base['layer_calls'] - 1):+.1f}%" if base and base["layer_calls"] else "n/a"
+        layers = (f"{100 * (r['layer_calls'] / base['layer_calls'] - 1):+.1f}%"
+                  if base and base["layer_calls"] and r["layer_calls"] is not None else "n/a")
         peak = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / GB:.2f}"
-        out.append(cells + ["ran", f"{r['seconds']:.3f}", peak, ratio, str(r["block_calls"]), str(r["blocks_run"]),
-                            str(r["blocks_skipped"]), str(r["layer_calls"]), layers])
+        counts = [("n/a" if r[k] is None else str(r[k])) for k in ("block_calls", "blocks_run", "blocks_skipped",
+                                                                   "layer_calls")]
+        out.append(cells + ["ran", f"{r['seconds']:.3f}", peak, ratio, *counts, layers])
     return out
 
 
