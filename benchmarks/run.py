@@ -21,6 +21,13 @@ seconds, calls, peak GPU memory, and achieved TFLOP/s, from FLOPs counted once w
 
 The last line of stdout is `speedup X.XX`: paper seconds / fast seconds of the text-to-video job.
 Progress goes to stderr; tables to stdout; `--json PATH` writes everything.
+
+    python benchmarks/run.py --scale tiny --device cpu --speed --threads 1   # the speed options side by side
+
+`--speed` times, instead of the profiles, the speed configurations of issue 33 in one table (same job,
+same device): the default (balanced, cache none, sdpa), each step cache, each attention backend and
+each preset of `--presets`, with seconds per clip, peak memory, the ratio to the default and the
+denoisers' transformer block calls the caches skip (benchmarks/speed_configs.py).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ if importlib.util.find_spec("mora") is None:  # run from a checkout without `pip
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (train.py, the tests): fullsize.py
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+import speed_configs  # noqa: E402  (benchmarks/)
 import video_dry_run  # noqa: E402  (benchmarks/)
 
 from mora.config import PROFILES as ALL_PROFILES  # noqa: E402  (after the path above)
@@ -136,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "else the package's, mora/data/)")
     parser.add_argument("--json", type=Path, help="also write all results to this JSON file")
     parser.add_argument("--keep", type=Path, help="keep generated images and videos in this directory")
+    speed_configs.add_arguments(parser)
     return parser
 
 
@@ -152,6 +161,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--steps: {args.steps} is not a positive number of steps")
     if args.size is not None:
         args.size = _parse_size(parser, args.size)
+    speed_configs.check_arguments(parser, args)
     if args.dry_run:
         if args.scale != "full":
             parser.error("--dry-run: only with --scale full (it checks the full-size models without a GPU)")
@@ -771,7 +781,8 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _numeric(cell: str) -> bool:
-    return cell.replace(".", "", 1).replace(",", "").replace("x", "").replace("-", "", 1).strip().isdigit() \
+    return cell.replace(".", "", 1).replace(",", "").replace("x", "").replace("-", "", 1).replace("+", "", 1) \
+        .rstrip("%").strip().isdigit() \
         or cell == "n/a"
 
 
@@ -951,10 +962,72 @@ def report(args, preset, results: dict[str, dict], flops: dict[str, dict] | None
     return speedup
 
 
+def _print_speed_header(args: argparse.Namespace, preset) -> None:
+    import torch
+
+    scale_note = "" if args.scale == "full" else " (toy models with random weights: NOT performance figures)"
+    print(f"Mora speed configurations, scale {args.scale}{scale_note}")
+    print(f"date {datetime.now().strftime('%Y-%m-%d %H:%M')}; device {args.device}: {device_name(args.device)}")
+    print(f"torch {torch.__version__}, diffusers {_version('diffusers')}, transformers {_version('transformers')}, "
+          f"mora {_version('mora')}; dtype {args.dtype}; seed {args.seed}")
+    print(f"job (text-to-video, one clip) on {preset.name}: {speed_configs.describe_job(preset)}")
+    print()
+
+
+def _speed_row(args: argparse.Namespace, config, workdir: Path) -> dict:
+    """One configuration's row: refused (the code's reason), failed (the error, traceback on stderr), or run."""
+    import traceback
+
+    from mora.config import PRESETS
+
+    reason = speed_configs.refusal(config, args.device)
+    if reason:
+        return dict(dataclasses.asdict(config), status=reason)
+    preset = with_overrides(PRESETS[config.preset], args.steps, args.size)
+    try:
+        return speed_configs.bench_config(args, config, preset, workdir)
+    except Exception as error:  # one configuration failing (out of memory, weights missing) leaves the others
+        log(traceback.format_exc())
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return dict(dataclasses.asdict(config), status=f"failed: {type(error).__name__}: {first[:200]}")
+
+
+def speed_main(args: argparse.Namespace) -> int:
+    """`--speed`: the speed configurations side by side. Exit 1 if a configuration failed to run."""
+    import torch
+
+    from mora.config import PRESETS
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.scale == "full":
+        served = speed_configs.register_full_modern(args.arch_data, args.device, args.presets)
+        log(f"[speed] full-size models with random weights: {', '.join(served) or 'none'}")
+    with contextlib.ExitStack() as stack:
+        workdir = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mora-speed-")))
+        results = [_speed_row(args, c, workdir) for c in speed_configs.configs(args.presets, args.cache_threshold)]
+    _print_speed_header(args, with_overrides(PRESETS[args.presets[0]], args.steps, args.size))
+    print("== speed configurations (vs default: default seconds / this row's; blocks: the denoisers' "
+          "transformer blocks over the timed clip) ==")
+    print(table(speed_configs.HEADERS, speed_configs.rows(results)))
+    for note in speed_configs.notes(results):
+        print(f"- {note}")
+    measures = sorted({r["peak_measure"] for r in results if r.get("peak_measure")})
+    print(f"peak memory: the largest of the clip's tool calls ({', '.join(measures) or 'none measured'})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(dict(scale=args.scale, device=args.device, device_name=device_name(args.device),
+                                             date=datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,
+                                             diffusers=_version("diffusers"), configs=results), indent=1, default=str))
+    return 1 if any(r["status"].startswith("failed") for r in results) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.dry_run:
         return dry_run(args)
+    if args.speed:
+        return speed_main(args)
     import torch
 
     from mora.config import PRESETS
