@@ -81,6 +81,8 @@ def _error(r, status: int, param: str | None) -> dict:
      "seconds", "seconds: 'inf' is not a number"),
     ("post", "/v1/videos/extensions", {"json": {"prompt": "x", "video": {"id": "job_a"}, "seconds": [1]}},
      "seconds", "seconds: [1] is not text"),
+    ("post", "/v1/videos", {"json": {"prompt": "x", "num_frames": [None]}}, "num_frames", "num_frames: [None]"),
+    ("post", "/v1/videos", {"json": {"prompt": "x", "fps": "7", "seconds": "4"}}, "fps", "fps: '7'"),
     ("post", "/v1/jobs", {"json": {"task": "extend", "video": "clip\0.mp4"}}, "video",
      "video: 'clip\\x00.mp4' holds a NUL character"),
     ("get", "/v1/jobs/{job}/files/a%00b", {}, "path", "path: holds a NUL character"),

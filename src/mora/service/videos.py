@@ -177,10 +177,11 @@ def _check_seconds(seconds: str | None, preset: Any, options: dict) -> str:
     """The clip length: omitted, the preset's; given, it must be the length the preset makes."""
     from mora.workflows.prepare import default_seconds
 
-    made = default_seconds(preset, {k: options.get(k) for k in ("num_frames", "fps")})
+    given = {k: options[k] for k in ("num_frames", "fps") if options.get(k) is not None}
+    made = default_seconds(preset, {k: v for k, v in given.items() if type(v) is int})
     allowed = str(max(1, round(made)))
-    if seconds is None or str(seconds) == allowed:
-        return allowed
+    if seconds is None or str(seconds) == allowed or any(type(v) is not int for v in given.values()):
+        return allowed  # (a malformed num_frames or fps: the job model refuses the job, naming that field)
     raise ApiError(400, f"seconds: {quote(seconds)} is not a length preset {preset.name} makes; pass {allowed!r} (its "
                    f"{made:g} s clip) or omit it, or set num_frames and fps for another length", param="seconds",
                    code="invalid_value")
