@@ -168,3 +168,19 @@ def test_the_toy_lora_changes_the_output():
         weights = load_file(tiny_modern.ensure_lora(name) / tiny_modern.TINY_LORA_FILE)
         ups = [w for k, w in weights.items() if "lora_B" in k]
         assert ups and all(torch.count_nonzero(w) > 0 for w in ups), name
+
+
+def test_mora_presets_lists_the_fast_presets_with_their_loras(capsys):
+    import json
+
+    from mora.cli import main
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "modern-fast [text-motion, video-edit]" in out and "tiny-modern-fast [text-motion, video-edit]" in out
+    assert ("Qwen/Qwen-Image-2512 + LoRA lightx2v/Qwen-Image-2512-Lightning/"
+            "Qwen-Image-2512-Lightning-4steps-V1.0-fp32.safetensors") in out
+    assert main(["presets", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["tiny-modern-fast"]["roles"]["connect"]["adapters"] == ["tiny/wan-vace-distill/lightning.safetensors"]
+    assert "adapters" not in rows["modern"]["roles"]["connect"]  # a role without LoRA lists none

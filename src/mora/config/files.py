@@ -371,7 +371,7 @@ def load_presets(preset_file: str | Path | None = None) -> dict[str, Preset]:
 
 def preset_rows(preset_file: str | Path | None = None) -> list[dict]:
     """Every preset as a plain row (`mora presets --json`, MCP's list_presets): name, description, source,
-    capabilities and, per role, the family, model and refiner.
+    capabilities and, per role, the family, model, refiner and LoRA adapters (each one's source: path or repo/file).
 
     Example:
         >>> next(r for r in preset_rows() if r["name"] == "tiny")["source"]
@@ -379,7 +379,8 @@ def preset_rows(preset_file: str | Path | None = None) -> list[dict]:
     """
     return [dict(name=p.name, description=p.description, source="built-in" if p.name in PRESETS else p.source,
                  capabilities=sorted(p.capabilities),
-                 roles={role: dict(family=s.family, model=s.model, **({"refiner": s.refiner} if s.refiner else {}))
+                 roles={role: dict(family=s.family, model=s.model, **({"refiner": s.refiner} if s.refiner else {}),
+                                   **({"adapters": [a.source for a in s.adapters]} if s.adapters else {}))
                         for role, s in p.roles.items()})
             for p in load_presets(preset_file).values()]
 
