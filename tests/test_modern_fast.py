@@ -115,10 +115,10 @@ def test_loading_a_hub_lora_offline_is_one_clear_error(monkeypatch):
 @pytest.fixture(scope="module")
 def fast_runs(tmp_path_factory):
     """text-to-video and edit on tiny-modern-fast, with the pipelines' calls recorded."""
+    from conftest import gradient_frames
     from diffusers import QwenImageEditPlusPipeline, QwenImagePipeline, WanVACEPipeline
 
     import mora
-    from conftest import gradient_frames
 
     folder = tmp_path_factory.mktemp("fast")
     source = folder / "source.mp4"
