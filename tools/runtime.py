@@ -317,13 +317,14 @@ def _availability(models: list[str], deadline_s: float, files: dict[str, str] | 
     import threading
     import time
 
-    files = files or {}  # repo -> the file to look for (LoRA repos); else model_index.json
-    results: dict[str, bool] = {m: True for m in models if model_local(m, files.get(m, "model_index.json"))}
+    files = files or {}  # repo -> the file to look for (LoRA repos); a model: its model_index.json
+    named = {m: (files[m],) if m in files else () for m in models}
+    results: dict[str, bool] = {m: True for m in models if model_local(m, *named[m])}
     failures: dict[str, BaseException] = {}
 
     def check(model: str) -> None:
         try:
-            results[model] = model_available(model, files.get(model, "model_index.json"))
+            results[model] = model_available(model, *named[model])
         except BaseException as error:  # handed to the caller's thread, which re-raises it
             failures[model] = error
 
