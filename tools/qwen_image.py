@@ -34,12 +34,51 @@ logger = logging.getLogger(__name__)
 GPU_DTYPE = "bfloat16"  # published and trained in bf16
 
 
+# The Lightning LoRAs' scheduler, as github.com/ModelTC/Qwen-Image-Lightning's generate_with_diffusers.py builds
+# it for every LoRA (Qwen-Image, -2512, -Edit-2509, -Edit-2511); base_shift and max_shift (both log(shift)) are set
+# from `lightning_shift`. A fixed shift: the resolution no longer moves the schedule.
+LIGHTNING_SCHEDULER = {
+    "base_image_seq_len": 256, "invert_sigmas": False, "max_image_seq_len": 8192, "num_train_timesteps": 1000,
+    "shift": 1.0, "shift_terminal": None, "stochastic_sampling": False, "time_shift_type": "exponential",
+    "use_beta_sigmas": False, "use_dynamic_shifting": True, "use_exponential_sigmas": False,
+    "use_karras_sigmas": False,
+}
+
+
+def lightning_scheduler(config: dict, shift: float):
+    """The Lightning LoRAs' FlowMatchEulerDiscreteScheduler, over the pipeline's `config`.
+
+    Example:
+        >>> pipe.scheduler = lightning_scheduler(pipe.scheduler.config, 3.0)  # doctest: +SKIP
+    """
+    import math
+
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    fixed = {"base_shift": math.log(shift), "max_shift": math.log(shift)}
+    return FlowMatchEulerDiscreteScheduler.from_config({**config, **LIGHTNING_SCHEDULER, **fixed})
+
+
+def with_scheduler(spec: ModelSpec, build):
+    """(cache name, loader): `build(dtype)` with the Lightning scheduler set when `lightning_shift` asks for it
+    (the scheduler is part of what is loaded, so of the cache key)."""
+    shift = spec.settings.lightning_shift
+    if shift is None:
+        return spec.model, build
+
+    def load(dtype):
+        pipe = build(dtype)
+        pipe.scheduler = lightning_scheduler(pipe.scheduler.config, shift)
+        return pipe
+
+    return f"{spec.model}#lightning_shift={shift:g}", load
+
+
 def load(spec: ModelSpec, rt: Runtime):
     from diffusers import QwenImagePipeline
 
-    return rt.pipeline(
-        "qwen-image", spec.model, lambda dtype: from_pretrained(QwenImagePipeline, spec.model, dtype=dtype), GPU_DTYPE
-    )
+    name, build = with_scheduler(spec, lambda dtype: from_pretrained(QwenImagePipeline, spec.model, dtype=dtype))
+    return rt.pipeline("qwen-image", name, build, GPU_DTYPE)
 
 
 def prompt_tokens(pipe, prompt: str, max_sequence_length: int) -> dict:

@@ -17,6 +17,7 @@ import logging
 from PIL import Image
 
 from mora.config import ModelSpec
+from mora.tools.qwen_image import with_scheduler
 from mora.tools.runtime import Runtime, from_pretrained, generator
 from mora.tools.sizing import fit_size
 
@@ -43,7 +44,8 @@ def load(spec: ModelSpec, rt: Runtime):
         processor = from_pretrained(ImageOnlyQwen2VLProcessor, spec.model, subfolder="processor")
         return from_pretrained(cls, spec.model, dtype=dtype, processor=processor)
 
-    return rt.pipeline("qwen-image-edit", spec.model, build, GPU_DTYPE)
+    name, build_with_scheduler = with_scheduler(spec, build)
+    return rt.pipeline("qwen-image-edit", name, build_with_scheduler, GPU_DTYPE)
 
 
 def model_size(spec: ModelSpec, width: int, height: int) -> tuple[int, int]:

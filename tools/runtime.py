@@ -126,16 +126,45 @@ def check_profile(profile: str) -> str:
 
 
 def load_preset_loras(pipe: Any, loras: tuple) -> Any:
-    """Load a preset's LoRA adapters into `pipe` (diffusers' `load_lora_weights`) at their weights."""
+    """Load a preset's LoRA adapters into `pipe` (diffusers' `load_lora_weights`) at their weights.
+
+    A Hub adapter (`repo` and `file`) is read from the local Hugging Face cache first, then the Hub;
+    if neither has it, `ModelUnavailableError` names it and the fixes, as for models (`from_pretrained`).
+    """
     names = []
     for index, lora in enumerate(loras):
-        path = Path(lora.path)
-        where = {"weight_name": path.name} if path.is_file() else {}
-        pipe.load_lora_weights(str(path.parent if path.is_file() else path), adapter_name=f"preset_{index}", **where)
-        names.append(f"preset_{index}")
+        name = f"preset_{index}"
+        if lora.repo:
+            _load_hub_lora(pipe, lora, name)
+        else:
+            path = Path(lora.path)
+            where = {"weight_name": path.name} if path.is_file() else {}
+            pipe.load_lora_weights(str(path.parent if path.is_file() else path), adapter_name=name, **where)
+        names.append(name)
     pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
-    logger.info("loaded preset LoRA adapters %s", ", ".join(lora.path for lora in loras))
+    logger.info("loaded preset LoRA adapters %s", ", ".join(lora.source for lora in loras))
     return pipe
+
+
+def _load_hub_lora(pipe: Any, lora: Any, name: str) -> None:
+    """`load_lora_weights(repo, weight_name=file)`: tiny or local folders as they are, else cache then Hub."""
+    source = model_source(lora.repo)
+    if Path(source).is_dir():
+        pipe.load_lora_weights(source, weight_name=lora.file, adapter_name=name)
+        return
+    hub_errors = _hub_errors()
+    try:
+        pipe.load_lora_weights(source, weight_name=lora.file, adapter_name=name, local_files_only=True)
+        return
+    except hub_errors as local_error:
+        logger.debug("%s not in the local Hugging Face cache (%s); trying the Hub", lora.source, local_error)
+    try:
+        pipe.load_lora_weights(source, weight_name=lora.file, adapter_name=name)
+    except hub_errors as error:
+        raise ModelUnavailableError(
+            f"LoRA {lora.file!r} of {lora.repo!r} is not available: no local copy and the Hugging Face Hub could "
+            f"not provide it ({one_line(error, limit=120)}); {download_fix([f'{lora.repo} {lora.file}'])}"
+        ) from error
 
 
 def model_source(model: str) -> str:
@@ -149,6 +178,8 @@ def model_source(model: str) -> str:
 
         if model.removeprefix("tiny/") in tiny_modern.BUILDERS:  # the modern families' toy models
             return str(tiny_modern.ensure(model))
+        if model.removeprefix("tiny/") in tiny_modern.LORA_BUILDERS:  # toy few-step LoRAs
+            return str(tiny_modern.ensure_lora(model))
         from mora.tools.tiny import ensure_tiny
 
         return str(ensure_tiny(model))
@@ -233,7 +264,7 @@ HUB_REQUEST_TIMEOUT_S = 5.0  # one metadata request to the Hub
 HUB_CHECK_DEADLINE_S = 10.0  # the whole availability check, however many models and whatever the network does
 
 
-def model_local(model: str) -> bool:
+def model_local(model: str, filename: str = "model_index.json") -> bool:
     """Whether `model` loads without the network: tiny, in memory, a local directory or in the Hugging
     Face cache (a few file-system lookups; never a request).
 
@@ -245,11 +276,11 @@ def model_local(model: str) -> bool:
         return True
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(model, "model_index.json")
+    cached = try_to_load_from_cache(model, filename)  # a LoRA repo: its weight file
     return isinstance(cached, str) and Path(cached).is_file()
 
 
-def model_available(model: str) -> bool:
+def model_available(model: str, filename: str = "model_index.json") -> bool:
     """Whether `model` can load without surprises: local (`model_local`), or on a Hub this machine
     reaches (one metadata request, `HUB_REQUEST_TIMEOUT_S` per network phase; never in offline
     mode). Every network failure is "not available".
@@ -258,7 +289,7 @@ def model_available(model: str) -> bool:
         >>> model_available("tiny/svd")
         True
     """
-    if model_local(model):
+    if model_local(model, filename):
         return True
     from huggingface_hub import constants, model_info
 
@@ -272,7 +303,7 @@ def model_available(model: str) -> bool:
         return False
 
 
-def _availability(models: list[str], deadline_s: float) -> dict[str, bool]:
+def _availability(models: list[str], deadline_s: float, files: dict[str, str] | None = None) -> dict[str, bool]:
     """model -> available: local models at once in this thread, each other one (a Hub request) in its
     own daemon thread, all within `deadline_s`.
 
@@ -286,12 +317,14 @@ def _availability(models: list[str], deadline_s: float) -> dict[str, bool]:
     import threading
     import time
 
-    results: dict[str, bool] = {m: True for m in models if model_local(m)}
+    files = files or {}  # repo -> the file to look for (LoRA repos); a model: its model_index.json
+    named = {m: (files[m],) if m in files else () for m in models}
+    results: dict[str, bool] = {m: True for m in models if model_local(m, *named[m])}
     failures: dict[str, BaseException] = {}
 
     def check(model: str) -> None:
         try:
-            results[model] = model_available(model)
+            results[model] = model_available(model, *named[model])
         except BaseException as error:  # handed to the caller's thread, which re-raises it
             failures[model] = error
 
@@ -310,8 +343,10 @@ def _availability(models: list[str], deadline_s: float) -> dict[str, bool]:
     return {m: results.get(m, False) for m in models}
 
 
-def check_models(models: list[str], preset_name: str, deadline_s: float = HUB_CHECK_DEADLINE_S) -> None:
-    """Every model a route needs is available, checked before its first step; one line if not.
+def check_models(models: list[str], preset_name: str, deadline_s: float = HUB_CHECK_DEADLINE_S,
+                 loras: dict[str, str] | None = None) -> None:
+    """Every model (and Hub LoRA repo, `loras`: repo -> file) a route needs is available, checked before its
+    first step; one line if not.
 
     The whole check ends within `deadline_s` whatever the network does (no DNS, refused, a server
     that never answers, HTTP 5xx, a proxy error): a model not confirmed by then is missing.
@@ -322,12 +357,14 @@ def check_models(models: list[str], preset_name: str, deadline_s: float = HUB_CH
     Example:
         >>> check_models(["tiny/svd"], "tiny")
     """
-    available = _availability(list(dict.fromkeys(models)), deadline_s)
+    loras = loras or {}
+    available = _availability(list(dict.fromkeys([*models, *loras])), deadline_s, loras)
     missing = [m for m, ok in available.items() if not ok]
     if missing:
         raise ModelUnavailableError(
             f"--preset: {preset_name} needs {len(missing)} model(s) that are neither on this machine nor reachable "
-            f"on the Hugging Face Hub: {', '.join(missing)}; {download_fix(missing)}"
+            f"on the Hugging Face Hub: {', '.join(missing)}; "
+            f"{download_fix([f'{m} {loras[m]}' if m in loras else m for m in missing])}"
         )
 
 
@@ -467,7 +504,7 @@ class Runtime:
         name = f"{model}+adapter:{self.adapter.sha256[:16]}" if adapted else model
         loras = self.preset_loras.get(model.split("#", 1)[0], ())
         if loras:  # the preset's adapters are part of what is loaded, so of the cache key
-            name += "+lora:" + ",".join(f"{a.path}@{a.weight:g}" for a in loras)
+            name += "+lora:" + ",".join(f"{a.source}@{a.weight:g}" for a in loras)
         key = (family, name, self.device, str(dtype).removeprefix("torch."), self.profile + self.speed.key)
 
         def load():

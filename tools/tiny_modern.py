@@ -239,3 +239,61 @@ BUILDERS = {
 # tiny model -> the pipeline family that runs it
 _FAMILY = {"qwen-image": "qwen-image", "qwen-image-edit": "qwen-image-edit", "wan22-ti2v": "wan22",
            "wan-vace": "wan-vace"}
+
+
+# --- toy few-step LoRAs (tiny-modern-fast): the adapters' loading path, not their effect ------------------
+
+TINY_LORA_FILE = "lightning.safetensors"  # the one weight file each toy LoRA "repo" holds
+
+
+def _toy_lora(model: str, pipeline_class: str, seed: int):
+    """(pipeline class, LoRA state dict): a rank-4 LoRA on the attention projections of tiny `model`'s
+    transformer with random, non-zero weights (peft's default zero init would leave the output unchanged)."""
+    import diffusers
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    transformer = BUILDERS[model]().transformer
+    torch.manual_seed(seed)
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                       target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    return getattr(diffusers, pipeline_class), get_peft_model_state_dict(transformer)
+
+
+# toy LoRA -> (the tiny model it fits, the pipeline class whose save_lora_weights writes it, seed)
+LORA_BUILDERS = {
+    "qwen-image-lightning": ("qwen-image", "QwenImagePipeline", 20),
+    "qwen-image-edit-lightning": ("qwen-image-edit", "QwenImageEditPlusPipeline", 21),
+    "wan-vace-distill": ("wan-vace", "WanVACEPipeline", 22),
+}
+
+
+def ensure_lora(name: str) -> Path:
+    """Build toy LoRA `name` (or `tiny/<name>`) once; return its folder, which holds `TINY_LORA_FILE`.
+
+    Written to a temporary folder and renamed into place, as the toy models are.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    name = name.removeprefix("tiny/")
+    if name not in LORA_BUILDERS:
+        raise ValueError(f"unknown tiny LoRA {name!r}; known: {sorted(LORA_BUILDERS)}")
+    target = tiny_modern_dir(f"lora-{name}")
+    if (target / TINY_LORA_FILE).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        cls, state = _toy_lora(*LORA_BUILDERS[name])
+        cls.save_lora_weights(tmp, transformer_lora_layers=state, weight_name=TINY_LORA_FILE)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race; its copy is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -281,7 +281,8 @@ def _host_checks(spec: JobSpec, hooks: Hooks, preset: Preset, roles: set, files:
 
     if spec.device not in ("auto", "cpu") or spec.attention != "auto":  # needs torch, not diffusers: before any model
         speed.check_attention(spec.attention, resolve_device(spec.device))
-    check_models([m for role in sorted(roles) for m in preset.spec(role).model_ids()], preset.name)
+    check_models([m for role in sorted(roles) for m in preset.spec(role).model_ids()], preset.name,
+                 loras={r: f for role in sorted(roles) for r, f in preset.spec(role).lora_files().items()})
     if adapter is None and spec.adapter is not None:  # files, sha256 and base models checked before any step
         from mora.adapters.adapter import load_adapter
 

@@ -80,7 +80,9 @@ _STRICT = ConfigDict(extra="forbid", strict=True)  # TOML has types: "5" is not 
 
 class _AdapterTable(BaseModel):
     model_config = _STRICT
-    path: str
+    path: str | None = None  # a local file or folder
+    repo: str | None = None  # or a Hub repo (or tiny/<name>) ...
+    file: str | None = None  # ... and the weight file in it
     weight: float = 1.0
 
 
@@ -138,8 +140,10 @@ class _PresetFile(BaseModel):
 _FILE_FIXES = {
     "*": f"use only {', '.join(_PRESET_KEYS)}", "roles.*": f"use one of {', '.join(ROLES + OPTIONAL_ROLES)}",
     **{f"{role}.*": f"use only {', '.join(_ROLE_KEYS)}" for role in ROLES + OPTIONAL_ROLES},
-    "adapters.*": "give path and optionally weight", "adapters": 'write adapters = [{path = "lora.safetensors"}]',
-    "weight": "write e.g. 0.8", "path": "give the path of a .safetensors file", "name": "use one word like my-preset",
+    "adapters.*": "give path (or repo and file) and optionally weight",
+    "adapters": 'write adapters = [{path = "lora.safetensors"}] or [{repo = "org/name", file = "x.safetensors"}]',
+    "weight": "write e.g. 0.8", "path": "give the path of a .safetensors file", "file": "give the file's name in repo",
+    "repo": "give a Hub id (org/name)", "name": "use one word like my-preset",
     "model": "give a Hub id (org/name), a local directory or tiny/<name>", "refiner": "give a model, or false",
     "settings": "write [roles.<role>.settings] with key = value lines", "description": 'write description = "..."',
     "capabilities": f"write e.g. {list(CAPABILITIES)}", "extends": 'write extends = "mora"',
@@ -234,10 +238,22 @@ def _adapters(source: _Source, where: str, family: str, value: list[dict]) -> tu
                           f"remove them, or use a family of {', '.join(LORA_FAMILIES)}")
     out = []
     for i, item in enumerate(value):
-        weight = item.get("weight", 1.0)
-        path = _local(source, f"{where}.adapters[{i}].path", item["path"] if str(item["path"]).startswith(("/", ".", "~"))
+        weight, field = float(item.get("weight", 1.0)), f"{where}.adapters[{i}]"
+        if ("path" in item) == ("repo" in item):
+            raise source.fail(field, "needs either path or repo", 'write path = "lora.safetensors", or repo = '
+                              '"org/name" with file = "x.safetensors"')
+        if "repo" in item:
+            if not item.get("file"):
+                raise source.fail(f"{field}.file", "missing", "name the weight file in the repo, e.g. "
+                                  'file = "x.safetensors"')
+            repo = _local(source, f"{field}.repo", item["repo"])  # a Hub id, tiny/<name> or a local folder
+            out.append(LoraAdapter(repo=repo, file=item["file"], weight=weight))
+            continue
+        if "file" in item:
+            raise source.fail(f"{field}.file", "only goes with repo", "remove it, or give repo instead of path")
+        path = _local(source, f"{field}.path", item["path"] if str(item["path"]).startswith(("/", ".", "~"))
                       else f"./{item['path']}")
-        out.append(LoraAdapter(path, float(weight)))
+        out.append(LoraAdapter(path, weight))
     return tuple(out)
 
 
@@ -327,7 +343,8 @@ def _read_folder(folder: Path, argument: str, taken: dict) -> dict:
 
 def _builtin_presets() -> MappingProxyType:
     tables = _read_folder(BUILTIN_PRESET_DIR, "built-in preset", {})
-    order = ("mora", "ltx", "mora-wan", "modern", "tiny", "tiny-ltx", "tiny-wan", "tiny-modern")
+    order = ("mora", "ltx", "mora-wan", "modern", "modern-fast", "tiny", "tiny-ltx", "tiny-wan", "tiny-modern",
+             "tiny-modern-fast")
     presets = _resolve(tables, {})
     return MappingProxyType({name: presets[name] for name in sorted(presets, key=lambda n: (
         order.index(n) if n in order else len(order), n))})
@@ -354,7 +371,7 @@ def load_presets(preset_file: str | Path | None = None) -> dict[str, Preset]:
 
 def preset_rows(preset_file: str | Path | None = None) -> list[dict]:
     """Every preset as a plain row (`mora presets --json`, MCP's list_presets): name, description, source,
-    capabilities and, per role, the family, model and refiner.
+    capabilities and, per role, the family, model, refiner and LoRA adapters (each one's source: path or repo/file).
 
     Example:
         >>> next(r for r in preset_rows() if r["name"] == "tiny")["source"]
@@ -362,7 +379,8 @@ def preset_rows(preset_file: str | Path | None = None) -> list[dict]:
     """
     return [dict(name=p.name, description=p.description, source="built-in" if p.name in PRESETS else p.source,
                  capabilities=sorted(p.capabilities),
-                 roles={role: dict(family=s.family, model=s.model, **({"refiner": s.refiner} if s.refiner else {}))
+                 roles={role: dict(family=s.family, model=s.model, **({"refiner": s.refiner} if s.refiner else {}),
+                                   **({"adapters": [a.source for a in s.adapters]} if s.adapters else {}))
                         for role, s in p.roles.items()})
             for p in load_presets(preset_file).values()]
 

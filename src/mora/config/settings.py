@@ -151,6 +151,10 @@ class QwenImageSettings:
     empty_negative: str = " "  # the card: with no negative prompt, pass a single space so CFG stays on
     max_sequence_length: int = 1024  # the pipeline's maximum; embeddings are only as long as the prompt
     size_multiple: int = 16  # VAE 8 x 2x2 latent packing
+    # The Lightning LoRAs' sampler (github.com/ModelTC/Qwen-Image-Lightning, generate_with_diffusers.py): Euler
+    # flow matching with the shift fixed at this value, as distilled ("We use shift=3": base_shift = max_shift =
+    # log(3), no shift_terminal). None: the repo's own scheduler (a resolution-dependent shift).
+    lightning_shift: float | None = None
     fp16_variant: str | None = None  # bf16 weights only
 
 
@@ -169,6 +173,7 @@ class QwenImageEditSettings:
     size_multiple: int = 16
     max_sequence_length: int = 1024  # includes the image's vision tokens and the template's tail
     pipeline_class: str = "QwenImageEditPlusPipeline"  # "QwenImageEditPipeline" for Qwen/Qwen-Image-Edit
+    lightning_shift: float | None = None  # as QwenImageSettings.lightning_shift
     fp16_variant: str | None = None
 
 
@@ -244,13 +249,33 @@ def family_settings(family: str, values: dict | Any = None) -> Any:
 class LoraAdapter:
     """A LoRA adapter a preset loads into one role's pipeline (diffusers `load_lora_weights`).
 
+    Either a local `path`, or a Hub `repo` and the `file` in it (as publishers name their few-step LoRAs:
+    several files per repo); `tiny/<name>` repos are toy LoRAs built in code (`mora.tools.tiny_modern`).
+
     Args:
         path: a `.safetensors` file or a folder holding one (checked to exist when the preset is read).
         weight: the adapter's scale (1.0: as trained).
+        repo: a Hugging Face Hub repo id (or `tiny/<name>`), in place of `path`.
+        file: the weight file in `repo`, e.g. "Qwen-Image-2512-Lightning-4steps-V1.0-fp32.safetensors".
+
+    Example:
+        >>> LoraAdapter(repo="lightx2v/Qwen-Image-2512-Lightning", file="x.safetensors").source
+        'lightx2v/Qwen-Image-2512-Lightning/x.safetensors'
     """
 
-    path: str
+    path: str = ""
     weight: float = 1.0
+    repo: str | None = None
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.path) == bool(self.repo) or bool(self.repo) != bool(self.file):
+            raise ValueError("a LoRA adapter is a path, or a repo and a file in it")
+
+    @property
+    def source(self) -> str:
+        """Where the weights come from, as one string (logs, the pipeline cache key)."""
+        return f"{self.repo}/{self.file}" if self.repo else self.path
 
 
 @dataclass(frozen=True)
@@ -279,6 +304,10 @@ class ModelSpec:
 
     def model_ids(self) -> list[str]:
         return [self.model] + ([self.refiner] if self.refiner else [])
+
+    def lora_files(self) -> dict[str, str]:
+        """Hub repo -> the file its LoRA adapter loads (checked for availability like the models)."""
+        return {a.repo: a.file for a in self.adapters if a.repo and a.file}
 
 
 @dataclass(frozen=True)
