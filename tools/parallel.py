@@ -92,10 +92,14 @@ def check_host(gpus: int, device: str, *, llm: bool, review: bool) -> None:
 
 
 def context_config(gpus: int) -> Any:
-    """diffusers' config for `gpus` processes: Ulysses over all of them (see the module docstring for why not ring)."""
+    """diffusers' config for `gpus` processes: Ulysses over all of them (see the module docstring for why not ring).
+
+    `ulysses_anything`: a sequence or head count that `gpus` does not divide is split unevenly. Without it
+    diffusers asserts divisibility, and Qwen-Image's text tokens (a prompt's length) are often odd.
+    """
     from diffusers import ContextParallelConfig
 
-    return ContextParallelConfig(ulysses_degree=gpus)
+    return ContextParallelConfig(ulysses_degree=gpus, ulysses_anything=True)
 
 
 def enable(pipe: Any, family: str, gpus: int) -> int:
