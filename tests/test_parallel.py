@@ -97,13 +97,17 @@ def test_remote_callers_cannot_set_gpus_and_story_does_not_take_it():
     assert "gpus" in job_model("image-to-video").model_fields and "gpus" not in job_model("story").model_fields
 
 
-def test_mora_run_with_gpus_outside_a_launched_world_says_how_to_start_it(monkeypatch, tmp_path):
+def test_doors_that_run_a_job_in_their_own_process_refuse_gpus_before_it_starts(monkeypatch, tmp_path):
     import mora
+    from mora.workflows.prepare import prepare
 
     monkeypatch.setattr(parallel, "check_host", lambda *a, **k: None)
-    with pytest.raises(InputError, match=r"2 needs 2 processes and this job runs in 1: run it with the command"):
+    says = r"2 needs 2 processes and this job runs in 1: run it with the command"
+    with pytest.raises(InputError, match=says):
         mora.run("text-to-video", prompt="a fox", preset="tiny-modern", gpus=2, device="cpu", out=str(tmp_path / "a.mp4"))
     assert not (tmp_path / "a.mp4").exists()
+    with pytest.raises(InputError, match=says):  # a batch line, checked with the others before any job runs
+        prepare({"task": "text-to-video", "prompt": "a fox", "preset": "tiny-modern", "gpus": 2}, files=False)
 
 
 def test_families_and_their_denoiser_classes_agree_with_diffusers_and_the_tiny_models():
@@ -151,6 +155,7 @@ def _as_process(monkeypatch, rank: int, calls: dict) -> None:
     """This test's process plays process `rank` of 2 (no process group: `join`, `enable` and the end recorded)."""
     import mora.processes
 
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as the launcher sets it
     monkeypatch.setattr(parallel, "check_host", lambda *a, **k: None)
     monkeypatch.setattr(parallel, "join", lambda gpus, device, seed: (Processes(rank, gpus), "cpu", 7))
     monkeypatch.setattr(parallel, "enable", lambda pipe, family, gpus: calls["enable"].append((family, gpus)))

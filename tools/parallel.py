@@ -123,18 +123,25 @@ def enable(pipe: Any, family: str, gpus: int) -> int:
     return len(denoisers)
 
 
-def join(gpus: int, device: str, seed: int) -> tuple[Any, str, int]:
-    """In each of the `gpus` processes: (its place, its device `cuda:LOCAL_RANK`, process 0's seed).
-
-    Raises:
-        InputError: this process was not started as one of `gpus` (e.g. `mora.run(..., gpus=2)` alone).
-    """
-    from mora.processes import from_environment, world_size
+def check_world(gpus: int) -> None:
+    """This process is one of `gpus` started by a launcher (not `mora.run(..., gpus=2)` alone, a batch, a service)."""
+    from mora.processes import world_size
 
     if world_size() != gpus:
         raise InputError(f"{gpus} needs {gpus} processes and this job runs in {world_size()}: run it with the command "
                          f"(`mora TASK ... --gpus {gpus}` launches them), or start this program under `accelerate "
                          f"launch --num_processes {gpus}`", param="gpus")
+
+
+def join(gpus: int, device: str, seed: int) -> tuple[Any, str, int]:
+    """In each of the `gpus` processes: (its place, its device `cuda:LOCAL_RANK`, process 0's seed).
+
+    Raises:
+        InputError: this process was not started as one of `gpus` (`check_world`).
+    """
+    from mora.processes import from_environment
+
+    check_world(gpus)
     processes, device = from_environment(device)
     import torch.distributed as dist
 

@@ -44,6 +44,8 @@ class Hooks:
         adapter: an adapter already loaded (`mora.adapters.load_adapter`), instead of the job's folder.
         cancelled: `() -> bool`, asked before each agent step and after each denoising step; True stops
             the job with `mora.errors.Cancelled` (a cancel, a deleted job, Ctrl-C). Keep it cheap.
+        launcher: the caller starts the job's `--gpus` processes itself after these checks (the command
+            line); otherwise `--gpus N` needs this process to be one of N already (`mora.tools.parallel`).
     """
 
     review: Callable[[str, dict], Any] | None = None
@@ -52,6 +54,7 @@ class Hooks:
     preset: Preset | None = None
     adapter: Any = None
     cancelled: Callable[[], bool] | None = None
+    launcher: bool = False
 
     def checked(self) -> Hooks:
         """These hooks with `on_step` asking `cancelled` first: a cancelled job stops before its next agent step."""
@@ -275,6 +278,8 @@ def _host_checks(spec: JobSpec, hooks: Hooks, preset: Preset, roles: set, files:
     speed.check_route(spec.cache, spec.attention, families, preset.name)
     gpus = getattr(spec, "gpus", 1)  # a film has no --gpus
     parallel.check_route(gpus, families, preset.name)  # diffusers' classes say which have a context-parallel plan
+    if gpus > 1 and not hooks.launcher:
+        parallel.check_world(gpus)
 
     config_list = load_llm_config(spec.llm_config)
     adapter = hooks.adapter

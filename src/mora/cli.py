@@ -96,13 +96,17 @@ def _run_task(args: argparse.Namespace) -> int:
     from mora.workflows.runner import run_job
 
     spec = parse_job(job_data(args, args.command))
+    other = int(os.environ.get("RANK", "0")) != 0  # one of --gpus N processes, not process 0: it reports nothing
+    args.quiet = args.quiet or other
     if getattr(spec, "gpus", 1) > 1 and world_size() == 1:  # --gpus N: checked here, then run in N processes
+        from dataclasses import replace
+
         from mora.workflows.prepare import prepare
 
-        prepare(spec, _hooks(args))
+        prepare(spec, replace(_hooks(args), launcher=True))
         return launch(args.argv, spec.gpus)
     result = run_job(spec, _hooks(args))
-    if int(os.environ.get("RANK", "0")) != 0:  # one of --gpus N processes: process 0 reports
+    if other:
         return 0
     if getattr(spec, "storyboard_only", False):
         print(json.dumps(result.manifest, indent=2) if args.json else str(result.manifest_path))
