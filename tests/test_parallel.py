@@ -1,4 +1,4 @@
-"""`--gpus N` (mora.tools.parallel, mora.processes): refusals, the launcher, the processes' roles, and on gloo the frames.
+"""`--gpus N` (mora.tools.parallel, mora.processes): refusals, launcher, processes' roles; on gloo, the frames.
 
 diffusers 0.42's context parallelism cannot start on a CPU as shipped (`enable_parallelism` divides by
 `torch.accelerator.device_count()`, 0 there), so users get a refusal on a CPU; the slow test below sets that
@@ -43,7 +43,7 @@ def _refused(capsys, argv: list[str]) -> str:
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["--preset", "tiny", "--device", "cpu"], "svd (preset tiny's image_to_video model, a UNet) has no context-parallel"),
+    (["--preset", "tiny", "--device", "cpu"], "svd (preset tiny's image_to_video model, a UNet) has no context"),
     (["--preset", "tiny-modern", "--device", "cpu"], "needs CUDA GPUs (one per process, NCCL) and the device is cpu"),
     (["--preset", "tiny-modern", "--gpus", "0"], "--gpus: 0 is out of range; pass a number >= 1"),
 ])
@@ -104,7 +104,8 @@ def test_doors_that_run_a_job_in_their_own_process_refuse_gpus_before_it_starts(
     monkeypatch.setattr(parallel, "check_host", lambda *a, **k: None)
     says = r"2 needs 2 processes and this job runs in 1: run it with the command"
     with pytest.raises(InputError, match=says):
-        mora.run("text-to-video", prompt="a fox", preset="tiny-modern", gpus=2, device="cpu", out=str(tmp_path / "a.mp4"))
+        mora.run("text-to-video", prompt="a fox", preset="tiny-modern", gpus=2, device="cpu",
+                 out=str(tmp_path / "a.mp4"))
     assert not (tmp_path / "a.mp4").exists()
     with pytest.raises(InputError, match=says):  # a batch line, checked with the others before any job runs
         prepare({"task": "text-to-video", "prompt": "a fox", "preset": "tiny-modern", "gpus": 2}, files=False)

@@ -39,8 +39,8 @@ def execute(job_spec: Prepared, device: str | None = None, gpus: int = 1) -> tup
     p, spec = job_spec, job_spec.spec
     job = RouteRun(task=p.task, inputs=p.inputs, options=p.pinned, seed=p.seed, best_of=p.best_of, route=list(p.route),
               artifacts_dir=p.artifacts_dir, reviewer=p.reviewer)
-    tools = Toolset(preset=p.preset, device=device or spec.device, gpus=gpus, dtype=spec.dtype, profile=spec.profile, cache=spec.cache,
-                    cache_threshold=spec.cache_threshold, attention=spec.attention,
+    tools = Toolset(preset=p.preset, device=device or spec.device, dtype=spec.dtype, profile=spec.profile,
+                    cache=spec.cache, cache_threshold=spec.cache_threshold, attention=spec.attention, gpus=gpus,
                     output_dir=p.artifacts_dir, progress=p.hooks.progress, input_guard=job.guard, adapter=p.adapter)
     tools.runtime.needed_later = lambda: tools.models_for(job.remaining_roles())  # the memory policy's view ahead
     if p.artifacts_dir.is_dir():  # an earlier job's (overwrite was checked in prepare): this job owns the folder
