@@ -21,7 +21,7 @@ LAYERS = [
     # the adapter format (what `mora train` writes and every task can load) sits below the tools
     ("mora.adapters", "mora.evaluation"),
     ("mora.media", "mora.config", "mora.limits", "mora.validation", "mora.tooltable", "mora.memory"),
-    ("mora.errors", "mora.paths", "mora._lazy", "mora.progress", "mora.data"),
+    ("mora.errors", "mora.paths", "mora._lazy", "mora.progress", "mora.data", "mora.processes"),
 ]
 PACKAGE_FACES = ("mora", "mora.training", "mora.evaluation", "mora.adapters")  # lazy names (mora._lazy)
 MAX_FUNCTION_LINES = 65  # "no function much over 60 lines", docstring included

@@ -213,3 +213,12 @@ def test_a_films_tools_are_not_listed_again():
     found = [f"{path}:{node.lineno}" for path, tree in SOURCES.items() for node in ast.walk(tree)
              if (names := _strings(node)) is not None and set(names) in lists]
     assert films and not found, f"a film's tools listed at {found}; use Film.tools()"
+
+
+def test_one_launcher_starts_every_multi_process_run():
+    """`mora train --processes` and `mora <task> --gpus` relaunch the command through one launcher
+    (`mora.processes.launch`): a second copy of the accelerate command would drift (ports, environment)."""
+    found = sorted({path for path, tree in SOURCES.items() for node in ast.walk(tree)
+                    if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and re.search(r"accelerate\.commands\.launch|torch\.distributed\.run|torchrun", node.value)})
+    assert found == ["src/mora/processes.py"], found

@@ -23,7 +23,7 @@ from typing import Any
 from mora import memory
 from mora.config import PROFILES
 from mora.errors import Cancelled, InputError, ModelUnavailableError, one_line
-from mora.tools import speed
+from mora.tools import parallel, speed
 from mora.tools.load_errors import read_weights
 from mora.tools.quiet import no_library_bars
 
@@ -461,11 +461,13 @@ class Runtime:
             reserve, no limit on a CPU or MPS.
         cache, cache_threshold, attention: the step cache and attention backend (`mora.tools.speed`);
             resolved here, so an unavailable one is an InputError before any load.
+        gpus: the processes each denoiser's attention is split across (`mora.tools.parallel`; 1: none).
     """
 
     def __init__(self, device: str = "auto", dtype: str = "auto", profile: str = "balanced", progress: bool = True,
                  adapter: Any = None, cancelled: Callable[[], bool] | None = None, memory_budget: int | None = None,
-                 cache: str | None = None, cache_threshold: float | None = None, attention: str = "auto"):
+                 cache: str | None = None, cache_threshold: float | None = None, attention: str = "auto", gpus: int = 1):
+        self.gpus = gpus
         self.adapter = adapter  # a trained adapter (mora.adapters.Adapter) or None
         self.cancelled = cancelled if cancelled is not None else _CANCELLED.get()
         self.device = resolve_device(device)
@@ -505,7 +507,8 @@ class Runtime:
         loras = self.preset_loras.get(model.split("#", 1)[0], ())
         if loras:  # the preset's adapters are part of what is loaded, so of the cache key
             name += "+lora:" + ",".join(f"{a.source}@{a.weight:g}" for a in loras)
-        key = (family, name, self.device, str(dtype).removeprefix("torch."), self.profile + self.speed.key)
+        key = (family, name, self.device, str(dtype).removeprefix("torch."), self.profile + self.speed.key
+               + (f"+gpus:{self.gpus}" if self.gpus > 1 else ""))
 
         def load():
             with no_library_bars():
@@ -515,6 +518,7 @@ class Runtime:
                 if adapted:
                     self.adapter.apply(pipe, agent)
                 speed.apply(pipe, family, self.speed)  # before placing: `fast` compiles what the hooks wrap
+                parallel.enable(pipe, family, self.gpus)  # --gpus N: the denoisers' attention split across processes
                 return place(pipe, self.device, placed)
 
         with _LOCK:

@@ -77,6 +77,7 @@ class Toolset:
             memory less the working reserve, no limit on a CPU).
         cache, cache_threshold, attention: step cache and attention backend (`mora.tools.speed`); each
             call records what its model ran with.
+        gpus: processes that split each denoiser's attention (`mora.tools.parallel`; started by `mora.processes`).
 
     Example:
         >>> tools = Toolset(preset="tiny", device="cpu", output_dir="outputs")
@@ -89,13 +90,13 @@ class Toolset:
         output_dir: str | Path = "outputs", progress: bool = True,
         input_guard: Callable[[str, str], Path] | None = None, adapter: Any = None,
         cancelled: Callable[[], bool] | None = None, memory_budget: int | None = None, cache: str | None = None,
-        cache_threshold: float | None = None, attention: str = "auto",
+        cache_threshold: float | None = None, attention: str = "auto", gpus: int = 1,
     ):
         self.preset = get_preset(preset)
         self.runtime = Runtime(device=device, dtype=dtype, profile=profile, progress=progress,
                                adapter=_load_adapter(adapter, self.preset), cancelled=cancelled,
                                memory_budget=memory_budget, cache=cache, cache_threshold=cache_threshold,
-                               attention=attention)
+                               attention=attention, gpus=gpus)
         self.runtime.preset_loras = {spec.model: spec.adapters for spec in self.preset.roles.values() if spec.adapters}
         self.output_dir = Path(output_dir)
         if self.output_dir.exists() and not self.output_dir.is_dir():

@@ -154,6 +154,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("attention", Literal[ATTENTION_BACKENDS], "auto", "attention backend of the transformer models: auto "
            "(default: flash where installed on a CUDA GPU, else sdpa), sdpa (torch's), flash (flash-attn, CUDA), "
            "sage (SageAttention, CUDA, approximate)"),
+    Option("gpus", int, 1, "split each clip across N processes, one CUDA GPU each (diffusers' context parallelism, "
+           "Ulysses); the command launches them. Routes of LTX, Wan and Qwen-Image models only; not on a CPU "
+           "(docs/parallel.md)", scope="host", tasks=TASKS, bounds=dict(ge=1), metavar="N"),
     Option("llm_config", str | list[dict] | None, None, "OAI_CONFIG_LIST file (default: $OAI_CONFIG_LIST or "
            "./OAI_CONFIG_LIST if present; without one, prompts are enhanced deterministically)", scope="host",
            metavar="PATH"),

@@ -73,7 +73,7 @@ def build_manifest(job_spec: Any, job: Any, tools: Any, *, info: dict, card: dic
         **({"candidates": job.candidates, "critic": job.critic} if job_spec.best_of > 1 else {}),
         "device": tools.device, "profile": tools.runtime.profile,
         "cache": tools.runtime.speed.cache, "cache_threshold": tools.runtime.speed.threshold,
-        "attention": tools.runtime.speed.attention, "versions": versions(),
+        "attention": tools.runtime.speed.attention, "gpus": tools.runtime.gpus, "versions": versions(),
     }
     if job_spec.adapter is not None:
         manifest["adapter"] = job_spec.adapter.manifest_entry()  # path, sha256, agents, modulation factors

@@ -44,6 +44,8 @@ class Hooks:
         adapter: an adapter already loaded (`mora.adapters.load_adapter`), instead of the job's folder.
         cancelled: `() -> bool`, asked before each agent step and after each denoising step; True stops
             the job with `mora.errors.Cancelled` (a cancel, a deleted job, Ctrl-C). Keep it cheap.
+        launcher: the caller starts the job's `--gpus` processes itself after these checks (the command
+            line); otherwise `--gpus N` needs this process to be one of N already (`mora.tools.parallel`).
     """
 
     review: Callable[[str, dict], Any] | None = None
@@ -52,6 +54,7 @@ class Hooks:
     preset: Preset | None = None
     adapter: Any = None
     cancelled: Callable[[], bool] | None = None
+    launcher: bool = False
 
     def checked(self) -> Hooks:
         """These hooks with `on_step` asking `cancelled` first: a cancelled job stops before its next agent step."""
@@ -268,10 +271,15 @@ def _pin(spec: JobSpec, preset: Preset, tools: tuple[str, ...]) -> dict:
 def _host_checks(spec: JobSpec, hooks: Hooks, preset: Preset, roles: set, files: bool) -> tuple[Any, Any]:
     """(LLM config list, adapter): the config read, and with `files` the device, models and adapter checked."""
     from mora.agents.llm import load_llm_config
-    from mora.tools import speed  # no torch: the cache and backend against the options and the route's models
+    from mora.tools import parallel, speed  # no torch: cache, backend and --gpus against the route's models
 
     speed.check_choices(spec.cache, spec.cache_threshold, spec.profile)
-    speed.check_route(spec.cache, spec.attention, {r: preset.spec(r).family for r in sorted(roles)}, preset.name)
+    families = {r: preset.spec(r).family for r in sorted(roles)}
+    speed.check_route(spec.cache, spec.attention, families, preset.name)
+    gpus = getattr(spec, "gpus", 1)  # a film has no --gpus
+    parallel.check_route(gpus, families, preset.name)  # diffusers' classes say which have a context-parallel plan
+    if gpus > 1 and not hooks.launcher:
+        parallel.check_world(gpus)
 
     config_list = load_llm_config(spec.llm_config)
     adapter = hooks.adapter
@@ -281,6 +289,8 @@ def _host_checks(spec: JobSpec, hooks: Hooks, preset: Preset, roles: set, files:
 
     if spec.device not in ("auto", "cpu") or spec.attention != "auto":  # needs torch, not diffusers: before any model
         speed.check_attention(spec.attention, resolve_device(spec.device))
+    if gpus > 1:
+        parallel.check_host(gpus, resolve_device(spec.device), llm=bool(config_list), review=getattr(spec, "review", False))
     check_models([m for role in sorted(roles) for m in preset.spec(role).model_ids()], preset.name,
                  loras={r: f for role in sorted(roles) for r, f in preset.spec(role).lora_files().items()})
     if adapter is None and spec.adapter is not None:  # files, sha256 and base models checked before any step

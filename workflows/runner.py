@@ -12,8 +12,10 @@ whole route finished; an interrupted job keeps the artifacts it finished.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,11 @@ from mora.workflows.prepare import Hooks, Prepared, RunResult, StoryPrepared, jo
 logger = logging.getLogger(__name__)
 
 
-def execute(job_spec: Prepared) -> tuple[Any, Any, float]:
-    """Run the route through the agent team; returns (job, tools, seconds in the group chat)."""
+def execute(job_spec: Prepared, device: str | None = None, gpus: int = 1) -> tuple[Any, Any, float]:
+    """Run the route through the agent team; returns (job, tools, seconds in the group chat).
+
+    `device` and `gpus`: one of `gpus` processes' own device (`_run_parallel`); default the job's, one process.
+    """
     from mora.agents.team import Team
     from mora.tools.toolset import Toolset  # torch loads here, after every check
     from mora.workflows.route_run import RouteRun
@@ -34,8 +39,8 @@ def execute(job_spec: Prepared) -> tuple[Any, Any, float]:
     p, spec = job_spec, job_spec.spec
     job = RouteRun(task=p.task, inputs=p.inputs, options=p.pinned, seed=p.seed, best_of=p.best_of, route=list(p.route),
               artifacts_dir=p.artifacts_dir, reviewer=p.reviewer)
-    tools = Toolset(preset=p.preset, device=spec.device, dtype=spec.dtype, profile=spec.profile, cache=spec.cache,
-                    cache_threshold=spec.cache_threshold, attention=spec.attention,
+    tools = Toolset(preset=p.preset, device=device or spec.device, dtype=spec.dtype, profile=spec.profile,
+                    cache=spec.cache, cache_threshold=spec.cache_threshold, attention=spec.attention, gpus=gpus,
                     output_dir=p.artifacts_dir, progress=p.hooks.progress, input_guard=job.guard, adapter=p.adapter)
     tools.runtime.needed_later = lambda: tools.models_for(job.remaining_roles())  # the memory policy's view ahead
     if p.artifacts_dir.is_dir():  # an earlier job's (overwrite was checked in prepare): this job owns the folder
@@ -123,8 +128,33 @@ def run_job(spec: JobSpec | dict, hooks: Hooks | None = None) -> RunResult:
             from mora.workflows.story import run_story
 
             return run_story(job_spec)
+        if job_spec.spec.gpus > 1:
+            return _run_parallel(job_spec)
         job, tools, chat_s = execute(job_spec)
         return write(job_spec, job, tools, chat_s)
+
+
+def _run_parallel(job_spec: Prepared) -> RunResult:
+    """One clip in `--gpus` processes (`mora.tools.parallel`), this being one of them: process 0 writes the
+    video and manifest; the others compute the same route in a scratch folder, remove it and return a
+    result without a video. Each waits for the others (and process 0's writes) before it returns."""
+    from mora.processes import end_processes
+    from mora.tools import parallel
+
+    processes, device, seed = parallel.join(job_spec.spec.gpus, job_spec.spec.device, job_spec.seed)
+    job_spec = dataclasses.replace(job_spec, seed=seed)
+    if processes.main:
+        job, tools, chat_s = execute(job_spec, device, processes.world)
+        result = write(job_spec, job, tools, chat_s)
+        end_processes(processes)  # not after a failure: the launcher stops the others when one fails
+        return result
+    scratch = Path(tempfile.mkdtemp(prefix=f"mora-process{processes.rank}-"))
+    try:
+        execute(dataclasses.replace(job_spec, artifacts_dir=scratch / "artifacts"), device, processes.world)
+        end_processes(processes)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return RunResult(video_path=None, manifest={}, manifest_path=job_spec.manifest_path, artifacts_dir=scratch)
 
 
 def _score(path: str, info: dict, prompt: str | None) -> dict | None:

@@ -91,11 +91,23 @@ def _hooks(args: argparse.Namespace) -> Any:
 
 def _run_task(args: argparse.Namespace) -> int:
     """A task or a story: the job from the flags (checked by the job model), then `run_job`."""
+    from mora.processes import launch, world_size
     from mora.workflows.jobspec import parse_job
     from mora.workflows.runner import run_job
 
     spec = parse_job(job_data(args, args.command))
+    other = int(os.environ.get("RANK", "0")) != 0  # one of --gpus N processes, not process 0: it reports nothing
+    args.quiet = args.quiet or other
+    if getattr(spec, "gpus", 1) > 1 and world_size() == 1:  # --gpus N: checked here, then run in N processes
+        from dataclasses import replace
+
+        from mora.workflows.prepare import prepare
+
+        prepare(spec, replace(_hooks(args), launcher=True))
+        return launch(args.argv, spec.gpus)
     result = run_job(spec, _hooks(args))
+    if other:
+        return 0
     if getattr(spec, "storyboard_only", False):
         print(json.dumps(result.manifest, indent=2) if args.json else str(result.manifest_path))
         return 0
@@ -294,9 +306,9 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.processes is not None and args.processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         if args.prompts is not None:
             raise InputError("--processes: the data-free loop (--prompts) runs in one process; drop --processes")
-        from mora.training.distributed import launch
+        from mora.processes import launch
 
-        return launch(_train_argv(args), args.processes)
+        return launch(["train", *_train_argv(args)], args.processes)
 
     options = {name: getattr(args, name) for name, _ in flag_fields() if getattr(args, name, None) is not None}
     if args.seed is not None:
@@ -358,11 +370,10 @@ class _Interrupts:
 
 def _interrupted(command: str | None = None) -> int:
     code = 128 + (_Interrupts.seen or signal.SIGINT)
-    if command == "train":
-        from mora.training.distributed import reports_interrupt
+    from mora.processes import reports_interrupt
 
-        if not reports_interrupt():  # one of several training processes: the launcher or process 0 says it
-            return code
+    if not reports_interrupt():  # one of several processes (train, --gpus): the launcher or process 0 says it
+        return code
     from mora.workflows.jobspec import OPTIONS
 
     resumable = command in ("batch", "train") or (command is not None and OPTIONS["resume"].applies_to(command))
@@ -452,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     command = None
     try:
         args = parser.parse_args(argv)
+        args.argv = list(argv if argv is not None else sys.argv[1:])  # what `--gpus N` relaunches in N processes
         command = args.command
         if not args.command:
             parser.print_help(sys.stderr)
