@@ -549,7 +549,7 @@ class Runtime:
         and the profile to place it in (low-vram when the pipeline alone is over the budget)."""
         from mora.tools.residency import device_budget, estimate
 
-        twin = (*key[:4], "low-vram" + self.speed.key)
+        twin = (*key[:4], "low-vram" + key[4].removeprefix(self.profile))  # the same speed options and --gpus
         if key in _CACHE and key not in _OFFLOADED:
             return key, self.profile
         if twin in _FORCED_LOW_VRAM:
