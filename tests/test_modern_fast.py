@@ -9,6 +9,8 @@ first step, as a missing model is.
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -30,9 +32,15 @@ def _record(monkeypatch, cls) -> list[dict]:
     return calls
 
 
+FASTWAN = "FastVideo/FastWan2.2-TI2V-5B-FullAttn-Diffusers"
+FASTWAN_SIGMAS = (1.0, 0.757, 0.522)  # FastVideo's DMD timesteps 1000, 757, 522 as sigmas
+
+
 def test_modern_fast_names_the_publishers_files_and_their_settings():
     fast, modern = PRESETS["modern-fast"], PRESETS["modern"]
-    assert fast.models() == modern.models() and fast.capabilities == modern.capabilities
+    assert fast.capabilities == modern.capabilities
+    assert {r: m for r, m in fast.models().items() if m != FASTWAN} == {
+        r: m for r, m in modern.models().items() if r not in ("image_to_video", "extend")}
     t2i, edit = fast.spec("text_to_image"), fast.spec("image_to_image")
     assert t2i.lora_files() == {"lightx2v/Qwen-Image-2512-Lightning":
                                 "Qwen-Image-2512-Lightning-4steps-V1.0-fp32.safetensors"}
@@ -43,14 +51,18 @@ def test_modern_fast_names_the_publishers_files_and_their_settings():
     for role in ("connect", "edit_video"):
         s = fast.spec(role).settings
         assert (s.steps, s.guidance_scale, s.flow_shift) == (4, 1.0, 5.0)
-    assert fast.spec("image_to_video") == modern.spec("image_to_video")  # no confirmed distilled TI2V-5B path
+    for role in ("image_to_video", "extend"):  # FastWan: full DMD weights, 3 fixed steps, no CFG
+        spec = fast.spec(role)
+        assert (spec.family, spec.model, spec.adapters) == ("wan22", FASTWAN, ())
+        assert (spec.settings.steps, spec.settings.guidance_scale, spec.settings.dmd_sigmas) == (3, 1.0, FASTWAN_SIGMAS)
+        assert modern.spec(role).settings.dmd_sigmas is None
     twin = PRESETS["tiny-modern-fast"]
     assert twin.is_tiny and twin.capabilities == fast.capabilities
     for role in fast.roles:  # the twin has the same few-step settings, at toy size
         a, b = fast.spec(role), twin.spec(role)
         assert (a.family, bool(a.adapters)) == (b.family, bool(b.adapters)), role
-        for name in ("steps", "true_cfg_scale", "lightning_shift", "guidance_scale"):
-            if a.adapters:
+        for name in ("steps", "true_cfg_scale", "lightning_shift", "guidance_scale", "dmd_sigmas"):
+            if a.adapters or a.model == FASTWAN:
                 assert getattr(a.settings, name, None) == getattr(b.settings, name, None), (role, name)
 
 
@@ -184,3 +196,166 @@ def test_mora_presets_lists_the_fast_presets_with_their_loras(capsys):
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["tiny-modern-fast"]["roles"]["connect"]["adapters"] == ["tiny/wan-vace-distill/lightning.safetensors"]
     assert "adapters" not in rows["modern"]["roles"]["connect"]  # a role without LoRA lists none
+
+
+# --- FastWan's DMD sampler (mora.tools.schedulers) on the toy Wan 2.2 TI2V model ---------------------------
+
+
+def test_the_dmd_step_is_x0_then_fresh_noise_at_the_next_sigma():
+    import torch
+
+    from mora.tools.schedulers import DMDScheduler
+
+    scheduler = DMDScheduler.with_sigmas(FASTWAN_SIGMAS)
+    scheduler.set_timesteps(3)
+    assert scheduler.timesteps.tolist() == pytest.approx([1000.0, 757.0, 522.0])
+    x, v = torch.randn(1, 4, 2, 3, 3), torch.randn(1, 4, 2, 3, 3)
+    scheduler.generator = torch.Generator().manual_seed(5)
+    twin = torch.Generator().manual_seed(5)
+    for t, sigma, after in zip(scheduler.timesteps, (1.0, 0.757, 0.522), (0.757, 0.522, 0.0)):
+        x0 = x - sigma * v
+        expected = (1 - after) * x0 + after * torch.randn(x.shape, generator=twin)
+        x = scheduler.step(v, t, x, return_dict=False)[0]
+        assert torch.allclose(x, expected, atol=1e-6)
+
+
+def _sampled(folder: Path, seed: int) -> dict:
+    """One tiny-modern-fast image-to-video job: its Wan call, the transformer's timesteps, the scheduler's
+    steps (the generator's state before and after each) and the frames handed to media.write_video."""
+    import numpy as np
+    from conftest import gradient_frames
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from PIL import Image
+
+    import mora
+    from mora.tools.runtime import release
+
+    seen: dict = {"timesteps": [], "steps": [], "frames": []}
+    monkeypatch = pytest.MonkeyPatch()
+    calls = _record(monkeypatch, WanImageToVideoPipeline)
+    forward, step, write = WanTransformer3DModel.forward, FlowMatchEulerDiscreteScheduler.step, media.write_video
+
+    def recording_forward(self, *args, **kwargs):
+        seen["timesteps"].append(float(kwargs["timestep"].max()))  # frame 0 (the image) is held at 0
+        return forward(self, *args, **kwargs)
+
+    def recording_step(self, *args, **kwargs):
+        gen = kwargs.get("generator", getattr(self, "generator", None))
+        before = None if gen is None else gen.get_state().clone()
+        out = step(self, *args, **kwargs)
+        seen["steps"].append((gen, before, None if gen is None else gen.get_state().clone()))
+        return out
+
+    def recording_write(frames, *args, **kwargs):
+        seen["frames"].append(np.array(frames))
+        return write(frames, *args, **kwargs)
+
+    monkeypatch.setattr(WanTransformer3DModel, "forward", recording_forward)
+    monkeypatch.setattr(FlowMatchEulerDiscreteScheduler, "step", recording_step)
+    monkeypatch.setattr(media, "write_video", recording_write)
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(gradient_frames(1, 64, 64)[0]).save(folder / "first.png")
+    try:
+        mora.run("image-to-video", image=str(folder / "first.png"), prompt="waves roll in", preset="tiny-modern-fast",
+                 seed=seed, out=folder / "v.mp4", device="cpu", progress=False, metrics=False)
+    finally:
+        monkeypatch.undo()
+        release()
+    (seen["call"],) = calls
+    return seen
+
+
+def test_tiny_modern_fast_image_to_video_runs_fastwans_three_renoised_steps(tmp_path):
+    import torch
+
+    from mora.tools.schedulers import DMDScheduler
+
+    run = _sampled(tmp_path, seed=3)
+    call = run["call"]
+    assert call["num_inference_steps"] == 3 and call["guidance_scale"] == 1.0
+    assert type(call["_pipe"].scheduler) is DMDScheduler and call["_pipe"].config.expand_timesteps
+    assert run["timesteps"] == pytest.approx([1000.0, 757.0, 522.0])  # one transformer pass a step: no CFG
+    assert len(run["steps"]) == 3
+    for gen, before, after in run["steps"]:  # each step drew its noise from the call's CPU generator
+        assert gen is call["generator"] and gen.device == torch.device("cpu")
+        assert not torch.equal(before, after)
+
+
+def test_the_same_seed_gives_the_same_fastwan_video(tmp_path):
+    import numpy as np
+
+    first, again, other = (_sampled(tmp_path / str(i), seed) for i, seed in enumerate((7, 7, 8)))
+    (a,), (b,), (c,) = first["frames"], again["frames"], other["frames"]
+    assert a.shape == b.shape and np.array_equal(a, b)
+    assert not np.array_equal(a, c)  # the seed (and so the re-noising) matters
+
+
+@pytest.mark.parametrize("steps", [2, 4])
+def test_steps_other_than_the_dmd_sigmas_are_one_line_naming_steps(tmp_path, steps):
+    import mora
+
+    image = tmp_path / "first.png"
+    from conftest import gradient_frames
+    from PIL import Image
+
+    Image.fromarray(gradient_frames(1, 64, 64)[0]).save(image)
+    with pytest.raises(InputError) as caught:
+        mora.run("image-to-video", image=str(image), prompt="waves", preset="tiny-modern-fast", steps=steps,
+                 out=tmp_path / "v.mp4", device="cpu", progress=False, metrics=False)
+    text = str(caught.value)
+    assert caught.value.param == "steps" and "\n" not in text and f"{steps} does not fit" in text and "pass 3" in text
+
+
+def test_the_dmd_scheduler_refuses_other_steps_itself():
+    from mora.tools.schedulers import DMDScheduler
+
+    with pytest.raises(InputError, match="^steps: 5 does not fit this model's 3 fixed sampling steps"):
+        DMDScheduler.with_sigmas(FASTWAN_SIGMAS).set_timesteps(5)
+    with pytest.raises(InputError, match="^dmd_sigmas: "):
+        DMDScheduler.with_sigmas((0.5, 1.0))
+
+
+def test_an_llm_may_only_ask_fastwan_for_its_own_steps():
+    from mora.limits import llm_bounds
+
+    assert llm_bounds(PRESETS["modern-fast"], "image_to_video")["steps"] == (3, 3)
+    assert llm_bounds(PRESETS["modern"], "image_to_video")["steps"] == (1, 100)
+
+
+def test_modern_without_sigmas_calls_the_ti2v_pipeline_as_before(monkeypatch):
+    """modern's settings (no dmd_sigmas): the repo's UniPC scheduler, 50 steps, CFG, on the toy weights."""
+    import dataclasses
+
+    from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from PIL import Image
+
+    from mora.tools import wan22
+    from mora.tools.runtime import Runtime
+
+    spec = dataclasses.replace(PRESETS["modern"].spec("image_to_video"), model="tiny/wan22-ti2v")
+    calls, passes = _record(monkeypatch, WanImageToVideoPipeline), []
+    forward = WanTransformer3DModel.forward
+    monkeypatch.setattr(WanTransformer3DModel, "forward", lambda self, *a, **k: passes.append(1) or forward(self, *a, **k))
+    wan22.generate(spec, Runtime(device="cpu", progress=False), image=Image.new("RGB", (64, 64)), prompt="x",
+                   width=64, height=64, num_frames=5, segments=1, steps=spec.settings.steps, fps=24, seed=0)
+    (call,) = calls
+    assert (call["num_inference_steps"], call["guidance_scale"]) == (50, 5.0)
+    assert type(call["_pipe"].scheduler) is UniPCMultistepScheduler and len(passes) == 100  # cond + uncond
+
+
+def test_wan22_loads_a_ti2v_repo_whose_config_lacks_expand_timesteps(tmp_path):
+    """FastWan's model_index names FastVideo's WanDMDPipeline: no expand_timesteps entry; the family sets it."""
+    import json
+
+    from mora.config import ModelSpec
+    from mora.tools import wan22
+    from mora.tools.modern_settings import tiny_settings
+    from mora.tools.runtime import Runtime, model_source
+
+    folder = tmp_path / "fastwan"
+    shutil.copytree(model_source("tiny/wan22-ti2v"), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index = {k: v for k, v in index.items() if k not in ("expand_timesteps", "boundary_ratio")}
+    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "WanDMDPipeline"}))
+    pipe = wan22.load(ModelSpec("wan22", str(folder), tiny_settings("wan22")), Runtime(device="cpu", progress=False))
+    assert pipe.config.expand_timesteps is True

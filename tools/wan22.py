@@ -27,15 +27,23 @@ logger = logging.getLogger(__name__)
 DEFAULT_PROMPT = "natural, smooth motion that continues the scene, steady camera, consistent lighting"
 
 
+TI2V_LATENT_CHANNELS = 48  # the Wan 2.2 VAE's z_dim; Wan 2.1's (and Wan 2.2 A14B's) is 16
+
+
 def load(spec: ModelSpec, rt: Runtime):
-    """Wan 2.2 TI2V: the VAE in float32; refuses a repo that is not a TI2V model (no expand_timesteps)."""
+    """Wan 2.2 TI2V: the VAE in float32, `expand_timesteps` on whatever the repo's pipeline config says
+    (FastWan's model_index names FastVideo's own pipeline class, whose config has no such entry);
+    refuses a repo that is not a TI2V model, by its weights: the 48-channel Wan 2.2 VAE, and a transformer
+    that reads those latents alone (an I2V transformer also reads the image's, concatenated)."""
 
     def check(pipe) -> None:
-        if not pipe.config.expand_timesteps:
-            raise ValueError(f"wan22: {spec.model} is not a Wan 2.2 TI2V model (its pipeline config lacks "
-                             "expand_timesteps); use family 'wan' for Wan 2.1 image-to-video")
+        z_dim, reads = pipe.vae.config.z_dim, pipe.transformer.config.in_channels
+        if z_dim != TI2V_LATENT_CHANNELS or reads != z_dim:
+            raise ValueError(f"wan22: {spec.model} is not a Wan 2.2 TI2V model (VAE z_dim {z_dim}, transformer "
+                             f"in_channels {reads}; TI2V has {TI2V_LATENT_CHANNELS} and "
+                             f"{TI2V_LATENT_CHANNELS}); use family 'wan' for Wan 2.1 image-to-video")
 
-    return load_wan(spec, rt, "wan22", "WanImageToVideoPipeline", check=check)
+    return load_wan(spec, rt, "wan22", "WanImageToVideoPipeline", check=check, config={"expand_timesteps": True})
 
 
 def _check(spec: ModelSpec, width: int, height: int, num_frames: int) -> None:
@@ -48,11 +56,15 @@ def _check(spec: ModelSpec, width: int, height: int, num_frames: int) -> None:
 
 def _clip(spec: ModelSpec, rt: Runtime, image: Image.Image, *, prompt, width, height, num_frames, steps,
           seed) -> np.ndarray:
+    from mora.tools.schedulers import bind
+
     pipe = load(spec, rt)
+    noise = generator(seed)
+    bind(pipe, steps=steps, generator=noise)  # a DMD scheduler re-noises from this call's generator
     out = pipe(
         image=cover_resize(image.convert("RGB"), width, height), prompt=prompt or DEFAULT_PROMPT,
         negative_prompt=WAN_NEGATIVE_PROMPT, height=height, width=width, num_frames=num_frames,
-        num_inference_steps=steps, guidance_scale=spec.settings.guidance_scale, generator=generator(seed),
+        num_inference_steps=steps, guidance_scale=spec.settings.guidance_scale, generator=noise,
         output_type="np", **rt.step_end(pipe),
     ).frames[0]
     return to_uint8(out)

@@ -35,17 +35,20 @@ FLOAT32_PARTS = {
 
 
 def load_wan(spec: ModelSpec, rt: Runtime, family: str, pipeline: str, *, float32_parts: tuple[str, ...] = ("vae",),
-             check: Callable[[Any], None] | None = None) -> Any:
-    """The cached Wan pipeline of `spec` on the runtime's device: float32 parts, flow shift, checks.
+             check: Callable[[Any], None] | None = None, config: dict[str, Any] | None = None) -> Any:
+    """The cached Wan pipeline of `spec` on the runtime's device: float32 parts, scheduler, checks.
 
     Args:
         spec: the family's model spec; a `flow_shift` setting that is not None replaces the repo's
-            UniPC shift (and is part of the cache key, being part of what is loaded).
+            UniPC shift; a `dmd_sigmas` setting that is not None replaces the scheduler with
+            `mora.tools.schedulers.DMDScheduler` at those sigmas. Both are part of the cache key,
+            being part of what is loaded.
         rt: the job's runtime (device, dtype, pipeline cache).
         family: the cache's family name (`wan`, `wan22`, `wan-vace`).
         pipeline: the diffusers pipeline class's name, e.g. "WanVACEPipeline".
         float32_parts: subfolders (from `FLOAT32_PARTS`) loaded in float32 when the transformer is not.
         check: called with the loaded pipeline before it is cached; raises if it is the wrong model.
+        config: pipeline config values given to `from_pretrained` over the repo's (`expand_timesteps`).
 
     Returns:
         The pipeline, placed for the runtime's profile.
@@ -58,6 +61,7 @@ def load_wan(spec: ModelSpec, rt: Runtime, family: str, pipeline: str, *, float3
     import torch
 
     shift = getattr(spec.settings, "flow_shift", None)
+    sigmas = getattr(spec.settings, "dmd_sigmas", None)
 
     def build(dtype):
         extra = {}
@@ -66,12 +70,17 @@ def load_wan(spec: ModelSpec, rt: Runtime, family: str, pipeline: str, *, float3
                 library, name = FLOAT32_PARTS[part]
                 cls = getattr(importlib.import_module(library), name)
                 extra[part] = from_pretrained(cls, spec.model, subfolder=part, dtype=torch.float32)
-        pipe = from_pretrained(getattr(diffusers, pipeline), spec.model, dtype=dtype, **extra)
+        pipe = from_pretrained(getattr(diffusers, pipeline), spec.model, dtype=dtype, **extra, **(config or {}))
         if check is not None:
             check(pipe)
-        if shift is not None:
+        if sigmas is not None:
+            from mora.tools.schedulers import DMDScheduler
+
+            pipe.scheduler = DMDScheduler.with_sigmas(sigmas)
+        elif shift is not None:
             pipe.scheduler = diffusers.UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=shift)
         return pipe
 
-    key = spec.model if shift is None else f"{spec.model}#flow_shift={shift}"
+    key = spec.model + (f"#flow_shift={shift}" if shift is not None else "") + (
+        f"#dmd_sigmas={','.join(map(str, sigmas))}" if sigmas is not None else "")
     return rt.pipeline(family, key, build, GPU_DTYPE)

@@ -173,6 +173,25 @@ def default_added_frames(settings: Any) -> int:
     return min(clip, frame_rule(settings, added=True)["high"])
 
 
+def fixed_steps(settings: Any) -> int | None:
+    """The one step count of a model sampled at fixed noise levels (`dmd_sigmas`, one step each); None: any.
+
+    Example:
+        >>> fixed_steps(get_preset("modern-fast").spec("image_to_video").settings)
+        3
+    """
+    sigmas = getattr(settings, "dmd_sigmas", None)
+    return len(sigmas) if sigmas else None
+
+
+def check_fixed_steps(settings: Any, steps: int | None) -> None:
+    """InputError naming `steps` when a model with fixed noise levels (`fixed_steps`) is given another count."""
+    n = fixed_steps(settings)
+    if n is not None and steps is not None and steps != n:
+        raise InputError(f"{steps} does not fit this model's {n} fixed sampling steps (dmd_sigmas "
+                         f"{list(settings.dmd_sigmas)}); pass {n} or leave steps unset", param="steps")
+
+
 def check_seed(seed: Any, argument: str = "seed") -> int:
     """The given seed, or a fresh random one (logged, so the run can be repeated)."""
     if seed is None:
@@ -218,6 +237,7 @@ def check_options(preset: Any, options: dict, *, video_tool: str) -> dict:
                                    hint=f" (a multiple of {multiple} for preset {preset.name})")
     for name in ("steps", "fps"):
         opts[name] = check_bounded(options.get(name), name)
+    check_fixed_steps(video, opts["steps"])  # a DMD model's steps are its noise levels
     opts["num_frames"] = check_bounded(options.get("num_frames"), "num_frames",
                                        **frame_rule(video, added=tool.added_frames))
     return opts
@@ -234,7 +254,8 @@ def llm_bounds(preset: Any, tool: str) -> dict[str, Span]:
     s = preset.spec(TOOL_ROLES[tool]).settings
     width, height = getattr(s, "width", None), getattr(s, "height", None)
     side = LLM_FACTOR * max(width or 0, height or 0, int((getattr(s, "max_area", 0) or 0) ** 0.5))
-    bounds = {"seed": span("seed"), "steps": span("steps", high=LLM_FACTOR * s.steps),
+    fixed = fixed_steps(s)  # a DMD model takes its own step count only
+    bounds = {"seed": span("seed"), "steps": span("steps", low=fixed, high=fixed or LLM_FACTOR * s.steps),
               **{name: span(name, low=s.size_multiple, high=side) for name in ("width", "height")}}
     if hasattr(s, "num_frames"):
         frames = frame_rule(s, added=TOOL_TABLE[tool].added_frames)

@@ -196,6 +196,7 @@ def _file_settings(source: _Source, where: str, family: str, values: dict, given
     cls = FAMILY_SETTINGS[family]
     hints = typing.get_type_hints(cls)
     given = {k: None if v is False and _unsettable(hints.get(k)) else v for k, v in given.items()}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}  # TOML arrays: frozen settings
     try:
         checked = _settings_model(family).model_validate({**values, **given})
     except ValidationError as error:

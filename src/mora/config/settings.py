@@ -189,6 +189,9 @@ class Wan22Settings:
     fps: int = 24  # output frame rate (Wan takes no fps conditioning)
     guidance_scale: float = 5.0
     flow_shift: float | None = None  # None: the repo's scheduler config; set to override UniPC's shift
+    # DMD-distilled weights (FastWan): these noise levels, one step each, re-noised between steps
+    # (mora.tools.schedulers.DMDScheduler); steps must equal their count. None: the repo's scheduler.
+    dmd_sigmas: tuple[float, ...] | None = None
     size_multiple: int = 32  # VAE 16 x patch 2
     frame_multiple: int = 4  # temporal compression 4
     max_frames: int = 121  # the length it was trained for
