@@ -359,3 +359,30 @@ def test_wan22_loads_a_ti2v_repo_whose_config_lacks_expand_timesteps(tmp_path):
     (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "WanDMDPipeline"}))
     pipe = wan22.load(ModelSpec("wan22", str(folder), tiny_settings("wan22")), Runtime(device="cpu", progress=False))
     assert pipe.config.expand_timesteps is True
+
+
+@pytest.mark.parametrize("settings, field, says", [
+    ("dmd_sigmas = [0.5, 1.0]", "dmd_sigmas", "not strictly decreasing"),
+    ("dmd_sigmas = [1.0, 0.0]", "dmd_sigmas", "in (0, 1]"),
+    ('dmd_sigmas = ["1.0"]', "dmd_sigmas", "number"),
+    ("dmd_sigmas = [1.0, 0.5], steps = 3", "steps", "set steps = 2"),
+])
+def test_a_bad_dmd_sigmas_setting_is_one_line_naming_the_field(tmp_path, settings, field, says):
+    path = tmp_path / "bad.toml"
+    path.write_text(f'extends = "tiny-modern-fast"\n[roles.image_to_video]\nsettings = {{ {settings} }}\n')
+    with pytest.raises(InputError) as caught:
+        get_preset(None, preset_file=path)
+    text = str(caught.value)
+    assert "\n" not in text and f"roles.image_to_video.settings.{field}" in text and says in text
+
+
+def test_a_preset_file_sets_and_unsets_dmd_sigmas(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('extends = "tiny-modern"\n[roles.image_to_video]\nsettings = { steps = 2, dmd_sigmas = [1, 0.5] }\n'
+                    '[roles.extend]\nsettings = { dmd_sigmas = false }\n')
+    preset = get_preset(None, preset_file=path)
+    assert preset.spec("image_to_video").settings.dmd_sigmas == (1.0, 0.5)  # a TOML array, frozen as a tuple
+    assert preset.spec("extend").settings.dmd_sigmas is None
+    unset = tmp_path / "unset.toml"
+    unset.write_text('extends = "tiny-modern-fast"\n[roles.extend]\nsettings = { dmd_sigmas = false, steps = 8 }\n')
+    assert get_preset(None, preset_file=unset).spec("extend").settings.dmd_sigmas is None

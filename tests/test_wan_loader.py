@@ -37,3 +37,15 @@ def test_flow_shift_replaces_the_scheduler_shift_and_keys_the_cache():
     assert a.scheduler.config.flow_shift == 2.5
     assert b.scheduler.config.flow_shift == 3.0  # the tiny repo's own scheduler config
     assert any(key[1] == f"{spec.model}#flow_shift=2.5" for key in cached_keys() if key[0] == "wan-vace")
+
+
+def test_dmd_sigmas_replace_the_scheduler_and_key_the_cache():
+    from mora.tools.schedulers import DMDScheduler
+
+    rt = Runtime(device="cpu", progress=False)
+    spec = tiny_modern.tiny_spec("wan22-ti2v")
+    dmd = dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, steps=2, dmd_sigmas=(1.0, 0.5)))
+    a, b = wan22.load(dmd, rt), wan22.load(spec, rt)
+    assert a is not b and type(a.scheduler) is DMDScheduler and type(b.scheduler) is not DMDScheduler
+    assert a.scheduler.config.shift == 1.0 and a.scheduler.config.stochastic_sampling
+    assert any(key[1] == f"{spec.model}#dmd_sigmas=1.0,0.5" for key in cached_keys() if key[0] == "wan22")

@@ -21,6 +21,7 @@ from typing import Any
 
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from mora.config.settings import dmd_sigmas_problem
 from mora.errors import InputError
 from mora.limits import check_fixed_steps
 
@@ -34,9 +35,10 @@ class DMDScheduler(FlowMatchEulerDiscreteScheduler):
     @classmethod
     def with_sigmas(cls, sigmas: tuple[float, ...]) -> DMDScheduler:
         """The scheduler at these noise levels, as given: shift 1 (no reshaping), timesteps sigma * 1000."""
-        if not sigmas or any(not 0 < s <= 1 for s in sigmas) or list(sigmas) != sorted(set(sigmas), reverse=True):
-            raise InputError(f"{list(sigmas)} are not decreasing noise levels in (0, 1]; give them as the "
-                             "model's publisher does, e.g. [1.0, 0.757, 0.522]", param="dmd_sigmas")
+        problem = dmd_sigmas_problem(sigmas)
+        if problem:
+            raise InputError(f"{list(sigmas)} {problem}; give the publisher's noise levels, e.g. [1.0, 0.757, 0.522]",
+                             param="dmd_sigmas")
         return cls(num_train_timesteps=1000, shift=1.0, stochastic_sampling=True, dmd_sigmas=list(sigmas))
 
     def __init__(self, *args: Any, dmd_sigmas: list[float] | None = None, **kwargs: Any) -> None:

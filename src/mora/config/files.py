@@ -24,6 +24,7 @@ from mora.config.settings import (
     LoraAdapter,
     ModelSpec,
     Preset,
+    dmd_sigmas_problem,
     mora_home,
 )
 from mora.errors import InputError
@@ -218,6 +219,20 @@ def _check_sizes(source: _Source, where: str, family: str, settings: Any) -> Non
                           f"use {max(1, (n - 1) // fm * fm + 1)} or {(n - 1) // fm * fm + fm + 1}")
 
 
+def _check_sampling(source: _Source, where: str, settings: Any) -> None:
+    """Fixed DMD noise levels: valid ones, and one step each (`steps` is their count)."""
+    sigmas = getattr(settings, "dmd_sigmas", None)
+    if sigmas is None:
+        return
+    problem = dmd_sigmas_problem(sigmas)
+    if problem:
+        raise source.fail(f"{where}.settings.dmd_sigmas", f"{list(sigmas)} {problem}",
+                          "give the publisher's noise levels, e.g. [1.0, 0.757, 0.522]")
+    if settings.steps != len(sigmas):
+        raise source.fail(f"{where}.settings.steps", f"{settings.steps} is not one step per dmd_sigmas level",
+                          f"set steps = {len(sigmas)}")
+
+
 def _local(source: _Source, field: str, value: Any) -> str:
     """A model reference: a Hub id or `tiny/...` as is; a path (/, ., ~) must exist, relative to the file."""
     if not isinstance(value, str) or not value.strip():
@@ -278,6 +293,7 @@ def _role(source: _Source, role: str, table: Any, base: ModelSpec | None) -> Mod
     values = dataclasses.asdict(base.settings) if same else {}
     spec_settings = _file_settings(source, where, family, values, table.get("settings", {}))
     _check_sizes(source, where, family, spec_settings)
+    _check_sampling(source, where, spec_settings)
     adapters = _adapters(source, where, family, table["adapters"]) if "adapters" in table else (
         base.adapters if same else ())
     return ModelSpec(family, model, spec_settings, refiner=refiner, adapters=adapters)

@@ -177,6 +177,19 @@ class QwenImageEditSettings:
     fp16_variant: str | None = None
 
 
+def dmd_sigmas_problem(sigmas: tuple[float, ...]) -> str | None:
+    """What is wrong with fixed DMD noise levels (`Wan22Settings.dmd_sigmas`), or None: they must be
+    strictly decreasing, in (0, 1] (the terminal 0 is implied).
+
+    Example:
+        >>> dmd_sigmas_problem((1.0, 0.757, 0.522)), dmd_sigmas_problem((0.5, 1.0))
+        (None, 'are not strictly decreasing noise levels in (0, 1]')
+    """
+    if not sigmas or any(not 0 < s <= 1 for s in sigmas) or any(a <= b for a, b in zip(sigmas, sigmas[1:])):
+        return "are not strictly decreasing noise levels in (0, 1]"
+    return None
+
+
 @dataclass(frozen=True)
 class Wan22Settings:
     """Wan 2.2 TI2V-5B image-to-video with text (WanImageToVideoPipeline, `expand_timesteps`)."""
