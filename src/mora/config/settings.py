@@ -6,6 +6,7 @@ No torch here: the command line validates options before any model loads.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +186,7 @@ def dmd_sigmas_problem(sigmas: tuple[float, ...]) -> str | None:
         >>> dmd_sigmas_problem((1.0, 0.757, 0.522)), dmd_sigmas_problem((0.5, 1.0))
         (None, 'are not strictly decreasing noise levels in (0, 1]')
     """
-    if not sigmas or any(not 0 < s <= 1 for s in sigmas) or any(a <= b for a, b in zip(sigmas, sigmas[1:])):
+    if not sigmas or any(not 0 < s <= 1 for s in sigmas) or any(a <= b for a, b in itertools.pairwise(sigmas)):
         return "are not strictly decreasing noise levels in (0, 1]"
     return None
 
