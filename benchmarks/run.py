@@ -817,15 +817,20 @@ def device_name(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}), {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
-def _print_header(args: argparse.Namespace, preset) -> None:
-    """What ran, where, with which versions and job settings (the figures mean nothing without it)."""
+def _print_run_lines(args: argparse.Namespace, title: str) -> None:
+    """The title, date, device and versions every table starts with (the figures mean nothing without them)."""
     import torch
 
     scale_note = "" if args.scale == "full" else " (toy models with random weights: NOT performance figures)"
-    print(f"Mora benchmark, scale {args.scale}{scale_note}")
+    print(f"{title}, scale {args.scale}{scale_note}")
     print(f"date {datetime.now().strftime('%Y-%m-%d %H:%M')}; device {args.device}: {device_name(args.device)}")
     print(f"torch {torch.__version__}, diffusers {_version('diffusers')}, transformers {_version('transformers')}, "
           f"mora {_version('mora')}; dtype {args.dtype}; seed {args.seed}")
+
+
+def _print_header(args: argparse.Namespace, preset) -> None:
+    """What ran, where, with which versions and job settings."""
+    _print_run_lines(args, "Mora benchmark")
     print(f"tasks: {', '.join(args.tasks)}; profiles: {', '.join(args.profiles)}")
     print(f"text-to-video job: {describe_t2v(preset)}")
     print()
@@ -963,13 +968,7 @@ def report(args, preset, results: dict[str, dict], flops: dict[str, dict] | None
 
 
 def _print_speed_header(args: argparse.Namespace, preset) -> None:
-    import torch
-
-    scale_note = "" if args.scale == "full" else " (toy models with random weights: NOT performance figures)"
-    print(f"Mora speed configurations, scale {args.scale}{scale_note}")
-    print(f"date {datetime.now().strftime('%Y-%m-%d %H:%M')}; device {args.device}: {device_name(args.device)}")
-    print(f"torch {torch.__version__}, diffusers {_version('diffusers')}, transformers {_version('transformers')}, "
-          f"mora {_version('mora')}; dtype {args.dtype}; seed {args.seed}")
+    _print_run_lines(args, "Mora speed configurations")
     print(f"job (text-to-video, one clip) on {preset.name}: {speed_configs.describe_job(preset)}")
     print()
 

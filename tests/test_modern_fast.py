@@ -82,12 +82,18 @@ def test_a_preset_file_names_a_hub_lora_by_repo_and_file(tmp_path):
     ('{ repo = "./nowhere", file = "a.safetensors" }', "adapters[0].repo", "does not exist"),
 ])
 def test_a_bad_lora_entry_is_one_line_naming_the_field(tmp_path, adapter, field, says):
+    _refused(tmp_path, f'extends = "tiny-modern"\n[roles.text_to_image]\nadapters = [{adapter}]\n',
+             f"roles.text_to_image.{field}", says)
+
+
+def _refused(tmp_path, toml: str, field: str, says: str) -> None:
+    """The preset file `toml` is refused in one line naming `field` and saying `says`."""
     path = tmp_path / "bad.toml"
-    path.write_text(f'extends = "tiny-modern"\n[roles.text_to_image]\nadapters = [{adapter}]\n')
+    path.write_text(toml)
     with pytest.raises(InputError) as caught:
         get_preset(None, preset_file=path)
     text = str(caught.value)
-    assert "\n" not in text and f"roles.text_to_image.{field}" in text and says in text
+    assert "\n" not in text and field in text and says in text
 
 
 def test_a_missing_hub_lora_stops_the_job_before_its_first_step(tmp_path, monkeypatch):
@@ -368,12 +374,8 @@ def test_wan22_loads_a_ti2v_repo_whose_config_lacks_expand_timesteps(tmp_path):
     ("dmd_sigmas = [1.0, 0.5], steps = 3", "steps", "set steps = 2"),
 ])
 def test_a_bad_dmd_sigmas_setting_is_one_line_naming_the_field(tmp_path, settings, field, says):
-    path = tmp_path / "bad.toml"
-    path.write_text(f'extends = "tiny-modern-fast"\n[roles.image_to_video]\nsettings = {{ {settings} }}\n')
-    with pytest.raises(InputError) as caught:
-        get_preset(None, preset_file=path)
-    text = str(caught.value)
-    assert "\n" not in text and f"roles.image_to_video.settings.{field}" in text and says in text
+    _refused(tmp_path, f'extends = "tiny-modern-fast"\n[roles.image_to_video]\nsettings = {{ {settings} }}\n',
+             f"roles.image_to_video.settings.{field}", says)
 
 
 def test_a_preset_file_sets_and_unsets_dmd_sigmas(tmp_path):

@@ -40,12 +40,13 @@ def ensure_tiny(model_id: str) -> Path:
     return build_once(tiny_dir(name), model_id, lambda folder: _BUILDERS[name]().save_pretrained(folder))
 
 
-def build_once(target: Path, label: str, save: Callable[[Path], Any]) -> Path:
-    """`save(folder)` into a temporary folder, renamed to `target`, unless `target` is already built.
+def build_once(target: Path, label: str, save: Callable[[Path], Any], marker: str = "model_index.json") -> Path:
+    """`save(folder)` into a temporary folder, renamed to `target`, unless `target` is already built
+    (`target / marker` exists).
 
     The rename makes a concurrent or interrupted build never leave half a model.
     """
-    if (target / "model_index.json").is_file():
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))

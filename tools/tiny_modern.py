@@ -274,26 +274,12 @@ def ensure_lora(name: str) -> Path:
 
     Written to a temporary folder and renamed into place, as the toy models are.
     """
-    import os
-    import shutil
-    import tempfile
-
     name = name.removeprefix("tiny/")
     if name not in LORA_BUILDERS:
         raise ValueError(f"unknown tiny LoRA {name!r}; known: {sorted(LORA_BUILDERS)}")
-    target = tiny_modern_dir(f"lora-{name}")
-    if (target / TINY_LORA_FILE).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+
+    def save(folder: Path) -> None:
         cls, state = _toy_lora(*LORA_BUILDERS[name])
-        cls.save_lora_weights(tmp, transformer_lora_layers=state, weight_name=TINY_LORA_FILE)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process won the race; its copy is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+        cls.save_lora_weights(folder, transformer_lora_layers=state, weight_name=TINY_LORA_FILE)
+
+    return build_once(tiny_modern_dir(f"lora-{name}"), f"LoRA {name}", save, marker=TINY_LORA_FILE)
