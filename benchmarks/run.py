@@ -982,7 +982,10 @@ def _speed_row(args: argparse.Namespace, config, workdir: Path) -> dict:
     reason = speed_configs.refusal(config, args.device)
     if reason:
         return dict(dataclasses.asdict(config), status=reason)
-    preset = with_overrides(PRESETS[config.preset], args.steps, args.size)
+    # --steps applies to the first preset's rows; another preset's steps are part of what it is (few-step
+    # distilled weights run at their own count, and a fixed-step sampler refuses any other)
+    steps = args.steps if config.preset == args.presets[0] else None
+    preset = with_overrides(PRESETS[config.preset], steps, args.size)
     try:
         return speed_configs.bench_config(args, config, preset, workdir)
     except Exception as error:  # one configuration failing (out of memory, weights missing) leaves the others
