@@ -32,7 +32,7 @@ def speed_run(tmp_path_factory) -> tuple[str, dict]:
     and a preset that does not exist beside the transformer one."""
     out = tmp_path_factory.mktemp("speed") / "speed.json"
     result = _bench("--scale", "tiny", "--device", "cpu", "--speed", "--steps", "4", "--size", "32x32",
-                    "--cache-threshold", "5", "--threads", "1", "--presets", "tiny-modern,tiny,no-such-preset",
+                    "--cache-threshold", "5", "--threads", "1", "--presets", "tiny-modern,tiny,tiny-modern-fast,no-such-preset",
                     "--json", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout, json.loads(out.read_text())
@@ -43,7 +43,7 @@ def test_one_row_per_configuration_in_order(speed_run):
     names = [r["name"] for r in data["configs"]]
     assert names == (["default"] + [f"cache {c}" for c in CACHES if c != "none"]
                      + [f"attention {a}" for a in ATTENTION_BACKENDS if a not in ("auto", "sdpa")]
-                     + ["preset tiny", "preset no-such-preset"])
+                     + ["preset tiny", "preset tiny-modern-fast", "preset no-such-preset"])
     lines = stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("config "))
     assert lines[header].split() == " ".join(speed_configs.HEADERS).split()
@@ -142,3 +142,11 @@ def test_full_scale_serves_the_transformer_presets_models_from_their_configs():
     finally:
         runtime._IN_MEMORY.clear()
         runtime._IN_MEMORY.update(saved)
+
+
+def test_another_preset_runs_at_its_own_steps(speed_run):
+    """--steps 4 is the first preset's; tiny-modern-fast keeps 4 Lightning steps and 3 DMD steps, no CFG."""
+    _, data = speed_run
+    fast = next(r for r in data["configs"] if r["name"] == "preset tiny-modern-fast")
+    assert fast["status"] == "ran", fast["status"]
+    assert fast["block_calls"] == 2 * 4 + 2 * 3  # two blocks each: Qwen-Image 4 steps, Wan 2.2 3 steps
