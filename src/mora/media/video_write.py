@@ -1,4 +1,4 @@
-"""Writing videos: H.264 (yuv420p) MP4 that browsers play, through PyAV, atomically.
+"""Writing videos: H.264 (yuv420p) MP4 that browsers play, with an optional AAC track, through PyAV, atomically.
 
 PyAV encodes in-process with FFmpeg's libx264, so there is no ffmpeg subprocess to wait on.
 """
@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from mora.errors import InputError, bad_input
+from mora.media.audio import Audio, add_aac_stream, check_audio, mux_aac
 from mora.media.files import atomic_path
 from mora.media.images import to_rgb
 from mora.media.video import MAX_FPS, sane_fps
@@ -64,8 +65,8 @@ def _frames_iter(frames: Any) -> Iterator[np.ndarray]:
         yield frame
 
 
-def write_video(frames: Any, path: str | os.PathLike, *, fps: float) -> Path:
-    """Write frames as an H.264 (yuv420p) MP4 that browsers play, atomically.
+def write_video(frames: Any, path: str | os.PathLike, *, fps: float, audio: Audio | None = None) -> Path:
+    """Write frames as an H.264 (yuv420p) MP4 that browsers play, with `audio` as AAC if given, atomically.
 
     yuv420p needs even sizes, so an odd width or height is padded by one column/row that repeats
     the last one (never rescaled). The file is written to a temp file beside `path` and renamed;
@@ -77,9 +78,13 @@ def write_video(frames: Any, path: str | os.PathLike, *, fps: float) -> Path:
             arrays or PIL images (converted to RGB).
         path: the destination (MP4 whatever the suffix); parent directories are created.
         fps: frames per second, > 0.
+        audio: sound for the same file (`media.Audio`), encoded as one AAC stream and trimmed, or
+            padded at the end with silence, to the video's duration (frames / fps). None: no audio
+            stream, as before.
 
     Raises:
-        InputError: `fps` is not positive, `frames` is empty or malformed.
+        InputError: `fps` is not positive, `frames` is empty or malformed, `audio` is not a valid
+            `media.Audio` (dtype, shape, non-finite samples, sample rate).
 
     Example:
         >>> write_video(np.zeros((8, 64, 64, 3), np.uint8), "outputs/black.mp4", fps=8)  # doctest: +SKIP
@@ -91,19 +96,25 @@ def write_video(frames: Any, path: str | os.PathLike, *, fps: float) -> Path:
         )
     if isinstance(frames, np.ndarray) and frames.ndim == 4 and frames.shape[0] == 0:
         raise InputError("frames: got 0 frames; pass at least one frame")
+    if audio is not None:
+        audio = check_audio(audio)
     with atomic_path(path, suffix=".mp4") as tmp:
-        count = _encode(_frames_iter(frames), tmp, float(fps))
+        count = _encode(_frames_iter(frames), tmp, float(fps), audio)
         if count == 0:
             raise InputError("frames: got 0 frames; pass at least one frame")
-    logger.debug("wrote %d frames at %g fps to %s", count, fps, path)
+    logger.debug("wrote %d frames at %g fps (%s) to %s", count, fps, "with audio" if audio else "silent", path)
     return Path(path)
 
 
-def _encode(frames: Iterator[np.ndarray], tmp: Path, fps: float) -> int:
-    """Encode `frames` into the MP4 at `tmp`; returns how many (the container opens at the first frame)."""
+def _encode(frames: Iterator[np.ndarray], tmp: Path, fps: float, audio: Audio | None = None) -> int:
+    """Encode `frames` (and `audio`, fitted to them) into the MP4 at `tmp`; returns how many frames.
+
+    The container opens at the first frame; the audio is encoded after the last, when the video's
+    duration is known.
+    """
     import av
 
-    container = stream = None
+    container = stream = sound = None
     count = 0
     try:
         for frame in frames:
@@ -117,6 +128,8 @@ def _encode(frames: Iterator[np.ndarray], tmp: Path, fps: float) -> int:
                 stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1_000_000),
                                               options={"crf": str(H264_CRF), "preset": "medium"})
                 stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+                if audio is not None:  # every stream is added before the first packet
+                    sound = add_aac_stream(container, audio)
             if pad[0][1] or pad[1][1]:
                 frame = np.pad(frame, pad, mode="edge")
             picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
@@ -125,6 +138,8 @@ def _encode(frames: Iterator[np.ndarray], tmp: Path, fps: float) -> int:
             count += 1
         if stream is not None:
             container.mux(stream.encode(None))  # flush the encoder's delayed frames
+        if sound is not None and audio is not None:
+            mux_aac(container, sound, audio, count / fps)
     finally:
         if container is not None:
             container.close()
