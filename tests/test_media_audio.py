@@ -56,6 +56,17 @@ def test_tone_is_one_aac_stream_as_long_as_the_video(tmp_path):
     assert media.read_video(out).num_frames == FRAMES  # the pictures are untouched
 
 
+def test_ntsc_rate_generator_frames_and_44k_audio_stay_within_a_frame(tmp_path):
+    fps, n = 24000 / 1001, 37
+    gen = (np.full((31, 47, 3), 6 * i, np.uint8) for i in range(n))  # odd sizes, never materialized
+    out = media.write_video(gen, tmp_path / "a.mp4", fps=fps, audio=tone(1.0, rate=44_100, channels=2))
+    _, _, audio_s = streams(out)
+    assert abs(audio_s - n / fps) <= 1 / fps
+    back = media.read_audio(out)
+    assert (back.sample_rate, back.channels) == (44_100, 2)
+    assert abs(back.seconds - n / fps) <= 1 / fps
+
+
 @pytest.mark.parametrize("seconds", [5.0, 0.7])
 def test_longer_tone_is_trimmed_and_shorter_one_padded(tmp_path, seconds):
     out = media.write_video(frames(), tmp_path / "a.mp4", fps=FPS, audio=tone(seconds))

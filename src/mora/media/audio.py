@@ -123,24 +123,43 @@ def fit_audio(audio: Audio, seconds: float) -> Audio:
 # --- the AAC track (called by video_write._encode) ----------------------------------------------
 
 
-def add_aac_stream(container: Any, audio: Audio) -> Any:
-    """Add an AAC stream for `audio` to an MP4 opened for writing (before its first packet)."""
-    stream = container.add_stream("aac", rate=audio.sample_rate, layout=LAYOUTS[audio.channels])
-    stream.bit_rate = AAC_BITRATE_PER_CHANNEL * audio.channels
-    return stream
+class AacTrack:
+    """`audio` as the AAC stream of an MP4 being written, interleaved with the video as it grows.
 
+    Made before the container's first packet (every stream is added first); `advance(seconds)`
+    encodes the sound up to the video's time so far, `finish(seconds)` fits it to the video's final
+    duration (trimmed, or padded at the end with silence) and flushes the encoder.
+    """
 
-def mux_aac(container: Any, stream: Any, audio: Audio, seconds: float) -> None:
-    """Encode `audio`, fitted to `seconds`, into `stream` (PyAV cuts it into the encoder's frames)."""
-    import av
+    def __init__(self, container: Any, audio: Audio) -> None:
+        self.container, self.audio, self.done = container, audio, 0
+        self.stream = container.add_stream("aac", rate=audio.sample_rate, layout=LAYOUTS[audio.channels])
+        self.stream.bit_rate = AAC_BITRATE_PER_CHANNEL * audio.channels
 
-    fitted = fit_audio(audio, seconds)
-    planar = np.ascontiguousarray(np.clip(fitted.samples, -1.0, 1.0).T)
-    frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=LAYOUTS[audio.channels])
-    frame.sample_rate, frame.pts, frame.time_base = audio.sample_rate, 0, Fraction(1, audio.sample_rate)
-    if fitted.num_samples:
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))  # flush the encoder's delayed frames
+    def advance(self, seconds: float) -> None:
+        """Encode the samples up to `seconds` that the audio has (none past its end)."""
+        self._encode(self.audio.samples[self.done:min(round(seconds * self.audio.sample_rate),
+                                                      self.audio.num_samples)])
+
+    def finish(self, seconds: float) -> None:
+        """Encode the rest up to exactly `seconds` (silence past the audio's end) and flush."""
+        rest = fit_audio(self.audio, seconds).samples[self.done:]
+        self._encode(rest)
+        self.container.mux(self.stream.encode(None))  # flush the encoder's delayed frames
+        logger.debug("muxed %.3f s of audio (%.3f s given)", self.done / self.audio.sample_rate,
+                     self.audio.seconds)
+
+    def _encode(self, samples: np.ndarray) -> None:
+        import av
+
+        if not len(samples):
+            return
+        planar = np.ascontiguousarray(np.clip(samples, -1.0, 1.0).T)  # PyAV cuts it into AAC frames
+        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=LAYOUTS[self.audio.channels])
+        rate = self.audio.sample_rate
+        frame.sample_rate, frame.pts, frame.time_base = rate, self.done, Fraction(1, rate)
+        self.container.mux(self.stream.encode(frame))
+        self.done += len(samples)
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from mora.errors import InputError, bad_input
-from mora.media.audio import Audio, add_aac_stream, check_audio, mux_aac
+from mora.media.audio import AacTrack, Audio, check_audio
 from mora.media.files import atomic_path
 from mora.media.images import to_rgb
 from mora.media.video import MAX_FPS, sane_fps
@@ -109,12 +109,13 @@ def write_video(frames: Any, path: str | os.PathLike, *, fps: float, audio: Audi
 def _encode(frames: Iterator[np.ndarray], tmp: Path, fps: float, audio: Audio | None = None) -> int:
     """Encode `frames` (and `audio`, fitted to them) into the MP4 at `tmp`; returns how many frames.
 
-    The container opens at the first frame; the audio is encoded after the last, when the video's
-    duration is known.
+    The container opens at the first frame; the audio is encoded frame by frame beside the video
+    (interleaved, so players stream both), and fitted to the video's duration after the last one.
     """
     import av
 
-    container = stream = sound = None
+    container = stream = None
+    sound: AacTrack | None = None
     count = 0
     try:
         for frame in frames:
@@ -129,17 +130,19 @@ def _encode(frames: Iterator[np.ndarray], tmp: Path, fps: float, audio: Audio | 
                                               options={"crf": str(H264_CRF), "preset": "medium"})
                 stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
                 if audio is not None:  # every stream is added before the first packet
-                    sound = add_aac_stream(container, audio)
+                    sound = AacTrack(container, audio)
             if pad[0][1] or pad[1][1]:
                 frame = np.pad(frame, pad, mode="edge")
             picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             picture.pts = count  # in frames: the stream's time base is 1/fps
             container.mux(stream.encode(picture))
             count += 1
+            if sound is not None:
+                sound.advance(count / fps)
         if stream is not None:
             container.mux(stream.encode(None))  # flush the encoder's delayed frames
-        if sound is not None and audio is not None:
-            mux_aac(container, sound, audio, count / fps)
+        if sound is not None:
+            sound.finish(count / fps)
     finally:
         if container is not None:
             container.close()
