@@ -109,7 +109,7 @@ def recorded_loads(family: str, spec: Any) -> list[Load]:
         >>> [load.cls.__name__ for load in recorded_loads("ltx", get_preset("ltx").spec("extend"))]
         ['LTXConditionPipeline']
     """
-    from mora.tools import runtime
+    from mora.tools import weights
     from mora.tools.toolset import _MODULES
 
     loads: list[Load] = []
@@ -123,16 +123,16 @@ def recorded_loads(family: str, spec: Any) -> list[Load]:
         return served
 
     models = [m for m in (spec.model, spec.refiner) if m]
-    saved = {m: runtime._IN_MEMORY.get(m) for m in models}
+    saved = {m: weights._IN_MEMORY.get(m) for m in models}
     try:
-        runtime._IN_MEMORY.update({m: record(m) for m in models})
+        weights._IN_MEMORY.update({m: record(m) for m in models})
         _MODULES[family].load(spec, _Recorder())
     finally:
         for m, old in saved.items():
             if old is None:
-                runtime._IN_MEMORY.pop(m, None)
+                weights._IN_MEMORY.pop(m, None)
             else:
-                runtime._IN_MEMORY[m] = old
+                weights._IN_MEMORY[m] = old
     return loads
 
 

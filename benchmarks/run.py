@@ -7,7 +7,7 @@
 
 `full` builds every model from the public config.json values in the package's
 mora/data/fullsize_architectures.json (`mora.data`; `--arch PATH` for another) with random weights (they take as long as real weights),
-in memory on the target device, and serves them through `mora.tools.runtime.register_model`, so
+in memory on the target device, and serves them through `mora.tools.weights.register_model`, so
 the jobs run the real code path: a `mora.Toolset` on a preset with the paper's settings (preset
 `mora`), the pipeline cache, placement and profiles. `tiny` runs preset `tiny`.
 
@@ -416,7 +416,7 @@ def full_builders(arch: dict, device: str) -> dict[str, Callable[..., Any]]:
 
 
 def register_full(arch: dict, device: str) -> None:
-    from mora.tools.runtime import register_model
+    from mora.tools.weights import register_model
 
     for model_id, build in full_builders(arch, device).items():
         register_model(model_id, build)

@@ -319,12 +319,12 @@ FULL_BUILDERS = {"qwen-image": _build_qwen_image, "wan22": _build_wan22_ti2v}  #
 
 
 def register_full_modern(arch: dict, device: str, presets: list[str]) -> list[str]:
-    """Serve the job's models of `presets` from random weights on `device` (`runtime.register_model`), where
+    """Serve the job's models of `presets` from random weights on `device` (`weights.register_model`), where
     the family has a builder here and `arch` has the model's transformer; returns the model ids served."""
     import functools
 
     from mora.config import get_preset
-    from mora.tools.runtime import register_model
+    from mora.tools.weights import register_model
 
     entries = [v for k, v in arch.items() if not k.startswith("_")]
     served = []

@@ -9,7 +9,7 @@
 encoder) from the public configs in mora/data/fullsize_architectures.json (`mora.data`; `--arch PATH` for
 another) with random weights, directly on
 the device, through the helpers of benchmarks/run.py (`register_full`, served by
-`mora.tools.runtime.register_model`), so training loads them through its real loading path. Settings
+`mora.tools.weights.register_model`), so training loads them through its real loading path. Settings
 are the training defaults: LoRA rank 16 on the UNets' attention, 1 modulation token, 512x288,
 14 frames, batch 1, bf16 frozen weights, fp32 LoRA and z, gradient checkpointing, AdamW.
 `tiny` runs preset `tiny` at 64x64, 4 frames: the numbers say the script works, nothing about speed.

@@ -126,10 +126,10 @@ def test_full_scale_serves_the_transformer_presets_models_from_their_configs():
 
     from mora.config import get_preset
     from mora.data import fullsize_architectures
-    from mora.tools import runtime
+    from mora.tools import weights
     from mora.tools.toolset import _MODULES
 
-    saved = dict(runtime._IN_MEMORY)
+    saved = dict(weights._IN_MEMORY)
     try:
         served = speed_configs.register_full_modern(fullsize_architectures(), "meta", ["modern", "not-a-preset"])
         modern = get_preset("modern")
@@ -140,8 +140,8 @@ def test_full_scale_serves_the_transformer_presets_models_from_their_configs():
             key, entry = fullsize.find_entry(spec.model, "transformer")
             assert sum(p.numel() for p in pipe.transformer.parameters()) == entry["params"], key
     finally:
-        runtime._IN_MEMORY.clear()
-        runtime._IN_MEMORY.update(saved)
+        weights._IN_MEMORY.clear()
+        weights._IN_MEMORY.update(saved)
 
 
 def test_another_preset_runs_at_its_own_steps(speed_run):

@@ -197,11 +197,11 @@ def test_missing_models_fail_before_anything_runs_in_one_line(tmp_path):
 
 
 def test_missing_model_check_names_only_the_models_the_route_needs(monkeypatch):
-    from mora.tools import runtime
+    from mora.tools import weights
 
-    monkeypatch.setattr(runtime, "model_available", lambda model: model.startswith("tiny/"))
+    monkeypatch.setattr(weights, "model_available", lambda model: model.startswith("tiny/"))
     with pytest.raises(ModelUnavailableError) as info:
-        runtime.check_models(["tiny/svd", "org/missing", "org/missing"], "custom")
+        weights.check_models(["tiny/svd", "org/missing", "org/missing"], "custom")
     assert str(info.value).count("org/missing") == 2  # named once in the list, once in its `hf download`
 
 

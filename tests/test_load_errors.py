@@ -15,7 +15,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 
 from mora.cli import main
 from mora.errors import ModelLoadError, ModelUnavailableError
-from mora.tools import runtime
+from mora.tools import weights
 from mora.tools.tiny import ensure_tiny
 
 
@@ -44,7 +44,7 @@ def test_a_truncated_weights_file_in_a_model_folder_is_reported_as_corrupt(tmp_p
     folder = _copy_tiny("pix2pix", tmp_path / "pix2pix")
     bad = _truncate(folder / component)
     with pytest.raises(ModelLoadError) as info:
-        runtime.from_pretrained(Pix2Pix, str(folder))
+        weights.from_pretrained(Pix2Pix, str(folder))
     _assert_corrupt(info.value, str(folder), folder, "save or download the model into that folder again")
     if component.startswith("unet"):
         assert str(bad) in str(info.value)  # diffusers names the file
@@ -59,7 +59,7 @@ def test_a_corrupt_file_in_the_hugging_face_cache_is_not_reported_as_not_availab
     snapshot = _copy_tiny("pix2pix", repo / "snapshots" / revision)
     _truncate(snapshot / "vae" / "diffusion_pytorch_model.safetensors")
     with pytest.raises(ModelLoadError) as info:
-        runtime.from_pretrained(Pix2Pix, "someone/tiny-pix2pix", cache_dir=str(tmp_path / "hub"))
+        weights.from_pretrained(Pix2Pix, "someone/tiny-pix2pix", cache_dir=str(tmp_path / "hub"))
     _assert_corrupt(info.value, "someone/tiny-pix2pix", snapshot / "vae",
                     "download it again: hf download someone/tiny-pix2pix --force-download")
     assert info.value.exit_code == 1
@@ -70,13 +70,13 @@ def test_a_corrupt_tiny_model_says_it_is_rebuilt_once_deleted(tmp_path, monkeypa
     folder = ensure_tiny("tiny/pix2pix")
     _truncate(folder / "vae" / "diffusion_pytorch_model.safetensors")
     with pytest.raises(ModelLoadError) as info:
-        runtime.from_pretrained(Pix2Pix, "tiny/pix2pix")
+        weights.from_pretrained(Pix2Pix, "tiny/pix2pix")
     _assert_corrupt(info.value, "tiny/pix2pix", folder, f"delete {folder}: it is built again on the next run")
 
 
 def test_a_model_missing_from_the_cache_is_still_not_available(tmp_path):
     with pytest.raises(ModelUnavailableError, match=r"model 'someone/not-here' is not available: no local copy"):
-        runtime.from_pretrained(Pix2Pix, "someone/not-here", cache_dir=str(tmp_path / "hub"))
+        weights.from_pretrained(Pix2Pix, "someone/not-here", cache_dir=str(tmp_path / "hub"))
 
 
 class _Loader:
@@ -98,7 +98,7 @@ class _Loader:
 ])
 def test_a_file_system_error_while_downloading_is_reported_as_what_it_is(error, what):
     with pytest.raises(ModelLoadError) as info:
-        runtime.from_pretrained(_Loader(error), "a/b")
+        weights.from_pretrained(_Loader(error), "a/b")
     message = str(info.value)
     assert "model 'a/b' could not be read" in message and what in message and error.strerror in message, message
     assert "not available" not in message and "\n" not in message
@@ -111,7 +111,7 @@ def test_a_file_system_error_while_downloading_is_reported_as_what_it_is(error, 
                                    FileNotFoundError(errno.ENOENT, "No such file", "/cache/models--a--b")])
 def test_a_network_error_or_a_missing_file_is_still_not_available(error):
     with pytest.raises(ModelUnavailableError, match=r"model 'a/b' is not available"):
-        runtime.from_pretrained(_Loader(error), "a/b")
+        weights.from_pretrained(_Loader(error), "a/b")
 
 
 def test_the_command_line_says_corrupt_naming_the_model_and_path(tmp_path, capsys):

@@ -12,7 +12,7 @@ from mora import memory
 from mora.config import get_preset
 from mora.data import fullsize_entries
 from mora.memory import GIB, Resident, plan
-from mora.tools import runtime
+from mora.tools import runtime, weights
 from mora.tools.toolset import Toolset
 
 QWEN, EDIT, WAN22, VACE = ("Qwen/Qwen-Image-2512", "Qwen/Qwen-Image-Edit-2511", "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
@@ -151,10 +151,10 @@ def test_a_local_models_estimate_is_read_from_its_safetensors_headers(tmp_path, 
     from mora.tools import residency, svd
 
     tools = _tools(tmp_path, None)
-    estimate = residency.estimate("tiny/svd", 4, runtime.model_source)  # float32 on a CPU
+    estimate = residency.estimate("tiny/svd", 4, weights.model_source)  # float32 on a CPU
     measured, _ = residency.device_bytes(svd.load(tools.preset.spec("image_to_video"), tools.runtime), "cpu")
     assert estimate is not None and abs(estimate - measured) <= 0.01 * measured  # buffers aside, the same
-    assert residency.estimate("no/such-model", 4, runtime.model_source) is None
+    assert residency.estimate("no/such-model", 4, weights.model_source) is None
 
 
 def test_mora_presets_memory_prints_the_table_without_importing_torch():

@@ -117,7 +117,7 @@ def test_a_missing_hub_lora_stops_the_job_before_its_first_step(tmp_path, monkey
 def test_loading_a_hub_lora_offline_is_one_clear_error(monkeypatch):
     from huggingface_hub import constants
 
-    from mora.tools.runtime import load_preset_loras
+    from mora.tools.weights import load_preset_loras
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -356,7 +356,8 @@ def test_wan22_loads_a_ti2v_repo_whose_config_lacks_expand_timesteps(tmp_path):
     from mora.config import ModelSpec
     from mora.tools import wan22
     from mora.tools.modern_settings import tiny_settings
-    from mora.tools.runtime import Runtime, model_source
+    from mora.tools.runtime import Runtime
+    from mora.tools.weights import model_source
 
     folder = tmp_path / "fastwan"
     shutil.copytree(model_source("tiny/wan22-ti2v"), folder)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mora.errors import ModelUnavailableError
-from mora.tools import runtime
+from mora.tools import weights
 
 MODELS = ["org/missing-base", "org/missing-refiner"]
 BOUND_S = 20.0  # the issue's bound on the whole check
@@ -111,7 +111,7 @@ def _assert_missing_line(error: ModelUnavailableError) -> None:
 def _timed_check() -> tuple[ModelUnavailableError, float]:
     started = time.monotonic()
     with pytest.raises(ModelUnavailableError) as caught:
-        runtime.check_models(MODELS, "mora")
+        weights.check_models(MODELS, "mora")
     return caught.value, time.monotonic() - started
 
 
@@ -152,11 +152,11 @@ def test_offline_mode_asks_nobody(hub_at, server_503, monkeypatch):
 def test_the_whole_check_has_a_deadline(monkeypatch):
     """A check that never ends (a server trickling bytes under httpx's per-phase timeouts) is cut off."""
     release = threading.Event()
-    monkeypatch.setattr(runtime, "model_available", lambda model: release.wait(30) and False)
+    monkeypatch.setattr(weights, "model_available", lambda model: release.wait(30) and False)
     started = time.monotonic()
     try:
         with pytest.raises(ModelUnavailableError, match="org/missing-base"):
-            runtime.check_models(MODELS, "mora", deadline_s=0.3)
+            weights.check_models(MODELS, "mora", deadline_s=0.3)
     finally:
         release.set()
     assert time.monotonic() - started < 5
@@ -168,21 +168,21 @@ def test_local_models_take_no_hub_check(tmp_path, monkeypatch):
     def hub(model: str) -> bool:
         raise AssertionError(f"{model} went to the Hub check")
 
-    monkeypatch.setattr(runtime, "model_available", hub)
+    monkeypatch.setattr(weights, "model_available", hub)
     started = threading.active_count()
-    runtime.check_models(["tiny/svd", "tiny/sdxl", str(tmp_path)], "tiny")
+    weights.check_models(["tiny/svd", "tiny/sdxl", str(tmp_path)], "tiny")
     assert threading.active_count() == started
     with pytest.raises(AssertionError, match="org/missing-base went to the Hub check"):
-        runtime.check_models(["tiny/svd", "org/missing-base"], "mora")
+        weights.check_models(["tiny/svd", "org/missing-base"], "mora")
 
 
 def test_a_bug_in_the_check_is_not_a_missing_model(monkeypatch):
     def broken(model: str) -> bool:
         raise TypeError("a bug of ours")
 
-    monkeypatch.setattr(runtime, "model_available", broken)
+    monkeypatch.setattr(weights, "model_available", broken)
     with pytest.raises(TypeError, match="a bug of ours"):
-        runtime.check_models(MODELS, "mora")
+        weights.check_models(MODELS, "mora")
 
 
 def _mora() -> list[str]:

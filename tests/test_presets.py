@@ -356,7 +356,7 @@ def test_tiny_modern_runs_the_other_four_tasks(modern_runs, tmp_path):
 
 
 def _real_weights(*roles: str) -> bool:
-    from mora.tools.runtime import model_available
+    from mora.tools.weights import model_available
 
     return all(model_available(m) for r in roles for m in PRESETS["modern"].spec(r).model_ids())
 
@@ -402,7 +402,7 @@ def test_a_preset_files_lora_adapter_is_loaded_into_its_roles_pipeline(tmp_path,
     from peft import LoraConfig, get_peft_model_state_dict
 
     from mora.tools import runtime
-    from mora.tools.runtime import from_pretrained
+    from mora.tools.weights import from_pretrained
 
     pipe = from_pretrained(StableDiffusionXLPipeline, "tiny/sdxl-base")
     # random (not zero-initialised) LoRA weights, so the adapter visibly changes the output

@@ -24,7 +24,7 @@ from PIL import Image
 
 from mora import media
 from mora.config import get_preset
-from mora.tools import ltx, profiles, runtime, sdxl, svd
+from mora.tools import ltx, profiles, runtime, sdxl, svd, weights
 from mora.tools.runtime import Runtime
 from mora.tools.toolset import Toolset
 
@@ -190,8 +190,8 @@ def test_fast_gpu_branch_prepares_compiles_and_keeps_the_output(family, monkeypa
            "ltx": LTXConditionPipeline}[family]
     compile_ = torch.nn.Module.compile
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compile_(self, *a, **{**k, "backend": "eager"}))
-    reference = _run_small(runtime.from_pretrained(cls, f"tiny/{family}"))
-    pipe = runtime.from_pretrained(cls, f"tiny/{family}")
+    reference = _run_small(weights.from_pretrained(cls, f"tiny/{family}"))
+    pipe = weights.from_pretrained(cls, f"tiny/{family}")
     try:
         applied = profiles._fast(pipe, cuda=True)
         expected = {"sdxl-base": ["fused QKV", "unet channels_last", "vae channels_last", "regional torch.compile"],

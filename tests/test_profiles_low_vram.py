@@ -17,7 +17,7 @@ import pytest
 import torch
 from test_profiles import _run_small
 
-from mora.tools import profiles, runtime
+from mora.tools import profiles, weights
 
 # family -> (its tiny model, whether its denoiser's weights may be stored in fp8)
 FAMILIES = {
@@ -30,12 +30,12 @@ FAMILIES = {
 
 def _load(model: str):
     """A fresh tiny pipeline (outside the cache: placement changes it for good)."""
-    index = json.loads((Path(runtime.model_source(model)) / "model_index.json").read_text())
-    return runtime.from_pretrained(getattr(diffusers, index["_class_name"]), model)
+    index = json.loads((Path(weights.model_source(model)) / "model_index.json").read_text())
+    return weights.from_pretrained(getattr(diffusers, index["_class_name"]), model)
 
 
 def _denoiser_classes(model: str) -> list[type]:
-    index = json.loads((Path(runtime.model_source(model)) / "model_index.json").read_text())
+    index = json.loads((Path(weights.model_source(model)) / "model_index.json").read_text())
     return [getattr(diffusers, index[name][1]) for name in profiles.DENOISERS if index.get(name, [None, None])[1]]
 
 

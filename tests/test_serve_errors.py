@@ -168,7 +168,7 @@ def test_errors_quote_only_a_prefix_of_a_value(client):
 
 def _missing_preset(tmp_path) -> tuple[str, str]:
     """(a preset file naming a model that is not here, the command line's line for it)."""
-    from mora.tools.runtime import check_models
+    from mora.tools.weights import check_models
 
     path = tmp_path / "missing.toml"
     path.write_text(PRESET_FILE)

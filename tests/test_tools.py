@@ -21,7 +21,7 @@ from test_presets import _record
 from mora import media
 from mora.config import get_preset
 from mora.errors import InputError, ModelUnavailableError
-from mora.tools import ltx, runtime
+from mora.tools import ltx, runtime, weights
 from mora.tools.sizing import cover_resize, resize_frames
 from mora.tools.tiny import tiny_dir
 from mora.tools.toolset import TOOL_NAMES, Toolset
@@ -570,7 +570,7 @@ def test_missing_real_model_offline_is_a_clear_error(tmp_path, monkeypatch):
 
     model = "stabilityai/stable-video-diffusion-img2vid-xt"
     with pytest.raises(ModelUnavailableError) as info:
-        runtime.from_pretrained(StableVideoDiffusionPipeline, model)
+        weights.from_pretrained(StableVideoDiffusionPipeline, model)
 
     message = str(info.value)
     assert model in message

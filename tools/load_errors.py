@@ -2,7 +2,7 @@
 
 `read_weights` is every `from_pretrained` of the runtime: such a failure is `ModelLoadError`, named
 as what it is, while a missing model (not cached, not a folder, the Hub unreachable) keeps its own
-error ("not available", `mora.tools.runtime.from_pretrained`).
+error ("not available", `mora.tools.weights.from_pretrained`).
 """
 
 from __future__ import annotations

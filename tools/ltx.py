@@ -14,9 +14,10 @@ from PIL import Image
 
 from mora.config import ModelSpec
 from mora.tools.quiet import DropMessages
-from mora.tools.runtime import Runtime, from_pretrained, generator
+from mora.tools.runtime import Runtime, generator
 from mora.tools.segments import chain_segments
 from mora.tools.sizing import cover_resize, to_uint8
+from mora.tools.weights import from_pretrained
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ import logging
 from PIL import Image
 
 from mora.config import ModelSpec
-from mora.tools.runtime import Runtime, from_pretrained, generator
+from mora.tools.runtime import Runtime, generator
+from mora.tools.weights import from_pretrained
 
 logger = logging.getLogger(__name__)
 

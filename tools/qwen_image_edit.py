@@ -18,8 +18,9 @@ from PIL import Image
 
 from mora.config import ModelSpec
 from mora.tools.qwen_image import with_scheduler
-from mora.tools.runtime import Runtime, from_pretrained, generator
+from mora.tools.runtime import Runtime, generator
 from mora.tools.sizing import fit_size
+from mora.tools.weights import from_pretrained
 
 logger = logging.getLogger(__name__)
 

@@ -74,7 +74,7 @@ def estimate(name: str, element_size: int, source: Callable[[str], str]) -> int 
     if parts is not None:
         reused = memory.component_bytes(shared) or {}
         return sum(size for entry, size in parts.items() if entry not in reused)
-    folder = Path(source(own))  # `source`: where from_pretrained reads the model (runtime.model_source)
+    folder = Path(source(own))  # `source`: where from_pretrained reads the model (weights.model_source)
     if not folder.is_dir():
         return None
     from safetensors import SafetensorError

@@ -12,7 +12,8 @@ from PIL import Image
 
 from mora.config import ModelSpec
 from mora.tools import clip_text
-from mora.tools.runtime import Runtime, from_pretrained, generator, variant
+from mora.tools.runtime import Runtime, generator, variant
+from mora.tools.weights import from_pretrained
 
 logger = logging.getLogger(__name__)
 

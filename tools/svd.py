@@ -17,9 +17,10 @@ from PIL import Image
 from mora.config import ModelSpec
 from mora.errors import InputError
 from mora.tools.profiles import decode_chunk
-from mora.tools.runtime import Runtime, from_pretrained, generator, variant
+from mora.tools.runtime import Runtime, generator, variant
 from mora.tools.segments import chain_segments, extension_clips
 from mora.tools.sizing import cover_resize, to_uint8
+from mora.tools.weights import from_pretrained
 
 logger = logging.getLogger(__name__)
 

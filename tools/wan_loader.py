@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from mora.config import ModelSpec
-from mora.tools.runtime import Runtime, from_pretrained
+from mora.tools.runtime import Runtime
+from mora.tools.weights import from_pretrained
 
 GPU_DTYPE = "bfloat16"
 # every Wan family's negative prompt (Wan 2.1 FLF2V, Wan 2.2 TI2V, VACE): the English rendering of Wan's

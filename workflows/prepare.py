@@ -285,7 +285,8 @@ def _host_checks(spec: JobSpec, hooks: Hooks, preset: Preset, roles: set, files:
     adapter = hooks.adapter
     if not files:
         return config_list, adapter
-    from mora.tools.runtime import check_models, resolve_device
+    from mora.tools.runtime import resolve_device
+    from mora.tools.weights import check_models
 
     if spec.device not in ("auto", "cpu") or spec.attention != "auto":  # needs torch, not diffusers: before any model
         speed.check_attention(spec.attention, resolve_device(spec.device))

@@ -412,18 +412,7 @@ def _print_memory(names: list[str], args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    cards = "".join(f"{gb:>4} GB" for gb in memory.CARDS_GB)
-    width = max([14, *(len(row["preset"]) for row in rows)])  # the longest name keeps its columns aligned
-    print(f"{'preset':{width}} {'profile':9} {'largest step':15} {'weights':>8}{cards}")
-    for row in rows:
-        fits = row["fits"] or {}
-        verdicts = "".join(f"{('yes' if fits[str(gb)] else 'no') if fits else '-':>7}" for gb in memory.CARDS_GB)
-        weights = f"{row['weights_gb']:.1f} GB" if row["weights_gb"] is not None else "unknown"
-        print(f"{row['preset']:{width}} {row['profile']:9} {row['step'] or '-':15} {weights:>8}{verdicts}")
-    print(f"Weights at the GPU dtype from the full-size configs; a card fits when they take at most "
-          f"{1 - memory.WORKING_RESERVE:.0%} of it (the rest: activations, not estimated). low-vram: what it does "
-          f"not offload ({', '.join(memory.RESIDENT_UNDER_OFFLOAD)}); the other weights stream in layer by layer "
-          "from CPU RAM. Measured peaks: benchmarks/RESULTS.md (GPU pending).")
+    print("\n".join(memory.table_lines(rows)))
     return 0
 
 

@@ -186,3 +186,20 @@ def plan(resident: list[Resident], incoming: int | None, budget: int | None, *,
 
 def _gb(size: int) -> str:
     return f"{size / GIB:.1f} GiB" if size >= GIB / 10 else f"{size / 2**20:.1f} MiB"
+
+
+def table_lines(rows: list[dict]) -> list[str]:
+    """`preset_rows` as the text table `mora presets --memory` prints, with its reading line last."""
+    cards = "".join(f"{gb:>4} GB" for gb in CARDS_GB)
+    width = max([14, *(len(row["preset"]) for row in rows)])  # the longest name keeps its columns aligned
+    lines = [f"{'preset':{width}} {'profile':9} {'largest step':15} {'weights':>8}{cards}"]
+    for row in rows:
+        fits = row["fits"] or {}
+        verdicts = "".join(f"{('yes' if fits[str(gb)] else 'no') if fits else '-':>7}" for gb in CARDS_GB)
+        weights = f"{row['weights_gb']:.1f} GB" if row["weights_gb"] is not None else "unknown"
+        lines.append(f"{row['preset']:{width}} {row['profile']:9} {row['step'] or '-':15} {weights:>8}{verdicts}")
+    lines.append(f"Weights at the GPU dtype from the full-size configs; a card fits when they take at most "
+                 f"{1 - WORKING_RESERVE:.0%} of it (the rest: activations, not estimated). low-vram: what it does "
+                 f"not offload ({', '.join(RESIDENT_UNDER_OFFLOAD)}); the other weights stream in layer by layer "
+                 "from CPU RAM. Measured peaks: benchmarks/RESULTS.md (GPU pending).")
+    return lines

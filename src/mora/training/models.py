@@ -64,7 +64,8 @@ def load_pipeline(preset: Preset, agent: str, device: str, dtype: torch.dtype) -
     Example:
         >>> pipe = load_pipeline(get_preset("tiny"), "image_to_video_agent", "cpu", torch.float32)  # doctest: +SKIP
     """
-    from mora.tools.runtime import from_pretrained, no_library_bars, variant
+    from mora.tools.runtime import no_library_bars, variant
+    from mora.tools.weights import from_pretrained
 
     spec = preset.spec(AGENTS[agent].role)
     cls = pipeline_class(spec.family)
